@@ -1,0 +1,40 @@
+"""Reads this cluster's id from the apiserver, for the agent's start-up.
+
+The id is the ClusterProperty ``cluster.clusterset.k8s.io`` (KEP-2149). A
+missing or invalid property stops the agent with a message that says how to
+fix it: running under a guessed id would publish records under the wrong keys.
+"""
+
+from __future__ import annotations
+
+from kubernetes.client import CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from federation.errors import ClusterIdentityError, InvalidInputError
+from federation.model.identity import CLUSTER_ID_PROPERTY, ClusterId, parse_cluster_id
+
+GROUP, VERSION, PLURAL = "about.k8s.io", "v1alpha1", "clusterproperties"
+
+
+def read_cluster_id(api: CustomObjectsApi) -> ClusterId:
+    """The validated id of the cluster ``api`` talks to."""
+    try:
+        prop: object = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, CLUSTER_ID_PROPERTY)
+    except ApiException as err:
+        if err.status == 404:
+            raise ClusterIdentityError(
+                f"ClusterProperty {CLUSTER_ID_PROPERTY} not found (or its CRD is not installed): "
+                "create it with spec.value set to this cluster's id, e.g. "
+                f"'kubectl create -f -' of kind ClusterProperty, name {CLUSTER_ID_PROPERTY}"
+            ) from err
+        raise ClusterIdentityError(
+            f"reading ClusterProperty {CLUSTER_ID_PROPERTY} failed: {err.status} {err.reason}"
+        ) from err
+    spec = prop.get("spec") if isinstance(prop, dict) else None
+    value = spec.get("value") if isinstance(spec, dict) else None
+    if not isinstance(value, str):
+        raise ClusterIdentityError(f"ClusterProperty {CLUSTER_ID_PROPERTY} has no spec.value")
+    try:
+        return parse_cluster_id(value)
+    except InvalidInputError as err:
+        raise ClusterIdentityError(str(err)) from err

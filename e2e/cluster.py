@@ -1,0 +1,443 @@
+"""Local member clusters: real etcd and kube-apiserver processes on loopback.
+
+The harness behind the demo, the e2e tests and the integration tests (through
+the fixtures in :mod:`e2e.fixtures`). :class:`LocalEnvironment` starts etcd
+(one shared by all clusters, each apiserver under its own ``--etcd-prefix``,
+or one per cluster) and one kube-apiserver per cluster with TLS, client
+certificate authentication and RBAC authorization. It installs the project's
+``crds/`` and the upstream Gateway API CRDs, sets the ClusterProperty
+``cluster.clusterset.k8s.io`` to the cluster id, writes an admin kubeconfig
+per cluster and mints restricted identities on request.
+
+There is no kubelet, scheduler or controller-manager: nothing creates pods,
+EndpointSlices for Services, or finalizes deleted namespaces. Tests create
+EndpointSlices that point at loopback processes they start themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from e2e import toolchain
+from e2e.pki import CertificateAuthority, service_account_keys
+from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO_ROOT / "crds"
+CLUSTER_PROPERTY_ID = "cluster.clusterset.k8s.io"
+ADMIN_USER = "federation-admin"
+START_TIMEOUT = 90.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _run_all(commands: Sequence[tuple[str, Sequence[str]]], timeout: float) -> None:
+    """Run commands concurrently; raise with the output of the first that fails."""
+    running = [
+        (label, subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for label, argv in commands
+    ]
+    failures = []
+    for label, popen in running:
+        try:
+            out, _ = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            out, _ = popen.communicate()
+            failures.append(f"{label}: timed out after {timeout:.0f}s\n{out.decode()}")
+            continue
+        if popen.returncode != 0:
+            failures.append(f"{label}: exit {popen.returncode}\n{out.decode()}")
+    if failures:
+        raise HarnessError("\n".join(failures))
+
+
+class Etcd:
+    """One etcd member on loopback with its data in a temp dir."""
+
+    def __init__(self, group: ProcessGroup, binary: Path, directory: Path, name: str) -> None:
+        self.client_port = free_port()
+        peer = f"http://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.process: Process = group.start(
+            name,
+            [
+                str(binary),
+                f"--name={name}",
+                f"--data-dir={directory / 'data'}",
+                f"--listen-client-urls={self.url}",
+                f"--advertise-client-urls={self.url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster={name}={peer}",
+                # Throwaway data: durability is not worth the fsync latency here.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            directory / "etcd.log",
+        )
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                body: dict[str, str] = json.load(resp)
+                return body.get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user the apiserver authenticates by client certificate."""
+
+    user: str
+    groups: tuple[str, ...]
+    kubeconfig: Path
+
+
+class LocalCluster:
+    """One member cluster: a kube-apiserver with its own CA, prefix and identity."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        index: int,
+        directory: Path,
+        tools: toolchain.Tools,
+        group: ProcessGroup,
+    ) -> None:
+        self.id = cluster_id
+        self.index = index
+        self.dir = directory
+        self.tools = tools
+        self._group = group
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.ca = CertificateAuthority(f"federation-local-{cluster_id}-ca")
+        self.ca_file = directory / "pki" / "ca.crt"
+        self.admin: Identity | None = None
+        self.process: Process | None = None
+
+    # Services get ClusterIPs from a per-cluster range. They are data to store
+    # and compare: nothing ever sends traffic to them.
+    @property
+    def service_cidr(self) -> str:
+        return f"10.{100 + self.index}.0.0/16"
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.admin is not None, "cluster not started"
+        return self.admin.kubeconfig
+
+    def start_apiserver(self, etcd_url: str) -> None:
+        pki = self.dir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        self.ca_file.write_bytes(self.ca.cert_pem)
+        serving_cert, serving_key = self.ca.serving("127.0.0.1").write(pki, "apiserver")
+        sa_pub, sa_key = service_account_keys().write(pki, "service-account")
+        sa_pub = sa_pub.rename(pki / "service-account.pub")
+        self.admin = self.mint_identity(ADMIN_USER, ("system:masters",))
+        issuer = "https://kubernetes.default.svc.cluster.local"
+        self.process = self._group.start(
+            f"kube-apiserver-{self.id}",
+            [
+                str(self.tools.kube_apiserver),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--etcd-servers={etcd_url}",
+                f"--etcd-prefix=/federation-local/{self.id}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={serving_cert}",
+                f"--tls-private-key-file={serving_key}",
+                f"--client-ca-file={self.ca_file}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={issuer}",
+                f"--api-audiences={issuer}",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                f"--service-cluster-ip-range={self.service_cidr}",
+                # No kubelets: the "kubernetes" Service endpoints would point at loopback.
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+            ],
+            self.dir / "kube-apiserver.log",
+        )
+
+    def mint_identity(self, user: str, groups: Iterable[str] = ()) -> Identity:
+        """A kubeconfig for ``user`` in ``groups``, signed by this cluster's CA.
+
+        Only ``system:masters`` gets rights by itself; bind RBAC roles to the
+        user or groups for anything else.
+        """
+        groups = tuple(groups)
+        pair = self.ca.client(user, groups)
+        path = self.dir / "identities" / f"{user.replace(':', '_')}.kubeconfig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        context = f"{user}@{self.id}"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": self.id,
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(self.ca.cert_pem),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": _b64(pair.cert_pem),
+                        "client-key-data": _b64(pair.key_pem),
+                    },
+                }
+            ],
+            "contexts": [{"name": context, "context": {"cluster": self.id, "user": user}}],
+            "current-context": context,
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        if user == ADMIN_USER:
+            # A stable, obvious name for people running kubectl by hand.
+            shutil.copy(path, self.dir / "kubeconfig")
+            path = self.dir / "kubeconfig"
+        return Identity(user, groups, path)
+
+    def _admin_ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        pki = self.dir / "identities"
+        if not (pki / "readyz.crt").exists():
+            self.ca.client(ADMIN_USER, ("system:masters",)).write(pki, "readyz")
+        ctx.load_cert_chain(pki / "readyz.crt", pki / "readyz.key")
+        return ctx
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                self.server + "/readyz", timeout=2, context=self._admin_ssl()
+            ) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def check_running(self) -> None:
+        if self.process is not None and not self.process.running():
+            raise HarnessError(
+                f"kube-apiserver of cluster {self.id} exited "
+                f"({self.process.popen.returncode}):\n{self.process.log_tail()}"
+            )
+
+    def kubectl_argv(self, *args: str, identity: Identity | None = None) -> list[str]:
+        kubeconfig = (identity or self.admin or _not_started()).kubeconfig
+        return [
+            str(self.tools.kubectl),
+            f"--kubeconfig={kubeconfig}",
+            f"--cache-dir={self.dir / 'kube-cache'}",
+            *args,
+        ]
+
+    def kubectl(
+        self,
+        *args: str,
+        identity: Identity | None = None,
+        input: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster (as admin unless ``identity``)."""
+        proc = subprocess.run(
+            self.kubectl_argv(*args, identity=identity),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise HarnessError(
+                f"kubectl {' '.join(args)} on {self.id} failed: {proc.stderr.strip()}"
+            )
+        return proc
+
+    def cluster_property_manifest(self) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "about.k8s.io/v1alpha1",
+                "kind": "ClusterProperty",
+                "metadata": {"name": CLUSTER_PROPERTY_ID},
+                "spec": {"value": self.id},
+            }
+        )
+
+
+def _not_started() -> Identity:
+    raise HarnessError("cluster not started")
+
+
+class LocalEnvironment:
+    """N member clusters on loopback; a context manager that always cleans up.
+
+    >>> with LocalEnvironment(["a", "b"]) as env:
+    ...     env.cluster("a").kubectl("get", "ns")
+    """
+
+    def __init__(
+        self,
+        cluster_ids: Sequence[str] = ("a", "b", "c"),
+        *,
+        etcd_per_cluster: bool = False,
+        workdir: Path | None = None,
+        keep_workdir: bool = False,
+    ) -> None:
+        if len(set(cluster_ids)) != len(cluster_ids) or not cluster_ids:
+            raise ValueError(f"cluster ids must be distinct and non-empty: {cluster_ids}")
+        self.cluster_ids = tuple(cluster_ids)
+        self.etcd_per_cluster = etcd_per_cluster
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="federation-env-"))
+        self.keep_workdir = keep_workdir
+        self.group = ProcessGroup()
+        self.clusters: dict[str, LocalCluster] = {}
+        self.etcds: list[Etcd] = []
+        self.startup_seconds = 0.0
+
+    def cluster(self, cluster_id: str) -> LocalCluster:
+        return self.clusters[cluster_id]
+
+    def __enter__(self) -> LocalEnvironment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        began = time.monotonic()
+        tools = toolchain.locate()
+        for index, cluster_id in enumerate(self.cluster_ids, start=1):
+            directory = self.workdir / cluster_id
+            directory.mkdir(parents=True, exist_ok=True)
+            self.clusters[cluster_id] = LocalCluster(
+                cluster_id, index, directory, tools, self.group
+            )
+        if self.etcd_per_cluster:
+            self.etcds = [
+                Etcd(self.group, tools.etcd, self.workdir / c / "etcd", f"etcd-{c}")
+                for c in self.cluster_ids
+            ]
+        else:
+            self.etcds = [Etcd(self.group, tools.etcd, self.workdir / "etcd", "etcd")]
+        for etcd in self.etcds:
+            wait_until(
+                etcd.healthy,
+                timeout=START_TIMEOUT,
+                what=f"{etcd.process.name} health",
+                check=functools.partial(_check_alive, etcd.process),
+            )
+        for i, cluster in enumerate(self.clusters.values()):
+            cluster.start_apiserver(self.etcds[i if self.etcd_per_cluster else 0].url)
+        clusters = list(self.clusters.values())
+
+        def check() -> None:
+            for c in clusters:
+                c.check_running()
+
+        wait_until(
+            lambda: all(c.ready() for c in clusters),
+            timeout=START_TIMEOUT,
+            what="every kube-apiserver to be ready",
+            check=check,
+        )
+        self._install_crds(tools.gateway_api_crds)
+        self.startup_seconds = time.monotonic() - began
+
+    def _install_crds(self, gateway_api_crds: Path) -> None:
+        clusters = list(self.clusters.values())
+        _run_all(
+            [
+                (
+                    f"install CRDs in {c.id}",
+                    c.kubectl_argv(
+                        "apply",
+                        "--server-side",
+                        "--field-manager=federation-local",
+                        "-f",
+                        str(CRD_DIR),
+                        "-f",
+                        str(gateway_api_crds),
+                    ),
+                )
+                for c in clusters
+            ],
+            timeout=120,
+        )
+        _run_all(
+            [
+                (
+                    f"wait for CRDs in {c.id}",
+                    c.kubectl_argv(
+                        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"
+                    ),
+                )
+                for c in clusters
+            ],
+            timeout=90,
+        )
+        for c in clusters:
+            c.kubectl("apply", "--server-side", "-f", "-", input=c.cluster_property_manifest())
+
+    def peak_rss_kib(self) -> int:
+        return self.group.peak_rss_kib()
+
+    def pids(self) -> list[int]:
+        return self.group.pids()
+
+    def stop(self) -> None:
+        """Stop every process (by pid) and remove the temp dir unless asked to keep it."""
+        try:
+            self.group.stop_all()
+        finally:
+            if self._own_workdir and not self.keep_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _check_alive(proc: Process) -> None:
+    if not proc.running():
+        raise HarnessError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")

