@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clusters", default="a,b,c", help="comma-separated cluster ids (default a,b,c)"
     )
     args = parser.parse_args(argv)
+    # Explicit for SIGINT too: a shell starting us in the background ignores it.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     ids = ["a", "b", "c"] if args.command == "demo" else args.clusters.split(",")
     began = time.monotonic()

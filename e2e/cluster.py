@@ -17,17 +17,20 @@ EndpointSlices that point at loopback processes they start themselves.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -430,12 +433,30 @@ class LocalEnvironment:
         return self.group.pids()
 
     def stop(self) -> None:
-        """Stop every process (by pid) and remove the temp dir unless asked to keep it."""
+        """Stop every process (by pid) and remove the temp dir unless asked to keep it.
+
+        A second Ctrl-C during teardown is ignored rather than leaving half the
+        processes running; teardown is bounded by the stop grace period.
+        """
         try:
-            self.group.stop_all()
+            with _interrupts_deferred():
+                self.group.stop_all()
         finally:
             if self._own_workdir and not self.keep_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_alive(proc: Process) -> None:

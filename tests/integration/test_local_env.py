@@ -154,11 +154,18 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_cli_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     workdir = tmp_path / "env"
+    # Started as a shell's background job would be: with SIGINT ignored, which
+    # Python would otherwise inherit and never turn into KeyboardInterrupt.
     proc = subprocess.Popen(
         [sys.executable, "-m", "e2e", "up", "--clusters", "x", "--workdir", str(workdir)],
         cwd=REPO,
+        preexec_fn=_ignore_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
