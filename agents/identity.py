@@ -11,7 +11,7 @@ from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from federation.errors import ClusterIdentityError, InvalidInputError
-from federation.model.identity import CLUSTER_ID_PROPERTY, ClusterId, parse_cluster_id
+from federation.identity import CLUSTER_ID_PROPERTY, ClusterId, parse_cluster_id
 
 GROUP, VERSION, PLURAL = "about.k8s.io", "v1alpha1", "clusterproperties"
 

@@ -1,5 +1,10 @@
 """Benchmarks that print figures; run with ``./e2e/dev bench [name ...]``.
 
+``federation``: export -> import convergence (one ServiceExport created in
+``a`` until its ServiceImport exists in ``b``: p50/p99 over ``--changes``
+sequential changes), then ``--services`` exports created at once in ``a`` until
+every one is imported in ``b`` and ``c``, and the agents' peak memory.
+
 ``env``: time to start the 3-cluster local environment with warm caches
 (etcd, kube-apiservers ready, CRDs established, ClusterProperties set) and the
 environment's peak memory, once with one etcd shared by all clusters and once
@@ -11,11 +16,18 @@ Benchmarks never assert on time: they print, and people compare.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
+from kubernetes.client import ApiClient, CustomObjectsApi
+
+from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
+from e2e.federation import Federation
+from e2e.fixtures import api_client
+from e2e.processes import rss_kib, wait_until
 
 CLUSTERS = ("a", "b", "c")
 
@@ -46,15 +58,109 @@ def bench_env(runs: int) -> None:
     print("peak RSS: sum over etcd and kube-apiserver processes of each one's peak (VmHWM)")
 
 
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def _imported(client: ApiClient, ns: str, name: str) -> bool:
+    return sc.get_custom(client, "serviceimports", ns, name) is not None
+
+
+def _import_count(client: ApiClient, ns: str) -> int:
+    result = CustomObjectsApi(client).list_namespaced_custom_object(
+        sc.MCS, "v1beta1", ns, "serviceimports"
+    )
+    return len(result["items"])  # type: ignore[index]
+
+
+def bench_federation(changes: int, services: int) -> None:
+    with LocalEnvironment(CLUSTERS) as env:
+        fed = Federation(env, lease_ttl=10.0)
+        fed.start()
+        a, b = env.cluster("a"), env.cluster("b")
+        for cluster in env.clusters.values():
+            sc.apply(cluster, sc.namespace("bench"), sc.namespace("bulk"))
+        sc.apply(a, *(sc.service("bench", f"s{i}") for i in range(changes)))
+        with api_client(a) as client_a, api_client(b) as client_b:
+            exports = CustomObjectsApi(client_a)
+            latencies = []
+            deadline = time.monotonic() + 600  # bounded in time as well as count
+            for i in range(changes):
+                if time.monotonic() > deadline:
+                    break
+                began = time.monotonic()
+                exports.create_namespaced_custom_object(
+                    sc.MCS, "v1beta1", "bench", "serviceexports", sc.export("bench", f"s{i}")
+                )
+                wait_until(
+                    functools.partial(_imported, client_b, "bench", f"s{i}"),
+                    timeout=30,
+                    what=f"import s{i} in b",
+                    interval=0.005,
+                )
+                latencies.append((time.monotonic() - began) * 1000)
+            print(f"export in a -> ServiceImport in b, {len(latencies)} sequential changes:")
+            print(
+                f"  p50 {_percentile(latencies, 50):.0f} ms   p99 "
+                f"{_percentile(latencies, 99):.0f} ms   max {max(latencies):.0f} ms"
+            )
+
+            # Bulk: the exports exist before a's agent starts, so what is timed is
+            # federation (a publishes everything, b and c import it), not how fast
+            # kubectl can create 2,000 objects.
+            fed.stop_agent("a")
+            objects = [
+                o
+                for i in range(services)
+                for o in (sc.service("bulk", f"s{i}"), sc.export("bulk", f"s{i}"))
+            ]
+            for start in range(0, len(objects), 500):
+                sc.apply(a, *objects[start : start + 500])
+            began = time.monotonic()
+            fed.start_agent("a")
+            with api_client(env.cluster("c")) as client_c:
+                wait_until(
+                    lambda: (
+                        _import_count(client_b, "bulk") >= services
+                        and _import_count(client_c, "bulk") >= services
+                    ),
+                    timeout=900,
+                    what=f"{services} imports in b and c",
+                    interval=0.2,
+                )
+            total = time.monotonic() - began
+            print(
+                f"{services} exports in a, then a's agent started: all imported in b and c "
+                f"after {total:.1f}s ({services / total:.0f} services/s into each cluster)"
+            )
+        for cid, handle in fed.agents.items():
+            assert handle.process is not None
+            print(f"  agent {cid}: peak RSS {rss_kib(handle.process.pid, 'VmHWM') / 1024:.0f} MiB")
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "env": lambda args: bench_env(args.runs),
+    "federation": lambda args: bench_federation(args.changes, args.services),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"which to run (default all): {list(BENCHMARKS)}")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="env: repetitions (default 3)")
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=200,
+        help="federation: sequential export changes (default 200)",
+    )
+    parser.add_argument(
+        "--services",
+        type=int,
+        default=1000,
+        help="federation: services exported at once (default 1000)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:

@@ -152,6 +152,18 @@ class LocalCluster:
         return f"10.{100 + self.index}.0.0/16"
 
     @property
+    def pod_cidr(self) -> str:
+        """Addresses for EndpointSlices: data only, like ClusterIPs.
+
+        The apiserver refuses loopback addresses in EndpointSlices, so tests put
+        pod IPs from this range there; nothing sends traffic to them.
+        """
+        return f"10.{200 + self.index}.0.0/16"
+
+    def pod_ip(self, host: int) -> str:
+        return f"10.{200 + self.index}.{host // 256}.{host % 256}"
+
+    @property
     def kubeconfig(self) -> Path:
         assert self.admin is not None, "cluster not started"
         return self.admin.kubeconfig

@@ -1,4 +1,4 @@
-"""The clusterset model: identities, exports and imports as typed, pure values.
+"""The clusterset model: merged imports, conflicts and conditions as typed, pure values.
 
 Imports nothing that does I/O (redis, grpc, kopf, kubernetes).
 """

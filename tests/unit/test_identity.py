@@ -1,9 +1,9 @@
-"""Cluster id validation (federation.model.identity)."""
+"""Cluster id validation (federation.identity)."""
 
 import pytest
 
 from federation.errors import InvalidInputError
-from federation.model.identity import parse_cluster_id, subdomain_errors
+from federation.identity import parse_cluster_id, subdomain_errors
 
 
 @pytest.mark.parametrize("value", ["a", "cluster-1", "eu-west.prod", "0", "a" * 63 + ".b"])

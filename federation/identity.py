@@ -5,6 +5,9 @@ A member cluster's id is the value of its cluster-scoped ClusterProperty named
 RFC-1123 subdomain. The agent reads it at start (``agents.identity``); the id
 then names the cluster's registry keys, its Envoy node cluster and the
 ``status.clusters`` entries of ServiceImports.
+
+Pure and below every layer of ``federation``: the registry's record codec and
+the model both validate ids with it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,255 @@
+"""Pure conversions between Kubernetes objects and registry records.
+
+Called by the agent's export publisher (Service + EndpointSlices -> record)
+and import reconciler (merged import -> ServiceImport, derived Service and
+EndpointSlices). No I/O: raw Kubernetes JSON in, plain dicts or records out,
+so the rules are unit-tested without an apiserver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from federation.model.conditions import ValidityProblem
+from federation.model.imports import MergedImport
+from federation.registry.records import (
+    Endpoint,
+    EndpointPort,
+    EndpointSet,
+    ExportedService,
+    ServicePort,
+    ServiceType,
+    sorted_pairs,
+)
+
+MCS_GROUP = "multicluster.x-k8s.io"
+MCS_VERSION = "v1beta1"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MANAGED_BY = "federation-agent.federation.dev"
+#: Marks the objects the agent owns, so it can find and delete stale ones.
+OWNER_LABEL = "app.kubernetes.io/managed-by"
+OWNER = "federation-agent"
+SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
+SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
+DERIVED_SERVICE_ANNOTATION = "multicluster.kubernetes.io/derived-service"
+K8S_SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+Obj = Mapping[str, Any]
+
+
+def _meta(obj: Obj) -> Mapping[str, Any]:
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    return meta
+
+
+def build_record(
+    cluster: str,
+    export: Obj,
+    service: Obj | None,
+    slices: Iterable[Obj],
+) -> ExportedService | ValidityProblem:
+    """The registry record for one ServiceExport, or why it cannot be exported."""
+    meta = _meta(export)
+    namespace, name = meta["namespace"], meta["name"]
+    if service is None:
+        return ValidityProblem.no_service(namespace, name)
+    spec: Mapping[str, Any] = service.get("spec") or {}
+    svc_type = spec.get("type", "ClusterIP")
+    if svc_type == "ExternalName":
+        return ValidityProblem.invalid_service_type(svc_type)
+    headless = spec.get("clusterIP") == "None"
+    ports = tuple(
+        sorted(
+            ServicePort(
+                name=p.get("name") or "",
+                protocol=p.get("protocol") or "TCP",
+                port=int(p["port"]),
+                app_protocol=p.get("appProtocol"),
+            )
+            for p in spec.get("ports") or []
+        )
+    )
+    affinity = spec.get("sessionAffinity") or "None"
+    timeout = None
+    if affinity == "ClientIP":
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
+            "timeoutSeconds", 10800
+        )
+    export_spec: Mapping[str, Any] = export.get("spec") or {}
+    return ExportedService(
+        cluster=cluster,
+        namespace=namespace,
+        name=name,
+        type=ServiceType.HEADLESS if headless else ServiceType.CLUSTER_SET_IP,
+        ports=ports,
+        session_affinity=affinity,
+        session_affinity_timeout=timeout,
+        exported_labels=sorted_pairs(export_spec.get("exportedLabels")),
+        exported_annotations=sorted_pairs(export_spec.get("exportedAnnotations")),
+        created=meta.get("creationTimestamp") or "",
+        generation=int(meta.get("generation") or 0),
+        endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
+    )
+
+
+def _endpoint_set(slice_: Obj) -> EndpointSet:
+    endpoints = []
+    for e in slice_.get("endpoints") or []:
+        cond = e.get("conditions") or {}
+        ready = cond.get("ready")
+        # EndpointSlice semantics: a nil ready means ready; nil serving follows ready.
+        ready = True if ready is None else bool(ready)
+        serving = cond.get("serving")
+        endpoints.append(
+            Endpoint(
+                addresses=tuple(e.get("addresses") or ()),
+                ready=ready,
+                serving=ready if serving is None else bool(serving),
+                terminating=bool(cond.get("terminating") or False),
+                zone=e.get("zone"),
+                hostname=e.get("hostname"),
+            )
+        )
+    return EndpointSet(
+        name=_meta(slice_)["name"],
+        address_type=slice_.get("addressType") or "IPv4",
+        ports=tuple(
+            sorted(
+                EndpointPort(
+                    name=p.get("name") or "",
+                    protocol=p.get("protocol") or "TCP",
+                    port=int(p["port"]),
+                    app_protocol=p.get("appProtocol"),
+                )
+                for p in slice_.get("ports") or []
+                if p.get("port") is not None
+            )
+        ),
+        endpoints=tuple(sorted(e for e in endpoints if e.addresses)),
+    )
+
+
+def _short_hash(*parts: str, length: int = 10) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def derived_service_name(name: str) -> str:
+    """The ClusterIP Service that gives a ClusterSetIP import its IP (<= 63 chars)."""
+    return f"derived-{_short_hash(name)}"
+
+
+def _port_json(p: ServicePort) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "protocol": p.protocol, "port": p.port}
+    if not p.name:
+        del out["name"]
+    if p.app_protocol:
+        out["appProtocol"] = p.app_protocol
+    return out
+
+
+def imported_slice_name(name: str, cluster: str, source_slice: str) -> str:
+    return f"imported-{_short_hash(name, cluster, source_slice, length=16)}"
+
+
+def owner_labels(name: str) -> dict[str, str]:
+    return {OWNER_LABEL: OWNER, SERVICE_NAME_LABEL: name}
+
+
+def derived_service(merged: MergedImport) -> dict[str, Any]:
+    """A selector-less ClusterIP Service: the apiserver allocates the import's IP."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": derived_service_name(merged.name),
+            "namespace": merged.namespace,
+            "labels": owner_labels(merged.name),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "ports": [{**_port_json(p), "targetPort": p.port} for p in merged.ports],
+        },
+    }
+
+
+def service_import(merged: MergedImport, ips: Sequence[str]) -> dict[str, Any]:
+    """The ServiceImport's metadata and spec (status is written separately)."""
+    annotations = dict(merged.annotations)
+    spec: dict[str, Any] = {
+        "type": merged.type.value,
+        "ports": [_port_json(p) for p in merged.ports],
+        "sessionAffinity": merged.session_affinity,
+    }
+    if merged.type is ServiceType.CLUSTER_SET_IP:
+        annotations[DERIVED_SERVICE_ANNOTATION] = derived_service_name(merged.name)
+        spec["ips"] = list(ips)
+    if merged.session_affinity == "ClientIP" and merged.session_affinity_timeout:
+        spec["sessionAffinityConfig"] = {
+            "clientIP": {"timeoutSeconds": merged.session_affinity_timeout}
+        }
+    return {
+        "apiVersion": f"{MCS_GROUP}/{MCS_VERSION}",
+        "kind": "ServiceImport",
+        "metadata": {
+            "name": merged.name,
+            "namespace": merged.namespace,
+            "labels": {**dict(merged.labels), OWNER_LABEL: OWNER},
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def import_slices(merged: MergedImport, exports: Sequence[ExportedService]) -> list[dict[str, Any]]:
+    """One EndpointSlice per source cluster and source slice, with the MCS labels."""
+    out = []
+    for rec in exports:
+        for s in rec.endpoints:
+            labels = {
+                **owner_labels(merged.name),
+                SOURCE_CLUSTER_LABEL: rec.cluster,
+                MANAGED_BY_LABEL: MANAGED_BY,
+            }
+            if merged.type is ServiceType.CLUSTER_SET_IP:
+                labels[K8S_SERVICE_NAME_LABEL] = derived_service_name(merged.name)
+            out.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": imported_slice_name(merged.name, rec.cluster, s.name),
+                        "namespace": merged.namespace,
+                        "labels": labels,
+                    },
+                    "addressType": s.address_type,
+                    "ports": [
+                        {
+                            k: v
+                            for k, v in (
+                                ("name", p.name),
+                                ("protocol", p.protocol),
+                                ("port", p.port),
+                                ("appProtocol", p.app_protocol),
+                            )
+                            if v is not None
+                        }
+                        for p in s.ports
+                    ],
+                    "endpoints": [
+                        {
+                            "addresses": list(e.addresses),
+                            "conditions": {
+                                "ready": e.ready,
+                                "serving": e.serving,
+                                "terminating": e.terminating,
+                            },
+                            **({"zone": e.zone} if e.zone else {}),
+                            **({"hostname": e.hostname} if e.hostname else {}),
+                        }
+                        for e in s.endpoints
+                    ],
+                }
+            )
+    return out

@@ -1,0 +1,198 @@
+"""``federation-agent``: the per-cluster agent's command line and kopf wiring.
+
+    federation-agent --registry redis://agent-a:PASSWORD@127.0.0.1:6379/0 \\
+        [--kubeconfig PATH] [--cluster-id ID] [--lease-ttl 10] \\
+        [--withdraw-stale-after SECONDS]
+
+The cluster id comes from the ClusterProperty ``cluster.clusterset.k8s.io``
+unless ``--cluster-id`` is given (then both must agree). kopf watches
+ServiceExports, Services, EndpointSlices and Namespaces cluster-wide and hands
+every event to :class:`agents.agent.Agent`; the agent runs its own tasks
+beside kopf in the same event loop. SIGTERM/SIGINT stop both cleanly and
+release the lease (records stay: fail-static).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient, CustomObjectsApi
+from pythonjsonlogger.json import JsonFormatter
+
+from agents import metrics
+from agents.agent import Agent, AgentOptions
+from agents.identity import read_cluster_id
+from agents.kube import Kube, load_api_client
+from federation.errors import FederationError
+from federation.identity import parse_cluster_id
+from federation.registry.redis_store import RedisReader, RedisWriter
+
+log = logging.getLogger("agents")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="federation-agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--registry",
+        required=True,
+        help="Redis URL with this agent's ACL user, redis://user:pass@host:port/db",
+    )
+    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
+    parser.add_argument("--cluster-id", help="must match the ClusterProperty when both are set")
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=10.0,
+        help="seconds until this cluster counts as stale (default 10)",
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=60.0,
+        help="seconds between full re-lists (default 60)",
+    )
+    parser.add_argument(
+        "--withdraw-stale-after",
+        type=float,
+        default=None,
+        help="withdraw a stale cluster's exports after this many seconds "
+        "(default: never; fail-static)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9464",
+        help="host:port for /metrics, /healthz and /readyz (default 127.0.0.1:9464)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # no Kubernetes Events for watch-only handlers
+    settings.scanning.disabled = True  # cluster-wide only: no namespace/CRD scanning
+    settings.watching.server_timeout = 300
+    return settings
+
+
+def build_registry(agent: Agent, api_client: ApiClient) -> kopf.OperatorRegistry:
+    """kopf handlers, registered on an explicit registry (no import-time globals)."""
+    registry = kopf.OperatorRegistry()
+    conf = api_client.configuration
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as the agent's own client, whatever their source.
+        token = conf.api_key.get("authorization") or conf.api_key.get("BearerToken")
+        return kopf.ConnectionInfo(
+            server=conf.host,
+            ca_path=conf.ssl_ca_cert,
+            certificate_path=conf.cert_file,
+            private_key_path=conf.key_file,
+            token=token.removeprefix("Bearer ").strip() if token else None,
+            insecure=not conf.verify_ssl,
+        )
+
+    def route(handler: Any) -> Any:
+        def on_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            handler(type, dict(body))
+
+        return on_event
+
+    kopf.on.event("multicluster.x-k8s.io", "v1beta1", "serviceexports", registry=registry)(
+        route(agent.on_export_event)
+    )
+    kopf.on.event("", "v1", "services", registry=registry)(route(agent.on_service_event))
+    kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)(
+        route(agent.on_slice_event)
+    )
+    kopf.on.event("", "v1", "namespaces", registry=registry)(route(agent.on_namespace_event))
+    return registry
+
+
+async def run(args: argparse.Namespace) -> None:
+    api_client = load_api_client(args.kubeconfig)
+    property_id = await asyncio.to_thread(read_cluster_id, CustomObjectsApi(api_client))
+    if args.cluster_id and parse_cluster_id(args.cluster_id) != property_id:
+        raise FederationError(
+            f"--cluster-id {args.cluster_id} does not match the ClusterProperty ({property_id})"
+        )
+    cluster = property_id
+    writer = RedisWriter.from_url(args.registry, cluster)
+    reader = RedisReader.from_url(args.registry)
+    agent = Agent(
+        AgentOptions(
+            cluster=cluster,
+            lease_ttl=args.lease_ttl,
+            resync_interval=args.resync_interval,
+            withdraw_stale_after=args.withdraw_stale_after,
+        ),
+        Kube(api_client),
+        writer,
+        reader,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await metrics.serve(agent, args.metrics_address)
+    log.info("agent starting", extra={"cluster": cluster})
+    agent_task = asyncio.create_task(agent.run(), name="agent")
+    # kopf starts after the agent's initial LIST, so its listing only refreshes the caches.
+    await asyncio.wait(
+        [agent_task, asyncio.create_task(agent.ready.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    kopf_task = asyncio.create_task(
+        kopf.operator(
+            registry=build_registry(agent, api_client),
+            settings=_kopf_settings(),
+            clusterwide=True,
+            standalone=True,
+            stop_flag=stop,
+        ),
+        name="kopf",
+    )
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait([agent_task, kopf_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    agent_task.cancel()
+    results = await asyncio.gather(agent_task, kopf_task, return_exceptions=True)
+    await writer.close()
+    await reader.close()
+    await runner.cleanup()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+    log.info("agent stopped", extra={"cluster": cluster})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Structured logs: one JSON object per line, with the `extra` fields.
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    try:
+        asyncio.run(run(args))
+    except FederationError as err:
+        print(f"federation-agent: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

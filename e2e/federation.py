@@ -1,0 +1,161 @@
+"""A running federation on the local environment: Redis, ACL users and agents.
+
+Used by the demo, the e2e tests and the benchmarks, on top of
+:class:`e2e.cluster.LocalEnvironment`. It starts one real redis-server, creates
+one Redis ACL user per agent (and a read-only hub user), gives each cluster a
+least-privilege Kubernetes identity for its agent (``manifests/agent-rbac.yaml``)
+and runs ``federation-agent`` as a separate process per cluster, which tests
+can kill and restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
+from e2e.processes import HarnessError, Process, wait_until
+from e2e.redis_server import RedisServer
+from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
+
+AGENT_RBAC = Path(__file__).parent / "manifests" / "agent-rbac.yaml"
+HUB_USER = "hub"
+
+
+@dataclass
+class AgentHandle:
+    cluster: LocalCluster
+    password: str
+    kubeconfig: Path
+    metrics_port: int
+    process: Process | None = None
+
+
+class Federation:
+    """Redis plus one agent per cluster of ``env``; stopped with the environment."""
+
+    def __init__(
+        self,
+        env: LocalEnvironment,
+        *,
+        lease_ttl: float = 2.0,
+        withdraw_stale_after: float | None = None,
+        resync_interval: float = 30.0,
+    ) -> None:
+        self.env = env
+        self.lease_ttl = lease_ttl
+        self.withdraw_stale_after = withdraw_stale_after
+        self.resync_interval = resync_interval
+        self.redis = RedisServer(env.group, env.workdir / "redis")
+        self.hub_password = secrets.token_urlsafe(18)
+        self.agents: dict[str, AgentHandle] = {}
+
+    def start(self) -> None:
+        self.redis.start()
+        self.create_users()
+        for cluster in self.env.clusters.values():
+            cluster.kubectl("apply", "-f", str(AGENT_RBAC))
+            identity = cluster.mint_identity("federation-agent", ["federation:agents"])
+            self.agents[cluster.id] = AgentHandle(
+                cluster, secrets.token_urlsafe(18), identity.kubeconfig, free_port()
+            )
+        self.create_users()
+        for cluster_id in self.agents:
+            self.start_agent(cluster_id)
+        for cluster_id in self.agents:
+            self.wait_agent_ready(cluster_id)
+
+    def create_users(self) -> None:
+        """(Re)create the ACL users; needed again after a Redis restart."""
+        rules = [agent_user_rules(c, h.password) for c, h in self.agents.items()]
+        rules.append(hub_user_rules(HUB_USER, self.hub_password))
+
+        async def apply() -> None:
+            client = self.redis.async_admin_client()
+            try:
+                await apply_users(client, rules)
+            finally:
+                await client.aclose()
+
+        asyncio.run(apply())
+
+    def agent_url(self, cluster_id: str) -> str:
+        handle = self.agents[cluster_id]
+        return self.redis.url(agent_user(cluster_id), handle.password)
+
+    def hub_url(self) -> str:
+        return self.redis.url(HUB_USER, self.hub_password)
+
+    def start_agent(self, cluster_id: str) -> Process:
+        handle = self.agents[cluster_id]
+        argv = [
+            sys.executable,
+            "-m",
+            "agents.main",
+            "--registry",
+            self.agent_url(cluster_id),
+            "--kubeconfig",
+            str(handle.kubeconfig),
+            "--lease-ttl",
+            str(self.lease_ttl),
+            "--resync-interval",
+            str(self.resync_interval),
+            "--metrics-address",
+            f"127.0.0.1:{handle.metrics_port}",
+        ]
+        if self.withdraw_stale_after is not None:
+            argv += ["--withdraw-stale-after", str(self.withdraw_stale_after)]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        handle.process = self.env.group.start(
+            f"agent-{cluster_id}", argv, handle.cluster.dir / "agent.log", env=env
+        )
+        return handle.process
+
+    def metrics(self, cluster_id: str) -> str:
+        port = self.agents[cluster_id].metrics_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text: str = resp.read().decode()
+            return text
+
+    def _agent_ready(self, cluster_id: str) -> bool:
+        port = self.agents[cluster_id].metrics_port
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_agent_ready(self, cluster_id: str, timeout: float = 60) -> None:
+        handle = self.agents[cluster_id]
+
+        def check() -> None:
+            if handle.process is not None and not handle.process.running():
+                raise HarnessError(f"agent of {cluster_id} exited:\n{handle.process.log_tail(40)}")
+
+        wait_until(
+            lambda: self._agent_ready(cluster_id),
+            timeout=timeout,
+            what=f"agent {cluster_id} to be ready",
+            check=check,
+        )
+
+    def kill_agent(self, cluster_id: str) -> None:
+        """SIGKILL: the agent gets no chance to release its lease."""
+        handle = self.agents[cluster_id]
+        assert handle.process is not None
+        os.kill(handle.process.pid, signal.SIGKILL)
+        handle.process.popen.wait(timeout=10)
+
+    def stop_agent(self, cluster_id: str) -> None:
+        handle = self.agents[cluster_id]
+        assert handle.process is not None
+        self.env.group.stop(handle.process)
+
+    def agent_log(self, cluster_id: str) -> str:
+        return (self.agents[cluster_id].cluster.dir / "agent.log").read_text(errors="replace")

@@ -1,0 +1,28 @@
+"""pytest fixtures for a real redis-server.
+
+Registered for every test run with ``-p e2e.redis_fixtures`` (pyproject.toml).
+The server is started on first use, shared by the session and stopped at its
+end, also when tests fail. Tests that need a clean registry flush it
+themselves with the admin client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.processes import ProcessGroup
+from e2e.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server (admin: the ``default`` user), in its own process group."""
+    group = ProcessGroup()
+    try:
+        with RedisServer(group) as server:
+            yield server
+    finally:
+        # RedisServer stops itself; this is only the backstop should it not have.
+        group.stop_all()

@@ -1,0 +1,212 @@
+"""A real redis-server on loopback, for the registry's tests, the e2e stories and the demo.
+
+:class:`RedisServer` starts Debian's ``redis-server`` through a
+:class:`~e2e.processes.ProcessGroup` on 127.0.0.1 and a free port, with its
+config and working directory in a temp dir. The ``default`` user is the
+admin (``requirepass``): tests create the restricted agent and hub users
+with :func:`federation.registry.acl.apply_users`. Persistence is off unless
+asked for, so :meth:`RedisServer.restart` loses every key *and every ACL
+user*, like a production Redis restarted without persistence; that is the
+failure the agents must recover from (design §4).
+
+The session-wide pytest fixture is in :mod:`e2e.redis_fixtures`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+import redis
+import redis.asyncio
+
+from e2e.cluster import free_port
+from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+
+
+def redis_binary() -> Path:
+    """Debian's redis-server (installed by ``./e2e/dev``, see e2e/toolchain.py)."""
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(found):
+        raise HarnessError("redis-server is missing; run ./e2e/dev setup")
+    return Path(found)
+
+
+def _quote(value: str) -> str:
+    """A double-quoted redis.conf argument (the config parser unescapes it)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class RedisServer:
+    """One redis-server process; a context manager that stops it.
+
+    >>> with RedisServer(ProcessGroup()) as server:
+    ...     server.admin_client().ping()
+    """
+
+    def __init__(
+        self,
+        group: ProcessGroup,
+        directory: Path | None = None,
+        *,
+        admin_password: str | None = None,
+        persistence: bool = False,
+        name: str = "redis",
+    ) -> None:
+        self._group = group
+        self._own_dir = directory is None
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="federation-redis-"))
+        self.admin_password = admin_password or secrets.token_urlsafe(24)
+        if any(ch in self.admin_password for ch in "\r\n\0"):
+            raise ValueError("the admin password cannot contain line breaks or NUL")
+        self.persistence = persistence
+        self.name = name
+        self.host = HOST
+        self.port = free_port(HOST)
+        self.process: Process | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> RedisServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _write_config(self) -> Path:
+        # A config file rather than flags: the admin password stays out of
+        # the process list (/proc/<pid>/cmdline is world-readable).
+        lines = [
+            f"bind {self.host}",
+            f"port {self.port}",
+            "protected-mode yes",
+            f"dir {_quote(str(self.dir))}",
+            'logfile ""',
+            "daemonize no",
+            f"requirepass {_quote(self.admin_password)}",
+        ]
+        if self.persistence:
+            lines += ["appendonly yes", "appendfsync always", 'save ""']
+        else:
+            lines += ["appendonly no", 'save ""']
+        config = self.dir / "redis.conf"
+        config.write_text("\n".join(lines) + "\n")
+        config.chmod(0o600)
+        return config
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING."""
+        if self.process is not None and self.process.running():
+            raise HarnessError(f"{self.name} is already running (pid {self.process.pid})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self.process = self._group.start(
+            self.name, [str(redis_binary()), str(config)], self.dir / "redis.log"
+        )
+        wait_until(
+            self.ping,
+            timeout=START_TIMEOUT,
+            what=f"{self.name} on {self.host}:{self.port} to answer PING",
+            check=self._check_running,
+        )
+
+    def _check_running(self) -> None:
+        if self.process is not None and not self.process.running():
+            raise HarnessError(
+                f"{self.name} exited ({self.process.popen.returncode}):\n{self.process.log_tail()}"
+            )
+
+    def stop_process(self) -> None:
+        """Stop the process (by its pid) and keep the directory, to start again."""
+        if self.process is None:
+            return
+        proc, self.process = self.process, None
+        self._group.stop(proc)
+        # Restarts would otherwise pile dead entries into the group.
+        with contextlib.suppress(ValueError):
+            self._group.processes.remove(proc)
+
+    def stop(self) -> None:
+        """Stop the process and remove the temp dir if this object made it."""
+        try:
+            self.stop_process()
+        finally:
+            if self._own_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port.
+
+        Without persistence every key and ACL user is lost.
+        """
+        self.stop_process()
+        self.start()
+
+    # --- clients --------------------------------------------------------------
+
+    def url(self, user: str = "default", password: str | None = None, db: int = 0) -> str:
+        """``redis://user:password@127.0.0.1:port/db`` (the admin's password by default)."""
+        secret = self.admin_password if password is None else password
+        # redis-py unquotes the user info, so any character survives.
+        return (
+            f"redis://{quote(user, safe='')}:{quote(secret, safe='')}@{self.host}:{self.port}/{db}"
+        )
+
+    @property
+    def admin_url(self) -> str:
+        return self.url()
+
+    def admin_client(self) -> redis.Redis:
+        """A synchronous client as the admin (bytes replies); the caller closes it."""
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.admin_password,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+        )
+
+    def async_admin_client(self) -> redis.asyncio.Redis:
+        """An asyncio client as the admin (bytes replies); the caller closes it."""
+        return redis.asyncio.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.admin_password,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+        )
+
+    def ping(self) -> bool:
+        """True when the server accepts the admin and answers PING."""
+        client = redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.admin_password,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+        )
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()

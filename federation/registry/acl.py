@@ -1,0 +1,136 @@
+"""Redis 7 ACL users for the registry: least privilege for agents and the hub.
+
+Design §4 and §8: the agent of cluster A may write only A's keys and stream,
+and the hub reads everything. The functions here build ``ACL SETUSER``
+argument lists (user name first); :func:`apply_users` runs them with an
+admin connection. Called by whoever provisions Redis: the e2e harness, the
+tests, and operators' tooling.
+
+What an agent (user ``agent-<cluster>``) gets:
+
+* read access to every ``fed:v1:*`` key (``%R~``): each agent also watches the
+  whole clusterset;
+* read and write access to ``fed:v1:<cluster>:*`` only (``%RW~``);
+* on ``fed:v1:members``, SADD and nothing else, through an ACL selector: the
+  root permissions give that key read access only, so SREM, DEL or SPOP on it
+  are refused, and one agent cannot remove another cluster from the set;
+* only the command categories its writer and reader use: streams, hashes,
+  sets, strings, keyspace commands (DEL, EXISTS), transactions and
+  connection commands.
+
+The hub user gets read access to ``fed:v1:*`` and read commands only.
+
+Key patterns restrict only commands that name keys. KEYS and SCAN take a
+pattern, not a key, so they would list every key of the database; FLUSHALL
+and FLUSHDB take no key at all, so they would delete every cluster's records
+however narrow the key patterns are. Both users are therefore denied these by
+name (and RANDOMKEY, which also reveals key names), besides the @dangerous,
+@admin and @scripting categories. Pub/sub channels are not granted: the
+registry does not use them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from federation.errors import InvalidInputError
+from federation.registry import keys
+from federation.registry.store import RegistryUnavailableError
+
+#: Commands denied by name to every registry user (see the module docstring).
+DENIED_COMMANDS = ("keys", "scan", "randomkey", "flushall", "flushdb")
+DENIED_CATEGORIES = ("@dangerous", "@admin", "@scripting")
+
+# A cluster id is an RFC 1123 subdomain (federation.identity). Checked
+# again here because the id becomes a key *pattern*: a glob character such as
+# "*" or "[" in it would grant write access to other clusters' keys.
+_SAFE_CLUSTER = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.:]*$")
+
+
+def agent_user(cluster: str) -> str:
+    """The Redis user of ``cluster``'s agent."""
+    return f"agent-{cluster}"
+
+
+def _credentials(user: str, password: str) -> list[str]:
+    if not _SAFE_USER.match(user):
+        raise InvalidInputError(f"Redis user name {user!r} is not a plain identifier")
+    if not password:
+        raise InvalidInputError(f"Redis user {user!r} needs a password")
+    # "reset" first: applying the rules again replaces the user entirely (old
+    # passwords, keys, selectors), so the result never depends on history.
+    return [user, "reset", "on", f">{password}", "resetchannels"]
+
+
+def _denials() -> list[str]:
+    return [f"-{c}" for c in DENIED_CATEGORIES] + [f"-{c}" for c in DENIED_COMMANDS]
+
+
+def agent_user_rules(cluster: str, password: str) -> list[str]:
+    """``ACL SETUSER`` arguments for ``cluster``'s agent, user name first."""
+    if not _SAFE_CLUSTER.match(cluster):
+        raise InvalidInputError(f"cluster id {cluster!r} is not an RFC 1123 subdomain")
+    return [
+        *_credentials(agent_user(cluster), password),
+        f"%R~{keys.PREFIX}*",
+        f"%RW~{keys.cluster_prefix(cluster)}*",
+        "-@all",
+        "+@stream",
+        "+@hash",
+        "+@set",
+        "+@string",
+        "+@keyspace",
+        "+@transaction",
+        "+@connection",
+        # Denials come after the grants: ACL rules apply left to right.
+        *_denials(),
+        # A selector is checked on its own: SADD (only) with write access to
+        # the members key, which the root permissions above leave read-only.
+        f"(%W~{keys.MEMBERS} +sadd)",
+    ]
+
+
+def hub_user_rules(user: str, password: str) -> list[str]:
+    """``ACL SETUSER`` arguments for a read-only hub user, user name first."""
+    return [
+        *_credentials(user, password),
+        f"%R~{keys.PREFIX}*",
+        "-@all",
+        "+@read",
+        "+@transaction",
+        "+@connection",
+        *_denials(),
+    ]
+
+
+async def apply_users(admin_client: Redis, rules_list: Iterable[Sequence[str]]) -> None:
+    """Create or replace each user with ``ACL SETUSER <rules...>``.
+
+    ``admin_client`` must be allowed to run ACL SETUSER. Redis keeps users in
+    memory: after a restart without an ACL file they are gone and must be
+    applied again.
+    """
+    for rules in rules_list:
+        user = rules[0] if rules else "?"
+        try:
+            # redis-py's acl_setuser() takes structured arguments, not rule strings.
+            await admin_client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", *rules
+            )
+        except (RedisError, OSError) as err:
+            raise RegistryUnavailableError(
+                f"ACL SETUSER {user} failed: {_redact(str(err), rules)}"
+            ) from err
+
+
+def _redact(message: str, rules: Sequence[str]) -> str:
+    # Redis quotes the rule it rejects, which may be a password rule.
+    for rule in rules:
+        if len(rule) > 1 and rule[0] in ">#<":
+            message = message.replace(rule[1:], "***")
+    return message

@@ -1,0 +1,420 @@
+"""The Redis registry store: :class:`RedisWriter` and :class:`RedisReader`.
+
+The production implementation of the :mod:`federation.registry.store`
+Protocols, on ``redis.asyncio``. A cluster's agent writes its own keys through
+a :class:`RedisWriter` (with its own ACL user, see :mod:`acl`); every agent and
+every hub replica reads all clusters through a :class:`RedisReader`, wrapped
+by the registry watcher. The key layout is in :mod:`keys`.
+
+What the Protocols promise and how this store keeps it:
+
+* A change of ``services`` and its stream entry are one MULTI/EXEC, and a
+  snapshot reads ``services`` with the stream's last id in one MULTI/EXEC, so
+  tailing from a snapshot's position sees every later change exactly once.
+* ``withdraw`` of an absent key appends nothing: the hash is WATCHed, the
+  field checked, and the MULTI/EXEC retried if the hash changed meanwhile.
+* Every redis-py or socket error is raised as
+  :class:`~federation.registry.store.RegistryUnavailableError`, chained to
+  the original (an ACL refusal included).
+
+Clients must return bytes (``decode_responses=False``): records are handed
+to readers raw, and only ids, ops and keys are decoded here. Needs Redis 7
+(XINFO STREAM fields used below; ACL selectors in :mod:`acl`). A blocking
+``read`` holds a connection for up to ``block_ms``, so a client's
+``socket_timeout``, if set, must be longer than the longest block.
+
+Nothing here retries. Clients made by ``from_url`` do not either (redis-py's
+default there), so after a Redis restart the first call on a pooled
+connection fails with RegistryUnavailableError and the next one reconnects:
+callers (the agent, the watcher) retry with backoff. A transaction whose
+reply was lost may have been applied, and retrying it appends its entry
+again; readers apply level-triggered records idempotently, so that is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
+
+from federation.errors import InvalidInputError
+from federation.registry import keys
+from federation.registry.records import (
+    ClusterRecord,
+    ExportedService,
+    encode_cluster,
+    encode_service,
+    service_key,
+)
+from federation.registry.store import (
+    START,
+    ClusterSnapshot,
+    Op,
+    RegistryUnavailableError,
+    StreamEntry,
+    StreamState,
+    parse_id,
+)
+
+log = logging.getLogger(__name__)
+
+#: WATCH retries of ``withdraw`` before giving up. Only the cluster's own agent
+#: writes its hash, so a conflict means two writers for one cluster: retrying
+#: forever would hide that.
+_WATCH_RETRIES = 16
+
+#: Largest sequence number of a stream id (Redis ids are two unsigned 64-bit ints).
+_MAX_SEQ = 2**64 - 1
+
+
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """Translate redis and socket errors into RegistryUnavailableError."""
+    try:
+        yield
+    except (RedisError, OSError) as err:
+        # builtins ConnectionError and TimeoutError (asyncio's too) are OSErrors.
+        raise RegistryUnavailableError(f"registry {what} failed: {err}") from err
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _check_bytes_client(client: Redis) -> None:
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("the registry needs a Redis client with decode_responses=False")
+
+
+def _client_from_url(url: str, options: dict[str, Any]) -> Redis:
+    if options.get("decode_responses"):
+        raise ValueError("the registry needs a Redis client with decode_responses=False")
+    options["decode_responses"] = False
+    return Redis.from_url(url, **options)
+
+
+def _unique(clusters: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(clusters))
+
+
+def _format_id(ms: int, seq: int) -> str:
+    return f"{ms}-{seq}"
+
+
+def _before(entry_id: str) -> str:
+    """The largest id a stream could hold before ``entry_id``."""
+    ms, seq = parse_id(entry_id)
+    if seq > 0:
+        return _format_id(ms, seq - 1)
+    return _format_id(ms - 1, _MAX_SEQ) if ms > 0 else START
+
+
+def _max_id(*ids: str) -> str:
+    return max(ids, key=parse_id)
+
+
+def _stream_entry(cluster: str, entry_id: bytes | str, fields: Mapping[Any, Any]) -> StreamEntry:
+    """A stream entry from its raw fields.
+
+    An entry this store cannot interpret (unknown op, upsert without a record,
+    undecodable key) is reported as RESYNC: the reader then reloads the
+    cluster from a snapshot, which is always correct for level-triggered
+    records, instead of crashing or silently missing a change.
+    """
+    eid = _text(entry_id)
+    raw = {_raw(k): _raw(v) for k, v in fields.items()}
+    try:
+        op = Op(raw[b"op"].decode())
+        key = raw.get(b"key", b"").decode()
+    except (KeyError, ValueError, UnicodeDecodeError):
+        log.warning("cluster %s: stream entry %s is malformed; treating it as resync", cluster, eid)
+        return StreamEntry(cluster, eid, Op.RESYNC, "")
+    record = raw.get(b"record")
+    if op is Op.RESYNC:
+        return StreamEntry(cluster, eid, op, "")
+    if not key or (op is Op.UPSERT and record is None):
+        log.warning(
+            "cluster %s: stream entry %s lacks key or record; treating it as resync", cluster, eid
+        )
+        return StreamEntry(cluster, eid, Op.RESYNC, "")
+    return StreamEntry(cluster, eid, op, key, record if op is Op.UPSERT else None)
+
+
+def _xread_streams(response: Any) -> list[tuple[bytes | str, list[Any]]]:
+    """(stream key, entries) pairs from XREAD, whichever RESP shape redis-py returns."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        pairs = list(response.items())
+    else:
+        pairs = [(item[0], item[1]) for item in response]
+    out: list[tuple[bytes | str, list[Any]]] = []
+    for name, entries in pairs:
+        # RESP3's legacy shape wraps the list of (id, fields) tuples in one more list.
+        if entries and isinstance(entries[0], list):
+            entries = entries[0]
+        out.append((name, list(entries or [])))
+    return out
+
+
+def _stream_state(info: Mapping[Any, Any]) -> StreamState:
+    """A StreamState from XINFO STREAM.
+
+    Redis updates ``max-deleted-entry-id`` only on XDEL, not when XADD MAXLEN
+    or XTRIM trims (checked on 7.0). Trimming shows instead as
+    ``entries-added`` exceeding ``length``, with every removed entry older
+    than ``recorded-first-entry-id``; the id just before that one is then a
+    safe bound for the newest removed id. It can be newer than the real one
+    (by a millisecond boundary), which costs a reader at most one needless
+    reload, never a missed change.
+    """
+    fields = {_text(k): v for k, v in info.items()}
+    try:
+        last_id = _text(fields["last-generated-id"])
+        deleted = _text(fields["max-deleted-entry-id"])
+        added = int(fields["entries-added"])
+        length = int(fields["length"])
+        first = _text(fields["recorded-first-entry-id"])
+    except KeyError as err:
+        raise RegistryUnavailableError(
+            f"XINFO STREAM lacks {err}: the registry needs Redis 7 or newer"
+        ) from err
+    if added > length:
+        trimmed = last_id if length == 0 else _before(first)
+        deleted = _max_id(deleted, trimmed)
+    return StreamState(exists=True, last_id=last_id, max_deleted_id=deleted)
+
+
+class RedisWriter:
+    """One cluster's agent writing its own keys (a :class:`~store.RegistryWriter`)."""
+
+    def __init__(self, client: Redis, cluster: str, *, owns_client: bool = False) -> None:
+        """Write ``cluster``'s keys through ``client``.
+
+        ``close`` closes the client only if ``owns_client`` (as with
+        :meth:`from_url`); a shared client stays open for its owner.
+        """
+        _check_bytes_client(client)
+        self._client = client
+        self._cluster = cluster
+        self._owns_client = owns_client
+        self._services = keys.services(cluster)
+        self._stream = keys.stream(cluster)
+
+    @classmethod
+    def from_url(cls, url: str, cluster: str, **options: Any) -> RedisWriter:
+        """A writer with its own client, e.g. ``redis://agent-a:secret@127.0.0.1:6379/0``.
+
+        ``options`` go to ``redis.asyncio.Redis.from_url`` (TLS files, timeouts).
+        """
+        return cls(_client_from_url(url, options), cluster, owns_client=True)
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    def _own(self, what: str, cluster: str) -> None:
+        # Key permissions stop an agent writing another cluster's keys; this
+        # stops it writing a record that claims to be another cluster's.
+        if cluster != self._cluster:
+            raise InvalidInputError(
+                f"writer of cluster {self._cluster!r} cannot store {what} of cluster {cluster!r}"
+            )
+
+    def _append(self, pipe: Pipeline, op: Op, key: str, record: bytes | None = None) -> None:
+        fields: dict[FieldT, EncodableT] = {"op": op.value, "key": key}
+        if record is not None:
+            fields["record"] = record
+        pipe.xadd(self._stream, fields, maxlen=keys.STREAM_MAXLEN, approximate=True)
+
+    async def join(self, record: ClusterRecord) -> None:
+        self._own("the cluster record", record.cluster)
+        with _unavailable(f"join of {self._cluster}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.sadd(keys.MEMBERS, self._cluster)
+                pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
+                await pipe.execute()
+
+    async def publish(self, record: ExportedService) -> None:
+        self._own(f"service {record.key}", record.cluster)
+        data = encode_service(record)
+        with _unavailable(f"publish of {self._cluster}/{record.key}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._services, record.key, data)
+                self._append(pipe, Op.UPSERT, record.key, data)
+                await pipe.execute()
+
+    async def withdraw(self, namespace: str, name: str) -> bool:
+        key = service_key(namespace, name)
+        with _unavailable(f"withdraw of {self._cluster}/{key}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                for _ in range(_WATCH_RETRIES):
+                    try:
+                        # WATCH puts the pipeline in immediate mode until multi():
+                        # HEXISTS runs now, and EXEC fails if the hash changed since.
+                        await pipe.watch(self._services)
+                        if not await pipe.hexists(self._services, key):
+                            return False  # leaving the pipeline UNWATCHes
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.hdel(self._services, key)
+                        self._append(pipe, Op.DELETE, key)
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+        raise RegistryUnavailableError(
+            f"withdraw of {self._cluster}/{key}: the hash kept changing "
+            f"({_WATCH_RETRIES} attempts); is another writer using cluster {self._cluster!r}?"
+        )
+
+    async def replace_all(self, records: Sequence[ExportedService], record: ClusterRecord) -> None:
+        self._own("the cluster record", record.cluster)
+        mapping: dict[FieldT, EncodableT] = {}
+        for rec in records:
+            self._own(f"service {rec.key}", rec.cluster)
+            mapping[rec.key] = encode_service(rec)
+        with _unavailable(f"replace_all of {self._cluster}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._services)
+                if mapping:  # HSET with no fields is a syntax error
+                    pipe.hset(self._services, mapping=mapping)
+                pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
+                pipe.sadd(keys.MEMBERS, self._cluster)
+                self._append(pipe, Op.RESYNC, "")
+                await pipe.execute()
+
+    async def renew_lease(self, ttl_ms: int, token: str) -> bool:
+        with _unavailable(f"lease renewal of {self._cluster}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(keys.lease(self._cluster), token, px=ttl_ms)
+                pipe.exists(keys.cluster_record(self._cluster))
+                _, exists = await pipe.execute()
+        return bool(exists)
+
+    async def release_lease(self) -> None:
+        with _unavailable(f"lease release of {self._cluster}"):
+            await self._client.delete(keys.lease(self._cluster))
+
+    async def close(self) -> None:
+        if self._owns_client:
+            with _unavailable("close"):
+                await self._client.aclose()
+
+
+class RedisReader:
+    """A reader of every cluster's keys (a :class:`~store.RegistryReader`)."""
+
+    def __init__(self, client: Redis, *, owns_client: bool = False) -> None:
+        """Read through ``client``; ``close`` closes it only if ``owns_client``."""
+        _check_bytes_client(client)
+        self._client = client
+        self._owns_client = owns_client
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisReader:
+        """A reader with its own client; ``options`` go to ``Redis.from_url``."""
+        return cls(_client_from_url(url, options), owns_client=True)
+
+    async def members(self) -> set[str]:
+        with _unavailable("members"):
+            raw = await self._client.smembers(keys.MEMBERS)
+        return {_text(m) for m in raw}
+
+    async def snapshot(self, cluster: str) -> ClusterSnapshot:
+        with _unavailable(f"snapshot of {cluster}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys.services(cluster))
+                pipe.get(keys.cluster_record(cluster))
+                # XINFO STREAM fails on a missing key; XREVRANGE returns [] instead.
+                pipe.xrevrange(keys.stream(cluster), "+", "-", count=1)
+                services, record, last = await pipe.execute()
+        return ClusterSnapshot(
+            cluster=cluster,
+            # Field names of a garbage writer may not be UTF-8; the watcher
+            # rejects the mangled key instead of this reader crashing.
+            services={
+                _raw(k).decode(errors="replace"): _raw(v) for k, v in (services or {}).items()
+            },
+            record=None if record is None else _raw(record),
+            position=_text(last[0][0]) if last else START,
+        )
+
+    async def read(
+        self, positions: Mapping[str, str], block_ms: int, count: int = 1000
+    ) -> list[StreamEntry]:
+        if not positions:
+            # Nothing to wait on; sleeping keeps a caller's tail loop from spinning.
+            await asyncio.sleep(block_ms / 1000)
+            return []
+        clusters = {keys.stream(c): c for c in positions}
+        streams: dict[KeyT, StreamIdT] = {keys.stream(c): p for c, p in positions.items()}
+        with _unavailable("read"):
+            # BLOCK 0 means "forever" to Redis; block_ms == 0 means "do not block" here.
+            response = await self._client.xread(
+                streams, count=count, block=block_ms if block_ms > 0 else None
+            )
+        entries: list[StreamEntry] = []
+        for name, items in _xread_streams(response):
+            cluster = clusters[_text(name)]
+            entries.extend(
+                _stream_entry(cluster, eid, fields or {})
+                for eid, fields in items
+                if eid is not None
+            )
+        return entries
+
+    async def stream_states(self, clusters: Iterable[str]) -> dict[str, StreamState]:
+        wanted = _unique(clusters)
+        if not wanted:
+            return {}
+        with _unavailable("stream states"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for cluster in wanted:
+                    pipe.xinfo_stream(keys.stream(cluster))
+                results = await pipe.execute(raise_on_error=False)
+        states: dict[str, StreamState] = {}
+        for cluster, result in zip(wanted, results, strict=True):
+            if isinstance(result, ResponseError) and "no such key" in str(result).lower():
+                states[cluster] = StreamState(exists=False)
+            elif isinstance(result, Exception):
+                raise RegistryUnavailableError(
+                    f"registry stream state of {cluster} failed: {result}"
+                ) from result
+            else:
+                states[cluster] = _stream_state(result)
+        return states
+
+    async def live_leases(self, clusters: Iterable[str]) -> set[str]:
+        wanted = _unique(clusters)
+        if not wanted:
+            return set()
+        with _unavailable("live leases"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for cluster in wanted:
+                    pipe.exists(keys.lease(cluster))
+                results = await pipe.execute()
+        return {c for c, n in zip(wanted, results, strict=True) if n}
+
+    async def cluster_records(self, clusters: Iterable[str]) -> dict[str, bytes | None]:
+        wanted = _unique(clusters)
+        if not wanted:
+            return {}  # MGET with no keys is a syntax error
+        with _unavailable("cluster records"):
+            values = await self._client.mget([keys.cluster_record(c) for c in wanted])
+        return {c: None if v is None else _raw(v) for c, v in zip(wanted, values, strict=True)}
+
+    async def close(self) -> None:
+        if self._owns_client:
+            with _unavailable("close"):
+                await self._client.aclose()

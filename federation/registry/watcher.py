@@ -1,0 +1,336 @@
+"""An always-current view of every cluster's exports, built from a registry reader.
+
+Used by every agent (to keep its ServiceImports in step) and by the hub. It
+loads each member cluster's snapshot together with its stream position, then
+tails all streams with one blocking read, and reloads a cluster in full when:
+
+* a RESYNC entry says its agent replaced everything;
+* its stream was trimmed past our position, or went backwards (failover);
+* its cluster record's epoch changed (the agent republished).
+
+When the registry has *lost* a cluster's data (restart without persistence,
+FLUSHALL) the view keeps what it had (fail-static) until the agent
+republishes: the consumers never see imports vanish and come back.
+
+Records that fail to decode are skipped, logged and counted; the previous
+good version of that record, if any, is kept.
+
+Leases: a joined cluster whose lease has expired is *stale*. Its exports stay
+in the view (fail-static, design §7) unless ``withdraw_stale_after`` seconds
+are configured, after which they are withdrawn from :meth:`exports` until the
+lease comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from federation.registry.records import (
+    ClusterRecord,
+    ExportedService,
+    InvalidRecordError,
+    decode_cluster,
+    decode_service,
+    split_service_key,
+)
+from federation.registry.store import (
+    START,
+    ClusterSnapshot,
+    Op,
+    RegistryReader,
+    RegistryUnavailableError,
+    StreamEntry,
+    parse_id,
+)
+
+log = logging.getLogger(__name__)
+
+ServiceName = tuple[str, str]
+ChangeCallback = Callable[[set[ServiceName]], Awaitable[None]]
+
+
+@dataclass
+class WatcherStats:
+    """Counters exposed as metrics by the processes that run a watcher."""
+
+    entries: int = 0
+    reloads: int = 0
+    bad_records: int = 0
+    errors: int = 0
+
+
+@dataclass
+class ClusterView:
+    """What the watcher knows of one cluster."""
+
+    cluster: str
+    services: dict[str, ExportedService] = field(default_factory=dict)
+    record: ClusterRecord | None = None
+    position: str = START
+    #: True while the registry has lost this cluster's data and we keep the last view.
+    lost: bool = False
+
+
+class RegistryWatcher:
+    """Keeps :attr:`views` current and reports which services changed."""
+
+    def __init__(
+        self,
+        reader: RegistryReader,
+        on_change: ChangeCallback,
+        *,
+        block_ms: int = 500,
+        check_interval: float = 0.5,
+        withdraw_stale_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._on_change = on_change
+        self._block_ms = block_ms
+        self._check_interval = check_interval
+        self._withdraw_after = withdraw_stale_after
+        self._clock = clock
+        self.views: dict[str, ClusterView] = {}
+        self.live: set[str] = set()
+        self._stale_since: dict[str, float] = {}
+        self._withdrawn: set[str] = set()
+        self._last_check = 0.0
+        self.loaded = asyncio.Event()
+        self.stats = WatcherStats()
+
+    # --- queries ------------------------------------------------------------
+
+    def exports(self, namespace: str, name: str) -> list[ExportedService]:
+        """Every current export of ``namespace/name``, withdrawn clusters excluded."""
+        key = f"{namespace}/{name}"
+        return [
+            view.services[key]
+            for cluster, view in sorted(self.views.items())
+            if key in view.services and cluster not in self._withdrawn
+        ]
+
+    def service_names(self) -> set[ServiceName]:
+        """Every exported (namespace, name) that has at least one current export."""
+        return {
+            split_service_key(key)
+            for cluster, view in self.views.items()
+            if cluster not in self._withdrawn
+            for key in view.services
+        }
+
+    def stale_clusters(self) -> set[str]:
+        """Joined clusters whose lease has expired."""
+        return set(self._stale_since)
+
+    def withdrawn_clusters(self) -> set[str]:
+        return set(self._withdrawn)
+
+    def withdrawn_exporters(self, namespace: str, name: str) -> list[str]:
+        """Withdrawn clusters that still have a record for ``namespace/name``."""
+        key = f"{namespace}/{name}"
+        return sorted(c for c in self._withdrawn if key in self.views[c].services)
+
+    # --- running ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Load everything, set :attr:`loaded`, then follow changes until cancelled."""
+        backoff = 0.2
+        while True:
+            try:
+                if not self.loaded.is_set():
+                    await self._load_all()
+                    self.loaded.set()
+                while True:
+                    await self.step()
+                    backoff = 0.2
+            except RegistryUnavailableError as err:
+                self.stats.errors += 1
+                log.warning("registry unavailable, retrying in %.1fs: %s", backoff, err)
+                await asyncio.sleep(backoff)  # retry backoff, not synchronisation
+                backoff = min(backoff * 2, 5.0)
+
+    async def load(self) -> None:
+        """Load every cluster once (for callers that drive :meth:`step` themselves)."""
+        await self._load_all()
+        self.loaded.set()
+
+    async def step(self) -> None:
+        """One blocking read of all streams plus, when due, the consistency checks."""
+        positions = {c: v.position for c, v in self.views.items()}
+        entries = await self._reader.read(positions, self._block_ms)
+        changed: set[ServiceName] = set()
+        for entry in entries:
+            changed |= await self._apply(entry)
+        if self._clock() - self._last_check >= self._check_interval or not positions:
+            changed |= await self._check()
+        if changed:
+            await self._on_change(changed)
+
+    async def _load_all(self) -> None:
+        changed: set[ServiceName] = set()
+        for cluster in sorted(await self._reader.members()):
+            changed |= await self._reload(cluster)
+        changed |= await self._check()
+        if changed and self.loaded.is_set():
+            await self._on_change(changed)
+
+    # --- applying changes ---------------------------------------------------
+
+    def _decode(self, cluster: str, key: str, data: bytes) -> ExportedService | None:
+        try:
+            rec = decode_service(data)
+            if rec.cluster != cluster or rec.key != key:
+                raise InvalidRecordError(
+                    f"record for {rec.cluster}/{rec.key} stored under {cluster}/{key}"
+                )
+            return rec
+        except InvalidRecordError as err:
+            self.stats.bad_records += 1
+            log.error(
+                "skipping bad registry record",
+                extra={"cluster": cluster, "key": key, "error": str(err)},
+            )
+            return None
+
+    async def _apply(self, entry: StreamEntry) -> set[ServiceName]:
+        view = self.views.get(entry.cluster)
+        if view is None or parse_id(entry.id) <= parse_id(view.position):
+            return set()  # already covered by a snapshot loaded after this entry
+        self.stats.entries += 1
+        view.position = entry.id
+        if entry.op is Op.RESYNC:
+            return await self._reload(entry.cluster)
+        try:
+            name = split_service_key(entry.key)
+        except InvalidRecordError as err:
+            self.stats.bad_records += 1
+            log.error(
+                "skipping bad stream entry", extra={"cluster": entry.cluster, "error": str(err)}
+            )
+            return set()
+        if entry.op is Op.DELETE:
+            return {name} if view.services.pop(entry.key, None) is not None else set()
+        rec = self._decode(entry.cluster, entry.key, entry.record or b"")
+        if rec is None or view.services.get(entry.key) == rec:
+            return set()
+        view.services[entry.key] = rec
+        return {name}
+
+    async def _reload(self, cluster: str) -> set[ServiceName]:
+        snapshot = await self._reader.snapshot(cluster)
+        self.stats.reloads += 1
+        view = self.views.setdefault(cluster, ClusterView(cluster))
+        if snapshot.record is None:
+            # The registry lost this cluster (or it never finished joining):
+            # keep what we have until its agent republishes.
+            view.lost = bool(view.services) or view.record is not None
+            view.position = snapshot.position
+            return set()
+        return self._replace(view, snapshot)
+
+    def _replace(self, view: ClusterView, snapshot: ClusterSnapshot) -> set[ServiceName]:
+        services = {}
+        for key, data in snapshot.services.items():
+            rec = self._decode(view.cluster, key, data)
+            if rec is not None:
+                services[key] = rec
+            elif key in view.services:
+                services[key] = view.services[key]  # keep the last good version
+        try:
+            view.record = decode_cluster(snapshot.record or b"")
+        except InvalidRecordError as err:
+            self.stats.bad_records += 1
+            log.error("bad cluster record", extra={"cluster": view.cluster, "error": str(err)})
+        changed = {
+            split_service_key(k)
+            for k in set(services) | set(view.services)
+            if services.get(k) != view.services.get(k)
+        }
+        view.services = services
+        view.position = snapshot.position
+        view.lost = False
+        return changed
+
+    # --- consistency checks -------------------------------------------------
+
+    async def _check(self) -> set[ServiceName]:
+        self._last_check = self._clock()
+        changed: set[ServiceName] = set()
+        for cluster in sorted(await self._reader.members() - set(self.views)):
+            changed |= await self._reload(cluster)
+        clusters = sorted(self.views)
+        states = await self._reader.stream_states(clusters)
+        records = await self._reader.cluster_records(clusters)
+        for cluster in clusters:
+            view = self.views[cluster]
+            if self._needs_reload(
+                view,
+                states[cluster].exists,
+                states[cluster].last_id,
+                states[cluster].max_deleted_id,
+                records[cluster],
+            ):
+                changed |= await self._reload(cluster)
+        changed |= self._update_leases(await self._reader.live_leases(clusters))
+        return changed
+
+    def _needs_reload(
+        self,
+        view: ClusterView,
+        exists: bool,
+        last_id: str,
+        max_deleted: str,
+        raw_record: bytes | None,
+    ) -> bool:
+        position = parse_id(view.position)
+        if raw_record is None:
+            if not view.lost and (view.services or view.record is not None):
+                log.warning(
+                    "registry lost cluster data; keeping last view", extra={"cluster": view.cluster}
+                )
+                view.lost = True
+            # Tail the new stream from its start once the agent republishes.
+            view.position = START
+            return False
+        if view.lost or view.record is None:
+            return True
+        try:
+            epoch = decode_cluster(raw_record).epoch
+        except InvalidRecordError:
+            return False
+        if epoch != view.record.epoch:
+            return True
+        if not exists or parse_id(last_id) < position:
+            return True  # went backwards: failover to a replica that is behind
+        return parse_id(max_deleted) > position  # trimmed past us: entries were lost
+
+    def _update_leases(self, live: set[str]) -> set[ServiceName]:
+        now = self._clock()
+        flipped = set()
+        for cluster, view in self.views.items():
+            if view.record is None and not view.lost:
+                continue
+            if cluster in live:
+                if self._stale_since.pop(cluster, None) is not None:
+                    flipped.add(cluster)
+                    self._withdrawn.discard(cluster)
+            elif cluster not in self._stale_since:
+                self._stale_since[cluster] = now
+                flipped.add(cluster)
+            if (
+                self._withdraw_after is not None
+                and cluster in self._stale_since
+                and cluster not in self._withdrawn
+                and now - self._stale_since[cluster] >= self._withdraw_after
+            ):
+                self._withdrawn.add(cluster)
+                flipped.add(cluster)
+        self.live = live
+        return {split_service_key(k) for c in flipped for k in self.views[c].services}
+
+    def clusters(self) -> Iterable[str]:
+        return sorted(self.views)
