@@ -258,8 +258,26 @@ class Agent:
                 log.warning("periodic resync failed: %s", err)
 
     async def _queue_all_imports(self) -> None:
-        existing = await self.kube.list_items(IMPORTS, OURS)
-        for key in {_key(o) for o in existing} | self.watcher.service_names():
+        """Queue every import that should exist and everything we own that may not.
+
+        Derived Services and EndpointSlices are listed too, so leftovers of an
+        import whose ServiceImport is already gone are found and deleted.
+        """
+        owned = await asyncio.gather(
+            self.kube.list_items(IMPORTS, OURS),
+            self.kube.list_items(SERVICES, OURS),
+            self.kube.list_items(SLICES, OURS),
+        )
+        keys = {
+            (
+                o["metadata"]["namespace"],
+                (o["metadata"].get("labels") or {}).get(objs.SERVICE_NAME_LABEL)
+                or o["metadata"]["name"],
+            )
+            for items in owned
+            for o in items
+        }
+        for key in keys | self.watcher.service_names():
             self.import_queue.add(key)
 
     async def run(self) -> None:

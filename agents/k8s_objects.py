@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from federation.model.conditions import ValidityProblem
 from federation.model.imports import MergedImport
@@ -60,17 +60,7 @@ def build_record(
     if svc_type == "ExternalName":
         return ValidityProblem.invalid_service_type(svc_type)
     headless = spec.get("clusterIP") == "None"
-    ports = tuple(
-        sorted(
-            ServicePort(
-                name=p.get("name") or "",
-                protocol=p.get("protocol") or "TCP",
-                port=int(p["port"]),
-                app_protocol=p.get("appProtocol"),
-            )
-            for p in spec.get("ports") or []
-        )
-    )
+    ports = tuple(sorted(_port(ServicePort, p) for p in spec.get("ports") or []))
     affinity = spec.get("sessionAffinity") or "None"
     timeout = None
     if affinity == "ClientIP":
@@ -92,6 +82,23 @@ def build_record(
         generation=int(meta.get("generation") or 0),
         endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
     )
+
+
+_Port = TypeVar("_Port", ServicePort, EndpointPort)
+
+
+def _port(cls: type[_Port], port: Obj) -> _Port:
+    return cls(
+        name=port.get("name") or "",
+        protocol=port.get("protocol") or "TCP",
+        port=int(port["port"]),
+        app_protocol=port.get("appProtocol"),
+    )
+
+
+def _endpoint_order(e: Endpoint) -> tuple[tuple[str, ...], bool, bool, bool, str, str]:
+    # Not the dataclass order: zone and hostname may be None, which does not compare.
+    return (e.addresses, e.ready, e.serving, e.terminating, e.zone or "", e.hostname or "")
 
 
 def _endpoint_set(slice_: Obj) -> EndpointSet:
@@ -117,17 +124,12 @@ def _endpoint_set(slice_: Obj) -> EndpointSet:
         address_type=slice_.get("addressType") or "IPv4",
         ports=tuple(
             sorted(
-                EndpointPort(
-                    name=p.get("name") or "",
-                    protocol=p.get("protocol") or "TCP",
-                    port=int(p["port"]),
-                    app_protocol=p.get("appProtocol"),
-                )
+                _port(EndpointPort, p)
                 for p in slice_.get("ports") or []
                 if p.get("port") is not None
             )
         ),
-        endpoints=tuple(sorted(e for e in endpoints if e.addresses)),
+        endpoints=tuple(sorted((e for e in endpoints if e.addresses), key=_endpoint_order)),
     )
 
 

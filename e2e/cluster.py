@@ -33,11 +33,10 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from e2e import toolchain
 from e2e.pki import CertificateAuthority, service_account_keys
-from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
+from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
@@ -317,7 +316,7 @@ def _not_started() -> Identity:
     raise HarnessError("cluster not started")
 
 
-class LocalEnvironment:
+class LocalEnvironment(Supervised):
     """N member clusters on loopback; a context manager that always cleans up.
 
     >>> with LocalEnvironment(["a", "b"]) as env:
@@ -346,22 +345,6 @@ class LocalEnvironment:
 
     def cluster(self, cluster_id: str) -> LocalCluster:
         return self.clusters[cluster_id]
-
-    def __enter__(self) -> LocalEnvironment:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         began = time.monotonic()

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -137,6 +139,32 @@ class ProcessGroup:
     def peak_rss_kib(self) -> int:
         """Sum over live processes of each one's peak resident memory."""
         return sum(rss_kib(p.pid, "VmHWM") for p in self.processes if p.running())
+
+
+class Supervised:
+    """A context manager over ``start()``/``stop()`` that stops even when start fails."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def wait_until(

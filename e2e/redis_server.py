@@ -20,14 +20,13 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import redis
 import redis.asyncio
 
 from e2e.cluster import free_port
-from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
+from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -46,7 +45,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class RedisServer:
+class RedisServer(Supervised):
     """One redis-server process; a context manager that stops it.
 
     >>> with RedisServer(ProcessGroup()) as server:
@@ -75,22 +74,6 @@ class RedisServer:
         self.process: Process | None = None
 
     # --- lifecycle ------------------------------------------------------------
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _write_config(self) -> Path:
         # A config file rather than flags: the admin password stays out of

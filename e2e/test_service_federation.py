@@ -219,14 +219,28 @@ def test_invalid_exports_say_why_and_import_nothing(
     eventually(invalid, "Valid=False on ext and ghost, and no import of either")
     # Creating the missing Service makes the export valid and imported.
     sc.apply(a, sc.service(ns, "ghost"))
-    eventually(
-        lambda: _assert(sc.get_custom(clients["c"], "serviceimports", ns, "ghost") is not None),
-        "ghost imported once its Service exists",
-    )
+    wait_for_import(clients["c"], ns, "ghost")
 
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+def wait_for_import(client: ApiClient, ns: str, name: str) -> None:
+    eventually(
+        lambda: _assert(sc.get_custom(client, "serviceimports", ns, name) is not None),
+        f"the import {ns}/{name}",
+    )
+
+
+def wait_for_clusters(client: ApiClient, ns: str, expected: list[str]) -> None:
+    """Until the import ``ns/echo`` lists exactly ``expected`` as its clusters."""
+    eventually(
+        lambda: _assert(
+            sc.clusters(sc.get_custom(client, "serviceimports", ns, "echo")) == expected
+        ),
+        f"the import to list clusters {expected}",
+    )
 
 
 def test_unexport_removes_the_import_only_with_the_last_exporter(
@@ -234,12 +248,7 @@ def test_unexport_removes_the_import_only_with_the_last_exporter(
 ) -> None:
     export_echo(fed, "a", ns, hosts=(21,))
     export_echo(fed, "b", ns, hosts=(22,))
-    eventually(
-        lambda: _assert(
-            sc.clusters(sc.get_custom(clients["c"], "serviceimports", ns, "echo")) == ["a", "b"]
-        ),
-        "a and b",
-    )
+    wait_for_clusters(clients["c"], ns, ["a", "b"])
     sc.delete(fed.env.cluster("a"), "serviceexport", ns, "echo")
 
     def only_b() -> None:
@@ -267,16 +276,10 @@ def test_import_waits_for_the_namespace(fed: Federation, clients: dict[str, ApiC
     for cid in ("a", "b"):
         sc.apply(fed.env.cluster(cid), sc.namespace(name))
     export_echo(fed, "a", name)
-    eventually(
-        lambda: _assert(sc.get_custom(clients["b"], "serviceimports", name, "echo") is not None),
-        "the import in b",
-    )
+    wait_for_import(clients["b"], name, "echo")
     assert sc.get_custom(clients["c"], "serviceimports", name, "echo") is None
     sc.apply(fed.env.cluster("c"), sc.namespace(name))
-    eventually(
-        lambda: _assert(sc.get_custom(clients["c"], "serviceimports", name, "echo") is not None),
-        "the import in c once the namespace exists",
-    )
+    wait_for_import(clients["c"], name, "echo")
 
 
 def test_dead_agent_goes_stale_keeps_endpoints_and_recovers(
@@ -328,12 +331,7 @@ def test_registry_data_loss_is_restored_without_touching_kubernetes(
 ) -> None:
     export_echo(fed, "a", ns, hosts=(41,))
     export_echo(fed, "b", ns, hosts=(42,))
-    eventually(
-        lambda: _assert(
-            sc.clusters(sc.get_custom(clients["c"], "serviceimports", ns, "echo")) == ["a", "b"]
-        ),
-        "a and b",
-    )
+    wait_for_clusters(clients["c"], ns, ["a", "b"])
     if loss == "restart":
         fed.redis.restart()  # no persistence: everything is gone, the ACL users too
         fed.create_users()
@@ -356,10 +354,7 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     fed: Federation, clients: dict[str, ApiClient], ns: str
 ) -> None:
     export_echo(fed, "a", ns)
-    eventually(
-        lambda: _assert(sc.get_custom(clients["b"], "serviceimports", ns, "echo") is not None),
-        "the import in b",
-    )
+    wait_for_import(clients["b"], ns, "echo")
     before = _metric(fed.metrics("b"), "federation_registry_bad_records_total")
     admin = _admin(fed)
     garbage_key = f"{ns}/garbage"
@@ -376,10 +371,7 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     assert "skipping bad registry record" in fed.agent_log("b")
     # Everything else keeps working: a new export still arrives.
     sc.apply(fed.env.cluster("a"), sc.service(ns, "after"), sc.export(ns, "after"))
-    eventually(
-        lambda: _assert(sc.get_custom(clients["b"], "serviceimports", ns, "after") is not None),
-        "a later export still imported",
-    )
+    wait_for_import(clients["b"], ns, "after")
     assert sc.get_custom(clients["b"], "serviceimports", ns, "echo") is not None
     admin.hdel(keys.services("a"), garbage_key)
 
@@ -389,3 +381,25 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in metrics")
+
+
+def test_export_deleted_while_its_agent_was_down_is_withdrawn(
+    fed: Federation, clients: dict[str, ApiClient], ns: str
+) -> None:
+    export_echo(fed, "a", ns)
+    wait_for_import(clients["b"], ns, "echo")
+    fed.stop_agent("a")
+    try:
+        sc.delete(fed.env.cluster("a"), "serviceexport", ns, "echo")
+        # Fail-static while a is down: the import stays.
+        assert sc.get_custom(clients["b"], "serviceimports", ns, "echo") is not None
+    finally:
+        fed.start_agent("a")
+        fed.wait_agent_ready("a")
+
+    def gone() -> None:
+        assert not _admin(fed).hexists(keys.services("a"), f"{ns}/echo")
+        for client in clients.values():
+            assert sc.get_custom(client, "serviceimports", ns, "echo") is None
+
+    eventually(gone, "the record and the imports gone after a's agent restarts")

@@ -334,10 +334,13 @@ def decode_service(data: bytes | str) -> ExportedService:
     affinity = f.text("sessionAffinity", "None")
     if affinity not in ("None", "ClientIP"):
         raise InvalidRecordError(f"sessionAffinity: {affinity!r} is not None or ClientIP")
+    namespace, name = f.text("namespace"), f.text("name")
+    if not namespace or not name:
+        raise InvalidRecordError("namespace and name must not be empty")
     return ExportedService(
         cluster=cluster,
-        namespace=f.text("namespace"),
-        name=f.text("name"),
+        namespace=namespace,
+        name=name,
         type=service_type,
         ports=tuple(_port(p, f"ports[{i}].", ServicePort) for i, p in enumerate(f.items("ports"))),
         session_affinity=affinity,

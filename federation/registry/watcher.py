@@ -163,12 +163,31 @@ class RegistryWatcher:
         positions = {c: v.position for c, v in self.views.items()}
         entries = await self._reader.read(positions, self._block_ms)
         changed: set[ServiceName] = set()
+        trimmed = await self._trimmed_past({e.cluster for e in entries}, positions)
+        for cluster in sorted(trimmed):
+            changed |= await self._reload(cluster)
         for entry in entries:
-            changed |= await self._apply(entry)
+            if entry.cluster not in trimmed:
+                changed |= await self._apply(entry)
         if self._clock() - self._last_check >= self._check_interval or not positions:
             changed |= await self._check()
         if changed:
             await self._on_change(changed)
+
+    async def _trimmed_past(self, clusters: set[str], positions: dict[str, str]) -> set[str]:
+        """Clusters whose stream lost entries after our position before we read them.
+
+        Checked against the position from *before* the read: once the surviving
+        entries were applied, the gap could no longer be seen.
+        """
+        if not clusters:
+            return set()
+        states = await self._reader.stream_states(sorted(clusters))
+        return {
+            c
+            for c, state in states.items()
+            if parse_id(state.max_deleted_id) > parse_id(positions[c])
+        }
 
     async def _load_all(self) -> None:
         changed: set[ServiceName] = set()
@@ -182,6 +201,7 @@ class RegistryWatcher:
 
     def _decode(self, cluster: str, key: str, data: bytes) -> ExportedService | None:
         try:
+            split_service_key(key)  # a bad key must not break later lookups
             rec = decode_service(data)
             if rec.cluster != cluster or rec.key != key:
                 raise InvalidRecordError(
