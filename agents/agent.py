@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -117,6 +118,12 @@ class Agent:
             "imports", self._sync_import, workers=options.workers
         )
         self.ready = asyncio.Event()
+        #: api path -> (fingerprint of what we applied, the apiserver's answer)
+        self._applied: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: our EndpointSlices per import, as listed or last written
+        self._slices: dict[ServiceName, dict[str, dict[str, Any]]] = {}
+        #: api paths of the derived Services we own, as listed or last written
+        self._derived: set[str] = set()
         self._token = uuid.uuid4().hex
 
     # --- watch events (called by kopf) --------------------------------------
@@ -261,22 +268,26 @@ class Agent:
         """Queue every import that should exist and everything we own that may not.
 
         Derived Services and EndpointSlices are listed too, so leftovers of an
-        import whose ServiceImport is already gone are found and deleted.
+        import whose ServiceImport is already gone are found and deleted. The
+        listing also refreshes what the import worker believes exists, and
+        forgets what it applied, so drift made by others is corrected.
         """
-        owned = await asyncio.gather(
+        imports, services, slices = await asyncio.gather(
             self.kube.list_items(IMPORTS, OURS),
             self.kube.list_items(SERVICES, OURS),
             self.kube.list_items(SLICES, OURS),
         )
-        keys = {
-            (
-                o["metadata"]["namespace"],
-                (o["metadata"].get("labels") or {}).get(objs.SERVICE_NAME_LABEL)
-                or o["metadata"]["name"],
-            )
-            for items in owned
-            for o in items
+        self._applied.clear()
+        self.status.forget()
+        self._slices = {}
+        self._derived = {
+            path("", "v1", "services", o["metadata"]["namespace"], o["metadata"]["name"])
+            for o in services
         }
+        for s in slices:
+            owner = _owned_key(s)
+            self._slices.setdefault(owner, {})[s["metadata"]["name"]] = s
+        keys = {_owned_key(o) for items in (imports, services, slices) for o in items}
         for key in keys | self.watcher.service_names():
             self.import_queue.add(key)
 
@@ -350,6 +361,23 @@ class Agent:
         )
         await self.status.export_status(export, conditions)
 
+    async def _apply_cached(self, api_path: str, desired: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply unless this exact object was applied since the last resync."""
+        fingerprint = json.dumps(desired, sort_keys=True)
+        cached = self._applied.get(api_path)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        result = await self.kube.apply(api_path, desired)
+        self._applied[api_path] = (fingerprint, result)
+        if desired.get("kind") == "Service":
+            self._derived.add(api_path)
+        return result
+
+    async def _delete_cached(self, api_path: str) -> None:
+        self._applied.pop(api_path, None)
+        self._derived.discard(api_path)
+        await self.kube.delete(api_path)
+
     async def _sync_import(self, key: ServiceName) -> None:
         namespace, name = key
         exports = self.watcher.exports(namespace, name)
@@ -360,11 +388,11 @@ class Agent:
         ips: list[str] = []
         derived_path = path("", "v1", "services", namespace, objs.derived_service_name(name))
         if merged.type.value == "ClusterSetIP":
-            derived = await self.kube.apply(derived_path, objs.derived_service(merged))
+            derived = await self._apply_cached(derived_path, objs.derived_service(merged))
             ips = [ip for ip in derived["spec"].get("clusterIPs") or [] if ip != "None"]
-        else:
-            await self.kube.delete(derived_path)
-        applied = await self.kube.apply(
+        elif derived_path in self._derived:
+            await self._delete_cached(derived_path)  # was ClusterSetIP before
+        applied = await self._apply_cached(
             path(objs.MCS_GROUP, objs.MCS_VERSION, "serviceimports", namespace, name),
             objs.service_import(merged, ips),
         )
@@ -379,35 +407,43 @@ class Agent:
         await self.status.import_status(applied, merged.clusters, conditions)
 
     async def _sync_slices(self, namespace: str, name: str, desired: list[dict[str, Any]]) -> None:
-        selector = f"{objs.MANAGED_BY_LABEL}={objs.MANAGED_BY},{objs.SERVICE_NAME_LABEL}={name}"
-        existing = {
-            s["metadata"]["name"]: s
-            for s in await self.kube.list_items(
-                path("discovery.k8s.io", "v1", "endpointslices", namespace), selector
-            )
-        }
+        """Make our EndpointSlices for the import match ``desired``.
+
+        What exists is known from the last full listing plus our own writes,
+        so a steady-state sync costs no LIST per import.
+        """
+        existing = self._slices.setdefault((namespace, name), {})
         wanted = {s["metadata"]["name"] for s in desired}
         for s in desired:
-            if not _same_slice(existing.get(s["metadata"]["name"]), s):
+            slice_name = s["metadata"]["name"]
+            if not _same_slice(existing.get(slice_name), s):
                 await self.kube.apply(
-                    path(
-                        "discovery.k8s.io", "v1", "endpointslices", namespace, s["metadata"]["name"]
-                    ),
-                    s,
+                    path("discovery.k8s.io", "v1", "endpointslices", namespace, slice_name), s
                 )
+                existing[slice_name] = s
         for stale in set(existing) - wanted:
             await self.kube.delete(
                 path("discovery.k8s.io", "v1", "endpointslices", namespace, stale)
             )
+            del existing[stale]
+        if not existing:
+            del self._slices[(namespace, name)]
 
     async def _delete_import(self, namespace: str, name: str) -> None:
         await self._sync_slices(namespace, name, [])
-        await self.kube.delete(
+        await self._delete_cached(
             path("", "v1", "services", namespace, objs.derived_service_name(name))
         )
-        await self.kube.delete(
+        await self._delete_cached(
             path(objs.MCS_GROUP, objs.MCS_VERSION, "serviceimports", namespace, name)
         )
+
+
+def _owned_key(obj: Mapping[str, Any]) -> ServiceName:
+    """The import an object we own belongs to."""
+    meta = obj["metadata"]
+    labels = meta.get("labels") or {}
+    return meta["namespace"], labels.get(objs.SERVICE_NAME_LABEL) or meta["name"]
 
 
 def _rv(obj: Mapping[str, Any]) -> int:

@@ -27,15 +27,31 @@ def _status_path(plural: str, obj: Mapping[str, Any]) -> str:
     return path(objs.MCS_GROUP, objs.MCS_VERSION, plural, meta["namespace"], meta["name"])
 
 
+def _cache_key(plural: str, obj: Mapping[str, Any]) -> str:
+    # The uid too: an object deleted and created again starts without status.
+    return f"{_status_path(plural, obj)}#{obj['metadata'].get('uid', '')}"
+
+
 class StatusWriter:
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
         self.writes = 0
+        #: api path and uid -> the status we last wrote: the object a caller passes in
+        #: may predate our own write, and only the agent writes these statuses.
+        self._written: dict[str, dict[str, Any]] = {}
+
+    def forget(self) -> None:
+        """Trust the objects again (after a full re-list)."""
+        self._written.clear()
+
+    def _status(self, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        written = self._written.get(_cache_key(plural, obj))
+        return written if written is not None else dict(obj.get("status") or {})
 
     def _conditions(
-        self, obj: Mapping[str, Any], conditions: Sequence[Condition]
+        self, status: Mapping[str, Any], obj: Mapping[str, Any], conditions: Sequence[Condition]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        existing: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+        existing: list[dict[str, Any]] = status.get("conditions") or []
         merged = merge_conditions(
             existing,
             conditions,
@@ -47,12 +63,10 @@ class StatusWriter:
     async def export_status(
         self, export: Mapping[str, Any], conditions: Sequence[Condition]
     ) -> None:
-        existing, merged = self._conditions(export, conditions)
+        status = self._status("serviceexports", export)
+        existing, merged = self._conditions(status, export, conditions)
         if merged != existing:
-            await self._kube.patch_status(
-                _status_path("serviceexports", export), {"conditions": merged}
-            )
-            self.writes += 1
+            await self._write("serviceexports", export, {**status, "conditions": merged})
 
     async def import_status(
         self,
@@ -60,12 +74,19 @@ class StatusWriter:
         clusters: Sequence[str],
         conditions: Sequence[Condition],
     ) -> None:
-        existing, merged = self._conditions(service_import, conditions)
-        status = service_import.get("status") or {}
+        status = self._status("serviceimports", service_import)
+        existing, merged = self._conditions(status, service_import, conditions)
         wanted_clusters = [{"cluster": c} for c in clusters]
         if merged != existing or (status.get("clusters") or []) != wanted_clusters:
-            await self._kube.patch_status(
-                _status_path("serviceimports", service_import),
+            await self._write(
+                "serviceimports",
+                service_import,
                 {"clusters": wanted_clusters, "conditions": merged},
             )
-            self.writes += 1
+
+    async def _write(self, plural: str, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
+        key = _cache_key(plural, obj)
+        self._written.pop(key, None)  # unknown until the write succeeds
+        await self._kube.patch_status(_status_path(plural, obj), status)
+        self._written[key] = status
+        self.writes += 1

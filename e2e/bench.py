@@ -122,16 +122,17 @@ def bench_federation(changes: int, services: int) -> None:
             with api_client(env.cluster("c")) as client_c:
                 wait_until(
                     lambda: (
-                        _import_count(client_b, "bulk") >= services
+                        _import_count(client_a, "bulk") >= services
+                        and _import_count(client_b, "bulk") >= services
                         and _import_count(client_c, "bulk") >= services
                     ),
                     timeout=900,
-                    what=f"{services} imports in b and c",
+                    what=f"{services} imports in a, b and c",
                     interval=0.2,
                 )
             total = time.monotonic() - began
             print(
-                f"{services} exports in a, then a's agent started: all imported in b and c "
+                f"{services} exports in a, then a's agent started: all imported in a, b and c "
                 f"after {total:.1f}s ({services / total:.0f} services/s into each cluster)"
             )
         for cid, handle in fed.agents.items():
