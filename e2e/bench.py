@@ -10,6 +10,11 @@ every one is imported in ``b`` and ``c``, and the agents' peak memory.
 environment's peak memory, once with one etcd shared by all clusters and once
 with one etcd per cluster, the measurement behind the harness's default.
 
+``translator``, ``fanout``, ``endpoint-ack``: the hub's xDS side, see
+:mod:`e2e.bench_xds` (full translation at 250 clusters x 1,000 services and the CPU
+of one endpoint change; 1,000 ADS streams updated after one change; an endpoint
+change in ``a`` until b's real Envoy has it).
+
 Benchmarks never assert on time: they print, and people compare.
 """
 
@@ -23,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
+from e2e import bench_xds
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -143,6 +149,9 @@ def bench_federation(changes: int, services: int) -> None:
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "env": lambda args: bench_env(args.runs),
     "federation": lambda args: bench_federation(args.changes, args.services),
+    "translator": lambda args: bench_xds.bench_translator(),
+    "fanout": lambda args: bench_xds.bench_fanout(args.streams),
+    "endpoint-ack": lambda args: bench_xds.bench_endpoint_ack(args.changes),
 }
 
 
@@ -154,13 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--changes",
         type=int,
         default=200,
-        help="federation: sequential export changes (default 200)",
+        help="federation, endpoint-ack: sequential changes (default 200)",
     )
     parser.add_argument(
         "--services",
         type=int,
         default=1000,
         help="federation: services exported at once (default 1000)",
+    )
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="fanout: concurrent ADS streams (default 1000)"
     )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)

@@ -162,6 +162,25 @@ class LocalCluster:
     def pod_ip(self, host: int) -> str:
         return f"10.{200 + self.index}.{host // 256}.{host % 256}"
 
+    # Where traffic really goes: the hub maps pod_cidr onto backend_cidr
+    # (--address-map), and test backends listen there. Envoy uses .255.x.
+    @property
+    def backend_cidr(self) -> str:
+        return f"127.{self.index}.0.0/16"
+
+    def backend_ip(self, host: int) -> str:
+        return f"127.{self.index}.{host // 256}.{host % 256}"
+
+    @functools.cached_property
+    def envoy_listener(self) -> str:
+        host = f"127.{self.index}.255.1"
+        return f"{host}:{free_port(host)}"
+
+    @functools.cached_property
+    def envoy_admin(self) -> str:
+        host = f"127.{self.index}.255.1"
+        return f"{host}:{free_port(host)}"
+
     @property
     def kubeconfig(self) -> Path:
         assert self.admin is not None, "cluster not started"

@@ -4,20 +4,25 @@ Called by ``python -m e2e demo`` once three clusters are up. It starts Redis
 and one agent per cluster (``e2e.federation``), creates the example Service
 ``demo/echo`` with an EndpointSlice and its ServiceExport in cluster ``a``,
 waits until every cluster has imported it, and prints what kubectl shows in
-each cluster.
+each cluster. Then it starts the hub, one Envoy per cluster and cluster a's
+echo backends, and shows a request through b's Envoy answered by a's backend
+and what ``fedctl proxy-status`` says.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 
 from kubernetes.client import ApiClient
 
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
+from e2e.envoy import Envoy
 from e2e.federation import Federation
 from e2e.fixtures import api_client
 from e2e.processes import wait_until
+from federation.cli.fedctl import render_proxy_status
 
 NAMESPACE, NAME = "demo", "echo"
 
@@ -58,4 +63,26 @@ def run(env: LocalEnvironment) -> Federation:
     for cluster in env.clusters.values():
         print(f"\n--- cluster {cluster.id}: kubectl get serviceexports,serviceimports -A")
         print(cluster.kubectl("get", "serviceexports,serviceimports", "-A").stdout.rstrip())
+    print("\n==> starting the hub, one Envoy per cluster, and a's echo backends", flush=True)
+    fed.start_hub()
+    fed.wait_hub_ready()
+    for cluster_id in env.clusters:
+        fed.start_envoy(cluster_id)
+    for host in (10, 11):
+        fed.start_backend("a", host)
+    hostname = f"{NAME}.{NAMESPACE}.svc.clusterset.local"
+    b = fed.envoys["b"]
+    wait_until(lambda: _answered(b, hostname), timeout=30, what="a request through b's Envoy")
+    reply = b.request(hostname)
+    print(f"    GET http://{b.listener_address}/ Host: {hostname}")
+    print(f"    -> {reply.status} {reply.body.decode()}  (served by cluster a's backend)")
+    print(f"    fedctl proxy-status --hub http://127.0.0.1:{fed.hub_http_port}")
+    print(render_proxy_status(json.loads(fed.hub_http("/debug/proxy-status"))).rstrip())
     return fed
+
+
+def _answered(envoy: Envoy, hostname: str) -> bool:
+    try:
+        return envoy.request(hostname, timeout=2).status == 200
+    except OSError:
+        return False

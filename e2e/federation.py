@@ -14,12 +14,15 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import sys
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
+from e2e.envoy import Envoy
 from e2e.processes import HarnessError, Process, wait_until
 from e2e.redis_server import RedisServer
 from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
@@ -55,6 +58,10 @@ class Federation:
         self.redis = RedisServer(env.group, env.workdir / "redis")
         self.hub_password = secrets.token_urlsafe(18)
         self.agents: dict[str, AgentHandle] = {}
+        self.hub: Process | None = None
+        self.hub_xds_port = 0
+        self.hub_http_port = 0
+        self.envoys: dict[str, Envoy] = {}
 
     def start(self) -> None:
         self.redis.start()
@@ -157,5 +164,96 @@ class Federation:
         assert handle.process is not None
         self.env.group.stop(handle.process)
 
+    # --- data plane: hub, Envoys and backends (addresses: see LocalCluster) -----
+
+    def start_hub(self, *, extra_args: Sequence[str] = ()) -> Process:
+        """The hub as a process, reading the registry as the read-only hub user."""
+        if not self.hub_xds_port:
+            self.hub_xds_port, self.hub_http_port = free_port(), free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "federation.cli.hub",
+            "--registry",
+            self.hub_url(),
+            "--xds-address",
+            f"127.0.0.1:{self.hub_xds_port}",
+            "--http-address",
+            f"127.0.0.1:{self.hub_http_port}",
+            *extra_args,
+        ]
+        for cluster in self.env.clusters.values():
+            argv += [
+                "--address-map",
+                f"{cluster.id}={cluster.pod_cidr}={cluster.backend_cidr}",
+                "--listener-address",
+                f"{cluster.id}={cluster.envoy_listener}",
+            ]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        self.hub = self.env.group.start("hub", argv, self.env.workdir / "hub.log", env=env)
+        return self.hub
+
+    def hub_http(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.hub_http_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text: str = resp.read().decode()
+            return text
+
+    def hub_ready(self) -> bool:
+        try:
+            self.hub_http("/readyz")
+        except OSError:
+            return False
+        return True
+
+    def wait_hub_ready(self, timeout: float = 60) -> None:
+        def check() -> None:
+            if self.hub is not None and not self.hub.running():
+                raise HarnessError(f"hub exited:\n{self.hub.log_tail(40)}")
+
+        wait_until(self.hub_ready, timeout=timeout, what="the hub to be ready", check=check)
+
+    def kill_hub(self) -> None:
+        assert self.hub is not None
+        os.kill(self.hub.pid, signal.SIGKILL)
+        self.hub.popen.wait(timeout=10)
+
+    def start_envoy(self, cluster_id: str, *, delta: bool = False) -> Envoy:
+        cluster = self.env.cluster(cluster_id)
+        envoy = Envoy(
+            self.env.group,
+            cluster.tools.envoy,
+            cluster.dir / "envoy",
+            cluster=cluster_id,
+            xds_address=f"127.0.0.1:{self.hub_xds_port}",
+            admin_address=cluster.envoy_admin,
+            listener_address=cluster.envoy_listener,
+            delta=delta,
+        )
+        envoy.start()
+        self.envoys[cluster_id] = envoy
+        return envoy
+
+    def start_backend(self, cluster_id: str, host: int, port: int = 8080) -> Process:
+        """An echo backend at the loopback address its pod IP ``pod_ip(host)`` maps to."""
+        cluster = self.env.cluster(cluster_id)
+        address = f"{cluster.backend_ip(host)}:{port}"
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        proc = self.env.group.start(
+            f"backend-{cluster_id}-{host}",
+            [sys.executable, "-m", "e2e.backends", "--listen", address, "--name", cluster_id],
+            cluster.dir / f"backend-{host}.log",
+            env=env,
+        )
+        wait_until(lambda: _port_open(address), timeout=15, what=f"backend {address}")
+        return proc
+
     def agent_log(self, cluster_id: str) -> str:
         return (self.agents[cluster_id].cluster.dir / "agent.log").read_text(errors="replace")
+
+
+def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from federation.metrics import Sample
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
@@ -354,3 +355,37 @@ class RegistryWatcher:
 
     def clusters(self) -> Iterable[str]:
         return sorted(self.views)
+
+
+def registry_samples(watcher: RegistryWatcher) -> list[Sample]:
+    """The watcher's counters as metrics, for every process that runs one."""
+    stats = watcher.stats
+    return [
+        Sample(
+            "federation_registry_stale_clusters",
+            "gauge",
+            "member clusters whose lease expired",
+            len(watcher.stale_clusters()),
+        ),
+        Sample(
+            "federation_registry_entries_total", "counter", "stream entries applied", stats.entries
+        ),
+        Sample(
+            "federation_registry_reloads_total",
+            "counter",
+            "full reloads of a cluster from a snapshot",
+            stats.reloads,
+        ),
+        Sample(
+            "federation_registry_bad_records_total",
+            "counter",
+            "registry records skipped because they could not be decoded",
+            stats.bad_records,
+        ),
+        Sample(
+            "federation_registry_errors_total",
+            "counter",
+            "registry reads that failed",
+            stats.errors,
+        ),
+    ]

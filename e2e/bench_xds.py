@@ -1,0 +1,449 @@
+"""Benchmarks of the hub's xDS side (design §5 and §9); they print figures, never assert on time.
+
+``bench_translator``: a full build of every node group's snapshot with
+:class:`federation.cli.snapshots.SnapshotBuilder` for a large in-memory clusterset
+(250 clusters, 1,000 services each exported from 3 of them, ~250k endpoints), the number of
+distinct ClusterLoadAssignments built, peak RSS, then the hub CPU time of one endpoint change
+(which must be an endpoint-only push).
+
+``bench_fanout``: the real ADS server in this process with one snapshot, and ``streams``
+state-of-the-world ADS streams opened by a separate client process; after all have ACKed the
+initial state, one ClusterLoadAssignment changes and the time until every stream has ACKed it
+is printed, with the hub process's RSS.
+
+``bench_endpoint_ack``: end to end on the local environment (clusters ``a`` and ``b``, hub,
+b's Envoy): the ready flag of an EndpointSlice in ``a`` flips, and the time until b's Envoy
+shows the new health of the host (admin ``/clusters``) is printed as p50/p99/max.
+
+Every load loop is bounded in count and in time, and everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from e2e import scenario as sc
+from e2e.cluster import REPO_ROOT, LocalEnvironment, free_port
+from e2e.federation import Federation
+from e2e.processes import rss_kib, wait_until
+from e2e.xds_resources import eds_cluster, loopback_assignment
+from federation.cli.hub import freeze_loaded_heap
+from federation.cli.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.registry.records import (
+    Endpoint,
+    EndpointPort,
+    EndpointSet,
+    ExportedService,
+    ServicePort,
+    ServiceType,
+)
+from federation.registry.watcher import ServiceName
+from federation.translate.inputs import ImportView, TranslateOptions
+from federation.xds.server import serve
+from federation.xds.snapshot import CLUSTER, ENDPOINT, Snapshot, SnapshotCache
+from federation.xds.status import SyncRegistry
+
+NAMESPACE = "bench"
+CREATED = "2026-01-01T00:00:00Z"
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def _maxrss_mib() -> float:
+    """Peak RSS of this process (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mib() -> float:
+    return rss_kib(os.getpid(), "VmRSS") / 1024
+
+
+# --- translator ------------------------------------------------------------------------
+
+
+def _ipv4(index: int) -> str:
+    value = (10 << 24) + index
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _export(cluster: str, service: int, first: int, count: int) -> ExportedService:
+    endpoints = tuple(
+        Endpoint(addresses=(_ipv4(first + k),), ready=True, serving=True, terminating=False)
+        for k in range(count)
+    )
+    return ExportedService(
+        cluster=cluster,
+        namespace=NAMESPACE,
+        name=f"s{service}",
+        type=ServiceType.CLUSTER_SET_IP,
+        ports=(ServicePort("http", "TCP", 80),),
+        created=CREATED,
+        generation=1,
+        endpoints=(
+            EndpointSet(
+                name=f"s{service}-{cluster}",
+                address_type="IPv4",
+                ports=(EndpointPort("http", "TCP", 8080),),
+                endpoints=endpoints,
+            ),
+        ),
+    )
+
+
+def _clusterset(
+    clusters: int, services: int, exporters: int, endpoints_per_export: int
+) -> tuple[list[str], dict[ServiceName, list[ExportedService]]]:
+    """Cluster ids, and each service's exports (from ``exporters`` clusters, round-robin)."""
+    if exporters > clusters:
+        raise ValueError(f"{exporters} exporters per service but only {clusters} clusters")
+    ids = [f"c{i:03d}" for i in range(clusters)]
+    exports: dict[ServiceName, list[ExportedService]] = {}
+    index = 0
+    for s in range(services):
+        chosen = [ids[(s * exporters + j) % clusters] for j in range(exporters)]
+        records = []
+        for cluster in chosen:
+            records.append(_export(cluster, s, index * endpoints_per_export, endpoints_per_export))
+            index += 1
+        exports[(NAMESPACE, f"s{s}")] = records
+    return ids, exports
+
+
+def _flip_first_endpoint(record: ExportedService) -> ExportedService:
+    (slice_,) = record.endpoints
+    first = slice_.endpoints[0]
+    flipped = dataclasses.replace(first, ready=not first.ready)
+    new_slice = dataclasses.replace(slice_, endpoints=(flipped, *slice_.endpoints[1:]))
+    return dataclasses.replace(record, endpoints=(new_slice,), generation=record.generation + 1)
+
+
+def bench_translator(
+    clusters: int = 250,
+    services: int = 1000,
+    exporters: int = 3,
+    endpoints_per_export: int = 83,
+) -> None:
+    """Full build of every node group's snapshot, then single endpoint changes."""
+    ids, exports = _clusterset(clusters, services, exporters, endpoints_per_export)
+    total = sum(len(e.endpoints[0].endpoints) for es in exports.values() for e in es)
+    print(
+        f"translator: {clusters} clusters, {services} services x {exporters} exporters, "
+        f"{total} endpoints"
+    )
+    cache = SnapshotCache()
+    builder = SnapshotBuilder(
+        cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
+    )
+    groups = set(ids)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    views = {key: ImportView.of(records) for key, records in exports.items()}
+    builder.update(views, groups=groups)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    freeze_loaded_heap()  # as the hub does once it is loaded
+    distinct: set[tuple[str, str]] = set()
+    per_group = 0
+    for group in ids:
+        snapshot = cache.get(group)
+        assert snapshot is not None
+        clas = snapshot.of(ENDPOINT)
+        per_group = max(per_group, len(clas))
+        distinct.update((r.name, r.version) for r in clas.values())
+    print(
+        f"  full build ({len(ids)} node groups): {wall:.2f} s wall, {cpu:.2f} s CPU; "
+        f"{len(distinct)} distinct ClusterLoadAssignments "
+        f"({len(distinct) / max(services, 1):.2f} per service, "
+        f"{per_group} per node group); peak RSS {_maxrss_mib():.0f} MiB"
+    )
+
+    # One endpoint change at a time: flip one endpoint's ready flag of one export.
+    key = (NAMESPACE, "s0")
+    current = list(exports[key])
+    cpu_times: list[float] = []
+    wall_times: list[float] = []
+    endpoint_only = 0
+    full_before = builder.full_pushes
+    deadline = time.monotonic() + 60
+    for _ in range(20):
+        if time.monotonic() > deadline:
+            break
+        current[0] = _flip_first_endpoint(current[0])
+        view = ImportView.of(current)
+        pushes = builder.endpoint_pushes
+        wall, cpu = time.perf_counter(), time.process_time()
+        builder.update({key: view}, groups=groups)
+        wall_times.append(time.perf_counter() - wall)
+        cpu_times.append(time.process_time() - cpu)
+        endpoint_only += builder.endpoint_pushes - pushes
+    print(
+        f"  one endpoint change, {len(cpu_times)} changes: hub CPU median "
+        f"{statistics.median(cpu_times) * 1000:.2f} ms, max {max(cpu_times) * 1000:.2f} ms "
+        f"(wall median {statistics.median(wall_times) * 1000:.2f} ms); endpoint-only pushes "
+        f"{endpoint_only}/{len(cpu_times)}, full pushes {builder.full_pushes - full_before}"
+    )
+    print(f"  peak RSS {_maxrss_mib():.0f} MiB")
+
+
+# --- fan-out -----------------------------------------------------------------------------
+
+
+def _fanout_names(count: int) -> list[str]:
+    return [f"clusterset/{NAMESPACE}/s{i}/80" for i in range(count)]
+
+
+async def _client_stream(
+    stub: Any, index: int, names: list[str], initial: asyncio.Event, done: list[int]
+) -> None:
+    """One SotW ADS stream: CDS, then EDS for ``names``; ACK everything; count EDS versions."""
+    call = stub.StreamAggregatedResources()
+    node = {"id": f"bench-{index}", "cluster": "a"}
+    await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
+    eds_responses = 0
+    try:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                return
+            ack = discovery_pb2.DiscoveryRequest(
+                type_url=response.type_url,
+                version_info=response.version_info,
+                response_nonce=response.nonce,
+            )
+            if response.type_url == CLUSTER:
+                await call.write(ack)
+                if eds_responses == 0:
+                    await call.write(
+                        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names)
+                    )
+            elif response.type_url == ENDPOINT:
+                ack.resource_names.extend(names)
+                await call.write(ack)
+                eds_responses += 1
+                # done[0]: streams with the initial state; done[1]: with a later version.
+                if eds_responses == 1:
+                    done[0] += 1
+                    if done[0] == done[2]:
+                        initial.set()
+                elif eds_responses == 2:
+                    done[1] += 1
+                    if done[1] == done[2]:
+                        initial.set()
+    finally:
+        call.cancel()
+
+
+async def _fanout_client_main(address: str, streams: int, resources: int, timeout: float) -> None:
+    names = _fanout_names(resources)
+    per_channel = 50
+    channels = [
+        grpc.aio.insecure_channel(address) for _ in range(max(1, -(-streams // per_channel)))
+    ]
+    stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
+    event = asyncio.Event()
+    done = [0, 0, streams]
+    tasks = [
+        asyncio.create_task(_client_stream(stubs[i // per_channel], i, names, event, done))
+        for i in range(streams)
+    ]
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+            print(f"initial {done[0]}", flush=True)
+            event.clear()
+            await event.wait()
+            print(f"updated {done[1]}", flush=True)
+            # Keep the streams open until the hub has looked at its sync registry.
+            await asyncio.to_thread(sys.stdin.readline)
+    except TimeoutError:
+        print(f"timeout initial={done[0]} updated={done[1]}", flush=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+
+
+def fanout_client(address: str, streams: int, resources: int, timeout: float) -> None:
+    """The client side of :func:`bench_fanout`, run in its own process.
+
+    Prints ``initial N`` once every stream has ACKed the initial state, then ``updated N``
+    once every stream has ACKed a second ClusterLoadAssignment version (or ``timeout ...``).
+    """
+    asyncio.run(_fanout_client_main(address, streams, resources, timeout))
+
+
+async def _read_line(proc: asyncio.subprocess.Process, timeout: float) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout):
+        line = await proc.stdout.readline()
+    return line.decode().strip()
+
+
+async def _fanout(streams: int, resources: int, timeout: float) -> None:
+    cache = SnapshotCache()
+    sync = SyncRegistry(cache.snapshot_versions)
+    names = _fanout_names(resources)
+    cache.set(
+        "a",
+        Snapshot.build(
+            [
+                *(eds_cluster(n) for n in names),
+                *(loopback_assignment(n, range(8080, 8090)) for n in names),
+            ]
+        ),
+    )
+    cache.mark_ready()
+    address = f"127.0.0.1:{free_port()}"
+    server = await serve(cache, sync, address)
+    code = (
+        "from e2e.bench_xds import fanout_client; "
+        f"fanout_client({address!r}, {streams}, {resources}, {timeout})"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=str(REPO_ROOT),
+    )
+    try:
+        began = time.perf_counter()
+        line = await _read_line(proc, timeout + 10)
+        print(
+            f"  initial state ACKed by the client process: {line!r} after "
+            f"{time.perf_counter() - began:.2f} s; streams open at the hub: {len(sync)}"
+        )
+        if not line.startswith("initial"):
+            return
+        # One endpoint change: the first assignment's endpoints become unhealthy.
+        cpu = time.process_time()
+        changed_at = time.perf_counter()
+        cache.update("a", ENDPOINT, {names[0]: loopback_assignment(names[0], (8080,), False)})
+        line = await _read_line(proc, timeout + 10)
+        elapsed = time.perf_counter() - changed_at
+        cpu = time.process_time() - cpu
+        print(
+            f"  one ClusterLoadAssignment changed -> all {streams} streams ACKed it "
+            f"({line!r}): {elapsed * 1000:.0f} ms (hub CPU meanwhile {cpu * 1000:.0f} ms)"
+        )
+        try:
+            async with asyncio.timeout(10):
+                await sync.wait_for(lambda: all(s.synced for s in sync.list()))
+            synced = sum(1 for s in sync.list() if s.synced)
+            print(
+                f"  SyncRegistry: {synced}/{len(sync)} streams synced "
+                f"{(time.perf_counter() - changed_at) * 1000:.0f} ms after the change"
+            )
+        except TimeoutError:
+            print("  SyncRegistry: not all streams synced within 10 s")
+        print(f"  hub process RSS {_current_rss_mib():.0f} MiB (peak {_maxrss_mib():.0f} MiB)")
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            pass
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        await server.stop(None)
+
+
+def bench_fanout(streams: int = 1000) -> None:
+    """``streams`` SotW ADS streams from another process; one CLA change until all ACKed."""
+    resources = 1000
+    print(f"fan-out: {streams} SotW ADS streams, {resources} clusters and assignments")
+    asyncio.run(_fanout(streams, resources, timeout=120.0))
+
+
+# --- endpoint change -> Envoy ------------------------------------------------------------
+
+
+def _envoy_health(admin: str, cluster: str) -> str | None:
+    """``healthy``/``unhealthy`` of the first host of ``cluster`` in Envoy's ``/clusters``."""
+    prefix = f"{cluster}::"
+    for line in admin.splitlines():
+        if line.startswith(prefix) and "::health_flags::" in line:
+            flags = line.rsplit("::health_flags::", 1)[1]
+            return "healthy" if flags == "healthy" else "unhealthy"
+    return None
+
+
+def bench_endpoint_ack(changes: int = 200) -> None:
+    """Flip an EndpointSlice's ready flag in ``a`` until b's Envoy shows it; p50/p99/max."""
+    with LocalEnvironment(("a", "b")) as env:
+        fed = Federation(env)
+        fed.start()
+        fed.start_hub()
+        fed.wait_hub_ready()
+        envoy = fed.start_envoy("b")
+        a = env.cluster("a")
+        for cluster in env.clusters.values():
+            sc.apply(cluster, sc.namespace(NAMESPACE))
+        cluster_name = f"clusterset/{NAMESPACE}/echo/80"
+        sc.apply(
+            a,
+            sc.service(NAMESPACE, "echo"),
+            sc.endpoint_slice(a, NAMESPACE, "echo", [7], ready=True),
+            sc.export(NAMESPACE, "echo"),
+        )
+
+        def health() -> str | None:
+            try:
+                return _envoy_health(envoy.admin("/clusters"), cluster_name)
+            except OSError:
+                return None
+
+        def has_health(want: str) -> bool:
+            return health() == want
+
+        wait_until(lambda: health() == "healthy", timeout=60, what=f"{cluster_name} in b's Envoy")
+        latencies: list[float] = []
+        applies: list[float] = []  # of which kubectl apply
+        ready = True
+        deadline = time.monotonic() + 600
+        for _ in range(changes):
+            if time.monotonic() > deadline:
+                break
+            ready = not ready
+            want = "healthy" if ready else "unhealthy"
+            began = time.monotonic()
+            sc.apply(a, sc.endpoint_slice(a, NAMESPACE, "echo", [7], ready=ready))
+            applies.append((time.monotonic() - began) * 1000)
+            wait_until(
+                functools.partial(has_health, want),
+                timeout=30,
+                what=f"{cluster_name} {want} in b's Envoy",
+                interval=0.005,
+            )
+            latencies.append((time.monotonic() - began) * 1000)
+        print(
+            f"endpoint ready flip in a -> b's Envoy has it, {len(latencies)} sequential changes "
+            "(includes kubectl apply):"
+        )
+        print(
+            f"  p50 {_percentile(latencies, 50):.0f} ms   p99 {_percentile(latencies, 99):.0f} ms"
+            f"   max {max(latencies):.0f} ms"
+        )
+        print(f"  of which kubectl apply: p50 {_percentile(applies, 50):.0f} ms")

@@ -1,0 +1,127 @@
+"""``fedctl``: the operator's command line.
+
+    fedctl bootstrap --cluster a --xds 10.0.0.5:18000 [--admin 127.0.0.1:9901] [--delta]
+    fedctl proxy-status [--hub http://127.0.0.1:18080] [-o json]
+
+``bootstrap`` prints the Envoy bootstrap for a member cluster's Envoy (see
+``federation.cli.bootstrap``). ``proxy-status`` asks the hub which Envoys are
+connected and, per xDS type, whether each is synced, stale or NACKed (with
+the NACK's message): "is every Envoy in sync, and with what?".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from federation.cli.bootstrap import BootstrapOptions, bootstrap
+from federation.errors import FederationError
+
+TYPES = (
+    ("CDS", "Cluster"),
+    ("EDS", "ClusterLoadAssignment"),
+    ("LDS", "Listener"),
+    ("RDS", "RouteConfiguration"),
+)
+
+
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.load(resp)
+    except (OSError, ValueError) as err:
+        raise FederationError(f"cannot read {url}: {err}") from err
+
+
+def _type_state(entry: dict[str, Any], short: str) -> str:
+    for type_url, state in (entry.get("types") or {}).items():
+        if type_url.endswith("." + short):
+            return str(state.get("state", "?"))
+    return "-"
+
+
+def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
+    """A table: one row per Envoy, one column per xDS type, then NACK messages."""
+    header = ["NODE", "CLUSTER", "PROTOCOL", *(t for t, _ in TYPES), "SYNCED"]
+    rows = [header]
+    nacks = []
+    for p in sorted(proxies, key=lambda p: (str(p.get("group")), str(p.get("node_id")))):
+        rows.append(
+            [
+                str(p.get("node_id", "?")),
+                str(p.get("group", "?")),
+                str(p.get("protocol", "?")),
+                *(_type_state(p, short) for _, short in TYPES),
+                "yes" if p.get("synced") else "NO",
+            ]
+        )
+        for type_url, state in (p.get("types") or {}).items():
+            nack = state.get("last_nack")
+            if nack:
+                nacks.append(
+                    f"{p.get('node_id')} {type_url.rsplit('.', 1)[-1]} NACKed "
+                    f"version {nack.get('version')}: {nack.get('message')}"
+                )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if len(rows) == 1:
+        lines.append("(no Envoy connected)")
+    return "\n".join(lines + nacks) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fedctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a member cluster")
+    boot.add_argument("--cluster", required=True, help="member cluster id (node.cluster)")
+    boot.add_argument("--xds", required=True, help="HOST:PORT of the hub's xDS server")
+    boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
+    boot.add_argument("--node-id", help="default: envoy-<cluster>")
+    boot.add_argument("--delta", action="store_true", help="use delta xDS")
+    boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    status = sub.add_parser("proxy-status", help="which Envoys are in sync, and with what")
+    status.add_argument("--hub", default="http://127.0.0.1:18080", help="the hub's HTTP address")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "bootstrap":
+            config = bootstrap(
+                BootstrapOptions(
+                    cluster=args.cluster,
+                    xds_address=args.xds,
+                    admin_address=args.admin,
+                    node_id=args.node_id,
+                    delta=args.delta,
+                )
+            )
+            print(
+                json.dumps(config, indent=2)
+                if args.output == "json"
+                else yaml.safe_dump(config, sort_keys=False),
+                end="",
+            )
+        else:
+            proxies = _get_json(args.hub.rstrip("/") + "/debug/proxy-status")
+            print(
+                json.dumps(proxies, indent=2)
+                if args.output == "json"
+                else render_proxy_status(proxies),
+                end="",
+            )
+    except FederationError as err:
+        print(f"fedctl: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""The xDS layer: serves opaque, pre-serialized Envoy resources over ADS (gRPC).
+
+* :mod:`federation.xds.snapshot`: :class:`~federation.xds.snapshot.Resource` (a serialized
+  resource, its content-hash version and its wire bytes, built once and shared by every
+  stream), :class:`~federation.xds.snapshot.Snapshot` (one node group's resources) and
+  :class:`~federation.xds.snapshot.SnapshotCache` (the current snapshot of every node
+  group, with change notification and the "not ready, serve nothing" gate).
+* :mod:`federation.xds.server`: the grpc.aio Aggregated Discovery Service, state of the
+  world and delta, and :func:`~federation.xds.server.serve`.
+* :mod:`federation.xds.status`: what every connected Envoy was sent, ACKed and NACKed
+  (:class:`~federation.xds.status.SyncRegistry`), and the server's counters.
+
+The hub process (``federation/cli/hub.py``) creates the cache and the sync registry, fills
+the cache from the translator's output, calls ``mark_ready()`` once the whole registry is
+loaded, and calls :func:`~federation.xds.server.serve`. This layer never looks inside the
+resources it serves (it imports neither ``federation.translate`` nor redis, kopf or
+kubernetes), with one convention: a ClusterLoadAssignment has the name of its cluster.
+"""

@@ -1,0 +1,323 @@
+"""What every connected Envoy was sent, ACKed and NACKed, and the xDS server's counters.
+
+The xDS server (:mod:`federation.xds.server`) opens one :class:`StreamSync` per ADS stream
+in the :class:`SyncRegistry` and records on it every response it sends and every ACK and
+NACK it receives; the entry goes when the stream ends. The hub process
+(``federation/cli/hub.py``) creates the registry with the cache's ``snapshot_versions``
+and serves :meth:`SyncRegistry.list` to ``fedctl`` and to metrics: "is every Envoy in sync,
+and with what?" (user story 4). Pure bookkeeping: no I/O, no grpc.
+
+Per stream and type, the state is:
+
+* ``nacked``: Envoy rejected the latest version sent, which is not resent until the
+  snapshot changes (the NACK's message, version and time are kept);
+* ``synced``: Envoy ACKed the latest response, and the stream has already handled the
+  group's current snapshot of that type;
+* ``stale``: anything else (a response in flight, a change not pushed yet, a requested
+  resource that does not exist yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TypeAlias
+
+from federation.xds.snapshot import ORDER
+
+Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
+#: Current versions of a group's snapshot by type (``SnapshotCache.snapshot_versions``).
+SnapshotVersions = Callable[[str], Mapping[str, str]]
+
+
+class SyncState(StrEnum):
+    SYNCED = "synced"
+    STALE = "stale"
+    NACKED = "nacked"
+
+
+def _timestamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Nack:
+    """A response Envoy rejected: its version, nonce, Envoy's message and when (Unix time)."""
+
+    version: str
+    nonce: str
+    message: str
+    at: float
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "version": self.version,
+            "nonce": self.nonce,
+            "message": self.message,
+            "at": _timestamp(self.at),
+        }
+
+
+@dataclass(frozen=True)
+class TypeStatus:
+    """One resource type on one stream."""
+
+    type_url: str
+    state: SyncState
+    #: The version of the type in the group's current snapshot (None: no snapshot).
+    snapshot_version: str | None
+    sent_version: str | None
+    sent_nonce: str | None
+    acked_version: str | None
+    last_nack: Nack | None
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "state": self.state.value,
+            "snapshot_version": self.snapshot_version,
+            "sent_version": self.sent_version,
+            "sent_nonce": self.sent_nonce,
+            "acked_version": self.acked_version,
+            "last_nack": None if self.last_nack is None else self.last_nack.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class ProxyStatus:
+    """One connected Envoy (one ADS stream)."""
+
+    stream_id: int
+    node_id: str
+    #: The node group: the Envoy's ``node.cluster``, its member cluster id.
+    group: str
+    #: ``sotw`` or ``delta``.
+    protocol: str
+    #: Unix time the stream was opened.
+    connected_since: float
+    types: tuple[TypeStatus, ...]
+
+    @property
+    def synced(self) -> bool:
+        """True when every type the Envoy subscribed to is synced."""
+        return all(t.state is SyncState.SYNCED for t in self.types)
+
+    def type(self, type_url: str) -> TypeStatus | None:
+        return next((t for t in self.types if t.type_url == type_url), None)
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "stream": self.stream_id,
+            "node_id": self.node_id,
+            "group": self.group,
+            "protocol": self.protocol,
+            "connected_since": _timestamp(self.connected_since),
+            "synced": self.synced,
+            "types": {t.type_url: t.to_json() for t in self.types},
+        }
+
+
+@dataclass
+class XdsMetrics:
+    """Counters of the xDS server, exposed as metrics by the hub."""
+
+    streams_opened: int = 0
+    streams_active: int = 0
+    #: Streams refused: no ``node.cluster``, or a node its credentials do not allow.
+    streams_rejected: int = 0
+    responses_sent: int = 0
+    bytes_sent: int = 0
+    acks: int = 0
+    nacks: int = 0
+    #: State-of-the-world requests ignored because their nonce was not the latest sent.
+    stale_requests: int = 0
+
+
+@dataclass
+class _TypeSync:
+    sent_version: str | None = None
+    sent_nonce: str | None = None
+    acked_version: str | None = None
+    last_nack: Nack | None = None
+    # The version Envoy rejected, until a different version is sent.
+    rejected_version: str | None = None
+    # The snapshot version the stream last brought this type up to date with.
+    evaluated_version: str | None = None
+
+
+@dataclass(eq=False)
+class StreamSync:
+    """The sync state of one stream, written by the server as it sends and hears back."""
+
+    stream_id: int
+    node_id: str
+    group: str
+    protocol: str
+    connected_since: float
+    _registry: SyncRegistry = field(repr=False)
+    _types: dict[str, _TypeSync] = field(default_factory=dict, repr=False)
+
+    def subscribed(self, type_url: str) -> None:
+        """Envoy asked for the type (it is listed, stale, until it is served and ACKed)."""
+        if type_url not in self._types:
+            self._types[type_url] = _TypeSync()
+            self._registry._changed()
+
+    def sent(self, type_url: str, version: str, nonce: str) -> None:
+        state = self._type(type_url)
+        state.sent_version = version
+        state.sent_nonce = nonce
+        if state.rejected_version != version:
+            state.rejected_version = None
+        self._registry._changed()
+
+    def already_has(self, type_url: str, version: str) -> None:
+        """A delta client reconnected holding every current resource: nothing to send.
+
+        Counts as sent and ACKed, so a reconnect to a restarted hub shows synced.
+        Only before anything was sent on this stream: afterwards ACKs tell.
+        """
+        state = self._type(type_url)
+        if state.sent_version is None:
+            state.sent_version = state.acked_version = version
+            self._registry._changed()
+
+    def acked(self, type_url: str, version: str) -> None:
+        self._type(type_url).acked_version = version
+        self._registry._changed()
+
+    def nacked(self, type_url: str, version: str, nonce: str, message: str) -> None:
+        state = self._type(type_url)
+        state.last_nack = Nack(version, nonce, message, self._registry._clock())
+        state.rejected_version = version
+        self._registry._changed()
+
+    def evaluated(self, type_url: str, snapshot_version: str) -> None:
+        """The stream has pushed whatever this snapshot version required for the type."""
+        state = self._type(type_url)
+        if state.evaluated_version != snapshot_version:
+            state.evaluated_version = snapshot_version
+            self._registry._changed()
+
+    def status(self, current: Mapping[str, str]) -> ProxyStatus:
+        """This stream's status against the group's current versions by type."""
+        return ProxyStatus(
+            stream_id=self.stream_id,
+            node_id=self.node_id,
+            group=self.group,
+            protocol=self.protocol,
+            connected_since=self.connected_since,
+            types=tuple(
+                _type_status(type_url, self._types[type_url], current.get(type_url))
+                for type_url in _ordered(self._types)
+            ),
+        )
+
+    def _type(self, type_url: str) -> _TypeSync:
+        state = self._types.get(type_url)
+        if state is None:
+            state = self._types[type_url] = _TypeSync()
+        return state
+
+
+def _ordered(type_urls: Mapping[str, object]) -> Iterator[str]:
+    yield from (t for t in ORDER if t in type_urls)
+    yield from sorted(t for t in type_urls if t not in ORDER)
+
+
+def _type_status(type_url: str, state: _TypeSync, current: str | None) -> TypeStatus:
+    if state.rejected_version is not None:
+        sync = SyncState.NACKED
+    elif (
+        current is not None
+        and state.sent_version is not None
+        and state.acked_version == state.sent_version
+        and state.evaluated_version == current
+    ):
+        sync = SyncState.SYNCED
+    else:
+        sync = SyncState.STALE
+    return TypeStatus(
+        type_url=type_url,
+        state=sync,
+        snapshot_version=current,
+        sent_version=state.sent_version,
+        sent_nonce=state.sent_nonce,
+        acked_version=state.acked_version,
+        last_nack=state.last_nack,
+    )
+
+
+class SyncRegistry:
+    """Every open ADS stream and its per-type sync state.
+
+    ``snapshot_versions(group)`` gives the current version of each type for a group
+    (normally ``SnapshotCache.snapshot_versions``); statuses are computed against it when
+    asked for, so recording a send or an ACK stays O(1).
+    """
+
+    def __init__(
+        self,
+        snapshot_versions: SnapshotVersions | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._snapshot_versions = snapshot_versions
+        self._clock = clock
+        self._streams: dict[int, StreamSync] = {}
+        self._ids = itertools.count(1)
+        self._waiters: asyncio.Event | None = None
+
+    def open(self, node_id: str, group: str, protocol: str) -> StreamSync:
+        stream = StreamSync(
+            stream_id=next(self._ids),
+            node_id=node_id,
+            group=group,
+            protocol=protocol,
+            connected_since=self._clock(),
+            _registry=self,
+        )
+        self._streams[stream.stream_id] = stream
+        self._changed()
+        return stream
+
+    def close(self, stream: StreamSync) -> None:
+        if self._streams.pop(stream.stream_id, None) is not None:
+            self._changed()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def snapshot_versions(self, group: str) -> Mapping[str, str]:
+        """The current versions of the group's snapshot, by type ({} when unknown)."""
+        return {} if self._snapshot_versions is None else self._snapshot_versions(group)
+
+    def list(self) -> list[ProxyStatus]:
+        """Every open stream, by group, node id and stream id."""
+        versions: dict[str, Mapping[str, str]] = {}
+        statuses = []
+        for stream in self._streams.values():
+            if stream.group not in versions:
+                versions[stream.group] = self.snapshot_versions(stream.group)
+            statuses.append(stream.status(versions[stream.group]))
+        return sorted(statuses, key=lambda s: (s.group, s.node_id, s.stream_id))
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` is true, re-checking it after every recorded change.
+
+        For the hub (a Gateway is Programmed once its Envoys ACK) and for tests; bound it
+        with ``asyncio.timeout``.
+        """
+        while not predicate():
+            if self._waiters is None:
+                self._waiters = asyncio.Event()
+            await self._waiters.wait()
+
+    def _changed(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters is not None:
+            waiters.set()

@@ -1,0 +1,39 @@
+"""The bootstrap fedctl prints is accepted by the real Envoy (``--mode validate``)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from e2e import toolchain
+from federation.cli.bootstrap import BootstrapOptions, bootstrap
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool) -> None:
+    config = tmp_path / "bootstrap.json"
+    config.write_text(
+        json.dumps(
+            bootstrap(
+                BootstrapOptions(
+                    cluster="a",
+                    xds_address="127.0.0.1:18000",
+                    admin_address="127.0.0.1:9901",
+                    delta=delta,
+                )
+            )
+        )
+    )
+    envoy = toolchain.locate().envoy
+    proc = subprocess.run(
+        [str(envoy), "--mode", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout + proc.stderr
