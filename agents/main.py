@@ -18,13 +18,11 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 from kubernetes.client import ApiClient, CustomObjectsApi
-from pythonjsonlogger.json import JsonFormatter
 
 from agents import metrics
 from agents.agent import Agent, AgentOptions
@@ -32,6 +30,7 @@ from agents.identity import read_cluster_id
 from agents.kube import Kube, load_api_client
 from federation.errors import FederationError
 from federation.identity import parse_cluster_id
+from federation.process import configure_logging, run_until_stopped
 from federation.registry.redis_store import RedisReader, RedisWriter
 
 log = logging.getLogger("agents")
@@ -179,19 +178,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Structured logs: one JSON object per line, with the `extra` fields.
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    configure_logging(args.log_level)
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    try:
-        asyncio.run(run(args))
-    except FederationError as err:
-        print(f"federation-agent: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_until_stopped("federation-agent", run(args))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ the review it got.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,9 +33,10 @@ from federation.registry.records import (
     ServicePort,
     decode_service,
 )
+from tests import golden_files
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "merge"
-CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
+GOLDEN = golden_files.ROOT / "merge"
+CASES = golden_files.cases(GOLDEN)
 
 
 def load_case(case: str) -> list[ExportedService]:
@@ -102,8 +102,7 @@ def test_there_are_cases() -> None:
 
 
 def test_every_output_has_an_input() -> None:
-    outputs = sorted(p.name.removesuffix(".out.yaml") for p in GOLDEN.glob("*.out.yaml"))
-    assert sorted(set(outputs) - set(CASES)) == []
+    assert golden_files.orphan_outputs(GOLDEN) == []
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -112,11 +111,4 @@ def test_merge_golden(case: str, update_golden: bool) -> None:
     actual = render(merge_exports(exports))
     # The merge must not depend on the order the registry listed the exports in.
     assert render(merge_exports(exports[::-1])) == actual
-
-    out = GOLDEN / f"{case}.out.yaml"
-    if update_golden:
-        out.write_text(actual)
-        return
-    if not out.exists():
-        pytest.fail(f"{out} is missing: run pytest with --update-golden and review it")
-    assert actual == out.read_text(), f"{out.name} differs; rerun with --update-golden if intended"
+    golden_files.check(GOLDEN, case, actual, update_golden)
