@@ -31,6 +31,7 @@ from google.rpc import status_pb2
 
 from e2e.cluster import free_port
 from e2e.xds_resources import eds_cluster, loopback_assignment
+from federation.cli.fedctl import render_proxy_status
 from federation.xds.server import serve
 from federation.xds.snapshot import (
     CLUSTER,
@@ -391,6 +392,11 @@ async def test_nack_is_recorded_and_the_same_version_is_not_resent(
     assert status.last_nack.version == clusters.version_info
     assert status.last_nack.nonce == clusters.nonce
     assert hub.metrics.nacks == 1
+    # What the hub's /debug/proxy-status serves is what `fedctl proxy-status` shows.
+    shown = render_proxy_status(json.loads(json.dumps([p.to_json() for p in hub.sync.list()])))
+    assert f"Cluster NACKed version {clusters.version_info}: cluster c2: bad connect_timeout" in (
+        shown
+    )
 
     # Not answered with the same version, not even when something else wakes the stream.
     hub.cache.update(GROUP, ENDPOINT, {"c2": assignment("c2", 9999)})
