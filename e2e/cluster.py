@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e import toolchain
+from e2e import loopback, toolchain
 from e2e.pki import CertificateAuthority, service_account_keys
 from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
 
@@ -131,9 +131,12 @@ class LocalCluster:
         directory: Path,
         tools: toolchain.Tools,
         group: ProcessGroup,
+        loopback_octet: int,
     ) -> None:
         self.id = cluster_id
         self.index = index
+        #: Second octet of this cluster's loopback range (see :mod:`e2e.loopback`).
+        self.loopback_octet = loopback_octet
         self.dir = directory
         self.tools = tools
         self._group = group
@@ -163,22 +166,22 @@ class LocalCluster:
         return f"10.{200 + self.index}.{host // 256}.{host % 256}"
 
     # Where traffic really goes: the hub maps pod_cidr onto backend_cidr
-    # (--address-map), and test backends listen there. Envoy uses .255.x.
+    # (--address-map), and test backends listen there. Envoy uses .255.1.
     @property
     def backend_cidr(self) -> str:
-        return f"127.{self.index}.0.0/16"
+        return f"127.{self.loopback_octet}.0.0/16"
 
     def backend_ip(self, host: int) -> str:
-        return f"127.{self.index}.{host // 256}.{host % 256}"
+        return f"127.{self.loopback_octet}.{host // 256}.{host % 256}"
 
     @functools.cached_property
     def envoy_listener(self) -> str:
-        host = f"127.{self.index}.255.1"
+        host = f"127.{self.loopback_octet}.255.1"
         return f"{host}:{free_port(host)}"
 
     @functools.cached_property
     def envoy_admin(self) -> str:
-        host = f"127.{self.index}.255.1"
+        host = f"127.{self.loopback_octet}.255.1"
         return f"{host}:{free_port(host)}"
 
     @property
@@ -360,6 +363,7 @@ class LocalEnvironment(Supervised):
         self.group = ProcessGroup()
         self.clusters: dict[str, LocalCluster] = {}
         self.etcds: list[Etcd] = []
+        self.loopback: loopback.LoopbackClaim | None = None
         self.startup_seconds = 0.0
 
     def cluster(self, cluster_id: str) -> LocalCluster:
@@ -368,11 +372,12 @@ class LocalEnvironment(Supervised):
     def start(self) -> None:
         began = time.monotonic()
         tools = toolchain.locate()
+        self.loopback = loopback.claim(len(self.cluster_ids))
         for index, cluster_id in enumerate(self.cluster_ids, start=1):
             directory = self.workdir / cluster_id
             directory.mkdir(parents=True, exist_ok=True)
             self.clusters[cluster_id] = LocalCluster(
-                cluster_id, index, directory, tools, self.group
+                cluster_id, index, directory, tools, self.group, self.loopback.octet(index)
             )
         if self.etcd_per_cluster:
             self.etcds = [
@@ -456,6 +461,8 @@ class LocalEnvironment(Supervised):
             with _interrupts_deferred():
                 self.group.stop_all()
         finally:
+            if self.loopback is not None:
+                self.loopback.release()
             if self._own_workdir and not self.keep_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
