@@ -264,13 +264,9 @@ class _SotwStream(_Stream):
             else:
                 self.metrics.acks += 1
                 self.sync.acked(type_url, request.version_info)
-        elif not nonce and watch.nonce:
-            # A request without nonce after we answered: the client starts over.
-            watch.sent = {}
-            watch.offered = {}
-            watch.state_version = None
-            watch.generation = None
-            self.poke()
+        # A request without a nonce after we answered was sent before our response reached
+        # the client: it ACKs nothing, and its names (below) still count. It never resets
+        # what was sent; a client that starts over opens a new stream.
         if type_url in FULL_STATE_TYPES:
             return
         # Envoy repeats every name in every request (ACKs included): compare first, and

@@ -433,6 +433,26 @@ async def test_a_request_with_a_stale_nonce_is_ignored(hub: Hub, sotw: SotwClien
     assert hub.metrics.acks == 1
 
 
+async def test_a_request_without_nonce_after_a_response_resets_nothing(
+    hub: Hub, sotw: SotwClient
+) -> None:
+    """Envoy may send a request before our response reaches it: it ACKs nothing, its
+    names count, and nothing already sent is sent again."""
+    ready(hub, world())
+    await sotw.request(CLUSTER)
+    await sotw.request(ENDPOINT, ["c1"])
+    clusters = await sotw.recv()
+    first = await sotw.recv()
+    assert names(first) == ["c1"]
+    await sotw.request(CLUSTER)
+    await sotw.request(ENDPOINT, ["c1", "c2"])
+    added = await sotw.recv()
+    assert added.type_url == ENDPOINT and names(added) == ["c2"]
+    await sotw.quiet()
+    await sotw.ack(clusters)
+    await hub.wait(lambda: hub.state(CLUSTER) is SyncState.SYNCED)
+
+
 async def test_the_node_of_the_first_request_is_kept_for_the_stream(
     hub: Hub, sotw: SotwClient
 ) -> None:
