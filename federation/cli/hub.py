@@ -12,7 +12,10 @@ by the ADS server. It keeps no state that cannot be rebuilt from the registry.
 **Readiness.** Until the whole registry is loaded and the first snapshots are
 built, the xDS server answers nothing and ``/readyz`` says 503: an Envoy that
 connects early waits for a complete first response instead of getting empty
-config (which would make it drop live traffic).
+config (which would make it drop live traffic). A registry without any member
+cluster counts as not loaded: after a Redis flush or a failover to an empty
+replica, a hub that restarts waits for the agents to republish instead of
+telling every Envoy that nothing exists.
 
 HTTP (``--http-address``, loopback by default): ``/healthz``, ``/readyz``,
 ``/metrics`` and ``/debug/proxy-status`` (what ``fedctl proxy-status`` reads).
@@ -33,12 +36,14 @@ from typing import Literal
 from aiohttp import web
 
 from federation.cli.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.errors import InvalidInputError
 from federation.metrics import Sample, exposition
 from federation.process import configure_logging, run_until_stopped, serve_http, split_host_port
 from federation.registry.redis_store import RedisReader
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import RegistryWatcher, ServiceName, registry_samples
 from federation.translate.inputs import ImportView, TranslateOptions, address_maps_from_flags
+from federation.translate.resources import build_listener
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
 from federation.xds.status import SyncRegistry, SyncState, XdsMetrics
@@ -60,7 +65,11 @@ def freeze_loaded_heap() -> None:
 
 
 class Hub:
-    """Registry in, xDS snapshots out."""
+    """Registry in, xDS snapshots out.
+
+    :meth:`run` follows the registry until cancelled. Tests drive it by hand instead:
+    ``await hub.watcher.load()``, :meth:`publish_loaded`, then ``hub.watcher.step()``.
+    """
 
     def __init__(
         self,
@@ -69,14 +78,22 @@ class Hub:
         options: SnapshotOptions,
         *,
         withdraw_stale_after: float | None = None,
+        block_ms: int = 500,
+        check_interval: float = 0.5,
+        freeze_heap: bool = True,
     ) -> None:
         self.cache = cache
         self.options = options
         self.builder = SnapshotBuilder(cache, options)
         self.watcher = RegistryWatcher(
-            reader, self._on_change, withdraw_stale_after=withdraw_stale_after
+            reader,
+            self._on_change,
+            withdraw_stale_after=withdraw_stale_after,
+            block_ms=block_ms,
+            check_interval=check_interval,
         )
         self.ready = asyncio.Event()
+        self._freeze_heap = freeze_heap
 
     def _groups(self) -> set[str]:
         return set(self.watcher.views) | set(self.options.listener_addresses)
@@ -90,19 +107,34 @@ class Hub:
 
     async def _on_change(self, changed: set[ServiceName]) -> None:
         if not self.ready.is_set():
-            return  # the initial build covers everything
+            if self.watcher.loaded.is_set() and self.watcher.views:
+                self.publish_loaded()  # the first member joined an empty registry
+            return  # otherwise the initial build covers everything
+        # ``changed`` may be empty: a member joined without exports, a new node group.
         self.builder.update({key: self._view(key) for key in changed}, self._groups())
+
+    def publish_loaded(self) -> None:
+        """Build every node group's snapshot from the loaded registry, then start serving."""
+        keys = self.watcher.service_names()
+        self.builder.update({key: self._view(key) for key in keys}, self._groups())
+        if self._freeze_heap:
+            freeze_loaded_heap()
+        self.cache.mark_ready()
+        self.ready.set()
+        log.info("hub ready", extra={"services": len(keys), "groups": len(self._groups())})
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")
         try:
             await self.watcher.loaded.wait()
-            keys = self.watcher.service_names()
-            self.builder.update({key: self._view(key) for key in keys}, self._groups())
-            freeze_loaded_heap()
-            self.cache.mark_ready()
-            self.ready.set()
-            log.info("hub ready", extra={"services": len(keys), "groups": len(self._groups())})
+            if self.watcher.views:
+                self.publish_loaded()
+            else:
+                log.warning(
+                    "the registry has no member clusters: serving nothing until one joins "
+                    "(after a Redis flush or failover, agents republish within a third of "
+                    "their lease TTL)"
+                )
             await watcher
         finally:
             watcher.cancel()
@@ -184,16 +216,22 @@ async def serve_hub_http(
 
 
 def _listener_flags(values: Sequence[str]) -> tuple[dict[str, str], str | None]:
+    """``--listener-address [CLUSTER=]IP:PORT`` values, checked now with the translator's
+    own rule, so that a bad flag stops the hub at start instead of at its first build."""
     per_cluster: dict[str, str] = {}
     default = None
     for value in values:
         cluster, sep, address = value.partition("=")
         if not sep:
-            default = value
-            split_host_port(value, "--listener-address")
-            continue
-        split_host_port(address, f"--listener-address for {cluster}")
-        per_cluster[cluster] = address
+            default = address = value
+        else:
+            per_cluster[cluster] = address
+        what = "--listener-address" + (f" for {cluster}" if sep else "")
+        host, port = split_host_port(address, what)
+        try:
+            build_listener(host, port)
+        except InvalidInputError as err:
+            raise InvalidInputError(f"{what}: {err}") from err
     return per_cluster, default
 
 

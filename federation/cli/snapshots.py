@@ -104,14 +104,15 @@ class SnapshotBuilder:
                 structural = True
             elif old.clas != new.clas:
                 endpoint_updates.append((key, new))
-        self._groups = groups
         if structural:
             self._routes = Resource.of(
                 build_route_config(r.view for r in self._imports.values()),
                 names.ROUTE_CONFIG_NAME,
             )
-            for group in sorted(groups):
-                self._cache.set(group, self._snapshot(group))
+            snapshots = {group: self._snapshot(group) for group in sorted(groups)}
+            for group, snapshot in snapshots.items():
+                self._cache.set(group, snapshot)
+            self._groups = groups
             self.full_pushes += 1
             return
         if not endpoint_updates:

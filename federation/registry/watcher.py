@@ -77,7 +77,12 @@ class ClusterView:
 
 
 class RegistryWatcher:
-    """Keeps :attr:`views` current and reports which services changed."""
+    """Keeps :attr:`views` current and reports which services changed.
+
+    ``on_change`` gets the services that changed; it is also called (possibly with an
+    empty set) when a member cluster joins, so that consumers that keep something per
+    member (the hub's node groups) learn of a cluster that exports nothing.
+    """
 
     def __init__(
         self,
@@ -172,7 +177,7 @@ class RegistryWatcher:
                 changed |= await self._apply(entry)
         if self._clock() - self._last_check >= self._check_interval or not positions:
             changed |= await self._check()
-        if changed:
+        if changed or self.views.keys() != positions.keys():
             await self._on_change(changed)
 
     async def _trimmed_past(self, clusters: set[str], positions: dict[str, str]) -> set[str]:
@@ -191,11 +196,12 @@ class RegistryWatcher:
         }
 
     async def _load_all(self) -> None:
+        members = set(self.views)
         changed: set[ServiceName] = set()
         for cluster in sorted(await self._reader.members()):
             changed |= await self._reload(cluster)
         changed |= await self._check()
-        if changed and self.loaded.is_set():
+        if (changed or self.views.keys() != members) and self.loaded.is_set():
             await self._on_change(changed)
 
     # --- applying changes ---------------------------------------------------

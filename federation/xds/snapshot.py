@@ -272,7 +272,7 @@ def _apply(
             digest += resource.digest - (previous.digest if previous is not None else 0)
     for name in removals:
         previous = old.get(name)
-        if previous is None or name in upserts:
+        if previous is None or name in upserts or name in changes:
             continue
         changes[name] = None
         if digest is not None:
@@ -391,11 +391,14 @@ class SnapshotCache:
         """Change some resources of one type (e.g. one ClusterLoadAssignment).
 
         Nothing else is rebuilt, and streams send only what changed. Returns False (and
-        wakes nobody) if nothing changed.
+        wakes nobody) if nothing changed. The group must have a snapshot (:meth:`set`).
         """
         old = self._snapshots.get(group)
-        new, changed = _apply(old if old is not None else Snapshot(), type_url, upserts, removals)
-        if old is not None and not changed:
+        if old is None:
+            # A snapshot of one type would make the server send the others empty.
+            raise InvalidInputError(f"node group {group!r} has no snapshot: set() one first")
+        new, changed = _apply(old, type_url, upserts, removals)
+        if not changed:
             return False
         self._commit(group, new, {type_url: frozenset(changed)} if changed else {})
         return True

@@ -575,3 +575,16 @@ async def test_member_joining_after_load_is_discovered(env: Env) -> None:
     await env.watcher.step()
     assert env.changes.calls == [{API}]
     assert env.watcher.exports(*API) == [svc("b", "api")]
+
+
+async def test_member_joining_without_exports_is_reported(env: Env) -> None:
+    """A consumer-only cluster changes no service, but whoever keeps something per member
+    (the hub's node groups) must hear of it."""
+    await join(env.registry, "a", [svc("a", "web")])
+    await env.watcher.load()
+    await join(env.registry, "c", [])
+    await env.watcher.step()
+    assert list(env.watcher.clusters()) == ["a", "c"]
+    assert env.changes.calls == [set()]
+    await env.watcher.step()
+    assert env.changes.calls == [set()]  # reported once

@@ -168,6 +168,13 @@ def test_many_changes_keep_every_snapshot_exact() -> None:
         assert snap.version(ENDPOINT) == Snapshot.build(content.values()).version(ENDPOINT)
 
 
+def test_a_name_removed_twice_is_removed_once() -> None:
+    base = Snapshot.build([assignment("c1"), assignment("c2")])
+    base.version(ENDPOINT)  # cached digest: the change is applied incrementally
+    changed = base.with_changes(ENDPOINT, {}, ["c2", "c2"])
+    assert changed.version(ENDPOINT) == Snapshot.build([assignment("c1")]).version(ENDPOINT)
+
+
 def test_the_sotw_body_holds_every_resource_by_name() -> None:
     snapshot = Snapshot.build([cluster("b"), cluster("a")])
     body = snapshot.sotw_body(CLUSTER)
@@ -302,3 +309,15 @@ def test_sync_states_follow_sends_acks_and_nacks() -> None:
     assert document["connected_since"] == "2023-11-14T22:13:20.000Z"
     registry.close(stream)
     assert registry.list() == []
+
+
+def test_update_needs_a_snapshot_to_change() -> None:
+    """A snapshot of only the updated type would make the server send the others empty."""
+    cache = SnapshotCache()
+    with pytest.raises(InvalidInputError, match="has no snapshot"):
+        cache.update("b", ENDPOINT, {"c1": assignment("c1")})
+    cache.set("b", Snapshot.build([cluster("c1"), assignment("c1")]))
+    cache.discard("b")
+    with pytest.raises(InvalidInputError, match="has no snapshot"):
+        cache.update("b", ENDPOINT, {"c1": assignment("c1", 2)})
+    assert cache.get("b") is None

@@ -1,0 +1,150 @@
+"""The hub's registry-to-snapshot loop (federation.cli.hub.Hub) over the in-memory registry.
+
+The hub is driven by hand: ``watcher.load()``, :meth:`Hub.publish_loaded`, then
+``watcher.step()`` with reads that never block, exactly as :meth:`Hub.run` does it.
+The xDS wire is covered by tests/integration/test_xds_protocol.py and the data plane
+by e2e/test_data_plane.py; this is what the hub decides to put in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from federation.cli import hub as hub_main
+from federation.cli.hub import Hub
+from federation.cli.snapshots import SnapshotOptions
+from federation.errors import InvalidInputError
+from federation.registry.memory_store import MemoryRegistry
+from federation.translate.inputs import TranslateOptions
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
+from tests.unit.test_registry_watcher import join, svc
+
+WEB_CLUSTER = "clusterset/shop/web/80"
+
+
+def make_hub() -> tuple[MemoryRegistry, Hub]:
+    registry = MemoryRegistry()
+    hub = Hub(
+        registry.reader(),
+        SnapshotCache(),
+        SnapshotOptions(TranslateOptions(), {}),
+        block_ms=0,
+        check_interval=0,
+        freeze_heap=False,
+    )
+    return registry, hub
+
+
+async def test_nothing_is_served_until_the_registry_is_loaded() -> None:
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    await hub.watcher.load()
+    assert not hub.cache.ready and hub.cache.groups() == []
+    hub.publish_loaded()
+    assert hub.cache.ready and hub.ready.is_set()
+    snapshot = hub.cache.get("a")
+    assert snapshot is not None
+    assert list(snapshot.of(CLUSTER)) == [WEB_CLUSTER]
+    assert list(snapshot.of(ENDPOINT)) == [WEB_CLUSTER]
+    assert len(snapshot.of(LISTENER)) == 1 and len(snapshot.of(ROUTE)) == 1
+
+
+async def test_an_empty_registry_is_not_served_until_a_member_joins() -> None:
+    """After a flush or a failover to an empty replica, a restarting hub must not tell
+    every Envoy that nothing exists: it waits for the agents to republish."""
+    registry, hub = make_hub()
+    await hub.watcher.load()
+    await hub.watcher.step()
+    assert not hub.ready.is_set() and not hub.cache.ready
+    await join(registry, "a", [svc("a", "web")])
+    await hub.watcher.step()
+    assert hub.ready.is_set() and hub.cache.ready
+    snapshot = hub.cache.get("a")
+    assert snapshot is not None and list(snapshot.of(CLUSTER)) == [WEB_CLUSTER]
+
+
+async def test_a_member_that_exports_nothing_gets_every_import() -> None:
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    await join(registry, "c", [])
+    await hub.watcher.step()
+    snapshot = hub.cache.get("c")
+    assert snapshot is not None, "a consumer-only cluster got no configuration"
+    assert list(snapshot.of(CLUSTER)) == [WEB_CLUSTER]
+
+
+@pytest.mark.parametrize("exporters", [("a",), ("a", "b")])
+async def test_non_exporters_share_one_assignment_and_exporters_get_their_own(
+    exporters: tuple[str, ...],
+) -> None:
+    registry, hub = make_hub()
+    for i, cluster in enumerate(exporters):
+        await join(registry, cluster, [svc(cluster, "web", address=f"10.{i}.0.1")])
+    await join(registry, "c", [])
+    await join(registry, "d", [])
+    await hub.watcher.load()
+    hub.publish_loaded()
+
+    def cla(group: str) -> object:
+        snapshot = hub.cache.get(group)
+        assert snapshot is not None
+        return snapshot.get(ENDPOINT, WEB_CLUSTER)
+
+    assert cla("c") is cla("d")  # built and serialized once
+    variants = {id(cla(g)) for g in (*exporters, "c")}
+    # A single exporter's locality is priority 0 for everyone: one variant for all.
+    assert len(variants) == (1 if len(exporters) == 1 else len(exporters) + 1)
+
+
+async def test_an_endpoint_change_is_pushed_as_assignments_only() -> None:
+    registry, hub = make_hub()
+    writer = await join(registry, "a", [svc("a", "web")])
+    await join(registry, "b", [])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    before = {g: hub.cache.get(g) for g in ("a", "b")}
+    full = hub.builder.full_pushes
+
+    await writer.publish(svc("a", "web", address="10.0.0.9"))
+    await hub.watcher.step()
+
+    assert hub.builder.full_pushes == full
+    assert hub.builder.endpoint_pushes == 1
+    for group, old in before.items():
+        new = hub.cache.get(group)
+        assert old is not None and new is not None
+        assert new.of(CLUSTER) is old.of(CLUSTER), f"{group}: clusters were rebuilt"
+        assert new.version(ENDPOINT) != old.version(ENDPOINT)
+
+
+async def test_a_withdrawn_service_leaves_every_group() -> None:
+    registry, hub = make_hub()
+    writer = await join(registry, "a", [svc("a", "web"), svc("a", "api")])
+    await join(registry, "b", [])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    await writer.withdraw("shop", "web")
+    await hub.watcher.step()
+    for group in ("a", "b"):
+        snapshot = hub.cache.get(group)
+        assert snapshot is not None
+        assert list(snapshot.of(CLUSTER)) == ["clusterset/shop/api/80"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("a=localhost:10080", "--listener-address for a: listener address 'localhost' is not"),
+        ("127.0.0.1", "--listener-address must be HOST:PORT"),
+        ("b=127.0.0.1:0", "--listener-address for b must be HOST:PORT"),
+    ],
+)
+def test_a_bad_listener_flag_stops_the_hub_at_start(flag: str, message: str) -> None:
+    args = ["--registry", "redis://127.0.0.1:1/0", "--xds-address", "127.0.0.1:1"]
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        asyncio.run(hub_main.run(hub_main.parse_args([*args, "--listener-address", flag])))
