@@ -32,6 +32,7 @@ from e2e import bench_xds
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
+from e2e.figures import percentile
 from e2e.fixtures import api_client
 from e2e.processes import rss_kib, wait_until
 
@@ -62,11 +63,6 @@ def bench_env(runs: int) -> None:
             f"{statistics.median(stops):>8.2f}s {peak_mib:>8.0f}MiB"
         )
     print("peak RSS: sum over etcd and kube-apiserver processes of each one's peak (VmHWM)")
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def _imported(client: ApiClient, ns: str, name: str) -> bool:
@@ -108,8 +104,8 @@ def bench_federation(changes: int, services: int) -> None:
                 latencies.append((time.monotonic() - began) * 1000)
             print(f"export in a -> ServiceImport in b, {len(latencies)} sequential changes:")
             print(
-                f"  p50 {_percentile(latencies, 50):.0f} ms   p99 "
-                f"{_percentile(latencies, 99):.0f} ms   max {max(latencies):.0f} ms"
+                f"  p50 {percentile(latencies, 50):.0f} ms   p99 "
+                f"{percentile(latencies, 99):.0f} ms   max {max(latencies):.0f} ms"
             )
 
             # Bulk: the exports exist before a's agent starts, so what is timed is

@@ -24,11 +24,9 @@ import asyncio
 import dataclasses
 import functools
 import os
-import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -37,6 +35,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from e2e import scenario as sc
 from e2e.cluster import REPO_ROOT, LocalEnvironment, free_port
 from e2e.federation import Federation
+from e2e.figures import percentile
 from e2e.processes import rss_kib, wait_until
 from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.cli.hub import freeze_loaded_heap
@@ -59,18 +58,9 @@ NAMESPACE = "bench"
 CREATED = "2026-01-01T00:00:00Z"
 
 
-def _percentile(values: Sequence[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
-def _maxrss_mib() -> float:
-    """Peak RSS of this process (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_rss_mib() -> float:
-    return rss_kib(os.getpid(), "VmRSS") / 1024
+def _rss_mib(*, peak: bool = False) -> float:
+    """This process's resident memory (or its peak so far) in MiB."""
+    return rss_kib(os.getpid(), "VmHWM" if peak else "VmRSS") / 1024
 
 
 # --- translator ------------------------------------------------------------------------
@@ -168,7 +158,7 @@ def bench_translator(
         f"  full build ({len(ids)} node groups): {wall:.2f} s wall, {cpu:.2f} s CPU; "
         f"{len(distinct)} distinct ClusterLoadAssignments "
         f"({len(distinct) / max(services, 1):.2f} per service, "
-        f"{per_group} per node group); peak RSS {_maxrss_mib():.0f} MiB"
+        f"{per_group} per node group); peak RSS {_rss_mib(peak=True):.0f} MiB"
     )
 
     # One endpoint change at a time: flip one endpoint's ready flag of one export.
@@ -196,7 +186,7 @@ def bench_translator(
         f"(wall median {statistics.median(wall_times) * 1000:.2f} ms); endpoint-only pushes "
         f"{endpoint_only}/{len(cpu_times)}, full pushes {builder.full_pushes - full_before}"
     )
-    print(f"  peak RSS {_maxrss_mib():.0f} MiB")
+    print(f"  peak RSS {_rss_mib(peak=True):.0f} MiB")
 
 
 # --- fan-out -----------------------------------------------------------------------------
@@ -355,7 +345,7 @@ async def _fanout(streams: int, resources: int, timeout: float) -> None:
             )
         except TimeoutError:
             print("  SyncRegistry: not all streams synced within 10 s")
-        print(f"  hub process RSS {_current_rss_mib():.0f} MiB (peak {_maxrss_mib():.0f} MiB)")
+        print(f"  hub process RSS {_rss_mib():.0f} MiB (peak {_rss_mib(peak=True):.0f} MiB)")
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -443,7 +433,7 @@ def bench_endpoint_ack(changes: int = 200) -> None:
             "(includes kubectl apply):"
         )
         print(
-            f"  p50 {_percentile(latencies, 50):.0f} ms   p99 {_percentile(latencies, 99):.0f} ms"
+            f"  p50 {percentile(latencies, 50):.0f} ms   p99 {percentile(latencies, 99):.0f} ms"
             f"   max {max(latencies):.0f} ms"
         )
-        print(f"  of which kubectl apply: p50 {_percentile(applies, 50):.0f} ms")
+        print(f"  of which kubectl apply: p50 {percentile(applies, 50):.0f} ms")

@@ -40,6 +40,14 @@ class AgentHandle:
     process: Process | None = None
 
 
+def metric(text: str, name: str) -> float:
+    """The value of the first sample of ``name`` in a Prometheus text exposition."""
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics:\n{text}")
+
+
 class Federation:
     """Redis plus one agent per cluster of ``env``; stopped with the environment."""
 

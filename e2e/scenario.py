@@ -8,7 +8,8 @@ kubernetes client for speed, since tests poll them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kubernetes.client import ApiClient, CustomObjectsApi
@@ -139,3 +140,11 @@ def clusters(obj: Obj | None) -> list[str]:
     if obj is None:
         return []
     return [c["cluster"] for c in (obj.get("status") or {}).get("clusters") or []]
+
+
+def namespace_everywhere(clusters: Iterable[LocalCluster], prefix: str) -> str:
+    """Create a fresh namespace ``<prefix>-<random>`` in every cluster; return its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    for cluster in clusters:
+        apply(cluster, namespace(name))
+    return name

@@ -12,7 +12,6 @@ import asyncio
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.envoy import Envoy
-from e2e.federation import Federation
+from e2e.federation import Federation, metric
 from e2e.processes import wait_until
 from federation.registry.records import (
     ClusterRecord,
@@ -54,10 +53,7 @@ def fed() -> Iterator[Federation]:
 
 @pytest.fixture
 def ns(fed: Federation) -> str:
-    name = f"dp-{uuid.uuid4().hex[:6]}"
-    for cluster in fed.env.clusters.values():
-        sc.apply(cluster, sc.namespace(name))
-    return name
+    return sc.namespace_everywhere(fed.env.clusters.values(), "dp")
 
 
 def host(ns: str, name: str = "echo") -> str:
@@ -216,21 +212,14 @@ def test_hub_killed_costs_zero_requests_and_envoys_resync(fed: Federation, ns: s
     assert loop.failures() == 0
     # The restarted hub's metrics count the streams it serves and their ACKs.
     metrics = fed.hub_http("/metrics")
-    assert _metric(metrics, "federation_hub_ready") == 1
-    assert _metric(metrics, "federation_xds_streams_active") >= len(fed.env.clusters)
-    assert _metric(metrics, "federation_xds_acks_total") > 0
-    assert _metric(metrics, "federation_xds_nacks_total") == 0
+    assert metric(metrics, "federation_hub_ready") == 1
+    assert metric(metrics, "federation_xds_streams_active") >= len(fed.env.clusters)
+    assert metric(metrics, "federation_xds_acks_total") > 0
+    assert metric(metrics, "federation_xds_nacks_total") == 0
     # A change made after the restart still arrives.
     fed.start_backend("c", 12)
     export_with_backend(fed, "c", ns, 12)
     wait_served_by(fed.envoys["c"], host(ns), "c")
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in the hub's metrics:\n{text}")
 
 
 def _proxies(fed: Federation) -> list[dict[str, object]]:

@@ -8,7 +8,6 @@ it before they end.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from kubernetes.client import ApiClient
 
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
-from e2e.federation import Federation
+from e2e.federation import Federation, metric
 from e2e.fixtures import api_client
 from e2e.processes import wait_until
 from federation.registry import keys
@@ -48,10 +47,7 @@ def clients(fed: Federation) -> Iterator[dict[str, ApiClient]]:
 @pytest.fixture
 def ns(fed: Federation) -> str:
     """A namespace that exists in every cluster."""
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    for cluster in fed.env.clusters.values():
-        sc.apply(cluster, sc.namespace(name))
-    return name
+    return sc.namespace_everywhere(fed.env.clusters.values(), "e2e")
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> None:
@@ -272,9 +268,7 @@ def test_unexport_removes_the_import_only_with_the_last_exporter(
 
 
 def test_import_waits_for_the_namespace(fed: Federation, clients: dict[str, ApiClient]) -> None:
-    name = f"late-{uuid.uuid4().hex[:6]}"
-    for cid in ("a", "b"):
-        sc.apply(fed.env.cluster(cid), sc.namespace(name))
+    name = sc.namespace_everywhere([fed.env.cluster("a"), fed.env.cluster("b")], "late")
     export_echo(fed, "a", name)
     wait_for_import(clients["b"], name, "echo")
     assert sc.get_custom(clients["c"], "serviceimports", name, "echo") is None
@@ -355,7 +349,7 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
 ) -> None:
     export_echo(fed, "a", ns)
     wait_for_import(clients["b"], ns, "echo")
-    before = _metric(fed.metrics("b"), "federation_registry_bad_records_total")
+    before = metric(fed.metrics("b"), "federation_registry_bad_records_total")
     admin = _admin(fed)
     garbage_key = f"{ns}/garbage"
     pipe = admin.pipeline(transaction=True)
@@ -363,9 +357,7 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     pipe.xadd(keys.stream("a"), {"op": "upsert", "key": garbage_key, "record": b"{not json"})
     pipe.execute()
     eventually(
-        lambda: _assert(
-            _metric(fed.metrics("b"), "federation_registry_bad_records_total") > before
-        ),
+        lambda: _assert(metric(fed.metrics("b"), "federation_registry_bad_records_total") > before),
         "the bad record counted by b's agent",
     )
     assert "skipping bad registry record" in fed.agent_log("b")
@@ -374,13 +366,6 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     wait_for_import(clients["b"], ns, "after")
     assert sc.get_custom(clients["b"], "serviceimports", ns, "echo") is not None
     admin.hdel(keys.services("a"), garbage_key)
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in metrics")
 
 
 def test_export_deleted_while_its_agent_was_down_is_withdrawn(
