@@ -1,4 +1,4 @@
-"""Benchmarks of the hub's xDS side (design §5 and §9); they print figures, never assert on time.
+"""Benchmarks of the hub's xDS side; they print figures, never assert on time.
 
 ``bench_translator``: a full build of every node group's snapshot with
 :class:`federation.cli.snapshots.SnapshotBuilder` for a large in-memory clusterset

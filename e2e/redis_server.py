@@ -7,7 +7,7 @@ admin (``requirepass``): tests create the restricted agent and hub users
 with :func:`federation.registry.acl.apply_users`. Persistence is off unless
 asked for, so :meth:`RedisServer.restart` loses every key *and every ACL
 user*, like a production Redis restarted without persistence; that is the
-failure the agents must recover from (design §4).
+failure the agents must recover from.
 
 The session-wide pytest fixture is in :mod:`e2e.redis_fixtures`.
 """

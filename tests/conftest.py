@@ -1,7 +1,7 @@
 """Shared pytest options and fixtures for the unit and integration tests.
 
 ``--update-golden`` rewrites golden output files (``tests/golden/**``) from
-what the code produces now, instead of comparing with them (design §5).
+what the code produces now, instead of comparing with them.
 Review the diff of the rewritten files before committing them.
 """
 

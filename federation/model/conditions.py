@@ -7,9 +7,9 @@ and the import reconciler calls :func:`import_conditions`; both then pass the
 result through :func:`merge_conditions` to get the ``status.conditions`` list
 they write, so ``lastTransitionTime`` only moves when a status really changes.
 
-Condition types and reasons follow KEP-1645 (design §3); ``Stale`` on
-ServiceImports is ours (design §7: a stale cluster's exports are kept and
-shown as stale). Pure: the caller supplies ``now``.
+Condition types and reasons follow KEP-1645; ``Stale`` on ServiceImports is
+ours: a cluster whose agent stopped renewing its lease keeps its exports
+(fail-static) and the import says so. Pure: the caller supplies ``now``.
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ def import_conditions(
     """``Ready`` and ``Stale`` for a ServiceImport, sorted by type.
 
     - ``stale_clusters``: exporting clusters whose lease expired and whose
-      endpoints are still served (fail-static, the default; design §7).
+      endpoints are still served (fail-static, the default: a dead agent says
+      nothing about its pods, and withdrawing them eagerly has caused outages).
     - ``withdrawn_clusters``: clusters that stayed stale past the withdrawal
       timeout, whose exports the opt-in policy removed. A cluster in both
       lists counts as withdrawn.

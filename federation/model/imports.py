@@ -9,7 +9,7 @@ import) and the ServiceExport status writer (it turns
 :meth:`MergedImport.conflict_reasons` into the ``Conflict`` condition, see
 :mod:`federation.model.conditions`); the hub uses the same merge for its model.
 
-The rules (KEP-1645, design §3):
+The rules (KEP-1645):
 
 * Exporters are ordered oldest first by the ServiceExport's
   ``creationTimestamp`` (``ExportedService.created``), ties broken by cluster
@@ -168,7 +168,7 @@ def age_key(export: ExportedService) -> tuple[bool, _Instant, str]:
 
     An export whose ``created`` is empty or not RFC 3339 sorts after every
     dated one instead of failing the whole merge: one agent's bad record must
-    not block the import for every other cluster (design §7, bad input).
+    not block the import for every other cluster.
     """
     instant = parse_rfc3339(export.created)
     return instant is None, instant or _NEVER, export.cluster

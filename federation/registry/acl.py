@@ -1,7 +1,8 @@
 """Redis 7 ACL users for the registry: least privilege for agents and the hub.
 
-Design §4 and §8: the agent of cluster A may write only A's keys and stream,
-and the hub reads everything. The functions here build ``ACL SETUSER``
+The agent of cluster A may write only A's keys and stream, so a compromised
+or buggy agent cannot change another cluster's records; the hub reads
+everything. The functions here build ``ACL SETUSER``
 argument lists (user name first); :func:`apply_users` runs them with an
 admin connection. Called by whoever provisions Redis: the e2e harness, the
 tests, and operators' tooling.

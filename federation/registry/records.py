@@ -8,7 +8,7 @@ and nothing secret.
 
 The codec is strict: :func:`decode_service` raises :class:`InvalidRecordError`
 naming what is wrong, and readers skip, log and count such records instead of
-crashing (design §4).
+crashing: one bad record must not poison the others.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ Records that fail to decode are skipped, logged and counted; the previous
 good version of that record, if any, is kept.
 
 Leases: a joined cluster whose lease has expired is *stale*. Its exports stay
-in the view (fail-static, design §7) unless ``withdraw_stale_after`` seconds
-are configured, after which they are withdrawn from :meth:`exports` until the
-lease comes back.
+in the view (fail-static: a dead agent says nothing about its pods) unless
+``withdraw_stale_after`` seconds are configured, after which they are
+withdrawn from :meth:`exports` until the lease comes back.
 """
 
 from __future__ import annotations

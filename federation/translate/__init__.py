@@ -1,6 +1,6 @@
 """The translate layer: the clusterset model turned into Envoy xDS resources.
 
-Pure (design §5): values in, protobuf messages out; no I/O, no clock, no
+Pure: values in, protobuf messages out; no I/O, no clock, no
 globals, sorted and deterministic output, so equal inputs give equal bytes.
 Its caller is the hub's snapshot builder, which hands the resulting messages
 to the xDS server. ``names`` is the naming scheme shared with the xDS layer and

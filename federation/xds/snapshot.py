@@ -6,7 +6,7 @@ The hub process (``federation/cli/hub.py``) turns the translator's protobuf mess
 and calls :meth:`SnapshotCache.mark_ready` once it has loaded the whole registry. The xDS
 server (:mod:`federation.xds.server`) subscribes to the cache and serves what it holds.
 
-What this module guarantees (design §5):
+What this module guarantees:
 
 * A resource is serialized once; its version is a hash of its bytes, so identical bytes
   always have the same version, in every process and after every restart.
@@ -44,7 +44,8 @@ CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-#: The order in which the server pushes the types (design §5).
+#: The order in which the server pushes the types: a resource never arrives before one
+#: it names (a route names a cluster, a cluster's endpoints follow it).
 ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 _MASK = (1 << 64) - 1

@@ -1,4 +1,4 @@
-"""Least privilege in the registry (design §4, §8), proven on a real redis-server.
+"""Least privilege in the registry, proven on a real redis-server.
 
 The users come from :mod:`federation.registry.acl`: agent ``a`` may write only
 ``fed:v1:a:*`` (and SADD the members set), can read every cluster, and cannot
