@@ -2,7 +2,8 @@
 
     federation-hub --registry redis://hub:PASSWORD@host:6379/0 \\
         --xds-address 0.0.0.0:18000 --http-address 127.0.0.1:18080 \\
-        [--listener-address CLUSTER=HOST:PORT ...] [--address-map CLUSTER=FROM_CIDR=TO_CIDR ...]
+        [--listener-address [CLUSTER=]HOST:PORT ...] [--ip-family [CLUSTER=]IPv4|IPv6 ...]
+        [--address-map CLUSTER=FROM_CIDR=TO_CIDR ...]
 
 It follows the registry with a :class:`RegistryWatcher` (snapshot + tail), keeps
 one :class:`ImportView` per exported service, and lets
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import signal
@@ -35,14 +37,20 @@ from typing import Literal
 
 from aiohttp import web
 
-from federation.cli.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.cli.snapshots import DEFAULT_LISTENER, SnapshotBuilder, SnapshotOptions
 from federation.errors import InvalidInputError
 from federation.metrics import Sample, exposition
 from federation.process import configure_logging, run_until_stopped, serve_http, split_host_port
 from federation.registry.redis_store import RedisReader
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import RegistryWatcher, ServiceName, registry_samples
-from federation.translate.inputs import ImportView, TranslateOptions, address_maps_from_flags
+from federation.translate.inputs import (
+    DEFAULT_IP_FAMILY,
+    ImportView,
+    TranslateOptions,
+    address_maps_from_flags,
+    ip_families_from_flags,
+)
 from federation.translate.resources import build_listener
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
@@ -196,6 +204,12 @@ _XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
     ("acks_total", "counter", "responses Envoys ACKed", "acks"),
     ("nacks_total", "counter", "responses Envoys NACKed", "nacks"),
     ("stale_requests_total", "counter", "requests ignored for a stale nonce", "stale_requests"),
+    (
+        "nack_reoffers_total",
+        "counter",
+        "NACKed responses offered again after their backoff",
+        "nack_reoffers",
+    ),
 )
 
 
@@ -232,6 +246,14 @@ def _listener_flags(values: Sequence[str]) -> tuple[dict[str, str], str | None]:
             build_listener(host, port)
         except InvalidInputError as err:
             raise InvalidInputError(f"{what}: {err}") from err
+        if ipaddress.ip_address(host).is_unspecified:
+            log.warning(
+                "%s %s listens on every address of the Envoy's host: whoever reaches it "
+                "reaches every exported service of the clusterset; inside a pod that is "
+                "the pod's own addresses, elsewhere guard it with a firewall",
+                what,
+                address,
+            )
     return per_cluster, default
 
 
@@ -253,8 +275,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="[CLUSTER=]HOST:PORT",
-        help="where each cluster's Envoys listen for clusterset traffic "
-        "(repeatable; without CLUSTER= it is the default, 0.0.0.0:10080)",
+        help="where each cluster's Envoys listen for clusterset traffic (repeatable; "
+        f"without CLUSTER= it is the default, {DEFAULT_LISTENER}). Anyone who reaches "
+        "this address reaches every exported service: in a pod, the pod's own address "
+        "(or 0.0.0.0 there, which is the pod's addresses only) behind a NetworkPolicy",
     )
     parser.add_argument(
         "--address-map",
@@ -263,6 +287,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="CLUSTER=FROM_CIDR=TO_CIDR",
         help="translate a cluster's endpoint addresses (repeatable), for pod "
         "networks that Envoys reach through another range",
+    )
+    parser.add_argument(
+        "--ip-family",
+        action="append",
+        default=[],
+        metavar="[CLUSTER=]IPv4|IPv6",
+        help="the address family of the endpoints a cluster's Envoys are given (repeatable; "
+        f"without CLUSTER= it is the default, {DEFAULT_IP_FAMILY}). One family per cluster: "
+        "a dual-stack Service's pods are listed once, not once per family",
     )
     parser.add_argument(
         "--no-local-first",
@@ -282,13 +315,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> None:
     listeners, default_listener = _listener_flags(args.listener_address)
+    families, default_family = ip_families_from_flags(args.ip_family)
     options = SnapshotOptions(
         translate=TranslateOptions(
             local_first=not args.no_local_first,
             address_maps=address_maps_from_flags(args.address_map),
+            ip_families=families,
+            default_ip_family=default_family,
         ),
         listener_addresses=listeners,
-        default_listener=default_listener or "0.0.0.0:10080",
+        default_listener=default_listener or DEFAULT_LISTENER,
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)

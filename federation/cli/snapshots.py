@@ -22,6 +22,7 @@ from federation.registry.watcher import ServiceName
 from federation.translate import names
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.translate.resources import (
+    ClaVariant,
     build_cla_variants,
     build_cluster,
     build_listener,
@@ -39,13 +40,17 @@ from federation.xds.snapshot import (
     SnapshotCache,
 )
 
+#: Where Envoys listen for clusterset traffic unless told otherwise: loopback, so that
+#: an Envoy is never by default an open proxy to every exported service.
+DEFAULT_LISTENER = "127.0.0.1:10080"
+
 
 @dataclass
 class _ImportResources:
     view: ImportView
     clusters: dict[str, Resource] = field(default_factory=dict)
-    #: (EDS cluster name, variant) -> CLA; variant None is what non-exporters see.
-    clas: dict[tuple[str, str | None], Resource] = field(default_factory=dict)
+    #: (EDS cluster name, variant) -> CLA; see :func:`cla_variant`.
+    clas: dict[tuple[str, ClaVariant], Resource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class SnapshotOptions:
     translate: TranslateOptions
     #: Listener address per member cluster; ``default_listener`` for the others.
     listener_addresses: Mapping[str, str]
-    default_listener: str = "0.0.0.0:10080"
+    default_listener: str = DEFAULT_LISTENER
 
 
 class SnapshotBuilder:

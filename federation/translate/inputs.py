@@ -21,6 +21,10 @@ from federation.identity import parse_cluster_id
 from federation.model.imports import MergedImport, merge_exports
 from federation.registry.records import ExportedService
 
+#: The address families an Envoy node group can be given endpoints of.
+IP_FAMILIES = ("IPv4", "IPv6")
+DEFAULT_IP_FAMILY = "IPv4"
+
 #: Largest locality weight accepted. Envoy requires the weights of one priority
 #: level to sum to at most 2**32 - 1; this bound keeps that true for any
 #: clusterset of up to 4,000 clusters.
@@ -34,8 +38,9 @@ class ImportView:
     ``merged`` is its MCS merge, ``exports`` the current exports behind it
     (one per cluster of ``merged.clusters``, kept sorted by cluster), and
     ``stale`` the clusters whose lease expired: their endpoints are kept
-    (fail-static, design §7) and flagged. ``stale`` may name clusters that do
-    not export this Service; they are ignored.
+    (fail-static: a dead agent says nothing about its pods) and flagged.
+    ``stale`` may name clusters that do not export this Service; they are
+    ignored.
     """
 
     merged: MergedImport
@@ -124,7 +129,7 @@ class AddressMap:
     unchanged. Why it exists: the apiserver refuses loopback addresses in
     EndpointSlices, so a test cluster's slices hold addresses such as
     ``10.201.0.7`` and the hub maps them to ``127.1.0.7``, where the test
-    backend really listens (design §10).
+    backend really listens.
 
     Source ranges must not overlap, so the rules' order does not matter; they
     are kept sorted.
@@ -198,14 +203,54 @@ def _no_maps() -> Mapping[str, AddressMap]:
     return MappingProxyType({})
 
 
+def _no_families() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+def _check_family(family: object, what: str) -> None:
+    if family not in IP_FAMILIES:
+        raise InvalidInputError(f"{what} must be one of {', '.join(IP_FAMILIES)}, got {family!r}")
+
+
+def ip_families_from_flags(values: Iterable[str]) -> tuple[dict[str, str], str]:
+    """Per-cluster IP families and the default from repeated ``[CLUSTER=]IPv4|IPv6`` flags.
+
+    Example: ``--ip-family IPv6 --ip-family a=IPv4``: cluster ``a``'s Envoys get IPv4
+    endpoints, every other cluster's IPv6. Raises InvalidInputError.
+    """
+    per_cluster: dict[str, str] = {}
+    default = DEFAULT_IP_FAMILY
+    for value in values:
+        cluster, sep, family = value.partition("=")
+        if not sep:
+            family = value
+        what = "--ip-family" + (f" of cluster {cluster!r}" if sep else "")
+        _check_family(family, what)
+        if sep:
+            parse_cluster_id(cluster)
+            per_cluster[cluster] = family
+        else:
+            default = family
+    return per_cluster, default
+
+
 @dataclass(frozen=True)
 class TranslateOptions:
     """How the hub translates; built once from its flags.
 
     ``cluster_weights`` are per source cluster locality weights (absent = 1,
     so by default every cluster gets an equal share of its priority level);
-    ``address_maps`` translate each source cluster's endpoint addresses. Both
-    are stored read-only and sorted; the options stay hashable.
+    ``address_maps`` translate each source cluster's endpoint addresses.
+
+    ``ip_families`` says, per node group (the member cluster of the receiving
+    Envoys), which address family its Envoys are given endpoints of; the others
+    get ``default_ip_family``. One family per node group, never both: a
+    dual-stack Service lists every pod once per family, and both would give
+    each pod twice the weight and send addresses of a family the Envoy may not
+    reach. A source cluster with no endpoints of that family (single-stack of
+    the other one) contributes none to that group.
+
+    The mappings are stored read-only and sorted; the options stay hashable.
     """
 
     local_first: bool = True
@@ -213,6 +258,8 @@ class TranslateOptions:
     address_maps: Mapping[str, AddressMap] = field(default_factory=_no_maps)
     outlier_detection: bool = True
     connect_timeout_ms: int = 1000
+    ip_families: Mapping[str, str] = field(default_factory=_no_families)
+    default_ip_family: str = DEFAULT_IP_FAMILY
 
     def __post_init__(self) -> None:
         for cluster, weight in self.cluster_weights.items():
@@ -239,6 +286,13 @@ class TranslateOptions:
                 f"connect timeout must be a positive number of milliseconds, "
                 f"got {self.connect_timeout_ms!r}"
             )
+        _check_family(self.default_ip_family, "the default IP family")
+        for cluster, family in self.ip_families.items():
+            parse_cluster_id(cluster)
+            _check_family(family, f"the IP family of cluster {cluster!r}")
+        object.__setattr__(
+            self, "ip_families", MappingProxyType(dict(sorted(self.ip_families.items())))
+        )
         object.__setattr__(
             self, "cluster_weights", MappingProxyType(dict(sorted(self.cluster_weights.items())))
         )
@@ -254,9 +308,21 @@ class TranslateOptions:
                 tuple(self.address_maps.items()),
                 self.outlier_detection,
                 self.connect_timeout_ms,
+                tuple(self.ip_families.items()),
+                self.default_ip_family,
             )
         )
 
     def weight(self, cluster: str) -> int:
         """The locality weight of ``cluster``'s endpoints."""
         return self.cluster_weights.get(cluster, 1)
+
+    def ip_family(self, viewer: str | None) -> str:
+        """The address family of the endpoints the Envoys of ``viewer`` are given."""
+        if viewer is None:
+            return self.default_ip_family
+        return self.ip_families.get(viewer, self.default_ip_family)
+
+    def families(self) -> tuple[str, ...]:
+        """Every family some node group is given, sorted."""
+        return tuple(sorted({self.default_ip_family, *self.ip_families.values()}))

@@ -1,6 +1,6 @@
-"""Pure builders of the Envoy xDS resources for the clusterset (design §5).
+"""Pure builders of the Envoy xDS resources for the clusterset.
 
-Called by the hub's snapshot builder: per ServiceImport port one EDS
+Called by the hub's snapshot builder: per served ServiceImport port one EDS
 :func:`build_cluster` and its ClusterLoadAssignment (:func:`build_cla`, or
 :func:`build_cla_variants` for every variant at once), plus one
 :func:`build_listener` and one :func:`build_route_config` for all imports.
@@ -18,15 +18,32 @@ Rules the output keeps:
   locality has priority 0 and every other cluster's priority 1. An Envoy in a
   cluster that does not export the Service sees everything at priority 0, so
   all non-exporters share one ClusterLoadAssignment: a Service has at most
-  exporters + 1 variants (:func:`cla_variant`), never one per member cluster.
-  Envoy's default overprovisioning factor (1.4) moves traffic to priority 1
-  progressively as the local endpoints become unhealthy or ejected.
-* A stale cluster (lease expired) keeps its endpoints (fail-static, design §7);
-  its locality carries ``filter_metadata {"federation": {"stale": true}}`` so
-  the config shows it, and outlier detection decides real reachability.
-* Only TCP ports are translated: the data path is an HTTP listener.
-  Headless imports are translated like ClusterSetIP ones: Envoy always sends to
-  endpoint addresses, never to a ClusterIP, so the type changes nothing here.
+  exporters + 1 variants per address family (:func:`cla_variant`), never one
+  per member cluster. Envoy's default overprovisioning factor (1.4) moves
+  traffic to priority 1 progressively as the local endpoints become unhealthy
+  or ejected.
+* One address family per node group (``TranslateOptions.ip_families``): a
+  dual-stack Service's pods are listed once, never once per family.
+* No traffic to hosts known to be dead or not ready: the clusters' healthy
+  panic threshold is 0 (Envoy's default of 50 % would spread traffic over
+  *every* host, unhealthy ones included, as soon as fewer than half of them
+  are healthy). When no host of any locality is healthy, Envoy answers 503
+  ("no healthy upstream") at once, like a Service without ready endpoints;
+  hosts ejected by outlier detection come back after their ejection time.
+* Requests that find a just-died backend are retried elsewhere: every route
+  retries connect failures, refused streams and resets before the request was
+  sent (all safe for any method), avoiding hosts and priorities already tried,
+  within a per-cluster retry budget (:data:`RETRY_POLICY`).
+* No route timeout (Envoy's default is 15 s, which cuts long gRPC streams and
+  slow downloads), and WebSocket upgrades pass through the listener.
+* A stale cluster (lease expired) keeps its endpoints (fail-static: a dead
+  agent says nothing about its pods); its locality carries
+  ``filter_metadata {"federation": {"stale": true}}`` so the config shows it,
+  and outlier detection decides real reachability.
+* Only HTTP ports are translated (:mod:`federation.translate.protocols`): the
+  data path is an HTTP listener. Headless imports are translated like
+  ClusterSetIP ones: Envoy always sends to endpoint addresses, never to a
+  ClusterIP, so the type changes nothing here.
 * Deterministic: equal inputs give equal ``SerializeToString(deterministic=True)``
   bytes, whatever the order of exports, slices and endpoints.
 """
@@ -40,9 +57,9 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -51,20 +68,51 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2
 
 from federation.errors import InvalidInputError
 from federation.registry.records import EndpointSet, ExportedService, ServicePort
 from federation.translate import names
 from federation.translate.inputs import AddressMap, ImportView, TranslateOptions
+from federation.translate.protocols import PortProtocol, port_protocol
 
-#: appProtocol values whose upstream speaks HTTP/2 in clear text.
-H2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "http2"})
 #: The port whose virtual host also answers the bare host name, when present.
 DEFAULT_PORT = 80
-ROUTE_TIMEOUT_SECONDS = 15
 STALE_METADATA_KEY = "federation"
+
+
+class RetryDefaults(NamedTuple):
+    """The retry policy of every clusterset route (no user configuration needed).
+
+    Only failures that happen before the backend can have seen the request are
+    retried, so a retry is safe for any method: the connection was refused or
+    timed out, an HTTP/2 backend refused the stream, or the connection was reset
+    before any of the request was sent. Each retry avoids the hosts already
+    tried (``previous_hosts``, re-picking up to ``host_selection_attempts``
+    times) and the priorities already tried (``previous_priorities``), so a
+    request that found a dead local backend goes to another cluster next. The
+    cluster's retry budget caps concurrent retries at ``budget_percent`` of its
+    active requests (never below ``min_retry_concurrency``), so retries cannot
+    multiply the load on a struggling clusterset.
+    """
+
+    retry_on: str = "connect-failure,refused-stream,reset-before-request"
+    num_retries: int = 3
+    host_selection_attempts: int = 10
+    base_interval_ms: int = 10
+    max_interval_ms: int = 100
+    budget_percent: float = 20.0
+    min_retry_concurrency: int = 3
+
+
+RETRY_POLICY = RetryDefaults()
+
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -87,8 +135,11 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def translated_ports(view: ImportView) -> tuple[ServicePort, ...]:
-    """The import's ports that get a cluster: its TCP ports, by port number."""
-    return tuple(sorted((p for p in view.merged.ports if p.protocol == "TCP"), key=_port_key))
+    """The import's ports that get a cluster: its HTTP ports, by port number.
+
+    Which ports speak HTTP: :func:`federation.translate.protocols.port_protocol`.
+    """
+    return tuple(sorted((p for p in view.merged.ports if port_protocol(p).served), key=_port_key))
 
 
 def _port_key(p: ServicePort) -> int:
@@ -107,8 +158,8 @@ def default_port(view: ImportView) -> ServicePort | None:
 def _check_port(view: ImportView, port: ServicePort) -> None:
     if port not in translated_ports(view):
         raise InvalidInputError(
-            f"port {port.name or '(unnamed)'} {port.port}/{port.protocol} is not a TCP port of "
-            f"the import {view.namespace}/{view.name}"
+            f"port {port.name or '(unnamed)'} {port.port}/{port.protocol} is not an HTTP port "
+            f"of the import {view.namespace}/{view.name}"
         )
 
 
@@ -141,9 +192,19 @@ def build_cluster(
     cluster.eds_cluster_config.eds_config.CopyFrom(_ads())
     # Honour the per-cluster locality weights of the ClusterLoadAssignment.
     cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    # Never send traffic to hosts known to be unhealthy (see the module docstring).
+    cluster.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=0.0))
+    cluster.circuit_breakers.thresholds.append(
+        circuit_breaker_pb2.CircuitBreakers.Thresholds(
+            retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
+                budget_percent=percent_pb2.Percent(value=RETRY_POLICY.budget_percent),
+                min_retry_concurrency={"value": RETRY_POLICY.min_retry_concurrency},
+            )
+        )
+    )
     if options.outlier_detection:
         # Fail-static keeps a dead cluster's endpoints, so Envoy itself must stop
-        # using them (design §7): 5 consecutive 5xx (connect failures count, since
+        # using them: 5 consecutive 5xx (connect failures count, since
         # local-origin errors are not split out) eject a host; checked every 5 s
         # (Envoy's default is 10 s) for 30 s at first. Up to 100 %, not Envoy's 10 %:
         # a whole cluster may be gone, and its hosts must all leave so that the
@@ -156,7 +217,7 @@ def build_cluster(
                 max_ejection_percent={"value": 100},
             )
         )
-    if port.app_protocol in H2_APP_PROTOCOLS:
+    if port_protocol(port) is PortProtocol.HTTP2:
         # Otherwise Envoy's default upstream protocol applies: HTTP/1.1.
         h2 = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config={"http2_protocol_options": {}}
@@ -168,21 +229,33 @@ def build_cluster(
 # --- ClusterLoadAssignments -------------------------------------------------------------
 
 
+class ClaVariant(NamedTuple):
+    """A key of one distinct ClusterLoadAssignment of an import port.
+
+    ``local`` is the exporter whose locality alone has priority 0 (None: every
+    locality at priority 0); ``family`` the address family of the endpoints.
+    """
+
+    local: str | None
+    family: str
+
+
 def cla_variant(
     view: ImportView, viewer: str | None, options: TranslateOptions | None = None
-) -> str | None:
+) -> ClaVariant:
     """Which ClusterLoadAssignment variant of ``view`` the Envoys of ``viewer`` get.
 
-    ``viewer`` when it is one of several exporters and local-first is on (its own
-    locality is then the only one at priority 0); None otherwise, the variant
-    every other cluster shares. Equal keys mean byte-identical assignments, so
-    callers build and serialize each key once.
+    ``local`` is ``viewer`` when it is one of several exporters and local-first
+    is on (its own locality is then the only one at priority 0), None otherwise:
+    the variant every other cluster of the same family shares. Equal keys mean
+    byte-identical assignments, so callers build and serialize each key once.
     """
-    local_first = options.local_first if options is not None else True
+    options = options if options is not None else TranslateOptions()
     clusters = view.merged.clusters
-    if local_first and viewer is not None and len(clusters) > 1 and viewer in clusters:
-        return viewer
-    return None
+    local = None
+    if options.local_first and viewer is not None and len(clusters) > 1 and viewer in clusters:
+        local = viewer
+    return ClaVariant(local, options.ip_family(viewer))
 
 
 def _endpoint_port(
@@ -208,14 +281,22 @@ def _endpoint_port(
 
 
 def _cluster_endpoints(
-    export: ExportedService, port: ServicePort, single: bool, amap: AddressMap | None
+    export: ExportedService,
+    port: ServicePort,
+    single: bool,
+    amap: AddressMap | None,
+    family_name: str,
 ) -> list[tuple[tuple[str, int], int]]:
     """``((address, port), health)`` of one export's backends for ``port``, unique, sorted.
 
-    FQDN slices are skipped (an EDS cluster takes IP addresses only), and so are
+    Only slices of ``family_name`` count: a dual-stack Service has a slice per
+    family listing the same pods, and one pod must be one endpoint. FQDN slices
+    never count (an EDS cluster takes IP addresses only), and neither do
     addresses that are not IPs of the slice's family: one bad address must not
     make Envoy reject the whole assignment. Only an endpoint's first address is
-    used: Kubernetes says the addresses of one endpoint are fungible.
+    used: Kubernetes says the addresses of one endpoint are fungible. The result
+    is one export's, i.e. one locality's: two clusters that reuse the same pod
+    range keep their endpoints apart.
 
     Health: ready is HEALTHY; terminating but still serving is DRAINING (Envoy
     sends it no new requests, as Kubernetes intends); anything else UNHEALTHY.
@@ -224,9 +305,9 @@ def _cluster_endpoints(
     """
     found: dict[tuple[str, int], int] = {}
     pton, ntop = socket.inet_pton, socket.inet_ntop
+    family = _FAMILIES[family_name]
     for s in export.endpoints:
-        family = _FAMILIES.get(s.address_type)
-        if family is None:
+        if s.address_type != family_name:
             continue
         target = _endpoint_port(s, export, port, single)
         if target is None:
@@ -254,8 +335,8 @@ def _cluster_endpoints(
     return sorted(found.items())
 
 
-def _priority(cluster: str, variant: str | None) -> int:
-    return 1 if variant is not None and cluster != variant else 0
+def _priority(cluster: str, local: str | None) -> int:
+    return 1 if local is not None and cluster != local else 0
 
 
 def build_cla(
@@ -266,22 +347,28 @@ def build_cla(
     ``viewer`` is the member cluster id of the receiving Envoy (None: a cluster
     that does not export the Service). See the module docstring for the rules.
     """
+    return _build_cla(view, port, cla_variant(view, viewer, options), options)
+
+
+def _build_cla(
+    view: ImportView, port: ServicePort, variant: ClaVariant, options: TranslateOptions
+) -> endpoint_pb2.ClusterLoadAssignment:
     _check_port(view, port)
-    variant = cla_variant(view, viewer, options)
     single = len(view.merged.ports) == 1
     cla = endpoint_pb2.ClusterLoadAssignment(
         cluster_name=names.cluster_name(view.namespace, view.name, port.port)
     )
     for export in view.exports:
         cluster = export.cluster
-        locality = cla.endpoints.add(priority=_priority(cluster, variant))
+        locality = cla.endpoints.add(priority=_priority(cluster, variant.local))
         locality.locality.sub_zone = cluster
         locality.load_balancing_weight.value = options.weight(cluster)
         if cluster in view.stale:
             locality.metadata.filter_metadata[STALE_METADATA_KEY].update({"stale": True})
         add = locality.lb_endpoints.add
         amap = options.address_maps.get(cluster)
-        for (address, port_value), health in _cluster_endpoints(export, port, single, amap):
+        endpoints = _cluster_endpoints(export, port, single, amap, variant.family)
+        for (address, port_value), health in endpoints:
             # Field by field on the added message: measured 3x faster with upb
             # than constructing nested messages and appending them.
             socket_address = add(health_status=health).endpoint.address.socket_address
@@ -292,23 +379,27 @@ def build_cla(
 
 def build_cla_variants(
     view: ImportView, port: ServicePort, options: TranslateOptions
-) -> dict[str | None, endpoint_pb2.ClusterLoadAssignment]:
+) -> dict[ClaVariant, endpoint_pb2.ClusterLoadAssignment]:
     """Every distinct ClusterLoadAssignment of one import port, keyed by :func:`cla_variant`.
 
-    The endpoints are translated once; each exporter's variant is a copy with
-    its priorities changed. Equal to calling :func:`build_cla` per key.
+    Per address family some node group uses, the endpoints are translated once;
+    each exporter's own variant is a copy with its priorities changed. Equal to
+    calling :func:`build_cla` for the viewers each key stands for.
     """
-    base = build_cla(view, port, None, options)
-    out: dict[str | None, Any] = {None: base}
-    for cluster in view.merged.clusters:
-        variant = cla_variant(view, cluster, options)
-        if variant is None:
+    out: dict[ClaVariant, Any] = {}
+    for family in options.families():
+        base = _build_cla(view, port, ClaVariant(None, family), options)
+        out[ClaVariant(None, family)] = base
+        if not options.local_first or len(view.merged.clusters) < 2:
             continue
-        cla = endpoint_pb2.ClusterLoadAssignment()
-        cla.CopyFrom(base)
-        for locality in cla.endpoints:
-            locality.priority = _priority(locality.locality.sub_zone, variant)
-        out[variant] = cla
+        for cluster in view.merged.clusters:
+            if options.ip_family(cluster) != family:
+                continue  # that exporter's Envoys get another family
+            cla = endpoint_pb2.ClusterLoadAssignment()
+            cla.CopyFrom(base)
+            for locality in cla.endpoints:
+                locality.priority = _priority(locality.locality.sub_zone, cluster)
+            out[ClaVariant(cluster, family)] = cla
     return out
 
 
@@ -316,7 +407,11 @@ def build_cla_variants(
 
 
 def build_listener(address: str, port: int) -> listener_pb2.Listener:
-    """The HTTP listener every Envoy serves the clusterset on; its routes come over RDS."""
+    """The HTTP listener every Envoy serves the clusterset on; its routes come over RDS.
+
+    WebSocket upgrades are allowed (to HTTP/1.1 clusters); no request or route
+    timeout applies, so long streams last as long as client and backend want.
+    """
     try:
         ipaddress.ip_address(address)
     except ValueError as err:
@@ -328,6 +423,7 @@ def build_listener(address: str, port: int) -> listener_pb2.Listener:
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=names.ROUTE_CONFIG_NAME),
     )
+    hcm.upgrade_configs.add(upgrade_type="websocket")
     router = hcm.http_filters.add(name=ROUTER_FILTER)
     router.typed_config.Pack(router_pb2.Router(), deterministic=True)
     listener = listener_pb2.Listener(
@@ -347,7 +443,8 @@ def build_route_config(views: Iterable[ImportView]) -> route_pb2.RouteConfigurat
 
     Domains are ``<host>:<port>``, plus the bare ``<host>`` on the import's
     default port (:func:`default_port`); each routes everything to the port's
-    cluster. A request for any other host gets Envoy's 404. Imports whose
+    cluster with :func:`route_action` (retries, no timeout). A request for any
+    other host gets Envoy's 404. Imports whose
     namespace or name is not a DNS label have no DNS name and are left out;
     that keeps every domain unique, which Envoy requires. Raises
     InvalidInputError if two views are of the same Service.
@@ -371,10 +468,7 @@ def build_route_config(views: Iterable[ImportView]) -> route_pb2.RouteConfigurat
                 ),
             )
             vhost.routes.add(
-                match=route_components_pb2.RouteMatch(prefix="/"),
-                route=route_components_pb2.RouteAction(
-                    cluster=name, timeout=duration_pb2.Duration(seconds=ROUTE_TIMEOUT_SECONDS)
-                ),
+                match=route_components_pb2.RouteMatch(prefix="/"), route=route_action(name)
             )
             hosts.append((name, vhost))
     config = route_pb2.RouteConfiguration(name=names.ROUTE_CONFIG_NAME)
@@ -384,6 +478,32 @@ def build_route_config(views: Iterable[ImportView]) -> route_pb2.RouteConfigurat
 
 def _first(item: tuple[str, Any]) -> str:
     return item[0]
+
+
+def route_action(cluster: str) -> route_components_pb2.RouteAction:
+    """Send to ``cluster``, with :data:`RETRY_POLICY` and no timeout.
+
+    The timeout is set to 0 (none) explicitly: left unset, Envoy applies 15 s.
+    """
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=RETRY_POLICY.retry_on,
+        num_retries={"value": RETRY_POLICY.num_retries},
+        host_selection_retry_max_attempts=RETRY_POLICY.host_selection_attempts,
+        retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
+            base_interval=_duration_ms(RETRY_POLICY.base_interval_ms),
+            max_interval=_duration_ms(RETRY_POLICY.max_interval_ms),
+        ),
+    )
+    predicate = policy.retry_host_predicate.add(name=PREVIOUS_HOSTS)
+    predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate(), deterministic=True)
+    policy.retry_priority.name = PREVIOUS_PRIORITIES
+    policy.retry_priority.typed_config.Pack(
+        previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1),
+        deterministic=True,
+    )
+    return route_components_pb2.RouteAction(
+        cluster=cluster, timeout=duration_pb2.Duration(seconds=0), retry_policy=policy
+    )
 
 
 # --- everything one Envoy gets ----------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import re
 
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 
 from federation.cli import hub as hub_main
 from federation.cli.hub import Hub
@@ -148,3 +149,18 @@ def test_a_bad_listener_flag_stops_the_hub_at_start(flag: str, message: str) -> 
     args = ["--registry", "redis://127.0.0.1:1/0", "--xds-address", "127.0.0.1:1"]
     with pytest.raises(InvalidInputError, match=re.escape(message)):
         asyncio.run(hub_main.run(hub_main.parse_args([*args, "--listener-address", flag])))
+
+
+async def test_envoys_listen_on_loopback_unless_told_otherwise() -> None:
+    """An Envoy listening on every address would be an open proxy to every exported
+    service for whoever reaches its host."""
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    snapshot = hub.cache.get("a")
+    assert snapshot is not None
+    (resource,) = snapshot.of(LISTENER).values()
+    address = listener_pb2.Listener.FromString(resource.body).address.socket_address
+    assert (address.address, address.port_value) == ("127.0.0.1", 10080)
+    assert hub_main.parse_args(["--registry", "redis://x"]).listener_address == []

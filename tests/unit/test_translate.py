@@ -32,6 +32,7 @@ from federation.translate.inputs import (
     parse_address_map_flag,
 )
 from federation.translate.resources import (
+    ClaVariant,
     build_cla,
     build_cla_variants,
     build_cluster,
@@ -93,7 +94,7 @@ def test_250_viewers_of_a_service_from_3_clusters_get_4_variants() -> None:
         ]
     )
     by_bytes: dict[bytes, set[str]] = defaultdict(set)
-    by_key: dict[str | None, set[str]] = defaultdict(set)
+    by_key: dict[ClaVariant, set[str]] = defaultdict(set)
     for viewer in members:
         by_bytes[serialized(build_cla(view, HTTP, viewer, OPTIONS))].add(viewer)
         by_key[cla_variant(view, viewer, OPTIONS)].add(viewer)
@@ -101,12 +102,18 @@ def test_250_viewers_of_a_service_from_3_clusters_get_4_variants() -> None:
     assert len(by_bytes) == 4
     # cla_variant groups viewers exactly as their bytes do.
     assert sorted(map(sorted, by_bytes.values())) == sorted(map(sorted, by_key.values()))
-    assert {k: len(v) for k, v in by_key.items()} == {None: 247, "c007": 1, "c100": 1, "c249": 1}
+    assert {k.local: len(v) for k, v in by_key.items()} == {
+        None: 247,
+        "c007": 1,
+        "c100": 1,
+        "c249": 1,
+    }
+    assert {k.family for k in by_key} == {"IPv4"}
 
     variants = build_cla_variants(view, HTTP, OPTIONS)
     assert set(variants) == set(by_key)
     for key, cla in variants.items():
-        viewer = key if key is not None else "c000"
+        viewer = key.local if key.local is not None else "c000"
         assert serialized(cla) == serialized(build_cla(view, HTTP, viewer, OPTIONS))
 
 
@@ -121,16 +128,16 @@ def test_local_first_priorities() -> None:
     assert priorities("b") == {"a": 1, "b": 0}
     assert priorities("c") == priorities(None) == {"a": 0, "b": 0}
     assert priorities("a", TranslateOptions(local_first=False)) == {"a": 0, "b": 0}
-    assert cla_variant(view, "a", TranslateOptions(local_first=False)) is None
+    assert cla_variant(view, "a", TranslateOptions(local_first=False)).local is None
 
 
 def test_a_single_exporter_has_one_variant() -> None:
     view = ImportView.of([export("a", addresses=("10.1.0.1",))])
-    assert cla_variant(view, "a") is None
+    assert cla_variant(view, "a") == ClaVariant(None, "IPv4")
     assert serialized(build_cla(view, HTTP, "a", OPTIONS)) == serialized(
         build_cla(view, HTTP, "z", OPTIONS)
     )
-    assert list(build_cla_variants(view, HTTP, OPTIONS)) == [None]
+    assert list(build_cla_variants(view, HTTP, OPTIONS)) == [ClaVariant(None, "IPv4")]
 
 
 def test_localities_carry_weights_and_stale_flag() -> None:
@@ -372,9 +379,9 @@ def test_http2_upstream_for_h2_app_protocols(app_protocol: str) -> None:
 def test_ports_that_are_not_translated_are_refused() -> None:
     udp = ServicePort("dns", "UDP", 53)
     view = ImportView.of([export("a", ports=(HTTP, udp))])
-    with pytest.raises(InvalidInputError, match="not a TCP port"):
+    with pytest.raises(InvalidInputError, match="not an HTTP port"):
         build_cluster(view, udp, OPTIONS)
-    with pytest.raises(InvalidInputError, match="not a TCP port"):
+    with pytest.raises(InvalidInputError, match="not an HTTP port"):
         build_cla(view, ServicePort("x", "TCP", 81), None, OPTIONS)
 
 

@@ -8,7 +8,8 @@ Each case is a pair of files in ``tests/golden/translate``:
   - ``listener``: ``{address, port}`` of the clusterset listener;
   - ``options`` (optional): ``localFirst``, ``clusterWeights`` (cluster ->
     weight), ``addressMaps`` (a list of ``CLUSTER=SOURCE_CIDR=TARGET_CIDR``
-    flags), ``outlierDetection``, ``connectTimeoutMs``;
+    flags), ``outlierDetection``, ``connectTimeoutMs``, ``ipFamilies`` (a list
+    of ``[CLUSTER=]IPv4|IPv6`` flags);
   - ``stale`` (optional): clusters whose lease expired;
   - ``records``: exports in the JSON shape of ``records.service_to_json``
     without ``"v"``, of one or more Services (grouped and merged here).
@@ -38,7 +39,12 @@ from google.protobuf import json_format
 
 from federation.model.imports import group_by_service
 from federation.registry.records import SCHEMA_VERSION, ExportedService, decode_service
-from federation.translate.inputs import ImportView, TranslateOptions, address_maps_from_flags
+from federation.translate.inputs import (
+    ImportView,
+    TranslateOptions,
+    address_maps_from_flags,
+    ip_families_from_flags,
+)
 from federation.translate.resources import NodeConfig, build_node_config
 from tests import golden_files
 
@@ -67,14 +73,18 @@ def load_case(case: str) -> Case:
         "addressMaps",
         "outlierDetection",
         "connectTimeoutMs",
+        "ipFamilies",
     }
     assert not unknown, f"{case}.in.yaml: unknown options {sorted(unknown)}"
+    families, default_family = ip_families_from_flags(opts.get("ipFamilies", []))
     options = TranslateOptions(
         local_first=opts.get("localFirst", True),
         cluster_weights=opts.get("clusterWeights", {}),
         address_maps=address_maps_from_flags(opts.get("addressMaps", [])),
         outlier_detection=opts.get("outlierDetection", True),
         connect_timeout_ms=opts.get("connectTimeoutMs", 1000),
+        ip_families=families,
+        default_ip_family=default_family,
     )
     # Through the registry codec, so cases are checked exactly like real records.
     records = tuple(
