@@ -5,8 +5,10 @@
   stream), :class:`~federation.xds.snapshot.Snapshot` (one node group's resources) and
   :class:`~federation.xds.snapshot.SnapshotCache` (the current snapshot of every node
   group, with change notification and the "not ready, serve nothing" gate).
-* :mod:`federation.xds.server`: the grpc.aio Aggregated Discovery Service, state of the
-  world and delta, and :func:`~federation.xds.server.serve`.
+* :mod:`federation.xds.server`: the grpc.aio Aggregated Discovery Service and
+  :func:`~federation.xds.server.serve`; it runs one stream per Envoy:
+  :mod:`federation.xds.sotw` (state of the world) or :mod:`federation.xds.delta`, both on
+  :mod:`federation.xds.stream` (push loop, NACK re-offers, warm before route).
 * :mod:`federation.xds.status`: what every connected Envoy was sent, ACKed and NACKed
   (:class:`~federation.xds.status.SyncRegistry`), and the server's counters.
 

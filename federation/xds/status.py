@@ -9,8 +9,9 @@ and with what?" (user story 4). Pure bookkeeping: no I/O, no grpc.
 
 Per stream and type, the state is:
 
-* ``nacked``: Envoy rejected the latest version sent, which is not resent until the
-  snapshot changes (the NACK's message, version and time are kept);
+* ``nacked``: Envoy rejected the latest version sent; it is offered again after a
+  backoff, or sent anew when the snapshot changes (the NACK's message, version and time
+  are kept);
 * ``synced``: Envoy ACKed the latest response, and the stream has already handled the
   group's current snapshot of that type;
 * ``stale``: anything else (a response in flight, a change not pushed yet, a requested
@@ -135,6 +136,8 @@ class XdsMetrics:
     nacks: int = 0
     #: State-of-the-world requests ignored because their nonce was not the latest sent.
     stale_requests: int = 0
+    #: NACKed responses offered again after their backoff.
+    nack_reoffers: int = 0
 
 
 @dataclass
@@ -187,7 +190,10 @@ class StreamSync:
             self._registry._changed()
 
     def acked(self, type_url: str, version: str) -> None:
-        self._type(type_url).acked_version = version
+        state = self._type(type_url)
+        state.acked_version = version
+        if state.rejected_version == version:
+            state.rejected_version = None  # offered again after a NACK, and taken this time
         self._registry._changed()
 
     def nacked(self, type_url: str, version: str, nonce: str, message: str) -> None:
