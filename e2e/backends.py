@@ -1,63 +1,116 @@
 """Echo backends for the local environment: stand-ins for a cluster's pods.
 
-Started as processes by :mod:`e2e.envoy`-based tests and the demo. Each answers
-every HTTP request with who it is (cluster and address), so a request through
-an Envoy shows which cluster served it. ``python -m e2e.backends --listen
-127.1.0.10:8080 --name a``.
+Started as processes by the e2e tests, the demo and the benchmarks
+(:meth:`e2e.federation.Federation.start_backend`). They say who they are, so a request
+through an Envoy shows which cluster served it:
+
+* ``--protocol http`` (default): every HTTP request is answered with JSON naming the
+  cluster, the backend's address and the path; ``GET /ws`` with a WebSocket upgrade
+  echoes every message back, prefixed with the cluster's name.
+* ``--protocol grpc``: a gRPC server (HTTP/2 in clear text) with one server-streaming
+  method, ``/federation.test.Echo/Count``: the request is ``COUNT,INTERVAL_MS`` in
+  ASCII, and the answer is COUNT messages ``<cluster> <i>``, INTERVAL_MS apart. No
+  protobuf schema is needed: messages are raw bytes.
+
+``python -m e2e.backends --listen 127.1.0.10:8080 --name a [--protocol grpc]``; loopback
+only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import signal
 import sys
-from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from aiohttp import WSMsgType, web
+
+GRPC_SERVICE = "federation.test.Echo"
+GRPC_METHOD = f"/{GRPC_SERVICE}/Count"
+#: Bound on the messages one gRPC call may ask for.
+MAX_GRPC_COUNT = 1000
 
 
-def _handler(name: str, address: str) -> type[BaseHTTPRequestHandler]:
-    class Echo(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def http_app(name: str, address: str) -> web.Application:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    await ws.send_str(f"{name}: {message.data}")
+            return ws
+        body = {"cluster": name, "backend": address, "path": request.path_qs}
+        return web.json_response(body, headers={"x-backend-cluster": name})
 
-        def do_GET(self) -> None:
-            body = json.dumps({"cluster": name, "backend": address, "path": self.path}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("x-backend-cluster", name)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # quiet: a load loop would flood the log
 
-    return Echo
+async def serve_http(name: str, host: str, port: int, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(http_app(name, f"{host}:{port}"), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _count_handler(name: str) -> grpc.RpcMethodHandler:
+    async def count(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        try:
+            total, interval_ms = (int(part) for part in request.decode().split(","))
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request is COUNT,INTERVAL_MS")
+            return
+        if not 0 <= total <= MAX_GRPC_COUNT or not 0 <= interval_ms <= 10_000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count or interval too large")
+            return
+        for i in range(total):
+            if i:
+                await asyncio.sleep(interval_ms / 1000)
+            yield f"{name} {i}".encode()
+
+    return grpc.unary_stream_rpc_method_handler(count)
+
+
+async def serve_grpc(name: str, host: str, port: int, stop: asyncio.Event) -> None:
+    server = grpc.aio.server()
+    handlers = {"Count": _count_handler(name)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, handlers),))
+    if not server.add_insecure_port(f"{host}:{port}"):
+        raise SystemExit(f"cannot listen on {host}:{port}")
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(grace=1.0)
+
+
+async def run(args: argparse.Namespace, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serve = serve_grpc if args.protocol == "grpc" else serve_http
+    await serve(args.name, host, port, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.backends")
     parser.add_argument("--listen", required=True, help="HOST:PORT on loopback")
     parser.add_argument("--name", required=True, help="the cluster this backend belongs to")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     if not host.startswith("127."):
         print("backends listen on loopback only", file=sys.stderr)
         return 2
-    server = ThreadingHTTPServer((host, int(port)), _handler(args.name, args.listen))
-    server.daemon_threads = True
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    asyncio.run(run(args, host, int(port)))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,31 @@ class Envoy:
             return self.admin("/ready").strip() in ("LIVE", "PRE_INITIALIZING", "INITIALIZING")
         except OSError:
             return False
+
+    def stats(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose names match the regular expression ``pattern``."""
+        query = urllib.parse.urlencode({"filter": pattern})
+        found = {}
+        for line in self.admin(f"/stats?{query}").splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                found[name] = int(value)
+        return found
+
+    def host_health(self, cluster: str) -> dict[str, str]:
+        """``address:port`` -> health flags (``healthy``, ``/failed_eds_health``, ...) of
+        the hosts Envoy has for ``cluster`` (admin ``/clusters``)."""
+        prefix = cluster + "::"
+        found = {}
+        for line in self.admin("/clusters").splitlines():
+            if line.startswith(prefix) and "::health_flags::" in line:
+                address, _, flags = line[len(prefix) :].partition("::health_flags::")
+                found[address] = flags
+        return found
+
+    def cluster_names(self) -> set[str]:
+        """The clusters Envoy has (warming ones included)."""
+        return {line.split("::", 1)[0] for line in self.admin("/clusters").splitlines()}
 
     def config_dump(self, resource: str | None = None) -> dict[str, Any]:
         query = f"?resource={resource}" if resource else ""

@@ -242,15 +242,19 @@ class Federation:
         self.envoys[cluster_id] = envoy
         return envoy
 
-    def start_backend(self, cluster_id: str, host: int, port: int = 8080) -> Process:
-        """An echo backend at the loopback address its pod IP ``pod_ip(host)`` maps to."""
+    def start_backend(
+        self, cluster_id: str, host: int, port: int = 8080, *, protocol: str = "http"
+    ) -> Process:
+        """An echo backend (:mod:`e2e.backends`, ``http`` or ``grpc``) at the loopback
+        address its pod IP ``pod_ip(host)`` maps to."""
         cluster = self.env.cluster(cluster_id)
         address = f"{cluster.backend_ip(host)}:{port}"
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        argv = [sys.executable, "-m", "e2e.backends", "--listen", address, "--name", cluster_id]
         proc = self.env.group.start(
-            f"backend-{cluster_id}-{host}",
-            [sys.executable, "-m", "e2e.backends", "--listen", address, "--name", cluster_id],
-            cluster.dir / f"backend-{host}.log",
+            f"backend-{cluster_id}-{host}-{port}",
+            [*argv, "--protocol", protocol],
+            cluster.dir / f"backend-{host}-{port}.log",
             env=env,
         )
         wait_until(lambda: _port_open(address), timeout=15, what=f"backend {address}")

@@ -14,6 +14,7 @@ from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
 
 from e2e.cluster import Identity, LocalCluster, LocalEnvironment
+from e2e.federation import Federation
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,21 @@ def local_env() -> Iterator[LocalEnvironment]:
     """Two member clusters, ``a`` and ``b``, shared by the whole session."""
     with LocalEnvironment(("a", "b")) as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+def data_plane() -> Iterator[Federation]:
+    """Member clusters ``a``, ``b`` and ``c``, each with its agent and a real Envoy (``c``'s
+    speaks delta xDS), and the hub serving them; shared by the data-plane tests, which
+    work in namespaces of their own."""
+    with LocalEnvironment(("a", "b", "c")) as env:
+        federation = Federation(env, lease_ttl=3.0)
+        federation.start()
+        federation.start_hub()
+        federation.wait_hub_ready()
+        for cluster_id in env.clusters:
+            federation.start_envoy(cluster_id, delta=cluster_id == "c")
+        yield federation
 
 
 @pytest.fixture(scope="session")

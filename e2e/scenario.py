@@ -68,8 +68,12 @@ def endpoint_slice(
     ready: bool = True,
     port: int = 8080,
     suffix: str = "1",
+    ports: Sequence[tuple[str, int]] = (),
 ) -> Obj:
-    """An EndpointSlice of ``service_name`` with pod IPs from the cluster's pod range."""
+    """An EndpointSlice of ``service_name`` with pod IPs from the cluster's pod range.
+
+    Its ports are ``ports`` (name, port), or one port ``http`` = ``port``.
+    """
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -79,7 +83,10 @@ def endpoint_slice(
             "labels": {"kubernetes.io/service-name": service_name},
         },
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": name, "port": number, "protocol": "TCP"}
+            for name, number in (ports or (("http", port),))
+        ],
         "endpoints": [
             {"addresses": [cluster.pod_ip(h)], "conditions": {"ready": ready}} for h in hosts
         ],

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import grpc
 import pytest
@@ -21,10 +18,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from e2e import scenario as sc
-from e2e.cluster import LocalEnvironment
-from e2e.envoy import Envoy
 from e2e.federation import Federation, metric
 from e2e.processes import wait_until
+from e2e.traffic import DEADLINE, Loop, export_with_backend, host, served_by, wait_served_by
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
@@ -36,100 +32,15 @@ from federation.xds.snapshot import CLUSTER
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 20.0
 
-
-@pytest.fixture(scope="module")
-def fed() -> Iterator[Federation]:
-    with LocalEnvironment(("a", "b", "c")) as env:
-        federation = Federation(env, lease_ttl=3.0)
-        federation.start()
-        federation.start_hub()
-        federation.wait_hub_ready()
-        for cluster_id in env.clusters:
-            federation.start_envoy(cluster_id, delta=cluster_id == "c")
-        yield federation
+@pytest.fixture
+def fed(data_plane: Federation) -> Federation:
+    return data_plane
 
 
 @pytest.fixture
 def ns(fed: Federation) -> str:
     return sc.namespace_everywhere(fed.env.clusters.values(), "dp")
-
-
-def host(ns: str, name: str = "echo") -> str:
-    return f"{name}.{ns}.svc.clusterset.local"
-
-
-def served_by(envoy: Envoy, hostname: str) -> str | None:
-    """The cluster whose backend answered, or None when the request failed."""
-    try:
-        resp = envoy.request(hostname, timeout=2)
-    except OSError:
-        return None
-    if resp.status != 200:
-        return None
-    return str(json.loads(resp.body)["cluster"])
-
-
-def wait_served_by(envoy: Envoy, hostname: str, cluster: str) -> None:
-    wait_until(
-        lambda: served_by(envoy, hostname) == cluster,
-        timeout=DEADLINE,
-        what=f"{hostname} through {envoy.cluster}'s Envoy to be served by {cluster}",
-    )
-
-
-def export_with_backend(
-    fed: Federation, cluster_id: str, ns: str, host_id: int, ready: bool = True
-) -> None:
-    cluster = fed.env.cluster(cluster_id)
-    sc.apply(
-        cluster,
-        sc.service(ns, "echo"),
-        sc.endpoint_slice(cluster, ns, "echo", [host_id], ready=ready),
-        sc.export(ns, "echo"),
-    )
-
-
-@dataclass
-class Loop:
-    """A bounded request loop in a thread: at most ``count`` requests and ``seconds``."""
-
-    envoy: Envoy
-    hostname: str
-    count: int = 400
-    seconds: float = 30.0
-    results: list[tuple[float, str | None]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.count):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            self.results.append((time.monotonic(), served_by(self.envoy, self.hostname)))
-            time.sleep(0.02)  # pacing of the load loop, not synchronisation
-
-    def __enter__(self) -> Loop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def failures(self, since: float = 0.0) -> int:
-        return sum(1 for t, who in self.results if t >= since and who is None)
-
-    def served(self, since: float = 0.0) -> dict[str | None, int]:
-        out: dict[str | None, int] = {}
-        for t, who in self.results:
-            if t >= since:
-                out[who] = out.get(who, 0) + 1
-        return out
 
 
 def test_request_through_b_is_answered_by_a(fed: Federation, ns: str) -> None:
