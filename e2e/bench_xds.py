@@ -1,7 +1,7 @@
 """Benchmarks of the hub's xDS side; they print figures, never assert on time.
 
 ``bench_translator``: a full build of every node group's snapshot with
-:class:`federation.cli.snapshots.SnapshotBuilder` for a large in-memory clusterset
+:class:`federation.hub.snapshots.SnapshotBuilder` for a large in-memory clusterset
 (250 clusters, 1,000 services each exported from 3 of them, ~250k endpoints), the number of
 distinct ClusterLoadAssignments built, peak RSS, then the hub CPU time of one endpoint change
 (which must be an endpoint-only push).
@@ -38,8 +38,8 @@ from e2e.federation import Federation
 from e2e.figures import percentile
 from e2e.processes import rss_kib, wait_until
 from e2e.xds_resources import eds_cluster, loopback_assignment
-from federation.cli.hub import freeze_loaded_heap
-from federation.cli.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.hub.core import freeze_loaded_heap
+from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.registry.records import (
     Endpoint,
     EndpointPort,

@@ -5,18 +5,10 @@
         [--listener-address [CLUSTER=]HOST:PORT ...] [--ip-family [CLUSTER=]IPv4|IPv6 ...]
         [--address-map CLUSTER=FROM_CIDR=TO_CIDR ...]
 
-It follows the registry with a :class:`RegistryWatcher` (snapshot + tail), keeps
-one :class:`ImportView` per exported service, and lets
-:class:`SnapshotBuilder` translate changes into the xDS snapshot cache served
-by the ADS server. It keeps no state that cannot be rebuilt from the registry.
-
-**Readiness.** Until the whole registry is loaded and the first snapshots are
-built, the xDS server answers nothing and ``/readyz`` says 503: an Envoy that
-connects early waits for a complete first response instead of getting empty
-config (which would make it drop live traffic). A registry without any member
-cluster counts as not loaded: after a Redis flush or a failover to an empty
-replica, a hub that restarts waits for the agents to republish instead of
-telling every Envoy that nothing exists.
+Parses arguments and wires the hub's core (:mod:`federation.hub`) to the ADS server
+(:mod:`federation.xds.server`): the hub follows the registry and keeps every node group's
+snapshot current; until it has loaded the whole registry it serves nothing and
+``/readyz`` says 503.
 
 HTTP (``--http-address``, loopback by default): ``/healthz``, ``/readyz``,
 ``/metrics`` and ``/debug/proxy-status`` (what ``fedctl proxy-status`` reads).
@@ -26,27 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import ipaddress
-import json
 import logging
 import signal
-from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
 
-from aiohttp import web
-
-from federation.cli.snapshots import DEFAULT_LISTENER, SnapshotBuilder, SnapshotOptions
 from federation.errors import InvalidInputError
-from federation.metrics import Sample, exposition
-from federation.process import configure_logging, run_until_stopped, serve_http, split_host_port
+from federation.hub.core import Hub
+from federation.hub.http import serve_hub_http
+from federation.hub.snapshots import DEFAULT_LISTENER, SnapshotOptions
+from federation.process import configure_logging, run_until_stopped, split_host_port
 from federation.registry.redis_store import RedisReader
-from federation.registry.store import RegistryReader
-from federation.registry.watcher import RegistryWatcher, ServiceName, registry_samples
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
-    ImportView,
     TranslateOptions,
     address_maps_from_flags,
     ip_families_from_flags,
@@ -54,179 +38,9 @@ from federation.translate.inputs import (
 from federation.translate.resources import build_listener
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
-from federation.xds.status import SyncRegistry, SyncState, XdsMetrics
+from federation.xds.status import SyncRegistry, XdsMetrics
 
 log = logging.getLogger("federation.hub")
-
-
-def freeze_loaded_heap() -> None:
-    """Move every object alive now out of the cyclic garbage collector's reach.
-
-    Called once the whole registry is loaded and translated: the model and the snapshots
-    are long-lived and acyclic, and with them in the collected generations every
-    collection walks hundreds of thousands of objects, which costs an endpoint change
-    about a third of its CPU at 250k endpoints (``./e2e/dev bench translator``).
-    Reference counting still frees frozen objects that are dropped later.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-class Hub:
-    """Registry in, xDS snapshots out.
-
-    :meth:`run` follows the registry until cancelled. Tests drive it by hand instead:
-    ``await hub.watcher.load()``, :meth:`publish_loaded`, then ``hub.watcher.step()``.
-    """
-
-    def __init__(
-        self,
-        reader: RegistryReader,
-        cache: SnapshotCache,
-        options: SnapshotOptions,
-        *,
-        withdraw_stale_after: float | None = None,
-        block_ms: int = 500,
-        check_interval: float = 0.5,
-        freeze_heap: bool = True,
-    ) -> None:
-        self.cache = cache
-        self.options = options
-        self.builder = SnapshotBuilder(cache, options)
-        self.watcher = RegistryWatcher(
-            reader,
-            self._on_change,
-            withdraw_stale_after=withdraw_stale_after,
-            block_ms=block_ms,
-            check_interval=check_interval,
-        )
-        self.ready = asyncio.Event()
-        self._freeze_heap = freeze_heap
-
-    def _groups(self) -> set[str]:
-        return set(self.watcher.views) | set(self.options.listener_addresses)
-
-    def _view(self, key: ServiceName) -> ImportView | None:
-        exports = self.watcher.exports(*key)
-        if not exports:
-            return None
-        stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
-        return ImportView.of(exports, stale)
-
-    async def _on_change(self, changed: set[ServiceName]) -> None:
-        if not self.ready.is_set():
-            if self.watcher.loaded.is_set() and self.watcher.views:
-                self.publish_loaded()  # the first member joined an empty registry
-            return  # otherwise the initial build covers everything
-        # ``changed`` may be empty: a member joined without exports, a new node group.
-        self.builder.update({key: self._view(key) for key in changed}, self._groups())
-
-    def publish_loaded(self) -> None:
-        """Build every node group's snapshot from the loaded registry, then start serving."""
-        keys = self.watcher.service_names()
-        self.builder.update({key: self._view(key) for key in keys}, self._groups())
-        if self._freeze_heap:
-            freeze_loaded_heap()
-        self.cache.mark_ready()
-        self.ready.set()
-        log.info("hub ready", extra={"services": len(keys), "groups": len(self._groups())})
-
-    async def run(self) -> None:
-        watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")
-        try:
-            await self.watcher.loaded.wait()
-            if self.watcher.views:
-                self.publish_loaded()
-            else:
-                log.warning(
-                    "the registry has no member clusters: serving nothing until one joins "
-                    "(after a Redis flush or failover, agents republish within a third of "
-                    "their lease TTL)"
-                )
-            await watcher
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-
-
-def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
-    proxies = sync.list()
-    states = Counter(t.state for p in proxies for t in p.types)
-    return [
-        Sample(
-            "federation_hub_ready",
-            "gauge",
-            "1 once the whole registry is loaded",
-            hub.ready.is_set(),
-        ),
-        Sample("federation_hub_connected_proxies", "gauge", "connected ADS streams", len(proxies)),
-        *(
-            Sample(
-                "federation_hub_proxy_types",
-                "gauge",
-                "resource types of connected Envoys, by sync state",
-                states[state],
-                {"state": state.value},
-            )
-            for state in SyncState
-        ),
-        Sample(
-            "federation_hub_full_pushes_total",
-            "counter",
-            "changes that rebuilt every node group's snapshot",
-            hub.builder.full_pushes,
-        ),
-        Sample(
-            "federation_hub_endpoint_pushes_total",
-            "counter",
-            "changes pushed as ClusterLoadAssignments only",
-            hub.builder.endpoint_pushes,
-        ),
-        *(
-            Sample(f"federation_xds_{name}", kind, text, getattr(xds, attr))
-            for name, kind, text, attr in _XDS_METRICS
-        ),
-        *registry_samples(hub.watcher),
-    ]
-
-
-_XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
-    ("streams_opened_total", "counter", "ADS streams opened", "streams_opened"),
-    ("streams_active", "gauge", "ADS streams open now", "streams_active"),
-    (
-        "streams_rejected_total",
-        "counter",
-        "ADS streams refused (no or unauthorized node)",
-        "streams_rejected",
-    ),
-    ("responses_total", "counter", "discovery responses sent", "responses_sent"),
-    ("sent_bytes_total", "counter", "bytes of discovery responses sent", "bytes_sent"),
-    ("acks_total", "counter", "responses Envoys ACKed", "acks"),
-    ("nacks_total", "counter", "responses Envoys NACKed", "nacks"),
-    ("stale_requests_total", "counter", "requests ignored for a stale nonce", "stale_requests"),
-    (
-        "nack_reoffers_total",
-        "counter",
-        "NACKed responses offered again after their backoff",
-        "nack_reoffers",
-    ),
-)
-
-
-async def serve_hub_http(
-    hub: Hub, sync: SyncRegistry, xds: XdsMetrics, address: str
-) -> web.AppRunner:
-    async def proxy_status(_: web.Request) -> web.Response:
-        body = json.dumps([p.to_json() for p in sync.list()], indent=2)
-        return web.Response(text=body, content_type="application/json")
-
-    return await serve_http(
-        address,
-        "--http-address",
-        hub.ready,
-        lambda: exposition(_samples(hub, sync, xds)),
-        {"/debug/proxy-status": proxy_status},
-    )
 
 
 def _listener_flags(values: Sequence[str]) -> tuple[dict[str, str], str | None]:

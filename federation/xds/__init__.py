@@ -12,7 +12,7 @@
 * :mod:`federation.xds.status`: what every connected Envoy was sent, ACKed and NACKed
   (:class:`~federation.xds.status.SyncRegistry`), and the server's counters.
 
-The hub process (``federation/cli/hub.py``) creates the cache and the sync registry, fills
+The hub (:mod:`federation.hub`) creates the cache and the sync registry, fills
 the cache from the translator's output, calls ``mark_ready()`` once the whole registry is
 loaded, and calls :func:`~federation.xds.server.serve`. This layer never looks inside the
 resources it serves (it imports neither ``federation.translate`` nor redis, kopf or

@@ -1,6 +1,6 @@
 """The Aggregated Discovery Service (ADS) on grpc.aio: state of the world and delta.
 
-The hub process (``federation/cli/hub.py``) calls :func:`serve` with its
+``federation-hub`` (:mod:`federation.cli.hub`) calls :func:`serve` with its
 :class:`~federation.xds.snapshot.SnapshotCache` and
 :class:`~federation.xds.status.SyncRegistry`. Every Envoy opens one ADS stream; its node
 group is the ``node.cluster`` of the first request (cached: later requests may omit the

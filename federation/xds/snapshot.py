@@ -1,6 +1,6 @@
 """Serialized xDS resources, per-node-group snapshots of them, and the cache the server reads.
 
-The hub process (``federation/cli/hub.py``) turns the translator's protobuf messages into
+The hub (:mod:`federation.hub`) turns the translator's protobuf messages into
 :class:`Resource` values (:meth:`Resource.of`), puts one :class:`Snapshot` per node group
 (an Envoy's ``node.cluster``, i.e. its member cluster id) into the :class:`SnapshotCache`,
 and calls :meth:`SnapshotCache.mark_ready` once it has loaded the whole registry. The xDS

@@ -3,7 +3,7 @@
 The xDS server (:mod:`federation.xds.server`) opens one :class:`StreamSync` per ADS stream
 in the :class:`SyncRegistry` and records on it every response it sends and every ACK and
 NACK it receives; the entry goes when the stream ends. The hub process
-(``federation/cli/hub.py``) creates the registry with the cache's ``snapshot_versions``
+(:mod:`federation.hub`) creates the registry with the cache's ``snapshot_versions``
 and serves :meth:`SyncRegistry.list` to ``fedctl`` and to metrics: "is every Envoy in sync,
 and with what?" (user story 4). Pure bookkeeping: no I/O, no grpc.
 

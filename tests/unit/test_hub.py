@@ -1,4 +1,4 @@
-"""The hub's registry-to-snapshot loop (federation.cli.hub.Hub) over the in-memory registry.
+"""The hub's registry-to-snapshot loop (federation.hub.core.Hub) over the in-memory registry.
 
 The hub is driven by hand: ``watcher.load()``, :meth:`Hub.publish_loaded`, then
 ``watcher.step()`` with reads that never block, exactly as :meth:`Hub.run` does it.
@@ -15,9 +15,9 @@ import pytest
 from envoy.config.listener.v3 import listener_pb2
 
 from federation.cli import hub as hub_main
-from federation.cli.hub import Hub
-from federation.cli.snapshots import SnapshotOptions
 from federation.errors import InvalidInputError
+from federation.hub.core import Hub
+from federation.hub.snapshots import SnapshotOptions
 from federation.registry.memory_store import MemoryRegistry
 from federation.translate.inputs import TranslateOptions
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache

@@ -1,6 +1,6 @@
 """Keeps the xDS snapshot cache in step with the clusterset, incrementally.
 
-Called by the hub (``federation.cli.hub``) with the imports that changed. For
+Called by the hub (:class:`federation.hub.core.Hub`) with the imports that changed. For
 each import it builds, with the pure translator, the EDS Cluster of every port
 and one ClusterLoadAssignment per *variant* (each exporting cluster sees its
 own endpoints first; every other cluster sees the same one), serialized once

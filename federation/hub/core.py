@@ -1,0 +1,120 @@
+"""The hub's core: follows the registry and keeps the xDS snapshot cache in step with it.
+
+Created by ``federation-hub`` (:mod:`federation.cli.hub`, which only parses arguments)
+and by tests and benchmarks. :class:`Hub` wires a
+:class:`~federation.registry.watcher.RegistryWatcher` to a
+:class:`~federation.hub.snapshots.SnapshotBuilder`: every change of the registry becomes
+a change of the node groups' snapshots, which the xDS server serves. It keeps no state
+that cannot be rebuilt from the registry.
+
+**Readiness.** Until the whole registry is loaded and the first snapshots are built, the
+cache is not ready and the xDS server answers nothing: an Envoy that connects early waits
+for a complete first response instead of getting empty config (which would make it drop
+live traffic). A registry without any member cluster counts as not loaded: after a Redis
+flush or a failover to an empty replica, a hub that restarts waits for the agents to
+republish instead of telling every Envoy that nothing exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+
+from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.registry.store import RegistryReader
+from federation.registry.watcher import RegistryWatcher, ServiceName
+from federation.translate.inputs import ImportView
+from federation.xds.snapshot import SnapshotCache
+
+log = logging.getLogger("federation.hub")
+
+
+def freeze_loaded_heap() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach.
+
+    Called once the whole registry is loaded and translated: the model and the snapshots
+    are long-lived and acyclic, and with them in the collected generations every
+    collection walks hundreds of thousands of objects, which costs an endpoint change
+    about a third of its CPU at 250k endpoints (``./e2e/dev bench translator``).
+    Reference counting still frees frozen objects that are dropped later.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class Hub:
+    """Registry in, xDS snapshots out.
+
+    :meth:`run` follows the registry until cancelled. Tests drive it by hand instead:
+    ``await hub.watcher.load()``, :meth:`publish_loaded`, then ``hub.watcher.step()``.
+    """
+
+    def __init__(
+        self,
+        reader: RegistryReader,
+        cache: SnapshotCache,
+        options: SnapshotOptions,
+        *,
+        withdraw_stale_after: float | None = None,
+        block_ms: int = 500,
+        check_interval: float = 0.5,
+        freeze_heap: bool = True,
+    ) -> None:
+        self.cache = cache
+        self.options = options
+        self.builder = SnapshotBuilder(cache, options)
+        self.watcher = RegistryWatcher(
+            reader,
+            self._on_change,
+            withdraw_stale_after=withdraw_stale_after,
+            block_ms=block_ms,
+            check_interval=check_interval,
+        )
+        self.ready = asyncio.Event()
+        self._freeze_heap = freeze_heap
+
+    def _groups(self) -> set[str]:
+        return set(self.watcher.views) | set(self.options.listener_addresses)
+
+    def _view(self, key: ServiceName) -> ImportView | None:
+        exports = self.watcher.exports(*key)
+        if not exports:
+            return None
+        stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
+        return ImportView.of(exports, stale)
+
+    async def _on_change(self, changed: set[ServiceName]) -> None:
+        if not self.ready.is_set():
+            if self.watcher.loaded.is_set() and self.watcher.views:
+                self.publish_loaded()  # the first member joined an empty registry
+            return  # otherwise the initial build covers everything
+        # ``changed`` may be empty: a member joined without exports, a new node group.
+        self.builder.update({key: self._view(key) for key in changed}, self._groups())
+
+    def publish_loaded(self) -> None:
+        """Build every node group's snapshot from the loaded registry, then start serving."""
+        keys = self.watcher.service_names()
+        self.builder.update({key: self._view(key) for key in keys}, self._groups())
+        if self._freeze_heap:
+            freeze_loaded_heap()
+        self.cache.mark_ready()
+        self.ready.set()
+        log.info("hub ready", extra={"services": len(keys), "groups": len(self._groups())})
+
+    async def run(self) -> None:
+        watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")
+        try:
+            await self.watcher.loaded.wait()
+            if self.watcher.views:
+                self.publish_loaded()
+            else:
+                log.warning(
+                    "the registry has no member clusters: serving nothing until one joins "
+                    "(after a Redis flush or failover, agents republish within a third of "
+                    "their lease TTL)"
+                )
+            await watcher
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
