@@ -40,9 +40,10 @@ from federation.model.conditions import (
     import_conditions,
 )
 from federation.model.imports import merge_exports
+from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import ClusterRecord, ExportedService
 from federation.registry.store import RegistryReader, RegistryWriter
-from federation.registry.watcher import RegistryWatcher, ServiceName
+from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +318,8 @@ class Agent:
 
     # --- workers --------------------------------------------------------------
 
-    async def _on_registry_change(self, changed: set[ServiceName]) -> None:
-        for key in changed:
+    async def _on_registry_change(self, changed: set[RecordRef]) -> None:
+        for key in service_names(changed):
             self.import_queue.add(key)
             if key in self.caches.exports:
                 self.export_queue.add(key)  # conflicts may have changed
@@ -338,7 +339,7 @@ class Agent:
         record = built if isinstance(built, ExportedService) else None
         try:
             if record is None and key in self.published:
-                await self.writer.withdraw(*key)
+                await self.writer.withdraw(RecordRef(Kind.SERVICE, *key))
                 del self.published[key]
             elif record is not None and self.published.get(key) != record:
                 await self.writer.publish(record)

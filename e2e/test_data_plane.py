@@ -21,6 +21,7 @@ from e2e import scenario as sc
 from e2e.federation import Federation, metric
 from e2e.processes import wait_until
 from e2e.traffic import DEADLINE, Loop, export_with_backend, host, served_by, wait_served_by
+from federation.registry import keys
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
@@ -70,7 +71,7 @@ def test_local_first_then_failover_without_failed_requests(fed: Federation, ns: 
         admin = fed.redis.admin_client()
 
         def b_not_ready_in_registry() -> bool:
-            raw = admin.hget("fed:v1:b:services", f"{ns}/echo")
+            raw = admin.hget(keys.records("b"), f"service/{ns}/echo")
             return raw is not None and b'"ready":false' in raw
 
         wait_until(b_not_ready_in_registry, timeout=DEADLINE, what="b not ready in the registry")

@@ -334,8 +334,8 @@ def test_registry_data_loss_is_restored_without_touching_kubernetes(
 
     def restored() -> None:
         admin = _admin(fed)
-        assert admin.hexists(keys.services("a"), f"{ns}/echo")
-        assert admin.hexists(keys.services("b"), f"{ns}/echo")
+        assert admin.hexists(keys.records("a"), f"service/{ns}/echo")
+        assert admin.hexists(keys.records("b"), f"service/{ns}/echo")
         for client in clients.values():
             imp = sc.get_custom(client, "serviceimports", ns, "echo")
             assert sc.clusters(imp) == ["a", "b"]
@@ -353,8 +353,9 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     admin = _admin(fed)
     garbage_key = f"{ns}/garbage"
     pipe = admin.pipeline(transaction=True)
-    pipe.hset(keys.services("a"), garbage_key, b"{not json")
-    pipe.xadd(keys.stream("a"), {"op": "upsert", "key": garbage_key, "record": b"{not json"})
+    pipe.hset(keys.records("a"), f"service/{garbage_key}", b"{not json")
+    entry = {"op": "upsert", "kind": "service", "key": garbage_key, "record": b"{not json"}
+    pipe.xadd(keys.stream("a"), entry)  # type: ignore[arg-type]
     pipe.execute()
     eventually(
         lambda: _assert(metric(fed.metrics("b"), "federation_registry_bad_records_total") > before),
@@ -365,7 +366,7 @@ def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(
     sc.apply(fed.env.cluster("a"), sc.service(ns, "after"), sc.export(ns, "after"))
     wait_for_import(clients["b"], ns, "after")
     assert sc.get_custom(clients["b"], "serviceimports", ns, "echo") is not None
-    admin.hdel(keys.services("a"), garbage_key)
+    admin.hdel(keys.records("a"), f"service/{garbage_key}")
 
 
 def test_export_deleted_while_its_agent_was_down_is_withdrawn(
@@ -383,7 +384,7 @@ def test_export_deleted_while_its_agent_was_down_is_withdrawn(
         fed.wait_agent_ready("a")
 
     def gone() -> None:
-        assert not _admin(fed).hexists(keys.services("a"), f"{ns}/echo")
+        assert not _admin(fed).hexists(keys.records("a"), f"service/{ns}/echo")
         for client in clients.values():
             assert sc.get_custom(client, "serviceimports", ns, "echo") is None
 

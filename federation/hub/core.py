@@ -22,8 +22,9 @@ import gc
 import logging
 
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.registry.kinds import RecordRef
 from federation.registry.store import RegistryReader
-from federation.registry.watcher import RegistryWatcher, ServiceName
+from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
 from federation.translate.inputs import ImportView
 from federation.xds.snapshot import SnapshotCache
 
@@ -84,13 +85,14 @@ class Hub:
         stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
         return ImportView.of(exports, stale)
 
-    async def _on_change(self, changed: set[ServiceName]) -> None:
+    async def _on_change(self, changed: set[RecordRef]) -> None:
         if not self.ready.is_set():
             if self.watcher.loaded.is_set() and self.watcher.views:
                 self.publish_loaded()  # the first member joined an empty registry
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
-        self.builder.update({key: self._view(key) for key in changed}, self._groups())
+        services = service_names(changed)
+        self.builder.update({key: self._view(key) for key in services}, self._groups())
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""

@@ -9,17 +9,17 @@ tests, and operators' tooling.
 
 What an agent (user ``agent-<cluster>``) gets:
 
-* read access to every ``fed:v1:*`` key (``%R~``): each agent also watches the
+* read access to every ``fed:v2:*`` key (``%R~``): each agent also watches the
   whole clusterset;
-* read and write access to ``fed:v1:<cluster>:*`` only (``%RW~``);
-* on ``fed:v1:members``, SADD and nothing else, through an ACL selector: the
+* read and write access to ``fed:v2:{<cluster>}:*`` only (``%RW~``);
+* on ``fed:v2:members``, SADD and nothing else, through an ACL selector: the
   root permissions give that key read access only, so SREM, DEL or SPOP on it
   are refused, and one agent cannot remove another cluster from the set;
 * only the command categories its writer and reader use: streams, hashes,
   sets, strings, keyspace commands (DEL, EXISTS), transactions and
   connection commands.
 
-The hub user gets read access to ``fed:v1:*`` and read commands only.
+The hub user gets read access to ``fed:v2:*`` and read commands only.
 
 Key patterns restrict only commands that name keys. KEYS and SCAN take a
 pattern, not a key, so they would list every key of the database; FLUSHALL

@@ -1,24 +1,30 @@
-"""The registry's key layout in Redis (version 1).
+"""The registry's key layout in Redis (schema version 2).
 
 Every key starts with ``fed:v<SCHEMA_VERSION>:`` so a new encoding can live
 beside the old one during an upgrade. Cluster ``c`` owns every key under
-``fed:v1:c:`` and its agent's Redis user may write only those (see acl.py):
+``fed:v2:{c}:`` and its agent's Redis user may write only those (see acl.py).
+The braces are a Redis Cluster hash tag: all of one cluster's keys hash to one
+slot, so each of its MULTI/EXEC transactions stays in one slot and the
+registry can live on Redis Cluster.
 
 =============================  ======  ===========================================
 key                            type    contents
 =============================  ======  ===========================================
-``fed:v1:members``             set     ids of every cluster that ever joined
-                                       (agents may only SADD it)
-``fed:v1:{c}:services``        hash    ``namespace/name`` -> service record (JSON)
-``fed:v1:{c}:cluster``         string  the cluster record (JSON), with its epoch
-``fed:v1:{c}:stream``          stream  one entry per change of ``services``:
-                                       ``op`` (upsert, delete, resync), ``key``,
-                                       ``record`` (JSON, on upsert)
-``fed:v1:{c}:lease``           string  the agent's liveness, with a TTL
+``fed:v2:members``             set     ids of every cluster that ever joined
+                                       (agents may only SADD it; never in a
+                                       transaction with a cluster's keys)
+``fed:v2:{c}:records``         hash    ``<kind>/<namespace>/<name>`` -> record
+                                       (JSON, see federation.registry.kinds)
+``fed:v2:{c}:cluster``         string  the cluster record (JSON), with its epoch
+``fed:v2:{c}:stream``          stream  one entry per change of ``records``:
+                                       ``op`` (upsert, delete, resync), ``kind``,
+                                       ``key`` (``namespace/name``), ``record``
+                                       (JSON, on upsert)
+``fed:v2:{c}:lease``           string  the agent's liveness, with a TTL
 =============================  ======  ===========================================
 
-A writer changes ``services`` and appends to ``stream`` in one MULTI/EXEC, so
-a reader that loads ``services`` with the stream's last id in one MULTI/EXEC
+A writer changes ``records`` and appends to ``stream`` in one MULTI/EXEC, so
+a reader that loads ``records`` with the stream's last id in one MULTI/EXEC
 and then tails from that id sees every change exactly once.
 """
 
@@ -34,11 +40,12 @@ STREAM_MAXLEN = 10_000
 
 
 def cluster_prefix(cluster: str) -> str:
-    return f"{PREFIX}{cluster}:"
+    """Every key of ``cluster`` starts with this; ``{cluster}`` is its hash tag."""
+    return f"{PREFIX}{{{cluster}}}:"
 
 
-def services(cluster: str) -> str:
-    return cluster_prefix(cluster) + "services"
+def records(cluster: str) -> str:
+    return cluster_prefix(cluster) + "records"
 
 
 def cluster_record(cluster: str) -> str:

@@ -15,7 +15,7 @@ records the newest removed id, and leases that expire by the injected clock.
 Unlike Redis it never fails, and it adds test helpers that simulate what goes
 wrong in production: :meth:`MemoryRegistry.flush` (data loss),
 :meth:`MemoryRegistry.trim` (a reader falling behind) and
-:meth:`MemoryRegistry.put_raw_service` (a garbage record).
+:meth:`MemoryRegistry.put_raw` (a garbage record).
 
 It is meant for one event loop thread; blocked reads of any loop are woken.
 """
@@ -30,13 +30,8 @@ from dataclasses import dataclass, field
 
 from federation.errors import InvalidInputError
 from federation.registry import keys
-from federation.registry.records import (
-    ClusterRecord,
-    ExportedService,
-    encode_cluster,
-    encode_service,
-    service_key,
-)
+from federation.registry.kinds import Record, RecordRef, encode_record, parse_field, ref_of
+from federation.registry.records import ClusterRecord, InvalidRecordError, encode_cluster
 from federation.registry.store import (
     START,
     ClusterSnapshot,
@@ -112,8 +107,9 @@ class MemoryRegistry:
         self.maxlen = maxlen
         self.clock = clock
         self._members: set[str] = set()
-        self._services: dict[str, dict[str, bytes]] = {}
-        self._records: dict[str, bytes] = {}
+        #: Per cluster: record field -> bytes (the Redis ``records`` hash).
+        self._records: dict[str, dict[str, bytes]] = {}
+        self._cluster_records: dict[str, bytes] = {}
         self._streams: dict[str, _Stream] = {}
         self._leases: dict[str, _Lease] = {}
         self._waiters: set[asyncio.Future[None]] = set()
@@ -137,8 +133,8 @@ class MemoryRegistry:
         Blocked reads stay blocked, as in Redis.
         """
         self._members.clear()
-        self._services.clear()
         self._records.clear()
+        self._cluster_records.clear()
         self._streams.clear()
         self._leases.clear()
 
@@ -148,13 +144,22 @@ class MemoryRegistry:
         if stream is not None:
             stream.drop_oldest(len(stream.ids) - max(keep, 0))
 
-    def put_raw_service(self, cluster: str, key: str, data: bytes) -> None:
-        """Store ``data`` as the record of ``key`` and append its UPSERT, unchecked.
+    def put_raw(self, cluster: str, field: str, data: bytes) -> None:
+        """Store ``data`` under the record field ``field`` and append its UPSERT, unchecked.
 
-        Simulates a buggy or hostile writer: readers must cope with garbage.
+        Simulates a buggy or hostile writer: readers must cope with garbage. A field
+        that names no record is appended as the Redis store would report its entry:
+        as a RESYNC.
         """
-        self._services.setdefault(cluster, {})[key] = data
-        self._append(cluster, Op.UPSERT, key, data)
+        self._records.setdefault(cluster, {})[field] = data
+        try:
+            ref: RecordRef | None = parse_field(field)
+        except InvalidRecordError:
+            ref = None
+        if ref is None:
+            self._append(cluster, Op.RESYNC)
+        else:
+            self._append(cluster, Op.UPSERT, ref, data)
 
     @property
     def blocked_readers(self) -> int:
@@ -172,12 +177,14 @@ class MemoryRegistry:
             return now_ms, 0
         return last_ms, last_seq + 1
 
-    def _append(self, cluster: str, op: Op, key: str, record: bytes | None = None) -> None:
+    def _append(
+        self, cluster: str, op: Op, ref: RecordRef | None = None, record: bytes | None = None
+    ) -> None:
         stream = self._streams.setdefault(cluster, _Stream())
         entry_id = self._next_id(stream)
         stream.last_id = entry_id
         stream.ids.append(entry_id)
-        stream.entries.append(StreamEntry(cluster, _format(entry_id), op, key, record))
+        stream.entries.append(StreamEntry(cluster, _format(entry_id), op, ref, record))
         # Approximate like XADD MAXLEN ~: trim in chunks once the stream is a
         # tenth over maxlen, never below maxlen; readers must not rely on more.
         if len(stream.ids) > self.maxlen + self.maxlen // 10:
@@ -247,41 +254,42 @@ class MemoryWriter:
         self._own("the cluster record", record.cluster)
         reg = self._registry
         reg._members.add(self._cluster)
-        reg._records[self._cluster] = encode_cluster(record)
+        reg._cluster_records[self._cluster] = encode_cluster(record)
 
-    async def publish(self, record: ExportedService) -> None:
-        self._own(f"service {record.key}", record.cluster)
-        data = encode_service(record)
-        self._registry._services.setdefault(self._cluster, {})[record.key] = data
-        self._registry._append(self._cluster, Op.UPSERT, record.key, data)
+    async def publish(self, record: Record) -> None:
+        ref = ref_of(record)
+        self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
+        data = encode_record(record)
+        self._registry._records.setdefault(self._cluster, {})[ref.field] = data
+        self._registry._append(self._cluster, Op.UPSERT, ref, data)
 
-    async def withdraw(self, namespace: str, name: str) -> bool:
-        key = service_key(namespace, name)
-        services = self._registry._services.get(self._cluster, {})
-        if key not in services:
+    async def withdraw(self, ref: RecordRef) -> bool:
+        records = self._registry._records.get(self._cluster, {})
+        if ref.field not in records:
             return False
-        del services[key]
-        self._registry._append(self._cluster, Op.DELETE, key)
+        del records[ref.field]
+        self._registry._append(self._cluster, Op.DELETE, ref)
         return True
 
-    async def replace_all(self, records: Sequence[ExportedService], record: ClusterRecord) -> None:
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
         self._own("the cluster record", record.cluster)
-        services: dict[str, bytes] = {}
+        stored: dict[str, bytes] = {}
         for rec in records:
-            self._own(f"service {rec.key}", rec.cluster)
-            services[rec.key] = encode_service(rec)
+            ref = ref_of(rec)
+            self._own(f"{ref.kind} {ref.namespace}/{ref.name}", rec.cluster)
+            stored[ref.field] = encode_record(rec)
         reg = self._registry
-        reg._services[self._cluster] = services
-        reg._records[self._cluster] = encode_cluster(record)
+        reg._records[self._cluster] = stored
+        reg._cluster_records[self._cluster] = encode_cluster(record)
         reg._members.add(self._cluster)
-        reg._append(self._cluster, Op.RESYNC, "")
+        reg._append(self._cluster, Op.RESYNC)
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
         if ttl_ms <= 0:  # Redis refuses SET PX 0 and the Redis store raises this
             raise RegistryUnavailableError(f"invalid lease ttl {ttl_ms} ms")
         reg = self._registry
         reg._leases[self._cluster] = _Lease(token, reg.clock() + ttl_ms / 1000)
-        return self._cluster in reg._records
+        return self._cluster in reg._cluster_records
 
     async def release_lease(self) -> None:
         self._registry._leases.pop(self._cluster, None)
@@ -306,8 +314,8 @@ class MemoryReader:
         position = _format(stream.ids[-1]) if stream and stream.ids else START
         return ClusterSnapshot(
             cluster=cluster,
-            services=dict(reg._services.get(cluster, {})),
-            record=reg._records.get(cluster),
+            records=dict(reg._records.get(cluster, {})),
+            record=reg._cluster_records.get(cluster),
             position=position,
         )
 
@@ -353,7 +361,7 @@ class MemoryReader:
         return {c for c in clusters if self._registry._lease_live(c)}
 
     async def cluster_records(self, clusters: Iterable[str]) -> dict[str, bytes | None]:
-        return {c: self._registry._records.get(c) for c in clusters}
+        return {c: self._registry._cluster_records.get(c) for c in clusters}
 
     async def close(self) -> None:
         pass

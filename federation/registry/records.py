@@ -1,10 +1,15 @@
-"""Registry records: what an agent publishes about its cluster, and their codec.
+"""Registry records of Services: what an agent publishes about them, and their codec.
 
 Written by the agent (``agents``), read by every agent and by the hub. Records
-are level-triggered: each one is the *full* current state of one exported
-Service, endpoints included, never a delta. A record carries what a reader
-needs to decide conflicts (the export's ``creationTimestamp`` and generation)
-and nothing secret.
+are level-triggered: each one is the *full* current state of one object,
+endpoints included, never a delta. A record carries what a reader needs to
+decide conflicts (the export's ``creationTimestamp`` and generation) and
+nothing secret. This module has the two Service kinds: :class:`ExportedService`
+(a ServiceExport with its Service and endpoints, seen by the whole clusterset)
+and :class:`LocalService` (a Service of this cluster that one of its routes
+sends to; only this cluster's Envoys use it). The Gateway API kinds are in
+:mod:`federation.registry.gatewayapi`, and :mod:`federation.registry.kinds`
+dispatches between them.
 
 The codec is strict: :func:`decode_service` raises :class:`InvalidRecordError`
 naming what is wrong, and readers skip, log and count such records instead of
@@ -23,7 +28,12 @@ from federation.errors import InvalidInputError
 from federation.identity import subdomain_errors
 
 #: Bumped when the encoding changes incompatibly; part of every key (see keys.py).
-SCHEMA_VERSION = 1
+#: 2: records of several kinds in one hash per cluster, keys with ``{cluster}`` tags.
+SCHEMA_VERSION = 2
+
+#: The ``kind`` of the two Service records in the registry (see federation.registry.kinds).
+SERVICE_KIND = "service"
+LOCAL_SERVICE_KIND = "localservice"
 
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 ADDRESS_TYPES = frozenset({"IPv4", "IPv6", "FQDN"})
@@ -105,6 +115,24 @@ class ExportedService:
 
 
 @dataclass(frozen=True)
+class LocalService:
+    """A Service of ``cluster`` that a route of the same cluster sends traffic to.
+
+    Not exported: only ``cluster``'s own Envoys get its endpoints.
+    """
+
+    cluster: str
+    namespace: str
+    name: str
+    ports: tuple[ServicePort, ...]
+    endpoints: tuple[EndpointSet, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return service_key(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
 class ClusterRecord:
     """What a cluster's agent says about itself."""
 
@@ -155,9 +183,22 @@ def _endpoint_json(e: Endpoint) -> dict[str, Any]:
     return out
 
 
+def _endpoint_sets_json(sets: tuple[EndpointSet, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "addressType": s.address_type,
+            "ports": [_port_json(p) for p in s.ports],
+            "endpoints": [_endpoint_json(e) for e in s.endpoints],
+        }
+        for s in sets
+    ]
+
+
 def service_to_json(rec: ExportedService) -> dict[str, Any]:
     out: dict[str, Any] = {
         "v": SCHEMA_VERSION,
+        "kind": SERVICE_KIND,
         "cluster": rec.cluster,
         "namespace": rec.namespace,
         "name": rec.name,
@@ -168,15 +209,7 @@ def service_to_json(rec: ExportedService) -> dict[str, Any]:
         "exportedAnnotations": dict(rec.exported_annotations),
         "created": rec.created,
         "generation": rec.generation,
-        "endpoints": [
-            {
-                "name": s.name,
-                "addressType": s.address_type,
-                "ports": [_port_json(p) for p in s.ports],
-                "endpoints": [_endpoint_json(e) for e in s.endpoints],
-            }
-            for s in rec.endpoints
-        ],
+        "endpoints": _endpoint_sets_json(rec.endpoints),
     }
     if rec.session_affinity_timeout is not None:
         out["sessionAffinityTimeout"] = rec.session_affinity_timeout
@@ -185,7 +218,25 @@ def service_to_json(rec: ExportedService) -> dict[str, Any]:
 
 def encode_service(rec: ExportedService) -> bytes:
     """Canonical bytes: equal records encode to equal bytes."""
-    return json.dumps(service_to_json(rec), sort_keys=True, separators=(",", ":")).encode()
+    return _canonical(service_to_json(rec))
+
+
+def encode_local_service(rec: LocalService) -> bytes:
+    return _canonical(
+        {
+            "v": SCHEMA_VERSION,
+            "kind": LOCAL_SERVICE_KIND,
+            "cluster": rec.cluster,
+            "namespace": rec.namespace,
+            "name": rec.name,
+            "ports": [_port_json(p) for p in rec.ports],
+            "endpoints": _endpoint_sets_json(rec.endpoints),
+        }
+    )
+
+
+def _canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def encode_cluster(rec: ClusterRecord) -> bytes:
@@ -307,7 +358,8 @@ def _endpoint_set(obj: object, path: str) -> EndpointSet:
     )
 
 
-def _load(data: bytes | str) -> _Fields:
+def load_json(data: bytes | str, kind: str | None = None) -> dict[str, Any]:
+    """Parse a record's JSON and check its schema version (and ``kind``, when given)."""
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
@@ -316,15 +368,42 @@ def _load(data: bytes | str) -> _Fields:
     version = f.integer("v")
     if version != SCHEMA_VERSION:
         raise InvalidRecordError(f"schema version {version} is not {SCHEMA_VERSION}")
-    return f
+    found = f.opt_text("kind")
+    if kind is not None and found not in (None, kind):
+        raise InvalidRecordError(f"kind: {found!r} stored as a {kind} record")
+    return f.obj
+
+
+def _load(data: bytes | str, kind: str) -> _Fields:
+    return _Fields(load_json(data, kind), "")
+
+
+def _cluster(f: _Fields) -> str:
+    cluster = f.text("cluster")
+    if subdomain_errors(cluster):
+        raise InvalidRecordError(f"cluster: {cluster!r} is not a valid cluster id")
+    return cluster
+
+
+def _ports(f: _Fields, cls: type[ServicePort] | type[EndpointPort]) -> tuple[Any, ...]:
+    return tuple(_port(p, f"ports[{i}].", cls) for i, p in enumerate(f.items("ports")))
+
+
+def _endpoint_sets(f: _Fields) -> tuple[EndpointSet, ...]:
+    return tuple(_endpoint_set(s, f"endpoints[{i}].") for i, s in enumerate(f.items("endpoints")))
+
+
+def _namespace_name(f: _Fields) -> tuple[str, str]:
+    namespace, name = f.text("namespace"), f.text("name")
+    if not namespace or not name:
+        raise InvalidRecordError("namespace and name must not be empty")
+    return namespace, name
 
 
 def decode_service(data: bytes | str) -> ExportedService:
     """Decode and validate a service record; raise :class:`InvalidRecordError`."""
-    f = _load(data)
-    cluster = f.text("cluster")
-    if subdomain_errors(cluster):
-        raise InvalidRecordError(f"cluster: {cluster!r} is not a valid cluster id")
+    f = _load(data, SERVICE_KIND)
+    cluster = _cluster(f)
     try:
         service_type = ServiceType(f.text("type"))
     except ValueError as err:
@@ -334,29 +413,33 @@ def decode_service(data: bytes | str) -> ExportedService:
     affinity = f.text("sessionAffinity", "None")
     if affinity not in ("None", "ClientIP"):
         raise InvalidRecordError(f"sessionAffinity: {affinity!r} is not None or ClientIP")
-    namespace, name = f.text("namespace"), f.text("name")
-    if not namespace or not name:
-        raise InvalidRecordError("namespace and name must not be empty")
+    namespace, name = _namespace_name(f)
     return ExportedService(
         cluster=cluster,
         namespace=namespace,
         name=name,
         type=service_type,
-        ports=tuple(_port(p, f"ports[{i}].", ServicePort) for i, p in enumerate(f.items("ports"))),
+        ports=_ports(f, ServicePort),
         session_affinity=affinity,
         session_affinity_timeout=f.opt_integer("sessionAffinityTimeout"),
         exported_labels=f.str_map("exportedLabels"),
         exported_annotations=f.str_map("exportedAnnotations"),
         created=f.text("created", ""),
         generation=f.integer("generation", 0),
-        endpoints=tuple(
-            _endpoint_set(s, f"endpoints[{i}].") for i, s in enumerate(f.items("endpoints"))
-        ),
+        endpoints=_endpoint_sets(f),
     )
 
 
+def decode_local_service(data: bytes | str) -> LocalService:
+    """Decode and validate a local service record; raise :class:`InvalidRecordError`."""
+    f = _load(data, LOCAL_SERVICE_KIND)
+    cluster = _cluster(f)
+    namespace, name = _namespace_name(f)
+    return LocalService(cluster, namespace, name, _ports(f, ServicePort), _endpoint_sets(f))
+
+
 def decode_cluster(data: bytes | str) -> ClusterRecord:
-    f = _load(data)
+    f = _Fields(load_json(data), "")
     return ClusterRecord(
         cluster=f.text("cluster"),
         agent_version=f.text("agentVersion", ""),

@@ -8,9 +8,11 @@ by the registry watcher. The key layout is in :mod:`keys`.
 
 What the Protocols promise and how this store keeps it:
 
-* A change of ``services`` and its stream entry are one MULTI/EXEC, and a
-  snapshot reads ``services`` with the stream's last id in one MULTI/EXEC, so
+* A change of ``records`` and its stream entry are one MULTI/EXEC, and a
+  snapshot reads ``records`` with the stream's last id in one MULTI/EXEC, so
   tailing from a snapshot's position sees every later change exactly once.
+  Every transaction touches one cluster's keys only (one hash slot); the
+  members set is added to before, on its own: it only ever grows.
 * ``withdraw`` of an absent key appends nothing: the hash is WATCHed, the
   field checked, and the MULTI/EXEC retried if the hash changed meanwhile.
 * Every redis-py or socket error is raised as
@@ -46,13 +48,8 @@ from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from federation.errors import InvalidInputError
 from federation.registry import keys
-from federation.registry.records import (
-    ClusterRecord,
-    ExportedService,
-    encode_cluster,
-    encode_service,
-    service_key,
-)
+from federation.registry.kinds import Kind, Record, RecordRef, encode_record, ref_of
+from federation.registry.records import ClusterRecord, encode_cluster
 from federation.registry.store import (
     START,
     ClusterSnapshot,
@@ -127,8 +124,8 @@ def _max_id(*ids: str) -> str:
 def _stream_entry(cluster: str, entry_id: bytes | str, fields: Mapping[Any, Any]) -> StreamEntry:
     """A stream entry from its raw fields.
 
-    An entry this store cannot interpret (unknown op, upsert without a record,
-    undecodable key) is reported as RESYNC: the reader then reloads the
+    An entry this store cannot interpret (unknown op or kind, upsert without a
+    record, undecodable key) is reported as RESYNC: the reader then reloads the
     cluster from a snapshot, which is always correct for level-triggered
     records, instead of crashing or silently missing a change.
     """
@@ -136,19 +133,21 @@ def _stream_entry(cluster: str, entry_id: bytes | str, fields: Mapping[Any, Any]
     raw = {_raw(k): _raw(v) for k, v in fields.items()}
     try:
         op = Op(raw[b"op"].decode())
-        key = raw.get(b"key", b"").decode()
+        if op is Op.RESYNC:
+            return StreamEntry(cluster, eid, op)
+        kind = Kind(raw[b"kind"].decode())
+        namespace, sep, name = raw[b"key"].decode().partition("/")
     except (KeyError, ValueError, UnicodeDecodeError):
         log.warning("cluster %s: stream entry %s is malformed; treating it as resync", cluster, eid)
-        return StreamEntry(cluster, eid, Op.RESYNC, "")
+        return StreamEntry(cluster, eid, Op.RESYNC)
     record = raw.get(b"record")
-    if op is Op.RESYNC:
-        return StreamEntry(cluster, eid, op, "")
-    if not key or (op is Op.UPSERT and record is None):
+    if not sep or not namespace or not name or (op is Op.UPSERT and record is None):
         log.warning(
             "cluster %s: stream entry %s lacks key or record; treating it as resync", cluster, eid
         )
-        return StreamEntry(cluster, eid, Op.RESYNC, "")
-    return StreamEntry(cluster, eid, op, key, record if op is Op.UPSERT else None)
+        return StreamEntry(cluster, eid, Op.RESYNC)
+    ref = RecordRef(kind, namespace, name)
+    return StreamEntry(cluster, eid, op, ref, record if op is Op.UPSERT else None)
 
 
 def _xread_streams(response: Any) -> list[tuple[bytes | str, list[Any]]]:
@@ -209,7 +208,7 @@ class RedisWriter:
         self._client = client
         self._cluster = cluster
         self._owns_client = owns_client
-        self._services = keys.services(cluster)
+        self._records = keys.records(cluster)
         self._stream = keys.stream(cluster)
 
     @classmethod
@@ -232,43 +231,52 @@ class RedisWriter:
                 f"writer of cluster {self._cluster!r} cannot store {what} of cluster {cluster!r}"
             )
 
-    def _append(self, pipe: Pipeline, op: Op, key: str, record: bytes | None = None) -> None:
-        fields: dict[FieldT, EncodableT] = {"op": op.value, "key": key}
+    def _append(
+        self, pipe: Pipeline, op: Op, ref: RecordRef | None = None, record: bytes | None = None
+    ) -> None:
+        fields: dict[FieldT, EncodableT] = {"op": op.value}
+        if ref is not None:
+            fields["kind"] = ref.kind.value
+            fields["key"] = f"{ref.namespace}/{ref.name}"
         if record is not None:
             fields["record"] = record
         pipe.xadd(self._stream, fields, maxlen=keys.STREAM_MAXLEN, approximate=True)
 
+    async def _add_member(self) -> None:
+        # Not in the cluster's transactions: the members key has a slot of its own.
+        # It only ever grows, so adding before the transaction is always safe.
+        await self._client.sadd(keys.MEMBERS, self._cluster)
+
     async def join(self, record: ClusterRecord) -> None:
         self._own("the cluster record", record.cluster)
         with _unavailable(f"join of {self._cluster}"):
+            await self._add_member()
+            await self._client.set(keys.cluster_record(self._cluster), encode_cluster(record))
+
+    async def publish(self, record: Record) -> None:
+        ref = ref_of(record)
+        self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
+        data = encode_record(record)
+        with _unavailable(f"publish of {self._cluster}/{ref.field}"):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.sadd(keys.MEMBERS, self._cluster)
-                pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
+                pipe.hset(self._records, ref.field, data)
+                self._append(pipe, Op.UPSERT, ref, data)
                 await pipe.execute()
 
-    async def publish(self, record: ExportedService) -> None:
-        self._own(f"service {record.key}", record.cluster)
-        data = encode_service(record)
-        with _unavailable(f"publish of {self._cluster}/{record.key}"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._services, record.key, data)
-                self._append(pipe, Op.UPSERT, record.key, data)
-                await pipe.execute()
-
-    async def withdraw(self, namespace: str, name: str) -> bool:
-        key = service_key(namespace, name)
+    async def withdraw(self, ref: RecordRef) -> bool:
+        key = ref.field
         with _unavailable(f"withdraw of {self._cluster}/{key}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 for _ in range(_WATCH_RETRIES):
                     try:
                         # WATCH puts the pipeline in immediate mode until multi():
                         # HEXISTS runs now, and EXEC fails if the hash changed since.
-                        await pipe.watch(self._services)
-                        if not await pipe.hexists(self._services, key):
+                        await pipe.watch(self._records)
+                        if not await pipe.hexists(self._records, key):
                             return False  # leaving the pipeline UNWATCHes
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.hdel(self._services, key)
-                        self._append(pipe, Op.DELETE, key)
+                        pipe.hdel(self._records, key)
+                        self._append(pipe, Op.DELETE, ref)
                         await pipe.execute()
                         return True
                     except WatchError:
@@ -278,20 +286,21 @@ class RedisWriter:
             f"({_WATCH_RETRIES} attempts); is another writer using cluster {self._cluster!r}?"
         )
 
-    async def replace_all(self, records: Sequence[ExportedService], record: ClusterRecord) -> None:
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
         self._own("the cluster record", record.cluster)
         mapping: dict[FieldT, EncodableT] = {}
         for rec in records:
-            self._own(f"service {rec.key}", rec.cluster)
-            mapping[rec.key] = encode_service(rec)
+            ref = ref_of(rec)
+            self._own(f"{ref.kind} {ref.namespace}/{ref.name}", rec.cluster)
+            mapping[ref.field] = encode_record(rec)
         with _unavailable(f"replace_all of {self._cluster}"):
+            await self._add_member()
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._services)
+                pipe.delete(self._records)
                 if mapping:  # HSET with no fields is a syntax error
-                    pipe.hset(self._services, mapping=mapping)
+                    pipe.hset(self._records, mapping=mapping)
                 pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
-                pipe.sadd(keys.MEMBERS, self._cluster)
-                self._append(pipe, Op.RESYNC, "")
+                self._append(pipe, Op.RESYNC)
                 await pipe.execute()
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
@@ -334,18 +343,16 @@ class RedisReader:
     async def snapshot(self, cluster: str) -> ClusterSnapshot:
         with _unavailable(f"snapshot of {cluster}"):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(keys.services(cluster))
+                pipe.hgetall(keys.records(cluster))
                 pipe.get(keys.cluster_record(cluster))
                 # XINFO STREAM fails on a missing key; XREVRANGE returns [] instead.
                 pipe.xrevrange(keys.stream(cluster), "+", "-", count=1)
-                services, record, last = await pipe.execute()
+                records, record, last = await pipe.execute()
         return ClusterSnapshot(
             cluster=cluster,
             # Field names of a garbage writer may not be UTF-8; the watcher
             # rejects the mangled key instead of this reader crashing.
-            services={
-                _raw(k).decode(errors="replace"): _raw(v) for k, v in (services or {}).items()
-            },
+            records={_raw(k).decode(errors="replace"): _raw(v) for k, v in (records or {}).items()},
             record=None if record is None else _raw(record),
             position=_text(last[0][0]) if last else START,
         )

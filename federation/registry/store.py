@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from federation.errors import FederationError
-from federation.registry.records import ClusterRecord, ExportedService
+from federation.registry.kinds import Record, RecordRef
+from federation.registry.records import ClusterRecord
 
 #: The position before the first entry of a stream.
 START = "0-0"
@@ -32,7 +33,7 @@ class RegistryUnavailableError(FederationError):
 class Op(StrEnum):
     UPSERT = "upsert"
     DELETE = "delete"
-    #: The cluster's services were replaced wholesale: reload it from a snapshot.
+    #: The cluster's records were replaced wholesale: reload it from a snapshot.
     RESYNC = "resync"
 
 
@@ -43,18 +44,19 @@ class StreamEntry:
     cluster: str
     id: str
     op: Op
-    #: ``namespace/name`` (empty for RESYNC).
-    key: str
+    #: Which record changed (None for RESYNC).
+    ref: RecordRef | None = None
     #: The record's bytes on UPSERT.
     record: bytes | None = None
 
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
-    """A cluster's services and stream position, read atomically together."""
+    """A cluster's records and stream position, read atomically together."""
 
     cluster: str
-    services: Mapping[str, bytes] = field(default_factory=dict)
+    #: ``<kind>/<namespace>/<name>`` (:func:`federation.registry.kinds.field`) -> bytes.
+    records: Mapping[str, bytes] = field(default_factory=dict)
     #: The raw cluster record; None when the cluster has not joined (or data was lost).
     record: bytes | None = None
     #: Tail the stream after this id to see every later change exactly once.
@@ -87,14 +89,14 @@ class RegistryWriter(Protocol):
     async def join(self, record: ClusterRecord) -> None:
         """Add the cluster to the members and store its cluster record."""
 
-    async def publish(self, record: ExportedService) -> None:
+    async def publish(self, record: Record) -> None:
         """Store ``record`` and append an UPSERT to the stream, atomically."""
 
-    async def withdraw(self, namespace: str, name: str) -> bool:
+    async def withdraw(self, ref: RecordRef) -> bool:
         """Remove a record and append a DELETE; False (and no entry) if it was absent."""
 
-    async def replace_all(self, records: Sequence[ExportedService], record: ClusterRecord) -> None:
-        """Make the cluster's services exactly ``records`` and store ``record``.
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
+        """Make the cluster's records exactly ``records`` and store ``record``.
 
         Atomic; joins the cluster and appends one RESYNC entry. Used on agent
         start and whenever the registry lost the cluster's data.
@@ -121,7 +123,7 @@ class RegistryReader(Protocol):
         """Ids of every cluster that joined."""
 
     async def snapshot(self, cluster: str) -> ClusterSnapshot:
-        """The cluster's services, record and stream position, atomically."""
+        """The cluster's records, cluster record and stream position, atomically."""
 
     async def read(
         self, positions: Mapping[str, str], block_ms: int, count: int = 1000

@@ -1,4 +1,4 @@
-"""An always-current view of every cluster's exports, built from a registry reader.
+"""An always-current view of every cluster's records, built from a registry reader.
 
 Used by every agent (to keep its ServiceImports in step) and by the hub. It
 loads each member cluster's snapshot together with its stream position, then
@@ -12,8 +12,10 @@ When the registry has *lost* a cluster's data (restart without persistence,
 FLUSHALL) the view keeps what it had (fail-static) until the agent
 republishes: the consumers never see imports vanish and come back.
 
-Records that fail to decode are skipped, logged and counted; the previous
-good version of that record, if any, is kept.
+Records of every kind (:mod:`federation.registry.kinds`) are kept, by cluster
+and kind; consumers are told which records changed (:class:`RecordRef`).
+Records that fail to decode are skipped, logged and counted; the previous good
+version of that record, if any, is kept.
 
 Leases: a joined cluster whose lease has expired is *stale*. Its exports stay
 in the view (fail-static: a dead agent says nothing about its pods) unless
@@ -28,14 +30,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from federation.metrics import Sample
+from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
     InvalidRecordError,
     decode_cluster,
-    decode_service,
     split_service_key,
 )
 from federation.registry.store import (
@@ -51,7 +54,12 @@ from federation.registry.store import (
 log = logging.getLogger(__name__)
 
 ServiceName = tuple[str, str]
-ChangeCallback = Callable[[set[ServiceName]], Awaitable[None]]
+ChangeCallback = Callable[[set[RecordRef]], Awaitable[None]]
+
+
+def service_names(changed: Iterable[RecordRef]) -> set[ServiceName]:
+    """The exported services among changed records."""
+    return {(r.namespace, r.name) for r in changed if r.kind is Kind.SERVICE}
 
 
 @dataclass
@@ -66,22 +74,37 @@ class WatcherStats:
 
 @dataclass
 class ClusterView:
-    """What the watcher knows of one cluster."""
+    """What the watcher knows of one cluster: its records by kind and ``namespace/name``."""
 
     cluster: str
-    services: dict[str, ExportedService] = field(default_factory=dict)
+    records: dict[Kind, dict[str, Record]] = field(default_factory=dict)
     record: ClusterRecord | None = None
     position: str = START
     #: True while the registry has lost this cluster's data and we keep the last view.
     lost: bool = False
 
+    def of(self, kind: Kind) -> dict[str, Record]:
+        """The cluster's records of ``kind`` by ``namespace/name`` (a live dict)."""
+        return self.records.setdefault(kind, {})
+
+    @property
+    def services(self) -> dict[str, ExportedService]:
+        return cast(dict[str, ExportedService], self.of(Kind.SERVICE))
+
+    def refs(self) -> set[RecordRef]:
+        return {
+            RecordRef(kind, *split_service_key(key))
+            for kind, records in self.records.items()
+            for key in records
+        }
+
 
 class RegistryWatcher:
     """Keeps :attr:`views` current and reports which services changed.
 
-    ``on_change`` gets the services that changed; it is also called (possibly with an
-    empty set) when a member cluster joins, so that consumers that keep something per
-    member (the hub's node groups) learn of a cluster that exports nothing.
+    ``on_change`` gets the records that changed (in any cluster); it is also called
+    (possibly with an empty set) when a member cluster joins, so that consumers that keep
+    something per member (the hub's node groups) learn of a cluster that exports nothing.
     """
 
     def __init__(
@@ -140,6 +163,11 @@ class RegistryWatcher:
         key = f"{namespace}/{name}"
         return sorted(c for c in self._withdrawn if key in self.views[c].services)
 
+    def records(self, cluster: str, kind: Kind) -> dict[str, Record]:
+        """``cluster``'s records of ``kind`` by ``namespace/name`` (do not modify)."""
+        view = self.views.get(cluster)
+        return {} if view is None else view.of(kind)
+
     # --- running ------------------------------------------------------------
 
     async def run(self) -> None:
@@ -168,7 +196,7 @@ class RegistryWatcher:
         """One blocking read of all streams plus, when due, the consistency checks."""
         positions = {c: v.position for c, v in self.views.items()}
         entries = await self._reader.read(positions, self._block_ms)
-        changed: set[ServiceName] = set()
+        changed: set[RecordRef] = set()
         trimmed = await self._trimmed_past({e.cluster for e in entries}, positions)
         for cluster in sorted(trimmed):
             changed |= await self._reload(cluster)
@@ -197,7 +225,7 @@ class RegistryWatcher:
 
     async def _load_all(self) -> None:
         members = set(self.views)
-        changed: set[ServiceName] = set()
+        changed: set[RecordRef] = set()
         for cluster in sorted(await self._reader.members()):
             changed |= await self._reload(cluster)
         changed |= await self._check()
@@ -206,87 +234,94 @@ class RegistryWatcher:
 
     # --- applying changes ---------------------------------------------------
 
-    def _decode(self, cluster: str, key: str, data: bytes) -> ExportedService | None:
+    def _bad(self, cluster: str, key: str, err: InvalidRecordError) -> None:
+        self.stats.bad_records += 1
+        log.error(
+            "skipping bad registry record",
+            extra={"cluster": cluster, "key": key, "error": str(err)},
+        )
+
+    def _decode(self, cluster: str, ref: RecordRef, data: bytes) -> Record | None:
         try:
-            split_service_key(key)  # a bad key must not break later lookups
-            rec = decode_service(data)
-            if rec.cluster != cluster or rec.key != key:
+            rec = decode_record(ref.kind, data)
+            if rec.cluster != cluster or (rec.namespace, rec.name) != (ref.namespace, ref.name):
                 raise InvalidRecordError(
-                    f"record for {rec.cluster}/{rec.key} stored under {cluster}/{key}"
+                    f"record for {rec.cluster}/{rec.namespace}/{rec.name} stored under "
+                    f"{cluster}/{ref.field}"
                 )
             return rec
         except InvalidRecordError as err:
-            self.stats.bad_records += 1
-            log.error(
-                "skipping bad registry record",
-                extra={"cluster": cluster, "key": key, "error": str(err)},
-            )
+            self._bad(cluster, ref.field, err)
             return None
 
-    async def _apply(self, entry: StreamEntry) -> set[ServiceName]:
+    async def _apply(self, entry: StreamEntry) -> set[RecordRef]:
         view = self.views.get(entry.cluster)
         if view is None or parse_id(entry.id) <= parse_id(view.position):
             return set()  # already covered by a snapshot loaded after this entry
         self.stats.entries += 1
         view.position = entry.id
-        if entry.op is Op.RESYNC:
+        ref = entry.ref
+        if entry.op is Op.RESYNC or ref is None:
             return await self._reload(entry.cluster)
-        try:
-            name = split_service_key(entry.key)
-        except InvalidRecordError as err:
-            self.stats.bad_records += 1
-            log.error(
-                "skipping bad stream entry", extra={"cluster": entry.cluster, "error": str(err)}
-            )
-            return set()
+        records = view.of(ref.kind)
+        key = f"{ref.namespace}/{ref.name}"
         if entry.op is Op.DELETE:
-            return {name} if view.services.pop(entry.key, None) is not None else set()
-        rec = self._decode(entry.cluster, entry.key, entry.record or b"")
-        if rec is None or view.services.get(entry.key) == rec:
+            return {ref} if records.pop(key, None) is not None else set()
+        rec = self._decode(entry.cluster, ref, entry.record or b"")
+        if rec is None or records.get(key) == rec:
             return set()
-        view.services[entry.key] = rec
-        return {name}
+        records[key] = rec
+        return {ref}
 
-    async def _reload(self, cluster: str) -> set[ServiceName]:
+    async def _reload(self, cluster: str) -> set[RecordRef]:
         snapshot = await self._reader.snapshot(cluster)
         self.stats.reloads += 1
         view = self.views.setdefault(cluster, ClusterView(cluster))
         if snapshot.record is None:
             # The registry lost this cluster (or it never finished joining):
             # keep what we have until its agent republishes.
-            view.lost = bool(view.services) or view.record is not None
+            view.lost = any(view.records.values()) or view.record is not None
             view.position = snapshot.position
             return set()
         return self._replace(view, snapshot)
 
-    def _replace(self, view: ClusterView, snapshot: ClusterSnapshot) -> set[ServiceName]:
-        services = {}
-        for key, data in snapshot.services.items():
-            rec = self._decode(view.cluster, key, data)
+    def _replace(self, view: ClusterView, snapshot: ClusterSnapshot) -> set[RecordRef]:
+        records: dict[Kind, dict[str, Record]] = {}
+        for field_name, data in snapshot.records.items():
+            try:
+                ref = parse_field(field_name)  # a bad field must not break later lookups
+            except InvalidRecordError as err:
+                self._bad(view.cluster, field_name, err)
+                continue
+            key = f"{ref.namespace}/{ref.name}"
+            rec = self._decode(view.cluster, ref, data)
+            if rec is None:
+                rec = view.of(ref.kind).get(key)  # keep the last good version
             if rec is not None:
-                services[key] = rec
-            elif key in view.services:
-                services[key] = view.services[key]  # keep the last good version
+                records.setdefault(ref.kind, {})[key] = rec
         try:
             view.record = decode_cluster(snapshot.record or b"")
         except InvalidRecordError as err:
             self.stats.bad_records += 1
             log.error("bad cluster record", extra={"cluster": view.cluster, "error": str(err)})
-        changed = {
-            split_service_key(k)
-            for k in set(services) | set(view.services)
-            if services.get(k) != view.services.get(k)
-        }
-        view.services = services
+        changed: set[RecordRef] = set()
+        for kind in records.keys() | view.records.keys():
+            new, old = records.get(kind, {}), view.records.get(kind, {})
+            changed.update(
+                RecordRef(kind, *split_service_key(k))
+                for k in new.keys() | old.keys()
+                if new.get(k) != old.get(k)
+            )
+        view.records = records
         view.position = snapshot.position
         view.lost = False
         return changed
 
     # --- consistency checks -------------------------------------------------
 
-    async def _check(self) -> set[ServiceName]:
+    async def _check(self) -> set[RecordRef]:
         self._last_check = self._clock()
-        changed: set[ServiceName] = set()
+        changed: set[RecordRef] = set()
         for cluster in sorted(await self._reader.members() - set(self.views)):
             changed |= await self._reload(cluster)
         clusters = sorted(self.views)
@@ -315,7 +350,7 @@ class RegistryWatcher:
     ) -> bool:
         position = parse_id(view.position)
         if raw_record is None:
-            if not view.lost and (view.services or view.record is not None):
+            if not view.lost and (any(view.records.values()) or view.record is not None):
                 log.warning(
                     "registry lost cluster data; keeping last view", extra={"cluster": view.cluster}
                 )
@@ -335,7 +370,7 @@ class RegistryWatcher:
             return True  # went backwards: failover to a replica that is behind
         return parse_id(max_deleted) > position  # trimmed past us: entries were lost
 
-    def _update_leases(self, live: set[str]) -> set[ServiceName]:
+    def _update_leases(self, live: set[str]) -> set[RecordRef]:
         now = self._clock()
         flipped = set()
         for cluster, view in self.views.items():
@@ -357,7 +392,11 @@ class RegistryWatcher:
                 self._withdrawn.add(cluster)
                 flipped.add(cluster)
         self.live = live
-        return {split_service_key(k) for c in flipped for k in self.views[c].services}
+        return {
+            RecordRef(Kind.SERVICE, *split_service_key(k))
+            for c in flipped
+            for k in self.views[c].services
+        }
 
     def clusters(self) -> Iterable[str]:
         return sorted(self.views)

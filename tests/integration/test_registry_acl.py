@@ -1,7 +1,7 @@
 """Least privilege in the registry, proven on a real redis-server.
 
 The users come from :mod:`federation.registry.acl`: agent ``a`` may write only
-``fed:v1:a:*`` (and SADD the members set), can read every cluster, and cannot
+``fed:v2:{a}:*`` (and SADD the members set), can read every cluster, and cannot
 run the commands key patterns do not restrict (KEYS, SCAN, FLUSH*). The hub
 user reads everything and writes nothing.
 """
@@ -25,6 +25,7 @@ from federation.registry.acl import (
     apply_users,
     hub_user_rules,
 )
+from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
@@ -34,6 +35,7 @@ from federation.registry.records import (
 )
 from federation.registry.redis_store import RedisReader, RedisWriter
 from federation.registry.store import START, Op, RegistryUnavailableError
+from tests import samples
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +111,7 @@ async def b_state(server: RedisServer) -> tuple[object, ...]:
     admin = server.async_admin_client()
     try:
         return (
-            await admin.hgetall(keys.services("b")),
+            await admin.hgetall(keys.records("b")),
             await admin.get(keys.cluster_record("b")),
             await admin.xrange(keys.stream("b")),
             await admin.get(keys.lease("b")),
@@ -126,11 +128,14 @@ async def test_agent_writes_its_own_keys(users: Users) -> None:
         await writer.join(cluster_record("a"))
         await writer.publish(service("a", "x"))
         await writer.publish(service("a", "y"))
-        assert await writer.withdraw("demo", "y") is True
-        assert await writer.withdraw("demo", "y") is False
+        assert await writer.withdraw(RecordRef(Kind.SERVICE, "demo", "y")) is True
+        assert await writer.withdraw(RecordRef(Kind.SERVICE, "demo", "y")) is False
+        for record in samples.every_kind("a"):  # every kind of record, under a's prefix
+            await writer.publish(record)
         assert await writer.renew_lease(60_000, "token-a") is True
         snap = await reader.snapshot("a")
-        assert dict(snap.services) == {"demo/x": encode_service(service("a", "x"))}
+        assert snap.records["service/demo/x"] == encode_service(service("a", "x"))
+        assert len(snap.records) == 1 + len(samples.every_kind("a"))
         await writer.replace_all([service("a", "z")], cluster_record("a"))
         await writer.release_lease()
         assert await reader.members() == {"a", "b"}
@@ -142,14 +147,14 @@ async def test_agent_writes_its_own_keys(users: Users) -> None:
 
 # Every way agent a could change b's records, or every cluster's at once.
 FORBIDDEN_TO_AGENT_A = {
-    "hset b services": ("HSET", keys.services("b"), "demo/echo", "{}"),
-    "hdel b services": ("HDEL", keys.services("b"), "demo/echo"),
+    "hset b records": ("HSET", keys.records("b"), "service/demo/echo", "{}"),
+    "hdel b records": ("HDEL", keys.records("b"), "service/demo/echo"),
     "xadd b stream": ("XADD", keys.stream("b"), "*", "op", "resync", "key", ""),
     "xtrim b stream": ("XTRIM", keys.stream("b"), "MAXLEN", "0"),
     "set b lease": ("SET", keys.lease("b"), "stolen"),
     "del b lease": ("DEL", keys.lease("b")),
     "set b cluster": ("SET", keys.cluster_record("b"), "{}"),
-    "del b services": ("DEL", keys.services("b")),
+    "del b records": ("DEL", keys.records("b")),
     "srem members": ("SREM", keys.MEMBERS, "b"),
     "del members": ("DEL", keys.MEMBERS),
     "spop members": ("SPOP", keys.MEMBERS),
@@ -180,7 +185,8 @@ async def test_writer_with_a_credentials_cannot_write_b(users: Users) -> None:
     try:
         for attempt in (
             writer.publish(service("b", "evil")),
-            writer.withdraw("demo", "echo"),
+            writer.withdraw(RecordRef(Kind.SERVICE, "demo", "echo")),
+            writer.publish(samples.http_route("b")),
             writer.replace_all([], cluster_record("b")),
             writer.renew_lease(60_000, "stolen"),
             writer.release_lease(),
@@ -204,7 +210,7 @@ async def test_agent_and_hub_read_every_cluster(users: Users, user: str) -> None
     try:
         assert await reader.members() == {"b"}
         snap = await reader.snapshot("b")
-        assert dict(snap.services) == {"demo/echo": encode_service(service("b"))}
+        assert dict(snap.records) == {"service/demo/echo": encode_service(service("b"))}
         assert snap.record is not None and snap.position != START
         entries = await reader.read({"b": START, "a": START}, block_ms=0)
         assert [(e.cluster, e.op) for e in entries] == [("b", Op.RESYNC)]
@@ -216,7 +222,7 @@ async def test_agent_and_hub_read_every_cluster(users: Users, user: str) -> None
 
 
 FORBIDDEN_TO_HUB = {
-    "hset": ("HSET", keys.services("b"), "demo/echo", "{}"),
+    "hset": ("HSET", keys.records("b"), "service/demo/echo", "{}"),
     "xadd": ("XADD", keys.stream("b"), "*", "op", "resync", "key", ""),
     "set": ("SET", keys.lease("b"), "x"),
     "del": ("DEL", keys.cluster_record("b")),

@@ -21,6 +21,15 @@ from e2e.cluster import free_port
 from e2e.redis_server import RedisServer
 from federation.errors import InvalidInputError
 from federation.registry import keys
+from federation.registry.kinds import (
+    Kind,
+    Record,
+    RecordRef,
+    decode_record,
+    encode_record,
+    kind_of,
+    ref_of,
+)
 from federation.registry.memory_store import MemoryRegistry
 from federation.registry.records import (
     ClusterRecord,
@@ -40,6 +49,7 @@ from federation.registry.store import (
     StreamEntry,
     parse_id,
 )
+from tests import samples
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +58,15 @@ DEADLINE = 10.0
 LONG_TTL_MS = 60_000
 #: Short enough for Redis to expire the lease while a test polls.
 SHORT_TTL_MS = 200
+
+
+def svc_ref(name: str) -> RecordRef:
+    return RecordRef(Kind.SERVICE, "demo", name)
+
+
+def entry_key(entry: StreamEntry) -> str | None:
+    """``namespace/name`` of a stream entry's record (None for RESYNC)."""
+    return None if entry.ref is None else f"{entry.ref.namespace}/{entry.ref.name}"
 
 
 def service(cluster: str, name: str, generation: int = 1) -> ExportedService:
@@ -122,7 +141,7 @@ class Backend(Protocol):
     def reader(self) -> RegistryReader: ...
     async def flush(self) -> None: ...
     async def trim(self, cluster: str, keep: int) -> None: ...
-    async def put_raw_service(self, cluster: str, key: str, data: bytes) -> None: ...
+    async def put_raw(self, cluster: str, field: str, data: bytes) -> None: ...
     async def blocked_readers(self) -> int: ...
     def let_time_pass(self, ms: int) -> None: ...
     async def close(self) -> None: ...
@@ -147,8 +166,8 @@ class MemoryBackend:
     async def trim(self, cluster: str, keep: int) -> None:
         self.registry.trim(cluster, keep)
 
-    async def put_raw_service(self, cluster: str, key: str, data: bytes) -> None:
-        self.registry.put_raw_service(cluster, key, data)
+    async def put_raw(self, cluster: str, field: str, data: bytes) -> None:
+        self.registry.put_raw(cluster, field, data)
 
     async def blocked_readers(self) -> int:
         return self.registry.blocked_readers
@@ -184,10 +203,12 @@ class RedisBackend:
     async def trim(self, cluster: str, keep: int) -> None:
         await self.admin.xtrim(keys.stream(cluster), maxlen=keep, approximate=False)
 
-    async def put_raw_service(self, cluster: str, key: str, data: bytes) -> None:
+    async def put_raw(self, cluster: str, field: str, data: bytes) -> None:
+        kind, _, key = field.partition("/")
         async with self.admin.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.services(cluster), key, data)
-            pipe.xadd(keys.stream(cluster), {"op": "upsert", "key": key, "record": data})
+            pipe.hset(keys.records(cluster), field, data)
+            entry = {"op": "upsert", "kind": kind, "key": key, "record": data}
+            pipe.xadd(keys.stream(cluster), entry)  # type: ignore[arg-type]
             await pipe.execute()
 
     async def blocked_readers(self) -> int:
@@ -228,20 +249,51 @@ async def test_publish_withdraw_and_replace_all_show_in_snapshot(backend: Backen
     await writer.publish(y1)
     snap = await reader.snapshot("a")
     assert snap.cluster == "a"
-    assert dict(snap.services) == {"demo/x": encode_service(x1), "demo/y": encode_service(y1)}
+    assert dict(snap.records) == {
+        "service/demo/x": encode_service(x1),
+        "service/demo/y": encode_service(y1),
+    }
     assert snap.record is None  # published without joining
 
-    assert await writer.withdraw("demo", "y") is True
-    assert dict((await reader.snapshot("a")).services) == {"demo/x": encode_service(x1)}
+    assert await writer.withdraw(svc_ref("y")) is True
+    assert dict((await reader.snapshot("a")).records) == {"service/demo/x": encode_service(x1)}
 
     z1, rec = service("a", "z"), cluster_record("a", "e2")
     await writer.replace_all([z1], rec)
     snap = await reader.snapshot("a")
-    assert dict(snap.services) == {"demo/z": encode_service(z1)}
+    assert dict(snap.records) == {"service/demo/z": encode_service(z1)}
     assert snap.record == encode_cluster(rec)
 
     await writer.replace_all([], rec)
-    assert dict((await reader.snapshot("a")).services) == {}
+    assert dict((await reader.snapshot("a")).records) == {}
+
+
+@pytest.mark.parametrize("sample", samples.every_kind("a"), ids=lambda r: kind_of(r).value)
+async def test_every_kind_is_stored_under_its_kind_and_named_in_the_stream(
+    backend: Backend, sample: Record
+) -> None:
+    writer, reader = backend.writer("a"), backend.reader()
+    ref = ref_of(sample)
+    position = (await reader.snapshot("a")).position
+    await writer.publish(sample)
+    snap = await reader.snapshot("a")
+    assert dict(snap.records) == {f"{ref.kind}/{ref.namespace}/{ref.name}": encode_record(sample)}
+    assert decode_record(ref.kind, snap.records[ref.field]) == sample
+    (entry,) = await reader.read({"a": position}, block_ms=0)
+    assert (entry.op, entry.ref, entry.record) == (Op.UPSERT, ref, encode_record(sample))
+    assert await writer.withdraw(ref) is True
+    (gone,) = await reader.read({"a": entry.id}, block_ms=0)
+    assert (gone.op, gone.ref) == (Op.DELETE, ref)
+
+
+async def test_records_of_different_kinds_with_one_name_are_distinct(backend: Backend) -> None:
+    writer, reader = backend.writer("a"), backend.reader()
+    same: list[Record] = [samples.service("a", "x"), samples.local_service("a", "x")]
+    await writer.replace_all(same, cluster_record("a"))
+    snap = await reader.snapshot("a")
+    assert set(snap.records) == {"service/demo/x", "localservice/demo/x"}
+    assert await writer.withdraw(RecordRef(Kind.LOCAL_SERVICE, "demo", "x")) is True
+    assert set((await reader.snapshot("a")).records) == {"service/demo/x"}
 
 
 async def test_join_members_and_cluster_records(backend: Backend) -> None:
@@ -266,7 +318,7 @@ async def test_join_members_and_cluster_records(backend: Backend) -> None:
 
 async def test_snapshot_of_unknown_cluster_is_empty(backend: Backend) -> None:
     snap = await backend.reader().snapshot("nowhere")
-    assert (dict(snap.services), snap.record, snap.position) == ({}, None, START)
+    assert (dict(snap.records), snap.record, snap.position) == ({}, None, START)
 
 
 async def test_writer_refuses_records_of_another_cluster(backend: Backend) -> None:
@@ -278,7 +330,7 @@ async def test_writer_refuses_records_of_another_cluster(backend: Backend) -> No
     with pytest.raises(InvalidInputError):
         await writer.replace_all([service("b", "x")], cluster_record("a"))
     snap = await backend.reader().snapshot("a")
-    assert (dict(snap.services), snap.position) == ({}, START)
+    assert (dict(snap.records), snap.position) == ({}, START)
 
 
 # --- the change feed ----------------------------------------------------------
@@ -296,21 +348,23 @@ async def test_tail_from_snapshot_sees_every_later_change_once_in_order(
     await a.publish(y1)
     await b.publish(z1)
     await a.publish(x2)
-    assert await a.withdraw("demo", "y") is True
+    assert await a.withdraw(svc_ref("y")) is True
     await a.replace_all([x2], cluster_record("a"))
 
     # count=2 makes the reader page through the stream.
     positions = {"a": snap.position, "b": START}
     seen = await read_all(reader, positions, count=2)
     in_a = [e for e in seen if e.cluster == "a"]
-    assert [(e.op, e.key, e.record) for e in in_a] == [
+    assert [(e.op, entry_key(e), e.record) for e in in_a] == [
         (Op.UPSERT, "demo/y", encode_service(y1)),
         (Op.UPSERT, "demo/x", encode_service(x2)),
         (Op.DELETE, "demo/y", None),
-        (Op.RESYNC, "", None),
+        (Op.RESYNC, None, None),
     ]
     in_b = [e for e in seen if e.cluster == "b"]
-    assert [(e.op, e.key, e.record) for e in in_b] == [(Op.UPSERT, "demo/z", encode_service(z1))]
+    assert [(e.op, entry_key(e), e.record) for e in in_b] == [
+        (Op.UPSERT, "demo/z", encode_service(z1))
+    ]
     for entries in (in_a, in_b):
         ids = [parse_id(e.id) for e in entries]
         assert ids == sorted(set(ids)), "ids must be unique and increasing"
@@ -335,7 +389,7 @@ async def test_read_blocks_until_a_publish_from_another_task(backend: Backend) -
         entries = await asyncio.wait_for(task, DEADLINE)
     finally:
         task.cancel()
-    assert [(e.cluster, e.op, e.key, e.record) for e in entries] == [
+    assert [(e.cluster, e.op, entry_key(e), e.record) for e in entries] == [
         ("a", Op.UPSERT, "demo/x", encode_service(x1))
     ]
 
@@ -357,15 +411,15 @@ async def test_read_without_entries_returns_empty(backend: Backend) -> None:
 
 async def test_withdraw_of_absent_key_appends_nothing(backend: Backend) -> None:
     writer, reader = backend.writer("a"), backend.reader()
-    assert await writer.withdraw("demo", "never") is False
+    assert await writer.withdraw(svc_ref("never")) is False
     assert (await reader.stream_states(["a"]))["a"].exists is False
     await writer.publish(service("a", "x"))
     before = (await reader.snapshot("a")).position
-    assert await writer.withdraw("demo", "y") is False
-    assert await writer.withdraw("demo", "x") is True
-    assert await writer.withdraw("demo", "x") is False
+    assert await writer.withdraw(svc_ref("y")) is False
+    assert await writer.withdraw(svc_ref("x")) is True
+    assert await writer.withdraw(svc_ref("x")) is False
     seen = await read_all(reader, {"a": before})
-    assert [(e.op, e.key) for e in seen] == [(Op.DELETE, "demo/x")]
+    assert [(e.op, entry_key(e)) for e in seen] == [(Op.DELETE, "demo/x")]
 
 
 async def test_replace_all_joins_and_emits_one_resync(backend: Backend) -> None:
@@ -375,11 +429,11 @@ async def test_replace_all_joins_and_emits_one_resync(backend: Backend) -> None:
     records = [service("a", f"s{i}") for i in range(5)]
     await writer.replace_all(records, cluster_record("a"))
     seen = await read_all(reader, {"a": before})
-    assert [(e.op, e.key, e.record) for e in seen] == [(Op.RESYNC, "", None)]
+    assert [(e.op, entry_key(e), e.record) for e in seen] == [(Op.RESYNC, None, None)]
     assert await reader.members() == {"a"}
     snap = await reader.snapshot("a")
     assert snap.position == seen[0].id
-    assert set(snap.services) == {r.key for r in records}
+    assert set(snap.records) == {f"service/{r.key}" for r in records}
 
 
 # --- leases -------------------------------------------------------------------
@@ -453,7 +507,7 @@ async def test_stream_states_after_flush(backend: Backend) -> None:
     state = (await reader.stream_states(["a"]))["a"]
     assert (state.exists, state.last_id, state.max_deleted_id) == (False, START, START)
     snap = await reader.snapshot("a")
-    assert (dict(snap.services), snap.record, snap.position) == ({}, None, START)
+    assert (dict(snap.records), snap.record, snap.position) == ({}, None, START)
     assert await reader.members() == set()
     assert await reader.cluster_records(["a"]) == {"a": None}
 
@@ -466,12 +520,12 @@ async def test_garbage_record_bytes_are_returned_raw(backend: Backend) -> None:
     await backend.writer("a").publish(service("a", "good"))
     before = (await reader.snapshot("a")).position
     garbage = b"\xff\x00{not json"
-    await backend.put_raw_service("a", "demo/bad", garbage)
+    await backend.put_raw("a", "service/demo/bad", garbage)
     snap = await reader.snapshot("a")
-    assert snap.services["demo/bad"] == garbage
-    assert snap.services["demo/good"] == encode_service(service("a", "good"))
+    assert snap.records["service/demo/bad"] == garbage
+    assert snap.records["service/demo/good"] == encode_service(service("a", "good"))
     seen = await read_all(reader, {"a": before})
-    assert [(e.op, e.key, e.record) for e in seen] == [(Op.UPSERT, "demo/bad", garbage)]
+    assert [(e.op, entry_key(e), e.record) for e in seen] == [(Op.UPSERT, "demo/bad", garbage)]
 
 
 # --- store-specific -------------------------------------------------------------
@@ -514,7 +568,7 @@ async def test_redis_errors_become_registry_unavailable() -> None:
         with pytest.raises(RegistryUnavailableError):
             await writer.publish(service("a", "x"))
         with pytest.raises(RegistryUnavailableError):
-            await writer.withdraw("demo", "x")
+            await writer.withdraw(svc_ref("x"))
     finally:
         await reader.close()
         await writer.close()
@@ -547,7 +601,7 @@ async def test_redis_restart_loses_data_and_renewal_reports_it(redis_server: Red
         # clients do not retry); callers retry, and then learn the data is gone.
         assert await retried(lambda: writer.renew_lease(LONG_TTL_MS, "t2")) is False
         assert (await retried(lambda: reader.stream_states(["a"])))["a"].exists is False
-        assert dict((await reader.snapshot("a")).services) == {}
+        assert dict((await reader.snapshot("a")).records) == {}
     finally:
         await writer.close()
         await reader.close()

@@ -18,6 +18,7 @@ from federation.cli import hub as hub_main
 from federation.errors import InvalidInputError
 from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotOptions
+from federation.registry.kinds import Kind, RecordRef
 from federation.registry.memory_store import MemoryRegistry
 from federation.translate.inputs import TranslateOptions
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
@@ -129,7 +130,7 @@ async def test_a_withdrawn_service_leaves_every_group() -> None:
     await join(registry, "b", [])
     await hub.watcher.load()
     hub.publish_loaded()
-    await writer.withdraw("shop", "web")
+    await writer.withdraw(RecordRef(Kind.SERVICE, "shop", "web"))
     await hub.watcher.step()
     for group in ("a", "b"):
         snapshot = hub.cache.get(group)

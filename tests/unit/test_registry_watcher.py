@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from federation.registry.kinds import Kind, Record, RecordRef, encode_record, ref_of
 from federation.registry.memory_store import MemoryRegistry, MemoryWriter
 from federation.registry.records import (
     ClusterRecord,
@@ -27,7 +28,8 @@ from federation.registry.records import (
     encode_service,
 )
 from federation.registry.store import START
-from federation.registry.watcher import RegistryWatcher, ServiceName
+from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
+from tests import samples
 
 NS = "shop"
 WEB: ServiceName = (NS, "web")
@@ -56,15 +58,19 @@ class Changes:
     """The ``on_change`` callback: records every set it is given."""
 
     def __init__(self) -> None:
+        #: The services of each call, and every record of each call.
         self.calls: list[set[ServiceName]] = []
+        self.ref_calls: list[set[RecordRef]] = []
 
-    async def __call__(self, changed: set[ServiceName]) -> None:
-        self.calls.append(set(changed))
+    async def __call__(self, changed: set[RecordRef]) -> None:
+        self.calls.append(service_names(changed))
+        self.ref_calls.append(set(changed))
 
     def take(self) -> set[ServiceName]:
-        """Everything reported since the last ``take``, then forget it."""
+        """The services reported since the last ``take``, then forget every call."""
         seen: set[ServiceName] = set().union(*self.calls)
         self.calls.clear()
+        self.ref_calls.clear()
         return seen
 
 
@@ -130,7 +136,7 @@ def cluster_record(cluster: str, epoch: str) -> ClusterRecord:
 async def join(
     registry: MemoryRegistry,
     cluster: str,
-    records: Sequence[ExportedService] = (),
+    records: Sequence[Record] = (),
     *,
     epoch: str = "epoch-1",
     ttl_ms: int = LONG_TTL_MS,
@@ -195,7 +201,7 @@ async def test_publish_update_and_withdraw_are_reported_and_visible(env: Env) ->
     await env.watcher.step()
     assert env.changes.take() == set()
 
-    assert await writer.withdraw(NS, "db")
+    assert await writer.withdraw(RecordRef(Kind.SERVICE, NS, "db"))
     await env.watcher.step()
     assert env.changes.take() == {DB}
     assert env.watcher.exports(*DB) == []
@@ -241,7 +247,7 @@ async def test_entries_after_a_resync_in_the_same_read_are_applied(env: Env) -> 
 
     await writer.replace_all([svc("a", "api")], cluster_record("a", "epoch-2"))
     await writer.publish(svc("a", "db"))
-    await writer.withdraw(NS, "api")
+    await writer.withdraw(RecordRef(Kind.SERVICE, NS, "api"))
     await env.watcher.step()
 
     assert env.watcher.service_names() == {DB}
@@ -285,7 +291,7 @@ async def test_malformed_record_is_skipped_counted_and_keeps_last_good(
     writer = await join(env.registry, "a", [svc("a", "web"), svc("a", "api")])
     await env.watcher.load()
 
-    env.registry.put_raw_service("a", "shop/web", garbage)
+    env.registry.put_raw("a", "service/shop/web", garbage)
     await env.watcher.step()
 
     assert env.watcher.stats.bad_records == 1
@@ -318,7 +324,7 @@ async def test_malformed_record_at_load_is_skipped_without_blocking_the_others(
     env: Env,
 ) -> None:
     await join(env.registry, "a", [svc("a", "api")])
-    env.registry.put_raw_service("a", "shop/web", b"{garbage")
+    env.registry.put_raw("a", "service/shop/web", b"{garbage")
     await join(env.registry, "b", [svc("b", "web", address="10.1.0.1")])
 
     await env.watcher.load()
@@ -344,7 +350,7 @@ async def test_record_under_the_wrong_cluster_or_key_is_rejected(
     await join(env.registry, "b")
     await env.watcher.load()
 
-    env.registry.put_raw_service("a", stored_under, encode_service(record))
+    env.registry.put_raw("a", f"service/{stored_under}", encode_service(record))
     await env.watcher.step()
 
     assert env.watcher.stats.bad_records == 1
@@ -357,7 +363,7 @@ async def test_stream_entry_with_a_bad_key_is_skipped(env: Env) -> None:
     writer = await join(env.registry, "a", [svc("a", "web")])
     await env.watcher.load()
 
-    env.registry.put_raw_service("a", "no-slash", b"{}")
+    env.registry.put_raw("a", "service/no-slash", b"{}")
     await writer.publish(svc("a", "api"))
     await env.watcher.step()
 
@@ -369,7 +375,7 @@ async def test_stream_entry_with_a_bad_key_is_skipped(env: Env) -> None:
 async def test_record_with_an_empty_namespace_does_not_crash_load(env: Env) -> None:
     await join(env.registry, "a", [svc("a", "web")])
     bad = svc("a", "web", namespace="")
-    env.registry.put_raw_service("a", bad.key, encode_service(bad))
+    env.registry.put_raw("a", f"service/{bad.key}", encode_service(bad))
 
     await env.watcher.load()
 
@@ -395,7 +401,7 @@ async def test_trim_past_the_position_reloads_and_converges(env: Env, keep: int)
     reloads = env.watcher.stats.reloads
 
     # The watcher falls behind: changes pile up and the oldest are trimmed away.
-    assert await writer.withdraw(NS, "web")
+    assert await writer.withdraw(RecordRef(Kind.SERVICE, NS, "web"))
     await writer.publish(svc("a", "api", port=8443))
     for i in range(10):
         await writer.publish(svc("a", f"svc-{i}"))
@@ -588,3 +594,46 @@ async def test_member_joining_without_exports_is_reported(env: Env) -> None:
     assert env.changes.calls == [set()]
     await env.watcher.step()
     assert env.changes.calls == [set()]  # reported once
+
+
+# --- kinds of records ------------------------------------------------------------------
+
+
+async def test_records_of_every_kind_are_followed_and_reported(env: Env) -> None:
+    every = samples.every_kind("a")
+    writer = await join(env.registry, "a", every[:2])
+    await env.watcher.load()
+    assert env.watcher.records("a", Kind.LOCAL_SERVICE) == {"demo/local": every[1]}
+    for record in every[2:]:
+        await writer.publish(record)
+    await env.watcher.step()
+    assert set().union(*env.changes.ref_calls) == {ref_of(r) for r in every[2:]}
+    assert env.changes.take() == set()  # none of them is an exported service
+    for record in every:
+        ref = ref_of(record)
+        assert env.watcher.records("a", ref.kind)[f"{ref.namespace}/{ref.name}"] == record
+    route = ref_of(every[3])
+    await writer.withdraw(route)
+    await env.watcher.step()
+    assert env.changes.ref_calls == [{route}]
+    assert env.watcher.records("a", Kind.HTTP_ROUTE) == {}
+    # A full republish that drops the gateway reports it, and only it.
+    env.changes.take()
+    await writer.replace_all(
+        [r for r in every if r is not every[2] and r is not every[3]],
+        cluster_record("a", "epoch-2"),
+    )
+    await env.watcher.step()
+    assert set().union(*env.changes.ref_calls) == {ref_of(every[2])}
+
+
+async def test_a_bad_record_of_any_kind_is_skipped_and_counted(env: Env) -> None:
+    await join(env.registry, "a", [svc("a", "web")])
+    await env.watcher.load()
+    good = samples.gateway("a")
+    env.registry.put_raw("a", "gateway/demo/gw", b'{"v":2,"kind":"gateway"}')
+    env.registry.put_raw("a", "nokind/demo/gw", encode_record(good))
+    await env.watcher.step()
+    assert env.watcher.stats.bad_records >= 2
+    assert env.watcher.records("a", Kind.GATEWAY) == {}
+    assert set(env.watcher.views["a"].services) == {"shop/web"}

@@ -1,0 +1,397 @@
+"""Typed registry records of the Gateway API objects an agent publishes.
+
+An agent publishes, for its own cluster, the Gateways of our GatewayClass, every
+HTTPRoute and GRPCRoute, and every ReferenceGrant (:mod:`federation.registry.kinds` has
+the full list of kinds). The hub's first translation stage reads them from the registry
+to build each cluster's listeners, routes and statuses.
+
+The specs mirror Gateway API v1 (standard channel, v1.6) field for field, so that the
+agent reads a Kubernetes object with the same strict codec (:mod:`federation.registry.codec`)
+that decodes a record: ``spec.rules[].backendRefs`` there is ``spec.rules[i].backend_refs``
+here. Only the standard fields this project implements are kept; a field that is absent
+keeps its Kubernetes default, applied by the apiserver (None here means "not set").
+Enumerations stay strings on purpose: a value this version does not know is reported
+by the translation stage as an ``UnsupportedValue`` status on the object, instead of
+making the whole record undecodable.
+
+Nothing secret is ever in a record: a Gateway names its certificate Secrets, and the
+gateway's own Envoy reads them locally.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from federation.registry.codec import from_json, to_json
+from federation.registry.records import InvalidRecordError
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+# --- references ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParentReference:
+    """``spec.parentRefs[]`` of a route: the Gateway (and listener) it attaches to."""
+
+    name: str
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class BackendObjectReference:
+    """A backend: a ``Service`` of this cluster or a ``ServiceImport`` of the clusterset."""
+
+    name: str
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class LocalObjectReference:
+    group: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SecretObjectReference:
+    name: str
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+
+
+# --- filters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HTTPHeader:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class HeaderModifier:
+    set: tuple[HTTPHeader, ...] = ()
+    add: tuple[HTTPHeader, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPPathModifier:
+    type: str
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestRedirect:
+    scheme: str | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: int | None = None
+    status_code: int | None = None
+
+
+@dataclass(frozen=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+@dataclass(frozen=True)
+class Fraction:
+    numerator: int
+    denominator: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestMirror:
+    backend_ref: BackendObjectReference
+    percent: int | None = None
+    fraction: Fraction | None = None
+
+
+@dataclass(frozen=True)
+class CORS:
+    allow_origins: tuple[str, ...] = ()
+    allow_credentials: bool | None = None
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRouteFilter:
+    type: str
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: URLRewrite | None = None
+    request_mirror: RequestMirror | None = None
+    cors: CORS | None = None
+    extension_ref: LocalObjectReference | None = None
+
+
+@dataclass(frozen=True)
+class GRPCRouteFilter:
+    type: str
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_mirror: RequestMirror | None = None
+    extension_ref: LocalObjectReference | None = None
+
+
+# --- matches ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    type: str = "PathPrefix"
+    value: str = "/"
+
+
+@dataclass(frozen=True)
+class ValueMatch:
+    """A header or query parameter match."""
+
+    name: str
+    value: str
+    type: str = "Exact"
+
+
+@dataclass(frozen=True)
+class HTTPRouteMatch:
+    path: PathMatch | None = None
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class GRPCMethodMatch:
+    type: str = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class GRPCRouteMatch:
+    method: GRPCMethodMatch | None = None
+    headers: tuple[ValueMatch, ...] = ()
+
+
+# --- rules and specs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HTTPBackendRef:
+    name: str
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    port: int | None = None
+    weight: int | None = None
+    filters: tuple[HTTPRouteFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class GRPCBackendRef:
+    name: str
+    group: str | None = None
+    kind: str | None = None
+    namespace: str | None = None
+    port: int | None = None
+    weight: int | None = None
+    filters: tuple[GRPCRouteFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPRouteTimeouts:
+    request: str | None = None
+    backend_request: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRouteRule:
+    name: str | None = None
+    matches: tuple[HTTPRouteMatch, ...] = ()
+    filters: tuple[HTTPRouteFilter, ...] = ()
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+    timeouts: HTTPRouteTimeouts | None = None
+
+
+@dataclass(frozen=True)
+class GRPCRouteRule:
+    name: str | None = None
+    matches: tuple[GRPCRouteMatch, ...] = ()
+    filters: tuple[GRPCRouteFilter, ...] = ()
+    backend_refs: tuple[GRPCBackendRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPRouteSpec:
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[HTTPRouteRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class GRPCRouteSpec:
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[GRPCRouteRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteNamespaces:
+    from_: str = "Same"
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True)
+class RouteGroupKind:
+    kind: str
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class AllowedRoutes:
+    namespaces: RouteNamespaces | None = None
+    kinds: tuple[RouteGroupKind, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayTLSConfig:
+    mode: str | None = None
+    certificate_refs: tuple[SecretObjectReference, ...] = ()
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None = None
+    tls: GatewayTLSConfig | None = None
+    allowed_routes: AllowedRoutes | None = None
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    gateway_class_name: str
+    listeners: tuple[Listener, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReferenceGrantFrom:
+    group: str
+    kind: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class ReferenceGrantTo:
+    group: str
+    kind: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceGrantSpec:
+    from_: tuple[ReferenceGrantFrom, ...] = ()
+    to: tuple[ReferenceGrantTo, ...] = ()
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """A Gateway of our GatewayClass in ``cluster``."""
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: GatewaySpec
+    generation: int = 0
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class HTTPRouteRecord:
+    """An HTTPRoute of ``cluster``; ``namespace_labels`` are its namespace's labels, which
+    decide whether a listener's ``allowedRoutes`` selector admits it."""
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: HTTPRouteSpec
+    generation: int = 0
+    created: str = ""
+    namespace_labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GRPCRouteRecord:
+    """A GRPCRoute of ``cluster``; see :class:`HTTPRouteRecord` for ``namespace_labels``."""
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: GRPCRouteSpec
+    generation: int = 0
+    created: str = ""
+    namespace_labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReferenceGrantRecord:
+    """A ReferenceGrant of ``cluster``: it allows references *into* its namespace."""
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: ReferenceGrantSpec
+    generation: int = 0
+    created: str = ""
+
+
+GatewayAPIRecord = GatewayRecord | HTTPRouteRecord | GRPCRouteRecord | ReferenceGrantRecord
+
+
+def encode(record: GatewayAPIRecord, version: int, kind: str) -> bytes:
+    """Canonical bytes of a record: equal records encode to equal bytes."""
+    body = {"v": version, "kind": kind, **to_json(record)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(cls: type[GatewayAPIRecord], data: Any, what: str) -> GatewayAPIRecord:
+    """Decode the JSON object ``data`` (without ``v`` and ``kind``) as ``cls``."""
+    record = from_json(cls, data, path=what)
+    if not record.namespace or not record.name:
+        raise InvalidRecordError(f"{what}: namespace and name must not be empty")
+    return record
