@@ -1,0 +1,117 @@
+"""What the first translation stage needs to know about one member cluster.
+
+Built by the hub (for every node group) and by each agent (for its own cluster, to write
+statuses) from the registry watcher's view, then passed to
+:func:`federation.translate.gateway.resolve`. Pure values: the same inputs give the same
+IR and statuses in both places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from federation.model.imports import MergedImport, group_by_service, merge_exports
+from federation.registry.gatewayapi import (
+    GatewayRecord,
+    GRPCRouteRecord,
+    HTTPRouteRecord,
+    ReferenceGrantRecord,
+)
+from federation.registry.kinds import Record
+from federation.registry.records import ExportedService, LocalService
+
+ObjectName = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ProgrammedFact:
+    """What the hub saw of one Gateway on the cluster's Envoys (its published ACK state).
+
+    ``generation``: the newest generation of the Gateway whose configuration every
+    connected Envoy of the cluster ACKed (None: none yet). ``rejected``: an Envoy's NACK
+    message for the configuration now offered, if any. ``envoys``: how many Envoys of the
+    cluster are connected.
+    """
+
+    generation: int | None = None
+    rejected: str | None = None
+    envoys: int = 0
+
+
+def _empty() -> Mapping[ObjectName, LocalService]:
+    return MappingProxyType({})
+
+
+def _no_imports() -> Mapping[ObjectName, MergedImport]:
+    return MappingProxyType({})
+
+
+def _no_facts() -> Mapping[ObjectName, ProgrammedFact]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ClusterInputs:
+    """One member cluster's Gateway API objects and what their backends can resolve to.
+
+    ``gateways`` are only those of our GatewayClass (the agent publishes no other);
+    ``local_services`` the Services of this cluster that its routes name (keyed by
+    namespace and name); ``imports`` every ServiceImport of the clusterset (merged
+    exports, keyed the same way); ``programmed`` the hub's ACK state per Gateway.
+    """
+
+    cluster: str
+    gateways: tuple[GatewayRecord, ...] = ()
+    http_routes: tuple[HTTPRouteRecord, ...] = ()
+    grpc_routes: tuple[GRPCRouteRecord, ...] = ()
+    grants: tuple[ReferenceGrantRecord, ...] = ()
+    local_services: Mapping[ObjectName, LocalService] = field(default_factory=_empty)
+    imports: Mapping[ObjectName, MergedImport] = field(default_factory=_no_imports)
+    programmed: Mapping[ObjectName, ProgrammedFact] = field(default_factory=_no_facts)
+
+
+def imports_of(exports: Iterable[ExportedService]) -> dict[ObjectName, MergedImport]:
+    """Every ServiceImport of the clusterset: the merged exports of each Service."""
+    return {key: merge_exports(group) for key, group in group_by_service(exports).items()}
+
+
+def cluster_inputs(
+    cluster: str,
+    records: Iterable[Record],
+    imports: Mapping[ObjectName, MergedImport],
+    programmed: Mapping[ObjectName, ProgrammedFact] | None = None,
+) -> ClusterInputs:
+    """The inputs of ``cluster`` from its own records (any kinds: Services are ignored)."""
+    gateways, http_routes, grpc_routes, grants = [], [], [], []
+    local: dict[ObjectName, LocalService] = {}
+    for record in records:
+        if record.cluster != cluster:
+            continue
+        if isinstance(record, GatewayRecord):
+            gateways.append(record)
+        elif isinstance(record, HTTPRouteRecord):
+            http_routes.append(record)
+        elif isinstance(record, GRPCRouteRecord):
+            grpc_routes.append(record)
+        elif isinstance(record, ReferenceGrantRecord):
+            grants.append(record)
+        elif isinstance(record, LocalService):
+            local[record.namespace, record.name] = record
+    return ClusterInputs(
+        cluster=cluster,
+        gateways=tuple(sorted(gateways, key=_name)),
+        http_routes=tuple(sorted(http_routes, key=_name)),
+        grpc_routes=tuple(sorted(grpc_routes, key=_name)),
+        grants=tuple(sorted(grants, key=_name)),
+        local_services=MappingProxyType(dict(sorted(local.items()))),
+        imports=MappingProxyType(dict(imports)),
+        programmed=MappingProxyType(dict(programmed or {})),
+    )
+
+
+def _name(
+    record: GatewayRecord | HTTPRouteRecord | GRPCRouteRecord | ReferenceGrantRecord,
+) -> ObjectName:
+    return record.namespace, record.name

@@ -1,0 +1,221 @@
+"""HTTPRoute and GRPCRoute rules compiled into IR routes, with what went wrong.
+
+Called by :func:`federation.translate.gateway.resolve` once per route. Each match of each
+rule becomes one :class:`~federation.translate.ir.RouteIR` with its precedence key; the
+route's backend problems become its ``ResolvedRefs`` condition. What answers a request:
+
+* a ``RequestRedirect`` filter: the redirect;
+* otherwise the rule's backends, by weight; a backend that cannot be resolved keeps its
+  weight and its share of the requests is answered 500 (Gateway API's rule for invalid
+  backends), and when no backend with a weight above zero resolves, every request is;
+* a rule without backends answers 500.
+
+Routes inherit the data plane's safe defaults (retries of failures before the request
+was sent, no timeout unless the route sets one); ``timeouts.request`` bounds the whole
+request and ``timeouts.backendRequest`` each attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.registry.gatewayapi import (
+    GRPCRouteMatch,
+    GRPCRouteRecord,
+    HTTPRouteFilter,
+    HTTPRouteMatch,
+    HTTPRouteRecord,
+    RequestMirror,
+)
+from federation.translate.gateway.filters import (
+    FilterError,
+    RuleFilters,
+    backend_filters,
+    rule_filters,
+    timeouts,
+)
+from federation.translate.gateway.inputs import ClusterInputs
+from federation.translate.gateway.matches import (
+    MatchError,
+    Precedence,
+    grpc_match,
+    http_match,
+)
+from federation.translate.gateway.matches import precedence as precedence_of
+from federation.translate.gateway.refs import Backend, resolve_backend
+from federation.translate.gateway.status import RouteReason
+from federation.translate.ir import BackendIR, LocalClusterIR, MatchIR, MirrorIR, RouteIR
+from federation.translate.protocols import PortProtocol, port_protocol
+
+#: The status answered for a share of requests that has no usable backend.
+INVALID_BACKEND_STATUS = 500
+
+
+class UnsupportedValue(ValueError):
+    """The route uses a value this implementation does not serve."""
+
+
+@dataclass
+class CompiledRoute:
+    """A route's IR routes (unsorted), its backend problems and the local clusters used."""
+
+    kind: str
+    entries: list[tuple[Precedence, RouteIR]] = field(default_factory=list)
+    problems: list[tuple[RouteReason, str]] = field(default_factory=list)
+    local_clusters: dict[str, LocalClusterIR] = field(default_factory=dict)
+
+
+def compile_route(inputs: ClusterInputs, route: HTTPRouteRecord | GRPCRouteRecord) -> CompiledRoute:
+    """Compile every rule; raise :class:`UnsupportedValue` if the route cannot be served."""
+    kind = "HTTPRoute" if isinstance(route, HTTPRouteRecord) else "GRPCRoute"
+    out = CompiledRoute(kind)
+    try:
+        rules: tuple[Any, ...] = route.spec.rules
+        for i, rule in enumerate(rules):
+            request_ms, backend_ms = (
+                timeouts(rule.timeouts) if isinstance(route, HTTPRouteRecord) else (None, None)
+            )
+            backends = tuple(_backend(inputs, out, route, ref) for ref in rule.backend_refs)
+            filters = tuple(_as_http_filter(f) for f in rule.filters)
+            matches: list[MatchIR] = _matches(route, rule.matches)
+            for j, match in enumerate(matches):
+                prefix = match.path.value if match.path.type == "PathPrefix" else None
+                checked = rule_filters(filters, prefix)
+                ir = _route_ir(
+                    inputs,
+                    out,
+                    route,
+                    f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}",
+                    match,
+                    backends,
+                    checked,
+                    request_ms,
+                    backend_ms,
+                )
+                key = precedence_of(
+                    match,
+                    created=route.created,
+                    kind=kind,
+                    namespace=route.namespace,
+                    name=route.name,
+                    rule=i,
+                    index=j,
+                )
+                out.entries.append((key, ir))
+    except (MatchError, FilterError) as err:
+        raise UnsupportedValue(str(err)) from err
+    return out
+
+
+def _matches(route: HTTPRouteRecord | GRPCRouteRecord, matches: tuple[Any, ...]) -> list[MatchIR]:
+    if isinstance(route, HTTPRouteRecord):
+        return [http_match(m) for m in (matches or (HTTPRouteMatch(),))]
+    return [grpc_match(m) for m in (matches or (GRPCRouteMatch(),))]
+
+
+def _as_http_filter(f: Any) -> HTTPRouteFilter:
+    if isinstance(f, HTTPRouteFilter):
+        return f
+    return HTTPRouteFilter(
+        type=f.type,
+        request_header_modifier=f.request_header_modifier,
+        response_header_modifier=f.response_header_modifier,
+        request_mirror=f.request_mirror,
+        extension_ref=f.extension_ref,
+    )
+
+
+def _resolve(
+    inputs: ClusterInputs, out: CompiledRoute, route: HTTPRouteRecord | GRPCRouteRecord, ref: Any
+) -> Backend:
+    backend = resolve_backend(
+        inputs,
+        route_kind=out.kind,
+        route_namespace=route.namespace,
+        group=ref.group,
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        port=ref.port,
+    )
+    if backend.problem is not None:
+        out.problems.append((backend.problem, backend.message))
+    elif backend.local is not None and backend.port is not None and backend.cluster is not None:
+        local = backend.local
+        out.local_clusters[backend.cluster] = LocalClusterIR(
+            name=backend.cluster,
+            cluster=inputs.cluster,
+            namespace=local.namespace,
+            service=local.name,
+            port=backend.port,
+            ports=local.ports,
+            http2=port_protocol(backend.port) is PortProtocol.HTTP2,
+            endpoints=local.endpoints,
+        )
+    return backend
+
+
+def _backend(
+    inputs: ClusterInputs, out: CompiledRoute, route: HTTPRouteRecord | GRPCRouteRecord, ref: Any
+) -> BackendIR:
+    backend = _resolve(inputs, out, route, ref)
+    request, response = backend_filters(tuple(_as_http_filter(f) for f in ref.filters))
+    weight = 1 if ref.weight is None else ref.weight
+    return BackendIR(weight, backend.cluster, request, response)
+
+
+def _mirror(
+    inputs: ClusterInputs,
+    out: CompiledRoute,
+    route: HTTPRouteRecord | GRPCRouteRecord,
+    mirror: RequestMirror,
+) -> MirrorIR | None:
+    backend = _resolve(inputs, out, route, mirror.backend_ref)
+    if backend.cluster is None:
+        return None  # reported in ResolvedRefs; no copies are sent
+    if mirror.fraction is not None:
+        denominator = 100 if mirror.fraction.denominator is None else mirror.fraction.denominator
+        return MirrorIR(backend.cluster, mirror.fraction.numerator, denominator)
+    percent = 100 if mirror.percent is None else mirror.percent
+    return MirrorIR(backend.cluster, percent, 100)
+
+
+def _route_ir(
+    inputs: ClusterInputs,
+    out: CompiledRoute,
+    route: HTTPRouteRecord | GRPCRouteRecord,
+    name: str,
+    match: MatchIR,
+    backends: tuple[BackendIR, ...],
+    filters: RuleFilters,
+    request_ms: int | None,
+    backend_ms: int | None,
+) -> RouteIR:
+    mirrors = tuple(
+        m
+        for f in filters.mirrors
+        if f.request_mirror is not None
+        and (m := _mirror(inputs, out, route, f.request_mirror)) is not None
+    )
+    common: dict[str, Any] = {
+        "name": name,
+        "match": match,
+        "request_headers": filters.request_headers,
+        "response_headers": filters.response_headers,
+        "cors": filters.cors,
+    }
+    if filters.redirect is not None:
+        return RouteIR(redirect=filters.redirect, **common)
+    weighted = tuple(b for b in backends if b.weight > 0)
+    if not any(b.cluster is not None for b in weighted):
+        return RouteIR(direct_status=INVALID_BACKEND_STATUS, **common)
+    return RouteIR(
+        backends=weighted,
+        rewrite_hostname=filters.rewrite_hostname,
+        rewrite_path=filters.rewrite_path,
+        mirrors=mirrors,
+        timeout_ms=request_ms,
+        backend_timeout_ms=backend_ms,
+        **common,
+    )

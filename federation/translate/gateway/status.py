@@ -1,0 +1,132 @@
+"""The statuses the first translation stage computes: Gateway API conditions, as data.
+
+Computed by :func:`federation.translate.gateway.resolve` for one member cluster and
+written by that cluster's agent, the only writer of its objects' ``.status``. Reasons are
+enums with Gateway API's own values; every condition carries a message that says what to
+fix. Which reasons exist, and when:
+
+* routes, per parent (``status.parents[]`` with our controller name):
+  ``Accepted`` (``Accepted``, ``NotAllowedByListeners``, ``NoMatchingListenerHostname``,
+  ``NoMatchingParent``, ``UnsupportedValue``) and ``ResolvedRefs`` (``ResolvedRefs``,
+  ``BackendNotFound``, ``RefNotPermitted``, ``InvalidKind``, ``UnsupportedProtocol``);
+* Gateways: ``Accepted`` (``Accepted``, ``ListenersNotValid``) and ``Programmed``
+  (``Programmed`` once the cluster's Envoys ACKed the Gateway's generation; ``Pending``
+  until then; ``Invalid`` when an Envoy rejected it, with Envoy's message);
+* listeners: ``Accepted`` (``Accepted``, ``UnsupportedProtocol``), ``ResolvedRefs``
+  (``ResolvedRefs``, ``InvalidCertificateRef``, ``InvalidRouteKinds``, ``RefNotPermitted``),
+  ``Conflicted`` (``NoConflicts``, ``HostnameConflict``, ``ProtocolConflict``) and
+  ``Programmed``, with ``attachedRoutes`` and ``supportedKinds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from federation.model.conditions import Condition, ConditionStatus
+from federation.registry.gatewayapi import ParentReference, RouteGroupKind
+
+#: The GatewayClass ``spec.controllerName`` of this project: we touch only Gateways of a
+#: class with this controller, and only route parent statuses carrying it.
+CONTROLLER_NAME = "federation.dev/gateway-controller"
+
+
+class RouteCondition(StrEnum):
+    ACCEPTED = "Accepted"
+    RESOLVED_REFS = "ResolvedRefs"
+
+
+class RouteReason(StrEnum):
+    ACCEPTED = "Accepted"
+    NOT_ALLOWED_BY_LISTENERS = "NotAllowedByListeners"
+    NO_MATCHING_LISTENER_HOSTNAME = "NoMatchingListenerHostname"
+    NO_MATCHING_PARENT = "NoMatchingParent"
+    UNSUPPORTED_VALUE = "UnsupportedValue"
+    RESOLVED_REFS = "ResolvedRefs"
+    BACKEND_NOT_FOUND = "BackendNotFound"
+    REF_NOT_PERMITTED = "RefNotPermitted"
+    INVALID_KIND = "InvalidKind"
+    UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+
+
+class GatewayCondition(StrEnum):
+    ACCEPTED = "Accepted"
+    PROGRAMMED = "Programmed"
+
+
+class GatewayReason(StrEnum):
+    ACCEPTED = "Accepted"
+    LISTENERS_NOT_VALID = "ListenersNotValid"
+    PROGRAMMED = "Programmed"
+    PENDING = "Pending"
+    INVALID = "Invalid"
+
+
+class ListenerCondition(StrEnum):
+    ACCEPTED = "Accepted"
+    RESOLVED_REFS = "ResolvedRefs"
+    CONFLICTED = "Conflicted"
+    PROGRAMMED = "Programmed"
+
+
+class ListenerReason(StrEnum):
+    ACCEPTED = "Accepted"
+    UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+    RESOLVED_REFS = "ResolvedRefs"
+    INVALID_CERTIFICATE_REF = "InvalidCertificateRef"
+    INVALID_ROUTE_KINDS = "InvalidRouteKinds"
+    REF_NOT_PERMITTED = "RefNotPermitted"
+    NO_CONFLICTS = "NoConflicts"
+    HOSTNAME_CONFLICT = "HostnameConflict"
+    PROTOCOL_CONFLICT = "ProtocolConflict"
+    PROGRAMMED = "Programmed"
+    PENDING = "Pending"
+    INVALID = "Invalid"
+
+
+def condition(type_: StrEnum, ok: bool, reason: StrEnum, message: str) -> Condition:
+    status = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+    return Condition(type_.value, status, reason.value, message)
+
+
+@dataclass(frozen=True)
+class RouteParentStatus:
+    """One ``status.parents[]`` entry of a route: a parentRef that names one of our Gateways."""
+
+    parent_ref: ParentReference
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    #: ``HTTPRoute`` or ``GRPCRoute``.
+    kind: str
+    namespace: str
+    name: str
+    generation: int
+    parents: tuple[RouteParentStatus, ...]
+
+
+@dataclass(frozen=True)
+class ListenerStatus:
+    name: str
+    attached_routes: int
+    supported_kinds: tuple[RouteGroupKind, ...]
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    namespace: str
+    name: str
+    generation: int
+    conditions: tuple[Condition, ...]
+    listeners: tuple[ListenerStatus, ...]
+
+
+@dataclass(frozen=True)
+class Statuses:
+    """Every status one cluster's agent writes for its Gateway API objects, sorted."""
+
+    gateways: tuple[GatewayStatus, ...] = ()
+    routes: tuple[RouteStatus, ...] = ()

@@ -1,0 +1,206 @@
+"""The intermediate representation between Gateway API objects and Envoy configuration.
+
+The first translation stage (:mod:`federation.translate.gateway`) resolves one member
+cluster's Gateways, routes, ReferenceGrants and backends (local Services and the
+clusterset's ServiceImports) into a :class:`GatewayIR`: the listeners that cluster's
+Envoys open, their virtual hosts and routes in match-precedence order, each route's
+filters and weighted backends, and the local Services the routes send to. All Gateway
+API semantics (attachment, hostnames, precedence, references, grants, invalid input)
+are decided there; nothing here refers to a Kubernetes object any more.
+
+The second stage (:mod:`federation.translate.envoy`) maps the IR to xDS resources and
+knows nothing of Gateway API: a golden file of either stage can be read without the
+other.
+
+Everything is a frozen dataclass with JSON-friendly fields, so the golden tests read and
+write IR as YAML through the registry's strict codec (:mod:`federation.registry.codec`).
+Durations are whole milliseconds; None means "not set".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.registry.records import EndpointSet, ServicePort
+
+# --- matches -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathMatchIR:
+    #: ``Exact``, ``PathPrefix`` or ``RegularExpression``.
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ValueMatchIR:
+    """A header or query parameter match: ``Exact`` or ``RegularExpression``."""
+
+    name: str
+    value: str
+    type: str = "Exact"
+
+
+@dataclass(frozen=True)
+class MatchIR:
+    path: PathMatchIR
+    headers: tuple[ValueMatchIR, ...] = ()
+    query_params: tuple[ValueMatchIR, ...] = ()
+    method: str | None = None
+
+
+# --- what a route does ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeaderIR:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class HeaderModIR:
+    set: tuple[HeaderIR, ...] = ()
+    add: tuple[HeaderIR, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PathRewriteIR:
+    """``ReplaceFullPath`` (``value`` replaces the path) or ``ReplacePrefixMatch``
+    (``value`` replaces the matched ``prefix``)."""
+
+    type: str
+    value: str
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendIR:
+    """One weighted backend. ``cluster`` None: the reference is invalid, and this share
+    of the requests is answered 500."""
+
+    weight: int
+    cluster: str | None = None
+    request_headers: HeaderModIR | None = None
+    response_headers: HeaderModIR | None = None
+
+
+@dataclass(frozen=True)
+class MirrorIR:
+    """Copies of requests, sent to ``cluster``, for ``numerator / denominator`` of them."""
+
+    cluster: str
+    numerator: int = 100
+    denominator: int = 100
+
+
+@dataclass(frozen=True)
+class CorsIR:
+    allow_origins: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class RedirectIR:
+    status_code: int = 302
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path: PathRewriteIR | None = None
+
+
+@dataclass(frozen=True)
+class RouteIR:
+    """One match of one rule of one route, with everything the rule does.
+
+    Exactly one of ``backends``, ``redirect`` or ``direct_status`` says what answers:
+    forwarding to the weighted backends (every invalid one's share answered 500), a
+    redirect, or a fixed status with no backend (500 when a rule has no valid backend).
+    """
+
+    #: ``<kind>/<namespace>/<name>/rule/<i>/match/<j>``: stable, for stats and debugging.
+    name: str
+    match: MatchIR
+    backends: tuple[BackendIR, ...] = ()
+    redirect: RedirectIR | None = None
+    direct_status: int | None = None
+    request_headers: HeaderModIR | None = None
+    response_headers: HeaderModIR | None = None
+    rewrite_hostname: str | None = None
+    rewrite_path: PathRewriteIR | None = None
+    mirrors: tuple[MirrorIR, ...] = ()
+    cors: CorsIR | None = None
+    #: The whole request, retries included (HTTPRoute ``timeouts.request``).
+    timeout_ms: int | None = None
+    #: One attempt at a backend (HTTPRoute ``timeouts.backendRequest``).
+    backend_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class VirtualHostIR:
+    name: str
+    domains: tuple[str, ...]
+    #: In match precedence order: Envoy uses the first that matches.
+    routes: tuple[RouteIR, ...] = ()
+
+
+@dataclass(frozen=True)
+class CertificateIR:
+    """A TLS certificate the Envoy reads from its own disk (never through the registry):
+    ``<secret dir>/<namespace>/<name>/tls.crt`` and ``tls.key``."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FilterChainIR:
+    """HTTPS: the certificates served for ``server_names`` (SNI; empty: any)."""
+
+    server_names: tuple[str, ...]
+    certificates: tuple[CertificateIR, ...]
+
+
+@dataclass(frozen=True)
+class ListenerIR:
+    """One Envoy listener: every Gateway listener of the cluster on ``port``.
+
+    ``tls`` is empty for plain HTTP; for HTTPS it has one filter chain per hostname
+    (plus the catch-all), all sharing the listener's route configuration.
+    """
+
+    name: str
+    port: int
+    virtual_hosts: tuple[VirtualHostIR, ...] = ()
+    tls: tuple[FilterChainIR, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalClusterIR:
+    """A Service of this cluster that a route sends to (not exported): its Envoy
+    cluster, named ``local/<namespace>/<name>/<port>``, with the endpoints of the port."""
+
+    name: str
+    cluster: str
+    namespace: str
+    service: str
+    #: The port routed to, and all of the Service's (endpoint ports are matched by name).
+    port: ServicePort
+    ports: tuple[ServicePort, ...]
+    http2: bool
+    endpoints: tuple[EndpointSet, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayIR:
+    """What one member cluster's Envoys serve for its Gateways, routes sorted and resolved."""
+
+    cluster: str
+    listeners: tuple[ListenerIR, ...] = ()
+    local_clusters: tuple[LocalClusterIR, ...] = ()
