@@ -43,7 +43,7 @@ from federation.model.imports import merge_exports
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import ClusterRecord, ExportedService
 from federation.registry.store import RegistryReader, RegistryWriter
-from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
+from federation.registry.watcher import Change, RegistryWatcher, ServiceName, service_names
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class Agent:
 
     # --- workers --------------------------------------------------------------
 
-    async def _on_registry_change(self, changed: set[RecordRef]) -> None:
+    async def _on_registry_change(self, changed: set[Change]) -> None:
         for key in service_names(changed):
             self.import_queue.add(key)
             if key in self.caches.exports:

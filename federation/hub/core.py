@@ -22,13 +22,31 @@ import gc
 import logging
 
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
-from federation.registry.kinds import RecordRef
+from federation.registry.kinds import Kind
 from federation.registry.store import RegistryReader
-from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
+from federation.registry.watcher import (
+    Change,
+    RegistryWatcher,
+    ServiceName,
+    changed_clusters,
+    service_names,
+)
+from federation.translate.gateway import resolve
+from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.inputs import ImportView
+from federation.translate.ir import GatewayIR
 from federation.xds.snapshot import SnapshotCache
 
 log = logging.getLogger("federation.hub")
+
+#: The record kinds that make up a cluster's Gateway configuration.
+GATEWAY_KINDS = (
+    Kind.GATEWAY,
+    Kind.HTTP_ROUTE,
+    Kind.GRPC_ROUTE,
+    Kind.REFERENCE_GRANT,
+    Kind.LOCAL_SERVICE,
+)
 
 
 def freeze_loaded_heap() -> None:
@@ -85,19 +103,38 @@ class Hub:
         stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
         return ImportView.of(exports, stale)
 
-    async def _on_change(self, changed: set[RecordRef]) -> None:
+    def resolve_gateway(self, group: str) -> GatewayIR:
+        """The node group's Gateway configuration: the first translation stage on its
+        records (the same call its agent makes for statuses)."""
+        records = [r for kind in GATEWAY_KINDS for r in self.watcher.records(group, kind).values()]
+        if not records:
+            return GatewayIR(group)
+        inputs = cluster_inputs(group, records, self.builder.merged_imports())
+        return resolve(inputs).ir
+
+    async def _on_change(self, changed: set[Change]) -> None:
         if not self.ready.is_set():
             if self.watcher.loaded.is_set() and self.watcher.views:
                 self.publish_loaded()  # the first member joined an empty registry
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
         services = service_names(changed)
-        self.builder.update({key: self._view(key) for key in services}, self._groups())
+        self.builder.update(
+            {key: self._view(key) for key in services},
+            self._groups(),
+            changed_clusters(changed, GATEWAY_KINDS),
+            self.resolve_gateway,
+        )
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""
         keys = self.watcher.service_names()
-        self.builder.update({key: self._view(key) for key in keys}, self._groups())
+        self.builder.update(
+            {key: self._view(key) for key in keys},
+            self._groups(),
+            self._groups(),
+            self.resolve_gateway,
+        )
         if self._freeze_heap:
             freeze_loaded_heap()
         self.cache.mark_ready()

@@ -53,6 +53,18 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
             "changes pushed as ClusterLoadAssignments only",
             hub.builder.endpoint_pushes,
         ),
+        Sample(
+            "federation_hub_route_pushes_total",
+            "counter",
+            "changes pushed as the clusterset route configuration only",
+            hub.builder.route_pushes,
+        ),
+        Sample(
+            "federation_hub_gateway_pushes_total",
+            "counter",
+            "changes of one cluster's Gateway configuration pushed to its Envoys only",
+            hub.builder.gateway_pushes,
+        ),
         *(
             Sample(f"federation_xds_{name}", kind, text, getattr(xds, attr))
             for name, kind, text, attr in _XDS_METRICS

@@ -13,7 +13,7 @@ FLUSHALL) the view keeps what it had (fail-static) until the agent
 republishes: the consumers never see imports vanish and come back.
 
 Records of every kind (:mod:`federation.registry.kinds`) are kept, by cluster
-and kind; consumers are told which records changed (:class:`RecordRef`).
+and kind; consumers are told which records changed, in which cluster (:class:`Change`).
 Records that fail to decode are skipped, logged and counted; the previous good
 version of that record, if any, is kept.
 
@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 from federation.metrics import Sample
 from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
@@ -54,12 +54,27 @@ from federation.registry.store import (
 log = logging.getLogger(__name__)
 
 ServiceName = tuple[str, str]
-ChangeCallback = Callable[[set[RecordRef]], Awaitable[None]]
 
 
-def service_names(changed: Iterable[RecordRef]) -> set[ServiceName]:
+class Change(NamedTuple):
+    """A record of ``cluster`` that changed (was added, updated or removed)."""
+
+    cluster: str
+    ref: RecordRef
+
+
+ChangeCallback = Callable[[set[Change]], Awaitable[None]]
+
+
+def service_names(changed: Iterable[Change]) -> set[ServiceName]:
     """The exported services among changed records."""
-    return {(r.namespace, r.name) for r in changed if r.kind is Kind.SERVICE}
+    return {(c.ref.namespace, c.ref.name) for c in changed if c.ref.kind is Kind.SERVICE}
+
+
+def changed_clusters(changed: Iterable[Change], kinds: Iterable[Kind]) -> set[str]:
+    """The clusters with a changed record of one of ``kinds``."""
+    wanted = frozenset(kinds)
+    return {c.cluster for c in changed if c.ref.kind in wanted}
 
 
 @dataclass
@@ -91,9 +106,10 @@ class ClusterView:
     def services(self) -> dict[str, ExportedService]:
         return cast(dict[str, ExportedService], self.of(Kind.SERVICE))
 
-    def refs(self) -> set[RecordRef]:
+    def changes(self) -> set[Change]:
+        """Every record of the cluster, as changes (when all of them count as changed)."""
         return {
-            RecordRef(kind, *split_service_key(key))
+            Change(self.cluster, RecordRef(kind, *split_service_key(key)))
             for kind, records in self.records.items()
             for key in records
         }
@@ -196,7 +212,7 @@ class RegistryWatcher:
         """One blocking read of all streams plus, when due, the consistency checks."""
         positions = {c: v.position for c, v in self.views.items()}
         entries = await self._reader.read(positions, self._block_ms)
-        changed: set[RecordRef] = set()
+        changed: set[Change] = set()
         trimmed = await self._trimmed_past({e.cluster for e in entries}, positions)
         for cluster in sorted(trimmed):
             changed |= await self._reload(cluster)
@@ -225,7 +241,7 @@ class RegistryWatcher:
 
     async def _load_all(self) -> None:
         members = set(self.views)
-        changed: set[RecordRef] = set()
+        changed: set[Change] = set()
         for cluster in sorted(await self._reader.members()):
             changed |= await self._reload(cluster)
         changed |= await self._check()
@@ -254,7 +270,7 @@ class RegistryWatcher:
             self._bad(cluster, ref.field, err)
             return None
 
-    async def _apply(self, entry: StreamEntry) -> set[RecordRef]:
+    async def _apply(self, entry: StreamEntry) -> set[Change]:
         view = self.views.get(entry.cluster)
         if view is None or parse_id(entry.id) <= parse_id(view.position):
             return set()  # already covered by a snapshot loaded after this entry
@@ -266,14 +282,15 @@ class RegistryWatcher:
         records = view.of(ref.kind)
         key = f"{ref.namespace}/{ref.name}"
         if entry.op is Op.DELETE:
-            return {ref} if records.pop(key, None) is not None else set()
+            removed = records.pop(key, None) is not None
+            return {Change(entry.cluster, ref)} if removed else set()
         rec = self._decode(entry.cluster, ref, entry.record or b"")
         if rec is None or records.get(key) == rec:
             return set()
         records[key] = rec
-        return {ref}
+        return {Change(entry.cluster, ref)}
 
-    async def _reload(self, cluster: str) -> set[RecordRef]:
+    async def _reload(self, cluster: str) -> set[Change]:
         snapshot = await self._reader.snapshot(cluster)
         self.stats.reloads += 1
         view = self.views.setdefault(cluster, ClusterView(cluster))
@@ -285,7 +302,7 @@ class RegistryWatcher:
             return set()
         return self._replace(view, snapshot)
 
-    def _replace(self, view: ClusterView, snapshot: ClusterSnapshot) -> set[RecordRef]:
+    def _replace(self, view: ClusterView, snapshot: ClusterSnapshot) -> set[Change]:
         records: dict[Kind, dict[str, Record]] = {}
         for field_name, data in snapshot.records.items():
             try:
@@ -304,11 +321,11 @@ class RegistryWatcher:
         except InvalidRecordError as err:
             self.stats.bad_records += 1
             log.error("bad cluster record", extra={"cluster": view.cluster, "error": str(err)})
-        changed: set[RecordRef] = set()
+        changed: set[Change] = set()
         for kind in records.keys() | view.records.keys():
             new, old = records.get(kind, {}), view.records.get(kind, {})
             changed.update(
-                RecordRef(kind, *split_service_key(k))
+                Change(view.cluster, RecordRef(kind, *split_service_key(k)))
                 for k in new.keys() | old.keys()
                 if new.get(k) != old.get(k)
             )
@@ -319,9 +336,9 @@ class RegistryWatcher:
 
     # --- consistency checks -------------------------------------------------
 
-    async def _check(self) -> set[RecordRef]:
+    async def _check(self) -> set[Change]:
         self._last_check = self._clock()
-        changed: set[RecordRef] = set()
+        changed: set[Change] = set()
         for cluster in sorted(await self._reader.members() - set(self.views)):
             changed |= await self._reload(cluster)
         clusters = sorted(self.views)
@@ -370,7 +387,7 @@ class RegistryWatcher:
             return True  # went backwards: failover to a replica that is behind
         return parse_id(max_deleted) > position  # trimmed past us: entries were lost
 
-    def _update_leases(self, live: set[str]) -> set[RecordRef]:
+    def _update_leases(self, live: set[str]) -> set[Change]:
         now = self._clock()
         flipped = set()
         for cluster, view in self.views.items():
@@ -393,7 +410,7 @@ class RegistryWatcher:
                 flipped.add(cluster)
         self.live = live
         return {
-            RecordRef(Kind.SERVICE, *split_service_key(k))
+            Change(c, RecordRef(Kind.SERVICE, *split_service_key(k)))
             for c in flipped
             for k in self.views[c].services
         }

@@ -13,11 +13,13 @@ import re
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 
 from federation.cli import hub as hub_main
 from federation.errors import InvalidInputError
 from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotOptions
+from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.memory_store import MemoryRegistry
 from federation.translate.inputs import TranslateOptions
@@ -165,3 +167,90 @@ async def test_envoys_listen_on_loopback_unless_told_otherwise() -> None:
     address = listener_pb2.Listener.FromString(resource.body).address.socket_address
     assert (address.address, address.port_value) == ("127.0.0.1", 10080)
     assert hub_main.parse_args(["--registry", "redis://x"]).listener_address == []
+
+
+# --- Gateways ------------------------------------------------------------------------------
+
+
+def _route(path: str, backend: str = "web") -> g.HTTPRouteRecord:
+    return g.HTTPRouteRecord(
+        cluster="b",
+        namespace="shop",
+        name="api",
+        spec=g.HTTPRouteSpec(
+            parent_refs=(g.ParentReference("gw"),),
+            rules=(
+                g.HTTPRouteRule(
+                    matches=(g.HTTPRouteMatch(path=g.PathMatch("PathPrefix", path)),),
+                    backend_refs=(
+                        g.HTTPBackendRef(
+                            backend, group="multicluster.x-k8s.io", kind="ServiceImport", port=80
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+GATEWAY = g.GatewayRecord(
+    cluster="b",
+    namespace="shop",
+    name="gw",
+    spec=g.GatewaySpec("federation", (g.Listener("http", 8080, "HTTP"),)),
+)
+
+
+def _route_config(hub: Hub, group: str) -> route_pb2.RouteConfiguration:
+    snapshot = hub.cache.get(group)
+    assert snapshot is not None
+    resource = snapshot.get(ROUTE, "gateway/8080")
+    assert resource is not None
+    return route_pb2.RouteConfiguration.FromString(resource.body)
+
+
+async def test_a_clusters_gateway_reaches_only_its_own_envoys() -> None:
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    await join(registry, "b", [GATEWAY, _route("/api")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    b, a = hub.cache.get("b"), hub.cache.get("a")
+    assert b is not None and a is not None
+    assert set(b.of(LISTENER)) == {"clusterset-http", "gateway/8080"}
+    assert set(a.of(LISTENER)) == {"clusterset-http"}
+    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    assert route.match.path_separated_prefix == "/api"
+    assert route.route.cluster == WEB_CLUSTER
+
+
+async def test_a_route_only_change_is_pushed_to_its_cluster_alone() -> None:
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    writer = await join(registry, "b", [GATEWAY, _route("/api")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    a_generation = hub.cache.generation("a")
+    b_before = hub.cache.get("b")
+    await writer.publish(_route("/v2"))
+    await hub.watcher.step()
+    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    assert route.match.path_separated_prefix == "/v2"
+    assert hub.cache.generation("a") == a_generation  # nothing for a
+    b_after = hub.cache.get("b")
+    assert b_before is not None and b_after is not None
+    assert b_after.of(CLUSTER) is b_before.of(CLUSTER)  # only the routes changed
+    assert (hub.builder.gateway_pushes, hub.builder.full_pushes) == (1, 1)
+
+
+async def test_an_import_that_appears_later_resolves_a_waiting_route() -> None:
+    registry, hub = make_hub()
+    await join(registry, "b", [GATEWAY, _route("/api", backend="late")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    assert route.direct_response.status == 500  # no such ServiceImport yet
+    await join(registry, "a", [svc("a", "late")])
+    await hub.watcher.step()
+    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    assert route.route.cluster == "clusterset/shop/late/80"

@@ -28,7 +28,7 @@ from federation.registry.records import (
     encode_service,
 )
 from federation.registry.store import START
-from federation.registry.watcher import RegistryWatcher, ServiceName, service_names
+from federation.registry.watcher import Change, RegistryWatcher, ServiceName, service_names
 from tests import samples
 
 NS = "shop"
@@ -60,9 +60,9 @@ class Changes:
     def __init__(self) -> None:
         #: The services of each call, and every record of each call.
         self.calls: list[set[ServiceName]] = []
-        self.ref_calls: list[set[RecordRef]] = []
+        self.ref_calls: list[set[Change]] = []
 
-    async def __call__(self, changed: set[RecordRef]) -> None:
+    async def __call__(self, changed: set[Change]) -> None:
         self.calls.append(service_names(changed))
         self.ref_calls.append(set(changed))
 
@@ -607,7 +607,7 @@ async def test_records_of_every_kind_are_followed_and_reported(env: Env) -> None
     for record in every[2:]:
         await writer.publish(record)
     await env.watcher.step()
-    assert set().union(*env.changes.ref_calls) == {ref_of(r) for r in every[2:]}
+    assert set().union(*env.changes.ref_calls) == {Change("a", ref_of(r)) for r in every[2:]}
     assert env.changes.take() == set()  # none of them is an exported service
     for record in every:
         ref = ref_of(record)
@@ -615,7 +615,7 @@ async def test_records_of_every_kind_are_followed_and_reported(env: Env) -> None
     route = ref_of(every[3])
     await writer.withdraw(route)
     await env.watcher.step()
-    assert env.changes.ref_calls == [{route}]
+    assert env.changes.ref_calls == [{Change("a", route)}]
     assert env.watcher.records("a", Kind.HTTP_ROUTE) == {}
     # A full republish that drops the gateway reports it, and only it.
     env.changes.take()
@@ -624,7 +624,7 @@ async def test_records_of_every_kind_are_followed_and_reported(env: Env) -> None
         cluster_record("a", "epoch-2"),
     )
     await env.watcher.step()
-    assert set().union(*env.changes.ref_calls) == {ref_of(every[2])}
+    assert set().union(*env.changes.ref_calls) == {Change("a", ref_of(every[2]))}
 
 
 async def test_a_bad_record_of_any_kind_is_skipped_and_counted(env: Env) -> None:
