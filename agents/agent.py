@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import k8s_objects as objs
+from agents.gateway import GatewayAgent
 from agents.kube import Kube, KubeError, path
 from agents.status import StatusWriter
 from agents.workqueue import KeyQueue
@@ -40,7 +41,8 @@ from federation.model.conditions import (
     import_conditions,
 )
 from federation.model.imports import merge_exports
-from federation.registry.kinds import Kind, RecordRef
+from federation.registry.hub_state import HubStateReader
+from federation.registry.kinds import Kind, Record, RecordRef
 from federation.registry.records import ClusterRecord, ExportedService
 from federation.registry.store import RegistryReader, RegistryWriter
 from federation.registry.watcher import Change, RegistryWatcher, ServiceName, service_names
@@ -79,6 +81,8 @@ class Caches:
     services: dict[ServiceName, dict[str, Any]] = field(default_factory=dict)
     slices: dict[ServiceName, dict[str, dict[str, Any]]] = field(default_factory=dict)
     namespaces: set[str] = field(default_factory=set)
+    #: Labels of each namespace (a Gateway listener's allowedRoutes may select on them).
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def slice_owner(obj: Mapping[str, Any]) -> ServiceName | None:
@@ -97,6 +101,7 @@ class Agent:
         kube: Kube,
         writer: RegistryWriter,
         reader: RegistryReader,
+        hub_state: HubStateReader | None = None,
     ) -> None:
         self.options = options
         self.cluster = options.cluster
@@ -118,6 +123,7 @@ class Agent:
         self.import_queue: KeyQueue[ServiceName] = KeyQueue(
             "imports", self._sync_import, workers=options.workers
         )
+        self.gateway = GatewayAgent(options.cluster, kube, writer, self.status, hub_state)
         self.ready = asyncio.Event()
         #: api path -> (fingerprint of what we applied, the apiserver's answer)
         self._applied: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -145,6 +151,7 @@ class Agent:
             self.caches.services[key] = dict(body)
         if key in self.caches.exports or key in self.published:
             self.export_queue.add(key)
+        self.gateway.dirty.set()  # a route may send to it
 
     def on_slice_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
         key = slice_owner(body)
@@ -158,9 +165,18 @@ class Agent:
             slices[name] = dict(body)
         if key in self.caches.exports or key in self.published:
             self.export_queue.add(key)
+        if RecordRef(Kind.LOCAL_SERVICE, *key) in self.gateway.published:
+            self.gateway.dirty.set()  # a route sends to this Service
+
+    def on_gateway_event(self, plural: str, kind: str | None, body: Mapping[str, Any]) -> None:
+        self.gateway.on_event(plural, kind, body)
 
     def on_namespace_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
         name = body["metadata"]["name"]
+        labels = dict(body["metadata"].get("labels") or {})
+        if kind != "DELETED" and self.caches.namespace_labels.get(name) != labels:
+            self.caches.namespace_labels[name] = labels
+            self.gateway.dirty.set()
         terminating = (body.get("status") or {}).get("phase") == "Terminating"
         if kind == "DELETED" or terminating:
             self.caches.namespaces.discard(name)
@@ -177,6 +193,7 @@ class Agent:
         listing = await self._list_everything()
         self.caches = Caches()
         self._merge_listing(listing)
+        self.gateway.replace(await self.gateway.list_all())
 
     async def _list_everything(self) -> list[tuple[list[dict[str, Any]], str]]:
         return list(
@@ -213,6 +230,9 @@ class Agent:
             for n in namespaces
             if (n.get("status") or {}).get("phase") != "Terminating"
         }
+        self.caches.namespace_labels = {
+            n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in namespaces
+        }
         return changed
 
     def _current_records(self) -> dict[ServiceName, ExportedService]:
@@ -228,14 +248,23 @@ class Agent:
                 records[key] = built
         return records
 
+    def _desired_gateway_records(self) -> dict[RecordRef, Record]:
+        return self.gateway.desired(
+            self.caches.services, self.caches.slices, self.caches.namespace_labels
+        )
+
     async def publish_everything(self) -> None:
-        """Make the registry hold exactly this cluster's current exports, atomically."""
+        """Make the registry hold exactly this cluster's current records, atomically:
+        its exports and its Gateway API configuration."""
         records = self._current_records()
+        gateway_records = self._desired_gateway_records()
         await self.writer.replace_all(
-            list(records.values()),
+            [*records.values(), *gateway_records.values()],
             ClusterRecord(self.cluster, VERSION, time.time(), uuid.uuid4().hex),
         )
         self.published = records
+        self.gateway.published = dict(gateway_records)
+        self.gateway.dirty.set()
         self.publish_errors.clear()
         await self.writer.renew_lease(int(self.options.lease_ttl * 1000), self._token)
         for key in set(self.caches.exports) | set(records):
@@ -302,6 +331,8 @@ class Agent:
             _guarded("import-worker", self.import_queue.run),
             _guarded("lease", self._lease_loop),
             _guarded("resync", self._resync_loop),
+            _guarded("gateway-sync", self._gateway_loop),
+            _guarded("gateway-programmed", self.gateway.poll_programmed),
         ]
         running = [asyncio.create_task(coro, name=name) for name, coro in tasks]
         try:
@@ -319,10 +350,30 @@ class Agent:
     # --- workers --------------------------------------------------------------
 
     async def _on_registry_change(self, changed: set[Change]) -> None:
-        for key in service_names(changed):
+        services = service_names(changed)
+        for key in services:
             self.import_queue.add(key)
             if key in self.caches.exports:
                 self.export_queue.add(key)  # conflicts may have changed
+        if services and self.gateway.published:
+            self.gateway.dirty.set()  # a route's ServiceImport may have come or gone
+
+    async def _gateway_loop(self) -> None:
+        """Sync the Gateway API side whenever something it depends on changed."""
+        while True:
+            await self.gateway.dirty.wait()
+            await asyncio.sleep(0.02)  # let a burst of events settle: one sync for all of it
+            self.gateway.dirty.clear()
+            try:
+                await self.gateway.publish(self._desired_gateway_records())
+                await self.gateway.write_statuses(
+                    e for view in self.watcher.views.values() for e in view.services.values()
+                )
+                self.gateway.syncs += 1
+            except FederationError as err:
+                log.warning("Gateway API sync failed, retrying: %s", err)
+                await asyncio.sleep(1.0)  # retry backoff, not synchronisation
+                self.gateway.dirty.set()
 
     async def _sync_export(self, key: ServiceName) -> None:
         export = self.caches.exports.get(key)

@@ -19,6 +19,7 @@ from federation.registry.records import (
     EndpointPort,
     EndpointSet,
     ExportedService,
+    LocalService,
     ServicePort,
     ServiceType,
     sorted_pairs,
@@ -80,6 +81,22 @@ def build_record(
         exported_annotations=sorted_pairs(export_spec.get("exportedAnnotations")),
         created=meta.get("creationTimestamp") or "",
         generation=int(meta.get("generation") or 0),
+        endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
+    )
+
+
+def build_local_service(cluster: str, service: Obj, slices: Iterable[Obj]) -> LocalService | None:
+    """The record of a Service a route of this cluster sends to (None: it has no ports
+    to send to, e.g. an ExternalName Service)."""
+    meta = _meta(service)
+    spec: Mapping[str, Any] = service.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return None
+    return LocalService(
+        cluster=cluster,
+        namespace=meta["namespace"],
+        name=meta["name"],
+        ports=tuple(sorted(_port(ServicePort, p) for p in spec.get("ports") or [])),
         endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
     )
 

@@ -6,8 +6,10 @@
 
 The cluster id comes from the ClusterProperty ``cluster.clusterset.k8s.io``
 unless ``--cluster-id`` is given (then both must agree). kopf watches
-ServiceExports, Services, EndpointSlices and Namespaces cluster-wide and hands
-every event to :class:`agents.agent.Agent`; the agent runs its own tasks
+ServiceExports, Services, EndpointSlices and Namespaces cluster-wide (and, when
+the Gateway API CRDs are installed, GatewayClasses, Gateways, HTTPRoutes,
+GRPCRoutes and ReferenceGrants) and hands every event to
+:class:`agents.agent.Agent`; the agent runs its own tasks
 beside kopf in the same event loop. SIGTERM/SIGINT stop both cleanly and
 release the lease (records stay: fail-static).
 """
@@ -24,13 +26,14 @@ from typing import Any
 import kopf
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from agents import metrics
+from agents import gateway, metrics
 from agents.agent import Agent, AgentOptions
 from agents.identity import read_cluster_id
 from agents.kube import Kube, load_api_client
 from federation.errors import FederationError
 from federation.identity import parse_cluster_id
 from federation.process import configure_logging, run_until_stopped
+from federation.registry.hub_state import RedisHubState
 from federation.registry.redis_store import RedisReader, RedisWriter
 
 log = logging.getLogger("agents")
@@ -85,8 +88,14 @@ def _kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def build_registry(agent: Agent, api_client: ApiClient) -> kopf.OperatorRegistry:
-    """kopf handlers, registered on an explicit registry (no import-time globals)."""
+def build_registry(
+    agent: Agent, api_client: ApiClient, *, gateway_api: bool = True
+) -> kopf.OperatorRegistry:
+    """kopf handlers, registered on an explicit registry (no import-time globals).
+
+    ``gateway_api``: whether the Gateway API CRDs are installed (their kinds are watched
+    only then; a cluster without them simply has no Gateways).
+    """
     registry = kopf.OperatorRegistry()
     conf = api_client.configuration
 
@@ -117,6 +126,15 @@ def build_registry(agent: Agent, api_client: ApiClient) -> kopf.OperatorRegistry
         route(agent.on_slice_event)
     )
     kopf.on.event("", "v1", "namespaces", registry=registry)(route(agent.on_namespace_event))
+    if gateway_api:
+        for group, version, plural in gateway.WATCHED:
+
+            def on_gateway_event(
+                type: str | None, body: kopf.Body, plural: str = plural, **_: Any
+            ) -> None:
+                agent.on_gateway_event(plural, type, dict(body))
+
+            kopf.on.event(group, version, plural, registry=registry)(on_gateway_event)
     return registry
 
 
@@ -130,6 +148,7 @@ async def run(args: argparse.Namespace) -> None:
     cluster = property_id
     writer = RedisWriter.from_url(args.registry, cluster)
     reader = RedisReader.from_url(args.registry)
+    hub_state = RedisHubState.from_url(args.registry)
     agent = Agent(
         AgentOptions(
             cluster=cluster,
@@ -140,7 +159,11 @@ async def run(args: argparse.Namespace) -> None:
         Kube(api_client),
         writer,
         reader,
+        hub_state,
     )
+    gateway_api = await agent.kube.get(gateway.GATEWAY_CLASSES) is not None
+    if not gateway_api:
+        log.info("the Gateway API CRDs are not installed: no Gateways to serve")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,7 +177,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     kopf_task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(agent, api_client),
+            registry=build_registry(agent, api_client, gateway_api=gateway_api),
             settings=_kopf_settings(),
             clusterwide=True,
             standalone=True,
@@ -169,6 +192,7 @@ async def run(args: argparse.Namespace) -> None:
     results = await asyncio.gather(agent_task, kopf_task, return_exceptions=True)
     await writer.close()
     await reader.close()
+    await hub_state.close()
     await runner.cleanup()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):

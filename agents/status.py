@@ -1,35 +1,76 @@
 """The one place that writes ``.status`` of the objects the agent owns.
 
 Called by the agent's export and import workers with conditions computed by
-the pure ``federation.model.conditions``. It keeps ``lastTransitionTime`` of
-conditions whose status did not change, keeps condition types it does not
-own, sets ``observedGeneration``, and skips the write when nothing changed
-(the watch event of its own write then converges instead of looping).
+the pure ``federation.model.conditions``, and by its Gateway side with the
+statuses the first translation stage computes (GatewayClasses, Gateways,
+HTTPRoutes and GRPCRoutes). It keeps ``lastTransitionTime`` of conditions
+whose status did not change, keeps condition types it does not own (and a
+route's parent entries of other controllers), sets ``observedGeneration``,
+and skips the write when nothing changed (the watch event of its own write
+then converges instead of looping).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents import k8s_objects as objs
 from agents.kube import Kube, path
-from federation.model.conditions import Condition, merge_conditions
+from federation.model.conditions import Condition, ConditionStatus, merge_conditions
+from federation.registry.codec import to_json
+from federation.registry.gatewayapi import GATEWAY_GROUP
+from federation.translate.gateway.status import (
+    CONTROLLER_NAME,
+    GatewayStatus,
+    RouteStatus,
+)
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_GROUPS = {
+    "serviceexports": (objs.MCS_GROUP, objs.MCS_VERSION),
+    "serviceimports": (objs.MCS_GROUP, objs.MCS_VERSION),
+    "gatewayclasses": (GATEWAY_GROUP, "v1"),
+    "gateways": (GATEWAY_GROUP, "v1"),
+    "httproutes": (GATEWAY_GROUP, "v1"),
+    "grpcroutes": (GATEWAY_GROUP, "v1"),
+}
+
+
 def _status_path(plural: str, obj: Mapping[str, Any]) -> str:
     meta = obj["metadata"]
-    return path(objs.MCS_GROUP, objs.MCS_VERSION, plural, meta["namespace"], meta["name"])
+    group, version = _GROUPS[plural]
+    return path(group, version, plural, meta.get("namespace"), meta["name"])
 
 
 def _cache_key(plural: str, obj: Mapping[str, Any]) -> str:
     # The uid too: an object deleted and created again starts without status.
     return f"{_status_path(plural, obj)}#{obj['metadata'].get('uid', '')}"
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    return int(obj["metadata"].get("generation") or 0)
+
+
+def _ref_key(ref: Mapping[str, Any]) -> str:
+    """A parentRef's identity, whichever defaulted fields the apiserver filled in."""
+    return json.dumps(
+        {
+            "group": ref.get("group") or GATEWAY_GROUP,
+            "kind": ref.get("kind") or "Gateway",
+            "namespace": ref.get("namespace") or "",
+            "name": ref.get("name"),
+            "sectionName": ref.get("sectionName") or "",
+            "port": ref.get("port") or 0,
+        },
+        sort_keys=True,
+    )
 
 
 class StatusWriter:
@@ -55,7 +96,7 @@ class StatusWriter:
         merged = merge_conditions(
             existing,
             conditions,
-            observed_generation=int(obj["metadata"].get("generation") or 0),
+            observed_generation=_generation(obj),
             now=_now(),
         )
         return existing, merged
@@ -83,6 +124,75 @@ class StatusWriter:
                 service_import,
                 {"clusters": wanted_clusters, "conditions": merged},
             )
+
+    async def gateway_class_status(self, gateway_class: Mapping[str, Any]) -> None:
+        """Accept a GatewayClass whose controller is ours."""
+        accepted = Condition(
+            "Accepted",
+            ConditionStatus.TRUE,
+            "Accepted",
+            f"handled by {CONTROLLER_NAME}",
+        )
+        status = self._status("gatewayclasses", gateway_class)
+        existing, merged = self._conditions(status, gateway_class, [accepted])
+        if merged != existing:
+            await self._write("gatewayclasses", gateway_class, {**status, "conditions": merged})
+
+    async def gateway_status(self, gateway: Mapping[str, Any], computed: GatewayStatus) -> None:
+        status = self._status("gateways", gateway)
+        existing, merged = self._conditions(status, gateway, computed.conditions)
+        before = {lst.get("name"): lst for lst in status.get("listeners") or []}
+        listeners = []
+        for lst in computed.listeners:
+            old = before.get(lst.name) or {}
+            listeners.append(
+                {
+                    "name": lst.name,
+                    "attachedRoutes": lst.attached_routes,
+                    "supportedKinds": [to_json(k) for k in lst.supported_kinds],
+                    "conditions": merge_conditions(
+                        old.get("conditions") or [],
+                        lst.conditions,
+                        observed_generation=_generation(gateway),
+                        now=_now(),
+                    ),
+                }
+            )
+        if merged != existing or listeners != (status.get("listeners") or []):
+            await self._write(
+                "gateways", gateway, {**status, "conditions": merged, "listeners": listeners}
+            )
+
+    async def route_status(self, route: Mapping[str, Any], computed: RouteStatus) -> None:
+        """Our parent entries of an HTTPRoute or GRPCRoute; other controllers' are kept."""
+        plural = "httproutes" if computed.kind == "HTTPRoute" else "grpcroutes"
+        status = self._status(plural, route)
+        existing: list[dict[str, Any]] = status.get("parents") or []
+        others = [p for p in existing if p.get("controllerName") != CONTROLLER_NAME]
+        before = {
+            _ref_key(p.get("parentRef") or {}): p
+            for p in existing
+            if p.get("controllerName") == CONTROLLER_NAME
+        }
+        ours = []
+        for parent in computed.parents:
+            ref = to_json(parent.parent_ref)
+            old = before.get(_ref_key(ref)) or {}
+            ours.append(
+                {
+                    "parentRef": ref,
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": merge_conditions(
+                        old.get("conditions") or [],
+                        parent.conditions,
+                        observed_generation=_generation(route),
+                        now=_now(),
+                    ),
+                }
+            )
+        parents = others + ours
+        if parents != existing:
+            await self._write(plural, route, {**status, "parents": parents})
 
     async def _write(self, plural: str, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         key = _cache_key(plural, obj)

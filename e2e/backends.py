@@ -5,8 +5,11 @@ Started as processes by the e2e tests, the demo and the benchmarks
 through an Envoy shows which cluster served it:
 
 * ``--protocol http`` (default): every HTTP request is answered with JSON naming the
-  cluster, the backend's address and the path; ``GET /ws`` with a WebSocket upgrade
-  echoes every message back, prefixed with the cluster's name.
+  cluster, the backend's address, the method, the path and the request's headers;
+  ``GET /ws`` with a WebSocket upgrade echoes every message back, prefixed with the
+  cluster's name; ``/slow?ms=N`` answers after N milliseconds (at most 10 s); and
+  ``GET /__count`` says how many other requests the backend has served (mirrors
+  are counted too).
 * ``--protocol grpc``: a gRPC server (HTTP/2 in clear text) with one server-streaming
   method, ``/federation.test.Echo/Count``: the request is ``COUNT,INTERVAL_MS`` in
   ASCII, and the answer is COUNT messages ``<cluster> <i>``, INTERVAL_MS apart. No
@@ -34,7 +37,13 @@ MAX_GRPC_COUNT = 1000
 
 
 def http_app(name: str, address: str) -> web.Application:
+    served = 0
+
     async def echo(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        if request.path == "/__count":
+            return web.json_response({"served": served})
+        served += 1
         if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()
             await ws.prepare(request)
@@ -42,7 +51,16 @@ def http_app(name: str, address: str) -> web.Application:
                 if message.type == WSMsgType.TEXT:
                     await ws.send_str(f"{name}: {message.data}")
             return ws
-        body = {"cluster": name, "backend": address, "path": request.path_qs}
+        if request.path == "/slow":
+            delay = min(int(request.query.get("ms", "0") or 0), 10_000)
+            await asyncio.sleep(delay / 1000)  # the slowness being tested, not synchronisation
+        body = {
+            "cluster": name,
+            "backend": address,
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+        }
         return web.json_response(body, headers={"x-backend-cluster": name})
 
     app = web.Application()

@@ -10,10 +10,11 @@ every one is imported in ``b`` and ``c``, and the agents' peak memory.
 environment's peak memory, once with one etcd shared by all clusters and once
 with one etcd per cluster, the measurement behind the harness's default.
 
-``translator``, ``fanout``, ``endpoint-ack``: the hub's xDS side, see
-:mod:`e2e.bench_xds` (full translation at 250 clusters x 1,000 services and the CPU
-of one endpoint change; 1,000 ADS streams updated after one change; an endpoint
-change in ``a`` until b's real Envoy has it).
+``translator``, ``translator-routes``, ``fanout``, ``endpoint-ack``, ``route-ack``: the
+hub's xDS side, see :mod:`e2e.bench_xds` (full translation at 250 clusters x 1,000
+services and the CPU of one endpoint change; the same with 1,000 HTTPRoutes and the CPU of
+one route change; 1,000 ADS streams updated after one change; an endpoint change in ``a``
+and a route change in ``b`` until b's real Envoy has them).
 
 Benchmarks never assert on time: they print, and people compare.
 """
@@ -146,8 +147,10 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "env": lambda args: bench_env(args.runs),
     "federation": lambda args: bench_federation(args.changes, args.services),
     "translator": lambda args: bench_xds.bench_translator(),
+    "translator-routes": lambda args: bench_xds.bench_translator_routes(),
     "fanout": lambda args: bench_xds.bench_fanout(args.streams),
     "endpoint-ack": lambda args: bench_xds.bench_endpoint_ack(args.changes),
+    "route-ack": lambda args: bench_xds.bench_route_ack(args.changes),
 }
 
 
@@ -159,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--changes",
         type=int,
         default=200,
-        help="federation, endpoint-ack: sequential changes (default 200)",
+        help="federation, endpoint-ack, route-ack: sequential changes (default 200)",
     )
     parser.add_argument(
         "--services",

@@ -6,6 +6,10 @@
 distinct ClusterLoadAssignments built, peak RSS, then the hub CPU time of one endpoint change
 (which must be an endpoint-only push).
 
+``bench_translator_routes``: the same clusterset with 1,000 HTTPRoutes added (four per
+cluster, on one Gateway each, to ServiceImports of the clusterset): the full build of every
+node group with its Gateway configuration, and the hub CPU of one route change.
+
 ``bench_fanout``: the real ADS server in this process with one snapshot, and ``streams``
 state-of-the-world ADS streams opened by a separate client process; after all have ACKed the
 initial state, one ClusterLoadAssignment changes and the time until every stream has ACKed it
@@ -14,6 +18,11 @@ is printed, with the hub process's RSS.
 ``bench_endpoint_ack``: end to end on the local environment (clusters ``a`` and ``b``, hub,
 b's Envoy): the ready flag of an EndpointSlice in ``a`` flips, and the time until b's Envoy
 shows the new health of the host (admin ``/clusters``) is printed as p50/p99/max.
+
+``bench_route_ack``: end to end (clusters ``a`` and ``b``, hub, b's Envoy): an HTTPRoute of a
+Gateway in ``b`` changes its path, and the time from the apiserver's answer to the PATCH
+(the write is committed by then) until b's Gateway serves the new path is printed as
+p50/p99/max, with the PATCH's own duration beside it.
 
 Every load loop is bounded in count and in time, and everything listens on 127.0.0.1 only.
 """
@@ -31,15 +40,20 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from kubernetes.client import CustomObjectsApi
 
+from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.cluster import REPO_ROOT, LocalEnvironment, free_port
 from e2e.federation import Federation
 from e2e.figures import percentile
+from e2e.fixtures import api_client
 from e2e.processes import rss_kib, wait_until
 from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.hub.core import freeze_loaded_heap
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.registry import gatewayapi as g
+from federation.registry.kinds import Record
 from federation.registry.records import (
     Endpoint,
     EndpointPort,
@@ -49,6 +63,8 @@ from federation.registry.records import (
     ServiceType,
 )
 from federation.registry.watcher import ServiceName
+from federation.translate.gateway import resolve
+from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.xds.server import serve
 from federation.xds.snapshot import CLUSTER, ENDPOINT, Snapshot, SnapshotCache
@@ -187,6 +203,98 @@ def bench_translator(
         f"{endpoint_only}/{len(cpu_times)}, full pushes {builder.full_pushes - full_before}"
     )
     print(f"  peak RSS {_rss_mib(peak=True):.0f} MiB")
+
+
+def _gateway_records(ids: list[str], services: int, per_cluster: int) -> dict[str, list[Record]]:
+    """Per cluster: a Gateway and ``per_cluster`` HTTPRoutes to ServiceImports."""
+    out: dict[str, list[Record]] = {}
+    for c, cluster in enumerate(ids):
+        records: list[Record] = [
+            g.GatewayRecord(
+                cluster,
+                NAMESPACE,
+                "gw",
+                g.GatewaySpec("federation", (g.Listener("http", 8080, "HTTP"),)),
+            )
+        ]
+        for r in range(per_cluster):
+            records.append(_http_route(cluster, f"r{r}", (c * per_cluster + r) % services, "/api"))
+        out[cluster] = records
+    return out
+
+
+def _http_route(cluster: str, name: str, service: int, path: str) -> g.HTTPRouteRecord:
+    return g.HTTPRouteRecord(
+        cluster,
+        NAMESPACE,
+        name,
+        g.HTTPRouteSpec(
+            parent_refs=(g.ParentReference("gw"),),
+            hostnames=(f"{name}.example.com",),
+            rules=(
+                g.HTTPRouteRule(
+                    matches=(g.HTTPRouteMatch(path=g.PathMatch("PathPrefix", path)),),
+                    backend_refs=(
+                        g.HTTPBackendRef(
+                            f"s{service}",
+                            group="multicluster.x-k8s.io",
+                            kind="ServiceImport",
+                            port=80,
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def bench_translator_routes(
+    clusters: int = 250,
+    services: int = 1000,
+    exporters: int = 3,
+    endpoints_per_export: int = 83,
+    routes: int = 1000,
+) -> None:
+    """Full build with 1,000 HTTPRoutes on top of the translator case, then route changes."""
+    ids, exports = _clusterset(clusters, services, exporters, endpoints_per_export)
+    per_cluster = max(routes // clusters, 1)
+    gateways = _gateway_records(ids, services, per_cluster)
+    print(
+        f"translator with routes: {clusters} clusters, {services} services x {exporters} "
+        f"exporters, {per_cluster * clusters} HTTPRoutes ({per_cluster} per cluster)"
+    )
+    cache = SnapshotCache()
+    builder = SnapshotBuilder(
+        cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
+    )
+
+    def resolver(group: str) -> Any:
+        inputs = cluster_inputs(group, gateways.get(group, ()), builder.merged_imports())
+        return resolve(inputs).ir
+
+    groups = set(ids)
+    wall, cpu = time.perf_counter(), time.process_time()
+    views = {key: ImportView.of(records) for key, records in exports.items()}
+    builder.update(views, groups, groups, resolver)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(
+        f"  full build with Gateways ({len(ids)} node groups): {wall:.2f} s wall, "
+        f"{cpu:.2f} s CPU; peak RSS {_rss_mib(peak=True):.0f} MiB"
+    )
+    freeze_loaded_heap()
+    cpu_times: list[float] = []
+    gateway_pushes = builder.gateway_pushes
+    group = ids[0]
+    for i in range(20):
+        gateways[group][1] = _http_route(group, "r0", 0, f"/api{i}")
+        cpu = time.process_time()
+        builder.update({}, groups, {group}, resolver)
+        cpu_times.append(time.process_time() - cpu)
+    print(
+        f"  one route change, {len(cpu_times)} changes: hub CPU median "
+        f"{statistics.median(cpu_times) * 1000:.2f} ms, max {max(cpu_times) * 1000:.2f} ms; "
+        f"pushes to that group only: {builder.gateway_pushes - gateway_pushes}/{len(cpu_times)}"
+    )
 
 
 # --- fan-out -----------------------------------------------------------------------------
@@ -437,3 +545,74 @@ def bench_endpoint_ack(changes: int = 200) -> None:
             f"   max {max(latencies):.0f} ms"
         )
         print(f"  of which kubectl apply: p50 {percentile(applies, 50):.0f} ms")
+
+
+def bench_route_ack(changes: int = 200) -> None:
+    """Change an HTTPRoute's path in ``b`` until b's Gateway serves it; p50/p99/max."""
+    with LocalEnvironment(("a", "b")) as env:
+        fed = Federation(env)
+        fed.start()
+        fed.start_hub()
+        fed.wait_hub_ready()
+        fed.start_envoy("b")
+        a, b = env.cluster("a"), env.cluster("b")
+        for cluster in env.clusters.values():
+            sc.apply(cluster, sc.namespace(NAMESPACE))
+        fed.start_backend("a", 7)
+        sc.apply(
+            a,
+            sc.service(NAMESPACE, "echo"),
+            sc.endpoint_slice(a, NAMESPACE, "echo", [7]),
+            sc.export(NAMESPACE, "echo"),
+        )
+        host = b.envoy_listener.rpartition(":")[0]
+        port = free_port(host)
+        address = f"{host}:{port}"
+
+        def route(path: str) -> dict[str, Any]:
+            rule = {"matches": [gw.prefix(path)], "backendRefs": [gw.backend("echo")]}
+            return gw.http_route(NAMESPACE, "api", "gw", [rule])
+
+        gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), route("/v0"))
+        gw.wait_for_status(address, "/v0", 200)
+        latencies: list[float] = []
+        patches: list[float] = []
+        deadline = time.monotonic() + 600
+        with api_client(b) as client:
+            api = CustomObjectsApi(client)
+            for i in range(1, changes + 1):
+                if time.monotonic() > deadline:
+                    break
+                path = f"/v{i}"
+                began = time.monotonic()
+                api.patch_namespaced_custom_object(
+                    "gateway.networking.k8s.io",
+                    "v1",
+                    NAMESPACE,
+                    "httproutes",
+                    "api",
+                    {"spec": {"rules": route(path)["spec"]["rules"]}},
+                )
+                written = time.monotonic()
+                patches.append((written - began) * 1000)
+                wait_until(
+                    functools.partial(_serves, address, path),
+                    timeout=30,
+                    what=f"{path} at b's Gateway",
+                    interval=0.002,
+                )
+                latencies.append((time.monotonic() - written) * 1000)
+        print(
+            f"route change in b (PATCH of an HTTPRoute) -> b's Gateway serves it, "
+            f"{len(latencies)} sequential changes, from the apiserver's answer:"
+        )
+        print(
+            f"  p50 {percentile(latencies, 50):.0f} ms   p99 {percentile(latencies, 99):.0f} ms"
+            f"   max {max(latencies):.0f} ms   (the PATCH itself: p50 "
+            f"{percentile(patches, 50):.0f} ms)"
+        )
+
+
+def _serves(address: str, path: str) -> bool:
+    reply = gw.try_request(address, path, timeout=2)
+    return reply is not None and reply.status == 200

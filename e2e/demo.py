@@ -6,7 +6,9 @@ and one agent per cluster (``e2e.federation``), creates the example Service
 waits until every cluster has imported it, and prints what kubectl shows in
 each cluster. Then it starts the hub, one Envoy per cluster and cluster a's
 echo backends, and shows a request through b's Envoy answered by a's backend
-and what ``fedctl proxy-status`` says.
+and what ``fedctl proxy-status`` says. Last, in cluster b, a Gateway and an
+HTTPRoute send ``/api`` to the ServiceImport from a: it shows a request to
+b's Gateway answered by a's backend, and the route's and Gateway's statuses.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import json
 
 from kubernetes.client import ApiClient
 
+from e2e import gateways as gw
 from e2e import scenario as sc
-from e2e.cluster import LocalEnvironment
+from e2e.cluster import LocalEnvironment, free_port
 from e2e.envoy import Envoy
 from e2e.federation import Federation
 from e2e.fixtures import api_client
@@ -75,10 +78,47 @@ def run(env: LocalEnvironment) -> Federation:
     wait_until(lambda: _answered(b, hostname), timeout=30, what="a request through b's Envoy")
     reply = b.request(hostname)
     print(f"    GET http://{b.listener_address}/ Host: {hostname}")
-    print(f"    -> {reply.status} {reply.body.decode()}  (served by cluster a's backend)")
+    shown = {k: json.loads(reply.body)[k] for k in ("cluster", "backend", "path")}
+    print(f"    -> {reply.status} {json.dumps(shown)}  (served by cluster a's backend)")
     print(f"    fedctl proxy-status --hub http://127.0.0.1:{fed.hub_http_port}")
     print(render_proxy_status(json.loads(fed.hub_http("/debug/proxy-status"))).rstrip())
+    _gateway_in_b(fed)
     return fed
+
+
+def _gateway_in_b(fed: Federation) -> None:
+    b = fed.env.cluster("b")
+    host = b.envoy_listener.rpartition(":")[0]
+    port = free_port(host)
+    print(
+        f"\n==> cluster b: GatewayClass {gw.CLASS}, Gateway {NAMESPACE}/gw (HTTP on {port}) "
+        f"and HTTPRoute {NAMESPACE}/api: /api -> ServiceImport {NAMESPACE}/{NAME}",
+        flush=True,
+    )
+    route = gw.http_route(
+        NAMESPACE,
+        "api",
+        "gw",
+        [{"matches": [gw.prefix("/api")], "backendRefs": [gw.backend(NAME)]}],
+    )
+    gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), route)
+    address = f"{host}:{port}"
+    reply = gw.wait_for_status(address, "/api/hello", 200)
+    print(f"    GET http://{address}/api/hello")
+    print(f"    -> {reply.status} {json.dumps({k: reply.json()[k] for k in ('cluster', 'path')})}")
+    gw.wait_conditions(
+        lambda: gw.gateway_conditions(b, NAMESPACE, "gw"),
+        {"Programmed": ("True", "Programmed")},
+        "the Gateway to be Programmed",
+    )
+    print(f"\n--- cluster b: kubectl get gateways,httproutes -n {NAMESPACE}")
+    print(b.kubectl("get", "gateways,httproutes", "-n", NAMESPACE).stdout.rstrip())
+    status = gw.get_yaml(b, "httproute", NAMESPACE, "api")["status"]
+    print(f"\n--- cluster b: kubectl get httproute api -n {NAMESPACE} -o yaml (status)")
+    for parent in status["parents"]:
+        print(f"    parentRef: {parent['parentRef']}  controller: {parent['controllerName']}")
+        for c in parent["conditions"]:
+            print(f"      {c['type']}={c['status']} ({c['reason']}): {c['message']}")
 
 
 def _answered(envoy: Envoy, hostname: str) -> bool:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -28,8 +26,16 @@ from e2e import scenario as sc
 from e2e.backends import GRPC_METHOD
 from e2e.envoy import Envoy
 from e2e.federation import Federation, metric
-from e2e.processes import Process, wait_until
-from e2e.traffic import DEADLINE, Loop, export_with_backends, host, served_by, wait_served_by
+from e2e.processes import wait_until
+from e2e.traffic import (
+    DEADLINE,
+    Loop,
+    export_with_backends,
+    host,
+    kill,
+    served_by,
+    wait_served_by,
+)
 from federation.xds.snapshot import LISTENER
 
 pytestmark = pytest.mark.integration
@@ -83,14 +89,6 @@ def HEALTHY(flags: str) -> bool:
 
 def NOT_READY(flags: str) -> bool:
     return "failed_eds_health" in flags
-
-
-def kill(processes: list[Process]) -> None:
-    """SIGKILL our own backend processes, as a node failure would."""
-    for proc in processes:
-        os.kill(proc.pid, signal.SIGKILL)
-    for proc in processes:
-        proc.popen.wait(timeout=10)
 
 
 def cluster_stats(envoy: Envoy, name: str, stats: str) -> dict[str, int]:

@@ -8,16 +8,27 @@ name of a Service, who served a request, exports with backends behind them, and
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from e2e import scenario as sc
 from e2e.envoy import Envoy
 from e2e.federation import Federation
-from e2e.processes import wait_until
+from e2e.processes import Process, wait_until
 
 DEADLINE = 20.0
+
+
+def kill(processes: list[Process]) -> None:
+    """SIGKILL our own backend processes (by pid), as a node failure would."""
+    for proc in processes:
+        os.kill(proc.pid, signal.SIGKILL)
+    for proc in processes:
+        proc.popen.wait(timeout=10)
 
 
 def host(ns: str, name: str = "echo") -> str:
@@ -74,26 +85,37 @@ def export_with_backends(
 
 @dataclass
 class Loop:
-    """A bounded request loop in a thread: at most ``count`` requests and ``seconds``."""
+    """A bounded request loop in a thread: at most ``count`` requests and ``seconds``.
 
-    envoy: Envoy
-    hostname: str
+    Each request goes through ``envoy``'s clusterset listener for ``hostname``, or is
+    ``probe()`` when given (which says who served it, None for a failure).
+    """
+
+    envoy: Envoy | None
+    hostname: str = ""
     count: int = 400
     seconds: float = 30.0
     #: Pause between two requests: the loop's pacing, not synchronisation.
     pause: float = 0.02
+    probe: Callable[[], str | None] | None = None
     results: list[tuple[float, str | None]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _once(self) -> str | None:
+        if self.probe is not None:
+            return self.probe()
+        assert self.envoy is not None
+        return served_by(self.envoy, self.hostname)
+
     def _run(self) -> None:
         deadline = time.monotonic() + self.seconds
         for _ in range(self.count):
             if self._stop.is_set() or time.monotonic() > deadline:
                 return
-            self.results.append((time.monotonic(), served_by(self.envoy, self.hostname)))
+            self.results.append((time.monotonic(), self._once()))
             if self.pause:
                 time.sleep(self.pause)
 
@@ -120,5 +142,14 @@ class Loop:
         wait_until(
             lambda: len([1 for t, _ in self.results if t > since]) >= requests,
             timeout=DEADLINE + requests * 0.1,
-            what=f"{requests} requests through {self.envoy.cluster}'s Envoy",
+            what=f"{requests} requests of the loop",
         )
+
+    def wait_served(self, cluster: str, since: float = 0.0) -> float:
+        """Wait until a request after ``since`` was served by ``cluster``; its time."""
+        wait_until(
+            lambda: any(who == cluster for t, who in self.results if t > since),
+            timeout=DEADLINE,
+            what=f"the loop's requests to be served by {cluster}",
+        )
+        return min(t for t, who in self.results if t > since and who == cluster)

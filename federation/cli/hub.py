@@ -28,6 +28,7 @@ from federation.hub.core import Hub
 from federation.hub.http import serve_hub_http
 from federation.hub.snapshots import DEFAULT_LISTENER, SnapshotOptions
 from federation.process import configure_logging, run_until_stopped, split_host_port
+from federation.registry.hub_state import RedisHubState
 from federation.registry.redis_store import RedisReader
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
@@ -35,6 +36,7 @@ from federation.translate.inputs import (
     address_maps_from_flags,
     ip_families_from_flags,
 )
+from federation.translate.proxy import DEFAULT_SECRET_DIR
 from federation.translate.resources import build_listener
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
@@ -103,6 +105,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "networks that Envoys reach through another range",
     )
     parser.add_argument(
+        "--secret-dir",
+        default=DEFAULT_SECRET_DIR,
+        help="where each Envoy finds the TLS Secrets of its Gateways' HTTPS listeners, "
+        "mounted as <dir>/<namespace>/<name>/tls.crt and tls.key (keys never pass "
+        f"through the hub; default {DEFAULT_SECRET_DIR})",
+    )
+    parser.add_argument(
         "--ip-family",
         action="append",
         default=[],
@@ -139,11 +148,20 @@ async def run(args: argparse.Namespace) -> None:
         ),
         listener_addresses=listeners,
         default_listener=default_listener or DEFAULT_LISTENER,
+        secret_dir=args.secret_dir,
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)
     reader = RedisReader.from_url(args.registry)
-    hub = Hub(reader, cache, options, withdraw_stale_after=args.withdraw_stale_after)
+    hub_state = RedisHubState.from_url(args.registry)
+    hub = Hub(
+        reader,
+        cache,
+        options,
+        withdraw_stale_after=args.withdraw_stale_after,
+        hub_state=hub_state,
+        sync=sync,
+    )
     xds = XdsMetrics()
     server = await serve(cache, sync, args.xds_address, metrics=xds)
     runner = await serve_hub_http(hub, sync, xds, args.http_address)
@@ -159,6 +177,7 @@ async def run(args: argparse.Namespace) -> None:
     await server.stop(grace=1.0)
     await runner.cleanup()
     await reader.close()
+    await hub_state.close()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result

@@ -7,6 +7,11 @@ and by tests and benchmarks. :class:`Hub` wires a
 a change of the node groups' snapshots, which the xDS server serves. It keeps no state
 that cannot be rebuilt from the registry.
 
+**Programmed.** With a hub state writer, the hub also publishes, per node group, which
+generation of each Gateway every connected Envoy of the group has applied
+(:mod:`federation.hub.programmed`); the cluster's agent writes it as the Gateway's
+``Programmed`` condition.
+
 **Readiness.** Until the whole registry is loaded and the first snapshots are built, the
 cache is not ready and the xDS server answers nothing: an Envoy that connects early waits
 for a complete first response instead of getting empty config (which would make it drop
@@ -20,8 +25,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import uuid
 
+from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.registry.gatewayapi import GatewayRecord
+from federation.registry.hub_state import HubStateWriter
 from federation.registry.kinds import Kind
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import (
@@ -36,6 +45,7 @@ from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.inputs import ImportView
 from federation.translate.ir import GatewayIR
 from federation.xds.snapshot import SnapshotCache
+from federation.xds.status import SyncRegistry
 
 log = logging.getLogger("federation.hub")
 
@@ -79,9 +89,20 @@ class Hub:
         block_ms: int = 500,
         check_interval: float = 0.5,
         freeze_heap: bool = True,
+        hub_state: HubStateWriter | None = None,
+        sync: SyncRegistry | None = None,
     ) -> None:
         self.cache = cache
         self.options = options
+        #: Per node group, the generation of each of its Gateways now served.
+        self.gateway_generations: dict[str, dict[tuple[str, str], int]] = {}
+        self.publisher = (
+            None
+            if hub_state is None or sync is None
+            else ProgrammedPublisher(
+                hub_state, sync, lambda: self.gateway_generations, uuid.uuid4().hex[:12]
+            )
+        )
         self.builder = SnapshotBuilder(cache, options)
         self.watcher = RegistryWatcher(
             reader,
@@ -107,6 +128,13 @@ class Hub:
         """The node group's Gateway configuration: the first translation stage on its
         records (the same call its agent makes for statuses)."""
         records = [r for kind in GATEWAY_KINDS for r in self.watcher.records(group, kind).values()]
+        generations = {
+            (r.namespace, r.name): r.generation for r in records if isinstance(r, GatewayRecord)
+        }
+        if generations:
+            self.gateway_generations[group] = generations
+        else:
+            self.gateway_generations.pop(group, None)
         if not records:
             return GatewayIR(group)
         inputs = cluster_inputs(group, records, self.builder.merged_imports())
@@ -143,6 +171,11 @@ class Hub:
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")
+        publisher = (
+            None
+            if self.publisher is None
+            else asyncio.create_task(self.publisher.run(), name="programmed-publisher")
+        )
         try:
             await self.watcher.loaded.wait()
             if self.watcher.views:
@@ -155,5 +188,7 @@ class Hub:
                 )
             await watcher
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            tasks = [t for t in (watcher, publisher) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

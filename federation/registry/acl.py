@@ -19,7 +19,8 @@ What an agent (user ``agent-<cluster>``) gets:
   sets, strings, keyspace commands (DEL, EXISTS), transactions and
   connection commands.
 
-The hub user gets read access to ``fed:v2:*`` and read commands only.
+The hub user gets read access to ``fed:v2:*``, and may write (HSET, HDEL) only its
+own keys under ``fed:v2:{_hub}:``, where it publishes what the Envoys applied.
 
 Key patterns restrict only commands that name keys. KEYS and SCAN take a
 pattern, not a key, so they would list every key of the database; FLUSHALL
@@ -97,12 +98,19 @@ def agent_user_rules(cluster: str, password: str) -> list[str]:
 
 
 def hub_user_rules(user: str, password: str) -> list[str]:
-    """``ACL SETUSER`` arguments for a read-only hub user, user name first."""
+    """``ACL SETUSER`` arguments for a hub user, user name first.
+
+    It reads every key, and writes only the hub's own (``fed:v2:{_hub}:*``), with the
+    hash commands it publishes Gateway state with.
+    """
     return [
         *_credentials(user, password),
         f"%R~{keys.PREFIX}*",
+        f"%RW~{keys.HUB_PREFIX}*",
         "-@all",
         "+@read",
+        "+hset",
+        "+hdel",
         "+@transaction",
         "+@connection",
         *_denials(),

@@ -21,6 +21,10 @@ key                            type    contents
                                        ``key`` (``namespace/name``), ``record``
                                        (JSON, on upsert)
 ``fed:v2:{c}:lease``           string  the agent's liveness, with a TTL
+``fed:v2:{_hub}:programmed``   hash    ``<cluster>/<hub id>`` -> what that hub
+                                       replica saw the cluster's Envoys apply of
+                                       its Gateways (see hub_state.py); written
+                                       by the hub only
 =============================  ======  ===========================================
 
 A writer changes ``records`` and appends to ``stream`` in one MULTI/EXEC, so
@@ -42,6 +46,14 @@ STREAM_MAXLEN = 10_000
 def cluster_prefix(cluster: str) -> str:
     """Every key of ``cluster`` starts with this; ``{cluster}`` is its hash tag."""
     return f"{PREFIX}{{{cluster}}}:"
+
+
+#: The hub's own keys. ``_hub`` is no cluster id: ids are RFC 1123 subdomains.
+HUB_PREFIX = f"{PREFIX}{{_hub}}:"
+
+
+def programmed() -> str:
+    return HUB_PREFIX + "programmed"
 
 
 def records(cluster: str) -> str:

@@ -72,7 +72,7 @@ _MAX_SEQ = 2**64 - 1
 
 
 @contextlib.contextmanager
-def _unavailable(what: str) -> Iterator[None]:
+def unavailable(what: str) -> Iterator[None]:
     """Translate redis and socket errors into RegistryUnavailableError."""
     try:
         yield
@@ -94,7 +94,7 @@ def _check_bytes_client(client: Redis) -> None:
         raise ValueError("the registry needs a Redis client with decode_responses=False")
 
 
-def _client_from_url(url: str, options: dict[str, Any]) -> Redis:
+def client_from_url(url: str, options: dict[str, Any]) -> Redis:
     if options.get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
     options["decode_responses"] = False
@@ -217,7 +217,7 @@ class RedisWriter:
 
         ``options`` go to ``redis.asyncio.Redis.from_url`` (TLS files, timeouts).
         """
-        return cls(_client_from_url(url, options), cluster, owns_client=True)
+        return cls(client_from_url(url, options), cluster, owns_client=True)
 
     @property
     def cluster(self) -> str:
@@ -249,7 +249,7 @@ class RedisWriter:
 
     async def join(self, record: ClusterRecord) -> None:
         self._own("the cluster record", record.cluster)
-        with _unavailable(f"join of {self._cluster}"):
+        with unavailable(f"join of {self._cluster}"):
             await self._add_member()
             await self._client.set(keys.cluster_record(self._cluster), encode_cluster(record))
 
@@ -257,7 +257,7 @@ class RedisWriter:
         ref = ref_of(record)
         self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
         data = encode_record(record)
-        with _unavailable(f"publish of {self._cluster}/{ref.field}"):
+        with unavailable(f"publish of {self._cluster}/{ref.field}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._records, ref.field, data)
                 self._append(pipe, Op.UPSERT, ref, data)
@@ -265,7 +265,7 @@ class RedisWriter:
 
     async def withdraw(self, ref: RecordRef) -> bool:
         key = ref.field
-        with _unavailable(f"withdraw of {self._cluster}/{key}"):
+        with unavailable(f"withdraw of {self._cluster}/{key}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 for _ in range(_WATCH_RETRIES):
                     try:
@@ -293,7 +293,7 @@ class RedisWriter:
             ref = ref_of(rec)
             self._own(f"{ref.kind} {ref.namespace}/{ref.name}", rec.cluster)
             mapping[ref.field] = encode_record(rec)
-        with _unavailable(f"replace_all of {self._cluster}"):
+        with unavailable(f"replace_all of {self._cluster}"):
             await self._add_member()
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(self._records)
@@ -304,7 +304,7 @@ class RedisWriter:
                 await pipe.execute()
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
-        with _unavailable(f"lease renewal of {self._cluster}"):
+        with unavailable(f"lease renewal of {self._cluster}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(keys.lease(self._cluster), token, px=ttl_ms)
                 pipe.exists(keys.cluster_record(self._cluster))
@@ -312,12 +312,12 @@ class RedisWriter:
         return bool(exists)
 
     async def release_lease(self) -> None:
-        with _unavailable(f"lease release of {self._cluster}"):
+        with unavailable(f"lease release of {self._cluster}"):
             await self._client.delete(keys.lease(self._cluster))
 
     async def close(self) -> None:
         if self._owns_client:
-            with _unavailable("close"):
+            with unavailable("close"):
                 await self._client.aclose()
 
 
@@ -333,15 +333,15 @@ class RedisReader:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisReader:
         """A reader with its own client; ``options`` go to ``Redis.from_url``."""
-        return cls(_client_from_url(url, options), owns_client=True)
+        return cls(client_from_url(url, options), owns_client=True)
 
     async def members(self) -> set[str]:
-        with _unavailable("members"):
+        with unavailable("members"):
             raw = await self._client.smembers(keys.MEMBERS)
         return {_text(m) for m in raw}
 
     async def snapshot(self, cluster: str) -> ClusterSnapshot:
-        with _unavailable(f"snapshot of {cluster}"):
+        with unavailable(f"snapshot of {cluster}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.records(cluster))
                 pipe.get(keys.cluster_record(cluster))
@@ -366,7 +366,7 @@ class RedisReader:
             return []
         clusters = {keys.stream(c): c for c in positions}
         streams: dict[KeyT, StreamIdT] = {keys.stream(c): p for c, p in positions.items()}
-        with _unavailable("read"):
+        with unavailable("read"):
             # BLOCK 0 means "forever" to Redis; block_ms == 0 means "do not block" here.
             response = await self._client.xread(
                 streams, count=count, block=block_ms if block_ms > 0 else None
@@ -385,7 +385,7 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return {}
-        with _unavailable("stream states"):
+        with unavailable("stream states"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for cluster in wanted:
                     pipe.xinfo_stream(keys.stream(cluster))
@@ -406,7 +406,7 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return set()
-        with _unavailable("live leases"):
+        with unavailable("live leases"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for cluster in wanted:
                     pipe.exists(keys.lease(cluster))
@@ -417,11 +417,11 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return {}  # MGET with no keys is a syntax error
-        with _unavailable("cluster records"):
+        with unavailable("cluster records"):
             values = await self._client.mget([keys.cluster_record(c) for c in wanted])
         return {c: None if v is None else _raw(v) for c, v in zip(wanted, values, strict=True)}
 
     async def close(self) -> None:
         if self._owns_client:
-            with _unavailable("close"):
+            with unavailable("close"):
                 await self._client.aclose()

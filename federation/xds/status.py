@@ -302,11 +302,13 @@ class SyncRegistry:
         """The current versions of the group's snapshot, by type ({} when unknown)."""
         return {} if self._snapshot_versions is None else self._snapshot_versions(group)
 
-    def list(self) -> list[ProxyStatus]:
-        """Every open stream, by group, node id and stream id."""
+    def list(self, group: str | None = None) -> list[ProxyStatus]:
+        """Every open stream (of ``group``, when given), by group, node id and stream id."""
         versions: dict[str, Mapping[str, str]] = {}
         statuses = []
         for stream in self._streams.values():
+            if group is not None and stream.group != group:
+                continue
             if stream.group not in versions:
                 versions[stream.group] = self.snapshot_versions(stream.group)
             statuses.append(stream.status(versions[stream.group]))

@@ -25,6 +25,7 @@ from federation.registry.acl import (
     apply_users,
     hub_user_rules,
 )
+from federation.registry.hub_state import RedisHubState
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import (
     ClusterRecord,
@@ -253,6 +254,22 @@ async def test_hub_writer_is_refused(users: Users) -> None:
             await writer.publish(service("b", "evil"))
     finally:
         await writer.close()
+
+
+async def test_only_the_hub_writes_its_state_and_agents_read_it(users: Users) -> None:
+    hub = RedisHubState.from_url(users.url(HUB))
+    agent = RedisHubState.from_url(users.url("agent-a"))
+    try:
+        await hub.put("a", "hub-1", b'{"state": 1}')
+        assert await agent.states("a") == {"hub-1": b'{"state": 1}'}
+        assert await agent.states("b") == {}
+        with pytest.raises(RegistryUnavailableError):
+            await agent.put("a", "forged", b"{}")  # an agent cannot claim what Envoys did
+        await hub.drop("a", "hub-1")
+        assert await agent.states("a") == {}
+    finally:
+        await hub.close()
+        await agent.close()
 
 
 async def test_applying_rules_again_replaces_the_password(users: Users) -> None:

@@ -1,0 +1,302 @@
+"""The agent's Gateway API side: publish this cluster's Gateway configuration, write its
+statuses.
+
+Driven by :class:`agents.agent.Agent`, which feeds it watch events and runs its worker.
+What it publishes, under its own cluster's keys:
+
+* every Gateway whose GatewayClass has our controller name (Gateways of other classes
+  belong to other implementations and are left alone);
+* every HTTPRoute and GRPCRoute, with its namespace's labels (a listener's
+  ``allowedRoutes`` selector decides on them); routes whose parents are not ours are
+  ignored by the translation, which reports nothing for them;
+* every ReferenceGrant;
+* every Service of this cluster that a route names as a backend or mirror, with its
+  endpoints (a *local* Service: only this cluster's Envoys use it).
+
+Everything is level-triggered: any change queues one sync, which rebuilds the whole
+desired set of records (a cluster has tens to hundreds of these objects), publishes what
+differs from what was published and withdraws what is gone. Then it runs the first
+translation stage on exactly those records, the same call the hub makes for the
+cluster's Envoys, and writes the statuses: the GatewayClass's ``Accepted``, each
+Gateway's conditions and listeners, and each route's parent entries under our controller
+name (entries of other controllers are kept). ``Programmed`` comes from the hub's
+published ACK state, read every ``poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import k8s_objects as objs
+from agents.kube import Kube, path
+from agents.status import StatusWriter
+from federation.errors import FederationError
+from federation.hub.programmed import merged_facts
+from federation.registry import gatewayapi as g
+from federation.registry.codec import from_json
+from federation.registry.hub_state import HubStateReader
+from federation.registry.kinds import Kind, Record, RecordRef, ref_of
+from federation.registry.records import ExportedService, InvalidRecordError
+from federation.registry.store import RegistryWriter
+from federation.translate.gateway import resolve
+from federation.translate.gateway.inputs import (
+    ObjectName,
+    ProgrammedFact,
+    cluster_inputs,
+    imports_of,
+)
+from federation.translate.gateway.status import CONTROLLER_NAME
+
+log = logging.getLogger(__name__)
+
+GROUP = g.GATEWAY_GROUP
+GATEWAY_CLASSES = path(GROUP, "v1", "gatewayclasses")
+GATEWAYS = path(GROUP, "v1", "gateways")
+HTTP_ROUTES = path(GROUP, "v1", "httproutes")
+GRPC_ROUTES = path(GROUP, "v1", "grpcroutes")
+# v1beta1 is the stored version, and served by every Gateway API v1.x release.
+REFERENCE_GRANTS = path(GROUP, "v1beta1", "referencegrants")
+#: What Gateway API objects the agent watches: (group, version, plural).
+WATCHED = (
+    (GROUP, "v1", "gatewayclasses"),
+    (GROUP, "v1", "gateways"),
+    (GROUP, "v1", "httproutes"),
+    (GROUP, "v1", "grpcroutes"),
+    (GROUP, "v1beta1", "referencegrants"),
+)
+#: The record kinds this module publishes.
+KINDS = (Kind.GATEWAY, Kind.HTTP_ROUTE, Kind.GRPC_ROUTE, Kind.REFERENCE_GRANT, Kind.LOCAL_SERVICE)
+
+
+def _key(obj: Mapping[str, Any]) -> ObjectName:
+    meta = obj["metadata"]
+    return meta.get("namespace") or "", meta["name"]
+
+
+@dataclass
+class GatewayObjects:
+    """This cluster's Gateway API objects, as last listed or watched."""
+
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gateways: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
+    http_routes: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
+    grpc_routes: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
+    grants: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
+
+    def table(self, plural: str) -> dict[Any, dict[str, Any]]:
+        tables: dict[str, dict[Any, dict[str, Any]]] = {
+            "gateways": self.gateways,
+            "httproutes": self.http_routes,
+            "grpcroutes": self.grpc_routes,
+            "referencegrants": self.grants,
+        }
+        return tables[plural]
+
+
+def _spec(cls: type[Any], obj: Mapping[str, Any]) -> Any:
+    return from_json(
+        cls, obj.get("spec") or {}, path=f"{obj['metadata']['name']}.spec", unknown="ignore"
+    )
+
+
+def _meta_fields(cluster: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "cluster": cluster,
+        "namespace": meta.get("namespace") or "",
+        "name": meta["name"],
+        "generation": int(meta.get("generation") or 0),
+        "created": meta.get("creationTimestamp") or "",
+    }
+
+
+class GatewayAgent:
+    def __init__(
+        self,
+        cluster: str,
+        kube: Kube,
+        writer: RegistryWriter,
+        status: StatusWriter,
+        hub_state: HubStateReader | None,
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.cluster = cluster
+        self.kube = kube
+        self.writer = writer
+        self.status = status
+        self.hub_state = hub_state
+        self.poll_interval = poll_interval
+        self.objects = GatewayObjects()
+        self.published: dict[RecordRef, Record] = {}
+        self.programmed: dict[ObjectName, ProgrammedFact] = {}
+        self.dirty = asyncio.Event()
+        self.syncs = 0
+
+    # --- events -------------------------------------------------------------------------
+
+    def on_event(self, plural: str, kind: str | None, body: Mapping[str, Any]) -> None:
+        if plural == "gatewayclasses":
+            table: dict[Any, dict[str, Any]] = self.objects.classes
+            key: Any = body["metadata"]["name"]
+        else:
+            table, key = self.objects.table(plural), _key(body)
+        if kind == "DELETED":
+            table.pop(key, None)
+        else:
+            table[key] = dict(body)
+        self.dirty.set()
+
+    def replace(self, listing: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Replace the caches with a full LIST, by plural."""
+        self.objects = GatewayObjects()
+        for plural, items in listing.items():
+            for item in items:
+                self.on_event(plural, "ADDED", item)
+
+    async def list_all(self) -> dict[str, list[dict[str, Any]]]:
+        """LIST every watched kind (a kind whose CRD is not installed lists as empty)."""
+        return {
+            plural: await self.kube.list_items(path(group, version, plural))
+            for group, version, plural in WATCHED
+        }
+
+    # --- what to publish -------------------------------------------------------------------
+
+    def our_classes(self) -> set[str]:
+        return our_classes(self.objects)
+
+    def desired(
+        self,
+        services: Mapping[ObjectName, dict[str, Any]],
+        slices: Mapping[ObjectName, Mapping[str, dict[str, Any]]],
+        namespace_labels: Mapping[str, Mapping[str, str]],
+    ) -> dict[RecordRef, Record]:
+        return desired_records(self.cluster, self.objects, services, slices, namespace_labels)
+
+    # --- syncing -------------------------------------------------------------------------------
+
+    async def publish(self, desired: Mapping[RecordRef, Record]) -> None:
+        """Publish what differs from what was published; withdraw what is gone."""
+        for ref, record in sorted(desired.items()):
+            if self.published.get(ref) != record:
+                await self.writer.publish(record)
+                self.published[ref] = record
+        for ref in sorted(set(self.published) - set(desired)):
+            await self.writer.withdraw(ref)
+            del self.published[ref]
+
+    async def write_statuses(self, exports: Iterable[ExportedService]) -> None:
+        """Resolve this cluster's Gateway API records (as the hub does) and write statuses."""
+        records = list(self.published.values())
+        resolved = resolve(
+            cluster_inputs(self.cluster, records, imports_of(exports), self.programmed)
+        )
+        for name in sorted(self.our_classes()):
+            await self.status.gateway_class_status(self.objects.classes[name])
+        for gateway in resolved.statuses.gateways:
+            obj = self.objects.gateways.get((gateway.namespace, gateway.name))
+            if obj is not None:
+                await self.status.gateway_status(obj, gateway)
+        for route in resolved.statuses.routes:
+            table = (
+                self.objects.http_routes if route.kind == "HTTPRoute" else self.objects.grpc_routes
+            )
+            obj = table.get((route.namespace, route.name))
+            if obj is not None:
+                await self.status.route_status(obj, route)
+
+    async def poll_programmed(self) -> None:
+        """Read the hub's ACK state until cancelled; a change marks the state dirty."""
+        if self.hub_state is None:
+            return
+        while True:
+            try:
+                facts = await merged_facts(self.hub_state, self.cluster)
+                if facts != self.programmed:
+                    self.programmed = facts
+                    self.dirty.set()
+            except FederationError as err:
+                log.warning("reading the hub's Gateway state failed: %s", err)
+            await asyncio.sleep(self.poll_interval)  # the polling period, not synchronisation
+
+
+def our_classes(objects: GatewayObjects) -> set[str]:
+    """The GatewayClasses whose controller is ours."""
+    return {
+        name
+        for name, obj in objects.classes.items()
+        if (obj.get("spec") or {}).get("controllerName") == CONTROLLER_NAME
+    }
+
+
+def desired_records(
+    cluster: str,
+    objects: GatewayObjects,
+    services: Mapping[ObjectName, dict[str, Any]],
+    slices: Mapping[ObjectName, Mapping[str, dict[str, Any]]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> dict[RecordRef, Record]:
+    """Every Gateway API record ``cluster`` should have in the registry (see the module
+    docstring), from its objects and its Services, slices and namespace labels."""
+    records: list[Record] = []
+    ours = our_classes(objects)
+    for obj in objects.gateways.values():
+        if (obj.get("spec") or {}).get("gatewayClassName") in ours:
+            records += _convert(cluster, obj, g.GatewaySpec, g.GatewayRecord, {})
+    for table, spec, record in (
+        (objects.http_routes, g.HTTPRouteSpec, g.HTTPRouteRecord),
+        (objects.grpc_routes, g.GRPCRouteSpec, g.GRPCRouteRecord),
+    ):
+        for obj in table.values():
+            ns = obj["metadata"].get("namespace") or ""
+            labels = tuple(sorted((namespace_labels.get(ns) or {}).items()))
+            records += _convert(cluster, obj, spec, record, {"namespace_labels": labels})
+    for obj in objects.grants.values():
+        records += _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
+    for ns, name in sorted(_service_backends(records)):
+        service = services.get((ns, name))
+        if service is not None:
+            local = objs.build_local_service(
+                cluster, service, (slices.get((ns, name)) or {}).values()
+            )
+            if local is not None:
+                records.append(local)
+    return {ref_of(r): r for r in records}
+
+
+def _convert(
+    cluster: str,
+    obj: Mapping[str, Any],
+    spec_cls: type[Any],
+    record_cls: type[Any],
+    extra: dict[str, Any],
+) -> list[Record]:
+    """The record of one Kubernetes object; none (and a warning) if it cannot be read."""
+    try:
+        spec = _spec(spec_cls, obj)
+    except InvalidRecordError as err:
+        meta = obj["metadata"]
+        log.warning("cannot publish %s/%s: %s", meta.get("namespace"), meta["name"], err)
+        return []
+    record: Record = record_cls(spec=spec, **_meta_fields(cluster, obj), **extra)
+    return [record]
+
+
+def _service_backends(records: Iterable[Record]) -> set[ObjectName]:
+    """Services of this cluster that routes name as backends or mirrors."""
+    out: set[ObjectName] = set()
+    for record in records:
+        if not isinstance(record, (g.HTTPRouteRecord, g.GRPCRouteRecord)):
+            continue
+        for rule in record.spec.rules:
+            refs: list[Any] = list(rule.backend_refs)
+            refs += [f.request_mirror.backend_ref for f in rule.filters if f.request_mirror]
+            for ref in refs:
+                if (ref.group or "") == "" and (ref.kind or "Service") == "Service":
+                    out.add((ref.namespace or record.namespace, ref.name))
+    return out

@@ -1,0 +1,196 @@
+"""Which Gateway generations each cluster's Envoys have applied, computed and published.
+
+A Gateway is ``Programmed`` once every connected Envoy of its cluster has ACKed the
+listeners and routes built from its current generation. Only the hub sees ACKs, and only
+the cluster's agent writes the Gateway, so:
+
+* :func:`facts` computes, per node group, a :class:`ProgrammedFact` for each Gateway
+  from the sync state of the group's Envoys (pure);
+* :class:`ProgrammedPublisher` (run by the hub) writes the facts of every group to the
+  registry's hub state whenever they change, and again every ``heartbeat`` seconds;
+* :func:`merged_facts` (called by the agent) reads them back, merging hub replicas.
+
+A generation counts as applied only when each Envoy of the group has ACKed the
+listener and route types of the snapshot now served: until then the last applied
+generation is kept, so ``Programmed`` never claims a change that has not landed. A NACK of
+either type is reported with Envoy's message until an ACK replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from federation.errors import FederationError
+from federation.registry.hub_state import HubStateReader, HubStateWriter
+from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
+from federation.xds.snapshot import LISTENER, ROUTE
+from federation.xds.status import ProxyStatus, SyncRegistry, SyncState
+
+log = logging.getLogger("federation.hub")
+
+#: Types whose ACK makes a Gateway programmed.
+GATEWAY_TYPES = (LISTENER, ROUTE)
+#: A replica's state older than this is ignored by agents (the replica is gone).
+STALE_AFTER = 60.0
+
+
+def facts(
+    generations: Mapping[ObjectName, int],
+    proxies: Iterable[ProxyStatus],
+    applied: Mapping[ObjectName, int],
+) -> dict[ObjectName, ProgrammedFact]:
+    """The facts of one group: its Gateways' current ``generations``, the sync state of
+    its Envoys, and the generations ``applied`` earlier (kept until a newer one lands)."""
+    streams = list(proxies)
+    rejected = None
+    synced = bool(streams)
+    for proxy in streams:
+        for type_url in GATEWAY_TYPES:
+            status = proxy.type(type_url)
+            if status is None or status.state is not SyncState.SYNCED:
+                synced = False
+            if status is not None and status.state is SyncState.NACKED and rejected is None:
+                nack = status.last_nack
+                rejected = f"{proxy.node_id}: {nack.message if nack else 'rejected'}"
+    out = {}
+    for key, generation in sorted(generations.items()):
+        done = generation if synced else applied.get(key)
+        out[key] = ProgrammedFact(done, rejected, len(streams))
+    return out
+
+
+def encode(hub_id: str, group_facts: Mapping[ObjectName, ProgrammedFact], at: float) -> bytes:
+    doc = {
+        "hub": hub_id,
+        "at": at,
+        "gateways": [
+            {
+                "namespace": ns,
+                "name": name,
+                "generation": fact.generation,
+                "rejected": fact.rejected,
+                "envoys": fact.envoys,
+            }
+            for (ns, name), fact in sorted(group_facts.items())
+        ],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> tuple[float, dict[ObjectName, ProgrammedFact]]:
+    """(time written, facts); raises ValueError on anything malformed."""
+    doc = json.loads(data)
+    out = {}
+    for g in doc["gateways"]:
+        generation = g.get("generation")
+        if generation is not None and not isinstance(generation, int):
+            raise ValueError("generation must be an integer")
+        out[str(g["namespace"]), str(g["name"])] = ProgrammedFact(
+            generation, g.get("rejected"), int(g.get("envoys") or 0)
+        )
+    return float(doc["at"]), out
+
+
+def merge(
+    replicas: Iterable[Mapping[ObjectName, ProgrammedFact]],
+) -> dict[ObjectName, ProgrammedFact]:
+    """One fact per Gateway from every hub replica's: only replicas with Envoys of the
+    cluster count; applied is the oldest generation they agree on, and any rejection wins."""
+    out: dict[ObjectName, ProgrammedFact] = {}
+    for replica in replicas:
+        for key, fact in replica.items():
+            seen = out.get(key)
+            if seen is None or seen.envoys == 0:
+                out[key] = fact
+                continue
+            if fact.envoys == 0:
+                continue
+            generations = [x for x in (seen.generation, fact.generation) if x is not None]
+            both = seen.generation is not None and fact.generation is not None
+            out[key] = ProgrammedFact(
+                min(generations) if both else None,
+                seen.rejected or fact.rejected,
+                seen.envoys + fact.envoys,
+            )
+    return out
+
+
+async def merged_facts(
+    reader: HubStateReader, cluster: str, now: float | None = None
+) -> dict[ObjectName, ProgrammedFact]:
+    """What the hub replicas say of ``cluster``'s Gateways; stale or bad entries skipped."""
+    now = time.time() if now is None else now
+    replicas = []
+    for hub_id, data in sorted((await reader.states(cluster)).items()):
+        try:
+            at, group_facts = decode(data)
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("skipping bad hub state", extra={"hub": hub_id, "error": str(err)})
+            continue
+        if now - at <= STALE_AFTER:
+            replicas.append(group_facts)
+    return merge(replicas)
+
+
+@dataclass
+class _Group:
+    applied: dict[ObjectName, int]
+    published: dict[ObjectName, ProgrammedFact]
+    at: float = 0.0
+
+
+class ProgrammedPublisher:
+    """Publishes every group's facts while the hub runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        writer: HubStateWriter,
+        sync: SyncRegistry,
+        generations: Callable[[], Mapping[str, Mapping[ObjectName, int]]],
+        hub_id: str,
+        *,
+        interval: float = 0.1,
+        heartbeat: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._writer = writer
+        self._sync = sync
+        self._generations = generations
+        self.hub_id = hub_id
+        self._interval = interval
+        self._heartbeat = heartbeat
+        self._clock = clock
+        self._groups: dict[str, _Group] = {}
+        self.writes = 0
+
+    async def publish_once(self) -> None:
+        """Compute every group's facts and write those that changed (or are due)."""
+        now = self._clock()
+        current = self._generations()
+        for group, generations in sorted(current.items()):
+            state = self._groups.setdefault(group, _Group({}, {}))
+            group_facts = facts(generations, self._sync.list(group), state.applied)
+            state.applied = {
+                k: f.generation for k, f in group_facts.items() if f.generation is not None
+            }
+            if group_facts != state.published or now - state.at >= self._heartbeat:
+                await self._writer.put(group, self.hub_id, encode(self.hub_id, group_facts, now))
+                state.published, state.at = group_facts, now
+                self.writes += 1
+        for group in sorted(set(self._groups) - set(current)):
+            await self._writer.drop(group, self.hub_id)
+            del self._groups[group]
+
+    async def run(self) -> None:
+        """Publish until cancelled; a registry error is logged and retried next round."""
+        while True:
+            try:
+                await self.publish_once()
+            except FederationError as err:
+                log.warning("publishing Gateway state failed: %s", err)
+            await asyncio.sleep(self._interval)  # the publishing period, not synchronisation

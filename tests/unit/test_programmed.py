@@ -1,0 +1,88 @@
+"""Which Gateway generations each cluster's Envoys applied (federation.hub.programmed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.hub.programmed import (
+    ProgrammedPublisher,
+    decode,
+    encode,
+    facts,
+    merge,
+    merged_facts,
+)
+from federation.registry.hub_state import MemoryHubState
+from federation.translate.gateway.inputs import ProgrammedFact
+from federation.xds.snapshot import LISTENER, ROUTE
+from federation.xds.status import SyncRegistry
+
+GW = ("shop", "gw")
+
+
+def registry_with(states: dict[str, str], group: str = "b") -> SyncRegistry:
+    """One stream of ``group`` whose LDS and RDS are ``synced``, ``stale`` or ``nacked``."""
+    versions = {LISTENER: "l1", ROUTE: "r1"}
+    sync = SyncRegistry(lambda g: versions)
+    stream = sync.open("envoy-1", group, "sotw")
+    for type_url, state in states.items():
+        stream.subscribed(type_url)
+        stream.sent(type_url, versions[type_url], "1")
+        stream.evaluated(type_url, versions[type_url])
+        if state == "synced":
+            stream.acked(type_url, versions[type_url])
+        elif state == "nacked":
+            stream.nacked(type_url, versions[type_url], "1", "cannot bind: address in use")
+    return sync
+
+
+def test_a_generation_counts_once_every_envoy_acked_listeners_and_routes() -> None:
+    synced = registry_with({LISTENER: "synced", ROUTE: "synced"})
+    assert facts({GW: 3}, synced.list("b"), {}) == {GW: ProgrammedFact(3, None, 1)}
+    pending = registry_with({LISTENER: "synced", ROUTE: "stale"})
+    # Not yet: the generation applied before is kept.
+    assert facts({GW: 3}, pending.list("b"), {GW: 2}) == {GW: ProgrammedFact(2, None, 1)}
+    nacked = registry_with({LISTENER: "nacked", ROUTE: "synced"})
+    (fact,) = facts({GW: 3}, nacked.list("b"), {}).values()
+    assert fact.generation is None and fact.rejected and "address in use" in fact.rejected
+    assert facts({GW: 3}, [], {}) == {GW: ProgrammedFact(None, None, 0)}  # no Envoy
+
+
+def test_the_codec_round_trips_and_refuses_garbage() -> None:
+    given = {GW: ProgrammedFact(3, None, 2), ("shop", "other"): ProgrammedFact(None, "x", 1)}
+    at, got = decode(encode("hub-1", given, 123.5))
+    assert (at, got) == (123.5, given)
+    for bad in (b"{", b"{}", b'{"at": 1, "gateways": [{"namespace": "a"}]}'):
+        with pytest.raises((ValueError, KeyError)):
+            decode(bad)
+
+
+def test_hub_replicas_merge_to_the_oldest_applied_generation_and_any_rejection() -> None:
+    one = {GW: ProgrammedFact(3, None, 1)}
+    two = {GW: ProgrammedFact(2, None, 1)}
+    none = {GW: ProgrammedFact(None, None, 0)}  # this replica has no Envoy of the cluster
+    assert merge([one, two, none]) == {GW: ProgrammedFact(2, None, 2)}
+    assert merge([none, one]) == one
+    rejected = merge([one, {GW: ProgrammedFact(None, "nack", 1)}])
+    assert rejected[GW].rejected == "nack" and rejected[GW].generation is None
+
+
+async def test_the_publisher_writes_changes_and_agents_read_them_back() -> None:
+    state = MemoryHubState()
+    sync = registry_with({LISTENER: "synced", ROUTE: "synced"})
+    generations = {"b": {GW: 4}}
+    now = [1000.0]
+    publisher = ProgrammedPublisher(state, sync, lambda: generations, "hub-1", clock=lambda: now[0])
+    await publisher.publish_once()
+    assert await merged_facts(state, "b", now=now[0]) == {GW: ProgrammedFact(4, None, 1)}
+    await publisher.publish_once()
+    assert publisher.writes == 1  # nothing changed, no heartbeat due: no write
+    now[0] += 11
+    await publisher.publish_once()
+    assert publisher.writes == 2  # the heartbeat
+    # A replica that stopped writing is ignored once stale, and a cluster that left is
+    # dropped.
+    assert await merged_facts(state, "b", now=now[0] + 61) == {}
+    generations.clear()
+    await publisher.publish_once()
+    assert await state.states("b") == {}
