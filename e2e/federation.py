@@ -69,6 +69,8 @@ class Federation:
         self.hub: Process | None = None
         self.hub_xds_port = 0
         self.hub_http_port = 0
+        #: Where the Envoys read Gateway certificates: <dir>/<namespace>/<name>/tls.{crt,key}.
+        self.secret_dir = env.workdir / "secrets"
         self.envoys: dict[str, Envoy] = {}
 
     def start(self) -> None:
@@ -188,6 +190,8 @@ class Federation:
             f"127.0.0.1:{self.hub_xds_port}",
             "--http-address",
             f"127.0.0.1:{self.hub_http_port}",
+            "--secret-dir",
+            str(self.secret_dir),
             *extra_args,
         ]
         for cluster in self.env.clusters.values():

@@ -37,15 +37,26 @@ def gateway_class() -> Obj:
     }
 
 
-def gateway(ns: str, name: str, port: int, *, hostname: str | None = None) -> Obj:
+def gateway(
+    ns: str,
+    name: str,
+    port: int,
+    *,
+    hostname: str | None = None,
+    certificate: str | None = None,
+) -> Obj:
+    """A Gateway of our class with one listener: HTTP, or HTTPS with the Secret
+    ``certificate`` of its namespace."""
     listener: Obj = {
-        "name": "http",
+        "name": "https" if certificate else "http",
         "port": port,
-        "protocol": "HTTP",
+        "protocol": "HTTPS" if certificate else "HTTP",
         "allowedRoutes": {"namespaces": {"from": "Same"}},
     }
     if hostname:
         listener["hostname"] = hostname
+    if certificate:
+        listener["tls"] = {"mode": "Terminate", "certificateRefs": [{"name": certificate}]}
     return {
         "apiVersion": GATEWAY_API,
         "kind": "Gateway",

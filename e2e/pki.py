@@ -123,6 +123,11 @@ class CertificateAuthority:
         ]
         return self._issue(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
+    def server_for(self, *names: str) -> KeyPair:
+        """A serving certificate for DNS ``names`` (a Gateway listener's hostnames)."""
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        return self._issue(_name(names[0]), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
     def client(self, user: str, groups: tuple[str, ...] = ()) -> KeyPair:
         """A client certificate: the apiserver sees ``user`` in ``groups``."""
         return self._issue(_name(user, groups), ExtendedKeyUsageOID.CLIENT_AUTH)

@@ -10,7 +10,9 @@ and time; figures are printed (``-s``).
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from e2e import scenario as sc
 from e2e.backends import GRPC_METHOD
 from e2e.cluster import free_port
 from e2e.federation import Federation
+from e2e.pki import CertificateAuthority
 from e2e.processes import Process, wait_until
 from e2e.traffic import Loop, export_with_backends, kill
 
@@ -456,3 +459,53 @@ def test_programmed_waits_for_the_ack_and_a_nack_says_why(fed: Federation, ns: s
         timeout=60,
     )
     assert served_by(gw.wait_for_status(address, "/", 200)) == "a"
+
+
+def test_an_https_listener_terminates_tls_with_a_certificate_from_the_envoys_disk(
+    fed: Federation, ns: str
+) -> None:
+    """The certificate never passes through the hub: b's Envoy reads the mounted Secret
+    from its own disk, where the hub's --secret-dir says it is."""
+    export_with_backends(fed, "a", ns, [71], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    ca = CertificateAuthority("gateway-test-ca")
+    directory = fed.secret_dir / ns / "shop-cert"
+    directory.mkdir(parents=True)
+    ca.server_for("shop.example.com").write(directory, "tls")
+    address = gateway_address(fed)
+    port = int(address.rpartition(":")[2])
+    gw.apply(
+        b,
+        gw.gateway(ns, "tls", port, hostname="shop.example.com", certificate="shop-cert"),
+        gw.http_route(ns, "secure", "tls", [{"backendRefs": [gw.backend("echo")]}]),
+    )
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    host, _, _ = address.rpartition(":")
+
+    def https_get() -> tuple[int, str] | None:
+        """GET /secure over TLS with SNI and Host shop.example.com; (status, cluster)."""
+        request = b"GET /secure HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"
+        try:
+            with (
+                socket.create_connection((host, port), timeout=2) as raw,
+                context.wrap_socket(raw, server_hostname="shop.example.com") as tls,
+            ):
+                tls.sendall(request)
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            return int(head.split(b" ", 2)[1]), json.loads(body)["cluster"]
+        except (OSError, ValueError, IndexError, KeyError):
+            return None
+
+    wait_until(
+        lambda: https_get() == (200, "a"),
+        timeout=gw.DEADLINE,
+        what="an HTTPS request to b's Gateway, verified against the test CA",
+    )
+    gw.wait_conditions(
+        lambda: gw.gateway_conditions(b, ns, "tls"),
+        {"Accepted": ("True", "Accepted"), "Programmed": ("True", "Programmed")},
+        "the HTTPS Gateway Programmed",
+    )
