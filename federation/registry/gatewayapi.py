@@ -301,9 +301,41 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class FrontendTLSValidation:
+    ca_certificate_refs: tuple[SecretObjectReference, ...] = ()
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class FrontendTLSConfig:
+    validation: FrontendTLSValidation | None = None
+
+
+@dataclass(frozen=True)
+class FrontendTLSPerPort:
+    port: int
+    tls: FrontendTLSConfig | None = None
+
+
+@dataclass(frozen=True)
+class FrontendTLS:
+    """Client certificate validation (``spec.tls.frontend``): recorded so that it is
+    refused, never silently ignored."""
+
+    default: FrontendTLSConfig | None = None
+    per_port: tuple[FrontendTLSPerPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewaySpecTLS:
+    frontend: FrontendTLS | None = None
+
+
+@dataclass(frozen=True)
 class GatewaySpec:
     gateway_class_name: str
     listeners: tuple[Listener, ...] = ()
+    tls: GatewaySpecTLS | None = None
 
 
 @dataclass(frozen=True)

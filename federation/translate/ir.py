@@ -140,6 +140,9 @@ class RouteIR:
     timeout_ms: int | None = None
     #: One attempt at a backend (HTTPRoute ``timeouts.backendRequest``).
     backend_timeout_ms: int | None = None
+    #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
+    #: clients read as UNAVAILABLE, as GRPCRoute requires).
+    invalid_status: int = 500
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ from federation.registry.gatewayapi import (
     LabelSelector,
     ParentReference,
 )
-from federation.translate.gateway.hostnames import ANY, served
+from federation.translate.gateway.hostnames import ANY, meet, served
 from federation.translate.gateway.inputs import ClusterInputs, ProgrammedFact
 from federation.translate.gateway.listeners import ListenerState, evaluate
 from federation.translate.gateway.matches import Precedence
-from federation.translate.gateway.routes import CompiledRoute, UnsupportedValue, compile_route
+from federation.translate.gateway.routes import CompiledRoute, compile_route
 from federation.translate.gateway.status import (
     GatewayCondition,
     GatewayReason,
@@ -75,8 +75,6 @@ def listener_name(port: int) -> str:
 
 
 Route = HTTPRouteRecord | GRPCRouteRecord
-# port -> hostname -> route name -> (precedence, route)
-Placements = dict[int, dict[str, dict[str, tuple[Precedence, RouteIR]]]]
 
 
 def resolve(inputs: ClusterInputs) -> Resolved:
@@ -84,17 +82,16 @@ def resolve(inputs: ClusterInputs) -> Resolved:
     by_gateway: dict[tuple[str, str], list[ListenerState]] = {}
     for state in listeners:
         by_gateway.setdefault((state.gateway.namespace, state.gateway.name), []).append(state)
-    placements: Placements = {}
     local_clusters: dict[str, LocalClusterIR] = {}
     route_statuses = []
     routes: list[Route] = [*inputs.http_routes, *inputs.grpc_routes]
     for route in sorted(routes, key=_route_key):
-        status = _route(inputs, route, by_gateway, placements, local_clusters)
+        status = _route(inputs, route, by_gateway, local_clusters)
         if status is not None:
             route_statuses.append(status)
     ir = GatewayIR(
         cluster=inputs.cluster,
-        listeners=_listeners_ir(listeners, placements),
+        listeners=_listeners_ir(listeners),
         local_clusters=tuple(local_clusters[name] for name in sorted(local_clusters)),
     )
     gateway_statuses = tuple(
@@ -116,16 +113,12 @@ def _route(
     inputs: ClusterInputs,
     route: Route,
     by_gateway: dict[tuple[str, str], list[ListenerState]],
-    placements: Placements,
     local_clusters: dict[str, LocalClusterIR],
 ) -> RouteStatus | None:
     kind = "HTTPRoute" if isinstance(route, HTTPRouteRecord) else "GRPCRoute"
-    compiled: CompiledRoute | None = None
-    unsupported = ""
-    try:
-        compiled = compile_route(inputs, route)
-    except UnsupportedValue as err:
-        unsupported = str(err)
+    compiled = compile_route(inputs, route)
+    invalid = "; ".join(f"rule {i}: {why}" for i, why in compiled.invalid_rules)
+    nothing_served = bool(compiled.invalid_rules) and len(compiled.invalid_rules) == compiled.rules
     parents = []
     for ref in route.spec.parent_refs:
         if (ref.group or GATEWAY_GROUP, ref.kind or "Gateway") != (GATEWAY_GROUP, "Gateway"):
@@ -134,15 +127,25 @@ def _route(
         states = by_gateway.get(gateway_key)
         if states is None:
             continue  # a Gateway of another class (or none): its controller reports
-        if compiled is None:
+        if nothing_served:
             accepted = condition(
-                RouteCondition.ACCEPTED, False, RouteReason.UNSUPPORTED_VALUE, unsupported
+                RouteCondition.ACCEPTED, False, RouteReason.UNSUPPORTED_VALUE, invalid
             )
         else:
-            accepted = _attach(route, kind, ref, states, compiled, placements)
+            accepted = _attach(route, kind, ref, states, compiled)
             if accepted.status == "True":
                 local_clusters.update(compiled.local_clusters)
-        parents.append(RouteParentStatus(ref, (accepted, _resolved_refs(compiled))))
+        conditions = [accepted, _resolved_refs(compiled)]
+        if compiled.invalid_rules and not nothing_served:
+            conditions.append(
+                condition(
+                    RouteCondition.PARTIALLY_INVALID,
+                    True,
+                    RouteReason.UNSUPPORTED_VALUE,
+                    f"not served: {invalid}",
+                )
+            )
+        parents.append(RouteParentStatus(ref, tuple(conditions)))
     if not parents:
         return None
     return RouteStatus(kind, route.namespace, route.name, route.generation, tuple(parents))
@@ -154,7 +157,6 @@ def _attach(
     ref: ParentReference,
     states: Sequence[ListenerState],
     compiled: CompiledRoute,
-    placements: Placements,
 ) -> Condition:
     """Attach the route to the listeners ``ref`` selects; its ``Accepted`` condition."""
     selected = [
@@ -189,11 +191,8 @@ def _attach(
             continue
         attached += 1
         state.attached_routes += 1
-        by_host = placements.setdefault(state.listener.port, {})
         for hostname in hostnames:
-            entries = by_host.setdefault(hostname, {})
-            for key, ir in compiled.entries:
-                entries.setdefault(ir.name, (key, ir))
+            state.served.extend((hostname, key, ir) for key, ir in compiled.entries)
     if not attached:
         return condition(
             RouteCondition.ACCEPTED,
@@ -245,8 +244,8 @@ def selects(selector: LabelSelector, labels: dict[str, str]) -> bool:
     return True
 
 
-def _resolved_refs(compiled: CompiledRoute | None) -> Condition:
-    if compiled is None or not compiled.problems:
+def _resolved_refs(compiled: CompiledRoute) -> Condition:
+    if not compiled.problems:
         return condition(
             RouteCondition.RESOLVED_REFS, True, RouteReason.RESOLVED_REFS, "all references resolved"
         )
@@ -258,38 +257,73 @@ def _resolved_refs(compiled: CompiledRoute | None) -> Condition:
 # --- listeners -----------------------------------------------------------------------------
 
 
-def _listeners_ir(
-    states: Iterable[ListenerState], placements: Placements
-) -> tuple[ListenerIR, ...]:
+def _listeners_ir(states: Iterable[ListenerState]) -> tuple[ListenerIR, ...]:
     by_port: dict[int, list[ListenerState]] = {}
     for state in states:
         if state.usable:
             by_port.setdefault(state.listener.port, []).append(state)
     out = []
     for port in sorted(by_port):
-        hosts = placements.get(port, {})
+        listeners = by_port[port]
+        hostnames = {h for s in listeners for h, _, _ in s.served}
+        # A listener of its own hostname answers it even without routes (404), so that
+        # a less specific listener's routes never serve it.
+        hostnames |= {s.listener.hostname for s in listeners if s.listener.hostname}
         vhosts = tuple(
-            VirtualHostIR(
-                name=f"{listener_name(port)}/{hostname}",
-                domains=(hostname,),
-                routes=tuple(ir for _, ir in sorted(hosts[hostname].values(), key=_first)),
-            )
-            for hostname in sorted(hosts, key=_host_order)
+            _virtual_host(port, hostname, _owner(listeners, hostname))
+            for hostname in sorted(hostnames, key=_host_order)
         )
         tls = tuple(
             FilterChainIR(
                 server_names=() if s.listener.hostname is None else (s.listener.hostname,),
                 certificates=s.certificates,
             )
-            for s in sorted(by_port[port], key=lambda s: s.rank)
+            for s in sorted(listeners, key=lambda s: s.rank)
             if s.listener.protocol == "HTTPS"
         )
         out.append(ListenerIR(listener_name(port), port, vhosts, tls))
     return tuple(out)
 
 
-def _first(entry: tuple[Precedence, RouteIR]) -> Precedence:
-    return entry[0]
+def _specificity(hostname: str | None) -> tuple[int, int]:
+    """Sort key, most specific first: an exact name, a longer wildcard, then any."""
+    if hostname is None or hostname == ANY:
+        return 2, 0
+    if hostname.startswith("*."):
+        return 1, -len(hostname)
+    return 0, -len(hostname)
+
+
+def _covers(outer: str | None, name: str) -> bool:
+    """Whether hostname ``outer`` (None or ``*``: any) includes ``name``."""
+    if outer is None or outer in (ANY, name):
+        return True
+    return outer.startswith("*.") and meet(outer, name) == name
+
+
+def _owner(listeners: Sequence[ListenerState], hostname: str) -> ListenerState:
+    """The most specific listener on the port whose hostname includes ``hostname``:
+    only routes attached to it serve that hostname (listener isolation)."""
+    covering = [s for s in listeners if _covers(s.listener.hostname, hostname)]
+    return min(covering, key=lambda s: (_specificity(s.listener.hostname), s.rank))
+
+
+def _virtual_host(port: int, hostname: str, owner: ListenerState) -> VirtualHostIR:
+    """The routes of ``hostname``: those of its owner's routes served for a hostname that
+    includes it, the most specific hostname's first, each in match precedence order."""
+    chosen: dict[str, tuple[tuple[int, int], Precedence, RouteIR]] = {}
+    for served_for, key, ir in owner.served:
+        if not _covers(served_for, hostname):
+            continue
+        entry = (_specificity(served_for), key, ir)
+        if ir.name not in chosen or entry[:2] < chosen[ir.name][:2]:
+            chosen[ir.name] = entry
+    ordered = sorted(chosen.values(), key=lambda e: (e[0], e[1]))
+    return VirtualHostIR(
+        name=f"{listener_name(port)}/{hostname}",
+        domains=(hostname,),
+        routes=tuple(ir for _, _, ir in ordered),
+    )
 
 
 def _host_order(hostname: str) -> tuple[bool, str]:

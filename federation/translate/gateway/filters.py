@@ -66,6 +66,13 @@ def timeouts(t: HTTPRouteTimeouts | None) -> tuple[int | None, int | None]:
 def header_mod(mod: HeaderModifier | None) -> HeaderModIR | None:
     if mod is None:
         return None
+    for name in [h.name for h in (*mod.set, *mod.add)] + list(mod.remove):
+        if name.lower() == "host" or name.startswith(":"):
+            # Envoy refuses the whole route configuration if one route modifies these.
+            raise FilterError(
+                f"header {name} cannot be modified by a header modifier; "
+                "URLRewrite sets the hostname"
+            )
     return HeaderModIR(
         set=tuple(HeaderIR(h.name, h.value) for h in mod.set),
         add=tuple(HeaderIR(h.name, h.value) for h in mod.add),

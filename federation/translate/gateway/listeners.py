@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from federation.registry.gatewayapi import (
     GATEWAY_GROUP,
@@ -27,7 +28,7 @@ from federation.registry.gatewayapi import (
 from federation.translate.gateway.inputs import ClusterInputs
 from federation.translate.gateway.refs import CORE_GROUP, granted
 from federation.translate.gateway.status import ListenerReason
-from federation.translate.ir import CertificateIR
+from federation.translate.ir import CertificateIR, RouteIR
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
 #: Route kinds a listener of each protocol accepts, in this order when none are given.
@@ -48,6 +49,8 @@ class ListenerState:
     unresolved: list[tuple[ListenerReason, str]] = field(default_factory=list)
     conflict: tuple[ListenerReason, str] | None = None
     attached_routes: int = 0
+    #: What attached routes serve here: (hostname served, precedence, route).
+    served: list[tuple[str, Any, RouteIR]] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -93,8 +96,32 @@ def _check(
         return state
     state.supported_kinds = _kinds(state, listener)
     if listener.protocol == "HTTPS":
+        if _client_validation(gateway, listener.port):
+            # Serving HTTPS without the client certificate check the Gateway asks for
+            # would let in clients it means to keep out.
+            state.unaccepted.append(
+                (
+                    ListenerReason.INVALID,
+                    "client certificate validation (spec.tls.frontend) is not supported; "
+                    "the listener is not served rather than served without it",
+                )
+            )
+            return state
         state.certificates = _certificates(inputs, state, gateway, listener)
     return state
+
+
+def _client_validation(gateway: GatewayRecord, port: int) -> bool:
+    tls = gateway.spec.tls
+    frontend = None if tls is None else tls.frontend
+    if frontend is None:
+        return False
+    if frontend.default is not None and frontend.default.validation is not None:
+        return True
+    return any(
+        p.port == port and p.tls is not None and p.tls.validation is not None
+        for p in frontend.per_port
+    )
 
 
 def _kinds(state: ListenerState, listener: Listener) -> tuple[RouteGroupKind, ...]:
@@ -170,9 +197,14 @@ def _certificates(
 
 
 def _conflicts(states: Iterable[ListenerState]) -> None:
+    """Mark conflicting listeners. Within one Gateway both sides are conflicted (Gateway
+    API names no winner); across Gateways, which share the cluster's Envoys, the older
+    Gateway keeps the port, so that a new Gateway cannot take traffic from a working one.
+    Listeners that cannot be served (unsupported, HTTPS without a certificate) take part
+    in no conflict."""
     by_port: dict[int, list[ListenerState]] = {}
     for state in sorted(states, key=lambda s: s.rank):
-        if state.unaccepted:
+        if not state.usable:
             continue
         port = state.listener.port
         earlier = by_port.setdefault(port, [])
@@ -195,3 +227,11 @@ def _conflicts(states: Iterable[ListenerState]) -> None:
                 break
         if state.conflict is None:
             earlier.append(state)
+        elif other.gateway is state.gateway and other.conflict is None:
+            reason, _ = state.conflict
+            other.conflict = (
+                reason,
+                f"listener {state.listener.name} of the same Gateway also uses port {port}"
+                + (" with another protocol" if reason is ListenerReason.PROTOCOL_CONFLICT else "")
+                + (f" for {state.listener.hostname or 'any hostname'}"),
+            )

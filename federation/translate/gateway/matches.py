@@ -7,9 +7,11 @@ trailing slash is ignored). A GRPCRoute method match becomes a path match on
 ``/<service>/``, a method alone (or a regular expression) a regular expression. No
 method match matches every request.
 
-Regular expressions run in Envoy's RE2, which has no backreferences or lookaround: such
-an expression is refused here (``UnsupportedValue``), since a single one would make
-Envoy reject the whole route configuration of the listener.
+Regular expressions run in Envoy's RE2, which has no backreferences or lookaround, and
+Envoy refuses a compiled program larger than :data:`MAX_PROGRAM_SIZE`. Every expression
+is compiled here with RE2 itself and refused (``UnsupportedValue``) when Envoy would
+refuse it, since a single one would make Envoy reject the whole route configuration of
+the listener.
 
 Precedence, which orders the routes of one virtual host (Envoy takes the first match):
 an exact path first, then the longest prefix, then a method match, then more header
@@ -24,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import re2
+
 from federation.registry.gatewayapi import GRPCRouteMatch, HTTPRouteMatch, ValueMatch
 from federation.translate.ir import MatchIR, PathMatchIR, ValueMatchIR
 
@@ -33,9 +37,8 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE"
 #: A plain string prefix (gRPC service matches); HTTPRoute prefixes are ``PathPrefix``.
 PREFIX = "Prefix"
 
-# Lookaround, backreferences, atomic groups and possessive quantifiers: Python has them,
-# RE2 does not.
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?>|(?<!\\)[*+?}]\+")
+#: Envoy's default ``re2.max_program_size.error_level``: a larger program is a NACK.
+MAX_PROGRAM_SIZE = 100
 _PATH_RANK = {"Exact": 0, "PathPrefix": 1, PREFIX: 1, "RegularExpression": 1}
 
 
@@ -44,16 +47,17 @@ class MatchError(ValueError):
 
 
 def check_regex(value: str, what: str) -> None:
-    """Refuse an expression Python cannot compile or RE2 does not support."""
-    if _RE2_UNSUPPORTED.search(value):
-        raise MatchError(
-            f"{what} {value!r} uses backreferences, lookaround or possessive quantifiers, "
-            "which Envoy's RE2 does not support"
-        )
+    """Refuse an expression that Envoy's RE2 would refuse."""
     try:
-        re.compile(value)
-    except re.error as err:
-        raise MatchError(f"{what} {value!r} is not a valid regular expression: {err}") from err
+        program = re2.compile(value)
+    except re2.error as err:
+        message = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else err
+        raise MatchError(f"{what} {value!r} is not a valid RE2 expression: {message}") from err
+    if program.programsize > MAX_PROGRAM_SIZE:
+        raise MatchError(
+            f"{what} {value!r} compiles to an RE2 program of size {program.programsize}, "
+            f"more than Envoy's limit of {MAX_PROGRAM_SIZE}: simplify it"
+        )
 
 
 def _values(matches: tuple[ValueMatch, ...], what: str) -> tuple[ValueMatchIR, ...]:
@@ -109,7 +113,7 @@ def grpc_match(match: GRPCRouteMatch) -> MatchIR:
     for part in (service, name):
         if part is not None:
             check_regex(part, "gRPC method match")
-    pattern = f"/{service or '[^/]+'}/{name or '[^/]+'}"
+    pattern = f"/(?:{service or '[^/]+'})/(?:{name or '[^/]+'})"
     return MatchIR(PathMatchIR("RegularExpression", pattern), headers)
 
 

@@ -7,8 +7,9 @@ route's backend problems become its ``ResolvedRefs`` condition. What answers a r
 * a ``RequestRedirect`` filter: the redirect;
 * otherwise the rule's backends, by weight; a backend that cannot be resolved keeps its
   weight and its share of the requests is answered 500 (Gateway API's rule for invalid
-  backends), and when no backend with a weight above zero resolves, every request is;
-* a rule without backends answers 500.
+  backends; 503 for a GRPCRoute, which gRPC clients read as UNAVAILABLE), and when no
+  backend with a weight above zero resolves, every request is;
+* a rule without backends answers the same.
 
 Routes inherit the data plane's safe defaults (retries of failures before the request
 was sent, no timeout unless the route sets one); ``timeouts.request`` bounds the whole
@@ -48,64 +49,86 @@ from federation.translate.gateway.status import RouteReason
 from federation.translate.ir import BackendIR, LocalClusterIR, MatchIR, MirrorIR, RouteIR
 from federation.translate.protocols import PortProtocol, port_protocol
 
-#: The status answered for a share of requests that has no usable backend.
-INVALID_BACKEND_STATUS = 500
-
-
-class UnsupportedValue(ValueError):
-    """The route uses a value this implementation does not serve."""
+#: The status answered for a share of requests that has no usable backend, by route kind.
+INVALID_BACKEND_STATUS = {"HTTPRoute": 500, "GRPCRoute": 503}
 
 
 @dataclass
 class CompiledRoute:
-    """A route's IR routes (unsorted), its backend problems and the local clusters used."""
+    """A route's IR routes (unsorted), its backend problems, the local clusters used, and
+    the rules that could not be served (index, why)."""
 
     kind: str
     entries: list[tuple[Precedence, RouteIR]] = field(default_factory=list)
     problems: list[tuple[RouteReason, str]] = field(default_factory=list)
     local_clusters: dict[str, LocalClusterIR] = field(default_factory=dict)
+    invalid_rules: list[tuple[int, str]] = field(default_factory=list)
+    rules: int = 0
 
 
 def compile_route(inputs: ClusterInputs, route: HTTPRouteRecord | GRPCRouteRecord) -> CompiledRoute:
-    """Compile every rule; raise :class:`UnsupportedValue` if the route cannot be served."""
+    """Compile every rule. A rule that uses a value this implementation cannot serve is
+    left out when its matches are what is wrong (nothing could be matched), and answers
+    every request it matches with the invalid-backend status when a filter or timeout
+    is (a filter must never be skipped silently); it is listed in ``invalid_rules``."""
     kind = "HTTPRoute" if isinstance(route, HTTPRouteRecord) else "GRPCRoute"
     out = CompiledRoute(kind)
-    try:
-        rules: tuple[Any, ...] = route.spec.rules
-        for i, rule in enumerate(rules):
-            request_ms, backend_ms = (
-                timeouts(rule.timeouts) if isinstance(route, HTTPRouteRecord) else (None, None)
-            )
-            backends = tuple(_backend(inputs, out, route, ref) for ref in rule.backend_refs)
-            filters = tuple(_as_http_filter(f) for f in rule.filters)
+    rules: tuple[Any, ...] = route.spec.rules
+    out.rules = len(rules)
+    for i, rule in enumerate(rules):
+        try:
             matches: list[MatchIR] = _matches(route, rule.matches)
+        except MatchError as err:
+            out.invalid_rules.append((i, str(err)))
+            continue
+        try:
+            _compile_rule(inputs, out, route, i, rule, matches)
+        except FilterError as err:
+            out.invalid_rules.append((i, str(err)))
             for j, match in enumerate(matches):
-                prefix = match.path.value if match.path.type == "PathPrefix" else None
-                checked = rule_filters(filters, prefix)
-                ir = _route_ir(
-                    inputs,
-                    out,
-                    route,
-                    f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}",
-                    match,
-                    backends,
-                    checked,
-                    request_ms,
-                    backend_ms,
-                )
-                key = precedence_of(
-                    match,
-                    created=route.created,
-                    kind=kind,
-                    namespace=route.namespace,
-                    name=route.name,
-                    rule=i,
-                    index=j,
-                )
-                out.entries.append((key, ir))
-    except (MatchError, FilterError) as err:
-        raise UnsupportedValue(str(err)) from err
+                name = f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}"
+                status = INVALID_BACKEND_STATUS[kind]
+                ir = RouteIR(name=name, match=match, direct_status=status, invalid_status=status)
+                out.entries.append((_key(route, kind, match, i, j), ir))
     return out
+
+
+def _key(
+    route: HTTPRouteRecord | GRPCRouteRecord, kind: str, match: MatchIR, rule: int, index: int
+) -> Precedence:
+    return precedence_of(
+        match,
+        created=route.created,
+        kind=kind,
+        namespace=route.namespace,
+        name=route.name,
+        rule=rule,
+        index=index,
+    )
+
+
+def _compile_rule(
+    inputs: ClusterInputs,
+    out: CompiledRoute,
+    route: HTTPRouteRecord | GRPCRouteRecord,
+    i: int,
+    rule: Any,
+    matches: list[MatchIR],
+) -> None:
+    kind = out.kind
+    request_ms, backend_ms = (
+        timeouts(rule.timeouts) if isinstance(route, HTTPRouteRecord) else (None, None)
+    )
+    backends = tuple(_backend(inputs, out, route, ref) for ref in rule.backend_refs)
+    filters = tuple(_as_http_filter(f) for f in rule.filters)
+    entries = []
+    for j, match in enumerate(matches):
+        prefix = match.path.value if match.path.type == "PathPrefix" else None
+        checked = rule_filters(filters, prefix)
+        name = f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}"
+        ir = _route_ir(inputs, out, route, name, match, backends, checked, request_ms, backend_ms)
+        entries.append((_key(route, kind, match, i, j), ir))
+    out.entries.extend(entries)
 
 
 def _matches(route: HTTPRouteRecord | GRPCRouteRecord, matches: tuple[Any, ...]) -> list[MatchIR]:
@@ -198,18 +221,20 @@ def _route_ir(
         if f.request_mirror is not None
         and (m := _mirror(inputs, out, route, f.request_mirror)) is not None
     )
+    invalid = INVALID_BACKEND_STATUS[out.kind]
     common: dict[str, Any] = {
         "name": name,
         "match": match,
         "request_headers": filters.request_headers,
         "response_headers": filters.response_headers,
         "cors": filters.cors,
+        "invalid_status": invalid,
     }
     if filters.redirect is not None:
         return RouteIR(redirect=filters.redirect, **common)
     weighted = tuple(b for b in backends if b.weight > 0)
     if not any(b.cluster is not None for b in weighted):
-        return RouteIR(direct_status=INVALID_BACKEND_STATUS, **common)
+        return RouteIR(direct_status=invalid, **common)
     return RouteIR(
         backends=weighted,
         rewrite_hostname=filters.rewrite_hostname,

@@ -7,8 +7,10 @@ fix. Which reasons exist, and when:
 
 * routes, per parent (``status.parents[]`` with our controller name):
   ``Accepted`` (``Accepted``, ``NotAllowedByListeners``, ``NoMatchingListenerHostname``,
-  ``NoMatchingParent``, ``UnsupportedValue``) and ``ResolvedRefs`` (``ResolvedRefs``,
-  ``BackendNotFound``, ``RefNotPermitted``, ``InvalidKind``, ``UnsupportedProtocol``);
+  ``NoMatchingParent``, ``UnsupportedValue`` when no rule can be served),
+  ``ResolvedRefs`` (``ResolvedRefs``, ``BackendNotFound``, ``RefNotPermitted``,
+  ``InvalidKind``, ``UnsupportedProtocol``), and ``PartiallyInvalid``
+  (``UnsupportedValue``) while some of its rules cannot be served;
 * Gateways: ``Accepted`` (``Accepted``, ``ListenersNotValid``) and ``Programmed``
   (``Programmed`` once the cluster's Envoys ACKed the Gateway's generation; ``Pending``
   until then; ``Invalid`` when an Envoy rejected it, with Envoy's message);
@@ -34,6 +36,8 @@ CONTROLLER_NAME = "federation.dev/gateway-controller"
 class RouteCondition(StrEnum):
     ACCEPTED = "Accepted"
     RESOLVED_REFS = "ResolvedRefs"
+    #: Some rules are not served (the others are): Gateway API's ``PartiallyInvalid``.
+    PARTIALLY_INVALID = "PartiallyInvalid"
 
 
 class RouteReason(StrEnum):

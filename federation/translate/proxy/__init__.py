@@ -64,5 +64,8 @@ def build_gateway(
         clusters=dict(sorted(clusters.items())),
         endpoints=dict(sorted(endpoints.items())),
         listeners={li.name: listener(li, host, secret_dir) for li in ir.listeners},
-        routes={li.name: route_configuration(li.name, li.virtual_hosts) for li in ir.listeners},
+        routes={
+            li.name: route_configuration(li.name, li.virtual_hosts, li.port, https=bool(li.tls))
+            for li in ir.listeners
+        },
     )

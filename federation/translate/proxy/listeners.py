@@ -2,9 +2,8 @@
 
 Called by :func:`federation.translate.proxy.build_gateway`. Every listener's HTTP
 connection manager gets its routes over RDS (a route configuration of the listener's
-name), runs Envoy's CORS filter before the router, allows WebSocket upgrades, applies no
-request timeout, and ignores the port in ``Host`` when choosing a virtual host (Gateway
-API hostnames have none).
+name), runs Envoy's CORS filter before the router, allows WebSocket upgrades and applies no
+request timeout.
 
 HTTPS: one filter chain per Gateway listener, chosen by SNI (``server_names``; none: the
 catch-all chain), each terminating TLS with its certificates. Private keys never travel
@@ -42,7 +41,6 @@ def connection_manager(name: str) -> hcm_pb2.HttpConnectionManager:
         stat_prefix=name.replace("/", "-"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=name),
-        strip_any_host_port=True,
     )
     hcm.upgrade_configs.add(upgrade_type="websocket")
     cors = hcm.http_filters.add(name=CORS_FILTER)

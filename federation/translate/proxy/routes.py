@@ -116,15 +116,17 @@ def _apply_headers(target: Any, request: HeaderModIR | None, response: HeaderMod
 def _replace_prefix(target: Any, path: PathRewriteIR) -> None:
     """``ReplacePrefixMatch`` onto a RouteAction or a RedirectAction (same fields)."""
     prefix = path.prefix or "/"
-    if path.value.endswith("/"):
+    value = path.value or "/"  # an empty replacement leaves "/" (and an empty string
+    # in a protobuf field would mean "no rewrite")
+    if value.endswith("/"):
         # "/api" -> "/" must give "/x" for "/api/x", not "//x".
         target.regex_rewrite.pattern.CopyFrom(_regex(f"^{re.escape(prefix)}/*"))
-        target.regex_rewrite.substitution = path.value
+        target.regex_rewrite.substitution = value
     elif prefix == "/":
         target.regex_rewrite.pattern.CopyFrom(_regex("^/"))
-        target.regex_rewrite.substitution = path.value + "/"
+        target.regex_rewrite.substitution = value + "/"
     else:
-        target.prefix_rewrite = path.value
+        target.prefix_rewrite = value
 
 
 def _rewrite(action: rc.RouteAction, path: PathRewriteIR) -> None:
@@ -135,7 +137,9 @@ def _rewrite(action: rc.RouteAction, path: PathRewriteIR) -> None:
         _replace_prefix(action, path)
 
 
-def _redirect(r: RedirectIR) -> rc.RedirectAction:
+def _redirect(r: RedirectIR, listener_port: int, default_port: int) -> rc.RedirectAction:
+    """``listener_port``: where the request came in; ``default_port``: the one its scheme
+    implies (80 or 443)."""
     out = rc.RedirectAction(response_code=_REDIRECT_CODES[r.status_code])
     if r.scheme is not None:
         out.scheme_redirect = r.scheme
@@ -143,6 +147,10 @@ def _redirect(r: RedirectIR) -> rc.RedirectAction:
         out.host_redirect = r.hostname
     if r.port is not None:
         out.port_redirect = r.port
+    elif r.scheme is None and listener_port != default_port:
+        # Gateway API: without a scheme or port, the redirect keeps the listener's port,
+        # which a Host header without a port would otherwise lose.
+        out.port_redirect = listener_port
     if r.path is not None:
         if r.path.type == "ReplaceFullPath":
             out.path_redirect = r.path.value
@@ -193,7 +201,8 @@ def _forward(route: RouteIR) -> rc.RouteAction:
     else:
         for b in backends:
             _weighted(action, b)
-        if any(b.cluster is None for b in backends):
+        if any(b.cluster is None for b in backends) and route.invalid_status == 500:
+            # Envoy's default for a missing cluster is 503, which gRPC routes keep.
             action.cluster_not_found_response_code = rc.RouteAction.INTERNAL_SERVER_ERROR
     if route.rewrite_hostname is not None:
         action.host_rewrite_literal = route.rewrite_hostname
@@ -211,10 +220,10 @@ def _weighted(action: rc.RouteAction, backend: BackendIR) -> None:
     _apply_headers(entry, backend.request_headers, backend.response_headers)
 
 
-def route(ir: RouteIR) -> rc.Route:
+def route(ir: RouteIR, listener_port: int = 80, default_port: int = 80) -> rc.Route:
     out = rc.Route(name=ir.name, match=route_match(ir.match))
     if ir.redirect is not None:
-        out.redirect.CopyFrom(_redirect(ir.redirect))
+        out.redirect.CopyFrom(_redirect(ir.redirect, listener_port, default_port))
     elif ir.direct_status is not None:
         out.direct_response.status = ir.direct_status
     else:
@@ -225,9 +234,15 @@ def route(ir: RouteIR) -> rc.Route:
     return out
 
 
-def route_configuration(name: str, hosts: Iterable[VirtualHostIR]) -> route_pb2.RouteConfiguration:
-    config = route_pb2.RouteConfiguration(name=name)
+def route_configuration(
+    name: str, hosts: Iterable[VirtualHostIR], port: int = 80, *, https: bool = False
+) -> route_pb2.RouteConfiguration:
+    """The routes of one listener on ``port``. Virtual hosts are chosen by ``Host``
+    without its port (Gateway API hostnames have none); the header itself is passed to
+    the backends unchanged."""
+    config = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True)
+    default_port = 443 if https else 80
     for host in hosts:
         vhost = config.virtual_hosts.add(name=host.name, domains=list(host.domains))
-        vhost.routes.extend(route(r) for r in host.routes)
+        vhost.routes.extend(route(r, port, default_port) for r in host.routes)
     return config
