@@ -166,8 +166,12 @@ async def run(args: argparse.Namespace) -> None:
         log.info("the Gateway API CRDs are not installed: no Gateways to serve")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signals() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    on_signals()
     runner = await metrics.serve(agent, args.metrics_address)
     log.info("agent starting", extra={"cluster": cluster})
     agent_task = asyncio.create_task(agent.run(), name="agent")
@@ -175,21 +179,32 @@ async def run(args: argparse.Namespace) -> None:
     await asyncio.wait(
         [agent_task, asyncio.create_task(agent.ready.wait())], return_when=asyncio.FIRST_COMPLETED
     )
+    kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
     kopf_task = asyncio.create_task(
         kopf.operator(
             registry=build_registry(agent, api_client, gateway_api=gateway_api),
             settings=_kopf_settings(),
             clusterwide=True,
             standalone=True,
-            stop_flag=stop,
+            stop_flag=kopf_stop,
+            ready_flag=kopf_ready,
         ),
         name="kopf",
     )
+    # kopf takes SIGTERM and SIGINT for itself as it starts; take them back. Stopping,
+    # the agent goes first: kopf waits up to 5 s for every task started after it, which
+    # would include the agent's own.
+    ready_task = asyncio.create_task(kopf_ready.wait())
+    await asyncio.wait([kopf_task, ready_task], return_when=asyncio.FIRST_COMPLETED)
+    ready_task.cancel()
+    on_signals()
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait([agent_task, kopf_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
+    stop_task.cancel()
     agent_task.cancel()
-    results = await asyncio.gather(agent_task, kopf_task, return_exceptions=True)
+    agent_result = (await asyncio.gather(agent_task, return_exceptions=True))[0]
+    kopf_stop.set()
+    results = [agent_result, *(await asyncio.gather(kopf_task, return_exceptions=True))]
     await writer.close()
     await reader.close()
     await hub_state.close()

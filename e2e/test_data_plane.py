@@ -93,7 +93,7 @@ def test_local_first_then_failover_without_failed_requests(fed: Federation, ns: 
         f"requests after the change: {after}; failures: {loop.failures(since=reached)}; "
         f"total {len(loop.results)}"
     )
-    assert loop.failures() == 0
+    assert loop.failures() == 0, loop.failed
     assert loop.served(since=moved + 0.5).keys() == {"a"}
 
 
@@ -121,7 +121,7 @@ def test_hub_killed_costs_zero_requests_and_envoys_resync(fed: Federation, ns: s
         except Exception as err:
             raise AssertionError(f"{err}: {json.dumps(_proxies(fed), indent=1)}") from err
     print(f"\nhub killed: {len(loop.results)} requests, {loop.failures()} failed")
-    assert loop.failures() == 0
+    assert loop.failures() == 0, loop.failed
     # The restarted hub's metrics count the streams it serves and their ACKs.
     metrics = fed.hub_http("/metrics")
     assert metric(metrics, "federation_hub_ready") == 1

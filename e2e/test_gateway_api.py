@@ -27,7 +27,7 @@ from e2e.cluster import free_port
 from e2e.federation import Federation
 from e2e.pki import CertificateAuthority
 from e2e.processes import Process, wait_until
-from e2e.traffic import Loop, export_with_backends, kill
+from e2e.traffic import Loop, Outcome, export_with_backends, kill
 
 pytestmark = pytest.mark.integration
 
@@ -160,8 +160,14 @@ def test_failover_to_a_without_failed_requests(fed: Federation, ns: str) -> None
         what="b's own backends to serve b's gateway",
     )
 
-    def probe() -> str | None:
-        return served_by(gw.try_request(address, "/", timeout=2))
+    def probe() -> Outcome:
+        try:
+            reply = gw.request(address, "/", timeout=2)
+        except OSError as err:
+            return Outcome(None, f"{type(err).__name__}: {err}")
+        if reply.status != 200:
+            return Outcome(None, f"HTTP {reply.status} {reply.body[:200]!r}")
+        return Outcome(str(reply.json()["cluster"]))
 
     with Loop(None, probe=probe, count=2000, seconds=90) as loop:
         loop.wait_for(20)
@@ -173,14 +179,15 @@ def test_failover_to_a_without_failed_requests(fed: Federation, ns: str) -> None
         sc.apply(b, sc.endpoint_slice(b, ns, "echo", [62, 63], ready=True))
         back = loop.wait_served("b", since=ready)
         loop.wait_for(20, since=back)
-        killed = time.monotonic()
-        kill(b_backends)
+        with loop.paused():
+            kill(b_backends)
+            killed = time.monotonic()
         loop.wait_for(100, since=killed)
     print(
         f"\ngateway failover: {loop.served()}; not ready -> a after "
         f"{1000 * (moved - not_ready):.0f} ms; after the kill {loop.served(since=killed)}"
     )
-    assert loop.failures() == 0
+    assert loop.failures() == 0, loop.failed
     assert set(loop.served(since=killed)) == {"a"}
     assert "b" in loop.served(since=back)
 

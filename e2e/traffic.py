@@ -7,12 +7,13 @@ name of a Service, who served a request, exports with backends behind them, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from e2e import scenario as sc
@@ -35,15 +36,29 @@ def host(ns: str, name: str = "echo") -> str:
     return f"{name}.{ns}.svc.clusterset.local"
 
 
-def served_by(envoy: Envoy, hostname: str) -> str | None:
-    """The cluster whose backend answered, or None when the request failed."""
+@dataclass(frozen=True)
+class Outcome:
+    """Who answered one request, or (``served_by`` None) why it failed."""
+
+    served_by: str | None
+    why: str = ""
+
+
+def attempt(envoy: Envoy, hostname: str) -> Outcome:
+    """One request through ``envoy``: the cluster whose backend answered, or why not."""
     try:
         resp = envoy.request(hostname, timeout=2)
-    except OSError:
-        return None
+    except OSError as err:
+        return Outcome(None, f"{type(err).__name__}: {err}")
     if resp.status != 200:
-        return None
-    return str(json.loads(resp.body)["cluster"])
+        flags = resp.headers.get("x-envoy-response-flags", "")
+        return Outcome(None, f"HTTP {resp.status} {flags} {resp.body[:200]!r}")
+    return Outcome(str(json.loads(resp.body)["cluster"]))
+
+
+def served_by(envoy: Envoy, hostname: str) -> str | None:
+    """The cluster whose backend answered, or None when the request failed."""
+    return attempt(envoy, hostname).served_by
 
 
 def wait_served_by(envoy: Envoy, hostname: str, cluster: str) -> None:
@@ -97,25 +112,61 @@ class Loop:
     seconds: float = 30.0
     #: Pause between two requests: the loop's pacing, not synchronisation.
     pause: float = 0.02
-    probe: Callable[[], str | None] | None = None
+    probe: Callable[[], Outcome] | None = None
     results: list[tuple[float, str | None]] = field(default_factory=list)
+    #: Why each failed request failed, with its time.
+    failed: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _state: threading.Condition = field(default_factory=threading.Condition)
+    _paused: bool = False
+    _in_flight: bool = False
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _once(self) -> str | None:
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No request is in flight inside the block.
+
+        For killing backends under load: a request a backend had already received when it
+        died fails by design (retrying it could repeat what the backend did), so the tests
+        kill between requests and assert that no request *finding* a dead backend fails.
+        """
+        with self._state:
+            self._paused = True
+            if not self._state.wait_for(lambda: not self._in_flight, timeout=DEADLINE):
+                raise AssertionError("the loop's request did not finish")
+        try:
+            yield
+        finally:
+            with self._state:
+                self._paused = False
+                self._state.notify_all()
+
+    def _once(self) -> Outcome:
         if self.probe is not None:
             return self.probe()
         assert self.envoy is not None
-        return served_by(self.envoy, self.hostname)
+        return attempt(self.envoy, self.hostname)
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.seconds
         for _ in range(self.count):
             if self._stop.is_set() or time.monotonic() > deadline:
                 return
-            self.results.append((time.monotonic(), self._once()))
+            with self._state:
+                self._state.wait_for(lambda: not self._paused or self._stop.is_set())
+                self._in_flight = True
+            try:
+                began = time.monotonic()
+                outcome = self._once()
+            finally:
+                with self._state:
+                    self._in_flight = False
+                    self._state.notify_all()
+            if outcome.served_by is None:
+                self.failed.append((began, outcome.why))
+            self.results.append((began, outcome.served_by))
             if self.pause:
                 time.sleep(self.pause)
 
@@ -125,6 +176,8 @@ class Loop:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        with self._state:
+            self._state.notify_all()
         self._thread.join(timeout=60)
 
     def failures(self, since: float = 0.0) -> int:
