@@ -18,6 +18,7 @@ from types import FrameType
 
 from e2e import demo
 from e2e.cluster import LocalEnvironment
+from e2e.nodes import NodeEnvironment
 from e2e.processes import HarnessError
 from e2e.toolchain import ToolchainError
 
@@ -58,23 +59,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["up"].add_argument(
         "--clusters", default="a,b,c", help="comma-separated cluster ids (default a,b,c)"
     )
+    sub.choices["up"].add_argument(
+        "--nodes",
+        action="store_true",
+        help="the node tier: a kubelet, containerd, kube-proxy and CoreDNS per cluster "
+        "(needs root)",
+    )
     args = parser.parse_args(argv)
     # Explicit for SIGINT too: a shell starting us in the background ignores it.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     ids = ["a", "b", "c"] if args.command == "demo" else args.clusters.split(",")
+    nodes = args.command == "up" and args.nodes
     began = time.monotonic()
     try:
-        print(
-            f"==> starting clusters {', '.join(ids)} (etcd + kube-apiserver each on loopback)",
-            flush=True,
+        what = (
+            "control plane, node, kube-proxy and CoreDNS in a network namespace each"
+            if nodes
+            else "etcd + kube-apiserver each on loopback"
         )
-        with LocalEnvironment(
-            ids,
-            etcd_per_cluster=args.etcd_per_cluster,
-            workdir=args.workdir,
-            keep_workdir=args.workdir is not None,
-        ) as env:
+        print(f"==> starting clusters {', '.join(ids)} ({what})", flush=True)
+        env: LocalEnvironment
+        if nodes:
+            env = NodeEnvironment(ids, workdir=args.workdir, keep_workdir=args.workdir is not None)
+        else:
+            env = LocalEnvironment(
+                ids,
+                etcd_per_cluster=args.etcd_per_cluster,
+                workdir=args.workdir,
+                keep_workdir=args.workdir is not None,
+            )
+        with env:
             print(
                 f"==> {len(ids)} clusters ready in {time.monotonic() - began:.1f}s "
                 f"(state in {env.workdir})",

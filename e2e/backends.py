@@ -15,8 +15,10 @@ through an Envoy shows which cluster served it:
   ASCII, and the answer is COUNT messages ``<cluster> <i>``, INTERVAL_MS apart. No
   protobuf schema is needed: messages are raw bytes.
 
-``python -m e2e.backends --listen 127.1.0.10:8080 --name a [--protocol grpc]``; loopback
-only.
+``python -m e2e.backends --listen 127.1.0.10:8080 --name a [--protocol grpc]``: as a
+process on the host it listens on loopback only. The node tier's ``echo`` image runs it in
+a pod (:mod:`e2e.images`) with ``--pod NAME`` (the pod's name, from the downward API): in
+the pod's own network namespace it may listen on every address, and answers name the pod.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ GRPC_METHOD = f"/{GRPC_SERVICE}/Count"
 MAX_GRPC_COUNT = 1000
 
 
-def http_app(name: str, address: str) -> web.Application:
+def http_app(name: str, address: str, pod: str | None = None) -> web.Application:
     served = 0
 
     async def echo(request: web.Request) -> web.StreamResponse:
@@ -57,6 +59,7 @@ def http_app(name: str, address: str) -> web.Application:
         body = {
             "cluster": name,
             "backend": address,
+            "pod": pod,
             "method": request.method,
             "path": request.path_qs,
             "headers": {k.lower(): v for k, v in request.headers.items()},
@@ -68,8 +71,10 @@ def http_app(name: str, address: str) -> web.Application:
     return app
 
 
-async def serve_http(name: str, host: str, port: int, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(http_app(name, f"{host}:{port}"), access_log=None)
+async def serve_http(
+    name: str, host: str, port: int, stop: asyncio.Event, pod: str | None = None
+) -> None:
+    runner = web.AppRunner(http_app(name, f"{host}:{port}", pod), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     try:
@@ -79,6 +84,8 @@ async def serve_http(name: str, host: str, port: int, stop: asyncio.Event) -> No
 
 
 def _count_handler(name: str) -> grpc.RpcMethodHandler:
+    """``name`` is what each message starts with: the cluster, and the pod if known."""
+
     async def count(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         try:
             total, interval_ms = (int(part) for part in request.decode().split(","))
@@ -96,9 +103,11 @@ def _count_handler(name: str) -> grpc.RpcMethodHandler:
     return grpc.unary_stream_rpc_method_handler(count)
 
 
-async def serve_grpc(name: str, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_grpc(
+    name: str, host: str, port: int, stop: asyncio.Event, pod: str | None = None
+) -> None:
     server = grpc.aio.server()
-    handlers = {"Count": _count_handler(name)}
+    handlers = {"Count": _count_handler(f"{name}/{pod}" if pod else name)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, handlers),))
     if not server.add_insecure_port(f"{host}:{port}"):
         raise SystemExit(f"cannot listen on {host}:{port}")
@@ -115,7 +124,9 @@ async def run(args: argparse.Namespace, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     serve = serve_grpc if args.protocol == "grpc" else serve_http
-    await serve(args.name, host, port, stop)
+    who = f"cluster {args.name}" + (f", pod {args.pod}" if args.pod else "")
+    print(f"echo backend ({args.protocol}) for {who} on {host}:{port}", flush=True)
+    await serve(args.name, host, port, stop, args.pod)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,10 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="HOST:PORT on loopback")
     parser.add_argument("--name", required=True, help="the cluster this backend belongs to")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument(
+        "--pod", default=None, help="running in this pod: listen on any address, say the pod"
+    )
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    if not host.startswith("127."):
-        print("backends listen on loopback only", file=sys.stderr)
+    if not host.startswith("127.") and not args.pod:
+        print("backends listen on loopback only (outside a pod, see --pod)", file=sys.stderr)
         return 2
     asyncio.run(run(args, host, int(port)))
     return 0

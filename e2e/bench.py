@@ -10,6 +10,10 @@ every one is imported in ``b`` and ``c``, and the agents' peak memory.
 environment's peak memory, once with one etcd shared by all clusters and once
 with one etcd per cluster, the measurement behind the harness's default.
 
+``nodes``: warm start time and peak memory of a 2- and a 3-cluster node-tier environment
+(:mod:`e2e.nodes`: every node Ready and CoreDNS Available), its teardown time, and how
+long a one-pod echo Deployment takes from apply to Ready there.
+
 ``translator``, ``translator-routes``, ``fanout``, ``endpoint-ack``, ``route-ack``: the
 hub's xDS side, see :mod:`e2e.bench_xds` (full translation at 250 clusters x 1,000
 services and the CPU of one endpoint change; the same with 1,000 HTTPRoutes and the CPU of
@@ -29,12 +33,13 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_xds
+from e2e import bench_xds, pods
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
 from e2e.figures import percentile
 from e2e.fixtures import api_client
+from e2e.nodes import NodeEnvironment
 from e2e.processes import rss_kib, wait_until
 
 CLUSTERS = ("a", "b", "c")
@@ -64,6 +69,58 @@ def bench_env(runs: int) -> None:
             f"{statistics.median(stops):>8.2f}s {peak_mib:>8.0f}MiB"
         )
     print("peak RSS: sum over etcd and kube-apiserver processes of each one's peak (VmHWM)")
+
+
+def _node_env_once(clusters: Sequence[str]) -> dict[str, float]:
+    env = NodeEnvironment(clusters)
+    began = time.monotonic()
+    with env:
+        figures = {"start": time.monotonic() - began, "nodes": env.node_seconds}
+        pids = set(env.pids())
+        memory_cgroup_peak = 0
+        for cluster in env.node_clusters():
+            pids |= cluster.cgroup.pids()
+            memory_cgroup_peak += cluster.cgroup.memory_peak_bytes()
+        figures["rss_mib"] = sum(rss_kib(pid, "VmHWM") for pid in pids) / 1024
+        figures["cgroup_mib"] = memory_cgroup_peak / 2**20
+        figures["processes"] = len(pids)
+        a = env.node_clusters()[0]
+        apply_began = time.monotonic()
+        pods.apply(a, pods.namespace("bench"), pods.echo_deployment("bench", a.id, replicas=1))
+        pods.wait_ready_pods(a, "bench", "app=echo", 1)
+        figures["pod_ready"] = time.monotonic() - apply_began
+        stop_began = time.monotonic()
+    figures["stop"] = time.monotonic() - stop_began
+    return figures
+
+
+def bench_nodes(runs: int) -> None:
+    print(f"node environment: warm caches, {runs} runs per size")
+    print(
+        f"{'clusters':<9} {'start p50':>9} {'start max':>9} {'of which nodes':>14} "
+        f"{'pod apply->Ready':>16} {'stop p50':>8} {'peak RSS':>9} {'cgroup peak':>11}"
+    )
+    for size in (2, 3):
+        results = [_node_env_once(CLUSTERS[:size]) for _ in range(runs)]
+
+        def med(key: str, results: list[dict[str, float]] = results) -> float:
+            return statistics.median(r[key] for r in results)
+
+        print(
+            f"{size:<9} {med('start'):>8.1f}s {max(r['start'] for r in results):>8.1f}s "
+            f"{med('nodes'):>13.1f}s {med('pod_ready'):>15.2f}s {med('stop'):>7.1f}s "
+            f"{max(r['rss_mib'] for r in results):>6.0f}MiB "
+            f"{max(r['cgroup_mib'] for r in results):>8.0f}MiB"
+        )
+    print(
+        "start: until every apiserver is ready, every node Ready and CoreDNS Available "
+        "(of which nodes: after the control planes were ready)"
+    )
+    print(
+        "peak RSS: sum of each process's peak (VmHWM) over the environment's processes and "
+        "every container process, at ready; cgroup peak: the nodes' memory cgroups' "
+        "max_usage (containerd, kubelet, pods, page cache included)"
+    )
 
 
 def _imported(client: ApiClient, ns: str, name: str) -> bool:
@@ -145,6 +202,7 @@ def bench_federation(changes: int, services: int) -> None:
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "env": lambda args: bench_env(args.runs),
+    "nodes": lambda args: bench_nodes(args.runs),
     "federation": lambda args: bench_federation(args.changes, args.services),
     "translator": lambda args: bench_xds.bench_translator(),
     "translator-routes": lambda args: bench_xds.bench_translator_routes(),
@@ -157,7 +215,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"which to run (default all): {list(BENCHMARKS)}")
-    parser.add_argument("--runs", type=int, default=3, help="env: repetitions (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="env, nodes: repetitions (default 3)")
     parser.add_argument(
         "--changes",
         type=int,

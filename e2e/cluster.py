@@ -30,12 +30,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from e2e import loopback, toolchain
-from e2e.pki import CertificateAuthority, service_account_keys
+from e2e.pki import CertificateAuthority, KeyPair, service_account_keys
 from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,27 +81,35 @@ def _run_all(commands: Sequence[tuple[str, Sequence[str]]], timeout: float) -> N
 class Etcd:
     """One etcd member on loopback with its data in a temp dir."""
 
-    def __init__(self, group: ProcessGroup, binary: Path, directory: Path, name: str) -> None:
-        self.client_port = free_port()
-        peer = f"http://127.0.0.1:{free_port()}"
+    def __init__(
+        self,
+        group: ProcessGroup,
+        binary: Path,
+        directory: Path,
+        name: str,
+        *,
+        in_namespace: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
+        """``in_namespace`` wraps the command line to run etcd in a node's network
+        namespace, where the standard ports are free (the node tier)."""
+        self.client_port = 2379 if in_namespace else free_port()
+        peer = f"http://127.0.0.1:{2380 if in_namespace else free_port()}"
         self.url = f"http://127.0.0.1:{self.client_port}"
-        self.process: Process = group.start(
-            name,
-            [
-                str(binary),
-                f"--name={name}",
-                f"--data-dir={directory / 'data'}",
-                f"--listen-client-urls={self.url}",
-                f"--advertise-client-urls={self.url}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster={name}={peer}",
-                # Throwaway data: durability is not worth the fsync latency here.
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-            directory / "etcd.log",
-        )
+        argv = [
+            str(binary),
+            f"--name={name}",
+            f"--data-dir={directory / 'data'}",
+            f"--listen-client-urls={self.url}",
+            f"--advertise-client-urls={self.url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster={name}={peer}",
+            # Throwaway data: durability is not worth the fsync latency here.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+        wrap = in_namespace or list
+        self.process: Process = group.start(name, wrap(argv), directory / "etcd.log")
 
     def healthy(self) -> bool:
         try:
@@ -184,52 +192,86 @@ class LocalCluster:
         host = f"127.{self.loopback_octet}.255.1"
         return f"{host}:{free_port(host)}"
 
+    def hub_flags(self) -> list[str]:
+        """How the hub must treat this cluster: pod IPs are data here, mapped onto the
+        loopback range where the test backends listen, and its Envoy listens on loopback."""
+        return [
+            "--address-map",
+            f"{self.id}={self.pod_cidr}={self.backend_cidr}",
+            "--listener-address",
+            f"{self.id}={self.envoy_listener}",
+        ]
+
     @property
     def kubeconfig(self) -> Path:
         assert self.admin is not None, "cluster not started"
         return self.admin.kubeconfig
 
-    def start_apiserver(self, etcd_url: str) -> None:
-        pki = self.dir / "pki"
-        pki.mkdir(parents=True, exist_ok=True)
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    def write_pki(self) -> None:
+        """The CA, the service-account keys and the admin identity."""
+        self.pki.mkdir(parents=True, exist_ok=True)
         self.ca_file.write_bytes(self.ca.cert_pem)
-        serving_cert, serving_key = self.ca.serving("127.0.0.1").write(pki, "apiserver")
-        sa_pub, sa_key = service_account_keys().write(pki, "service-account")
-        sa_pub = sa_pub.rename(pki / "service-account.pub")
+        sa_pub, _ = service_account_keys().write(self.pki, "service-account")
+        sa_pub.rename(self.pki / "service-account.pub")
         self.admin = self.mint_identity(ADMIN_USER, ("system:masters",))
+
+    def apiserver_argv(self, etcd_url: str) -> list[str]:
+        """kube-apiserver's command line; the node tier adds to it."""
+        pki = self.pki
+        serving_cert, serving_key = self.serving_pair().write(pki, "apiserver")
         issuer = "https://kubernetes.default.svc.cluster.local"
+        return [
+            str(self.tools.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            f"--etcd-prefix=/federation-local/{self.id}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={serving_cert}",
+            f"--tls-private-key-file={serving_key}",
+            f"--client-ca-file={self.ca_file}",
+            f"--service-account-issuer={issuer}",
+            f"--api-audiences={issuer}",
+            f"--service-account-key-file={pki / 'service-account.pub'}",
+            f"--service-account-signing-key-file={pki / 'service-account.key'}",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            *self.apiserver_tier_flags(),
+        ]
+
+    def serving_pair(self) -> KeyPair:
+        return self.ca.serving("127.0.0.1")
+
+    def apiserver_tier_flags(self) -> list[str]:
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            "--authorization-mode=RBAC",
+            # No kubelets: the "kubernetes" Service endpoints would point at loopback.
+            "--endpoint-reconciler-type=none",
+        ]
+
+    def start_apiserver(self, etcd_url: str) -> None:
+        self.write_pki()
         self.process = self._group.start(
             f"kube-apiserver-{self.id}",
-            [
-                str(self.tools.kube_apiserver),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.port}",
-                f"--etcd-servers={etcd_url}",
-                f"--etcd-prefix=/federation-local/{self.id}",
-                f"--cert-dir={pki}",
-                f"--tls-cert-file={serving_cert}",
-                f"--tls-private-key-file={serving_key}",
-                f"--client-ca-file={self.ca_file}",
-                "--authorization-mode=RBAC",
-                f"--service-account-issuer={issuer}",
-                f"--api-audiences={issuer}",
-                f"--service-account-key-file={sa_pub}",
-                f"--service-account-signing-key-file={sa_key}",
-                f"--service-cluster-ip-range={self.service_cidr}",
-                # No kubelets: the "kubernetes" Service endpoints would point at loopback.
-                "--endpoint-reconciler-type=none",
-                "--enable-priority-and-fairness=false",
-                "--profiling=false",
-            ],
+            self.apiserver_argv(etcd_url),
             self.dir / "kube-apiserver.log",
         )
 
-    def mint_identity(self, user: str, groups: Iterable[str] = ()) -> Identity:
+    def mint_identity(
+        self, user: str, groups: Iterable[str] = (), *, server: str | None = None
+    ) -> Identity:
         """A kubeconfig for ``user`` in ``groups``, signed by this cluster's CA.
 
         Only ``system:masters`` gets rights by itself; bind RBAC roles to the
-        user or groups for anything else.
+        user or groups for anything else. ``server`` overrides where the
+        kubeconfig points (the node tier's components reach the apiserver
+        inside their namespace, not through loopback).
         """
         groups = tuple(groups)
         pair = self.ca.client(user, groups)
@@ -243,7 +285,7 @@ class LocalCluster:
                 {
                     "name": self.id,
                     "cluster": {
-                        "server": self.server,
+                        "server": server or self.server,
                         "certificate-authority-data": _b64(self.ca.cert_pem),
                     },
                 }
@@ -376,9 +418,21 @@ class LocalEnvironment(Supervised):
         for index, cluster_id in enumerate(self.cluster_ids, start=1):
             directory = self.workdir / cluster_id
             directory.mkdir(parents=True, exist_ok=True)
-            self.clusters[cluster_id] = LocalCluster(
-                cluster_id, index, directory, tools, self.group, self.loopback.octet(index)
+            self.clusters[cluster_id] = self._new_cluster(
+                cluster_id, index, directory, tools, self.loopback.octet(index)
             )
+        self._start_control_planes(tools)
+        self._wait_apiservers()
+        self._install_crds(tools.gateway_api_crds)
+        self._start_nodes()
+        self.startup_seconds = time.monotonic() - began
+
+    def _new_cluster(
+        self, cluster_id: str, index: int, directory: Path, tools: toolchain.Tools, octet: int
+    ) -> LocalCluster:
+        return LocalCluster(cluster_id, index, directory, tools, self.group, octet)
+
+    def _start_control_planes(self, tools: toolchain.Tools) -> None:
         if self.etcd_per_cluster:
             self.etcds = [
                 Etcd(self.group, tools.etcd, self.workdir / c / "etcd", f"etcd-{c}")
@@ -395,6 +449,8 @@ class LocalEnvironment(Supervised):
             )
         for i, cluster in enumerate(self.clusters.values()):
             cluster.start_apiserver(self.etcds[i if self.etcd_per_cluster else 0].url)
+
+    def _wait_apiservers(self) -> None:
         clusters = list(self.clusters.values())
 
         def check() -> None:
@@ -407,8 +463,9 @@ class LocalEnvironment(Supervised):
             what="every kube-apiserver to be ready",
             check=check,
         )
-        self._install_crds(tools.gateway_api_crds)
-        self.startup_seconds = time.monotonic() - began
+
+    def _start_nodes(self) -> None:
+        """Nothing here: the apiserver-only tier has no nodes (see :mod:`e2e.nodes`)."""
 
     def _install_crds(self, gateway_api_crds: Path) -> None:
         clusters = list(self.clusters.values())
@@ -451,6 +508,9 @@ class LocalEnvironment(Supervised):
     def pids(self) -> list[int]:
         return self.group.pids()
 
+    def _stop_processes(self) -> None:
+        self.group.stop_all()
+
     def stop(self) -> None:
         """Stop every process (by pid) and remove the temp dir unless asked to keep it.
 
@@ -459,7 +519,7 @@ class LocalEnvironment(Supervised):
         """
         try:
             with _interrupts_deferred():
-                self.group.stop_all()
+                self._stop_processes()
         finally:
             if self.loopback is not None:
                 self.loopback.release()

@@ -195,12 +195,7 @@ class Federation:
             *extra_args,
         ]
         for cluster in self.env.clusters.values():
-            argv += [
-                "--address-map",
-                f"{cluster.id}={cluster.pod_cidr}={cluster.backend_cidr}",
-                "--listener-address",
-                f"{cluster.id}={cluster.envoy_listener}",
-            ]
+            argv += cluster.hub_flags()
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
         self.hub = self.env.group.start("hub", argv, self.env.workdir / "hub.log", env=env)
         return self.hub

