@@ -195,10 +195,10 @@ async def run(args: argparse.Namespace) -> None:
     # the agent goes first: kopf waits up to 5 s for every task started after it, which
     # would include the agent's own.
     ready_task = asyncio.create_task(kopf_ready.wait())
-    await asyncio.wait([kopf_task, ready_task], return_when=asyncio.FIRST_COMPLETED)
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait([kopf_task, ready_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
     ready_task.cancel()
     on_signals()
-    stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait([agent_task, kopf_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
     stop_task.cancel()
     agent_task.cancel()

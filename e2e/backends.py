@@ -5,7 +5,8 @@ Started as processes by the e2e tests, the demo and the benchmarks
 through an Envoy shows which cluster served it:
 
 * ``--protocol http`` (default): every HTTP request is answered with JSON naming the
-  cluster, the backend's address, the method, the path and the request's headers;
+  cluster, the backend's address, the pod (``--pod``), the client's address, the method,
+  the path and the request's headers;
   ``GET /ws`` with a WebSocket upgrade echoes every message back, prefixed with the
   cluster's name; ``/slow?ms=N`` answers after N milliseconds (at most 10 s); and
   ``GET /__count`` says how many other requests the backend has served (mirrors
@@ -60,6 +61,7 @@ def http_app(name: str, address: str, pod: str | None = None) -> web.Application
             "cluster": name,
             "backend": address,
             "pod": pod,
+            "client": request.remote,
             "method": request.method,
             "path": request.path_qs,
             "headers": {k.lower(): v for k, v in request.headers.items()},

@@ -5,38 +5,44 @@ Used by :mod:`e2e.nodes`. Each node of a node-tier environment owns
 kubelet's ``cgroupRoot`` points there, and the node's containerd is started inside it, so
 every container shim and container process the node ever starts lands in the subtree:
 processes that outlive their parent (shims are daemons) are found there and killed at
-teardown, and the subtree is then removed bottom-up. Subtrees whose owner pid is gone
-are swept by :func:`sweep_stale`.
+teardown, and the subtree is then removed bottom-up. Subtrees whose owner (see
+:mod:`e2e.owners`) is gone are swept by :func:`sweep_stale`.
+
+Only cgroup v1 hierarchies are supported (this is what the node tier was built and
+tested on); a cgroup v2 host gets a clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e import owners
 from e2e.processes import HarnessError, pid_alive
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PREFIX = "fed-"
-_NAME = re.compile(r"^fed-(\d+)-")
 
 
 def controllers() -> list[str]:
     """Every hierarchy mounted under /sys/fs/cgroup: the v1 controllers, and the named
     ``systemd`` and ``unified`` ones, where the kubelet and runc create cgroups too."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        raise HarnessError(
+            f"{CGROUP_ROOT} is a cgroup v2 hierarchy; the node tier needs cgroup v1 "
+            "(the kubelet runs with failCgroupV1: false and the cgroupfs driver)"
+        )
     found = []
     for entry in sorted(CGROUP_ROOT.iterdir()):
-        if entry.is_symlink():
+        if entry.is_symlink() or not os.path.ismount(entry):
             continue
         if (entry / "cgroup.procs").exists():
             found.append(entry.name)
     if not found:
-        raise HarnessError(f"no cgroup v1 controllers under {CGROUP_ROOT}")
+        raise HarnessError(f"no cgroup v1 hierarchies mounted under {CGROUP_ROOT}")
     return found
 
 
@@ -50,11 +56,15 @@ class NodeCgroup:
         return [CGROUP_ROOT / c / self.name / child for c in controllers()]
 
     def create(self, *children: str) -> None:
+        """The subtree and its ``children`` in every hierarchy; the subtree must be new."""
         for controller in controllers():
             root = CGROUP_ROOT / controller
             for rel in ("", *children):
                 path = root / self.name / rel
-                path.mkdir(exist_ok=True)
+                try:
+                    path.mkdir(exist_ok=bool(rel))
+                except FileExistsError:
+                    raise HarnessError(f"cgroup {path} exists already: whose is it?") from None
                 if controller == "cpuset":
                     # A new cpuset has no CPUs or memory nodes until given its parent's.
                     for knob in ("cpuset.cpus", "cpuset.mems"):
@@ -64,7 +74,11 @@ class NodeCgroup:
     def join_argv_prefix(self, child: str) -> list[str]:
         """A command prefix that moves itself into ``child`` and then execs the rest."""
         procs = " ".join(str(p / "cgroup.procs") for p in self.paths(child))
-        return ["sh", "-c", f'for f in {procs}; do echo $$ > "$f"; done; exec "$@"', "sh"]
+        script = (
+            f'for f in {procs}; do echo $$ > "$f" || {{ echo "cannot join $f" >&2; exit 125; }}; '
+            'done; exec "$@"'
+        )
+        return ["sh", "-c", script, "sh"]
 
     def pids(self, child: str = "") -> set[int]:
         """Every process in the subtree (or in its ``child`` subtree)."""
@@ -146,26 +160,19 @@ def _wait_gone(pid: int, deadline: float) -> None:
         time.sleep(0.02)
 
 
-def owner_of(name: str) -> int | None:
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
-
-
 def list_node_cgroups() -> list[str]:
     names: set[str] = set()
     for controller in controllers():
-        names.update(p.name for p in (CGROUP_ROOT / controller).glob(PREFIX + "*"))
+        names.update(p.name for p in (CGROUP_ROOT / controller).glob(owners.PREFIX + "*"))
     return sorted(names)
 
 
 def sweep_stale() -> list[str]:
     """Kill and remove the subtrees of environments whose owning process is gone."""
     removed = []
-    for name in list_node_cgroups():
-        owner = owner_of(name)
-        if owner is not None and not pid_alive(owner):
-            group = NodeCgroup(name)
-            group.kill_all()
-            group.remove()
-            removed.append(name)
+    for name in owners.dead(list_node_cgroups()):
+        group = NodeCgroup(name)
+        group.kill_all()
+        group.remove()
+        removed.append(name)
     return removed

@@ -25,18 +25,25 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from e2e import loopback, toolchain
+from e2e import loopback, owners, toolchain
 from e2e.pki import CertificateAuthority, KeyPair, service_account_keys
-from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
+from e2e.processes import (
+    HarnessError,
+    Process,
+    ProcessGroup,
+    Supervised,
+    check_alive,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
@@ -163,10 +170,13 @@ class LocalCluster:
 
     @property
     def pod_cidr(self) -> str:
-        """Addresses for EndpointSlices: data only, like ClusterIPs.
+        """The cluster's pod range.
 
-        The apiserver refuses loopback addresses in EndpointSlices, so tests put
-        pod IPs from this range there; nothing sends traffic to them.
+        In the apiserver-only tier these addresses are data only, like ClusterIPs: the
+        apiserver refuses loopback addresses in EndpointSlices, so tests put pod IPs from
+        this range there, nothing sends traffic to them, and the hub maps them onto
+        :attr:`backend_cidr`. In the node tier (:mod:`e2e.nodes`) real pods get them,
+        inside the environment's network namespaces.
         """
         return f"10.{200 + self.index}.0.0/16"
 
@@ -376,6 +386,12 @@ class LocalCluster:
         )
 
 
+def condition_true(obj: Mapping[str, Any], kind: str) -> bool:
+    """Whether ``obj`` (Kubernetes JSON) has a condition ``kind`` with status True."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
 def _not_started() -> Identity:
     raise HarnessError("cluster not started")
 
@@ -400,7 +416,7 @@ class LocalEnvironment(Supervised):
         self.cluster_ids = tuple(cluster_ids)
         self.etcd_per_cluster = etcd_per_cluster
         self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="federation-env-"))
+        self.workdir = workdir or owners.temp_dir()
         self.keep_workdir = keep_workdir
         self.group = ProcessGroup()
         self.clusters: dict[str, LocalCluster] = {}
@@ -413,6 +429,7 @@ class LocalEnvironment(Supervised):
 
     def start(self) -> None:
         began = time.monotonic()
+        owners.sweep_temp_dirs()  # of environments killed before they could clean up
         tools = toolchain.locate()
         self.loopback = loopback.claim(len(self.cluster_ids))
         for index, cluster_id in enumerate(self.cluster_ids, start=1):
@@ -445,7 +462,7 @@ class LocalEnvironment(Supervised):
                 etcd.healthy,
                 timeout=START_TIMEOUT,
                 what=f"{etcd.process.name} health",
-                check=functools.partial(_check_alive, etcd.process),
+                check=functools.partial(check_alive, etcd.process),
             )
         for i, cluster in enumerate(self.clusters.values()):
             cluster.start_apiserver(self.etcds[i if self.etcd_per_cluster else 0].url)
@@ -538,8 +555,3 @@ def _interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _check_alive(proc: Process) -> None:
-    if not proc.running():
-        raise HarnessError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")

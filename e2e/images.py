@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ from e2e.processes import HarnessError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_SUITE = "bookworm"
+#: What Debian bookworm's python3 and libc6 are: the images' Python and glibc.
+DEBIAN_PYTHON = (3, 11)
+DEBIAN_GLIBC = (2, 36)
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 #: What the shared base layer holds besides minbase. Changing it rebuilds the base.
 BASE_PACKAGES = ("python3", "catatonit", "ca-certificates")
@@ -100,13 +104,18 @@ def _store_file(path: Path) -> Blob:
     return blob
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
+
+
 def _store_bytes(data: bytes) -> Blob:
     blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
     if not blob.path.exists():
         blob.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = blob.path.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, blob.path)
+        _write_atomically(blob.path, data)
     return blob
 
 
@@ -124,7 +133,7 @@ def _cached_layer(key: str, build: Callable[[Path], None]) -> Blob:
         build(tar_path)
         blob = _store_file(tar_path)
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"digest": blob.digest, "size": blob.size}))
+    _write_atomically(record, json.dumps({"digest": blob.digest, "size": blob.size}).encode())
     return blob
 
 
@@ -206,20 +215,31 @@ def _project() -> dict[str, object]:
     return project
 
 
-def python_layer(label: str, requirements: Iterable[str]) -> Blob:
-    """``requirements`` installed (with their dependencies) for the images' Python 3.11.
+def _wheel_platforms() -> list[str]:
+    """The wheel platform tags Debian's glibc in the images runs (manylinux up to 2.36)."""
+    machine = platform.machine()
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(5, DEBIAN_GLIBC[1] + 1)]
+    return [*tags, f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
 
-    pip runs on this machine's Python, of the same minor version as Debian's, so the
-    binary wheels it picks fit the image.
+
+def python_layer(label: str, requirements: Iterable[str]) -> Blob:
+    """``requirements`` installed (with their dependencies) for the images' Python.
+
+    pip installs wheels for Debian's Python and glibc, whatever this machine runs
+    (``--python-version``, ``--platform``): a wheel built for another Python would only
+    fail at import, in a pod.
     """
     reqs = sorted(requirements)
 
     def build(out: Path) -> None:
         target = out.parent / "site"
         _say(f"{label}: installing {len(reqs)} Python requirements for the images (first run only)")
+        version = ".".join(str(v) for v in DEBIAN_PYTHON)
         argv = [
             sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
-            "--no-warn-script-location", "--target", str(target / SITE_DIR.lstrip("/")), *reqs,
+            "--no-warn-script-location", "--only-binary=:all:", f"--python-version={version}",
+            "--implementation=cp", *(f"--platform={tag}" for tag in _wheel_platforms()),
+            "--target", str(target / SITE_DIR.lstrip("/")), *reqs,
         ]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -227,7 +247,7 @@ def python_layer(label: str, requirements: Iterable[str]) -> Blob:
         shutil.rmtree(target / SITE_DIR.lstrip("/") / "bin", ignore_errors=True)
         _tar_directory(target, out)
 
-    return _cached_layer(_key(label, sys.version_info[:2], reqs), build)
+    return _cached_layer(_key(label, DEBIAN_PYTHON, _wheel_platforms(), reqs), build)
 
 
 def dependencies_layer() -> Blob:
@@ -305,7 +325,7 @@ class Image:
 
     def manifest(self) -> Blob:
         config = {
-            "architecture": "amd64",
+            "architecture": oci_architecture(),
             "os": "linux",
             "config": {
                 "Env": list(self.env),
@@ -336,6 +356,11 @@ class Image:
         return [manifest, config, *self.layers]
 
 
+def oci_architecture() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
 _PYTHON_ENV = (
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     f"PYTHONPATH={SITE_DIR}",
@@ -344,7 +369,13 @@ _PYTHON_ENV = (
 
 
 def build_all() -> dict[str, Image]:
-    """Every node-tier image, by name; builds only layers whose inputs changed."""
+    """Every node-tier image, by name; builds only layers whose inputs changed (under the
+    cache's lock, so that two environments starting at once never build the same layer)."""
+    with toolchain.cache_lock():
+        return _build_all()
+
+
+def _build_all() -> dict[str, Image]:
     node_tools = toolchain.locate_nodes()
     base = base_layer()
     images = [

@@ -12,26 +12,23 @@ and kube-proxy's rules. With *flat* routing on (the default; a switch, so that a
 east-west gateway mode can turn it off) every node routes each other cluster's pod range
 to that cluster's node, so pods of different clusters reach each other directly.
 
-Namespaces are named ``fed-<owner pid>-<name>``: :func:`sweep_stale` removes those whose
-owner is gone (a harness killed with SIGKILL cannot clean up after itself).
+Namespaces are named by :mod:`e2e.owners`: :func:`sweep_stale` removes those whose owner
+is gone (a harness killed with SIGKILL cannot clean up after itself).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.processes import HarnessError, pid_alive
+from e2e import owners
+from e2e.processes import HarnessError
 
 NETNS_DIR = Path("/run/netns")
-PREFIX = "fed-"
 NODE_SUBNET = "10.250.0"
-_NAME = re.compile(r"^fed-(\d+)-")
 
 #: Per-namespace sysctls a node needs: forwarding for pods, bridged traffic through
 #: iptables for Services whose client and endpoint share the pod bridge.
@@ -42,13 +39,23 @@ NODE_SYSCTLS = {
 }
 
 
+def run(argv: Sequence[str], *, what: str = "", timeout: float = 60) -> str:
+    """Run a command; its stdout, or a :class:`HarnessError` with its message."""
+    label = f"{what}: " if what else ""
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"{label}`{' '.join(argv)}` timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        raise HarnessError(f"{label}`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 def ip(*args: str, netns: str | None = None) -> str:
     """Run iproute2's ``ip`` (inside ``netns`` when given); raise with its message."""
-    argv = ["ip", *(["-n", netns] if netns else []), *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-    if proc.returncode != 0:
-        raise HarnessError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
-    return proc.stdout
+    return run(["ip", *(["-n", netns] if netns else []), *args], timeout=30)
 
 
 def in_netns(netns: str, *argv: str) -> list[str]:
@@ -63,32 +70,33 @@ def in_netns(netns: str, *argv: str) -> list[str]:
 def sysctl_in(netns: str, values: dict[str, str]) -> None:
     for key, value in values.items():
         path = "/proc/sys/" + key.replace(".", "/")
-        subprocess.run(
-            in_netns(netns, "sh", "-c", f"echo {value} > {path}"), check=True, timeout=10
+        hint = (
+            " (is the br_netfilter module loaded? modprobe br_netfilter)" if "bridge" in key else ""
+        )
+        run(
+            in_netns(netns, "sh", "-c", f"echo {value} > {path}"),
+            what=f"setting {key} in {netns}{hint}",
+            timeout=10,
         )
 
 
 def list_namespaces() -> list[str]:
-    return sorted(p.name for p in NETNS_DIR.glob(PREFIX + "*")) if NETNS_DIR.is_dir() else []
-
-
-def owner_of(name: str) -> int | None:
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.glob(owners.PREFIX + "*"))
 
 
 def delete(name: str) -> None:
-    with contextlib.suppress(HarnessError):
-        ip("netns", "delete", name)
+    ip("netns", "delete", name)
 
 
 def sweep_stale() -> list[str]:
     """Delete the namespaces of environments whose owning process is gone."""
     removed = []
-    for name in list_namespaces():
-        owner = owner_of(name)
-        if owner is not None and not pid_alive(owner):
+    for name in owners.dead(list_namespaces()):
+        with contextlib.suppress(HarnessError):  # another environment swept it first
             delete(name)
+        if name not in list_namespaces():
             removed.append(name)
     return removed
 
@@ -111,13 +119,14 @@ class Fabric:
     """The namespaces of one environment. Create with :meth:`create`, remove with
     :meth:`destroy` (also after a partial create)."""
 
-    owner: int = field(default_factory=os.getpid)
+    #: ``<owner pid>-<n>``, see :mod:`e2e.owners`.
+    token: str = field(default_factory=owners.new_token)
     flat: bool = True
     nodes: dict[str, NodeNetwork] = field(default_factory=dict)
     _created: list[str] = field(default_factory=list)
 
     def name(self, suffix: str) -> str:
-        return f"{PREFIX}{self.owner}-{suffix}"
+        return f"{owners.PREFIX}{self.token}-{suffix}"
 
     @property
     def fabric_netns(self) -> str:

@@ -29,8 +29,10 @@ machine-wide sysctls; the last environment to stop puts them back (:mod:`e2e.sys
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,10 +40,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from e2e import cgroups, images, netns, sysctls, toolchain
-from e2e.cluster import REPO_ROOT, Etcd, LocalCluster, LocalEnvironment, free_port
+from e2e.cluster import REPO_ROOT, Etcd, LocalCluster, LocalEnvironment, condition_true
 from e2e.netns import Fabric, NodeNetwork
 from e2e.pki import KeyPair
-from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
+from e2e.processes import HarnessError, Process, ProcessGroup, check_alive, wait_until
 
 APISERVER_PORT = 6443
 #: Where an Envoy pod's clusterset listener listens, in its own network namespace.
@@ -51,6 +53,8 @@ CLUSTER_DOMAIN = "cluster.local"
 NODE_START_TIMEOUT = 120.0
 #: Loaded into every node at start; others on demand (:meth:`NodeCluster.load_images`).
 DEFAULT_IMAGES = (images.PAUSE, images.COREDNS, images.ECHO)
+_NODE_CLUSTER_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$")
+MAX_NODE_CLUSTERS = 55
 #: containerd plugins that only log errors here (no such filesystems, no tracing).
 _UNUSED_PLUGINS = (
     "io.containerd.snapshotter.v1.aufs",
@@ -95,6 +99,7 @@ class NodeCluster(LocalCluster):
         #: containerd, the kubelet and kube-proxy: what runs in the node's mount namespace.
         self.node_daemons: list[Process] = []
         self.loaded_images: set[str] = set()
+        self._forwards = itertools.count(1)
 
     # --- addresses ------------------------------------------------------------------
 
@@ -198,6 +203,10 @@ class NodeCluster(LocalCluster):
 
     def start_control_plane(self) -> None:
         """etcd and kube-apiserver in the namespace, the apiserver forwarded to loopback."""
+        _, self.port = self.forward(
+            ("127.0.0.1", 0), (self.node_ip, APISERVER_PORT), name="apiserver"
+        )
+        self.server = f"https://127.0.0.1:{self.port}"
         self.write_pki()
         etcd = Etcd(
             self._group,
@@ -208,7 +217,6 @@ class NodeCluster(LocalCluster):
         )
         self.daemons.append(etcd.process)
         self.process = self._start("kube-apiserver", self.apiserver_argv(etcd.url))
-        self.forward(("127.0.0.1", self.port), (self.node_ip, APISERVER_PORT), name="apiserver")
 
     def check_running(self) -> None:
         self.check_daemons()
@@ -272,7 +280,7 @@ class NodeCluster(LocalCluster):
             (layer / "upper").mkdir(parents=True, exist_ok=True)
             (layer / "work").mkdir(parents=True, exist_ok=True)
             options = f"lowerdir={path},upperdir={layer / 'upper'},workdir={layer / 'work'}"
-            _run(
+            netns.run(
                 ["nsenter", f"--mount=/proc/{holder.pid}/ns/mnt", "--",
                  "mount", "-t", "overlay", "overlay", "-o", options, path],
                 what=f"private {path} for {self.node_name}",
@@ -355,7 +363,7 @@ class NodeCluster(LocalCluster):
             lambda: self._ctr_ok(),
             timeout=30,
             what=f"containerd of {self.node_name}",
-            check=lambda: _check_alive(proc),
+            check=functools.partial(check_alive, proc),
         )
 
     def ctr(self, *args: str) -> list[str]:
@@ -476,8 +484,13 @@ class NodeCluster(LocalCluster):
                     "clusterCIDR": self.pod_cidr,
                     "healthzBindAddress": "127.0.0.1:10256",
                     "metricsBindAddress": "127.0.0.1:10249",
-                    # Leave machine-wide conntrack settings alone.
-                    "conntrack": {"maxPerCore": 0, "min": 0},
+                    # Leave conntrack settings alone: some are machine-wide on some kernels.
+                    "conntrack": {
+                        "maxPerCore": 0,
+                        "min": 0,
+                        "tcpEstablishedTimeout": "0s",
+                        "tcpCloseWaitTimeout": "0s",
+                    },
                 }
             )
         )
@@ -487,10 +500,7 @@ class NodeCluster(LocalCluster):
 
     def node_ready(self) -> bool:
         proc = self.kubectl("get", "node", self.node_name, "-o", "json", check=False)
-        if proc.returncode != 0:
-            return False
-        conditions = json.loads(proc.stdout).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return proc.returncode == 0 and condition_true(json.loads(proc.stdout), "Ready")
 
     def coredns_manifest(self) -> str:
         """Kubernetes' CoreDNS addon, with this cluster's domain and service IP."""
@@ -502,8 +512,8 @@ class NodeCluster(LocalCluster):
             ("__DNS__MEMORY__LIMIT__", "170Mi"),
         ):
             text = text.replace(placeholder, value)
-        if "__" in text.replace("__MACHINE", ""):
-            leftover = [w for w in text.split() if w.startswith("__")]
+        leftover = [w for w in text.split() if w.startswith("__") and w.endswith("__")]
+        if leftover:
             raise HarnessError(f"unexpected placeholders in the CoreDNS manifest: {leftover}")
         return text
 
@@ -516,43 +526,39 @@ class NodeCluster(LocalCluster):
         *,
         name: str,
         reverse: bool = False,
-    ) -> Process:
+    ) -> tuple[str, int]:
         """Forward ``listen`` on the host's loopback to ``target`` inside the node's
         namespace (or, with ``reverse``, ``listen`` inside the node to ``target`` on the
-        host's loopback)."""
+        host's loopback). Port 0 listens on a free port; returns where it listens."""
+        host_side = target if reverse else listen
+        if not host_side[0].startswith("127."):
+            raise HarnessError(f"the host side of a forward is loopback only, not {host_side[0]}")
         here, there = "-", str(self.netns_path)
         listen_ns, connect_ns = (there, here) if reverse else (here, there)
-        if not reverse and not listen[0].startswith("127."):
-            raise HarnessError(f"host-side forwards listen on loopback only, not {listen[0]}")
-        ready = self.dir / "forwards" / f"{name}-{listen[1]}.ready"
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        ready.unlink(missing_ok=True)
+        directory = self.dir / "forwards"
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = f"{name}-{next(self._forwards)}"
+        ready = directory / f"{stem}.ready"
         rule = f"{listen_ns},{listen[0]}:{listen[1]},{connect_ns},{target[0]}:{target[1]}"
         proc = self._group.start(
-            f"forward-{name}-{self.id}",
-            [
-                _python(),
-                "-m",
-                "e2e.netforward",
-                "--ready-file",
-                str(ready),
-                f"--rule={rule}",
-            ],
-            self.dir / "forwards" / f"{name}-{listen[1]}.log",
-            env=_python_env(),
+            f"forward-{stem}-{self.id}",
+            [sys.executable, "-m", "e2e.netforward", f"--ready-file={ready}", f"--rule={rule}"],
+            directory / f"{stem}.log",
+            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1"),
         )
         wait_until(
             ready.exists, timeout=15, what=f"forward {name} of {self.id}",
-            check=lambda: _check_alive(proc),
+            check=functools.partial(check_alive, proc),
         )  # fmt: skip
-        return proc
+        host, _, port = ready.read_text().split()[0].rpartition(":")
+        return host, int(port)
 
     def forward_to_pod(self, pod_ip: str, port: int, *, name: str) -> str:
         """A loopback address on the host that reaches ``pod_ip:port`` in this cluster."""
-        host = f"127.{self.loopback_octet}.254.1"
-        listen_port = free_port(host)
-        self.forward((host, listen_port), (pod_ip, port), name=name)
-        return f"{host}:{listen_port}"
+        host, bound = self.forward(
+            (f"127.{self.loopback_octet}.254.1", 0), (pod_ip, port), name=name
+        )
+        return f"{host}:{bound}"
 
 
 class NodeEnvironment(LocalEnvironment):
@@ -570,6 +576,17 @@ class NodeEnvironment(LocalEnvironment):
         workdir: Path | None = None,
         keep_workdir: bool = False,
     ) -> None:
+        for cluster_id in cluster_ids:
+            if not _NODE_CLUSTER_ID.match(cluster_id):
+                raise ValueError(
+                    f"cluster id {cluster_id!r}: the node tier names namespaces, cgroups and "
+                    "nodes after it, so it must be a DNS label of at most 20 characters"
+                )
+        if len(cluster_ids) > MAX_NODE_CLUSTERS:
+            raise ValueError(
+                f"{len(cluster_ids)} clusters: each gets 10.(100+i) and 10.(200+i) ranges, "
+                f"so at most {MAX_NODE_CLUSTERS}"
+            )
         super().__init__(
             cluster_ids, etcd_per_cluster=True, workdir=workdir, keep_workdir=keep_workdir
         )
@@ -615,7 +632,7 @@ class NodeEnvironment(LocalEnvironment):
     def _start_nodes(self) -> None:
         began = time.monotonic()
         clusters = self.node_clusters()
-        sysctls.acquire()
+        sysctls.acquire(self.fabric.token)
         self._sysctls_acquired = True
         for cluster in clusters:
             cluster.start_controllers()
@@ -672,36 +689,13 @@ class NodeEnvironment(LocalEnvironment):
 
     def _restore_sysctls(self) -> None:
         if self._sysctls_acquired:
-            sysctls.release()
+            sysctls.release(self.fabric.token)
             self._sysctls_acquired = False
 
 
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], *, what: str) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=60)
-    if proc.returncode != 0:
-        raise HarnessError(f"{what}: `{' '.join(argv)}` failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def _check_alive(proc: Process) -> None:
-    if not proc.running():
-        raise HarnessError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail(40)}")
-
-
-def _python() -> str:
-    return sys.executable
-
-
-def _python_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-
-
 def _deployment_available(cluster: LocalCluster, namespace: str, name: str) -> bool:
     proc = cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return False
-    conditions = json.loads(proc.stdout).get("status", {}).get("conditions", [])
-    return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+    return proc.returncode == 0 and condition_true(json.loads(proc.stdout), "Available")

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from e2e import images
-from e2e.envoy import Envoy
+from e2e.cluster import condition_true
+from e2e.envoy import EnvoyClient
 from e2e.nodes import ENVOY_LISTENER_PORT, NodeCluster
 from e2e.processes import HarnessError, wait_until
 from federation.cli.bootstrap import BootstrapOptions, bootstrap
@@ -110,12 +111,11 @@ def pods(cluster: NodeCluster, ns: str, selector: str) -> list[Manifest]:
 
 def ready_pod_ips(cluster: NodeCluster, ns: str, selector: str) -> dict[str, str]:
     """Pod name -> pod IP of the Ready pods matching ``selector``."""
-    ready = {}
-    for pod in pods(cluster, ns, selector):
-        conditions = pod.get("status", {}).get("conditions", [])
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            ready[pod["metadata"]["name"]] = pod["status"]["podIP"]
-    return ready
+    return {
+        pod["metadata"]["name"]: pod["status"]["podIP"]
+        for pod in pods(cluster, ns, selector)
+        if condition_true(pod, "Ready")
+    }
 
 
 def python_in_pod(
@@ -144,11 +144,18 @@ def http_get_in_pod(cluster: NodeCluster, ns: str, pod: str, url: str) -> Mappin
     return answer
 
 
-def resolve_in_pod(cluster: NodeCluster, ns: str, pod: str, name: str) -> str | None:
-    """The IPv4 address ``name`` resolves to inside ``pod`` (its resolv.conf: CoreDNS)."""
-    code = f"import socket; print(socket.gethostbyname({name!r}))"
+def resolve_in_pod(cluster: NodeCluster, ns: str, pod: str, name: str) -> str:
+    """What ``name`` resolves to inside ``pod`` (its resolv.conf points at CoreDNS): an
+    IPv4 address, or ``gaierror: <message>`` when the resolver says there is none."""
+    code = (
+        "import socket\n"
+        f"try: print(socket.gethostbyname({name!r}))\n"
+        "except socket.gaierror as err: print(f'gaierror: {err}')\n"
+    )
     proc = python_in_pod(cluster, ns, pod, code)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        raise HarnessError(f"resolving {name} in {pod} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def wait_ready_pods(cluster: NodeCluster, ns: str, selector: str, count: int) -> dict[str, str]:
@@ -165,13 +172,13 @@ def wait_ready_pods(cluster: NodeCluster, ns: str, selector: str, count: int) ->
 
 def envoy_pod(
     cluster: NodeCluster, *, hub_xds_port: int, delta: bool = False, name: str = "envoy"
-) -> Envoy:
+) -> EnvoyClient:
     """An Envoy Deployment in ``cluster``, fed by the hub on the host.
 
     The hub's xDS port is forwarded into the node's namespace on the node's address, where
-    pods reach it. The returned :class:`Envoy` handle talks to the pod's admin interface
-    and listener through loopback forwards, so every helper that works on an Envoy
-    process works on the pod.
+    pods reach it. The returned client talks to the pod's admin interface and listener
+    through loopback forwards, so every helper that works on an Envoy process works on the
+    pod.
     """
     cluster.load_images([images.ENVOY])
     cluster.forward(
@@ -187,9 +194,39 @@ def envoy_pod(
             delta=delta,
         )
     )
+    apply(cluster, namespace(ENVOY_NAMESPACE), *_envoy_manifests(name, config))
+    pod_ip = envoy_pod_ip(cluster, name)
+    return EnvoyClient(
+        cluster=cluster.id,
+        admin_address=cluster.forward_to_pod(pod_ip, ENVOY_ADMIN_PORT, name=f"{name}-admin"),
+        listener_address=cluster.forward_to_pod(pod_ip, ENVOY_LISTENER_PORT, name=name),
+    )
+
+
+def envoy_pod_ip(cluster: NodeCluster, name: str = "envoy") -> str:
+    return next(iter(wait_ready_pods(cluster, ENVOY_NAMESPACE, f"app={name}", 1).values()))
+
+
+def _envoy_manifests(name: str, config: Mapping[str, Any]) -> list[Manifest]:
     labels = {"app": name}
-    manifests: Sequence[Manifest] = (
-        namespace(ENVOY_NAMESPACE),
+    container = {
+        "name": "envoy",
+        "image": images.ENVOY,
+        "args": [
+            "-c", "/etc/envoy/bootstrap.json", "--disable-hot-restart",
+            "--concurrency", "1", "--log-level", "warn",
+        ],
+        "ports": [
+            {"name": "clusterset", "containerPort": ENVOY_LISTENER_PORT},
+            {"name": "admin", "containerPort": ENVOY_ADMIN_PORT},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": ENVOY_ADMIN_PORT},
+            "periodSeconds": 1,
+        },
+        "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy"}],
+    }  # fmt: skip
+    return [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -206,30 +243,7 @@ def envoy_pod(
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "containers": [
-                            {
-                                "name": "envoy",
-                                "image": images.ENVOY,
-                                "args": [
-                                    "-c",
-                                    "/etc/envoy/bootstrap.json",
-                                    "--disable-hot-restart",
-                                    "--concurrency",
-                                    "1",
-                                    "--log-level",
-                                    "warn",
-                                ],
-                                "ports": [
-                                    {"name": "clusterset", "containerPort": ENVOY_LISTENER_PORT},
-                                    {"name": "admin", "containerPort": ENVOY_ADMIN_PORT},
-                                ],
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/ready", "port": ENVOY_ADMIN_PORT},
-                                    "periodSeconds": 1,
-                                },
-                                "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy"}],
-                            }
-                        ],
+                        "containers": [container],
                         "volumes": [
                             {"name": "bootstrap", "configMap": {"name": f"{name}-bootstrap"}}
                         ],
@@ -237,18 +251,4 @@ def envoy_pod(
                 },
             },
         },
-    )
-    apply(cluster, *manifests)
-    ips = wait_ready_pods(cluster, ENVOY_NAMESPACE, f"app={name}", 1)
-    pod_ip = next(iter(ips.values()))
-    handle = Envoy(
-        cluster._group,
-        cluster.tools.envoy,
-        cluster.dir / name,
-        cluster=cluster.id,
-        xds_address=f"{cluster.node_ip}:{hub_xds_port}",
-        admin_address=cluster.forward_to_pod(pod_ip, ENVOY_ADMIN_PORT, name=f"{name}-admin"),
-        listener_address=cluster.forward_to_pod(pod_ip, ENVOY_LISTENER_PORT, name=name),
-        delta=delta,
-    )
-    return handle
+    ]

@@ -118,7 +118,12 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=grace)
+                try:
+                    proc.popen.wait(timeout=grace)
+                except subprocess.TimeoutExpired:  # e.g. stuck in uninterruptible sleep
+                    raise HarnessError(
+                        f"{proc.name} (pid {proc.pid}) survived SIGKILL for {grace:.0f}s"
+                    ) from None
         else:
             proc.popen.wait()
         if pid_alive(proc.pid):
@@ -165,6 +170,12 @@ class Supervised:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def check_alive(proc: Process) -> None:
+    """Raise, with the end of its log, if ``proc`` has exited (a ``check`` for waits)."""
+    if not proc.running():
+        raise HarnessError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail(40)}")
 
 
 def wait_until(

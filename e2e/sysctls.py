@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from e2e import owners
 from e2e.processes import pid_alive
 
 RECORD = Path("/run/federation-node-sysctls.json")
@@ -39,7 +40,8 @@ KUBELET_SYSCTLS = (
 @dataclass
 class _Record:
     values: dict[str, str] = field(default_factory=dict)
-    owners: list[int] = field(default_factory=list)
+    #: Tokens of the environments using the values (``<pid>-<n>``, see e2e.owners).
+    owners: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,24 +74,27 @@ class Sysctls:
         finally:
             os.close(lock)
 
-    def acquire(self, keys: Sequence[str] = KUBELET_SYSCTLS, owner: int | None = None) -> None:
+    def acquire(self, owner: str, keys: Sequence[str] = KUBELET_SYSCTLS) -> None:
         """Record the current values (unless an environment did, alive or not: then its
-        values are the machine's own) and the caller."""
-        owner = owner or os.getpid()
+        values are the machine's own) and the caller, ``owner``."""
         with self._locked() as record:
             if not record.values:
                 record.values = {key: self.read(key) for key in keys}
-            record.owners = sorted({*(p for p in record.owners if pid_alive(p)), owner})
+            record.owners = sorted({*(o for o in record.owners if _alive(o)), owner})
 
-    def release(self, owner: int | None = None) -> None:
-        """Drop the caller; restore the recorded values if no live environment is left."""
-        owner = owner or os.getpid()
+    def release(self, owner: str) -> None:
+        """Drop ``owner``; restore the recorded values if no live environment is left."""
         with self._locked() as record:
-            record.owners = [p for p in record.owners if p != owner and pid_alive(p)]
+            record.owners = [o for o in record.owners if o != owner and _alive(o)]
             if not record.owners:
                 for key, value in record.values.items():
                     if self.read(key) != value:
                         (self.proc_sys / key).write_text(value)
+
+
+def _alive(owner: str) -> bool:
+    pid = owners.owner_of(f"{owners.PREFIX}{owner}-")
+    return pid is not None and pid_alive(pid)
 
 
 _MACHINE = Sysctls()

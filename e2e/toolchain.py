@@ -265,7 +265,8 @@ def build_go_tool(tool: GoTool) -> Path:
         return target
     _say(f"{tool.name} {tool.version}: building from {tool.module} (first run only)")
     start = time.monotonic()
-    info = module_info(tool.module, tool.version)
+    with heartbeat(f"{tool.name}: downloading {tool.module}@{tool.version}"):
+        info = module_info(tool.module, tool.version)
     upstream_gomod = Path(info["GoMod"]).read_text()
     workdir = cache_dir() / "src" / f"{tool.name}-{tool.version}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -436,7 +437,8 @@ def coredns_addon_manifest() -> Path:
 
 
 @contextlib.contextmanager
-def _cache_lock() -> Iterator[None]:
+def cache_lock() -> Iterator[None]:
+    """Held while anything in the cache is built: two runs never build the same thing."""
     cache_dir().mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -448,7 +450,7 @@ def ensure_all(*, nodes: bool = True) -> Tools:
 
     ``nodes=False`` leaves out the node tier (kubelet and friends, containerd).
     """
-    with _cache_lock():
+    with cache_lock():
         for tool in PINS:
             build_go_tool(tool)
         ensure_redis()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from e2e import scenario as sc
-from e2e.envoy import Envoy
+from e2e.envoy import EnvoyClient
 from e2e.federation import Federation
 from e2e.processes import Process, wait_until
 
@@ -44,7 +44,7 @@ class Outcome:
     why: str = ""
 
 
-def attempt(envoy: Envoy, hostname: str) -> Outcome:
+def attempt(envoy: EnvoyClient, hostname: str) -> Outcome:
     """One request through ``envoy``: the cluster whose backend answered, or why not."""
     try:
         resp = envoy.request(hostname, timeout=2)
@@ -56,12 +56,12 @@ def attempt(envoy: Envoy, hostname: str) -> Outcome:
     return Outcome(str(json.loads(resp.body)["cluster"]))
 
 
-def served_by(envoy: Envoy, hostname: str) -> str | None:
+def served_by(envoy: EnvoyClient, hostname: str) -> str | None:
     """The cluster whose backend answered, or None when the request failed."""
     return attempt(envoy, hostname).served_by
 
 
-def wait_served_by(envoy: Envoy, hostname: str, cluster: str) -> None:
+def wait_served_by(envoy: EnvoyClient, hostname: str, cluster: str) -> None:
     wait_until(
         lambda: served_by(envoy, hostname) == cluster,
         timeout=DEADLINE,
@@ -106,7 +106,7 @@ class Loop:
     ``probe()`` when given (which says who served it, None for a failure).
     """
 
-    envoy: Envoy | None
+    envoy: EnvoyClient | None
     hostname: str = ""
     count: int = 400
     seconds: float = 30.0
@@ -132,11 +132,11 @@ class Loop:
         died fails by design (retrying it could repeat what the backend did), so the tests
         kill between requests and assert that no request *finding* a dead backend fails.
         """
-        with self._state:
-            self._paused = True
-            if not self._state.wait_for(lambda: not self._in_flight, timeout=DEADLINE):
-                raise AssertionError("the loop's request did not finish")
         try:
+            with self._state:
+                self._paused = True
+                if not self._state.wait_for(lambda: not self._in_flight, timeout=DEADLINE):
+                    raise AssertionError("the loop's request did not finish")
             yield
         finally:
             with self._state:
@@ -156,6 +156,8 @@ class Loop:
                 return
             with self._state:
                 self._state.wait_for(lambda: not self._paused or self._stop.is_set())
+                if self._stop.is_set():
+                    return
                 self._in_flight = True
             try:
                 began = time.monotonic()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2e.envoy import EnvoyClient
 from e2e.federation import Federation
 from e2e.nodes import NodeEnvironment
 from e2e.pods import envoy_pod
@@ -20,11 +21,16 @@ def node_env() -> Iterator[NodeEnvironment]:
 
 
 @pytest.fixture(scope="package")
-def node_federation(node_env: NodeEnvironment) -> Iterator[Federation]:
-    """Redis, an agent per cluster and the hub on the host; an Envoy pod in ``b``."""
+def node_federation(node_env: NodeEnvironment) -> Federation:
+    """Redis, an agent per cluster and the hub, on the host."""
     federation = Federation(node_env, lease_ttl=3.0)
     federation.start()
     federation.start_hub()
     federation.wait_hub_ready()
-    federation.envoys["b"] = envoy_pod(node_env.cluster("b"), hub_xds_port=federation.hub_xds_port)
-    yield federation
+    return federation
+
+
+@pytest.fixture(scope="package")
+def envoy_b(node_env: NodeEnvironment, node_federation: Federation) -> EnvoyClient:
+    """An Envoy pod in ``b``, fed by the hub."""
+    return envoy_pod(node_env.cluster("b"), hub_xds_port=node_federation.hub_xds_port)

@@ -153,4 +153,5 @@ def test_a_pod_resolves_cluster_local_names(
     answer = pods.http_get_in_pod(cluster, NS, pod, f"http://echo.{NS}/via-service")
     assert answer["cluster"] == cluster_id
     assert answer["pod"] in echo[cluster_id]
-    assert pods.resolve_in_pod(cluster, NS, pod, f"missing.{NS}.svc.cluster.local") is None
+    missing = pods.resolve_in_pod(cluster, NS, pod, f"missing.{NS}.svc.cluster.local")
+    assert missing.startswith("gaierror:"), missing

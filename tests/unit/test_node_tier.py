@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import cgroups, images, netns
+from e2e import images, owners
 from e2e.netforward import Rule
 from e2e.sysctls import Sysctls
 
@@ -31,10 +31,27 @@ def test_bad_forward_rules_say_what_is_wanted(text: str) -> None:
         Rule.parse(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("-,10.1.2.3:80,/run/netns/x,10.0.0.1:80", "not a loopback address"),
+        ("/run/netns/x,10.0.0.1:80,-,192.168.1.1:80", "not a loopback address"),
+        ("-,127.0.0.1:80,/run/netns/x,example.com:80", "not an IPv4 address"),
+        ("-,127.0.0.1:70000,/run/netns/x,10.0.0.1:80", "out of range"),
+    ],
+)
+def test_forwards_on_the_host_side_are_loopback_only(text: str, why: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=why):
+        Rule.parse(text)
+
+
 def test_names_tell_the_owning_process() -> None:
-    assert netns.owner_of("fed-1234-a") == 1234
-    assert cgroups.owner_of("fed-99-fabric") == 99
-    assert netns.owner_of("cni-1234") is None
+    assert owners.owner_of("fed-1234-1-a") == 1234
+    assert owners.owner_of("federation-env-99-x1y2") == 99
+    assert owners.owner_of("cni-1234") is None
+    first, second = owners.new_token(), owners.new_token()
+    assert first != second
+    assert first.split("-")[0] == str(os.getpid())
 
 
 @pytest.fixture
@@ -90,14 +107,18 @@ def _set(sysctls: Sysctls, value: str) -> None:
 
 
 def test_sysctls_come_back_when_the_last_environment_stops(fake_sysctls: Sysctls) -> None:
-    other = subprocess.Popen(["sleep", "30"])  # a second live environment
+    first, second = f"{os.getpid()}-1", f"{os.getpid()}-2"  # two environments of a process
+    other = subprocess.Popen(["sleep", "30"])  # and one of another process
     try:
-        fake_sysctls.acquire(["kernel/panic"], owner=os.getpid())
+        fake_sysctls.acquire(first, ["kernel/panic"])
         _set(fake_sysctls, "10")  # what a kubelet does
-        fake_sysctls.acquire(["kernel/panic"], owner=other.pid)  # sees 10, keeps 0
-        fake_sysctls.release(owner=os.getpid())
-        assert fake_sysctls.read("kernel/panic") == "10"  # the other one still runs
-        fake_sysctls.release(owner=other.pid)
+        fake_sysctls.acquire(second, ["kernel/panic"])  # sees 10, keeps 0
+        fake_sysctls.acquire(f"{other.pid}-1", ["kernel/panic"])
+        fake_sysctls.release(first)
+        assert fake_sysctls.read("kernel/panic") == "10"  # the others still run
+        fake_sysctls.release(second)
+        assert fake_sysctls.read("kernel/panic") == "10"
+        fake_sysctls.release(f"{other.pid}-1")
         assert fake_sysctls.read("kernel/panic") == "0"
         assert not fake_sysctls.record.exists()
     finally:
@@ -110,9 +131,9 @@ def test_values_from_an_environment_killed_without_teardown_are_restored_later(
 ) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
-    fake_sysctls.acquire(["kernel/panic"], owner=gone.pid)
+    fake_sysctls.acquire(f"{gone.pid}-1", ["kernel/panic"])
     _set(fake_sysctls, "10")  # its kubelet's, never put back
-    fake_sysctls.acquire(["kernel/panic"], owner=os.getpid())  # the dead owner is pruned
-    fake_sysctls.release(owner=os.getpid())
+    fake_sysctls.acquire(f"{os.getpid()}-1", ["kernel/panic"])  # the dead owner is pruned
+    fake_sysctls.release(f"{os.getpid()}-1")
     assert fake_sysctls.read("kernel/panic") == "0"  # the machine's own value
     assert not fake_sysctls.record.exists()
