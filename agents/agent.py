@@ -438,15 +438,17 @@ class Agent:
             return
         merged = merge_exports(exports)
         ips: list[str] = []
+        families: list[str] | None = None
         derived_path = path("", "v1", "services", namespace, objs.derived_service_name(name))
         if merged.type.value == "ClusterSetIP":
             derived = await self._apply_cached(derived_path, objs.derived_service(merged))
             ips = [ip for ip in derived["spec"].get("clusterIPs") or [] if ip != "None"]
+            families = list(derived["spec"].get("ipFamilies") or [])
         elif derived_path in self._derived:
             await self._delete_cached(derived_path)  # was ClusterSetIP before
         applied = await self._apply_cached(
             path(objs.MCS_GROUP, objs.MCS_VERSION, "serviceimports", namespace, name),
-            objs.service_import(merged, ips),
+            objs.service_import(merged, ips, families),
         )
         await self._sync_slices(namespace, name, objs.import_slices(merged, exports))
         stale = sorted(self.watcher.stale_clusters() & set(merged.clusters))

@@ -12,8 +12,9 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from federation.model.conditions import ValidityProblem
-from federation.model.imports import MergedImport
+from federation.kube_names import annotation_errors, label_errors
+from federation.model.conditions import ValidityProblem, ValidReason
+from federation.model.imports import MergedImport, exposes
 from federation.registry.records import (
     Endpoint,
     EndpointPort,
@@ -69,6 +70,11 @@ def build_record(
             "timeoutSeconds", 10800
         )
     export_spec: Mapping[str, Any] = export.get("spec") or {}
+    labels = dict(export_spec.get("exportedLabels") or {})
+    annotations = dict(export_spec.get("exportedAnnotations") or {})
+    problem = exported_metadata_problem(labels, annotations)
+    if problem is not None:
+        return problem
     return ExportedService(
         cluster=cluster,
         namespace=namespace,
@@ -77,12 +83,42 @@ def build_record(
         ports=ports,
         session_affinity=affinity,
         session_affinity_timeout=timeout,
-        exported_labels=sorted_pairs(export_spec.get("exportedLabels")),
-        exported_annotations=sorted_pairs(export_spec.get("exportedAnnotations")),
+        exported_labels=sorted_pairs(labels),
+        exported_annotations=sorted_pairs(annotations),
         created=meta.get("creationTimestamp") or "",
         generation=int(meta.get("generation") or 0),
         endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
+        ip_families=tuple(spec.get("ipFamilies") or ()),
+        internal_traffic_policy=spec.get("internalTrafficPolicy"),
+        traffic_distribution=spec.get("trafficDistribution"),
     )
+
+
+#: Metadata keys the agent writes on ServiceImports itself: an export may not set them.
+RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by"})
+RESERVED_ANNOTATIONS = frozenset({"multicluster.kubernetes.io/derived-service"})
+
+
+def exported_metadata_problem(
+    labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> ValidityProblem | None:
+    """Why ``exportedLabels``/``exportedAnnotations`` cannot go on every cluster's
+    ServiceImport, or None. Refused at the source: an invalid key or value would make
+    every importing cluster's apply fail while the export looked fine."""
+    for field, values, errors, reserved, reason in (
+        ("exportedLabels", labels, label_errors, RESERVED_LABELS,
+         ValidReason.INVALID_EXPORTED_LABELS),
+        ("exportedAnnotations", annotations, annotation_errors, RESERVED_ANNOTATIONS,
+         ValidReason.INVALID_EXPORTED_ANNOTATIONS),
+    ):  # fmt: skip
+        problems = errors(values) + [
+            f"key {k!r} is the agent's own" for k in sorted(reserved & set(values))
+        ]
+        if problems:
+            return ValidityProblem(
+                reason, f"spec.{field} cannot be exported: " + "; ".join(problems)
+            )
+    return None
 
 
 def build_local_service(cluster: str, service: Obj, slices: Iterable[Obj]) -> LocalService | None:
@@ -176,8 +212,36 @@ def owner_labels(name: str) -> dict[str, str]:
     return {OWNER_LABEL: OWNER, SERVICE_NAME_LABEL: name}
 
 
+def _affinity_json(merged: MergedImport) -> dict[str, Any]:
+    out: dict[str, Any] = {"sessionAffinity": merged.session_affinity}
+    if merged.session_affinity == "ClientIP" and merged.session_affinity_timeout:
+        out["sessionAffinityConfig"] = {
+            "clientIP": {"timeoutSeconds": merged.session_affinity_timeout}
+        }
+    return out
+
+
+def _traffic_json(merged: MergedImport) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if merged.internal_traffic_policy is not None:
+        out["internalTrafficPolicy"] = merged.internal_traffic_policy
+    if merged.traffic_distribution is not None:
+        out["trafficDistribution"] = merged.traffic_distribution
+    return out
+
+
 def derived_service(merged: MergedImport) -> dict[str, Any]:
-    """A selector-less ClusterIP Service: the apiserver allocates the import's IP."""
+    """A selector-less ClusterIP Service: the apiserver allocates the import's IPs (one per
+    family), and kube-proxy applies its session affinity and traffic policies."""
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "ports": [{**_port_json(p), "targetPort": p.port} for p in merged.ports],
+        **_affinity_json(merged),
+        **_traffic_json(merged),
+    }
+    if merged.ip_families:
+        spec["ipFamilies"] = list(merged.ip_families)
+        spec["ipFamilyPolicy"] = merged.ip_family_policy
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -186,28 +250,31 @@ def derived_service(merged: MergedImport) -> dict[str, Any]:
             "namespace": merged.namespace,
             "labels": owner_labels(merged.name),
         },
-        "spec": {
-            "type": "ClusterIP",
-            "ports": [{**_port_json(p), "targetPort": p.port} for p in merged.ports],
-        },
+        "spec": spec,
     }
 
 
-def service_import(merged: MergedImport, ips: Sequence[str]) -> dict[str, Any]:
-    """The ServiceImport's metadata and spec (status is written separately)."""
+def service_import(
+    merged: MergedImport, ips: Sequence[str], families: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The ServiceImport's metadata and spec (status is written separately).
+
+    ``ips`` and ``families``: what the derived Service got, in the same order (a
+    ClusterSetIP import); a Headless one has no IPs and the winner's families.
+    """
     annotations = dict(merged.annotations)
     spec: dict[str, Any] = {
         "type": merged.type.value,
         "ports": [_port_json(p) for p in merged.ports],
-        "sessionAffinity": merged.session_affinity,
+        **_affinity_json(merged),
+        **_traffic_json(merged),
     }
     if merged.type is ServiceType.CLUSTER_SET_IP:
         annotations[DERIVED_SERVICE_ANNOTATION] = derived_service_name(merged.name)
         spec["ips"] = list(ips)
-    if merged.session_affinity == "ClientIP" and merged.session_affinity_timeout:
-        spec["sessionAffinityConfig"] = {
-            "clientIP": {"timeoutSeconds": merged.session_affinity_timeout}
-        }
+    chosen = merged.ip_families if families is None else tuple(families)
+    if chosen:
+        spec["ipFamilies"] = list(chosen)
     return {
         "apiVersion": f"{MCS_GROUP}/{MCS_VERSION}",
         "kind": "ServiceImport",
@@ -222,10 +289,21 @@ def service_import(merged: MergedImport, ips: Sequence[str]) -> dict[str, Any]:
 
 
 def import_slices(merged: MergedImport, exports: Sequence[ExportedService]) -> list[dict[str, Any]]:
-    """One EndpointSlice per source cluster and source slice, with the MCS labels."""
+    """One EndpointSlice per source cluster and source slice, with the MCS labels.
+
+    A slice keeps only the ports its cluster exposes exactly as the import has them
+    (:func:`~federation.model.imports.exposes`): kube-proxy matches slice ports to the
+    derived Service's by name, so a losing cluster's port of the same name would
+    otherwise get the winner's traffic. A slice left without ports is not imported; one
+    that never had any (all ports, as for a headless Service without ports) is.
+    """
     out = []
     for rec in exports:
+        served = {p.name for p in merged.ports if exposes(rec, p)}
         for s in rec.endpoints:
+            ports = [p for p in s.ports if p.name in served]
+            if s.ports and not ports:
+                continue
             labels = {
                 **owner_labels(merged.name),
                 SOURCE_CLUSTER_LABEL: rec.cluster,
@@ -254,7 +332,7 @@ def import_slices(merged: MergedImport, exports: Sequence[ExportedService]) -> l
                             )
                             if v is not None
                         }
-                        for p in s.ports
+                        for p in ports
                     ],
                     "endpoints": [
                         {

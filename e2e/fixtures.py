@@ -7,6 +7,7 @@ the run, also when tests fail or the run is interrupted.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,27 @@ def local_env() -> Iterator[LocalEnvironment]:
     """Two member clusters, ``a`` and ``b``, shared by the whole session."""
     with LocalEnvironment(("a", "b")) as env:
         yield env
+
+
+#: The control plane's lease TTL: short, so that the stale-cluster tests are quick.
+CONTROL_PLANE_LEASE_TTL = 2.0
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Federation]:
+    """Member clusters ``a``, ``b`` and ``c`` with an agent each and no hub; shared by the
+    tests of exports and imports, which work in namespaces of their own (and restore
+    what they break: a killed agent, a restarted Redis)."""
+    with LocalEnvironment(("a", "b", "c")) as env:
+        federation = Federation(env, lease_ttl=CONTROL_PLANE_LEASE_TTL)
+        federation.start()
+        yield federation
+
+
+@pytest.fixture(scope="session")
+def control_plane_clients(control_plane: Federation) -> Iterator[dict[str, ApiClient]]:
+    with api_clients(control_plane.env) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +64,17 @@ def data_plane() -> Iterator[Federation]:
 @pytest.fixture(scope="session")
 def cluster_a(local_env: LocalEnvironment) -> LocalCluster:
     return local_env.cluster("a")
+
+
+@contextlib.contextmanager
+def api_clients(env: LocalEnvironment) -> Iterator[dict[str, ApiClient]]:
+    """An admin client per cluster of ``env``, closed at the end."""
+    made = {c: api_client(env.cluster(c)) for c in env.clusters}
+    try:
+        yield made
+    finally:
+        for client in made.values():
+            client.close()  # type: ignore[no-untyped-call]
 
 
 def api_client(cluster: LocalCluster, identity: Identity | None = None) -> ApiClient:

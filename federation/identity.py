@@ -2,7 +2,8 @@
 
 A member cluster's id is the value of its cluster-scoped ClusterProperty named
 ``cluster.clusterset.k8s.io``: unique in the ClusterSet, immutable, and an
-RFC-1123 subdomain. The agent reads it at start (``agents.identity``); the id
+RFC-1123 subdomain (KEP-2149); at most 63 characters here, since it is also a
+label value. The agent reads it at start (``agents.identity``); the id
 then names the cluster's registry keys, its Envoy node cluster and the
 ``status.clusters`` entries of ServiceImports.
 
@@ -44,12 +45,25 @@ def subdomain_errors(value: str) -> list[str]:
     return errors
 
 
+def cluster_id_errors(value: str) -> list[str]:
+    """Why ``value`` is not a cluster id: an RFC-1123 subdomain that is also a label value
+    (at most 63 characters), since imported EndpointSlices carry it in the
+    ``multicluster.kubernetes.io/source-cluster`` label. Empty when it is one."""
+    errors = subdomain_errors(value)
+    if len(value) > MAX_LABEL_LENGTH:
+        errors.append(
+            f"must be at most {MAX_LABEL_LENGTH} characters (has {len(value)}): it is used "
+            "as a label value"
+        )
+    return errors
+
+
 def parse_cluster_id(value: str) -> ClusterId:
     """Validate ``value`` as a cluster id; raise :class:`InvalidInputError` naming every problem."""
-    errors = subdomain_errors(value)
+    errors = cluster_id_errors(value)
     if errors:
         raise InvalidInputError(
             f"invalid cluster id {value!r} ({CLUSTER_ID_PROPERTY} must be an RFC-1123 "
-            f"subdomain): {'; '.join(errors)}"
+            f"subdomain of at most {MAX_LABEL_LENGTH} characters): {'; '.join(errors)}"
         )
     return ClusterId(value)

@@ -50,6 +50,10 @@ class ValidReason(StrEnum):
     NO_SERVICE = "NoService"
     #: ExternalName Services are never exported.
     INVALID_SERVICE_TYPE = "InvalidServiceType"
+    #: ``spec.exportedLabels`` holds a key or value the apiserver would refuse.
+    INVALID_EXPORTED_LABELS = "InvalidExportedLabels"
+    #: ``spec.exportedAnnotations`` holds a key the apiserver would refuse, or is too big.
+    INVALID_EXPORTED_ANNOTATIONS = "InvalidExportedAnnotations"
 
 
 class ReadyReason(StrEnum):
@@ -59,8 +63,8 @@ class ReadyReason(StrEnum):
     PENDING = "Pending"
     #: ServiceExport: invalid, or publishing failed.
     FAILED = "Failed"
-    #: ServiceImport: written from the registry's current view.
-    IMPORTED = "Imported"
+    #: ServiceImport: written from the registry's current view (mcs-api's reason).
+    READY = "Ready"
 
 
 class ConflictConditionReason(StrEnum):
@@ -133,7 +137,11 @@ def _plural(clusters: Sequence[str]) -> str:
 
 
 def conflict_condition(merged: MergedImport | None, cluster: str) -> Condition:
-    """``Conflict`` for ``cluster``'s export, from the merge of every cluster's export."""
+    """``Conflict`` for ``cluster``'s export, from the merge of every cluster's export.
+
+    Every exporter of a Service whose exports disagree gets ``Conflict=True`` with all
+    the reasons, also one that agrees with the winner (KEP-1645).
+    """
     reasons = merged.conflict_reasons(cluster) if merged is not None else ()
     if merged is None or not reasons:
         return Condition(
@@ -142,16 +150,16 @@ def conflict_condition(merged: MergedImport | None, cluster: str) -> Condition:
             ConflictConditionReason.NO_CONFLICTS,
             "no conflicts with other clusters' exports",
         )
-    details = merged.conflict_details(cluster)
-    others = sorted({d.other(cluster) for d in details} - {cluster})
+    others = [c for c in merged.clusters if c != cluster]
     return Condition(
         ConditionType.CONFLICT,
         ConditionStatus.TRUE,
         ",".join(reasons),
-        f"conflicts with the export in {_plural(others) if others else 'this cluster'}: "
-        + "; ".join(d.message for d in details)
-        + f". The oldest export's definition (cluster {merged.winner}) is used; what it does"
-        " not set comes from the oldest export that sets it.",
+        f"the exports of {merged.namespace}/{merged.name} in "
+        f"{_plural(sorted([cluster, *others]))} conflict: "
+        + "; ".join(d.message for d in merged.conflict_details(cluster))
+        + f". The oldest export (cluster {merged.winner}) is used where they differ; ports"
+        " it does not have come from the others.",
     )
 
 
@@ -248,7 +256,7 @@ def import_conditions(
     ready = Condition(
         ConditionType.READY,
         ConditionStatus.TRUE,
-        ReadyReason.IMPORTED,
+        ReadyReason.READY,
         "in step with the clusterset registry",
     )
     if not stale and not withdrawn:

@@ -9,16 +9,25 @@ import) and the ServiceExport status writer (it turns
 :meth:`MergedImport.conflict_reasons` into the ``Conflict`` condition, see
 :mod:`federation.model.conditions`); the hub uses the same merge for its model.
 
-The rules (KEP-1645):
+The rules (KEP-1645, and the mcs-api conformance suite that checks them):
 
 * Exporters are ordered oldest first by the ServiceExport's
   ``creationTimestamp`` (``ExportedService.created``), ties broken by cluster
   name. The oldest export is the *winner*: its definition is used wherever
   exporters disagree.
-* Type, session affinity (mode and timeout together), labels and annotations
-  are compared with what was already decided; a difference marks *both*
-  exporters involved with ``Conflict=True``, not only the one that lost.
-* Ports are the union, merged by name, then by (protocol, port).
+* Type, session affinity (mode, then its timeout), internal traffic policy,
+  traffic distribution and IP families are the winner's (families are compared
+  between ClusterSetIP exports only: they decide the ClusterSetIPs). Exported labels and
+  annotations are the winner's *set*: another exporter's keys are not added.
+* Ports are the union, walking exporters oldest first, as long as the result is
+  a valid Service: a name already taken for another number, a number already
+  taken under another name, or an unnamed port beside named ones (a Service
+  with more than one port must name every one) is not added.
+* Any disagreement, ports that differ in any way included, is a conflict of the
+  Service: *every* exporter gets ``Conflict=True`` with all the reasons, also one
+  that agrees with the winner.
+* Traffic for a port goes only to the exporters that expose exactly that port
+  (name, protocol and number): :func:`exposes`.
 
 Pure: no I/O, no clock, no globals; the output does not depend on the order of
 the input.
@@ -28,10 +37,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
+from typing import Protocol
 
 from federation.errors import InvalidInputError
 from federation.registry.records import ExportedService, ServicePort, ServiceType
@@ -43,8 +53,13 @@ class ConflictReason(StrEnum):
     PORT_CONFLICT = "PortConflict"
     TYPE_CONFLICT = "TypeConflict"
     SESSION_AFFINITY_CONFLICT = "SessionAffinityConflict"
+    SESSION_AFFINITY_CONFIG_CONFLICT = "SessionAffinityConfigConflict"
     LABELS_CONFLICT = "LabelsConflict"
     ANNOTATIONS_CONFLICT = "AnnotationsConflict"
+    INTERNAL_TRAFFIC_POLICY_CONFLICT = "InternalTrafficPolicyConflict"
+    TRAFFIC_DISTRIBUTION_CONFLICT = "TrafficDistributionConflict"
+    #: Exporters serve different IP families: traffic over one family reaches some only.
+    IP_FAMILY_CONFLICT = "IPFamilyConflict"
 
 
 # StrEnum compares by value (alphabetically); reports use declaration order instead.
@@ -89,30 +104,56 @@ class MergedImport:
     ports: tuple[ServicePort, ...]
     session_affinity: str
     session_affinity_timeout: int | None
-    #: Merged exported labels, sorted by key; the older export's value wins a conflicting key.
+    #: The winner's exported labels, sorted by key.
     labels: tuple[tuple[str, str], ...]
-    #: Merged exported annotations, sorted by key; as for labels.
+    #: The winner's exported annotations, sorted by key.
     annotations: tuple[tuple[str, str], ...]
     #: The exporting clusters, sorted by name.
     clusters: tuple[str, ...]
     #: The cluster of the oldest export, whose definition wins every conflict.
     winner: str
-    #: Per cluster involved in at least one conflict, its reasons in declaration order;
-    #: sorted by cluster. Clusters without conflicts are absent.
-    conflicts: tuple[tuple[str, tuple[ConflictReason, ...]], ...] = ()
-    #: Every pairwise disagreement, in reason order, then by kept and dropped cluster.
+    #: The winner's IP families, in its order (empty: the exporter did not say).
+    ip_families: tuple[str, ...] = ()
+    internal_traffic_policy: str | None = None
+    traffic_distribution: str | None = None
+    #: Why the exports of this Service conflict, in declaration order (empty: they agree).
+    reasons: tuple[ConflictReason, ...] = ()
+    #: Every disagreement, in reason order, then by kept and dropped cluster.
     details: tuple[ConflictDetail, ...] = ()
 
+    @property
+    def ip_family_policy(self) -> str | None:
+        """For the derived Service: one family is SingleStack; two prefer dual stack, so
+        that a single-stack importing cluster still gets a ClusterSetIP."""
+        if not self.ip_families:
+            return None
+        return "SingleStack" if len(self.ip_families) == 1 else "PreferDualStack"
+
     def conflict_reasons(self, cluster: str) -> tuple[ConflictReason, ...]:
-        """Why ``cluster``'s export conflicts (empty when it does not, or does not export)."""
-        for name, reasons in self.conflicts:
-            if name == cluster:
-                return reasons
-        return ()
+        """Why ``cluster``'s export conflicts: every reason of the Service, for every
+        exporter (empty when the exports agree, or ``cluster`` does not export)."""
+        return self.reasons if cluster in self.clusters else ()
 
     def conflict_details(self, cluster: str) -> tuple[ConflictDetail, ...]:
-        """The disagreements ``cluster``'s export is part of."""
-        return tuple(d for d in self.details if d.involves(cluster))
+        """The disagreements of the Service, as ``cluster``'s export reports them."""
+        return self.details if cluster in self.clusters else ()
+
+
+class HasPorts(Protocol):
+    """An export, or any other record that lists a Service's ports."""
+
+    @property
+    def ports(self) -> tuple[ServicePort, ...]: ...
+
+
+def exposes(source: HasPorts, port: ServicePort) -> bool:
+    """Whether ``source`` serves the import port ``port``: same name, protocol and number.
+
+    An exporter whose port of that name lost a conflict gets none of its traffic.
+    """
+    return any(
+        (p.name, p.protocol, p.port) == (port.name, port.protocol, port.port) for p in source.ports
+    )
 
 
 # --- ordering exporters ---------------------------------------------------------
@@ -198,22 +239,13 @@ class _Conflicts:
     def add(self, reason: ConflictReason, kept: str, dropped: str, message: str) -> None:
         self.details.add((_REASON_ORDER[reason], kept, dropped, message))
 
-    def result(
-        self,
-    ) -> tuple[tuple[tuple[str, tuple[ConflictReason, ...]], ...], tuple[ConflictDetail, ...]]:
+    def result(self) -> tuple[tuple[ConflictReason, ...], tuple[ConflictDetail, ...]]:
         reasons = list(ConflictReason)
         details = tuple(
             ConflictDetail(reasons[r], kept, dropped, message)
             for r, kept, dropped, message in sorted(self.details)
         )
-        per_cluster: dict[str, set[ConflictReason]] = defaultdict(set)
-        for d in details:
-            per_cluster[d.kept].add(d.reason)
-            per_cluster[d.dropped].add(d.reason)
-        conflicts = tuple(
-            (cluster, sort_reasons(per_cluster[cluster])) for cluster in sorted(per_cluster)
-        )
-        return conflicts, details
+        return sort_reasons(d.reason for d in details), details
 
 
 def _port_text(p: ServicePort) -> str:
@@ -225,11 +257,18 @@ def _affinity_text(affinity: str, timeout: int | None) -> str:
 
 
 def _merge_ports(ordered: Sequence[ExportedService], conflicts: _Conflicts) -> list[ServicePort]:
-    """The union of the exporters' ports, walking them oldest first (older entries win)."""
+    """The union of the exporters' ports, walking them oldest first (older entries win),
+    kept a valid Service; then every exporter whose ports differ from the winner's."""
     by_name: dict[str, tuple[ServicePort, str]] = {}
     by_number: dict[tuple[str, int], str] = {}  # (protocol, port) -> port name
     # Who set the appProtocol now in the union for a port name: the first exporter that set one.
     app_protocol_from: dict[str, str] = {}
+    reported: set[tuple[str, ServicePort]] = set()  # (cluster, port) already in a detail
+
+    def drop(owner: str, cluster: str, port: ServicePort, message: str) -> None:
+        conflicts.add(ConflictReason.PORT_CONFLICT, owner, cluster, message)
+        reported.add((cluster, port))
+
     for export in ordered:
         cluster = export.cluster
         for p in export.ports:
@@ -237,10 +276,10 @@ def _merge_ports(ordered: Sequence[ExportedService], conflicts: _Conflicts) -> l
             if p.name in by_name:
                 held, owner = by_name[p.name]
                 if (held.protocol, held.port) != number:
-                    conflicts.add(
-                        ConflictReason.PORT_CONFLICT,
+                    drop(
                         owner,
                         cluster,
+                        p,
                         f'port "{p.name}" is {_port_text(held)} in {owner} and '
                         f"{_port_text(p)} in {cluster}; {_port_text(held)} is used",
                     )
@@ -250,10 +289,10 @@ def _merge_ports(ordered: Sequence[ExportedService], conflicts: _Conflicts) -> l
                         app_protocol_from[p.name] = cluster
                     elif held.app_protocol != p.app_protocol:
                         setter = app_protocol_from[p.name]
-                        conflicts.add(
-                            ConflictReason.PORT_CONFLICT,
+                        drop(
                             setter,
                             cluster,
+                            p,
                             f'port "{p.name}" has appProtocol "{held.app_protocol}" in {setter} '
                             f'and "{p.app_protocol}" in {cluster}; '
                             f'"{held.app_protocol}" is used',
@@ -261,19 +300,62 @@ def _merge_ports(ordered: Sequence[ExportedService], conflicts: _Conflicts) -> l
             elif number in by_number:
                 held_name = by_number[number]
                 owner = by_name[held_name][1]
-                conflicts.add(
-                    ConflictReason.PORT_CONFLICT,
+                drop(
                     owner,
                     cluster,
-                    f'{_port_text(p)} is port "{held_name}" in {owner} and "{p.name}" in '
-                    f'{cluster}; "{held_name}" is used',
+                    p,
+                    f"{_port_text(p)} is port {_port_name(held_name)} in {owner} and "
+                    f"{_port_name(p.name)} in {cluster}; {_port_name(held_name)} is used",
+                )
+            elif by_name and (not p.name or "" in by_name):
+                # A Service with several ports must name every one of them.
+                unnamed_owner = by_name[""][1] if "" in by_name else None
+                owner = unnamed_owner or next(iter(by_name.values()))[1]
+                drop(
+                    owner,
+                    cluster,
+                    p,
+                    f"{_port_name(p.name)} {_port_text(p)} of {cluster} cannot join the "
+                    f"ports of {owner}: a Service with several ports must name every one, "
+                    f"and {'the unnamed port of ' + owner if unnamed_owner else 'named ports'} "
+                    "came first",
                 )
             else:
                 by_name[p.name] = (p, cluster)
                 by_number[number] = p.name
                 if p.app_protocol is not None:
                     app_protocol_from[p.name] = cluster
+    winner = ordered[0]
+    for export in ordered[1:]:
+        ours = {(p.name, p.protocol, p.port) for p in winner.ports}
+        theirs = {(p.name, p.protocol, p.port) for p in export.ports}
+        extra = sorted(
+            p
+            for p in export.ports
+            if (p.name, p.protocol, p.port) not in ours and (export.cluster, p) not in reported
+        )
+        missing = sorted(p for p in winner.ports if (p.name, p.protocol, p.port) not in theirs)
+        if extra or missing:
+            parts = [f"{export.cluster} also exports {_ports_text(extra)}"] if extra else []
+            if missing:
+                parts.append(f"{export.cluster} does not export {_ports_text(missing)}")
+            conflicts.add(
+                ConflictReason.PORT_CONFLICT,
+                winner.cluster,
+                export.cluster,
+                f"the ports of {export.cluster} differ from those of {winner.cluster}: "
+                + " and ".join(parts)
+                + "; each port's traffic goes only to the clusters that export it",
+            )
     return sorted((p for p, _ in by_name.values()), key=lambda p: (p.port, p.protocol, p.name))
+
+
+def _port_name(name: str) -> str:
+    return f'"{name}"' if name else "(unnamed)"
+
+
+def _ports_text(ports: Sequence[ServicePort]) -> str:
+    return ", ".join(f"{_port_name(p.name)} {_port_text(p)}" for p in ports)
 
 
 def _merge_pairs(
@@ -284,30 +366,66 @@ def _merge_pairs(
     *,
     annotations: bool,
 ) -> tuple[tuple[str, str], ...]:
-    """Union of exported labels (or annotations): the oldest exporter setting a key wins it.
+    """The winner's exported labels (or annotations), whole; each exporter whose set
+    differs from it conflicts."""
 
-    A differing value conflicts with the exporter whose value is in the union.
-    When the winner sets the key that is the winner, as MCS asks; when it does
-    not, it is the oldest exporter that does, so that a value that is silently
-    replaced is always reported.
-    """
-    merged: dict[str, tuple[str, str]] = {}  # key -> (value, cluster that set it)
-    for export in ordered:
-        pairs = export.exported_annotations if annotations else export.exported_labels
-        for key, value in pairs:
-            if key not in merged:
-                merged[key] = (value, export.cluster)
-                continue
-            held, owner = merged[key]
-            if held != value:
-                conflicts.add(
-                    reason,
-                    owner,
-                    export.cluster,
-                    f'{what} "{key}" is "{held}" in {owner} and "{value}" in {export.cluster}; '
-                    f'"{held}" is used',
-                )
-    return tuple(sorted((k, v) for k, (v, _) in merged.items()))
+    def pairs(export: ExportedService) -> tuple[tuple[str, str], ...]:
+        return export.exported_annotations if annotations else export.exported_labels
+
+    winner = ordered[0]
+    kept = dict(pairs(winner))
+    for export in ordered[1:]:
+        theirs = dict(pairs(export))
+        if theirs == kept:
+            continue
+        differences = [
+            f'"{key}" is {_value_text(kept.get(key))} in {winner.cluster} and '
+            f"{_value_text(theirs.get(key))} in {export.cluster}"
+            for key in sorted(set(kept) | set(theirs))
+            if kept.get(key) != theirs.get(key)
+        ]
+        conflicts.add(
+            reason,
+            winner.cluster,
+            export.cluster,
+            f"exported {what}s differ: {', '.join(differences)}; those of {winner.cluster} "
+            "are used",
+        )
+    return tuple(sorted(kept.items()))
+
+
+def _value_text(value: str | None) -> str:
+    return "unset" if value is None else f'"{value}"'
+
+
+def _compare(
+    ordered: Sequence[ExportedService],
+    conflicts: _Conflicts,
+    reason: ConflictReason,
+    what: str,
+    value: Callable[[ExportedService], object],
+    text: Callable[[object], str] = str,
+) -> None:
+    """Each exporter whose ``value`` differs from the winner's conflicts with it."""
+    winner = ordered[0]
+    for export in ordered[1:]:
+        if value(export) != value(winner):
+            conflicts.add(
+                reason,
+                winner.cluster,
+                export.cluster,
+                f"{what} is {text(value(winner))} in {winner.cluster} and "
+                f"{text(value(export))} in {export.cluster}; {text(value(winner))} is used",
+            )
+
+
+def _optional_text(value: object) -> str:
+    return "unset" if value is None else str(value)
+
+
+def _families_text(value: object) -> str:
+    assert isinstance(value, frozenset)
+    return "/".join(sorted(value)) or "unset"
 
 
 def merge_exports(exports: Sequence[ExportedService]) -> MergedImport:
@@ -336,26 +454,51 @@ def merge_exports(exports: Sequence[ExportedService]) -> MergedImport:
     ordered = sorted(exports, key=age_key)
     winner = ordered[0]
     conflicts = _Conflicts()
-    winner_affinity = (winner.session_affinity, winner.session_affinity_timeout)
-    for export in ordered[1:]:
-        if export.type != winner.type:
-            conflicts.add(
-                ConflictReason.TYPE_CONFLICT,
-                winner.cluster,
-                export.cluster,
-                f"type is {winner.type} in {winner.cluster} and {export.type} in "
-                f"{export.cluster}; {winner.type} is used",
-            )
-        affinity = (export.session_affinity, export.session_affinity_timeout)
-        if affinity != winner_affinity:
-            conflicts.add(
-                ConflictReason.SESSION_AFFINITY_CONFLICT,
-                winner.cluster,
-                export.cluster,
-                f"session affinity is {_affinity_text(*winner_affinity)} in {winner.cluster} "
-                f"and {_affinity_text(*affinity)} in {export.cluster}; "
-                f"{_affinity_text(*winner_affinity)} is used",
-            )
+    _compare(ordered, conflicts, ConflictReason.TYPE_CONFLICT, "type", lambda e: e.type.value)
+    _compare(
+        ordered,
+        conflicts,
+        ConflictReason.SESSION_AFFINITY_CONFLICT,
+        "session affinity",
+        lambda e: e.session_affinity,
+    )
+    # The timeout is compared among the exporters with the winner's mode only: with
+    # another mode, SessionAffinityConflict already says it all.
+    _compare(
+        [e for e in ordered if e.session_affinity == winner.session_affinity],
+        conflicts,
+        ConflictReason.SESSION_AFFINITY_CONFIG_CONFLICT,
+        "the session affinity timeout",
+        lambda e: e.session_affinity_timeout,
+        lambda v: "unset" if v is None else f"{v}s",
+    )
+    _compare(
+        ordered,
+        conflicts,
+        ConflictReason.INTERNAL_TRAFFIC_POLICY_CONFLICT,
+        "internalTrafficPolicy",
+        lambda e: e.internal_traffic_policy,
+        _optional_text,
+    )
+    _compare(
+        ordered,
+        conflicts,
+        ConflictReason.TRAFFIC_DISTRIBUTION_CONFLICT,
+        "trafficDistribution",
+        lambda e: e.traffic_distribution,
+        _optional_text,
+    )
+    if winner.type is ServiceType.CLUSTER_SET_IP:
+        # Only ClusterSetIP exports: a headless Service's families say little (without a
+        # selector it is dual-stack on any cluster), and it gets no ClusterSetIP.
+        _compare(
+            [e for e in ordered if e.type is winner.type],
+            conflicts,
+            ConflictReason.IP_FAMILY_CONFLICT,
+            "the IP family set",
+            lambda e: frozenset(e.ip_families),
+            _families_text,
+        )
     ports = _merge_ports(ordered, conflicts)
     labels = _merge_pairs(
         ordered, "label", ConflictReason.LABELS_CONFLICT, conflicts, annotations=False
@@ -363,7 +506,7 @@ def merge_exports(exports: Sequence[ExportedService]) -> MergedImport:
     annotations = _merge_pairs(
         ordered, "annotation", ConflictReason.ANNOTATIONS_CONFLICT, conflicts, annotations=True
     )
-    per_cluster, details = conflicts.result()
+    reasons, details = conflicts.result()
     return MergedImport(
         namespace=namespace,
         name=name,
@@ -375,6 +518,9 @@ def merge_exports(exports: Sequence[ExportedService]) -> MergedImport:
         annotations=annotations,
         clusters=tuple(clusters),
         winner=winner.cluster,
-        conflicts=per_cluster,
+        ip_families=winner.ip_families,
+        internal_traffic_policy=winner.internal_traffic_policy,
+        traffic_distribution=winner.traffic_distribution,
+        reasons=reasons,
         details=details,
     )

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from federation.errors import InvalidInputError
-from federation.identity import subdomain_errors
+from federation.identity import cluster_id_errors
 
 #: Bumped when the encoding changes incompatibly; part of every key (see keys.py).
 #: 2: records of several kinds in one hash per cluster, keys with ``{cluster}`` tags.
@@ -37,6 +37,8 @@ LOCAL_SERVICE_KIND = "localservice"
 
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 ADDRESS_TYPES = frozenset({"IPv4", "IPv6", "FQDN"})
+IP_FAMILIES = frozenset({"IPv4", "IPv6"})
+INTERNAL_TRAFFIC_POLICIES = frozenset({"Cluster", "Local"})
 
 
 class InvalidRecordError(InvalidInputError):
@@ -107,6 +109,10 @@ class ExportedService:
     created: str = ""
     generation: int = 0
     endpoints: tuple[EndpointSet, ...] = ()
+    #: The Service's ``spec.ipFamilies``, in its order.
+    ip_families: tuple[str, ...] = ()
+    internal_traffic_policy: str | None = None
+    traffic_distribution: str | None = None
 
     @property
     def key(self) -> str:
@@ -213,6 +219,12 @@ def service_to_json(rec: ExportedService) -> dict[str, Any]:
     }
     if rec.session_affinity_timeout is not None:
         out["sessionAffinityTimeout"] = rec.session_affinity_timeout
+    if rec.ip_families:
+        out["ipFamilies"] = list(rec.ip_families)
+    if rec.internal_traffic_policy is not None:
+        out["internalTrafficPolicy"] = rec.internal_traffic_policy
+    if rec.traffic_distribution is not None:
+        out["trafficDistribution"] = rec.traffic_distribution
     return out
 
 
@@ -380,7 +392,7 @@ def _load(data: bytes | str, kind: str) -> _Fields:
 
 def _cluster(f: _Fields) -> str:
     cluster = f.text("cluster")
-    if subdomain_errors(cluster):
+    if cluster_id_errors(cluster):
         raise InvalidRecordError(f"cluster: {cluster!r} is not a valid cluster id")
     return cluster
 
@@ -427,7 +439,24 @@ def decode_service(data: bytes | str) -> ExportedService:
         created=f.text("created", ""),
         generation=f.integer("generation", 0),
         endpoints=_endpoint_sets(f),
+        ip_families=_ip_families(f),
+        internal_traffic_policy=_one_of(f, "internalTrafficPolicy", INTERNAL_TRAFFIC_POLICIES),
+        traffic_distribution=f.opt_text("trafficDistribution"),
     )
+
+
+def _ip_families(f: _Fields) -> tuple[str, ...]:
+    families = f.items("ipFamilies")
+    if not all(x in IP_FAMILIES for x in families) or len(set(families)) != len(families):
+        raise InvalidRecordError(f"ipFamilies: {families!r} is not a list of distinct IPv4, IPv6")
+    return tuple(families)
+
+
+def _one_of(f: _Fields, name: str, allowed: frozenset[str]) -> str | None:
+    value = f.opt_text(name)
+    if value is not None and value not in allowed:
+        raise InvalidRecordError(f"{name}: {value!r} is not one of {sorted(allowed)}")
+    return value
 
 
 def decode_local_service(data: bytes | str) -> LocalService:

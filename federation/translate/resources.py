@@ -75,6 +75,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2
 
 from federation.errors import InvalidInputError
+from federation.model.imports import exposes
 from federation.registry.records import EndpointSet, ServicePort
 from federation.translate import names
 from federation.translate.inputs import AddressMap, ImportView, TranslateOptions
@@ -280,20 +281,18 @@ class EndpointSource(Protocol):
 def _endpoint_port(
     s: EndpointSet, export: EndpointSource, port: ServicePort, single: bool
 ) -> int | None:
-    """The port the backends of ``s`` listen on for the import port ``port``.
+    """The port the backends of ``s`` listen on for the import port ``port``, or None.
 
-    By name (an EndpointSlice port is named after its Service port); else by the
-    exporter's own Service port with the same number (its name lost a
-    PortConflict); else, when the import has one port and the slice one, that one.
+    None unless the exporter exposes exactly that port (name, protocol, number): one
+    whose port of that name lost a PortConflict gets none of its traffic. Then by name
+    (an EndpointSlice port is named after its Service port); else, when the import has
+    one port and the slice one, that one.
     """
+    if not exposes(export, port):
+        return None
     for ep in s.ports:
         if ep.name == port.name and ep.protocol == port.protocol:
             return ep.port
-    for own in export.ports:
-        if own.port == port.port and own.protocol == port.protocol and own.name != port.name:
-            for ep in s.ports:
-                if ep.name == own.name and ep.protocol == port.protocol:
-                    return ep.port
     if single and len(s.ports) == 1 and s.ports[0].protocol == port.protocol:
         return s.ports[0].port
     return None

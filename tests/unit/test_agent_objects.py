@@ -384,7 +384,7 @@ def record(
         namespace=NS,
         name="web",
         type=type,
-        ports=(ServicePort("", "TCP", 80), ServicePort("grpc", "TCP", 9090, "grpc")),
+        ports=(ServicePort("http", "TCP", 80), ServicePort("grpc", "TCP", 9090, "grpc")),
         session_affinity=affinity,
         session_affinity_timeout=timeout,
         exported_labels=tuple(sorted((labels or {}).items())),
@@ -394,7 +394,10 @@ def record(
             EndpointSet(
                 name=name,
                 address_type="IPv4",
-                ports=(EndpointPort("http", "TCP", 8080, "http"), EndpointPort("", "UDP", 53)),
+                ports=(
+                    EndpointPort("http", "TCP", 8080, "http"),
+                    EndpointPort("grpc", "TCP", 9091),
+                ),
                 endpoints=(
                     Endpoint((f"10.{i}.0.1",), True, True, False, zone="zone-a", hostname="h0"),
                     Endpoint((f"10.{i}.0.2", f"10.{i}.0.3"), False, True, True),
@@ -437,7 +440,7 @@ def test_service_import_for_cluster_set_ip() -> None:
     assert obj["spec"] == {
         "type": "ClusterSetIP",
         "ports": [
-            {"protocol": "TCP", "port": 80},  # an unnamed port has no name field
+            {"name": "http", "protocol": "TCP", "port": 80},
             {"name": "grpc", "protocol": "TCP", "port": 9090, "appProtocol": "grpc"},
         ],
         "sessionAffinity": "None",
@@ -513,7 +516,7 @@ def test_import_slice_names_are_stable() -> None:
 
 
 def test_import_slice_names_stay_valid_for_long_names() -> None:
-    cluster = ".".join(["c" * 63] * 3)  # a 191-character cluster id
+    cluster = "c" * 63  # the longest cluster id
     exported = ExportedService(
         cluster=cluster,
         namespace=NS,
@@ -548,7 +551,7 @@ def test_import_slices_carry_ports_and_endpoint_conditions_over() -> None:
     assert slice_["addressType"] == "IPv4"
     assert slice_["ports"] == [
         {"name": "http", "protocol": "TCP", "port": 8080, "appProtocol": "http"},
-        {"name": "", "protocol": "UDP", "port": 53},
+        {"name": "grpc", "protocol": "TCP", "port": 9091},
     ]
     assert slice_["endpoints"] == [
         {
@@ -626,3 +629,83 @@ def test_slice_owner_without_a_service_name_label(labels: dict[str, str] | None)
     slice_["metadata"]["labels"] = labels
 
     assert slice_owner(slice_) is None
+
+
+def test_a_losing_clusters_slices_do_not_carry_the_winners_port() -> None:
+    """kube-proxy matches slice ports to Service ports by name: b's "http" (8080 where
+    a's is 80) must not get the import's "http" traffic, while its "grpc" still does."""
+    a = record("a")
+    b = ExportedService(
+        **{
+            **record("b").__dict__,
+            "ports": (ServicePort("http", "TCP", 8080), ServicePort("grpc", "TCP", 9090, "grpc")),
+        }
+    )
+    merged = merge_exports([a, b])
+    slices = {
+        s["metadata"]["labels"][objs.SOURCE_CLUSTER_LABEL]: s
+        for s in objs.import_slices(merged, [a, b])
+    }
+    assert [p["name"] for p in slices["a"]["ports"]] == ["http", "grpc"]
+    assert [p["name"] for p in slices["b"]["ports"]] == ["grpc"]
+    only_http = ExportedService(**{**b.__dict__, "ports": (ServicePort("http", "TCP", 8080),)})
+    merged = merge_exports([a, only_http])
+    assert [
+        s["metadata"]["labels"][objs.SOURCE_CLUSTER_LABEL]
+        for s in objs.import_slices(merged, [a, only_http])
+    ] == ["a"]
+
+
+def test_a_slice_without_ports_means_all_ports_and_is_imported() -> None:
+    headless = ExportedService(
+        cluster="a", namespace=NS, name="db", type=ServiceType.HEADLESS, ports=(),
+        endpoints=(EndpointSet("db-1", "IPv4", (), (Endpoint(("10.0.0.9",), True, True, False),)),),
+    )  # fmt: skip
+    (slice_,) = objs.import_slices(merge_exports([headless]), [headless])
+    assert slice_["ports"] == []
+
+
+def test_the_derived_service_carries_affinity_families_and_traffic_policies() -> None:
+    exported = ExportedService(
+        **{
+            **record("a", affinity="ClientIP", timeout=600).__dict__,
+            "ip_families": ("IPv6", "IPv4"),
+            "internal_traffic_policy": "Local",
+            "traffic_distribution": "PreferClose",
+        }
+    )
+    merged = merge_exports([exported])
+    spec = objs.derived_service(merged)["spec"]
+    assert spec["sessionAffinity"] == "ClientIP"
+    assert spec["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 600}}
+    assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv6", "IPv4"], "PreferDualStack")
+    assert (spec["internalTrafficPolicy"], spec["trafficDistribution"]) == ("Local", "PreferClose")
+    # The import shows the families the derived Service got, in its order.
+    imported = objs.service_import(merged, ["fd00::1"], ["IPv6"])["spec"]
+    assert (imported["ips"], imported["ipFamilies"]) == (["fd00::1"], ["IPv6"])
+    assert imported["internalTrafficPolicy"] == "Local"
+    assert imported["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 600}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason", "fragment"),
+    [
+        ("exportedLabels", {"bad key": "v"}, "InvalidExportedLabels", "key 'bad key'"),
+        ("exportedLabels", {"tier": "x" * 64}, "InvalidExportedLabels", "value of 'tier'"),
+        ("exportedLabels", {"app.kubernetes.io/managed-by": "me"}, "InvalidExportedLabels",
+         "the agent's own"),
+        ("exportedAnnotations", {"bad key": "v"}, "InvalidExportedAnnotations", "key 'bad key'"),
+    ],
+)  # fmt: skip
+def test_invalid_exported_metadata_is_refused_at_the_exporter(
+    field: str, value: dict[str, str], reason: str, fragment: str
+) -> None:
+    export_obj = {
+        "metadata": {"namespace": NS, "name": "web", "creationTimestamp": CREATED},
+        "spec": {field: value},
+    }
+    service = {"metadata": {"namespace": NS, "name": "web"}, "spec": {"ports": [{"port": 80}]}}
+    problem = objs.build_record("a", export_obj, service, [])
+    assert isinstance(problem, ValidityProblem)
+    assert problem.reason == reason
+    assert fragment in problem.message

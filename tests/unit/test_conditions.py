@@ -109,12 +109,25 @@ def test_publish_failure_is_failed_with_the_error() -> None:
     assert conds["Valid"].status == "True"
 
 
-def test_exported_without_conflicts(conflicting: MergedImport) -> None:
+def test_exported_without_conflicts() -> None:
+    agreeing = merge_exports(
+        [export("a", "2025-01-01T00:00:00Z"), export("b", "2025-01-02T00:00:00Z")]
+    )
     conds = by_type(
-        export_conditions(cluster="c", service_problem=None, published=True, merged=conflicting)
+        export_conditions(cluster="a", service_problem=None, published=True, merged=agreeing)
     )
     assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "Exported")
     assert (conds["Conflict"].status, conds["Conflict"].reason) == ("False", "NoConflicts")
+
+
+def test_an_exporter_that_agrees_with_the_winner_is_marked_too(conflicting: MergedImport) -> None:
+    conds = by_type(
+        export_conditions(cluster="c", service_problem=None, published=True, merged=conflicting)
+    )
+    assert (conds["Conflict"].status, conds["Conflict"].reason) == (
+        "True",
+        "PortConflict,TypeConflict",
+    )
 
 
 @pytest.mark.parametrize(("cluster", "other"), [("a", "b"), ("b", "a")])
@@ -125,8 +138,8 @@ def test_conflict_on_both_sides(cluster: str, other: str, conflicting: MergedImp
     conflict = conds["Conflict"]
     assert conflict.status is ConditionStatus.TRUE
     assert conflict.reason == "PortConflict,TypeConflict"
-    assert f"conflicts with the export in cluster {other}:" in conflict.message
-    assert "The oldest export's definition (cluster a) is used" in conflict.message
+    assert "the exports of shop/web in clusters a, b, c conflict:" in conflict.message
+    assert "The oldest export (cluster a) is used where they differ" in conflict.message
     assert "ClusterSetIP is used" in conflict.message
     assert "80/TCP is used" in conflict.message
     # A conflict does not stop the export.
@@ -148,7 +161,8 @@ def test_conflicts_are_reported_while_pending(conflicting: MergedImport) -> None
 def test_import_all_live() -> None:
     conds = by_type(import_conditions(stale_clusters=[], lease_ttl_seconds=15))
     assert list(conds) == ["Ready", "Stale"]
-    assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "Imported")
+    # The reason mcs-api names for a ready ServiceImport.
+    assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "Ready")
     assert (conds["Stale"].status, conds["Stale"].reason) == ("False", "AllClustersLive")
 
 

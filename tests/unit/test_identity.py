@@ -6,10 +6,18 @@ from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id, subdomain_errors
 
 
-@pytest.mark.parametrize("value", ["a", "cluster-1", "eu-west.prod", "0", "a" * 63 + ".b"])
+@pytest.mark.parametrize("value", ["a", "cluster-1", "eu-west.prod", "0", "a" * 61 + ".b"])
 def test_valid_ids(value: str) -> None:
     assert parse_cluster_id(value) == value
     assert subdomain_errors(value) == []
+
+
+def test_a_subdomain_longer_than_a_label_value_is_not_a_cluster_id() -> None:
+    """Imported EndpointSlices carry the id as a label value: at most 63 characters."""
+    value = "a" * 63 + ".b"
+    assert subdomain_errors(value) == []
+    with pytest.raises(InvalidInputError, match=r"at most 63 characters \(has 65\): it is used as"):
+        parse_cluster_id(value)
 
 
 @pytest.mark.parametrize(

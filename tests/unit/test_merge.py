@@ -15,6 +15,7 @@ from federation.errors import InvalidInputError
 from federation.model.imports import (
     ConflictReason,
     age_key,
+    exposes,
     group_by_service,
     merge_exports,
     parse_rfc3339,
@@ -36,6 +37,9 @@ def export(
     annotations: dict[str, str] | None = None,
     affinity: str = "None",
     timeout: int | None = None,
+    families: tuple[str, ...] = ("IPv4",),
+    itp: str | None = "Cluster",
+    distribution: str | None = None,
 ) -> ExportedService:
     return ExportedService(
         cluster=cluster,
@@ -48,6 +52,9 @@ def export(
         exported_labels=tuple(sorted((labels or {}).items())),
         exported_annotations=tuple(sorted((annotations or {}).items())),
         created=created,
+        ip_families=families,
+        internal_traffic_policy=itp,
+        traffic_distribution=distribution,
     )
 
 
@@ -171,7 +178,7 @@ def test_single_export_is_its_own_import() -> None:
     assert merged.labels == (("x", "1"),)
     assert merged.annotations == (("y", "2"),)
     assert (merged.session_affinity, merged.session_affinity_timeout) == ("ClientIP", 60)
-    assert merged.conflicts == ()
+    assert merged.reasons == ()
     assert merged.conflict_reasons("a") == ()
 
 
@@ -185,7 +192,7 @@ def test_reasons_are_in_declaration_order() -> None:
     # Alphabetically AnnotationsConflict < LabelsConflict < PortConflict; KEP order is not.
     merged = merge_exports(
         [
-            export("a", labels={"k": "1"}, annotations={"k": "1"}),
+            export("a", labels={"k": "1"}, annotations={"k": "1"}, affinity="ClientIP", timeout=9),
             export(
                 "b",
                 "2025-02-01T00:00:00Z",
@@ -193,16 +200,19 @@ def test_reasons_are_in_declaration_order() -> None:
                 ports=(ServicePort("http", "TCP", 81),),
                 labels={"k": "2"},
                 annotations={"k": "2"},
-                affinity="ClientIP",
-                timeout=5,
+                families=("IPv6",),
+                itp="Local",
+                distribution="PreferClose",
             ),
+            export("c", "2025-03-01T00:00:00Z", affinity="ClientIP", timeout=5, families=("IPv6",)),
         ]
     )
     everything = tuple(ConflictReason)
-    assert merged.conflicts == (("a", everything), ("b", everything))
+    assert merged.reasons == everything
+    assert merged.conflict_reasons("a") == merged.conflict_reasons("c") == everything
 
 
-def test_both_sides_of_a_conflict_are_marked_and_bystanders_are_not() -> None:
+def test_every_exporter_is_marked_also_one_that_agrees_with_the_winner() -> None:
     merged = merge_exports(
         [
             export("a"),
@@ -210,10 +220,10 @@ def test_both_sides_of_a_conflict_are_marked_and_bystanders_are_not() -> None:
             export("c", "2025-03-01T00:00:00Z", affinity="ClientIP", timeout=10800),
         ]
     )
-    assert merged.conflicts == (
-        ("a", (ConflictReason.SESSION_AFFINITY_CONFLICT,)),
-        ("c", (ConflictReason.SESSION_AFFINITY_CONFLICT,)),
-    )
+    for cluster in ("a", "b", "c"):
+        assert merged.conflict_reasons(cluster) == (ConflictReason.SESSION_AFFINITY_CONFLICT,)
+    (detail,) = merged.details
+    assert (detail.kept, detail.dropped) == ("a", "c")
     assert merged.session_affinity == "None"
     assert merged.session_affinity_timeout is None
 
@@ -225,7 +235,7 @@ def test_session_affinity_timeout_alone_conflicts() -> None:
             export("b", "2025-02-01T00:00:00Z", affinity="ClientIP", timeout=60),
         ]
     )
-    assert merged.conflict_reasons("b") == (ConflictReason.SESSION_AFFINITY_CONFLICT,)
+    assert merged.conflict_reasons("b") == (ConflictReason.SESSION_AFFINITY_CONFIG_CONFLICT,)
     assert merged.session_affinity_timeout == 10800
 
 
@@ -246,13 +256,11 @@ def test_ports_union_by_name_then_protocol_and_port() -> None:
         ServicePort("dns", "UDP", 53),
         HTTP,
     )
-    assert merged.conflicts == (
-        ("b", (ConflictReason.PORT_CONFLICT,)),
-        ("c", (ConflictReason.PORT_CONFLICT,)),
-    )
-    (detail,) = merged.details
-    assert (detail.kept, detail.dropped) == ("b", "c")
-    assert '"dns" is used' in detail.message
+    assert merged.reasons == (ConflictReason.PORT_CONFLICT,)
+    number_clash = [d for d in merged.details if '"dns" is used' in d.message]
+    assert [(d.kept, d.dropped) for d in number_clash] == [("b", "c")]
+    # Each exporter whose ports differ from the winner's is a detail of its own.
+    assert {d.dropped for d in merged.details} == {"b", "c", "d"}
 
 
 def test_a_port_losing_its_name_does_not_claim_its_number() -> None:
@@ -265,7 +273,7 @@ def test_a_port_losing_its_name_does_not_claim_its_number() -> None:
         ]
     )
     assert merged.ports == (HTTP, ServicePort("alt", "TCP", 8080))
-    assert [c for c, _ in merged.conflicts] == ["a", "b"]
+    assert merged.reasons == (ConflictReason.PORT_CONFLICT,)
 
 
 def test_app_protocol_first_setter_wins() -> None:
@@ -278,7 +286,7 @@ def test_app_protocol_first_setter_wins() -> None:
         ]
     )
     assert merged.ports == (ServicePort("http", "TCP", 80, "http"),)
-    assert merged.conflicts == ()
+    assert merged.reasons == ()
 
     merged = merge_exports(
         [
@@ -291,7 +299,7 @@ def test_app_protocol_first_setter_wins() -> None:
     assert merged.conflict_reasons("b") == (ConflictReason.PORT_CONFLICT,)
 
 
-def test_labels_union_with_the_older_value_winning() -> None:
+def test_labels_are_the_winners_set() -> None:
     merged = merge_exports(
         [
             export("c", "2025-03-01T00:00:00Z", labels={"tier": "db", "zone": "z3"}),
@@ -299,11 +307,10 @@ def test_labels_union_with_the_older_value_winning() -> None:
             export("b", "2025-02-01T00:00:00Z", labels={"tier": "web", "team": "t"}),
         ]
     )
-    assert merged.labels == (("team", "t"), ("tier", "web"), ("zone", "z3"))
-    assert merged.conflicts == (
-        ("a", (ConflictReason.LABELS_CONFLICT,)),
-        ("c", (ConflictReason.LABELS_CONFLICT,)),
-    )
+    assert merged.labels == (("tier", "web"),)
+    assert merged.reasons == (ConflictReason.LABELS_CONFLICT,)
+    assert [(d.kept, d.dropped) for d in merged.details] == [("a", "b"), ("a", "c")]
+    assert '"team" is unset in a and "t" in b' in merged.details[0].message
 
 
 def test_annotations_conflict_separately_from_labels() -> None:
@@ -346,3 +353,62 @@ def test_group_by_service() -> None:
     # Every group is a valid merge_exports input.
     for group in groups.values():
         merge_exports(group)
+
+
+def test_an_unnamed_port_never_joins_named_ones() -> None:
+    """The derived Service must stay valid, or the import is created nowhere."""
+    unnamed = ServicePort("", "TCP", 80)
+    merged = merge_exports(
+        [export("a", ports=(unnamed,)), export("b", "2025-02-01T00:00:00Z", ports=(HTTP,))]
+    )
+    assert merged.ports == (unnamed,)
+    merged = merge_exports(
+        [
+            export("a", ports=(HTTP, ServicePort("grpc", "TCP", 9000))),
+            export("b", "2025-02-01T00:00:00Z", ports=(ServicePort("", "TCP", 8443),)),
+        ]
+    )
+    assert merged.ports == (HTTP, ServicePort("grpc", "TCP", 9000))
+    assert merged.reasons == (ConflictReason.PORT_CONFLICT,)
+
+
+def test_an_extra_port_is_unioned_and_conflicts() -> None:
+    stcp = ServicePort("stcp", "SCTP", 142)
+    merged = merge_exports([export("a"), export("b", "2025-02-01T00:00:00Z", ports=(HTTP, stcp))])
+    assert merged.ports == (HTTP, stcp)
+    assert (
+        merged.conflict_reasons("a")
+        == merged.conflict_reasons("b")
+        == (ConflictReason.PORT_CONFLICT,)
+    )
+
+
+def test_traffic_goes_only_to_exporters_of_the_exact_port() -> None:
+    a = export("a")
+    b = export("b", "2025-02-01T00:00:00Z", ports=(ServicePort("http", "TCP", 8080),))
+    c = export("c", "2025-03-01T00:00:00Z", ports=(ServicePort("web", "TCP", 80),))
+    merged = merge_exports([a, b, c])
+    (port,) = [p for p in merged.ports if p.name == "http"]
+    assert [e.cluster for e in (a, b, c) if exposes(e, port)] == ["a"]
+
+
+def test_families_policies_and_distribution_are_the_winners() -> None:
+    merged = merge_exports(
+        [
+            export("a", families=("IPv6", "IPv4"), distribution="PreferClose"),
+            export("b", "2025-02-01T00:00:00Z", families=("IPv4", "IPv6"), itp="Local"),
+        ]
+    )
+    assert merged.ip_families == ("IPv6", "IPv4")
+    assert merged.ip_family_policy == "PreferDualStack"
+    assert (merged.internal_traffic_policy, merged.traffic_distribution) == (
+        "Cluster",
+        "PreferClose",
+    )
+    # The same families in another order are the same families.
+    assert merged.reasons == (
+        ConflictReason.INTERNAL_TRAFFIC_POLICY_CONFLICT,
+        ConflictReason.TRAFFIC_DISTRIBUTION_CONFLICT,
+    )
+    assert merge_exports([export("a")]).ip_family_policy == "SingleStack"
+    assert merge_exports([export("a", families=())]).ip_family_policy is None

@@ -67,7 +67,11 @@ def render(merged: MergedImport) -> str:
             "annotations": dict(merged.annotations),
             "clusters": list(merged.clusters),
             "winner": merged.winner,
-            "conflicts": {c: [str(r) for r in reasons] for c, reasons in merged.conflicts},
+            "ipFamilies": list(merged.ip_families),
+            "ipFamilyPolicy": merged.ip_family_policy,
+            "internalTrafficPolicy": merged.internal_traffic_policy,
+            "trafficDistribution": merged.traffic_distribution,
+            "reasons": [str(r) for r in merged.reasons],
             "details": [
                 {
                     "reason": str(d.reason),
