@@ -13,13 +13,25 @@ from kubernetes.client.exceptions import ApiException
 from federation.errors import ClusterIdentityError, InvalidInputError
 from federation.identity import CLUSTER_ID_PROPERTY, ClusterId, parse_cluster_id
 
-GROUP, VERSION, PLURAL = "about.k8s.io", "v1alpha1", "clusterproperties"
+GROUP, PLURAL = "about.k8s.io", "clusterproperties"
+#: Newest first: a cluster may have an older about-api CRD that serves v1alpha1 only.
+VERSIONS = ("v1beta1", "v1alpha1")
+
+
+def _get_property(api: CustomObjectsApi) -> object:
+    for version in VERSIONS[:-1]:
+        try:
+            return api.get_cluster_custom_object(GROUP, version, PLURAL, CLUSTER_ID_PROPERTY)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+    return api.get_cluster_custom_object(GROUP, VERSIONS[-1], PLURAL, CLUSTER_ID_PROPERTY)
 
 
 def read_cluster_id(api: CustomObjectsApi) -> ClusterId:
     """The validated id of the cluster ``api`` talks to."""
     try:
-        prop: object = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, CLUSTER_ID_PROPERTY)
+        prop = _get_property(api)
     except ApiException as err:
         if err.status == 404:
             raise ClusterIdentityError(

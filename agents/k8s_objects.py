@@ -36,6 +36,9 @@ OWNER = "federation-agent"
 SERVICE_NAME_LABEL = "multicluster.kubernetes.io/service-name"
 SOURCE_CLUSTER_LABEL = "multicluster.kubernetes.io/source-cluster"
 DERIVED_SERVICE_ANNOTATION = "multicluster.kubernetes.io/derived-service"
+#: The exporting clusters, comma-separated, on each ServiceImport: what
+#: ``kubectl get serviceimports`` shows (a printer column cannot join a list).
+CLUSTERS_ANNOTATION = "federation.dev/clusters"
 K8S_SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 Obj = Mapping[str, Any]
@@ -96,7 +99,7 @@ def build_record(
 
 #: Metadata keys the agent writes on ServiceImports itself: an export may not set them.
 RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by"})
-RESERVED_ANNOTATIONS = frozenset({"multicluster.kubernetes.io/derived-service"})
+RESERVED_ANNOTATIONS = frozenset({DERIVED_SERVICE_ANNOTATION, CLUSTERS_ANNOTATION})
 
 
 def exported_metadata_problem(
@@ -262,7 +265,7 @@ def service_import(
     ``ips`` and ``families``: what the derived Service got, in the same order (a
     ClusterSetIP import); a Headless one has no IPs and the winner's families.
     """
-    annotations = dict(merged.annotations)
+    annotations = {**dict(merged.annotations), CLUSTERS_ANNOTATION: ",".join(merged.clusters)}
     spec: dict[str, Any] = {
         "type": merged.type.value,
         "ports": [_port_json(p) for p in merged.ports],

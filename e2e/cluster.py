@@ -20,6 +20,7 @@ import base64
 import contextlib
 import functools
 import json
+import re
 import shutil
 import signal
 import socket
@@ -378,12 +379,31 @@ class LocalCluster:
     def cluster_property_manifest(self) -> str:
         return json.dumps(
             {
-                "apiVersion": "about.k8s.io/v1alpha1",
+                "apiVersion": "about.k8s.io/v1beta1",
                 "kind": "ClusterProperty",
                 "metadata": {"name": CLUSTER_PROPERTY_ID},
                 "spec": {"value": self.id},
             }
         )
+
+
+def kubectl_table(text: str) -> list[dict[str, str]]:
+    """The rows of one table ``kubectl get`` printed, as header -> cell.
+
+    Cells are cut at the header's column offsets (kubectl left-aligns every column
+    under its header), so empty cells and cells with spaces come out right.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [
+        {name: line[begin:end].strip() for name, (begin, end) in zip(names, bounds, strict=True)}
+        for line in lines[1:]
+    ]
 
 
 def condition_true(obj: Mapping[str, Any], kind: str) -> bool:

@@ -12,12 +12,14 @@ a conflict is the first cluster by name: ``a``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 
 from e2e import scenario as sc
+from e2e.cluster import kubectl_table
 from e2e.federation import Federation
 from e2e.test_service_federation import eventually
 from federation.registry.records import ServicePort
@@ -254,3 +256,54 @@ def test_families_affinity_and_traffic_policies_reach_the_import_and_the_derived
             assert derived.cluster_ips == spec["ips"]
 
     eventually(carried, "affinity, families and traffic policies in every cluster")
+
+
+def test_kubectl_shows_plain_ips_clusters_readiness_and_reasons(
+    fed: Federation, clients: dict[str, ApiClient], ns: str
+) -> None:
+    http = (("http", 80, "TCP"),)
+    export_from(fed, "a", ns, http)
+    export_from(fed, "b", ns, http)
+    sc.apply(fed.env.cluster("c"), sc.export(ns, "echo"))  # no Service in c
+
+    def imported() -> None:
+        assert sc.clusters(imports(clients, ns)["b"]) == ["a", "b"]
+        export_c = sc.get_custom(clients["c"], "serviceexports", ns, "echo")
+        assert sc.conditions(export_c)["Valid"] == ("False", "NoService")
+
+    eventually(imported, "the import of a and b, and c's export refused")
+    b, c = fed.env.cluster("b"), fed.env.cluster("c")
+    text = b.kubectl("get", "serviceimports", "-n", ns).stdout
+    (row,) = kubectl_table(text)
+    assert list(row) == ["NAME", "TYPE", "IP", "CLUSTERS", "READY", "STALE", "AGE"]
+    assert (row["NAME"], row["TYPE"], row["CLUSTERS"]) == ("echo", "ClusterSetIP", "a,b")
+    assert (row["READY"], row["STALE"]) == ("True", "False")
+    assert re.fullmatch(r"10\.\d+\.\d+\.\d+", row["IP"]), text  # plain, not a JSON list
+
+    (wide,) = kubectl_table(b.kubectl("get", "svcimport", "-n", ns, "-o", "wide").stdout)
+    assert wide["SECOND-IP"] in ("", "<none>")  # single-stack
+    derived = wide["DERIVED-SERVICE"]
+    assert derived.startswith("derived-")
+    # Each derived object names its import in the MCS service-name label.
+    for kind in ("service", "endpointslices"):
+        linked = kubectl_table(
+            b.kubectl(
+                "get", kind, "-n", ns, "-l", "multicluster.kubernetes.io/service-name=echo",
+                "-L", "multicluster.kubernetes.io/service-name",
+            ).stdout
+        )  # fmt: skip
+        assert linked and {r["SERVICE-NAME"] for r in linked} == {"echo"}, linked
+        if kind == "service":
+            assert [r["NAME"] for r in linked] == [derived]
+
+    (export,) = kubectl_table(c.kubectl("get", "svcexport", "-n", ns, "-o", "wide").stdout)
+    assert list(export) == [
+        "NAME", "VALID", "READY", "CONFLICT", "AGE", "VALID-REASON", "CONFLICT-REASON",
+    ]  # fmt: skip
+    assert (export["VALID"], export["READY"], export["VALID-REASON"]) == (
+        "False", "False", "NoService",
+    )  # fmt: skip
+    both = b.kubectl("get", "serviceimports,serviceexports", "-A").stdout
+    assert "serviceimport.multicluster.x-k8s.io/echo" in both
+    assert "serviceexport.multicluster.x-k8s.io/echo" in both
+    print(f"\n{both}")

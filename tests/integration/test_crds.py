@@ -8,10 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
+from kubernetes.client import (
+    ApiClient,
+    ApiextensionsV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1Namespace,
+    V1ObjectMeta,
+)
 from kubernetes.client.exceptions import ApiException
 
-from e2e.cluster import LocalCluster
+from e2e.cluster import LocalCluster, kubectl_table
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +133,7 @@ def test_invalid_service_imports_are_rejected_with_the_apiservers_reason(
 
 def _property(name: str, value: str) -> dict[str, Any]:
     return {
-        "apiVersion": "about.k8s.io/v1alpha1",
+        "apiVersion": "about.k8s.io/v1beta1",
         "kind": "ClusterProperty",
         "metadata": {"name": name},
         "spec": {"value": value},
@@ -139,7 +146,7 @@ def test_cluster_property_id_must_be_a_dns_subdomain(admin_a: ApiClient) -> None
     with pytest.raises(ApiException) as err:
         api.replace_cluster_custom_object(
             "about.k8s.io",
-            "v1alpha1",
+            "v1beta1",
             "clusterproperties",
             "cluster.clusterset.k8s.io",
             {
@@ -156,7 +163,7 @@ def test_cluster_property_id_is_immutable(admin_a: ApiClient) -> None:
     with pytest.raises(ApiException) as err:
         api.patch_cluster_custom_object(
             "about.k8s.io",
-            "v1alpha1",
+            "v1beta1",
             "clusterproperties",
             "cluster.clusterset.k8s.io",
             {"spec": {"value": "renamed"}},
@@ -170,16 +177,36 @@ def test_other_cluster_properties_take_any_value(admin_a: ApiClient) -> None:
     api = CustomObjectsApi(admin_a)
     name = f"region-{uuid.uuid4().hex[:6]}.example.com"
     api.create_cluster_custom_object(
-        "about.k8s.io", "v1alpha1", "clusterproperties", _property(name, "Europe / West_1")
+        "about.k8s.io", "v1beta1", "clusterproperties", _property(name, "Europe / West_1")
     )
     api.patch_cluster_custom_object(
-        "about.k8s.io", "v1alpha1", "clusterproperties", name, {"spec": {"value": "changed"}}
+        "about.k8s.io", "v1beta1", "clusterproperties", name, {"spec": {"value": "changed"}}
     )
+
+
+def test_cluster_property_is_stored_as_v1beta1_and_still_served_as_v1alpha1(
+    admin_a: ApiClient,
+) -> None:
+    """As upstream about-api: clusters with older tooling keep reading v1alpha1."""
+    api = CustomObjectsApi(admin_a)
+    name = f"zone-{uuid.uuid4().hex[:6]}.example.com"
+    old = {**_property(name, "z1"), "apiVersion": "about.k8s.io/v1alpha1"}
+    api.create_cluster_custom_object("about.k8s.io", "v1alpha1", "clusterproperties", old)
+    newer = api.get_cluster_custom_object("about.k8s.io", "v1beta1", "clusterproperties", name)
+    assert isinstance(newer, dict)
+    assert (newer["apiVersion"], newer["spec"]["value"]) == ("about.k8s.io/v1beta1", "z1")
+    crd = ApiextensionsV1Api(admin_a).read_custom_resource_definition(
+        "clusterproperties.about.k8s.io"
+    )
+    assert {v.name: (v.served, v.storage) for v in crd.spec.versions} == {
+        "v1beta1": (True, True),
+        "v1alpha1": (True, False),
+    }
 
 
 def _cluster_id_property(api: CustomObjectsApi) -> dict[str, Any]:
     obj = api.get_cluster_custom_object(
-        "about.k8s.io", "v1alpha1", "clusterproperties", "cluster.clusterset.k8s.io"
+        "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
     )
     assert isinstance(obj, dict)
     return obj
@@ -193,8 +220,10 @@ def test_printer_columns_make_kubectl_useful(
     cluster_a: LocalCluster, admin_a: ApiClient, namespace: str
 ) -> None:
     api = CustomObjectsApi(admin_a)
-    spec = {"type": "ClusterSetIP", "ports": PORTS, "ips": ["10.101.0.10"]}
-    _create(api, namespace, "serviceimports", _import("echo", spec))
+    spec = {"type": "ClusterSetIP", "ports": PORTS, "ips": ["10.101.0.10", "fd00::10"]}
+    imported = _import("echo", spec)
+    imported["metadata"]["annotations"] = {"federation.dev/clusters": "a,b"}
+    _create(api, namespace, "serviceimports", imported)
     api.patch_namespaced_custom_object_status(
         MCS,
         "v1beta1",
@@ -231,16 +260,23 @@ def test_printer_columns_make_kubectl_useful(
         MCS, "v1beta1", namespace, "serviceexports", "echo", {"status": {"conditions": conditions}}
     )
 
-    imports = cluster_a.kubectl("get", "serviceimports", "-n", namespace).stdout.splitlines()
-    assert imports[0].split() == ["NAME", "TYPE", "IP", "CLUSTERS", "AGE"]
-    # Whole lists: a wildcard path would show only the first IP or cluster.
-    assert imports[1].split()[:4] == [
-        "echo",
-        "ClusterSetIP",
-        '["10.101.0.10"]',
-        '[{"cluster":"a"},{"cluster":"b"}]',
-    ]
+    (row,) = kubectl_table(cluster_a.kubectl("get", "svcimport", "-n", namespace).stdout)
+    assert list(row) == ["NAME", "TYPE", "IP", "CLUSTERS", "READY", "STALE", "AGE"]
+    # Plain values: the first IP, and the agent's comma-separated list of clusters.
+    assert [row[k] for k in ("NAME", "TYPE", "IP", "CLUSTERS")] == [
+        "echo", "ClusterSetIP", "10.101.0.10", "a,b",
+    ]  # fmt: skip
+    (wide,) = kubectl_table(
+        cluster_a.kubectl("get", "svcimport", "-n", namespace, "-o", "wide").stdout
+    )
+    assert wide["SECOND-IP"] == "fd00::10"
 
-    exports = cluster_a.kubectl("get", "serviceexports", "-n", namespace).stdout.splitlines()
-    assert exports[0].split() == ["NAME", "VALID", "READY", "CONFLICT", "AGE"]
-    assert exports[1].split()[:4] == ["echo", "True", "True", "True"]
+    (row,) = kubectl_table(cluster_a.kubectl("get", "svcexport", "-n", namespace).stdout)
+    assert list(row) == ["NAME", "VALID", "READY", "CONFLICT", "AGE"]
+    assert [row[k] for k in ("NAME", "VALID", "READY", "CONFLICT")] == [
+        "echo", "True", "True", "True",
+    ]  # fmt: skip
+    (wide,) = kubectl_table(
+        cluster_a.kubectl("get", "svcexport", "-n", namespace, "-o", "wide").stdout
+    )
+    assert (wide["VALID-REASON"], wide["CONFLICT-REASON"]) == ("Valid", "PortConflict,TypeConflict")

@@ -131,7 +131,7 @@ def test_teardown_leaves_no_process_port_or_directory_behind() -> None:
         with api_client(cluster) as client:
             assert read_cluster_id(CustomObjectsApi(client)) == "solo"
             CustomObjectsApi(client).delete_cluster_custom_object(
-                "about.k8s.io", "v1alpha1", "clusterproperties", "cluster.clusterset.k8s.io"
+                "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
             )
             with pytest.raises(ClusterIdentityError, match="not found"):
                 read_cluster_id(CustomObjectsApi(client))

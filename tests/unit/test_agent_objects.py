@@ -436,6 +436,8 @@ def test_service_import_for_cluster_set_ip() -> None:
     assert meta["annotations"] == {
         "owner": "team-x",
         objs.DERIVED_SERVICE_ANNOTATION: objs.derived_service_name("web"),
+        # Plain cluster names for kubectl's Clusters column.
+        objs.CLUSTERS_ANNOTATION: "a,b",
     }
     assert obj["spec"] == {
         "type": "ClusterSetIP",
@@ -467,7 +469,7 @@ def test_service_import_for_headless_has_no_ips_and_no_derived_service() -> None
 
     assert obj["spec"]["type"] == "Headless"
     assert "ips" not in obj["spec"]
-    assert obj["metadata"]["annotations"] == {"owner": "x"}
+    assert obj["metadata"]["annotations"] == {"owner": "x", objs.CLUSTERS_ANNOTATION: "a"}
     assert objs.DERIVED_SERVICE_ANNOTATION not in obj["metadata"]["annotations"]
 
 
