@@ -61,11 +61,23 @@ OURS = f"{objs.OWNER_LABEL}={objs.OWNER}"
 @dataclass(frozen=True)
 class AgentOptions:
     cluster: str
+    #: Other clusters never see this agent stale while it pauses for less than this.
     lease_ttl: float = 10.0
     resync_interval: float = 60.0
     #: Withdraw a stale cluster's exports after this many seconds; None: never (fail-static).
     withdraw_stale_after: float | None = None
     workers: int = 8
+
+    @property
+    def renew_interval(self) -> float:
+        return self.lease_ttl / 3
+
+    @property
+    def lease_key_ttl_ms(self) -> int:
+        """The lease key outlives the next renewal by the whole TTL: an agent that pauses
+        just before renewing is tolerated ``lease_ttl``, not ``lease_ttl`` minus the
+        renewal interval."""
+        return int((self.lease_ttl + self.renew_interval) * 1000)
 
 
 def _key(obj: Mapping[str, Any]) -> ServiceName:
@@ -260,23 +272,25 @@ class Agent:
         gateway_records = self._desired_gateway_records()
         await self.writer.replace_all(
             [*records.values(), *gateway_records.values()],
-            ClusterRecord(self.cluster, VERSION, time.time(), uuid.uuid4().hex),
+            ClusterRecord(
+                self.cluster, VERSION, time.time(), uuid.uuid4().hex, self.options.lease_ttl
+            ),
         )
         self.published = records
         self.gateway.published = dict(gateway_records)
         self.gateway.dirty.set()
         self.publish_errors.clear()
-        await self.writer.renew_lease(int(self.options.lease_ttl * 1000), self._token)
+        await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)
         for key in set(self.caches.exports) | set(records):
             self.export_queue.add(key)
         log.info("published full state", extra={"cluster": self.cluster, "services": len(records)})
 
     async def _lease_loop(self) -> None:
-        interval = self.options.lease_ttl / 3
+        interval = self.options.renew_interval
         while True:
             await asyncio.sleep(interval)  # the renewal period, not synchronisation
             try:
-                ok = await self.writer.renew_lease(int(self.options.lease_ttl * 1000), self._token)
+                ok = await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)
                 if not ok:
                     log.warning("registry lost this cluster's data; republishing")
                     await self.publish_everything()
@@ -455,7 +469,7 @@ class Agent:
         conditions = import_conditions(
             stale_clusters=stale,
             withdrawn_clusters=self.watcher.withdrawn_exporters(namespace, name),
-            lease_ttl_seconds=self.options.lease_ttl,
+            lease_ttls={c: self.watcher.lease_ttl(c) for c in stale},
             withdraw_after_seconds=self.options.withdraw_stale_after,
         )
         await self.status.import_status(applied, merged.clusters, conditions)

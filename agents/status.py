@@ -7,7 +7,8 @@ HTTPRoutes and GRPCRoutes). It keeps ``lastTransitionTime`` of conditions
 whose status did not change, keeps condition types it does not own (and a
 route's parent entries of other controllers), sets ``observedGeneration``,
 and skips the write when nothing changed (the watch event of its own write
-then converges instead of looping).
+then converges instead of looping). An object deleted between the read and
+the write is skipped quietly: that is a race, not a failure.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents import k8s_objects as objs
-from agents.kube import Kube, path
+from agents.kube import Kube, KubeError, path
 from federation.model.conditions import Condition, ConditionStatus, merge_conditions
 from federation.registry.codec import to_json
 from federation.registry.gatewayapi import GATEWAY_GROUP
@@ -77,6 +78,8 @@ class StatusWriter:
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
         self.writes = 0
+        #: Status writes skipped because the object was deleted meanwhile.
+        self.gone = 0
         #: api path and uid -> the status we last wrote: the object a caller passes in
         #: may predate our own write, and only the agent writes these statuses.
         self._written: dict[str, dict[str, Any]] = {}
@@ -197,6 +200,13 @@ class StatusWriter:
     async def _write(self, plural: str, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         key = _cache_key(plural, obj)
         self._written.pop(key, None)  # unknown until the write succeeds
-        await self._kube.patch_status(_status_path(plural, obj), status)
+        try:
+            await self._kube.patch_status(_status_path(plural, obj), status)
+        except KubeError as err:
+            if err.status == 404:
+                # Deleted since it was read: nothing to report on, and not a failure.
+                self.gone += 1
+                return
+            raise
         self._written[key] = status
         self.writes += 1

@@ -8,6 +8,9 @@ it before they end.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -283,7 +286,8 @@ def test_dead_agent_goes_stale_keeps_endpoints_and_recovers(
         def stale() -> None:
             imp = sc.get_custom(clients["b"], "serviceimports", ns, "echo")
             assert sc.conditions(imp)["Stale"] == ("True", "ClusterLeaseExpired")
-            assert "a" in next(
+            # a's own TTL, as a's agent published it.
+            assert f"the lease of cluster a (TTL {LEASE_TTL:g}s) expired" in next(
                 c["message"]
                 for c in imp["status"]["conditions"]  # type: ignore[index]
                 if c["type"] == "Stale"
@@ -308,6 +312,32 @@ def test_dead_agent_goes_stale_keeps_endpoints_and_recovers(
     eventually(recovered, "back to normal after the agent restarts")
 
 
+def test_an_agent_paused_for_less_than_its_lease_ttl_is_never_stale(
+    fed: Federation, clients: dict[str, ApiClient], ns: str
+) -> None:
+    """--lease-ttl is the tolerance: renewing every TTL/3 with keys that lived only one
+    TTL made it about 2/3 TTL, depending on where in its renewal cycle a pause began."""
+    export_echo(fed, "a", ns, hosts=(33,))
+    wait_for_import(clients["b"], ns, "echo")
+    agent = fed.agents["a"].process
+    assert agent is not None
+    seen: list[str] = []
+    for _ in range(3):  # three pauses: each begins somewhere else in the renewal cycle
+        os.kill(agent.pid, signal.SIGSTOP)
+        resumed = time.monotonic() + LEASE_TTL * 0.9
+        try:
+            while time.monotonic() < resumed:
+                imp = sc.get_custom(clients["b"], "serviceimports", ns, "echo")
+                seen.append(sc.conditions(imp)["Stale"][0])
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
+        # An expiry during the pause would reach b's import a little later: keep looking.
+        while time.monotonic() < resumed + 1.0:
+            imp = sc.get_custom(clients["b"], "serviceimports", ns, "echo")
+            seen.append(sc.conditions(imp)["Stale"][0])
+    assert seen and set(seen) == {"False"}, f"Stale while a was paused: {seen.count('True')}"
+
+
 def _admin(fed: Federation) -> redis.Redis:
     return fed.redis.admin_client()
 
@@ -324,8 +354,15 @@ def test_registry_data_loss_is_restored_without_touching_kubernetes(
         fed.create_users()
     else:
         _admin(fed).flushall()
+    # Every agent is alive: a lease the registry lost is not an expired one, so no
+    # import may say Stale meanwhile (it did for seconds, a false alarm).
+    stale_seen: list[str] = []
 
     def restored() -> None:
+        for cid, client in clients.items():
+            imp = sc.get_custom(client, "serviceimports", ns, "echo")
+            if sc.conditions(imp).get("Stale", ("False", ""))[0] == "True":
+                stale_seen.append(cid)
         admin = _admin(fed)
         assert admin.hexists(keys.records("a"), f"service/{ns}/echo")
         assert admin.hexists(keys.records("b"), f"service/{ns}/echo")
@@ -335,6 +372,11 @@ def test_registry_data_loss_is_restored_without_touching_kubernetes(
             assert len(sc.list_imported_slices(client, ns, "echo")) == 2
 
     eventually(restored, f"the registry and imports restored after {loss}", timeout=30)
+    # And for one lease TTL after that: a late false alarm would show up here.
+    deadline = time.monotonic() + LEASE_TTL
+    while time.monotonic() < deadline:
+        restored()
+    assert stale_seen == [], f"imports said Stale after {loss} in {sorted(set(stale_seen))}"
 
 
 def test_garbage_record_is_skipped_logged_counted_and_harms_nothing(

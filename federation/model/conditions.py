@@ -236,7 +236,7 @@ def import_conditions(
     *,
     stale_clusters: Sequence[str],
     withdrawn_clusters: Sequence[str] = (),
-    lease_ttl_seconds: float,
+    lease_ttls: Mapping[str, float] | None = None,
     withdraw_after_seconds: float | None = None,
 ) -> tuple[Condition, ...]:
     """``Ready`` and ``Stale`` for a ServiceImport, sorted by type.
@@ -247,10 +247,11 @@ def import_conditions(
     - ``withdrawn_clusters``: clusters that stayed stale past the withdrawal
       timeout, whose exports the opt-in policy removed. A cluster in both
       lists counts as withdrawn.
-    - ``lease_ttl_seconds`` and ``withdraw_after_seconds`` (the policy's
-      timeout, None when it is off) only go into the message, so operators
-      can see which policy applied.
+    - ``lease_ttls``: each stale cluster's own lease TTL, as its agent published it
+      (agents may differ), and ``withdraw_after_seconds`` (the policy's timeout, None
+      when it is off) only go into the message, so operators see which policy applied.
     """
+    ttls = lease_ttls or {}
     withdrawn = sorted(set(withdrawn_clusters))
     stale = sorted(set(stale_clusters) - set(withdrawn))
     ready = Condition(
@@ -271,8 +272,9 @@ def import_conditions(
         )
     parts = []
     if stale:
+        with_ttls = ", ".join(f"{c} (TTL {ttls[c]:g}s)" if ttls.get(c) else c for c in stale)
         parts.append(
-            f"the lease of {_plural(stale)} expired (TTL {lease_ttl_seconds:g}s); "
+            f"the lease of {'cluster' if len(stale) == 1 else 'clusters'} {with_ttls} expired; "
             "their endpoints are kept (fail-static) until they return"
         )
     if withdrawn:

@@ -148,6 +148,9 @@ class ClusterRecord:
     last_full_sync: float
     #: Random per full publish: a reader that sees it change reloads the cluster.
     epoch: str
+    #: The agent's ``--lease-ttl`` in seconds (0: not said): readers quote it, and wait
+    #: that long before a cluster whose keys the registry lost counts as stale.
+    lease_ttl: float = 0.0
 
 
 def service_key(namespace: str, name: str) -> str:
@@ -259,6 +262,7 @@ def encode_cluster(rec: ClusterRecord) -> bytes:
             "agentVersion": rec.agent_version,
             "lastFullSync": rec.last_full_sync,
             "epoch": rec.epoch,
+            "leaseTtl": rec.lease_ttl,
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -306,6 +310,10 @@ class _Fields:
 
     def number(self, name: str) -> float:
         return float(self._get(name, (int, float), None, True))
+
+    def opt_number(self, name: str) -> float | None:
+        value = self._get(name, (int, float), None, False)
+        return None if value is None else float(value)
 
     def flag(self, name: str) -> bool:
         value: bool = self._get(name, bool, None, True)
@@ -474,4 +482,5 @@ def decode_cluster(data: bytes | str) -> ClusterRecord:
         agent_version=f.text("agentVersion", ""),
         last_full_sync=f.number("lastFullSync"),
         epoch=f.text("epoch"),
+        lease_ttl=f.opt_number("leaseTtl") or 0.0,
     )

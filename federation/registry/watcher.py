@@ -20,7 +20,10 @@ version of that record, if any, is kept.
 Leases: a joined cluster whose lease has expired is *stale*. Its exports stay
 in the view (fail-static: a dead agent says nothing about its pods) unless
 ``withdraw_stale_after`` seconds are configured, after which they are
-withdrawn from :meth:`exports` until the lease comes back.
+withdrawn from :meth:`exports` until the lease comes back. A lease the registry
+*lost* (with the rest of the cluster's data) is not an expired one: the
+cluster becomes stale only if its agent has not republished within its own
+lease TTL (from its cluster record) after the loss was noticed.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class ClusterView:
     position: str = START
     #: True while the registry has lost this cluster's data and we keep the last view.
     lost: bool = False
+    #: When the loss was noticed (the watcher's clock), while ``lost``.
+    lost_since: float | None = None
 
     def of(self, kind: Kind) -> dict[str, Record]:
         """The cluster's records of ``kind`` by ``namespace/name`` (a live dict)."""
@@ -297,7 +302,7 @@ class RegistryWatcher:
         if snapshot.record is None:
             # The registry lost this cluster (or it never finished joining):
             # keep what we have until its agent republishes.
-            view.lost = any(view.records.values()) or view.record is not None
+            self._set_lost(view, any(view.records.values()) or view.record is not None)
             view.position = snapshot.position
             return set()
         return self._replace(view, snapshot)
@@ -331,7 +336,7 @@ class RegistryWatcher:
             )
         view.records = records
         view.position = snapshot.position
-        view.lost = False
+        self._set_lost(view, False)
         return changed
 
     # --- consistency checks -------------------------------------------------
@@ -371,7 +376,7 @@ class RegistryWatcher:
                 log.warning(
                     "registry lost cluster data; keeping last view", extra={"cluster": view.cluster}
                 )
-                view.lost = True
+                self._set_lost(view, True)
             # Tail the new stream from its start once the agent republishes.
             view.position = START
             return False
@@ -387,11 +392,34 @@ class RegistryWatcher:
             return True  # went backwards: failover to a replica that is behind
         return parse_id(max_deleted) > position  # trimmed past us: entries were lost
 
+    def _set_lost(self, view: ClusterView, lost: bool) -> None:
+        if lost and not view.lost:
+            view.lost_since = self._clock()
+        elif not lost:
+            view.lost_since = None
+        view.lost = lost
+
+    def lease_ttl(self, cluster: str) -> float:
+        """The lease TTL ``cluster``'s agent says it uses (0: unknown)."""
+        view = self.views.get(cluster)
+        return view.record.lease_ttl if view is not None and view.record is not None else 0.0
+
+    def _lease_unknown(self, view: ClusterView, now: float) -> bool:
+        """A lease key the registry lost is not an expired lease: for one TTL after the
+        loss was noticed, a live agent is still republishing it."""
+        return (
+            view.lost
+            and view.lost_since is not None
+            and now - view.lost_since < self.lease_ttl(view.cluster)
+        )
+
     def _update_leases(self, live: set[str]) -> set[Change]:
         now = self._clock()
         flipped = set()
         for cluster, view in self.views.items():
             if view.record is None and not view.lost:
+                continue
+            if cluster not in live and self._lease_unknown(view, now):
                 continue
             if cluster in live:
                 if self._stale_since.pop(cluster, None) is not None:

@@ -159,7 +159,7 @@ def test_conflicts_are_reported_while_pending(conflicting: MergedImport) -> None
 
 
 def test_import_all_live() -> None:
-    conds = by_type(import_conditions(stale_clusters=[], lease_ttl_seconds=15))
+    conds = by_type(import_conditions(stale_clusters=[], lease_ttls={"b": 15}))
     assert list(conds) == ["Ready", "Stale"]
     # The reason mcs-api names for a ready ServiceImport.
     assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "Ready")
@@ -167,11 +167,13 @@ def test_import_all_live() -> None:
 
 
 def test_import_stale_clusters_are_kept() -> None:
-    conds = by_type(import_conditions(stale_clusters=["c", "b", "c"], lease_ttl_seconds=15.0))
+    conds = by_type(
+        import_conditions(stale_clusters=["c", "b", "c"], lease_ttls={"b": 15.0, "c": 2.5})
+    )
     stale = conds["Stale"]
     assert (stale.status, stale.reason) == ("True", "ClusterLeaseExpired")
-    assert "clusters b, c" in stale.message
-    assert "TTL 15s" in stale.message
+    # Each stale cluster's own TTL (agents may differ), not the observer's.
+    assert "the lease of clusters b (TTL 15s), c (TTL 2.5s) expired" in stale.message
     assert "kept (fail-static)" in stale.message
     assert "withdrawn" not in stale.message
     assert conds["Ready"].status == "True"
@@ -182,19 +184,19 @@ def test_import_withdrawn_clusters() -> None:
         import_conditions(
             stale_clusters=["b", "d"],
             withdrawn_clusters=["d"],
-            lease_ttl_seconds=15,
+            lease_ttls={"b": 15, "d": 15},
             withdraw_after_seconds=600,
         )
     )
     stale = conds["Stale"]
     assert (stale.status, stale.reason) == ("True", "ClusterLeaseExpired")
-    assert "lease of cluster b expired" in stale.message
+    assert "lease of cluster b (TTL 15s) expired" in stale.message
     assert "exports of cluster d were withdrawn" in stale.message
     assert "timeout of 600s" in stale.message
 
-    only_withdrawn = by_type(
-        import_conditions(stale_clusters=[], withdrawn_clusters=["d"], lease_ttl_seconds=15)
-    )["Stale"]
+    only_withdrawn = by_type(import_conditions(stale_clusters=[], withdrawn_clusters=["d"]))[
+        "Stale"
+    ]
     assert only_withdrawn.status == "True"
     assert "fail-static" not in only_withdrawn.message
 

@@ -129,8 +129,8 @@ def svc(
     )
 
 
-def cluster_record(cluster: str, epoch: str) -> ClusterRecord:
-    return ClusterRecord(cluster, "test", 0.0, epoch)
+def cluster_record(cluster: str, epoch: str, lease_ttl: float = 0.0) -> ClusterRecord:
+    return ClusterRecord(cluster, "test", 0.0, epoch, lease_ttl)
 
 
 async def join(
@@ -140,10 +140,11 @@ async def join(
     *,
     epoch: str = "epoch-1",
     ttl_ms: int = LONG_TTL_MS,
+    lease_ttl: float = 0.0,
 ) -> MemoryWriter:
     """Publish a cluster's full state the way its agent does on start, lease included."""
     writer = registry.writer(cluster)
-    await writer.replace_all(list(records), cluster_record(cluster, epoch))
+    await writer.replace_all(list(records), cluster_record(cluster, epoch, lease_ttl))
     await writer.renew_lease(ttl_ms, f"token-{cluster}")
     return writer
 
@@ -431,7 +432,8 @@ async def test_data_loss_keeps_the_last_view_until_the_agent_republishes(
         await env.watcher.step()
         assert env.watcher.views["a"].lost
         assert env.watcher.views["b"].lost
-        assert env.watcher.stale_clusters() == {"a", "b"}  # the leases were lost too
+        # The leases were lost too, and these agents did not say their TTL: stale at once.
+        assert env.watcher.stale_clusters() == {"a", "b"}
         assert env.watcher.exports(*WEB) == web_before
         assert env.watcher.exports(*API) == [svc("a", "api")]
         assert env.watcher.service_names() == {WEB, API}
@@ -470,6 +472,30 @@ async def test_data_loss_marks_the_view_lost_and_rewinds_its_position(env: Env) 
     assert env.watcher.views["a"].position == START
     assert env.watcher.exports(*WEB) == [svc("a", "web")]
     assert env.watcher.stats.bad_records == 0
+
+
+async def test_a_lost_lease_is_not_an_expired_one_for_the_clusters_own_ttl(env: Env) -> None:
+    """After the registry restarts empty, live agents republish within their renewal
+    period: no import may show them stale meanwhile. One that does not is stale once
+    its own TTL has passed since the loss was seen."""
+    await join(env.registry, "a", [svc("a", "web")], lease_ttl=10.0)
+    await join(env.registry, "b", [svc("b", "web")], lease_ttl=4.0)
+    await env.watcher.load()
+    assert env.watcher.lease_ttl("a") == 10.0
+
+    env.registry.flush()
+    await env.watcher.step()
+    assert env.watcher.views["a"].lost and env.watcher.views["b"].lost
+    assert env.watcher.stale_clusters() == set()
+
+    env.clock.advance(3.9)
+    await join(env.registry, "a", [svc("a", "web")], epoch="epoch-2", lease_ttl=10.0)
+    await env.watcher.step()
+    assert env.watcher.stale_clusters() == set()  # a is back; b is within its 4 s
+
+    env.clock.advance(0.2)  # b lost for 4.1 s: longer than its own TTL, never came back
+    await env.watcher.step()
+    assert env.watcher.stale_clusters() == {"b"}
 
 
 # --- leases ---------------------------------------------------------------------------
