@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import k8s_objects as objs
-from agents.kube import Kube, path
+from agents import kinds as k
+from agents.kinds import KubeObject
+from agents.kube import Kube
 from agents.status import StatusWriter
 from federation.errors import FederationError
 from federation.hub.programmed import merged_facts
@@ -53,21 +55,9 @@ from federation.translate.gateway.status import CONTROLLER_NAME
 
 log = logging.getLogger(__name__)
 
-GROUP = g.GATEWAY_GROUP
-GATEWAY_CLASSES = path(GROUP, "v1", "gatewayclasses")
-GATEWAYS = path(GROUP, "v1", "gateways")
-HTTP_ROUTES = path(GROUP, "v1", "httproutes")
-GRPC_ROUTES = path(GROUP, "v1", "grpcroutes")
-# v1beta1 is the stored version, and served by every Gateway API v1.x release.
-REFERENCE_GRANTS = path(GROUP, "v1beta1", "referencegrants")
-#: What Gateway API objects the agent watches: (group, version, plural).
-WATCHED = (
-    (GROUP, "v1", "gatewayclasses"),
-    (GROUP, "v1", "gateways"),
-    (GROUP, "v1", "httproutes"),
-    (GROUP, "v1", "grpcroutes"),
-    (GROUP, "v1beta1", "referencegrants"),
-)
+#: What Gateway API objects the agent watches (ReferenceGrant: v1beta1 is the stored
+#: version, and served by every Gateway API v1.x release).
+WATCHED = (k.GATEWAY_CLASSES, k.GATEWAYS, k.HTTP_ROUTES, k.GRPC_ROUTES, k.REFERENCE_GRANTS)
 #: The record kinds this module publishes.
 KINDS = (Kind.GATEWAY, Kind.HTTP_ROUTE, Kind.GRPC_ROUTE, Kind.REFERENCE_GRANT, Kind.LOCAL_SERVICE)
 
@@ -160,10 +150,7 @@ class GatewayAgent:
 
     async def list_all(self) -> dict[str, list[dict[str, Any]]]:
         """LIST every watched kind (a kind whose CRD is not installed lists as empty)."""
-        return {
-            plural: await self.kube.list_items(path(group, version, plural))
-            for group, version, plural in WATCHED
-        }
+        return {kind.plural: await self.kube.list_items(kind.path()) for kind in WATCHED}
 
     # --- what to publish -------------------------------------------------------------------
 
@@ -172,8 +159,8 @@ class GatewayAgent:
 
     def desired(
         self,
-        services: Mapping[ObjectName, dict[str, Any]],
-        slices: Mapping[ObjectName, Mapping[str, dict[str, Any]]],
+        services: Mapping[ObjectName, KubeObject],
+        slices: Mapping[ObjectName, Mapping[str, KubeObject]],
         namespace_labels: Mapping[str, Mapping[str, str]],
     ) -> dict[RecordRef, Record]:
         return desired_records(self.cluster, self.objects, services, slices, namespace_labels)
@@ -237,8 +224,8 @@ def our_classes(objects: GatewayObjects) -> set[str]:
 def desired_records(
     cluster: str,
     objects: GatewayObjects,
-    services: Mapping[ObjectName, dict[str, Any]],
-    slices: Mapping[ObjectName, Mapping[str, dict[str, Any]]],
+    services: Mapping[ObjectName, KubeObject],
+    slices: Mapping[ObjectName, Mapping[str, KubeObject]],
     namespace_labels: Mapping[str, Mapping[str, str]],
 ) -> dict[RecordRef, Record]:
     """Every Gateway API record ``cluster`` should have in the registry (see the module

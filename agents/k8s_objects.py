@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from agents.kinds import SERVICE_IMPORTS
 from federation.kube_names import annotation_errors, label_errors
 from federation.model.conditions import ValidityProblem, ValidReason
 from federation.model.imports import MergedImport, exposes
@@ -26,8 +27,6 @@ from federation.registry.records import (
     sorted_pairs,
 )
 
-MCS_GROUP = "multicluster.x-k8s.io"
-MCS_VERSION = "v1beta1"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "federation-agent.federation.dev"
 #: Marks the objects the agent owns, so it can find and delete stale ones.
@@ -233,9 +232,14 @@ def _traffic_json(merged: MergedImport) -> dict[str, Any]:
     return out
 
 
-def derived_service(merged: MergedImport) -> dict[str, Any]:
+def derived_service(
+    merged: MergedImport, pinned_ips: Sequence[str] | None = None
+) -> dict[str, Any]:
     """A selector-less ClusterIP Service: the apiserver allocates the import's IPs (one per
-    family), and kube-proxy applies its session affinity and traffic policies."""
+    family), and kube-proxy applies its session affinity and traffic policies.
+
+    ``pinned_ips``: ask for these clusterset IPs (the ones a deleted derived Service had).
+    """
     spec: dict[str, Any] = {
         "type": "ClusterIP",
         "ports": [{**_port_json(p), "targetPort": p.port} for p in merged.ports],
@@ -245,6 +249,9 @@ def derived_service(merged: MergedImport) -> dict[str, Any]:
     if merged.ip_families:
         spec["ipFamilies"] = list(merged.ip_families)
         spec["ipFamilyPolicy"] = merged.ip_family_policy
+    if pinned_ips:
+        spec["clusterIP"] = pinned_ips[0]
+        spec["clusterIPs"] = list(pinned_ips)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -279,7 +286,7 @@ def service_import(
     if chosen:
         spec["ipFamilies"] = list(chosen)
     return {
-        "apiVersion": f"{MCS_GROUP}/{MCS_VERSION}",
+        "apiVersion": SERVICE_IMPORTS.api_version,
         "kind": "ServiceImport",
         "metadata": {
             "name": merged.name,

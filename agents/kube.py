@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
@@ -50,19 +50,6 @@ def load_api_client(kubeconfig: str | None) -> ApiClient:
         )
     configuration.connection_pool_maxsize = 32
     return ApiClient(configuration)
-
-
-def path(
-    group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None
-) -> str:
-    """The REST path of a resource collection or object (core group is '')."""
-    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-    if namespace is not None:
-        base += f"/namespaces/{quote(namespace)}"
-    base += f"/{plural}"
-    if name is not None:
-        base += f"/{quote(name)}"
-    return base
 
 
 class Kube:

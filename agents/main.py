@@ -27,6 +27,7 @@ import kopf
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from agents import gateway, metrics
+from agents import kinds as k
 from agents.agent import Agent, AgentOptions
 from agents.identity import read_cluster_id
 from agents.kube import Kube, load_api_client
@@ -118,23 +119,26 @@ def build_registry(
 
         return on_event
 
-    kopf.on.event("multicluster.x-k8s.io", "v1beta1", "serviceexports", registry=registry)(
-        route(agent.on_export_event)
+    handlers = (
+        (k.SERVICE_EXPORTS, agent.on_export_event),
+        (k.SERVICE_IMPORTS, agent.on_import_event),
+        (k.SERVICES, agent.on_service_event),
+        (k.ENDPOINT_SLICES, agent.on_slice_event),
+        (k.NAMESPACES, agent.on_namespace_event),
     )
-    kopf.on.event("", "v1", "services", registry=registry)(route(agent.on_service_event))
-    kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)(
-        route(agent.on_slice_event)
-    )
-    kopf.on.event("", "v1", "namespaces", registry=registry)(route(agent.on_namespace_event))
+    for kind, handler in handlers:
+        kopf.on.event(kind.group, kind.version, kind.plural, registry=registry)(route(handler))
     if gateway_api:
-        for group, version, plural in gateway.WATCHED:
+        for kind in gateway.WATCHED:
 
             def on_gateway_event(
-                type: str | None, body: kopf.Body, plural: str = plural, **_: Any
+                type: str | None, body: kopf.Body, plural: str = kind.plural, **_: Any
             ) -> None:
                 agent.on_gateway_event(plural, type, dict(body))
 
-            kopf.on.event(group, version, plural, registry=registry)(on_gateway_event)
+            kopf.on.event(kind.group, kind.version, kind.plural, registry=registry)(
+                on_gateway_event
+            )
     return registry
 
 
@@ -161,7 +165,7 @@ async def run(args: argparse.Namespace) -> None:
         reader,
         hub_state,
     )
-    gateway_api = await agent.kube.get(gateway.GATEWAY_CLASSES) is not None
+    gateway_api = await agent.kube.get(k.GATEWAY_CLASSES.path()) is not None
     if not gateway_api:
         log.info("the Gateway API CRDs are not installed: no Gateways to serve")
     stop = asyncio.Event()

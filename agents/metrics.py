@@ -26,13 +26,13 @@ def samples(agent: Agent) -> list[Sample]:
             "federation_agent_exports_published",
             "gauge",
             "services this cluster currently exports to the registry",
-            len(agent.published),
+            len(agent.exports.published),
         ),
         Sample(
             "federation_agent_exports_invalid",
             "gauge",
             "ServiceExports that cannot be exported (Valid=False)",
-            len(agent.problems),
+            len(agent.exports.problems),
         ),
         *registry_samples(agent.watcher),
         Sample(
@@ -41,8 +41,20 @@ def samples(agent: Agent) -> list[Sample]:
             "status writes to ServiceExports and ServiceImports",
             agent.status.writes,
         ),
+        Sample(
+            "federation_agent_status_writes_skipped_total",
+            "counter",
+            "status writes skipped because the object was deleted meanwhile",
+            agent.status.gone,
+        ),
+        Sample(
+            "federation_agent_import_repairs_total",
+            "counter",
+            "objects the agent owns that someone else deleted or changed, and it repaired",
+            agent.imports.repairs,
+        ),
     ]
-    for queue in (agent.export_queue, agent.import_queue):
+    for queue in (agent.exports.queue, agent.imports.queue):
         labels = {"queue": queue.name}
         rows += [
             Sample(

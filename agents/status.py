@@ -18,8 +18,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents import k8s_objects as objs
-from agents.kube import Kube, KubeError, path
+from agents import kinds as k
+from agents.kube import Kube, KubeError
 from federation.model.conditions import Condition, ConditionStatus, merge_conditions
 from federation.registry.codec import to_json
 from federation.registry.gatewayapi import GATEWAY_GROUP
@@ -34,20 +34,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_GROUPS = {
-    "serviceexports": (objs.MCS_GROUP, objs.MCS_VERSION),
-    "serviceimports": (objs.MCS_GROUP, objs.MCS_VERSION),
-    "gatewayclasses": (GATEWAY_GROUP, "v1"),
-    "gateways": (GATEWAY_GROUP, "v1"),
-    "httproutes": (GATEWAY_GROUP, "v1"),
-    "grpcroutes": (GATEWAY_GROUP, "v1"),
-}
-
-
 def _status_path(plural: str, obj: Mapping[str, Any]) -> str:
-    meta = obj["metadata"]
-    group, version = _GROUPS[plural]
-    return path(group, version, plural, meta.get("namespace"), meta["name"])
+    return k.BY_PLURAL[plural].path_of(obj)
 
 
 def _cache_key(plural: str, obj: Mapping[str, Any]) -> str:

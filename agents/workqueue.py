@@ -3,7 +3,10 @@
 Used by the agent so that a burst of events about one service (a Service,
 its EndpointSlices and its ServiceExport changing together) is handled once,
 and a key is never processed by two workers at the same time. A failed key is
-retried with capped exponential backoff; nothing is dropped.
+retried with capped exponential backoff; nothing is dropped. A handler that
+raises :class:`RetryLater` is waiting for something that will happen (not
+failing): its key is retried the same way, but not counted or logged as a
+failure.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """Raised by a handler that must wait (say, for the apiserver to release something)."""
 
 
 class KeyQueue(Generic[K]):
@@ -63,18 +70,21 @@ class KeyQueue(Generic[K]):
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                self.failed += 1
                 attempts = self._failures.get(key, 0) + 1
                 self._failures[key] = attempts
                 delay = min(0.1 * 2**attempts, self._max_backoff)
-                log.warning(
-                    "%s: %s failed (attempt %d, retry in %.1fs): %s",
-                    self.name,
-                    key,
-                    attempts,
-                    delay,
-                    err,
-                )
+                if isinstance(err, RetryLater):
+                    log.debug("%s: %s waits (retry in %.1fs): %s", self.name, key, delay, err)
+                else:
+                    self.failed += 1
+                    log.warning(
+                        "%s: %s failed (attempt %d, retry in %.1fs): %s",
+                        self.name,
+                        key,
+                        attempts,
+                        delay,
+                        err,
+                    )
                 asyncio.get_running_loop().call_later(delay, self.add, key)
             finally:
                 self._active.discard(key)

@@ -27,6 +27,9 @@ def local_env() -> Iterator[LocalEnvironment]:
 
 #: The control plane's lease TTL: short, so that the stale-cluster tests are quick.
 CONTROL_PLANE_LEASE_TTL = 2.0
+#: Longer than any test: what a test sees converge did so through watches, not the
+#: periodic full resync (a safety net, not the way things propagate).
+CONTROL_PLANE_RESYNC_INTERVAL = 900.0
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +38,11 @@ def control_plane() -> Iterator[Federation]:
     tests of exports and imports, which work in namespaces of their own (and restore
     what they break: a killed agent, a restarted Redis)."""
     with LocalEnvironment(("a", "b", "c")) as env:
-        federation = Federation(env, lease_ttl=CONTROL_PLANE_LEASE_TTL)
+        federation = Federation(
+            env,
+            lease_ttl=CONTROL_PLANE_LEASE_TTL,
+            resync_interval=CONTROL_PLANE_RESYNC_INTERVAL,
+        )
         federation.start()
         yield federation
 

@@ -23,7 +23,8 @@ def node_env() -> Iterator[NodeEnvironment]:
 @pytest.fixture(scope="package")
 def node_federation(node_env: NodeEnvironment) -> Federation:
     """Redis, an agent per cluster and the hub, on the host."""
-    federation = Federation(node_env, lease_ttl=3.0)
+    # The resync is a safety net: what the tests see converge did so through watches.
+    federation = Federation(node_env, lease_ttl=3.0, resync_interval=900.0)
     federation.start()
     federation.start_hub()
     federation.wait_hub_ready()

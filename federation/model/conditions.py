@@ -63,6 +63,8 @@ class ReadyReason(StrEnum):
     PENDING = "Pending"
     #: ServiceExport: invalid, or publishing failed.
     FAILED = "Failed"
+    #: ServiceExport: its namespace is being deleted, so it was withdrawn.
+    NAMESPACE_TERMINATING = "NamespaceTerminating"
     #: ServiceImport: written from the registry's current view (mcs-api's reason).
     READY = "Ready"
 
@@ -170,6 +172,7 @@ def export_conditions(
     published: bool,
     publish_error: str | None = None,
     merged: MergedImport | None = None,
+    namespace_terminating: bool = False,
 ) -> tuple[Condition, ...]:
     """``Valid``, ``Ready`` and ``Conflict`` for ``cluster``'s ServiceExport, sorted by type.
 
@@ -182,6 +185,8 @@ def export_conditions(
       registry's current view, or None when there is none yet; conflicts come
       from it even while the record is pending or failing, since an older
       record of ours may still be part of it.
+    - ``namespace_terminating``: the export's namespace is being deleted, so the
+      export was withdrawn (``Ready=False``, ``NamespaceTerminating``).
     """
     if service_problem is not None:
         return (
@@ -199,7 +204,14 @@ def export_conditions(
                 service_problem.message,
             ),
         )
-    if publish_error is not None:
+    if namespace_terminating:
+        ready = Condition(
+            ConditionType.READY,
+            ConditionStatus.FALSE,
+            ReadyReason.NAMESPACE_TERMINATING,
+            "the namespace is being deleted: the export was withdrawn from the clusterset",
+        )
+    elif publish_error is not None:
         ready = Condition(
             ConditionType.READY,
             ConditionStatus.FALSE,

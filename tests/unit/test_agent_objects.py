@@ -3,7 +3,7 @@
 Export side: ServiceExport + Service + EndpointSlices (raw JSON) -> registry
 record, or the ValidityProblem that becomes ``Valid=False``. Import side: the
 merged import (federation.model.imports.merge_exports) -> ServiceImport and the
-imported EndpointSlices with their MCS labels. Also ``agents.agent.slice_owner``,
+imported EndpointSlices with their MCS labels. Also ``agents.exports.slice_owner``,
 which must never feed our own import slices back into an export.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agents import k8s_objects as objs
-from agents.agent import slice_owner
+from agents.exports import slice_owner
 from federation.identity import subdomain_errors
 from federation.model.conditions import ValidityProblem, ValidReason
 from federation.model.imports import merge_exports
