@@ -7,9 +7,7 @@ fix it: running under a guessed id would publish records under the wrong keys.
 
 from __future__ import annotations
 
-from kubernetes.client import CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
-
+from agents.kube import Kube, KubeError
 from federation.errors import ClusterIdentityError, InvalidInputError
 from federation.identity import CLUSTER_ID_PROPERTY, ClusterId, parse_cluster_id
 
@@ -18,30 +16,28 @@ GROUP, PLURAL = "about.k8s.io", "clusterproperties"
 VERSIONS = ("v1beta1", "v1alpha1")
 
 
-def _get_property(api: CustomObjectsApi) -> object:
-    for version in VERSIONS[:-1]:
-        try:
-            return api.get_cluster_custom_object(GROUP, version, PLURAL, CLUSTER_ID_PROPERTY)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-    return api.get_cluster_custom_object(GROUP, VERSIONS[-1], PLURAL, CLUSTER_ID_PROPERTY)
+async def _get_property(kube: Kube) -> object:
+    for version in VERSIONS:
+        prop = await kube.get(f"/apis/{GROUP}/{version}/{PLURAL}/{CLUSTER_ID_PROPERTY}")
+        if prop is not None:
+            return prop
+    return None
 
 
-def read_cluster_id(api: CustomObjectsApi) -> ClusterId:
-    """The validated id of the cluster ``api`` talks to."""
+async def read_cluster_id(kube: Kube) -> ClusterId:
+    """The validated id of the cluster ``kube`` talks to."""
     try:
-        prop = _get_property(api)
-    except ApiException as err:
-        if err.status == 404:
-            raise ClusterIdentityError(
-                f"ClusterProperty {CLUSTER_ID_PROPERTY} not found (or its CRD is not installed): "
-                "create it with spec.value set to this cluster's id, e.g. "
-                f"'kubectl create -f -' of kind ClusterProperty, name {CLUSTER_ID_PROPERTY}"
-            ) from err
+        prop = await _get_property(kube)
+    except KubeError as err:
         raise ClusterIdentityError(
-            f"reading ClusterProperty {CLUSTER_ID_PROPERTY} failed: {err.status} {err.reason}"
+            f"reading ClusterProperty {CLUSTER_ID_PROPERTY} failed: {err}"
         ) from err
+    if prop is None:
+        raise ClusterIdentityError(
+            f"ClusterProperty {CLUSTER_ID_PROPERTY} not found (or its CRD is not installed): "
+            "create it with spec.value set to this cluster's id, e.g. "
+            f"'kubectl create -f -' of kind ClusterProperty, name {CLUSTER_ID_PROPERTY}"
+        )
     spec = prop.get("spec") if isinstance(prop, dict) else None
     value = spec.get("value") if isinstance(spec, dict) else None
     if not isinstance(value, str):

@@ -1,42 +1,73 @@
-"""The agent's Kubernetes client: raw JSON over the kubernetes library's transport.
+"""The agent's Kubernetes client: raw JSON over aiohttp.
 
-Used by the export publisher, the import reconciler and the status writer.
-It reuses the ``kubernetes`` package for kubeconfig/in-cluster configuration
-and TLS, but sends and returns raw JSON (no generated models): the agent's
-pure functions work on Kubernetes JSON, and skipping model validation keeps
-thousands of objects cheap. Calls run in worker threads so the event loop
-(kopf, the registry watcher) never blocks. Errors become :class:`KubeError`.
+Used by the export publisher, the import reconciler, the status writer and the
+start-up identity check. Configuration (kubeconfig or in-cluster, TLS material,
+bearer tokens and their refresh) comes from the ``kubernetes`` package; requests
+go out on one pooled aiohttp session in the agent's own event loop, so hundreds
+can be in flight at once without a thread each (a bulk import writes thousands
+of objects). Bodies are raw JSON (no generated models): the agent's pure
+functions work on Kubernetes JSON, and skipping model validation keeps thousands
+of objects cheap. Errors become :class:`KubeError`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
+import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
+import tenacity
 from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, Configuration
+from kubernetes.client import Configuration
 
 from federation.errors import FederationError
+
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "federation-agent"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+#: Requests in flight to the apiserver at most (its default max-requests-inflight is
+#: 400 reads and 200 mutations, shared with every other client).
+MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT = 30.0
+#: Attempts of a request the apiserver answered 429 (Too Many Requests: overloaded, or a
+#: CRD's storage still initializing), as client-go does.
+THROTTLED_ATTEMPTS = 10
 
 
 class KubeError(FederationError):
     """A Kubernetes API call failed; ``status`` is the HTTP status (0: no answer)."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
+        #: The apiserver's Retry-After, seconds (0: none given).
+        self.retry_after = retry_after
 
 
-def load_api_client(kubeconfig: str | None) -> ApiClient:
-    """An ApiClient from ``kubeconfig``, else $KUBECONFIG/~/.kube/config, else in-cluster."""
+def _throttled(err: BaseException) -> bool:
+    return isinstance(err, KubeError) and err.status == 429
+
+
+_BACKOFF = tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)
+
+
+def _throttle_wait(state: tenacity.RetryCallState) -> float:
+    """The apiserver's Retry-After if it gave one, else exponential backoff with jitter."""
+    err = state.outcome.exception() if state.outcome else None
+    if isinstance(err, KubeError) and err.retry_after > 0:
+        return min(err.retry_after, 10.0)
+    return _BACKOFF(state)
+
+
+def load_configuration(kubeconfig: str | None) -> Configuration:
+    """From ``kubeconfig``, else $KUBECONFIG/~/.kube/config, else in-cluster."""
     configuration = Configuration()
     try:
         kube_config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -48,50 +79,53 @@ def load_api_client(kubeconfig: str | None) -> ApiClient:
         kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = 32
-    return ApiClient(configuration)
+    return configuration
+
+
+def _ssl_context(conf: Configuration) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
+    if not conf.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if conf.cert_file:
+        context.load_cert_chain(conf.cert_file, conf.key_file)
+    return context
 
 
 class Kube:
-    """Async JSON requests against one apiserver."""
+    """Async JSON requests against one apiserver. Close it with :meth:`close`."""
 
-    def __init__(self, api_client: ApiClient) -> None:
-        self._client = api_client
-        self._host = api_client.configuration.host.rstrip("/")
+    def __init__(self, configuration: Configuration) -> None:
+        self.configuration: Any = configuration  # the kubernetes package's stubs are loose
+        self._host = configuration.host.rstrip("/")
+        self._ssl = _ssl_context(configuration) if self._host.startswith("https") else None
+        self._session: aiohttp.ClientSession | None = None
+        #: Requests the apiserver answered 429 and that were retried.
+        self.throttled = 0
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        for auth in self._client.configuration.auth_settings().values():
+        # auth_settings() re-reads a refreshed token (in-cluster tokens rotate).
+        for auth in self.configuration.auth_settings().values():
             if auth.get("in") == "header" and auth.get("value"):
                 headers[str(auth["key"])] = str(auth["value"])
         return headers
 
-    def _request_sync(
-        self, method: str, url: str, body: Any, content_type: str | None
-    ) -> dict[str, Any] | None:
-        try:
-            resp = self._client.rest_client.request(  # type: ignore[no-untyped-call]
-                method,
-                url,
-                headers=self._headers(content_type),
-                body=body,  # JSON-encoded by the transport for json and apply-yaml types
-                _request_timeout=30,
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=self._ssl or False),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+                json_serialize=json.dumps,
             )
-            resp.read()
-        except Exception as err:  # urllib3 and socket errors: no answer at all
-            raise KubeError(f"{method} {url}: {err}") from err
-        status = int(resp.status)
-        if status == 404 and method in ("GET", "DELETE"):
-            return None
-        if status >= 300:
-            message = resp.data.decode(errors="replace")
-            with contextlib.suppress(ValueError):
-                message = json.loads(message).get("message", message)
-            raise KubeError(f"{method} {url}: {status}: {message}", status)
-        result: dict[str, Any] = json.loads(resp.data) if resp.data else {}
-        return result
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(
         self,
@@ -102,11 +136,54 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> dict[str, Any] | None:
-        """Returns the decoded body; None for a GET or DELETE of something absent."""
+        """Returns the decoded body; None for a GET or DELETE of something absent.
+
+        A 429 is retried (bounded, honouring Retry-After); every other error is the
+        caller's to handle.
+        """
         url = self._host + api_path + (f"?{urlencode(query)}" if query else "")
         if body is not None and content_type is None:
             content_type = "application/json"
-        return await asyncio.to_thread(self._request_sync, method, url, body, content_type)
+        data = None if body is None else json.dumps(body).encode()
+        result: dict[str, Any] | None = await tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_throttled),
+            wait=_throttle_wait,
+            stop=tenacity.stop_after_attempt(THROTTLED_ATTEMPTS),
+            after=self._on_throttled,
+            reraise=True,
+        )(self._request_once, method, url, data, content_type)
+        return result
+
+    def _on_throttled(self, state: tenacity.RetryCallState) -> None:
+        self.throttled += 1
+        if state.attempt_number == 1:  # once per request, not per attempt
+            err = state.outcome.exception() if state.outcome else None
+            log.info("apiserver throttled a request, retrying: %s", err)
+
+    async def _request_once(
+        self, method: str, url: str, data: bytes | None, content_type: str | None
+    ) -> dict[str, Any] | None:
+        try:
+            async with self._client().request(
+                method, url, data=data, headers=self._headers(content_type)
+            ) as resp:
+                status, payload = resp.status, await resp.read()
+                retry_after = resp.headers.get("Retry-After", "")
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:  # no answer at all
+            raise KubeError(f"{method} {url}: {type(err).__name__}: {err}") from err
+        if status == 404 and method in ("GET", "DELETE"):
+            return None
+        if status >= 300:
+            message = payload.decode(errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                message = json.loads(message).get("message", message)
+            raise KubeError(
+                f"{method} {url}: {status}: {message}",
+                status,
+                float(retry_after) if retry_after.isdigit() else 0.0,
+            )
+        result: dict[str, Any] = json.loads(payload) if payload else {}
+        return result
 
     async def get(self, api_path: str) -> dict[str, Any] | None:
         return await self.request("GET", api_path)

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import Configuration
 
 from agents import gateway, metrics
 from agents import kinds as k
 from agents.agent import Agent, AgentOptions
 from agents.identity import read_cluster_id
-from agents.kube import Kube, load_api_client
+from agents.kube import Kube, load_configuration
 from federation.errors import FederationError
 from federation.identity import parse_cluster_id
 from federation.process import configure_logging, run_until_stopped
@@ -90,7 +90,7 @@ def _kopf_settings() -> kopf.OperatorSettings:
 
 
 def build_registry(
-    agent: Agent, api_client: ApiClient, *, gateway_api: bool = True
+    agent: Agent, conf: Configuration, *, gateway_api: bool = True
 ) -> kopf.OperatorRegistry:
     """kopf handlers, registered on an explicit registry (no import-time globals).
 
@@ -98,7 +98,6 @@ def build_registry(
     only then; a cluster without them simply has no Gateways).
     """
     registry = kopf.OperatorRegistry()
-    conf = api_client.configuration
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -143,8 +142,15 @@ def build_registry(
 
 
 async def run(args: argparse.Namespace) -> None:
-    api_client = load_api_client(args.kubeconfig)
-    property_id = await asyncio.to_thread(read_cluster_id, CustomObjectsApi(api_client))
+    kube = Kube(load_configuration(args.kubeconfig))
+    try:
+        await _run(args, kube)
+    finally:
+        await kube.close()
+
+
+async def _run(args: argparse.Namespace, kube: Kube) -> None:
+    property_id = await read_cluster_id(kube)
     if args.cluster_id and parse_cluster_id(args.cluster_id) != property_id:
         raise FederationError(
             f"--cluster-id {args.cluster_id} does not match the ClusterProperty ({property_id})"
@@ -160,7 +166,7 @@ async def run(args: argparse.Namespace) -> None:
             resync_interval=args.resync_interval,
             withdraw_stale_after=args.withdraw_stale_after,
         ),
-        Kube(api_client),
+        kube,
         writer,
         reader,
         hub_state,
@@ -186,7 +192,7 @@ async def run(args: argparse.Namespace) -> None:
     kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
     kopf_task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(agent, api_client, gateway_api=gateway_api),
+            registry=build_registry(agent, kube.configuration, gateway_api=gateway_api),
             settings=_kopf_settings(),
             clusterwide=True,
             standalone=True,

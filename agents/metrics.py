@@ -53,6 +53,12 @@ def samples(agent: Agent) -> list[Sample]:
             "objects the agent owns that someone else deleted or changed, and it repaired",
             agent.imports.repairs,
         ),
+        Sample(
+            "federation_agent_kube_throttled_retries_total",
+            "counter",
+            "apiserver requests answered 429 (Too Many Requests) and retried",
+            agent.kube.throttled,
+        ),
     ]
     for queue in (agent.exports.queue, agent.imports.queue):
         labels = {"queue": queue.name}

@@ -3,7 +3,8 @@
 ``federation``: export -> import convergence (one ServiceExport created in
 ``a`` until its ServiceImport exists in ``b``: p50/p99 over ``--changes``
 sequential changes), then ``--services`` exports created at once in ``a`` until
-every one is imported in ``b`` and ``c``, and the agents' peak memory.
+every one is imported in ``a``, ``b`` and ``c``, the agents' peak memory, and the
+apiservers' own write rate for the same objects (:mod:`e2e.bench_ceiling`).
 
 ``env``: time to start the 3-cluster local environment with warm caches
 (etcd, kube-apiservers ready, CRDs established, ClusterProperties set) and the
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_xds, pods
+from e2e import bench_ceiling, bench_xds, pods
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -195,9 +196,24 @@ def bench_federation(changes: int, services: int) -> None:
                 f"{services} exports in a, then a's agent started: all imported in a, b and c "
                 f"after {total:.1f}s ({services / total:.0f} services/s into each cluster)"
             )
-        for cid, handle in fed.agents.items():
-            assert handle.process is not None
-            print(f"  agent {cid}: peak RSS {rss_kib(handle.process.pid, 'VmHWM') / 1024:.0f} MiB")
+            for cid, handle in fed.agents.items():
+                assert handle.process is not None
+                peak = rss_kib(handle.process.pid, "VmHWM") / 1024
+                print(f"  agent {cid}: peak RSS {peak:.0f} MiB")
+            # The ceiling: the same objects written straight into all three apiservers,
+            # with no agent running (an agent would delete imports nobody exports).
+            for cid in CLUSTERS:
+                fed.stop_agent(cid)
+            for cluster in env.clusters.values():
+                sc.apply(cluster, sc.namespace("ceiling"))
+            rate = bench_ceiling.write_rate(
+                [env.cluster(c) for c in CLUSTERS], source="bulk", target="ceiling"
+            )
+            print(
+                f"  ceiling: the apiservers accept the same objects (derived Service, "
+                f"ServiceImport, EndpointSlice, status; {bench_ceiling.IN_FLIGHT} services in "
+                f"flight) at {rate:.0f} services/s into each of a, b and c at once"
+            )
 
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from agents.identity import read_cluster_id
-from e2e.cluster import LocalEnvironment
+from agents.kube import Kube, load_configuration
+from e2e.cluster import LocalCluster, LocalEnvironment
 from e2e.fixtures import api_client
 from e2e.processes import pid_alive, wait_until
 from federation.errors import ClusterIdentityError
@@ -61,10 +63,22 @@ READ_IMPORTS_RBAC = {
 }
 
 
+def _cluster_id(cluster: LocalCluster) -> str:
+    """What the agent reads at start-up, through its own client."""
+
+    async def read() -> str:
+        kube = Kube(load_configuration(str(cluster.kubeconfig)))
+        try:
+            return await read_cluster_id(kube)
+        finally:
+            await kube.close()
+
+    return asyncio.run(read())
+
+
 def test_each_cluster_has_its_own_identity(local_env: LocalEnvironment) -> None:
     for cluster_id in ("a", "b"):
-        with api_client(local_env.cluster(cluster_id)) as client:
-            assert read_cluster_id(CustomObjectsApi(client)) == cluster_id
+        assert _cluster_id(local_env.cluster(cluster_id)) == cluster_id
 
 
 def test_gateway_api_crds_are_installed(local_env: LocalEnvironment) -> None:
@@ -129,12 +143,12 @@ def test_teardown_leaves_no_process_port_or_directory_behind() -> None:
         cluster = env.cluster("solo")
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)
         with api_client(cluster) as client:
-            assert read_cluster_id(CustomObjectsApi(client)) == "solo"
+            assert _cluster_id(cluster) == "solo"
             CustomObjectsApi(client).delete_cluster_custom_object(
                 "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
             )
             with pytest.raises(ClusterIdentityError, match="not found"):
-                read_cluster_id(CustomObjectsApi(client))
+                _cluster_id(cluster)
         urls = [cluster.server.replace("https://", "")] + [e.url for e in env.etcds]
     assert not any(pid_alive(p) for p in pids)
     assert not any(_port_open(u) for u in urls)

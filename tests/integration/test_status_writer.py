@@ -7,7 +7,7 @@ import uuid
 import pytest
 from kubernetes.client import ApiClient
 
-from agents.kube import Kube
+from agents.kube import Kube, load_configuration
 from agents.status import StatusWriter
 from e2e import scenario as sc
 from e2e.cluster import LocalCluster
@@ -28,8 +28,12 @@ async def test_a_status_write_to_an_export_deleted_meanwhile_is_not_a_failure(
     sc.delete(cluster_a, "serviceexport", ns, "gone")
     assert sc.get_custom(admin_a, "serviceexports", ns, "gone") is None
 
-    writer = StatusWriter(Kube(admin_a))
+    kube = Kube(load_configuration(str(cluster_a.kubeconfig)))
+    writer = StatusWriter(kube)
     conditions = export_conditions(cluster="a", service_problem=None, published=True)
-    await writer.export_status(export, conditions)  # must not raise
+    try:
+        await writer.export_status(export, conditions)  # must not raise
+    finally:
+        await kube.close()
 
     assert (writer.writes, writer.gone) == (0, 1)

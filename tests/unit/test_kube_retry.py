@@ -1,0 +1,34 @@
+"""The agent's apiserver client retries 429s as client-go does (agents.kube)."""
+
+from __future__ import annotations
+
+import tenacity
+
+from agents.kube import KubeError, _throttle_wait, _throttled
+
+
+def _state(attempt: int, err: BaseException) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(err), err, None))
+    return state
+
+
+def test_only_too_many_requests_is_retried() -> None:
+    assert _throttled(KubeError("throttled", 429))
+    assert not _throttled(KubeError("conflict", 409))
+    assert not _throttled(KubeError("no answer", 0))
+    assert not _throttled(ValueError("not ours"))
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    assert _throttle_wait(_state(1, KubeError("x", 429, retry_after=3))) == 3
+    assert _throttle_wait(_state(1, KubeError("x", 429, retry_after=600))) == 10.0
+
+
+def test_without_retry_after_the_backoff_grows_to_its_cap() -> None:
+    waits = [_throttle_wait(_state(n, KubeError("x", 429))) for n in range(1, 10)]
+    assert 0.2 <= waits[0] <= 0.4
+    assert waits[3] > waits[0]
+    assert all(w <= 5.0 for w in waits)
+    assert waits[-1] == 5.0
