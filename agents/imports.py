@@ -40,6 +40,10 @@ PIN_PATIENCE = 10.0
 log = logging.getLogger(__name__)
 
 
+class IPFamilyNotSupported(Exception):
+    """This cluster has none of an import's IP families: no clusterset IP here."""
+
+
 @dataclass(frozen=True)
 class Applied:
     """What the agent last applied to one object, and the apiserver's answer."""
@@ -86,6 +90,9 @@ class ImportReconciler:
         self._slices: dict[ServiceName, dict[str, KubeObject]] = {}
         #: The clusterset IPs and families each import's derived Service last had.
         self._ips: dict[ServiceName, tuple[list[str], list[str]]] = {}
+        #: IP families this cluster has no Service IPs of, as the apiserver said when it
+        #: refused them (forgotten at each full listing: a cluster may gain a family).
+        self.missing_families: frozenset[str] = frozenset()
         #: When the apiserver first refused an import's old IPs, while it still refuses.
         self._pin_refused: dict[ServiceName, float] = {}
         #: Objects repaired after someone else deleted or changed them.
@@ -162,6 +169,7 @@ class ImportReconciler:
             )
         )
         self._applied.clear()
+        self.missing_families = frozenset()
         self.status.forget()
         self._slices = {}
         for s in slices:
@@ -181,11 +189,17 @@ class ImportReconciler:
         merged = merge_exports(exports)
         ips: list[str] = []
         families: list[str] | None = None
+        family_problem: str | None = None
         derived_path = k.SERVICES.path(namespace, objs.derived_service_name(name))
         if merged.type.value == "ClusterSetIP":
-            ips, families = await self._apply_derived(key, merged, derived_path)
-        elif derived_path in self._applied or key in self._ips:
-            await self._delete(derived_path)  # was ClusterSetIP before
+            try:
+                ips, families = await self._apply_derived(key, merged, derived_path)
+            except IPFamilyNotSupported as err:
+                family_problem = str(err)
+        if (merged.type.value != "ClusterSetIP" or family_problem) and (
+            derived_path in self._applied or key in self._ips
+        ):
+            await self._delete(derived_path)  # was ClusterSetIP (of a family here) before
             self._ips.pop(key, None)
         applied = await self._apply(
             k.SERVICE_IMPORTS.path(namespace, name), objs.service_import(merged, ips, families)
@@ -197,6 +211,7 @@ class ImportReconciler:
             withdrawn_clusters=self.watcher.withdrawn_exporters(namespace, name),
             lease_ttls={c: self.watcher.lease_ttl(c) for c in stale},
             withdraw_after_seconds=self.withdraw_stale_after,
+            ip_family_problem=family_problem,
         )
         await self.status.import_status(applied, merged.clusters, conditions)
 
@@ -210,10 +225,23 @@ class ImportReconciler:
         them (taken meanwhile), it takes new ones.
         """
         pinned = self._ips.get(key) if path not in self._applied else None
-        desired = objs.derived_service(merged, pinned_ips=pinned[0] if pinned else None)
+        families = objs.usable_families(merged, self.missing_families)
+        if merged.ip_families and not families:
+            raise IPFamilyNotSupported(
+                f"the import's IP families are {', '.join(merged.ip_families)}, and this "
+                "cluster's Service CIDRs have none of them, so it gets no clusterset IP here"
+            )
+        desired = objs.derived_service(
+            merged, pinned_ips=pinned[0] if pinned else None, families=families or None
+        )
         try:
             derived = await self._apply(path, desired)
         except KubeError as err:
+            refused = objs.refused_families(str(err)) if err.status == 422 else frozenset()
+            if refused - self.missing_families:
+                # Learned: this cluster lacks these families. Try again without them.
+                self.missing_families |= refused
+                return await self._apply_derived(key, merged, path)
             if not pinned or err.status != 422:
                 raise
             # The apiserver releases a deleted Service's IPs asynchronously: wait a little
@@ -225,7 +253,9 @@ class ImportReconciler:
                 "derived Service %s could not get its clusterset IPs %s back, taking new ones: %s",
                 path, pinned[0], err,
             )  # fmt: skip
-            derived = await self._apply(path, objs.derived_service(merged))
+            derived = await self._apply(
+                path, objs.derived_service(merged, families=families or None)
+            )
         self._pin_refused.pop(key, None)
         spec = derived.get("spec") or {}
         ips = [ip for ip in spec.get("clusterIPs") or [] if ip != "None"]

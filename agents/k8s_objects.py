@@ -9,6 +9,7 @@ so the rules are unit-tested without an apiserver.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -233,12 +234,16 @@ def _traffic_json(merged: MergedImport) -> dict[str, Any]:
 
 
 def derived_service(
-    merged: MergedImport, pinned_ips: Sequence[str] | None = None
+    merged: MergedImport,
+    pinned_ips: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """A selector-less ClusterIP Service: the apiserver allocates the import's IPs (one per
     family), and kube-proxy applies its session affinity and traffic policies.
 
     ``pinned_ips``: ask for these clusterset IPs (the ones a deleted derived Service had).
+    ``families``: the import's families this cluster has (see :func:`usable_families`),
+    when it lacks some.
     """
     spec: dict[str, Any] = {
         "type": "ClusterIP",
@@ -247,7 +252,7 @@ def derived_service(
         **_traffic_json(merged),
     }
     if merged.ip_families:
-        spec["ipFamilies"] = list(merged.ip_families)
+        spec["ipFamilies"] = list(merged.ip_families if families is None else families)
         spec["ipFamilyPolicy"] = merged.ip_family_policy
     if pinned_ips:
         spec["clusterIP"] = pinned_ips[0]
@@ -262,6 +267,24 @@ def derived_service(
         },
         "spec": spec,
     }
+
+
+#: How the apiserver refuses a Service of an IP family its service CIDRs lack.
+_FAMILY_NOT_CONFIGURED = re.compile(r'Invalid value: "(IPv4|IPv6)": not configured on this cluster')
+
+
+def refused_families(message: str) -> frozenset[str]:
+    """The IP families an apiserver's refusal of a derived Service says this cluster lacks
+    (none when the refusal is about something else)."""
+    return frozenset(_FAMILY_NOT_CONFIGURED.findall(message))
+
+
+def usable_families(merged: MergedImport, refused: frozenset[str]) -> list[str]:
+    """The import's families this cluster has, in the import's order. Empty: the import
+    cannot get a clusterset IP here (``IPFamilyNotSupported``). A dual-stack import
+    (``PreferDualStack``) keeps the family the cluster has; a single-stack one has none
+    left."""
+    return [family for family in merged.ip_families if family not in refused]
 
 
 def service_import(

@@ -148,8 +148,12 @@ class LocalCluster:
         tools: toolchain.Tools,
         group: ProcessGroup,
         loopback_octet: int,
+        *,
+        dual_stack: bool = False,
     ) -> None:
         self.id = cluster_id
+        #: Whether Services may also get IPv6 ClusterIPs here (IPv4 stays primary).
+        self.dual_stack = dual_stack
         self.index = index
         #: Second octet of this cluster's loopback range (see :mod:`e2e.loopback`).
         self.loopback_octet = loopback_octet
@@ -167,7 +171,8 @@ class LocalCluster:
     # and compare: nothing ever sends traffic to them.
     @property
     def service_cidr(self) -> str:
-        return f"10.{100 + self.index}.0.0/16"
+        ipv4 = f"10.{100 + self.index}.0.0/16"
+        return f"{ipv4},fd10:{100 + self.index}::/112" if self.dual_stack else ipv4
 
     @property
     def pod_cidr(self) -> str:
@@ -430,10 +435,14 @@ class LocalEnvironment(Supervised):
         etcd_per_cluster: bool = False,
         workdir: Path | None = None,
         keep_workdir: bool = False,
+        dual_stack: Sequence[str] = (),
     ) -> None:
         if len(set(cluster_ids)) != len(cluster_ids) or not cluster_ids:
             raise ValueError(f"cluster ids must be distinct and non-empty: {cluster_ids}")
         self.cluster_ids = tuple(cluster_ids)
+        #: Clusters whose Services may be IPv6 or dual-stack (ClusterIPs are only data:
+        #: nothing sends traffic to them).
+        self.dual_stack = frozenset(dual_stack)
         self.etcd_per_cluster = etcd_per_cluster
         self._own_workdir = workdir is None
         self.workdir = workdir or owners.temp_dir()
@@ -467,7 +476,15 @@ class LocalEnvironment(Supervised):
     def _new_cluster(
         self, cluster_id: str, index: int, directory: Path, tools: toolchain.Tools, octet: int
     ) -> LocalCluster:
-        return LocalCluster(cluster_id, index, directory, tools, self.group, octet)
+        return LocalCluster(
+            cluster_id,
+            index,
+            directory,
+            tools,
+            self.group,
+            octet,
+            dual_stack=cluster_id in self.dual_stack,
+        )
 
     def _start_control_planes(self, tools: toolchain.Tools) -> None:
         if self.etcd_per_cluster:

@@ -36,8 +36,9 @@ CONTROL_PLANE_RESYNC_INTERVAL = 900.0
 def control_plane() -> Iterator[Federation]:
     """Member clusters ``a``, ``b`` and ``c`` with an agent each and no hub; shared by the
     tests of exports and imports, which work in namespaces of their own (and restore
-    what they break: a killed agent, a restarted Redis)."""
-    with LocalEnvironment(("a", "b", "c")) as env:
+    what they break: a killed agent, a restarted Redis). ``c`` is dual-stack (IPv4 first),
+    ``a`` and ``b`` IPv4 only, so that imports of IPv6 Services can be tried."""
+    with LocalEnvironment(("a", "b", "c"), dual_stack=("c",)) as env:
         federation = Federation(
             env,
             lease_ttl=CONTROL_PLANE_LEASE_TTL,

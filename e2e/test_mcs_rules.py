@@ -258,6 +258,58 @@ def test_families_affinity_and_traffic_policies_reach_the_import_and_the_derived
     eventually(carried, "affinity, families and traffic policies in every cluster")
 
 
+def test_an_ipv6_import_is_not_ready_where_the_cluster_has_no_ipv6(
+    fed: Federation, clients: dict[str, ApiClient], ns: str
+) -> None:
+    """c is dual-stack, a and b are IPv4 only: c's IPv6 Service is imported everywhere, with
+    a clusterset IP only in c, and a and b say why they have none."""
+    export_from(
+        fed, "c", ns, (("http", 80, "TCP"),),
+        spec={"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"},
+    )  # fmt: skip
+
+    def imported() -> None:
+        found = imports(clients, ns)
+        assert sc.conditions(found["c"])["Ready"] == ("True", "Ready")
+        (ip,) = found["c"]["spec"]["ips"]
+        assert ":" in ip and found["c"]["spec"]["ipFamilies"] == ["IPv6"]
+        for cluster_id in ("a", "b"):
+            obj = found[cluster_id]
+            assert sc.conditions(obj)["Ready"] == ("False", "IPFamilyNotSupported"), cluster_id
+            assert not obj["spec"].get("ips") and obj["spec"]["ipFamilies"] == ["IPv6"]
+            (ready,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+            assert "IPv6" in ready["message"], ready
+            derived = CoreV1Api(clients[cluster_id]).list_namespaced_service(
+                ns, label_selector="multicluster.kubernetes.io/service-name=echo"
+            )
+            assert not derived.items, f"a derived Service in {cluster_id}"
+
+    eventually(imported, "c's IPv6 import: an IP in c, IPFamilyNotSupported in a and b")
+
+
+def test_a_dual_stack_import_keeps_the_family_a_cluster_has(
+    fed: Federation, clients: dict[str, ApiClient], ns: str
+) -> None:
+    export_from(
+        fed, "c", ns, (("http", 80, "TCP"),),
+        spec={"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack"},
+    )  # fmt: skip
+
+    def imported() -> None:
+        found = imports(clients, ns)
+        assert found["c"]["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+        assert len(found["c"]["spec"]["ips"]) == 2
+        for cluster_id in ("a", "b"):
+            obj = found[cluster_id]
+            assert sc.conditions(obj)["Ready"] == ("True", "Ready"), cluster_id
+            assert obj["spec"]["ipFamilies"] == ["IPv4"] and len(obj["spec"]["ips"]) == 1
+            derived = derived_service(clients[cluster_id], ns, obj).spec
+            assert derived.ip_family_policy == "PreferDualStack"
+            assert derived.cluster_ips == obj["spec"]["ips"]
+
+    eventually(imported, "the dual-stack import: both families in c, IPv4 in a and b")
+
+
 def test_kubectl_shows_plain_ips_clusters_readiness_and_reasons(
     fed: Federation, clients: dict[str, ApiClient], ns: str
 ) -> None:

@@ -67,6 +67,9 @@ class ReadyReason(StrEnum):
     NAMESPACE_TERMINATING = "NamespaceTerminating"
     #: ServiceImport: written from the registry's current view (mcs-api's reason).
     READY = "Ready"
+    #: ServiceImport: this cluster has none of the import's IP families, so it has no
+    #: clusterset IP here (mcs-api's reason).
+    IP_FAMILY_NOT_SUPPORTED = "IPFamilyNotSupported"
 
 
 class ConflictConditionReason(StrEnum):
@@ -250,8 +253,12 @@ def import_conditions(
     withdrawn_clusters: Sequence[str] = (),
     lease_ttls: Mapping[str, float] | None = None,
     withdraw_after_seconds: float | None = None,
+    ip_family_problem: str | None = None,
 ) -> tuple[Condition, ...]:
     """``Ready`` and ``Stale`` for a ServiceImport, sorted by type.
+
+    - ``ip_family_problem``: why this cluster cannot give the import a clusterset IP
+      (it has none of its IP families): ``Ready=False``, ``IPFamilyNotSupported``.
 
     - ``stale_clusters``: exporting clusters whose lease expired and whose
       endpoints are still served (fail-static, the default: a dead agent says
@@ -266,11 +273,20 @@ def import_conditions(
     ttls = lease_ttls or {}
     withdrawn = sorted(set(withdrawn_clusters))
     stale = sorted(set(stale_clusters) - set(withdrawn))
-    ready = Condition(
-        ConditionType.READY,
-        ConditionStatus.TRUE,
-        ReadyReason.READY,
-        "in step with the clusterset registry",
+    ready = (
+        Condition(
+            ConditionType.READY,
+            ConditionStatus.TRUE,
+            ReadyReason.READY,
+            "in step with the clusterset registry",
+        )
+        if ip_family_problem is None
+        else Condition(
+            ConditionType.READY,
+            ConditionStatus.FALSE,
+            ReadyReason.IP_FAMILY_NOT_SUPPORTED,
+            ip_family_problem,
+        )
     )
     if not stale and not withdrawn:
         return (

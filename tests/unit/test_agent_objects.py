@@ -711,3 +711,47 @@ def test_invalid_exported_metadata_is_refused_at_the_exporter(
     assert isinstance(problem, ValidityProblem)
     assert problem.reason == reason
     assert fragment in problem.message
+
+
+# What a v1.36 apiserver answers for Services of families its service CIDRs lack.
+V6_REFUSED = (
+    'Service "derived-x" is invalid: spec.ipFamilies[0]: Invalid value: "IPv6": '
+    "not configured on this cluster"
+)
+DUAL_REFUSED = (
+    'Service "derived-x" is invalid: spec.ipFamilies[1]: Invalid value: "IPv6": '
+    "not configured on this cluster"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [
+        (V6_REFUSED, {"IPv6"}),
+        (DUAL_REFUSED, {"IPv6"}),
+        ('spec.ports[0].name: Invalid value: "x": must be unique', set()),
+        ("provided IP is already allocated", set()),
+    ],
+)
+def test_refused_families_are_read_from_the_apiservers_refusal(
+    message: str, refused: set[str]
+) -> None:
+    assert objs.refused_families(message) == refused
+
+
+def _with_families(*families: str) -> ExportedService:
+    return ExportedService(**{**record("a").__dict__, "ip_families": families})
+
+
+def test_a_dual_stack_import_keeps_the_family_the_cluster_has() -> None:
+    merged = merge_exports([_with_families("IPv6", "IPv4")])
+    families = objs.usable_families(merged, frozenset({"IPv6"}))
+    assert families == ["IPv4"]
+    spec = objs.derived_service(merged, families=families)["spec"]
+    assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "PreferDualStack")
+
+
+def test_a_single_stack_import_of_a_missing_family_has_none_left() -> None:
+    merged = merge_exports([_with_families("IPv6")])
+    assert objs.usable_families(merged, frozenset({"IPv6"})) == []
+    assert objs.usable_families(merged, frozenset()) == ["IPv6"]

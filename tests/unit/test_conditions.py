@@ -305,3 +305,14 @@ def test_round_trip_is_stable(conflicting: MergedImport) -> None:
     first = merge_conditions([], conds, observed_generation=1, now=T0)
     again = merge_conditions(first, conds, observed_generation=1, now=T1)
     assert again == first
+
+
+def test_import_without_a_family_of_this_cluster_is_not_ready() -> None:
+    conds = by_type(
+        import_conditions(stale_clusters=[], ip_family_problem="no Service IPs of IPv6 here")
+    )
+    ready = conds["Ready"]
+    # The reason mcs-api names for it.
+    assert (ready.status, ready.reason) == ("False", "IPFamilyNotSupported")
+    assert "IPv6" in ready.message
+    assert (conds["Stale"].status, conds["Stale"].reason) == ("False", "AllClustersLive")
