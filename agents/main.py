@@ -1,7 +1,7 @@
 """``federation-agent``: the per-cluster agent's command line and kopf wiring.
 
-    federation-agent --registry redis://agent-a:PASSWORD@127.0.0.1:6379/0 \\
-        [--kubeconfig PATH] [--cluster-id ID] [--lease-ttl 10] \\
+    FEDERATION_REGISTRY_URL=redis://agent-a:PASSWORD@127.0.0.1:6379/0 \\
+    federation-agent [--kubeconfig PATH] [--cluster-id ID] [--lease-ttl 10] \\
         [--withdraw-stale-after SECONDS]
 
 The cluster id comes from the ClusterProperty ``cluster.clusterset.k8s.io``
@@ -11,7 +11,8 @@ the Gateway API CRDs are installed, GatewayClasses, Gateways, HTTPRoutes,
 GRPCRoutes and ReferenceGrants) and hands every event to
 :class:`agents.agent.Agent`; the agent runs its own tasks
 beside kopf in the same event loop. SIGTERM/SIGINT stop both cleanly and
-release the lease (records stay: fail-static).
+release the lease (records stay: fail-static). The registry URL, with the agent's
+credentials, comes from ``FEDERATION_REGISTRY_URL``, never from the command line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from federation.errors import FederationError
 from federation.identity import parse_cluster_id
 from federation.process import configure_logging, run_until_stopped
 from federation.registry.hub_state import RedisHubState
+from federation.registry.location import registry_url
 from federation.registry.redis_store import RedisReader, RedisWriter
 
 log = logging.getLogger("agents")
@@ -45,11 +47,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="federation-agent",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--registry",
-        required=True,
-        help="Redis URL with this agent's ACL user, redis://user:pass@host:port/db",
     )
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
     parser.add_argument("--cluster-id", help="must match the ClusterProperty when both are set")
@@ -156,9 +153,10 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
             f"--cluster-id {args.cluster_id} does not match the ClusterProperty ({property_id})"
         )
     cluster = property_id
-    writer = RedisWriter.from_url(args.registry, cluster)
-    reader = RedisReader.from_url(args.registry)
-    hub_state = RedisHubState.from_url(args.registry)
+    url = registry_url()
+    writer = RedisWriter.from_url(url, cluster)
+    reader = RedisReader.from_url(url)
+    hub_state = RedisHubState.from_url(url)
     agent = Agent(
         AgentOptions(
             cluster=cluster,

@@ -3,7 +3,7 @@
 Used by the demo, the e2e tests and the benchmarks, on top of
 :class:`e2e.cluster.LocalEnvironment`. It starts one real redis-server, creates
 one Redis ACL user per agent (and a read-only hub user), gives each cluster a
-least-privilege Kubernetes identity for its agent (``manifests/agent-rbac.yaml``)
+least-privilege Kubernetes identity for its agent (the agent chart's ClusterRole rules)
 and runs ``federation-agent`` as a separate process per cluster, which tests
 can kill and restart.
 """
@@ -11,6 +11,7 @@ can kill and restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -20,14 +21,20 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
 from e2e.envoy import Envoy
 from e2e.processes import HarnessError, Process, wait_until
 from e2e.redis_server import RedisServer
 from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
+from federation.registry.location import REGISTRY_URL_ENV
 
-AGENT_RBAC = Path(__file__).parent / "manifests" / "agent-rbac.yaml"
+#: The agent chart's ClusterRole rules: the local agents run with exactly what the chart grants.
+AGENT_RULES = REPO_ROOT / "charts" / "federation-agent" / "files" / "clusterrole-rules.yaml"
+AGENTS_GROUP = "federation:agents"
 HUB_USER = "hub"
 
 
@@ -77,8 +84,8 @@ class Federation:
         self.redis.start()
         self.create_users()
         for cluster in self.env.clusters.values():
-            cluster.kubectl("apply", "-f", str(AGENT_RBAC))
-            identity = cluster.mint_identity("federation-agent", ["federation:agents"])
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(agent_rbac()))
+            identity = cluster.mint_identity("federation-agent", [AGENTS_GROUP])
             self.agents[cluster.id] = AgentHandle(
                 cluster, secrets.token_urlsafe(18), identity.kubeconfig, free_port()
             )
@@ -115,8 +122,6 @@ class Federation:
             sys.executable,
             "-m",
             "agents.main",
-            "--registry",
-            self.agent_url(cluster_id),
             "--kubeconfig",
             str(handle.kubeconfig),
             "--lease-ttl",
@@ -128,7 +133,7 @@ class Federation:
         ]
         if self.withdraw_stale_after is not None:
             argv += ["--withdraw-stale-after", str(self.withdraw_stale_after)]
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        env = _env(self.agent_url(cluster_id))
         handle.process = self.env.group.start(
             f"agent-{cluster_id}", argv, handle.cluster.dir / "agent.log", env=env
         )
@@ -184,8 +189,6 @@ class Federation:
             sys.executable,
             "-m",
             "federation.cli.hub",
-            "--registry",
-            self.hub_url(),
             "--xds-address",
             f"127.0.0.1:{self.hub_xds_port}",
             "--http-address",
@@ -196,7 +199,7 @@ class Federation:
         ]
         for cluster in self.env.clusters.values():
             argv += cluster.hub_flags()
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        env = _env(self.hub_url())
         self.hub = self.env.group.start("hub", argv, self.env.workdir / "hub.log", env=env)
         return self.hub
 
@@ -268,3 +271,45 @@ def _port_open(address: str) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, int(port))) == 0
+
+
+def _env(registry_url: str) -> dict[str, str]:
+    """A hub's or agent's environment: the registry URL with its credentials goes there,
+    never into argv."""
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        PYTHONUNBUFFERED="1",
+        **{REGISTRY_URL_ENV: registry_url},
+    )
+
+
+def agent_rbac() -> dict[str, Any]:
+    """The agent chart's ClusterRole, bound to the group of the local agents' identities."""
+    rules = yaml.safe_load(AGENT_RULES.read_text())
+    ref = {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "federation-agent",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "federation-agent"},
+                "rules": rules,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "federation-agent"},
+                "roleRef": ref,
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": AGENTS_GROUP}
+                ],
+            },
+        ],
+    }

@@ -4,10 +4,17 @@ The Envoy gets everything else over ADS from the hub: the bootstrap only names
 the node (``node.cluster`` is the member cluster id, which selects the
 configuration the hub serves it), the admin interface (loopback by default)
 and the static ``xds`` cluster that reaches the hub over HTTP/2.
+
+The hub may be given by IP address (a ``STATIC`` cluster) or by host name, such as
+its Service's DNS name in a pod (``STRICT_DNS``: Envoy refuses a name in a
+``STATIC`` cluster, and re-resolves it, so a hub Service that moves is followed).
+HTTP/2 keepalive pings make an Envoy notice a dead hub connection (a hub that went
+away without closing it) within seconds and reconnect, instead of sitting on it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +22,16 @@ from federation.identity import parse_cluster_id
 from federation.process import split_host_port
 
 XDS_CLUSTER = "federation-xds"
+#: HTTP/2 PING every interval; the connection is dropped when one is not answered in time.
+KEEPALIVE = {"interval": "15s", "timeout": "5s"}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -49,13 +66,15 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
-                    "type": "STATIC",
+                    "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/"
                             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
+                            "explicit_http_config": {
+                                "http2_protocol_options": {"connection_keepalive": KEEPALIVE}
+                            },
                         }
                     },
                     "load_assignment": {

@@ -2,25 +2,33 @@
 
     fedctl bootstrap --cluster a --xds 10.0.0.5:18000 [--admin 127.0.0.1:9901] [--delta]
     fedctl proxy-status [--hub http://127.0.0.1:18080] [-o json]
+    FEDERATION_REGISTRY_ADMIN_URL=redis://admin:PW@HOST:6379/0 \\
+        fedctl add-cluster a [--registry-address redis://HOST:PORT/0] [--namespace NS]
+    FEDERATION_REGISTRY_ADMIN_URL=... fedctl add-hub [--user hub]
 
 ``bootstrap`` prints the Envoy bootstrap for a member cluster's Envoy (see
 ``federation.cli.bootstrap``). ``proxy-status`` asks the hub which Envoys are
 connected and, per xDS type, whether each is synced, stale or NACKed (with
-the NACK's message): "is every Envoy in sync, and with what?".
+the NACK's message): "is every Envoy in sync, and with what?". ``add-cluster`` and
+``add-hub`` create a registry user and print the Secret that hands it its URL (see
+``federation.cli.members``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from federation.cli import members
 from federation.cli.bootstrap import BootstrapOptions, bootstrap
 from federation.errors import FederationError
 
@@ -76,6 +84,18 @@ def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
     return "\n".join(lines + nacks) + "\n"
 
 
+async def _add_user(args: argparse.Namespace) -> dict[str, Any]:
+    admin = members.admin_url()
+    address = args.registry_address or members.default_address(admin)
+    user = (
+        members.agent_registry_user(args.cluster, address)
+        if args.command == "add-cluster"
+        else members.hub_registry_user(args.user, address)
+    )
+    await members.create(admin, [user])
+    return members.secret_manifest(args.secret_name or "federation-registry", args.namespace, user)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fedctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,12 +108,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     boot.add_argument("--node-id", help="default: envoy-<cluster>")
     boot.add_argument("--delta", action="store_true", help="use delta xDS")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    boot.add_argument("--file", help="write it to this file instead of standard output")
     status = sub.add_parser("proxy-status", help="which Envoys are in sync, and with what")
     status.add_argument("--hub", default="http://127.0.0.1:18080", help="the hub's HTTP address")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    for name, what in (("add-cluster", "a member cluster's agent"), ("add-hub", "the hub")):
+        add = sub.add_parser(
+            name,
+            help=f"create the registry user of {what}; print its Secret",
+            description=members.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name == "add-cluster":
+            add.add_argument("cluster", help="the member cluster's id")
+        else:
+            add.add_argument("--user", default="hub", help="the hub's Redis user (default hub)")
+        add.add_argument(
+            "--registry-address",
+            help="redis://HOST:PORT/DB as the user reaches the registry "
+            f"(default: that of ${members.ADMIN_URL_ENV})",
+        )
+        add.add_argument("--namespace", default="federation", help="the Secret's namespace")
+        add.add_argument("--secret-name", help="default: federation-registry")
     args = parser.parse_args(argv)
     try:
-        if args.command == "bootstrap":
+        if args.command in ("add-cluster", "add-hub"):
+            print(yaml.safe_dump(asyncio.run(_add_user(args)), sort_keys=False), end="")
+        elif args.command == "bootstrap":
             config = bootstrap(
                 BootstrapOptions(
                     cluster=args.cluster,
@@ -103,12 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                 )
             )
-            print(
+            text = (
                 json.dumps(config, indent=2)
                 if args.output == "json"
-                else yaml.safe_dump(config, sort_keys=False),
-                end="",
+                else yaml.safe_dump(config, sort_keys=False)
             )
+            if args.file:
+                Path(args.file).write_text(text)
+            else:
+                print(text, end="")
         else:
             proxies = _get_json(args.hub.rstrip("/") + "/debug/proxy-status")
             print(

@@ -1,7 +1,7 @@
 """``federation-hub``: serves the whole clusterset to every Envoy over xDS.
 
-    federation-hub --registry redis://hub:PASSWORD@host:6379/0 \\
-        --xds-address 0.0.0.0:18000 --http-address 127.0.0.1:18080 \\
+    FEDERATION_REGISTRY_URL=redis://hub:PASSWORD@host:6379/0 \\
+    federation-hub --xds-address 0.0.0.0:18000 --http-address 127.0.0.1:18080 \\
         [--listener-address [CLUSTER=]HOST:PORT ...] [--ip-family [CLUSTER=]IPv4|IPv6 ...]
         [--address-map CLUSTER=FROM_CIDR=TO_CIDR ...]
 
@@ -12,6 +12,9 @@ snapshot current; until it has loaded the whole registry it serves nothing and
 
 HTTP (``--http-address``, loopback by default): ``/healthz``, ``/readyz``,
 ``/metrics`` and ``/debug/proxy-status`` (what ``fedctl proxy-status`` reads).
+
+The registry URL, with the hub's read-only credentials, comes from the environment
+variable ``FEDERATION_REGISTRY_URL``, never from the command line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from federation.hub.http import serve_hub_http
 from federation.hub.snapshots import DEFAULT_LISTENER, SnapshotOptions
 from federation.process import configure_logging, run_until_stopped, split_host_port
 from federation.registry.hub_state import RedisHubState
+from federation.registry.location import registry_url
 from federation.registry.redis_store import RedisReader
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
@@ -79,7 +83,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--registry", required=True, help="Redis URL of a read-only user")
     parser.add_argument("--xds-address", default="127.0.0.1:18000", help="gRPC ADS HOST:PORT")
     parser.add_argument(
         "--http-address",
@@ -152,8 +155,9 @@ async def run(args: argparse.Namespace) -> None:
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)
-    reader = RedisReader.from_url(args.registry)
-    hub_state = RedisHubState.from_url(args.registry)
+    url = registry_url()
+    reader = RedisReader.from_url(url)
+    hub_state = RedisHubState.from_url(url)
     hub = Hub(
         reader,
         cache,

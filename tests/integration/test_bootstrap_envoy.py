@@ -12,15 +12,19 @@ from federation.cli.bootstrap import BootstrapOptions, bootstrap
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("delta", [False, True])
-def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool) -> None:
+@pytest.mark.parametrize(
+    ("delta", "xds"),
+    [(False, "127.0.0.1:18000"), (True, "127.0.0.1:18000"), (False, "localhost:18000")],
+)
+def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool, xds: str) -> None:
+    """By IP (STATIC) and by name (STRICT_DNS, as the hub's Service in a pod)."""
     config = tmp_path / "bootstrap.json"
     config.write_text(
         json.dumps(
             bootstrap(
                 BootstrapOptions(
                     cluster="a",
-                    xds_address="127.0.0.1:18000",
+                    xds_address=xds,
                     admin_address="127.0.0.1:9901",
                     delta=delta,
                 )

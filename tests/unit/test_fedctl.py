@@ -55,3 +55,24 @@ def test_proxy_status_shows_every_envoy_and_the_nack_message() -> None:
 
 def test_proxy_status_says_when_nothing_is_connected() -> None:
     assert "(no Envoy connected)" in render_proxy_status([])
+
+
+def _xds_cluster(xds: str) -> dict[str, object]:
+    (cluster,) = bootstrap(BootstrapOptions(cluster="a", xds_address=xds))["static_resources"][
+        "clusters"
+    ]
+    return cluster  # type: ignore[no-any-return]
+
+
+def test_a_hub_given_by_name_is_resolved_by_dns_and_one_given_by_ip_is_static() -> None:
+    """Envoy refuses a host name in a STATIC cluster: in a pod the hub is a Service name."""
+    assert _xds_cluster("federation-hub.federation.svc:18000")["type"] == "STRICT_DNS"
+    assert _xds_cluster("10.96.0.10:18000")["type"] == "STATIC"
+    assert _xds_cluster("[fd00::10]:18000")["type"] == "STATIC"
+
+
+def test_the_hub_connection_is_kept_alive() -> None:
+    options = _xds_cluster("127.0.0.1:18000")["typed_extension_protocol_options"]
+    (http,) = options.values()  # type: ignore[attr-defined]
+    keepalive = http["explicit_http_config"]["http2_protocol_options"]["connection_keepalive"]
+    assert keepalive == {"interval": "15s", "timeout": "5s"}

@@ -149,7 +149,7 @@ async def test_a_withdrawn_service_leaves_every_group() -> None:
     ],
 )
 def test_a_bad_listener_flag_stops_the_hub_at_start(flag: str, message: str) -> None:
-    args = ["--registry", "redis://127.0.0.1:1/0", "--xds-address", "127.0.0.1:1"]
+    args = ["--xds-address", "127.0.0.1:1"]
     with pytest.raises(InvalidInputError, match=re.escape(message)):
         asyncio.run(hub_main.run(hub_main.parse_args([*args, "--listener-address", flag])))
 
@@ -166,7 +166,7 @@ async def test_envoys_listen_on_loopback_unless_told_otherwise() -> None:
     (resource,) = snapshot.of(LISTENER).values()
     address = listener_pb2.Listener.FromString(resource.body).address.socket_address
     assert (address.address, address.port_value) == ("127.0.0.1", 10080)
-    assert hub_main.parse_args(["--registry", "redis://x"]).listener_address == []
+    assert hub_main.parse_args([]).listener_address == []
 
 
 # --- Gateways ------------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""``fedctl add-cluster`` and ``fedctl add-hub``: registry users and their Secrets.
+
+Adding a member cluster means creating its agent's Redis ACL user (it may write only
+its own cluster's keys, see :mod:`federation.registry.acl`) and handing the agent its
+credentials. These commands create or replace the user with a fresh password, using
+an admin connection whose URL comes from ``FEDERATION_REGISTRY_ADMIN_URL`` (never
+from argv), and print a Kubernetes Secret manifest that holds the user's registry URL
+under the key ``url``, which the charts read. Apply it in the member cluster (or the
+hub's), in the namespace of the release.
+
+Running a command again rotates the password: apply the new Secret and restart the
+agent (or hub).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from redis.asyncio import Redis
+
+from federation.errors import InvalidInputError
+from federation.identity import parse_cluster_id
+from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
+from federation.registry.location import SCHEMES, registry_url
+
+ADMIN_URL_ENV = "FEDERATION_REGISTRY_ADMIN_URL"
+SECRET_KEY = "url"
+
+
+@dataclass(frozen=True)
+class RegistryUser:
+    """A registry user to create: its ACL rules, and the URL it connects with."""
+
+    user: str
+    rules: list[str]
+    url: str
+
+
+def _user_url(address: str, user: str, password: str) -> str:
+    """``address`` (``redis[s]://HOST:PORT/DB``, no credentials) with the user's."""
+    parts = urlsplit(address)
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise InvalidInputError(
+            f"--registry-address must be redis://HOST:PORT/DB or rediss://…, got {address!r}"
+        )
+    if parts.username or parts.password:
+        raise InvalidInputError("--registry-address must not hold credentials")
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def agent_registry_user(cluster: str, address: str, password: str | None = None) -> RegistryUser:
+    cluster = parse_cluster_id(cluster)
+    password = password or secrets.token_urlsafe(24)
+    user = agent_user(cluster)
+    return RegistryUser(
+        user, agent_user_rules(cluster, password), _user_url(address, user, password)
+    )
+
+
+def hub_registry_user(user: str, address: str, password: str | None = None) -> RegistryUser:
+    password = password or secrets.token_urlsafe(24)
+    return RegistryUser(user, hub_user_rules(user, password), _user_url(address, user, password))
+
+
+def secret_manifest(name: str, namespace: str, user: RegistryUser) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "federation"},
+            "annotations": {"federation.dev/registry-user": user.user},
+        },
+        "type": "Opaque",
+        "stringData": {SECRET_KEY: user.url},
+    }
+
+
+def admin_url(environ: Mapping[str, str] | None = None) -> str:
+    """The admin connection's URL, from ``FEDERATION_REGISTRY_ADMIN_URL``."""
+    return registry_url(environ, ADMIN_URL_ENV, "an admin's (a user allowed to run ACL SETUSER)")
+
+
+def default_address(admin: str) -> str:
+    """The admin URL without its credentials: where users connect unless told otherwise."""
+    parts = urlsplit(admin)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=host).geturl()
+
+
+async def create(admin: str, users: Sequence[RegistryUser]) -> None:
+    """Create or replace ``users`` in the registry behind ``admin``."""
+    client: Redis = Redis.from_url(admin)
+    try:
+        await apply_users(client, [u.rules for u in users])
+    finally:
+        await client.aclose()

@@ -1,0 +1,66 @@
+"""``fedctl add-cluster`` / ``add-hub`` against a real redis-server: the printed Secret's
+URL connects as a user with exactly the agent's (or hub's) rights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
+
+from e2e.cluster import REPO_ROOT
+from e2e.redis_server import RedisServer
+from federation.cli.members import ADMIN_URL_ENV
+
+pytestmark = pytest.mark.integration
+
+
+def fedctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli.fedctl", *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
+        env={"PYTHONPATH": str(REPO_ROOT), **env},
+    )  # fmt: skip
+
+
+def test_add_cluster_prints_a_secret_whose_url_is_the_agents(redis_server: RedisServer) -> None:
+    admin = redis_server.url()
+    done = fedctl("add-cluster", "west-1", "--namespace", "fed", env={ADMIN_URL_ENV: admin})
+    assert done.returncode == 0, done.stderr
+    secret = yaml.safe_load(done.stdout)
+    assert (secret["kind"], secret["metadata"]["namespace"]) == ("Secret", "fed")
+    url = secret["stringData"]["url"]
+    assert url.startswith("redis://agent-west-1:") and url.endswith(admin.rsplit("@", 1)[1])
+    assert admin.split("@")[0].rsplit(":", 1)[1] not in url  # not the admin's password
+
+    with Redis.from_url(url) as agent:
+        agent.hset("fed:v2:{west-1}:records", "x", "1")  # its own keys
+        with pytest.raises(NoPermissionError):
+            agent.hset("fed:v2:{east}:records", "x", "1")  # no other cluster's
+
+    # Again: the password rotates, and the old URL stops working.
+    again = fedctl("add-cluster", "west-1", env={ADMIN_URL_ENV: admin})
+    new_url = yaml.safe_load(again.stdout)["stringData"]["url"]
+    assert new_url != url
+    with Redis.from_url(new_url) as agent:
+        assert agent.ping()
+    with pytest.raises(AuthenticationError), Redis.from_url(url) as old:
+        old.ping()
+
+
+def test_add_hub_creates_a_read_only_user(redis_server: RedisServer) -> None:
+    done = fedctl("add-hub", "--user", "hub-2", env={ADMIN_URL_ENV: redis_server.url()})
+    assert done.returncode == 0, done.stderr
+    with Redis.from_url(yaml.safe_load(done.stdout)["stringData"]["url"]) as hub:
+        hub.hget("fed:v2:{a}:records", "x")  # reads everything
+        with pytest.raises(NoPermissionError):
+            hub.hset("fed:v2:{a}:records", "x", "1")
+
+
+def test_without_the_admin_url_it_says_where_it_belongs() -> None:
+    done = fedctl("add-cluster", "a", env={})
+    assert done.returncode == 1
+    assert f"{ADMIN_URL_ENV} is not set" in done.stderr
