@@ -82,6 +82,21 @@ def load_configuration(kubeconfig: str | None) -> Configuration:
     return configuration
 
 
+def bearer_token(conf: Configuration) -> str | None:
+    """The bearer token of ``conf``, without its scheme, refreshed first.
+
+    A kubeconfig token is stored as ``Bearer <t>`` under ``authorization``, an
+    in-cluster one as ``bearer <t>`` under ``BearerToken``, and the in-cluster
+    loader re-reads the rotating token file when asked for it.
+    """
+    for key in ("authorization", "BearerToken"):
+        value = conf.get_api_key_with_prefix(key)
+        if value:
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token else str(value)
+    return None
+
+
 def _ssl_context(conf: Configuration) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
     if not conf.verify_ssl:

@@ -21,17 +21,19 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf exports no public alias
 from kubernetes.client import Configuration
 
 from agents import gateway, metrics
 from agents import kinds as k
 from agents.agent import Agent, AgentOptions
 from agents.identity import read_cluster_id
-from agents.kube import Kube, load_configuration
+from agents.kube import Kube, bearer_token, load_configuration
 from federation.errors import FederationError
 from federation.identity import parse_cluster_id
 from federation.process import configure_logging, run_until_stopped
@@ -98,14 +100,14 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        # The same credentials as the agent's own client, whatever their source.
-        token = conf.api_key.get("authorization") or conf.api_key.get("BearerToken")
+        # The same credentials as the agent's own client, whatever their source; kopf
+        # calls this again after a 401, which picks up a rotated in-cluster token.
         return kopf.ConnectionInfo(
             server=conf.host,
             ca_path=conf.ssl_ca_cert,
             certificate_path=conf.cert_file,
             private_key_path=conf.key_file,
-            token=token.removeprefix("Bearer ").strip() if token else None,
+            token=bearer_token(conf),
             insecure=not conf.verify_ssl,
         )
 
@@ -194,6 +196,8 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
             settings=_kopf_settings(),
             clusterwide=True,
             standalone=True,
+            # kopf would derive it from the user name, which a pod's arbitrary uid has not.
+            identity=Identity(f"federation-agent-{cluster}@{socket.gethostname()}"),
             stop_flag=kopf_stop,
             ready_flag=kopf_ready,
         ),

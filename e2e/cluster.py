@@ -436,6 +436,7 @@ class LocalEnvironment(Supervised):
         workdir: Path | None = None,
         keep_workdir: bool = False,
         dual_stack: Sequence[str] = (),
+        federation_crds: bool = True,
     ) -> None:
         if len(set(cluster_ids)) != len(cluster_ids) or not cluster_ids:
             raise ValueError(f"cluster ids must be distinct and non-empty: {cluster_ids}")
@@ -443,6 +444,9 @@ class LocalEnvironment(Supervised):
         #: Clusters whose Services may be IPv6 or dual-stack (ClusterIPs are only data:
         #: nothing sends traffic to them).
         self.dual_stack = frozenset(dual_stack)
+        #: Install this repository's CRDs and set each ClusterProperty (off: the test
+        #: installs them itself, with the Helm charts).
+        self.federation_crds = federation_crds
         self.etcd_per_cluster = etcd_per_cluster
         self._own_workdir = workdir is None
         self.workdir = workdir or owners.temp_dir()
@@ -531,8 +535,7 @@ class LocalEnvironment(Supervised):
                         "apply",
                         "--server-side",
                         "--field-manager=federation-local",
-                        "-f",
-                        str(CRD_DIR),
+                        *(("-f", str(CRD_DIR)) if self.federation_crds else ()),
                         "-f",
                         str(gateway_api_crds),
                     ),
@@ -553,7 +556,7 @@ class LocalEnvironment(Supervised):
             ],
             timeout=90,
         )
-        for c in clusters:
+        for c in clusters if self.federation_crds else ():
             c.kubectl("apply", "--server-side", "-f", "-", input=c.cluster_property_manifest())
 
     def peak_rss_kib(self) -> int:

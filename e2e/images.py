@@ -26,6 +26,7 @@ reads. A layer is rebuilt only when its inputs change.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -37,10 +38,14 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from e2e import toolchain
 from e2e.processes import HarnessError
@@ -49,6 +54,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_SUITE = "bookworm"
 #: What Debian bookworm's python3 and libc6 are: the images' Python and glibc.
 DEBIAN_PYTHON = (3, 11)
+#: Its full version: requirement markers such as ``python_full_version < "3.11.3"``
+#: (redis-py's async-timeout) are evaluated against it.
+DEBIAN_PYTHON_FULL = (3, 11, 2)
 DEBIAN_GLIBC = (2, 36)
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 #: What the shared base layer holds besides minbase. Changing it rebuilds the base.
@@ -233,21 +241,61 @@ def python_layer(label: str, requirements: Iterable[str]) -> Blob:
 
     def build(out: Path) -> None:
         target = out.parent / "site"
+        site = target / SITE_DIR.lstrip("/")
         _say(f"{label}: installing {len(reqs)} Python requirements for the images (first run only)")
-        version = ".".join(str(v) for v in DEBIAN_PYTHON)
-        argv = [
-            sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
-            "--no-warn-script-location", "--only-binary=:all:", f"--python-version={version}",
-            "--implementation=cp", *(f"--platform={tag}" for tag in _wheel_platforms()),
-            "--target", str(target / SITE_DIR.lstrip("/")), *reqs,
-        ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise HarnessError(f"pip install for the image failed: {proc.stderr.strip()[-3000:]}")
-        shutil.rmtree(target / SITE_DIR.lstrip("/") / "bin", ignore_errors=True)
+        _pip_install(site, reqs)
+        # pip evaluates requirement markers for this machine's Python, not the images':
+        # add what the installed distributions need there and pip left out.
+        for _ in range(5):
+            missing = _missing_for_image(site)
+            if not missing:
+                break
+            _pip_install(site, missing)
+        else:
+            raise HarnessError(f"the image's requirements do not settle: {missing}")
+        shutil.rmtree(site / "bin", ignore_errors=True)
         _tar_directory(target, out)
 
-    return _cached_layer(_key(label, DEBIAN_PYTHON, _wheel_platforms(), reqs), build)
+    return _cached_layer(_key(label, DEBIAN_PYTHON_FULL, _wheel_platforms(), reqs), build)
+
+
+def _pip_install(site: Path, requirements: Sequence[str]) -> None:
+    version = ".".join(str(v) for v in DEBIAN_PYTHON)
+    argv = [
+        sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+        "--no-warn-script-location", "--only-binary=:all:", f"--python-version={version}",
+        "--implementation=cp", *(f"--platform={tag}" for tag in _wheel_platforms()),
+        "--upgrade", "--target", str(site), *requirements,
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"pip install for the image failed: {proc.stderr.strip()[-3000:]}")
+
+
+def _missing_for_image(site: Path) -> list[str]:
+    """Requirements of the distributions in ``site`` that hold for the images' Python
+    (Debian's, on Linux) but are not installed there."""
+    environment: dict[str, str] = {
+        **{key: str(value) for key, value in default_environment().items()},
+        "python_version": ".".join(str(v) for v in DEBIAN_PYTHON),
+        "python_full_version": ".".join(str(v) for v in DEBIAN_PYTHON_FULL),
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "extra": "",
+    }
+    dists = list(importlib.metadata.distributions(path=[str(site)]))
+    installed = {canonicalize_name(d.metadata["Name"]) for d in dists}
+    missing = set()
+    for dist in dists:
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate(environment):
+                continue
+            if canonicalize_name(req.name) not in installed:
+                missing.add(f"{req.name}{req.specifier}")
+    return sorted(missing)
 
 
 def dependencies_layer() -> Blob:

@@ -575,6 +575,7 @@ class NodeEnvironment(LocalEnvironment):
         flat_pod_routing: bool = True,
         workdir: Path | None = None,
         keep_workdir: bool = False,
+        federation_crds: bool = True,
     ) -> None:
         for cluster_id in cluster_ids:
             if not _NODE_CLUSTER_ID.match(cluster_id):
@@ -588,7 +589,11 @@ class NodeEnvironment(LocalEnvironment):
                 f"so at most {MAX_NODE_CLUSTERS}"
             )
         super().__init__(
-            cluster_ids, etcd_per_cluster=True, workdir=workdir, keep_workdir=keep_workdir
+            cluster_ids,
+            etcd_per_cluster=True,
+            workdir=workdir,
+            keep_workdir=keep_workdir,
+            federation_crds=federation_crds,
         )
         self.fabric = Fabric(flat=flat_pod_routing)
         self.node_tools: toolchain.NodeTools | None = None

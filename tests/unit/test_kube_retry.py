@@ -1,10 +1,12 @@
-"""The agent's apiserver client retries 429s as client-go does (agents.kube)."""
+"""The agent's apiserver client (agents.kube): 429s retried as client-go does, and the
+bearer token found whatever its source."""
 
 from __future__ import annotations
 
 import tenacity
+from kubernetes.client import Configuration
 
-from agents.kube import KubeError, _throttle_wait, _throttled
+from agents.kube import KubeError, _throttle_wait, _throttled, bearer_token
 
 
 def _state(attempt: int, err: BaseException) -> tenacity.RetryCallState:
@@ -32,3 +34,27 @@ def test_without_retry_after_the_backoff_grows_to_its_cap() -> None:
     assert waits[3] > waits[0]
     assert all(w <= 5.0 for w in waits)
     assert waits[-1] == 5.0
+
+
+def _configuration(**api_key: str) -> Configuration:
+    conf = Configuration()
+    conf.api_key = dict(api_key)
+    return conf
+
+
+def test_the_bearer_token_is_found_whatever_its_source() -> None:
+    # kubeconfig: "Bearer <t>" under authorization; in-cluster: "bearer <t>" under
+    # BearerToken (the kubernetes package's own spellings).
+    assert bearer_token(_configuration(authorization="Bearer abc")) == "abc"
+    assert bearer_token(_configuration(BearerToken="bearer xyz")) == "xyz"
+    assert bearer_token(_configuration()) is None
+
+
+def test_the_bearer_token_is_refreshed_before_use() -> None:
+    conf = _configuration(BearerToken="bearer old")
+
+    def refresh(c: Configuration) -> None:
+        c.api_key["BearerToken"] = "bearer rotated"
+
+    conf.refresh_api_key_hook = refresh  # type: ignore[assignment]
+    assert bearer_token(conf) == "rotated"

@@ -137,3 +137,25 @@ def test_values_from_an_environment_killed_without_teardown_are_restored_later(
     fake_sysctls.release(f"{os.getpid()}-1")
     assert fake_sysctls.read("kernel/panic") == "0"  # the machine's own value
     assert not fake_sysctls.record.exists()
+
+
+def _dist(site: Path, name: str, *requires: str) -> None:
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+def test_requirements_are_completed_for_the_images_python(tmp_path: Path) -> None:
+    """pip evaluates markers for this machine's Python; the images run Debian's 3.11.2,
+    for which redis-py needs async-timeout (it failed at import in a pod)."""
+    _dist(
+        tmp_path, "redis",
+        'async-timeout>=4.0.3; python_full_version < "3.11.3"',
+        'hiredis>=3; extra == "hiredis"',
+        'pywin32; sys_platform == "win32"',
+        "present",
+    )  # fmt: skip
+    _dist(tmp_path, "present")
+    assert images._missing_for_image(tmp_path) == ["async-timeout>=4.0.3"]

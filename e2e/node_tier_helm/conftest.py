@@ -1,0 +1,153 @@
+"""Federation installed with Helm, as its users install it, on node clusters a, b and c.
+
+Everything of ours comes from ``helm install``: the CRDs chart in every cluster, the
+hub chart in ``a``, the agent chart (agent and gateway Envoy) in every cluster. The
+only thing on the host is Redis, the registry a user brings: each cluster's pods reach
+it on their node's address through a forward. Users and Secrets come from
+``fedctl add-hub`` and ``fedctl add-cluster``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from e2e import images
+from e2e.cluster import REPO_ROOT
+from e2e.nodes import NodeCluster, NodeEnvironment
+from e2e.processes import HarnessError, ProcessGroup
+from e2e.redis_server import RedisServer
+from e2e.toolchain import locate
+from federation.cli.members import ADMIN_URL_ENV
+
+CLUSTERS = ("a", "b", "c")
+NS = "federation"
+HUB_CLUSTER = "a"
+#: Fixed node ports of the hub's Service in a, where every cluster's Envoys reach it.
+HUB_XDS_NODE_PORT = 31800
+HUB_HTTP_NODE_PORT = 31880
+CHARTS = REPO_ROOT / "charts"
+
+
+def helm(cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(locate().helm), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"helm {' '.join(args)} in {cluster.id}: {done.stderr}"
+    return done
+
+
+def fedctl_secret(admin_url: str, *args: str) -> str:
+    """The Secret manifest ``fedctl`` prints for a new registry user."""
+    done = subprocess.run(
+        [sys.executable, "-m", "federation.cli.fedctl", *args, "--namespace", NS],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), ADMIN_URL_ENV: admin_url},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@dataclass
+class Installed:
+    env: NodeEnvironment
+    redis: RedisServer
+
+    @property
+    def hub_address(self) -> str:
+        return f"{self.env.cluster(HUB_CLUSTER).node_ip}:{HUB_XDS_NODE_PORT}"
+
+    def hub_values(self, *extra: str) -> list[str]:
+        values = [
+            "registry.existingSecret=federation-registry",
+            "xds.service.type=NodePort",
+            f"xds.service.nodePort={HUB_XDS_NODE_PORT}",
+            f"http.nodePort={HUB_HTTP_NODE_PORT}",
+            *extra,
+        ]
+        return [arg for value in values for arg in ("--set", value)]
+
+
+def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
+    installed = Installed(env, redis)
+    for cluster_id in CLUSTERS:
+        cluster = env.cluster(cluster_id)
+        cluster.load_images([images.FEDERATION, images.ENVOY])
+        helm(cluster, "install", "federation-crds", str(CHARTS / "federation-crds"), "--wait")
+        cluster.kubectl("create", "namespace", NS)
+    # The registry on the host, reached by each cluster's pods on their node's address.
+    addresses = {}
+    for cluster_id in CLUSTERS:
+        cluster = env.cluster(cluster_id)
+        host, port = cluster.forward(
+            (cluster.node_ip, 0), (redis.host, redis.port), name="redis", reverse=True
+        )
+        addresses[cluster_id] = f"redis://{host}:{port}/0"
+    hub = env.cluster(HUB_CLUSTER)
+    hub.kubectl(
+        "apply", "-f", "-",
+        input=fedctl_secret(redis.admin_url, "add-hub", "--registry-address", addresses["a"]),
+    )  # fmt: skip
+    helm(hub, "install", "federation-hub", str(CHARTS / "federation-hub"), "-n", NS,
+         *installed.hub_values())  # fmt: skip
+    for cluster_id in CLUSTERS:
+        cluster = env.cluster(cluster_id)
+        secret = fedctl_secret(
+            redis.admin_url, "add-cluster", cluster_id,
+            "--registry-address", addresses[cluster_id],
+        )  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=secret)
+        helm(
+            cluster, "install", "federation-agent", str(CHARTS / "federation-agent"), "-n", NS,
+            "--set", f"clusterId={cluster_id}",
+            "--set", "registry.existingSecret=federation-registry",
+            "--set", f"gateway.hubAddress={installed.hub_address}",
+            "--set", "gateway.replicas=1",
+        )  # fmt: skip
+    try:
+        env.wait_deployments(NS, "federation-hub", clusters=[HUB_CLUSTER])
+        env.wait_deployments(NS, "federation-agent", "federation-agent-gateway")
+    except HarnessError as err:
+        raise HarnessError(f"{err}\n{_diagnosis(env)}") from err
+    return installed
+
+
+def _diagnosis(env: NodeEnvironment) -> str:
+    """The release's pods, their events and their logs: why something is not Ready."""
+    parts = []
+    for cluster_id in CLUSTERS:
+        cluster = env.cluster(cluster_id)
+        for args in (
+            ("get", "pods", "-n", NS, "-o", "wide"),
+            ("get", "events", "-n", NS, "--sort-by=.lastTimestamp"),
+            ("logs", "-n", NS, "--all-containers", "--prefix", "--tail=30",
+             "-l", "app.kubernetes.io/part-of=federation"),
+        ):  # fmt: skip
+            done = cluster.kubectl(*args, check=False)
+            parts.append(f"--- {cluster_id}: kubectl {' '.join(args)}\n{done.stdout}{done.stderr}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="package")
+def installed() -> Iterator[Installed]:
+    group = ProcessGroup()
+    try:
+        with (
+            NodeEnvironment(CLUSTERS, federation_crds=False) as env,
+            RedisServer(group) as redis,
+        ):
+            yield _install(env, redis)
+    finally:
+        group.stop_all()
+
+
+def json_of(cluster: NodeCluster, *args: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+    return loaded

@@ -1,0 +1,180 @@
+"""Installed with Helm on node clusters a, b and c: every pod Ready, every gateway Envoy
+synced, an exported Deployment-backed Service imported and answered across clusters;
+a hub upgrade under load with zero failed requests, a rollback, and an uninstall that
+leaves nothing of the release behind."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from e2e import pods
+from e2e.cluster import REPO_ROOT
+from e2e.node_tier_helm.conftest import (
+    CHARTS,
+    CLUSTERS,
+    HUB_CLUSTER,
+    HUB_HTTP_NODE_PORT,
+    NS,
+    Installed,
+    helm,
+    json_of,
+)
+from e2e.nodes import NodeCluster
+from e2e.processes import wait_until
+from e2e.traffic import DEADLINE, Loop, Outcome, host
+
+APP = "helm-story"
+RELEASES = ("federation-crds", "federation-hub", "federation-agent")
+
+
+def _gateway_address(cluster: NodeCluster) -> str:
+    ip = next(iter(pods.wait_ready_pods(
+        cluster, NS, "app.kubernetes.io/component=gateway", 1
+    ).values()))  # fmt: skip
+    return cluster.forward_to_pod(ip, 10080, name="gateway")
+
+
+def _request(address: str, hostname: str) -> Outcome:
+    req = urllib.request.Request(f"http://{address}/", headers={"Host": hostname})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return Outcome(str(json.loads(resp.read())["cluster"]))
+    except OSError as err:
+        return Outcome(None, f"{type(err).__name__}: {err}")
+
+
+def _imported(cluster: NodeCluster) -> bool:
+    return cluster.kubectl("get", "serviceimport", "echo", "-n", APP, check=False).returncode == 0
+
+
+def test_every_pod_is_ready(installed: Installed) -> None:
+    for cluster_id in CLUSTERS:
+        cluster = installed.env.cluster(cluster_id)
+        listed = json_of(cluster, "get", "pods", "-n", NS)
+        items = listed["items"]
+        assert isinstance(items, list)
+        names = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in items)
+        assert names == (["agent", "gateway", "hub"] if cluster_id == HUB_CLUSTER else
+                         ["agent", "gateway"])  # fmt: skip
+        for p in items:
+            ready = {c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"]
+            assert ready == "True", (cluster_id, p["metadata"]["name"])
+
+
+def test_proxy_status_shows_every_gateway_synced(installed: Installed) -> None:
+    hub = installed.env.cluster(HUB_CLUSTER)
+    host_, port = hub.forward(("127.0.0.1", 0), (hub.node_ip, HUB_HTTP_NODE_PORT), name="hub")
+    shown: list[str] = []
+
+    def synced() -> bool:
+        done = subprocess.run(
+            [sys.executable, "-m", "federation.cli.fedctl", "proxy-status",
+             "--hub", f"http://{host_}:{port}"],
+            capture_output=True, text=True, timeout=30, check=False, cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
+        shown[:] = [done.stdout + done.stderr]
+        rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
+        return sorted((r[1], r[-1]) for r in rows if len(r) > 2) == [(c, "yes") for c in CLUSTERS]
+
+    wait_until(synced, timeout=DEADLINE, what="fedctl proxy-status: every gateway synced")
+    assert all(f" {c} " in shown[0] for c in CLUSTERS), shown[0]
+
+
+def test_an_export_in_a_is_imported_and_answered_through_b(installed: Installed) -> None:
+    env = installed.env
+    a = env.cluster("a")
+    pods.apply(a, pods.namespace(APP), pods.echo_deployment(APP, "a"), pods.service(APP),
+               pods.service_export(APP))  # fmt: skip
+    a_pods = pods.wait_ready_pods(a, APP, "app=echo", 2)
+    for cluster_id in ("b", "c"):
+        cluster = env.cluster(cluster_id)
+        pods.apply(cluster, pods.namespace(APP))
+        wait_until(
+            functools.partial(_imported, cluster),
+            timeout=DEADLINE,
+            what=f"the ServiceImport in {cluster_id}",
+        )
+    gateway = _gateway_address(env.cluster("b"))
+    answers: list[str] = []
+
+    def answered() -> bool:
+        try:
+            req = urllib.request.Request(f"http://{gateway}/", headers={"Host": host(APP)})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                answers.append(json.loads(resp.read())["pod"])
+                return True
+        except OSError:
+            return False
+
+    wait_until(answered, timeout=DEADLINE, what="b's gateway to answer for a's Service")
+    assert answers[-1] in a_pods
+
+
+def test_a_hub_upgrade_and_rollback_fail_no_request(installed: Installed) -> None:
+    env = installed.env
+    hub = env.cluster(HUB_CLUSTER)
+    test_an_export_in_a_is_imported_and_answered_through_b(installed)
+    gateway = _gateway_address(env.cluster("b"))
+
+    def hub_pod() -> str:
+        return hub.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=hub",
+                           "-o", "jsonpath={.items[*].metadata.uid}").stdout  # fmt: skip
+
+    before = hub_pod()
+    with Loop(None, count=3000, seconds=240, probe=lambda: _request(gateway, host(APP))) as loop:
+        loop.wait_for(20)
+        helm(hub, "upgrade", "federation-hub", str(CHARTS / "federation-hub"), "-n", NS,
+             *installed.hub_values("logLevel=DEBUG"), "--wait")  # fmt: skip
+        upgraded = hub_pod()
+        assert upgraded != before, "the upgrade did not roll the hub"
+        helm(hub, "rollback", "federation-hub", "1", "-n", NS, "--wait")
+        assert hub_pod() not in (before, upgraded)
+        since = time.monotonic()
+        loop.wait_for(20, since=since)
+    assert loop.results, "no request was made"
+    assert not loop.failed, loop.failed[:5]
+    assert set(loop.served()) == {"a"}
+    args = json_of(hub, "get", "deployment", "federation-hub", "-n", NS)
+    container = args["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    assert "--log-level=INFO" in container["args"]
+
+
+def test_uninstall_leaves_nothing_of_the_release_but_the_crds(installed: Installed) -> None:
+    """Last in this module: it removes what the other tests use."""
+    for cluster_id in CLUSTERS:
+        cluster = installed.env.cluster(cluster_id)
+        releases = ["federation-agent"] + (["federation-hub"] if cluster_id == HUB_CLUSTER else [])
+        for release in releases:
+            helm(cluster, "uninstall", release, "-n", NS, "--wait")
+        helm(cluster, "uninstall", "federation-crds", "--wait")
+        kinds = cluster.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+        # Pods of a deleted Deployment take their grace period to go.
+        wait_until(
+            functools.partial(_only_crds_left, cluster, kinds),
+            timeout=DEADLINE * 3,
+            what=f"only the CRDs left of the releases in {cluster_id}",
+        )
+
+
+CRDS = sorted(
+    f"customresourcedefinition.apiextensions.k8s.io/{crd}"
+    for crd in ("clusterproperties.about.k8s.io", "serviceexports.multicluster.x-k8s.io",
+                "serviceimports.multicluster.x-k8s.io")
+)  # fmt: skip
+
+
+def _only_crds_left(cluster: NodeCluster, kinds: list[str]) -> bool:
+    """Whether the CRDs (kept by their resource policy) are all that is left of the
+    releases, of every kind the cluster lists."""
+    left = cluster.kubectl(
+        "get", ",".join(k for k in kinds if not k.startswith("events")), "-A",
+        "-l", f"app.kubernetes.io/instance in ({','.join(RELEASES)})", "-o", "name",
+    ).stdout.split()  # fmt: skip
+    return sorted(left) == CRDS
