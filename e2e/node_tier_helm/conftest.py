@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -79,7 +79,8 @@ def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
     installed = Installed(env, redis)
     for cluster_id in CLUSTERS:
         cluster = env.cluster(cluster_id)
-        cluster.load_images([images.FEDERATION, images.ENVOY])
+        extra = [images.REDIS] if cluster_id == HUB_CLUSTER else []  # the bundled registry
+        cluster.load_images([images.FEDERATION, images.ENVOY, *extra])
         helm(cluster, "install", "federation-crds", str(CHARTS / "federation-crds"), "--wait")
         cluster.kubectl("create", "namespace", NS)
     # The registry on the host, reached by each cluster's pods on their node's address.
@@ -115,19 +116,19 @@ def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
         env.wait_deployments(NS, "federation-hub", clusters=[HUB_CLUSTER])
         env.wait_deployments(NS, "federation-agent", "federation-agent-gateway")
     except HarnessError as err:
-        raise HarnessError(f"{err}\n{_diagnosis(env)}") from err
+        raise HarnessError(f"{err}\n{diagnosis(env, NS, CLUSTERS)}") from err
     return installed
 
 
-def _diagnosis(env: NodeEnvironment) -> str:
-    """The release's pods, their events and their logs: why something is not Ready."""
+def diagnosis(env: NodeEnvironment, namespace: str, clusters: Sequence[str]) -> str:
+    """A namespace's pods, events and logs in each cluster: why something is not Ready."""
     parts = []
-    for cluster_id in CLUSTERS:
+    for cluster_id in clusters:
         cluster = env.cluster(cluster_id)
         for args in (
-            ("get", "pods", "-n", NS, "-o", "wide"),
-            ("get", "events", "-n", NS, "--sort-by=.lastTimestamp"),
-            ("logs", "-n", NS, "--all-containers", "--prefix", "--tail=30",
+            ("get", "pods,pvc", "-n", namespace, "-o", "wide"),
+            ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+            ("logs", "-n", namespace, "--all-containers", "--prefix", "--tail=30",
              "-l", "app.kubernetes.io/part-of=federation"),
         ):  # fmt: skip
             done = cluster.kubectl(*args, check=False)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from federation.cli import members
+from federation.cli import members, registry_config
 from federation.cli.bootstrap import BootstrapOptions, bootstrap
 from federation.errors import FederationError
 
@@ -130,9 +130,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         add.add_argument("--namespace", default="federation", help="the Secret's namespace")
         add.add_argument("--secret-name", help="default: federation-registry")
+    conf = sub.add_parser(
+        "registry-config",
+        help="write the bundled registry's redis.conf and ACL file (the hub chart runs it)",
+        description=registry_config.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    conf.add_argument("--data-dir", required=True, help="redis-server's data directory")
+    conf.add_argument("--port", type=int, default=6379)
+    conf.add_argument("--hub-user", default="hub")
     args = parser.parse_args(argv)
     try:
-        if args.command in ("add-cluster", "add-hub"):
+        if args.command == "registry-config":
+            registry_config.write(Path(args.data_dir), port=args.port, hub_user=args.hub_user)
+        elif args.command in ("add-cluster", "add-hub"):
             print(yaml.safe_dump(asyncio.run(_add_user(args)), sort_keys=False), end="")
         elif args.command == "bootstrap":
             config = bootstrap(

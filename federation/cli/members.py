@@ -21,11 +21,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
 from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
 from federation.registry.location import SCHEMES, registry_url
+from federation.registry.store import RegistryUnavailableError
 
 ADMIN_URL_ENV = "FEDERATION_REGISTRY_ADMIN_URL"
 SECRET_KEY = "url"
@@ -99,5 +101,12 @@ async def create(admin: str, users: Sequence[RegistryUser]) -> None:
     client: Redis = Redis.from_url(admin)
     try:
         await apply_users(client, [u.rules for u in users])
+        # A registry with an ACL file (the hub chart's bundled one) keeps users across
+        # restarts only once they are saved there.
+        config = await client.config_get("aclfile")
+        if config.get("aclfile"):
+            await client.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
+    except (RedisError, OSError) as err:
+        raise RegistryUnavailableError(f"creating registry users failed: {err}") from err
     finally:
         await client.aclose()

@@ -187,3 +187,33 @@ def test_the_agents_rbac_grants_exactly_what_the_code_needs(local_env: LocalEnvi
     expected = _expected(CHARTS / "federation-agent" / "files" / "clusterrole-rules.yaml")
     assert granted == expected
     assert not any(resource.startswith("secrets") for resource, _ in granted)
+
+
+BUNDLED = ["registry.bundled.enabled=true"]
+
+
+def test_the_bundled_registry_lints_and_a_real_apiserver_accepts_it(
+    local_env: LocalEnvironment,
+) -> None:
+    assert helm("lint", "--strict", str(CHARTS / "federation-hub"), *sets(BUNDLED)).returncode == 0
+    cluster = local_env.cluster("a")
+    ns = f"chart-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    docs = render("federation-hub", BUNDLED, namespace=ns)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["Deployment", "Secret", "Service", "Service", "ServiceAccount", "StatefulSet"]
+    done = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # The hub reads the generated Secret, as environment; no password in any argv.
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    (hub,) = [d for d in docs if d["kind"] == "Deployment"]
+    (env,) = hub["spec"]["template"]["spec"]["containers"][0]["env"][:1]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "url"}
+    (registry,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    pod = registry["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod["initContainers"]:
+        argv = " ".join(container.get("command", []) + container.get("args", []))
+        assert "password" not in argv.lower(), argv
