@@ -313,6 +313,15 @@ def test_a_mirror_sends_copies_to_its_backend(fed: Federation, ns: str) -> None:
     )
     gw.wait_for_status(address, "/", 200)
     shadow = f"{b.backend_ip(66)}:8080"
+    start = gw.request(shadow, "/__count").json()["served"]
+
+    def mirrored() -> bool:
+        # Envoy drops a copy (fire and forget) while the shadow cluster has no endpoint
+        # yet: the route can answer before the mirror's EDS has arrived.
+        gw.request(address, "/warm-up")
+        return bool(gw.request(shadow, "/__count").json()["served"] > start)
+
+    wait_until(mirrored, timeout=gw.DEADLINE, what="the mirror's first copy")
     before = gw.request(shadow, "/__count").json()["served"]
     for _ in range(20):
         assert served_by(gw.request(address, "/copied")) == "a"  # answered by the primary
