@@ -32,6 +32,7 @@ from agents.status import StatusWriter
 from agents.workqueue import KeyQueue, RetryLater
 from federation.model.conditions import import_conditions
 from federation.model.imports import MergedImport, merge_exports
+from federation.registry.records import ServiceType
 from federation.registry.watcher import RegistryWatcher, ServiceName
 
 OURS = f"{objs.OWNER_LABEL}={objs.OWNER}"
@@ -88,8 +89,8 @@ class ImportReconciler:
         self._applied: dict[str, Applied] = {}
         #: our EndpointSlices per import, as listed or last written
         self._slices: dict[ServiceName, dict[str, KubeObject]] = {}
-        #: The clusterset IPs and families each import's derived Service last had.
-        self._ips: dict[ServiceName, tuple[list[str], list[str]]] = {}
+        #: The clusterset IPs each import's derived Service last had.
+        self._ips: dict[ServiceName, list[str]] = {}
         #: IP families this cluster has no Service IPs of, as the apiserver said when it
         #: refused them (forgotten at each full listing: a cluster may gain a family).
         self.missing_families: frozenset[str] = frozenset()
@@ -191,12 +192,13 @@ class ImportReconciler:
         families: list[str] | None = None
         family_problem: str | None = None
         derived_path = k.SERVICES.path(namespace, objs.derived_service_name(name))
-        if merged.type.value == "ClusterSetIP":
+        cluster_set_ip = merged.type is ServiceType.CLUSTER_SET_IP
+        if cluster_set_ip:
             try:
                 ips, families = await self._apply_derived(key, merged, derived_path)
             except IPFamilyNotSupported as err:
                 family_problem = str(err)
-        if (merged.type.value != "ClusterSetIP" or family_problem) and (
+        if (not cluster_set_ip or family_problem) and (
             derived_path in self._applied or key in self._ips
         ):
             await self._delete(derived_path)  # was ClusterSetIP (of a family here) before
@@ -231,9 +233,7 @@ class ImportReconciler:
                 f"the import's IP families are {', '.join(merged.ip_families)}, and this "
                 "cluster's Service CIDRs have none of them, so it gets no clusterset IP here"
             )
-        desired = objs.derived_service(
-            merged, pinned_ips=pinned[0] if pinned else None, families=families or None
-        )
+        desired = objs.derived_service(merged, pinned_ips=pinned, families=families or None)
         try:
             derived = await self._apply(path, desired)
         except KubeError as err:
@@ -248,10 +248,10 @@ class ImportReconciler:
             # for them before giving them up.
             first = self._pin_refused.setdefault(key, time.monotonic())
             if "already allocated" in str(err) and time.monotonic() - first < PIN_PATIENCE:
-                raise RetryLater(f"clusterset IPs {pinned[0]} not released yet") from err
+                raise RetryLater(f"clusterset IPs {pinned} not released yet") from err
             log.warning(
                 "derived Service %s could not get its clusterset IPs %s back, taking new ones: %s",
-                path, pinned[0], err,
+                path, pinned, err,
             )  # fmt: skip
             derived = await self._apply(
                 path, objs.derived_service(merged, families=families or None)
@@ -259,9 +259,8 @@ class ImportReconciler:
         self._pin_refused.pop(key, None)
         spec = derived.get("spec") or {}
         ips = [ip for ip in spec.get("clusterIPs") or [] if ip != "None"]
-        families = list(spec.get("ipFamilies") or [])
-        self._ips[key] = (ips, families)
-        return ips, families
+        self._ips[key] = ips
+        return ips, list(spec.get("ipFamilies") or [])
 
     async def _apply(self, path: str, desired: dict[str, Any]) -> KubeObject:
         """Server-side apply unless this exact object was applied and is intact."""

@@ -16,9 +16,10 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,7 @@ class Federation:
         address its pod IP ``pod_ip(host)`` maps to."""
         cluster = self.env.cluster(cluster_id)
         address = f"{cluster.backend_ip(host)}:{port}"
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        env = project_env()
         argv = [sys.executable, "-m", "e2e.backends", "--listen", address, "--name", cluster_id]
         proc = self.env.group.start(
             f"backend-{cluster_id}-{host}-{port}",
@@ -273,15 +274,27 @@ def _port_open(address: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
+def project_env(**extra: str) -> dict[str, str]:
+    """The environment of a process run from this checkout, with ``extra`` added."""
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **extra}
+
+
 def _env(registry_url: str) -> dict[str, str]:
     """A hub's or agent's environment: the registry URL with its credentials goes there,
     never into argv."""
-    return dict(
-        os.environ,
-        PYTHONPATH=str(REPO_ROOT),
-        PYTHONUNBUFFERED="1",
-        **{REGISTRY_URL_ENV: registry_url},
-    )
+    return project_env(**{REGISTRY_URL_ENV: registry_url})
+
+
+def fedctl(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """This checkout's ``fedctl``, run as an operator runs it (a process of its own),
+    with ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "federation.cli.fedctl", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO_ROOT,
+        env=project_env(**(env or {})),
+    )  # fmt: skip
 
 
 def agent_rbac() -> dict[str, Any]:

@@ -10,9 +10,7 @@ it on their node's address through a forward. Users and Secrets come from
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ import pytest
 
 from e2e import images
 from e2e.cluster import REPO_ROOT
+from e2e.federation import fedctl
 from e2e.nodes import NodeCluster, NodeEnvironment
 from e2e.processes import HarnessError, ProcessGroup
 from e2e.redis_server import RedisServer
@@ -46,11 +45,7 @@ def helm(cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 def fedctl_secret(admin_url: str, *args: str) -> str:
     """The Secret manifest ``fedctl`` prints for a new registry user."""
-    done = subprocess.run(
-        [sys.executable, "-m", "federation.cli.fedctl", *args, "--namespace", NS],
-        capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), ADMIN_URL_ENV: admin_url},
-    )  # fmt: skip
+    done = fedctl(*args, "--namespace", NS, env={ADMIN_URL_ENV: admin_url})
     assert done.returncode == 0, done.stderr
     return done.stdout
 

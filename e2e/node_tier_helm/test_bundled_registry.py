@@ -6,16 +6,13 @@ the passwords."""
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 
 import pytest
 from redis import Redis
 from redis.exceptions import NoPermissionError
 
 from e2e import pods
-from e2e.cluster import REPO_ROOT
+from e2e.federation import fedctl
 from e2e.node_tier_helm.conftest import CHARTS, HUB_CLUSTER, Installed, diagnosis, helm
 from e2e.nodes import NodeCluster
 from e2e.processes import HarnessError, wait_until
@@ -93,12 +90,9 @@ def test_the_bundled_registry_keeps_members_across_restarts(installed: Installed
         with pytest.raises(NoPermissionError):
             hub.hset("fed:v2:{z}:records", "x", "1")  # and only reads
 
-    done = subprocess.run(
-        [sys.executable, "-m", "federation.cli.fedctl", "add-cluster", "z"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
-             ADMIN_URL_ENV: f"redis://default:{admin_password}@{address}/0"},
-    )  # fmt: skip
+    done = fedctl(
+        "add-cluster", "z", env={ADMIN_URL_ENV: f"redis://default:{admin_password}@{address}/0"}
+    )
     assert done.returncode == 0, done.stderr
     password = done.stdout.split("redis://agent-z:", 1)[1].split("@", 1)[0]
 

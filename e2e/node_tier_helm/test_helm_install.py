@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 
 from e2e import pods
-from e2e.cluster import REPO_ROOT
+from e2e.federation import fedctl
 from e2e.node_tier_helm.conftest import (
     CHARTS,
     CLUSTERS,
@@ -73,12 +70,7 @@ def test_proxy_status_shows_every_gateway_synced(installed: Installed) -> None:
     shown: list[str] = []
 
     def synced() -> bool:
-        done = subprocess.run(
-            [sys.executable, "-m", "federation.cli.fedctl", "proxy-status",
-             "--hub", f"http://{host_}:{port}"],
-            capture_output=True, text=True, timeout=30, check=False, cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )  # fmt: skip
+        done = fedctl("proxy-status", "--hub", f"http://{host_}:{port}", timeout=30)
         shown[:] = [done.stdout + done.stderr]
         rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
         return sorted((r[1], r[-1]) for r in rows if len(r) > 2) == [(c, "yes") for c in CLUSTERS]
@@ -88,6 +80,11 @@ def test_proxy_status_shows_every_gateway_synced(installed: Installed) -> None:
 
 
 def test_an_export_in_a_is_imported_and_answered_through_b(installed: Installed) -> None:
+    _export_from_a_answered_through_b(installed)
+
+
+def _export_from_a_answered_through_b(installed: Installed) -> None:
+    """a's echo Deployment exported, imported in b and c, answered through b's gateway."""
     env = installed.env
     a = env.cluster("a")
     pods.apply(a, pods.namespace(APP), pods.echo_deployment(APP, "a"), pods.service(APP),
@@ -120,7 +117,7 @@ def test_an_export_in_a_is_imported_and_answered_through_b(installed: Installed)
 def test_a_hub_upgrade_and_rollback_fail_no_request(installed: Installed) -> None:
     env = installed.env
     hub = env.cluster(HUB_CLUSTER)
-    test_an_export_in_a_is_imported_and_answered_through_b(installed)
+    _export_from_a_answered_through_b(installed)  # the same Service (idempotent)
     gateway = _gateway_address(env.cluster("b"))
 
     def hub_pod() -> str:

@@ -3,27 +3,16 @@ URL connects as a user with exactly the agent's (or hub's) rights."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 from redis import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from e2e.cluster import REPO_ROOT
+from e2e.federation import fedctl
 from e2e.redis_server import RedisServer
 from federation.cli.members import ADMIN_URL_ENV
 
 pytestmark = pytest.mark.integration
-
-
-def fedctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "federation.cli.fedctl", *args],
-        capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
-        env={"PYTHONPATH": str(REPO_ROOT), **env},
-    )  # fmt: skip
 
 
 def test_add_cluster_prints_a_secret_whose_url_is_the_agents(redis_server: RedisServer) -> None:
@@ -61,6 +50,6 @@ def test_add_hub_creates_a_read_only_user(redis_server: RedisServer) -> None:
 
 
 def test_without_the_admin_url_it_says_where_it_belongs() -> None:
-    done = fedctl("add-cluster", "a", env={})
+    done = fedctl("add-cluster", "a", env={ADMIN_URL_ENV: ""})
     assert done.returncode == 1
     assert f"{ADMIN_URL_ENV} is not set" in done.stderr
