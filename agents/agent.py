@@ -223,7 +223,13 @@ class Agent:
         ]
         running = [asyncio.create_task(coro, name=name) for name, coro in tasks]
         try:
-            await self.watcher.loaded.wait()
+            # A task ends only by crashing (the watcher on a TLS misconfiguration before
+            # its first load): then stop with its error instead of waiting for the load.
+            loaded = asyncio.create_task(self.watcher.loaded.wait())
+            await asyncio.wait([*running, loaded], return_when=asyncio.FIRST_COMPLETED)
+            loaded.cancel()
+            if not self.watcher.loaded.is_set():
+                await asyncio.gather(*running)
             await self.imports.queue_all()
             self.ready.set()
             await asyncio.gather(*running)

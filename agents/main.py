@@ -12,7 +12,11 @@ GRPCRoutes and ReferenceGrants) and hands every event to
 :class:`agents.agent.Agent`; the agent runs its own tasks
 beside kopf in the same event loop. SIGTERM/SIGINT stop both cleanly and
 release the lease (records stay: fail-static). The registry URL, with the agent's
-credentials, comes from ``FEDERATION_REGISTRY_URL``, never from the command line.
+credentials, comes from ``FEDERATION_REGISTRY_URL``, never from the command line; for a
+``rediss://`` URL, the CA and an optional client certificate come from
+``FEDERATION_REGISTRY_CA_FILE``, ``FEDERATION_REGISTRY_CERT_FILE`` and
+``FEDERATION_REGISTRY_KEY_FILE`` (:mod:`federation.registry.location`). A certificate that
+does not verify stops the agent at start-up with a one-line message.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from federation.errors import FederationError
 from federation.identity import parse_cluster_id
 from federation.process import configure_logging, run_until_stopped
 from federation.registry.hub_state import RedisHubState
-from federation.registry.location import registry_url
+from federation.registry.location import registry_location
 from federation.registry.redis_store import RedisReader, RedisWriter
 
 log = logging.getLogger("agents")
@@ -155,10 +159,11 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
             f"--cluster-id {args.cluster_id} does not match the ClusterProperty ({property_id})"
         )
     cluster = property_id
-    url = registry_url()
-    writer = RedisWriter.from_url(url, cluster)
-    reader = RedisReader.from_url(url)
-    hub_state = RedisHubState.from_url(url)
+    registry = registry_location()  # the URL and its TLS files, from the environment
+    url, tls = registry.url, registry.client_options()
+    writer = RedisWriter.from_url(url, cluster, **tls)
+    reader = RedisReader.from_url(url, **tls)
+    hub_state = RedisHubState.from_url(url, **tls)
     agent = Agent(
         AgentOptions(
             cluster=cluster,
@@ -189,6 +194,16 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
     await asyncio.wait(
         [agent_task, asyncio.create_task(agent.ready.wait())], return_when=asyncio.FIRST_COMPLETED
     )
+
+    async def close() -> None:
+        await writer.close()
+        await reader.close()
+        await hub_state.close()
+        await runner.cleanup()
+
+    if agent_task.done():  # start-up failed (e.g. the registry's certificate): no kopf
+        await close()
+        agent_task.result()  # raises the agent's error
     kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
     kopf_task = asyncio.create_task(
         kopf.operator(
@@ -217,10 +232,7 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
     agent_result = (await asyncio.gather(agent_task, return_exceptions=True))[0]
     kopf_stop.set()
     results = [agent_result, *(await asyncio.gather(kopf_task, return_exceptions=True))]
-    await writer.close()
-    await reader.close()
-    await hub_state.close()
-    await runner.cleanup()
+    await close()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result

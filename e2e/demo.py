@@ -67,6 +67,10 @@ def run(env: LocalEnvironment) -> Federation:
         print(f"\n--- cluster {cluster.id}: kubectl get serviceexports,serviceimports -A")
         print(cluster.kubectl("get", "serviceexports,serviceimports", "-A").stdout.rstrip())
     print("\n==> starting the hub, one Envoy per cluster, and a's echo backends", flush=True)
+    pki = fed.ensure_pki()
+    print(f"    fedctl pki init --dir {pki} --hub-ip 127.0.0.1 --cluster a --cluster b --cluster c")
+    print("    xDS is mTLS: each Envoy presents its cluster's certificate "
+          f"({pki}/clusters/<id>/tls.crt) and gets that cluster's configuration only")  # fmt: skip
     fed.start_hub()
     fed.wait_hub_ready()
     for cluster_id in env.clusters:

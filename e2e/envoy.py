@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.processes import HarnessError, Process, ProcessGroup, wait_until
-from federation.cli.bootstrap import BootstrapOptions, bootstrap
+from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,14 @@ class EnvoyClient:
             return text
 
     def live(self) -> bool:
+        """The admin interface answers (Envoy says 503 until it has its configuration)."""
         try:
-            return self.admin("/ready").strip() in ("LIVE", "PRE_INITIALIZING", "INITIALIZING")
+            state = self.admin("/ready")
+        except urllib.error.HTTPError as err:
+            state = err.read().decode(errors="replace")
         except OSError:
             return False
+        return state.strip() in ("LIVE", "PRE_INITIALIZING", "INITIALIZING")
 
     def stats(self, pattern: str) -> dict[str, int]:
         """Envoy's counters and gauges whose names match the regular expression ``pattern``."""
@@ -110,7 +114,11 @@ class Envoy(EnvoyClient):
         listener_address: str,
         delta: bool = False,
         node_id: str | None = None,
+        tls: BootstrapTls | None = None,
+        node_cluster: str | None = None,
     ) -> None:
+        """``tls``: the client certificate it presents to the hub (None: plain text).
+        ``node_cluster``: the node.cluster it claims, when not ``cluster`` (an impostor)."""
         super().__init__(
             cluster=cluster, admin_address=admin_address, listener_address=listener_address
         )
@@ -119,11 +127,13 @@ class Envoy(EnvoyClient):
         self.dir = directory
         self.config = bootstrap(
             BootstrapOptions(
-                cluster=cluster,
+                cluster=node_cluster or cluster,
                 xds_address=xds_address,
                 admin_address=admin_address,
                 node_id=node_id,
                 delta=delta,
+                tls=tls,
+                insecure_plaintext=tls is None,
             )
         )
         self.process: Process | None = None

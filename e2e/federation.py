@@ -5,7 +5,10 @@ Used by the demo, the e2e tests and the benchmarks, on top of
 one Redis ACL user per agent (and a read-only hub user), gives each cluster a
 least-privilege Kubernetes identity for its agent (the agent chart's ClusterRole rules)
 and runs ``federation-agent`` as a separate process per cluster, which tests
-can kill and restart.
+can kill and restart. With ``registry_tls=True`` the redis-server is TLS-only and requires
+client certificates; the hub and agents connect with ``rediss://``, verifying it with its
+CA and presenting a client certificate (the ``FEDERATION_REGISTRY_*`` files of
+:attr:`Federation.registry_tls_env`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -30,6 +33,8 @@ from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
 from e2e.envoy import Envoy
 from e2e.processes import HarnessError, Process, wait_until
 from e2e.redis_server import RedisServer
+from federation.cli import pki
+from federation.cli.bootstrap import BootstrapTls
 from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
 from federation.registry.location import REGISTRY_URL_ENV
 
@@ -48,11 +53,14 @@ class AgentHandle:
     process: Process | None = None
 
 
-def metric(text: str, name: str) -> float:
-    """The value of the first sample of ``name`` in a Prometheus text exposition."""
+def metric(text: str, name: str, default: float | None = None) -> float:
+    """The value of the first sample of ``name`` (which may end in its labels, in the
+    exposition's order) in a Prometheus text exposition; ``default`` when there is none."""
     for line in text.splitlines():
         if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
+    if default is not None:
+        return default
     raise AssertionError(f"{name} not in the metrics:\n{text}")
 
 
@@ -66,17 +74,28 @@ class Federation:
         lease_ttl: float = 2.0,
         withdraw_stale_after: float | None = None,
         resync_interval: float = 30.0,
+        registry_tls: bool = False,
     ) -> None:
         self.env = env
         self.lease_ttl = lease_ttl
         self.withdraw_stale_after = withdraw_stale_after
         self.resync_interval = resync_interval
-        self.redis = RedisServer(env.group, env.workdir / "redis")
+        # TLS-only with client certificates required: the hub and agents must present theirs.
+        self.redis = RedisServer(
+            env.group, env.workdir / "redis", tls=registry_tls, client_certs="required"
+        )
+        #: The registry's TLS variables (CA, client certificate) for the hub and agents
+        #: started from now on; empty without TLS. Tests may replace it (a wrong CA).
+        self.registry_tls_env: dict[str, str] = self.redis.tls_env()
         self.hub_password = secrets.token_urlsafe(18)
         self.agents: dict[str, AgentHandle] = {}
         self.hub: Process | None = None
+        self.hub_tls = True
         self.hub_xds_port = 0
         self.hub_http_port = 0
+        #: The clusterset PKI of the hub's mTLS xDS port (``fedctl pki`` layout):
+        #: hub/ and clusters/<id>/, each with tls.crt, tls.key and ca.crt.
+        self.pki = env.workdir / "pki"
         #: Where the Envoys read Gateway certificates: <dir>/<namespace>/<name>/tls.{crt,key}.
         self.secret_dir = env.workdir / "secrets"
         self.envoys: dict[str, Envoy] = {}
@@ -134,7 +153,7 @@ class Federation:
         ]
         if self.withdraw_stale_after is not None:
             argv += ["--withdraw-stale-after", str(self.withdraw_stale_after)]
-        env = _env(self.agent_url(cluster_id))
+        env = self._env(self.agent_url(cluster_id))
         handle.process = self.env.group.start(
             f"agent-{cluster_id}", argv, handle.cluster.dir / "agent.log", env=env
         )
@@ -182,10 +201,40 @@ class Federation:
 
     # --- data plane: hub, Envoys and backends (addresses: see LocalCluster) -----
 
-    def start_hub(self, *, extra_args: Sequence[str] = ()) -> Process:
-        """The hub as a process, reading the registry as the read-only hub user."""
+    def ensure_pki(self) -> Path:
+        """Mint the clusterset PKI once (a CA, the hub's and every cluster's certificate)."""
+        if not (self.pki / "ca.key").exists():
+            pki.init(self.pki, clusters=sorted(self.env.clusters), hub_ips=["127.0.0.1"])
+        return self.pki
+
+    def xds_tls_dir(self, cluster_id: str) -> Path:
+        """The directory of ``cluster_id``'s client certificate (minted if new)."""
+        directory = self.ensure_pki() / "clusters" / cluster_id
+        if not directory.exists():
+            pki.add_cluster(self.pki, cluster_id)
+        return directory
+
+    def xds_tls(self, cluster_id: str) -> BootstrapTls:
+        """The client certificate files of ``cluster_id``'s Envoys (minted if new)."""
+        directory = self.xds_tls_dir(cluster_id)
+        return BootstrapTls(
+            str(directory / "tls.crt"), str(directory / "tls.key"), str(directory / "ca.crt")
+        )
+
+    def hub_tls_args(self) -> list[str]:
+        hub = self.ensure_pki() / "hub"
+        return [
+            "--xds-tls-cert", str(hub / "tls.crt"),
+            "--xds-tls-key", str(hub / "tls.key"),
+            "--xds-client-ca", str(hub / "ca.crt"),
+        ]  # fmt: skip
+
+    def start_hub(self, *, extra_args: Sequence[str] = (), tls: bool = True) -> Process:
+        """The hub as a process, reading the registry as the read-only hub user, serving
+        mTLS xDS (``tls=False``: plain text, ``--insecure-xds-plaintext``)."""
         if not self.hub_xds_port:
             self.hub_xds_port, self.hub_http_port = free_port(), free_port()
+        self.hub_tls = tls
         argv = [
             sys.executable,
             "-m",
@@ -196,11 +245,12 @@ class Federation:
             f"127.0.0.1:{self.hub_http_port}",
             "--secret-dir",
             str(self.secret_dir),
+            *(self.hub_tls_args() if tls else ["--insecure-xds-plaintext"]),
             *extra_args,
         ]
         for cluster in self.env.clusters.values():
             argv += cluster.hub_flags()
-        env = _env(self.hub_url())
+        env = self._env(self.hub_url())
         self.hub = self.env.group.start("hub", argv, self.env.workdir / "hub.log", env=env)
         return self.hub
 
@@ -229,8 +279,20 @@ class Federation:
         os.kill(self.hub.pid, signal.SIGKILL)
         self.hub.popen.wait(timeout=10)
 
-    def start_envoy(self, cluster_id: str, *, delta: bool = False) -> Envoy:
+    def start_envoy(
+        self,
+        cluster_id: str,
+        *,
+        delta: bool = False,
+        tls: BootstrapTls | Literal["cluster"] | None = "cluster",
+        node_cluster: str | None = None,
+        node_id: str | None = None,
+    ) -> Envoy:
+        """``cluster_id``'s Envoy, presenting its cluster's certificate to a mTLS hub
+        (``tls``: other files, or None for none); ``node_cluster`` is what it claims."""
         cluster = self.env.cluster(cluster_id)
+        if tls == "cluster":
+            tls = self.xds_tls(cluster_id) if self.hub_tls else None
         envoy = Envoy(
             self.env.group,
             cluster.tools.envoy,
@@ -240,6 +302,9 @@ class Federation:
             admin_address=cluster.envoy_admin,
             listener_address=cluster.envoy_listener,
             delta=delta,
+            tls=tls,
+            node_cluster=node_cluster,
+            node_id=node_id,
         )
         envoy.start()
         self.envoys[cluster_id] = envoy
@@ -266,6 +331,11 @@ class Federation:
     def agent_log(self, cluster_id: str) -> str:
         return (self.agents[cluster_id].cluster.dir / "agent.log").read_text(errors="replace")
 
+    def _env(self, registry_url: str) -> dict[str, str]:
+        """A hub's or agent's environment: the registry URL with its credentials, and the
+        TLS files, go there, never into argv."""
+        return project_env(**{REGISTRY_URL_ENV: registry_url, **self.registry_tls_env})
+
 
 def _port_open(address: str) -> bool:
     host, _, port = address.rpartition(":")
@@ -277,12 +347,6 @@ def _port_open(address: str) -> bool:
 def project_env(**extra: str) -> dict[str, str]:
     """The environment of a process run from this checkout, with ``extra`` added."""
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _env(registry_url: str) -> dict[str, str]:
-    """A hub's or agent's environment: the registry URL with its credentials goes there,
-    never into argv."""
-    return project_env(**{REGISTRY_URL_ENV: registry_url})
 
 
 def fedctl(

@@ -7,6 +7,15 @@ the run, also when tests fail or the run is interrupted.
 
 from __future__ import annotations
 
+import os
+
+# The tests speak gRPC in this process (xDS clients, abuse clients) and start every real
+# component with fork and exec. gRPC's fork handlers, run in a child forked while a gRPC
+# thread is busy, can abort that child before it execs (an agent "exits" at start with
+# only gRPC's "epoll_wait error: Bad file descriptor" in its log). No child uses gRPC
+# before exec, so fork support is off; this must be set before gRPC starts.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import contextlib
 from collections.abc import Iterator
 

@@ -6,9 +6,11 @@ Manifests are built as data here; :func:`apply` sends them with kubectl.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from e2e import images
@@ -16,10 +18,12 @@ from e2e.cluster import condition_true
 from e2e.envoy import EnvoyClient
 from e2e.nodes import ENVOY_LISTENER_PORT, NodeCluster
 from e2e.processes import HarnessError, wait_until
-from federation.cli.bootstrap import BootstrapOptions, bootstrap
+from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
 
 ECHO_PORT = 8080
 ENVOY_ADMIN_PORT = 9901
+#: Where an Envoy pod finds its xDS client certificate (a Secret).
+XDS_TLS_MOUNT = "/etc/federation/xds-tls"
 ENVOY_NAMESPACE = "federation-system"
 
 Manifest = dict[str, Any]
@@ -171,9 +175,17 @@ def wait_ready_pods(cluster: NodeCluster, ns: str, selector: str, count: int) ->
 
 
 def envoy_pod(
-    cluster: NodeCluster, *, hub_xds_port: int, delta: bool = False, name: str = "envoy"
+    cluster: NodeCluster,
+    *,
+    hub_xds_port: int,
+    tls_dir: Path | None,
+    delta: bool = False,
+    name: str = "envoy",
 ) -> EnvoyClient:
     """An Envoy Deployment in ``cluster``, fed by the hub on the host.
+
+    ``tls_dir`` holds the cluster's xDS client certificate (``fedctl pki`` layout:
+    tls.crt, tls.key, ca.crt); it goes into a Secret the pod mounts. None: plain text.
 
     The hub's xDS port is forwarded into the node's namespace on the node's address, where
     pods reach it. The returned client talks to the pod's admin interface and listener
@@ -185,6 +197,9 @@ def envoy_pod(
         (cluster.node_ip, hub_xds_port), ("127.0.0.1", hub_xds_port), name="hub-xds",
         reverse=True,
     )  # fmt: skip
+    tls = None
+    if tls_dir is not None:
+        tls = BootstrapTls(*(f"{XDS_TLS_MOUNT}/{f}" for f in ("tls.crt", "tls.key", "ca.crt")))
     config = bootstrap(
         BootstrapOptions(
             cluster=cluster.id,
@@ -192,9 +207,11 @@ def envoy_pod(
             # The pod's own namespace: reachable only through the forward below.
             admin_address=f"0.0.0.0:{ENVOY_ADMIN_PORT}",
             delta=delta,
+            tls=tls,
+            insecure_plaintext=tls is None,
         )
     )
-    apply(cluster, namespace(ENVOY_NAMESPACE), *_envoy_manifests(name, config))
+    apply(cluster, namespace(ENVOY_NAMESPACE), *_envoy_manifests(name, config, tls_dir))
     pod_ip = envoy_pod_ip(cluster, name)
     return EnvoyClient(
         cluster=cluster.id,
@@ -207,8 +224,25 @@ def envoy_pod_ip(cluster: NodeCluster, name: str = "envoy") -> str:
     return next(iter(wait_ready_pods(cluster, ENVOY_NAMESPACE, f"app={name}", 1).values()))
 
 
-def _envoy_manifests(name: str, config: Mapping[str, Any]) -> list[Manifest]:
+def _envoy_manifests(name: str, config: Mapping[str, Any], tls_dir: Path | None) -> list[Manifest]:
     labels = {"app": name}
+    mounts: list[Manifest] = [{"name": "bootstrap", "mountPath": "/etc/envoy"}]
+    volumes: list[Manifest] = [{"name": "bootstrap", "configMap": {"name": f"{name}-bootstrap"}}]
+    secrets: list[Manifest] = []
+    if tls_dir is not None:
+        mounts.append({"name": "xds-tls", "mountPath": XDS_TLS_MOUNT, "readOnly": True})
+        volumes.append({"name": "xds-tls", "secret": {"secretName": f"{name}-xds-tls"}})
+        secrets.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-xds-tls", "namespace": ENVOY_NAMESPACE},
+                "data": {
+                    f: base64.b64encode((tls_dir / f).read_bytes()).decode()
+                    for f in ("tls.crt", "tls.key", "ca.crt")
+                },
+            }
+        )
     container = {
         "name": "envoy",
         "image": images.ENVOY,
@@ -224,9 +258,10 @@ def _envoy_manifests(name: str, config: Mapping[str, Any]) -> list[Manifest]:
             "httpGet": {"path": "/ready", "port": ENVOY_ADMIN_PORT},
             "periodSeconds": 1,
         },
-        "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy"}],
+        "volumeMounts": mounts,
     }  # fmt: skip
     return [
+        *secrets,
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -244,9 +279,7 @@ def _envoy_manifests(name: str, config: Mapping[str, Any]) -> list[Manifest]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "containers": [container],
-                        "volumes": [
-                            {"name": "bootstrap", "configMap": {"name": f"{name}-bootstrap"}}
-                        ],
+                        "volumes": volumes,
                     },
                 },
             },

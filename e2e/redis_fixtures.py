@@ -1,4 +1,4 @@
-"""pytest fixtures for a real redis-server.
+"""pytest fixtures for a real redis-server, in clear text or TLS-only.
 
 Registered for every test run with ``-p e2e.redis_fixtures`` (pyproject.toml).
 The server is started on first use, shared by the session and stopped at its
@@ -25,4 +25,15 @@ def redis_server() -> Iterator[RedisServer]:
             yield server
     finally:
         # RedisServer stops itself; this is only the backstop should it not have.
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server() -> Iterator[RedisServer]:
+    """A TLS-only redis-server (``rediss://``, its own CA); client certificates optional."""
+    group = ProcessGroup()
+    try:
+        with RedisServer(group, tls=True, name="redis-tls") as server:
+            yield server
+    finally:
         group.stop_all()

@@ -9,7 +9,14 @@ asked for, so :meth:`RedisServer.restart` loses every key *and every ACL
 user*, like a production Redis restarted without persistence; that is the
 failure the agents must recover from.
 
-The session-wide pytest fixture is in :mod:`e2e.redis_fixtures`.
+``tls=True`` makes it TLS-only (``port 0``, ``tls-port``), with a throwaway CA of
+:mod:`e2e.pki` that signs the server's certificate (IP SAN 127.0.0.1) and a client
+certificate; :meth:`RedisServer.url` is then ``rediss://`` and the admin clients verify the
+server with that CA and present the client certificate. The server asks clients for a
+certificate but lets them in without one (``tls-auth-clients optional``) unless
+``client_certs="required"``. The files are in ``<dir>/tls`` and survive restarts.
+
+The session-wide pytest fixtures are in :mod:`e2e.redis_fixtures`.
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import quote
 
 import redis
 import redis.asyncio
 
 from e2e.cluster import free_port
+from e2e.pki import CertificateAuthority
 from e2e.processes import HarnessError, Process, ProcessGroup, Supervised, wait_until
+from federation.registry.location import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -45,6 +55,40 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class RegistryTlsFiles:
+    """A CA, the server's certificate for ``host`` and a client certificate, in ``directory``."""
+
+    def __init__(self, directory: Path, host: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = CertificateAuthority("federation-registry-ca")
+        self.ca_file = directory / "ca.crt"
+        self.ca_file.write_bytes(self.ca.cert_pem)
+        self.server_cert, self.server_key = self.ca.server_pair("redis", ips=[host]).write(
+            directory, "server"
+        )
+        self.client_cert, self.client_key = self.ca.client("federation-client").write(
+            directory, "client"
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment variables a hub or agent reads them from."""
+        return {
+            CA_FILE_ENV: str(self.ca_file),
+            CERT_FILE_ENV: str(self.client_cert),
+            KEY_FILE_ENV: str(self.client_key),
+        }
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py keyword arguments: verify the server, present the client certificate."""
+        return {
+            "ssl": True,
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_certfile": str(self.client_cert),
+            "ssl_keyfile": str(self.client_key),
+        }
+
+
 class RedisServer(Supervised):
     """One redis-server process; a context manager that stops it.
 
@@ -60,6 +104,8 @@ class RedisServer(Supervised):
         admin_password: str | None = None,
         persistence: bool = False,
         name: str = "redis",
+        tls: bool = False,
+        client_certs: Literal["optional", "required"] = "optional",
     ) -> None:
         self._group = group
         self._own_dir = directory is None
@@ -72,15 +118,29 @@ class RedisServer(Supervised):
         self.host = HOST
         self.port = free_port(HOST)
         self.process: Process | None = None
+        #: The TLS files when TLS-only, else None.
+        self.tls = RegistryTlsFiles(self.dir / "tls", self.host) if tls else None
+        self.client_certs = client_certs
 
     # --- lifecycle ------------------------------------------------------------
 
     def _write_config(self) -> Path:
         # A config file rather than flags: the admin password stays out of
         # the process list (/proc/<pid>/cmdline is world-readable).
-        lines = [
-            f"bind {self.host}",
-            f"port {self.port}",
+        lines = [f"bind {self.host}"]
+        if self.tls is None:
+            lines.append(f"port {self.port}")
+        else:
+            auth = "yes" if self.client_certs == "required" else "optional"
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {_quote(str(self.tls.server_cert))}",
+                f"tls-key-file {_quote(str(self.tls.server_key))}",
+                f"tls-ca-cert-file {_quote(str(self.tls.ca_file))}",
+                f"tls-auth-clients {auth}",
+            ]
+        lines += [
             "protected-mode yes",
             f"dir {_quote(str(self.dir))}",
             'logfile ""',
@@ -147,12 +207,20 @@ class RedisServer(Supervised):
     # --- clients --------------------------------------------------------------
 
     def url(self, user: str = "default", password: str | None = None, db: int = 0) -> str:
-        """``redis://user:password@127.0.0.1:port/db`` (the admin's password by default)."""
+        """``redis://user:password@127.0.0.1:port/db`` (the admin's password by default);
+        ``rediss://`` when TLS-only (the CA and client certificate: :meth:`tls_env`)."""
         secret = self.admin_password if password is None else password
+        scheme = "redis" if self.tls is None else "rediss"
         # redis-py unquotes the user info, so any character survives.
-        return (
-            f"redis://{quote(user, safe='')}:{quote(secret, safe='')}@{self.host}:{self.port}/{db}"
-        )
+        userinfo = f"{quote(user, safe='')}:{quote(secret, safe='')}"
+        return f"{scheme}://{userinfo}@{self.host}:{self.port}/{db}"
+
+    def tls_env(self) -> dict[str, str]:
+        """The FEDERATION_REGISTRY_* TLS variables for a hub or agent (none without TLS)."""
+        return {} if self.tls is None else self.tls.env()
+
+    def _client_options(self) -> dict[str, Any]:
+        return {} if self.tls is None else self.tls.client_options()
 
     @property
     def admin_url(self) -> str:
@@ -166,6 +234,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=5,
             socket_timeout=10,
+            **self._client_options(),
         )
 
     def async_admin_client(self) -> redis.asyncio.Redis:
@@ -176,6 +245,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=5,
             socket_timeout=10,
+            **self._client_options(),
         )
 
     def ping(self) -> bool:
@@ -186,6 +256,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=1,
             socket_timeout=1,
+            **self._client_options(),
         )
         try:
             return bool(client.ping())

@@ -177,7 +177,7 @@ def test_fresh_hub_sends_nothing_until_the_registry_is_loaded(fed: Federation) -
     asyncio.run(fill())
     second = Federation(fed.env)
     second.redis, second.hub_password = fed.redis, fed.hub_password
-    second.start_hub()
+    second.start_hub(tls=False)  # readiness is the subject here, not identity
 
     async def first_cds() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{second.hub_xds_port}") as channel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Record
 from federation.registry.records import (
+    ClusterRecord,
     Endpoint,
     EndpointPort,
     EndpointSet,
@@ -31,6 +32,10 @@ def service(cluster: str, name: str = "echo", generation: int = 1) -> ExportedSe
         created="2026-01-01T00:00:00Z",
         generation=generation,
     )
+
+
+def cluster_record(cluster: str) -> ClusterRecord:
+    return ClusterRecord(cluster=cluster, agent_version="test", last_full_sync=1.0, epoch="e")
 
 
 def local_service(cluster: str, name: str = "local") -> LocalService:

@@ -34,4 +34,8 @@ def node_federation(node_env: NodeEnvironment) -> Federation:
 @pytest.fixture(scope="package")
 def envoy_b(node_env: NodeEnvironment, node_federation: Federation) -> EnvoyClient:
     """An Envoy pod in ``b``, fed by the hub."""
-    return envoy_pod(node_env.cluster("b"), hub_xds_port=node_federation.hub_xds_port)
+    return envoy_pod(
+        node_env.cluster("b"),
+        hub_xds_port=node_federation.hub_xds_port,
+        tls_dir=node_federation.xds_tls_dir("b"),
+    )

@@ -4,7 +4,8 @@ Everything of ours comes from ``helm install``: the CRDs chart in every cluster,
 hub chart in ``a``, the agent chart (agent and gateway Envoy) in every cluster. The
 only thing on the host is Redis, the registry a user brings: each cluster's pods reach
 it on their node's address through a forward. Users and Secrets come from
-``fedctl add-hub`` and ``fedctl add-cluster``.
+``fedctl add-hub`` and ``fedctl add-cluster``; the xDS certificates (mTLS, the charts'
+default) from ``fedctl pki init`` and ``fedctl pki secret``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,18 @@ class Installed:
     def hub_address(self) -> str:
         return f"{self.env.cluster(HUB_CLUSTER).node_ip}:{HUB_XDS_NODE_PORT}"
 
+    @property
+    def pki(self) -> Path:
+        return self.env.workdir / "pki"
+
+    def xds_secret(self, cluster: NodeCluster, who: str, namespace: str = NS) -> None:
+        """Apply ``who``'s (``hub`` or ``clusters/<id>``) xDS certificate Secret, as the
+        user would: ``fedctl pki secret ... | kubectl apply -f -`` (the Secret names the
+        charts read by default)."""
+        done = fedctl("pki", "secret", "--dir", str(self.pki), who, "--namespace", namespace)
+        assert done.returncode == 0, done.stderr
+        cluster.kubectl("apply", "-f", "-", input=done.stdout)
+
     def hub_values(self, *extra: str) -> list[str]:
         values = [
             "registry.existingSecret=federation-registry",
@@ -87,6 +101,11 @@ def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
         )
         addresses[cluster_id] = f"redis://{host}:{port}/0"
     hub = env.cluster(HUB_CLUSTER)
+    # The clusterset PKI: the hub's certificate for the address every Envoy dials.
+    done = fedctl("pki", "init", "--dir", str(installed.pki), "--hub-ip", hub.node_ip,
+                  *(f"--cluster={c}" for c in CLUSTERS))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    installed.xds_secret(hub, "hub")
     hub.kubectl(
         "apply", "-f", "-",
         input=fedctl_secret(redis.admin_url, "add-hub", "--registry-address", addresses["a"]),
@@ -100,6 +119,7 @@ def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
             "--registry-address", addresses[cluster_id],
         )  # fmt: skip
         cluster.kubectl("apply", "-f", "-", input=secret)
+        installed.xds_secret(cluster, f"clusters/{cluster_id}")
         helm(
             cluster, "install", "federation-agent", str(CHARTS / "federation-agent"), "-n", NS,
             "--set", f"clusterId={cluster_id}",

@@ -65,6 +65,7 @@ def _registry_address(cluster: NodeCluster) -> str:
 def test_the_bundled_registry_keeps_members_across_restarts(installed: Installed) -> None:
     cluster = installed.env.cluster(HUB_CLUSTER)
     pods.apply(cluster, pods.namespace(NS), _persistent_volume(cluster))
+    installed.xds_secret(cluster, "hub", NS)
     values = ["--set", "registry.bundled.enabled=true",
               "--set", "registry.bundled.persistence.storageClass=manual"]  # fmt: skip
     helm(cluster, "install", RELEASE, str(CHARTS / "federation-hub"), "-n", NS, *values)

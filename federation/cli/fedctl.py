@@ -1,6 +1,8 @@
 """``fedctl``: the operator's command line.
 
-    fedctl bootstrap --cluster a --xds 10.0.0.5:18000 [--admin 127.0.0.1:9901] [--delta]
+    fedctl bootstrap --cluster a --xds 10.0.0.5:18000 --tls-cert F --tls-key F --tls-ca F \\
+        [--admin 127.0.0.1:9901] [--delta]
+    fedctl pki init --dir pki --hub-name HOST --cluster a --cluster b
     fedctl proxy-status [--hub http://127.0.0.1:18080] [-o json]
     FEDERATION_REGISTRY_ADMIN_URL=redis://admin:PW@HOST:6379/0 \\
         fedctl add-cluster a [--registry-address redis://HOST:PORT/0] [--namespace NS]
@@ -11,7 +13,8 @@
 connected and, per xDS type, whether each is synced, stale or NACKed (with
 the NACK's message): "is every Envoy in sync, and with what?". ``add-cluster`` and
 ``add-hub`` create a registry user and print the Secret that hands it its URL (see
-``federation.cli.members``).
+``federation.cli.members``). ``pki`` mints the certificates of the hub's mTLS xDS port
+(see ``federation.cli.pki``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from federation.cli import members, registry_config
-from federation.cli.bootstrap import BootstrapOptions, bootstrap
-from federation.errors import FederationError
+from federation.cli import members, pki, registry_config
+from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
+from federation.errors import FederationError, InvalidInputError
+from federation.pki import DEFAULT_TRUST_DOMAIN
 
 TYPES = (
     ("CDS", "Cluster"),
@@ -48,6 +52,11 @@ def _get_json(url: str) -> Any:
         raise FederationError(f"cannot read {url}: {err}") from err
 
 
+def _shown(value: object) -> str:
+    """``value`` as text safe for a terminal: node ids and messages come from clients."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
 def _type_state(entry: dict[str, Any], short: str) -> str:
     for type_url, state in (entry.get("types") or {}).items():
         if type_url.endswith("." + short):
@@ -61,10 +70,26 @@ def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
     rows = [header]
     nacks = []
     for p in sorted(proxies, key=lambda p: (str(p.get("group")), str(p.get("node_id")))):
+        refused = p.get("refused")
+        if refused:
+            verdict = "UNKNOWN" if refused.get("reason") == "unknown-cluster" else "REFUSED"
+            rows.append(
+                [_shown(p.get("node_id") or "?"), _shown(p.get("group") or "?"), "-"]
+                + ["-"] * len(TYPES)
+                + [verdict]
+            )
+            nacks.append(
+                _shown(
+                    f"{p.get('node_id') or '?'} from {p.get('peer')} refused "
+                    f"{refused.get('count')}x ({refused.get('reason')}, {refused.get('code')}): "
+                    f"{refused.get('message')}"
+                )
+            )
+            continue
         rows.append(
             [
-                str(p.get("node_id", "?")),
-                str(p.get("group", "?")),
+                _shown(p.get("node_id", "?")),
+                _shown(p.get("group", "?")),
                 str(p.get("protocol", "?")),
                 *(_type_state(p, short) for _, short in TYPES),
                 "yes" if p.get("synced") else "NO",
@@ -96,6 +121,69 @@ async def _add_user(args: argparse.Namespace) -> dict[str, Any]:
     return members.secret_manifest(args.secret_name or "federation-registry", args.namespace, user)
 
 
+def _bootstrap_tls(args: argparse.Namespace) -> BootstrapTls | None:
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise InvalidInputError("--tls-cert, --tls-key and --tls-ca go together")
+    return BootstrapTls(
+        args.tls_cert, args.tls_key, args.tls_ca, args.trust_domain, args.tls_server_name
+    )
+
+
+def _pki_arguments(sub: Any) -> None:
+    pki_parser = sub.add_parser(
+        "pki",
+        help="mint a CA and the hub's and clusters' xDS certificates",
+        description=pki.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = pki_parser.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="a new CA, the hub's and each cluster's certificate")
+    init.add_argument("--dir", required=True, help="where to write them")
+    init.add_argument("--cluster", action="append", default=[], help="a member (repeatable)")
+    init.add_argument("--hub-name", action="append", default=[], help="DNS name Envoys dial")
+    init.add_argument("--hub-ip", action="append", default=[], help="IP address Envoys dial")
+    init.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    init.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    add = actions.add_parser("add-cluster", help="a new or renewed cluster certificate")
+    add.add_argument("--dir", required=True)
+    add.add_argument("cluster")
+    add.add_argument("--days", type=int, default=365)
+    secret = actions.add_parser("secret", help="print hub's or a cluster's Secret as YAML")
+    secret.add_argument("--dir", required=True)
+    secret.add_argument("who", help="hub, or clusters/<id>")
+    secret.add_argument(
+        "--name",
+        help=f"default: {pki.HUB_SECRET} for the hub, {pki.CLUSTER_SECRET} for a cluster "
+        "(different, since the hub's cluster is often a member too)",
+    )
+    secret.add_argument("--namespace", default="federation")
+
+
+def _pki(args: argparse.Namespace) -> None:
+    directory = Path(args.dir)
+    if args.action == "init":
+        for path in pki.init(
+            directory,
+            clusters=args.cluster,
+            hub_names=args.hub_name,
+            hub_ips=args.hub_ip,
+            trust_domain=args.trust_domain,
+            days=args.days,
+        ):
+            print(f"wrote {path}/tls.crt, tls.key, ca.crt")
+        print(f"wrote {directory}/ca.crt and {directory}/ca.key (keep the key offline)")
+    elif args.action == "add-cluster":
+        path = pki.add_cluster(directory, args.cluster, days=args.days)
+        print(f"wrote {path}/tls.crt, tls.key, ca.crt")
+    else:
+        name = args.name or (pki.HUB_SECRET if args.who == "hub" else pki.CLUSTER_SECRET)
+        manifest = pki.secret_manifest(directory, args.who, name, args.namespace)
+        print(yaml.safe_dump(manifest, sort_keys=False), end="")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fedctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,6 +195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
     boot.add_argument("--node-id", help="default: envoy-<cluster>")
     boot.add_argument("--delta", action="store_true", help="use delta xDS")
+    boot.add_argument("--tls-cert", help="the cluster's client certificate, as Envoy reads it")
+    boot.add_argument("--tls-key", help="its private key, as Envoy reads it")
+    boot.add_argument("--tls-ca", help="the CA that signed the hub's certificate")
+    boot.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    boot.add_argument("--tls-server-name", help="SNI (default: the hub's host name)")
+    boot.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="reach a hub started with --insecure-xds-plaintext, without TLS",
+    )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.add_argument("--file", help="write it to this file instead of standard output")
     status = sub.add_parser("proxy-status", help="which Envoys are in sync, and with what")
@@ -139,9 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf.add_argument("--data-dir", required=True, help="redis-server's data directory")
     conf.add_argument("--port", type=int, default=6379)
     conf.add_argument("--hub-user", default="hub")
+    _pki_arguments(sub)
     args = parser.parse_args(argv)
     try:
-        if args.command == "registry-config":
+        if args.command == "pki":
+            _pki(args)
+        elif args.command == "registry-config":
             registry_config.write(Path(args.data_dir), port=args.port, hub_user=args.hub_user)
         elif args.command in ("add-cluster", "add-hub"):
             print(yaml.safe_dump(asyncio.run(_add_user(args)), sort_keys=False), end="")
@@ -153,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     admin_address=args.admin,
                     node_id=args.node_id,
                     delta=args.delta,
+                    tls=_bootstrap_tls(args),
+                    insecure_plaintext=args.insecure_plaintext,
                 )
             )
             text = (

@@ -2,8 +2,15 @@
 
     FEDERATION_REGISTRY_URL=redis://hub:PASSWORD@host:6379/0 \\
     federation-hub --xds-address 0.0.0.0:18000 --http-address 127.0.0.1:18080 \\
+        --xds-tls-cert hub.crt --xds-tls-key hub.key --xds-client-ca ca.crt \\
         [--listener-address [CLUSTER=]HOST:PORT ...] [--ip-family [CLUSTER=]IPv4|IPv6 ...]
         [--address-map CLUSTER=FROM_CIDR=TO_CIDR ...]
+
+The xDS port serves mTLS: every Envoy presents a client certificate signed by the client
+CA and naming its cluster (``spiffe://<trust domain>/cluster/<id>``, see
+``fedctl pki``), and is served that cluster's configuration only. The files are re-read
+for new connections when they change. Plain text, where any client may claim any
+cluster, needs ``--insecure-xds-plaintext``.
 
 Parses arguments and wires the hub's core (:mod:`federation.hub`) to the ADS server
 (:mod:`federation.xds.server`): the hub follows the registry and keeps every node group's
@@ -25,14 +32,18 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
 
 from federation.errors import InvalidInputError
 from federation.hub.core import Hub
 from federation.hub.http import serve_hub_http
 from federation.hub.snapshots import DEFAULT_LISTENER, SnapshotOptions
+from federation.pki import DEFAULT_TRUST_DOMAIN, check_trust_domain
 from federation.process import configure_logging, run_until_stopped, split_host_port
 from federation.registry.hub_state import RedisHubState
-from federation.registry.location import registry_url
+from federation.registry.location import registry_location
 from federation.registry.redis_store import RedisReader
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
@@ -42,9 +53,12 @@ from federation.translate.inputs import (
 )
 from federation.translate.proxy import DEFAULT_SECRET_DIR
 from federation.translate.resources import build_listener
+from federation.xds.peers import CertificateGroup, NodeGroup, ServerLimits, claimed_group
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
 from federation.xds.status import SyncRegistry, XdsMetrics
+from federation.xds.stream import StreamSettings
+from federation.xds.tls import TlsFiles, reloading_credentials
 
 log = logging.getLogger("federation.hub")
 
@@ -135,8 +149,96 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="drop a stale cluster's endpoints after this many seconds "
         "(default: never; fail-static)",
     )
+    _xds_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def _xds_arguments(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("xDS security (mTLS unless --insecure-xds-plaintext)")
+    tls.add_argument("--xds-tls-cert", help="the hub's serving certificate (PEM chain)")
+    tls.add_argument("--xds-tls-key", help="its private key (PEM)")
+    tls.add_argument("--xds-client-ca", help="CA bundle that signs the Envoys' certificates")
+    tls.add_argument(
+        "--trust-domain",
+        default=DEFAULT_TRUST_DOMAIN,
+        help="the SPIFFE trust domain of the clusters' certificate URIs "
+        f"(default {DEFAULT_TRUST_DOMAIN})",
+    )
+    tls.add_argument(
+        "--insecure-xds-plaintext",
+        action="store_true",
+        help="serve xDS without TLS: anyone who reaches the port may claim any cluster and "
+        "read the clusterset's names, ports and pod addresses. Trusted networks only",
+    )
+    limits = parser.add_argument_group("xDS limits (per client)")
+    default = ServerLimits()
+    for flag, attr, kind, text in (
+        ("first-request-timeout", "first_request_timeout", float, "seconds to first request"),
+        ("max-streams-per-peer", "max_streams_per_peer", int, "streams of one cluster/address"),
+        ("max-streams-per-connection", "max_streams_per_connection", int, "per HTTP/2 connection"),
+        ("max-message-bytes", "max_message_bytes", int, "largest request"),
+        ("max-names-per-peer", "max_names_per_peer", int, "names of one peer's streams"),
+        ("max-connection-age", "max_connection_age", float, "seconds before GOAWAY"),
+        ("max-connection-age-grace", "max_connection_age_grace", float, "seconds after GOAWAY"),
+    ):
+        limits.add_argument(
+            f"--xds-{flag}",
+            dest=f"xds_{attr}",
+            type=kind,
+            default=getattr(default, attr),
+            help=f"{text} (default {getattr(default, attr)})",
+        )
+    limits.add_argument(
+        "--xds-max-subscribed-names",
+        type=int,
+        default=StreamSettings().max_subscribed_names,
+        help="resource names one stream may subscribe to "
+        f"(default {StreamSettings().max_subscribed_names})",
+    )
+
+
+def xds_security(
+    args: argparse.Namespace, metrics: XdsMetrics
+) -> tuple[grpc.ServerCredentials | None, NodeGroup]:
+    """Credentials and the node-group function the flags ask for; InvalidInputError when
+    they ask for neither mTLS nor, explicitly, plain text."""
+    files = (args.xds_tls_cert, args.xds_tls_key, args.xds_client_ca)
+    if args.insecure_xds_plaintext:
+        if any(files):
+            raise InvalidInputError(
+                "--insecure-xds-plaintext contradicts --xds-tls-cert/--xds-tls-key/"
+                "--xds-client-ca: give one or the other"
+            )
+        log.warning(
+            "xDS is PLAIN TEXT (--insecure-xds-plaintext): any client that reaches %s may "
+            "claim any cluster and read its configuration",
+            args.xds_address,
+        )
+        return None, claimed_group
+    if not all(files):
+        raise InvalidInputError(
+            "xDS needs mTLS: --xds-tls-cert, --xds-tls-key and --xds-client-ca (fedctl pki "
+            "mints them), or --insecure-xds-plaintext on a trusted network"
+        )
+    credentials = reloading_credentials(
+        TlsFiles(Path(args.xds_tls_cert), Path(args.xds_tls_key), Path(args.xds_client_ca)),
+        metrics.tls_reloaded,
+    )
+    return credentials, CertificateGroup(check_trust_domain(args.trust_domain))
+
+
+def xds_limits(args: argparse.Namespace) -> tuple[ServerLimits, StreamSettings]:
+    limits = ServerLimits(
+        first_request_timeout=args.xds_first_request_timeout,
+        max_streams_per_peer=args.xds_max_streams_per_peer,
+        max_streams_per_connection=args.xds_max_streams_per_connection,
+        max_message_bytes=args.xds_max_message_bytes,
+        max_names_per_peer=args.xds_max_names_per_peer,
+        max_connection_age=args.xds_max_connection_age,
+        max_connection_age_grace=args.xds_max_connection_age_grace,
+    )
+    return limits, StreamSettings(max_subscribed_names=args.xds_max_subscribed_names)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -155,9 +257,10 @@ async def run(args: argparse.Namespace) -> None:
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)
-    url = registry_url()
-    reader = RedisReader.from_url(url)
-    hub_state = RedisHubState.from_url(url)
+    registry = registry_location()  # the URL and its TLS files, from the environment
+    url, tls = registry.url, registry.client_options()
+    reader = RedisReader.from_url(url, **tls)
+    hub_state = RedisHubState.from_url(url, **tls)
     hub = Hub(
         reader,
         cache,
@@ -167,7 +270,18 @@ async def run(args: argparse.Namespace) -> None:
         sync=sync,
     )
     xds = XdsMetrics()
-    server = await serve(cache, sync, args.xds_address, metrics=xds)
+    limits, settings = xds_limits(args)
+    credentials, node_group = xds_security(args, xds)
+    server = await serve(
+        cache,
+        sync,
+        args.xds_address,
+        metrics=xds,
+        credentials=credentials,
+        node_group=node_group,
+        limits=limits,
+        settings=settings,
+    )
     runner = await serve_hub_http(hub, sync, xds, args.http_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,7 +6,10 @@ credentials. These commands create or replace the user with a fresh password, us
 an admin connection whose URL comes from ``FEDERATION_REGISTRY_ADMIN_URL`` (never
 from argv), and print a Kubernetes Secret manifest that holds the user's registry URL
 under the key ``url``, which the charts read. Apply it in the member cluster (or the
-hub's), in the namespace of the release.
+hub's), in the namespace of the release. With a ``rediss://`` admin URL the admin
+connection uses TLS, verified with the CA in ``FEDERATION_REGISTRY_CA_FILE`` (and a client
+certificate from ``FEDERATION_REGISTRY_CERT_FILE``/``_KEY_FILE`` when set), and the printed
+URLs keep the ``rediss://`` scheme; each agent gets its CA (and certificate) separately.
 
 Running a command again rotates the password: apply the new Secret and restart the
 agent (or hub).
@@ -26,8 +29,9 @@ from redis.exceptions import RedisError
 from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
 from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
-from federation.registry.location import SCHEMES, registry_url
+from federation.registry.location import SCHEMES, location_of, registry_url
 from federation.registry.store import RegistryUnavailableError
+from federation.registry.tls_errors import tls_failure
 
 ADMIN_URL_ENV = "FEDERATION_REGISTRY_ADMIN_URL"
 SECRET_KEY = "url"
@@ -96,9 +100,17 @@ def default_address(admin: str) -> str:
     return parts._replace(netloc=host).geturl()
 
 
-async def create(admin: str, users: Sequence[RegistryUser]) -> None:
-    """Create or replace ``users`` in the registry behind ``admin``."""
-    client: Redis = Redis.from_url(admin)
+async def create(
+    admin: str, users: Sequence[RegistryUser], environ: Mapping[str, str] | None = None
+) -> None:
+    """Create or replace ``users`` in the registry behind ``admin``.
+
+    A ``rediss://`` admin URL connects over TLS with the files of ``FEDERATION_REGISTRY_CA_FILE``,
+    ``FEDERATION_REGISTRY_CERT_FILE`` and ``FEDERATION_REGISTRY_KEY_FILE`` in ``environ``
+    (the process's environment by default): the admin's own, like the URL.
+    """
+    location = location_of(admin, environ, ADMIN_URL_ENV)
+    client: Redis = Redis.from_url(admin, **location.client_options())
     try:
         await apply_users(client, [u.rules for u in users])
         # A registry with an ACL file (the hub chart's bundled one) keeps users across
@@ -107,6 +119,8 @@ async def create(admin: str, users: Sequence[RegistryUser]) -> None:
         if config.get("aclfile"):
             await client.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
     except (RedisError, OSError) as err:
-        raise RegistryUnavailableError(f"creating registry users failed: {err}") from err
+        raise tls_failure(err, client) or RegistryUnavailableError(
+            f"creating registry users failed: {err}"
+        ) from err
     finally:
         await client.aclose()

@@ -177,7 +177,13 @@ class Hub:
             else asyncio.create_task(self.publisher.run(), name="programmed-publisher")
         )
         try:
-            await self.watcher.loaded.wait()
+            # The watcher raises before loading on a TLS misconfiguration: stop with it.
+            loaded = asyncio.create_task(self.watcher.loaded.wait())
+            await asyncio.wait([watcher, loaded], return_when=asyncio.FIRST_COMPLETED)
+            loaded.cancel()
+            if watcher.done():
+                await watcher
+                return
             if self.watcher.views:
                 self.publish_loaded()
             else:

@@ -2,7 +2,8 @@
 
 Started by ``federation-hub`` (:mod:`federation.cli.hub`) beside the xDS server.
 ``/debug/proxy-status`` is what ``fedctl proxy-status`` reads: every connected Envoy and
-the sync state of each resource type it subscribed to.
+the sync state of each resource type it subscribed to, then the nodes refused in the
+last minutes (with ``refused``: reason, gRPC code, message, count).
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
             Sample(f"federation_xds_{name}", kind, text, getattr(xds, attr))
             for name, kind, text, attr in _XDS_METRICS
         ),
+        *(
+            Sample(
+                "federation_xds_streams_refused_total",
+                "counter",
+                "ADS streams refused, by reason",
+                count,
+                {"reason": reason},
+            )
+            for reason, count in sorted(xds.refusals.items())
+        ),
         *registry_samples(hub.watcher),
     ]
 
@@ -76,12 +87,6 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
 _XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
     ("streams_opened_total", "counter", "ADS streams opened", "streams_opened"),
     ("streams_active", "gauge", "ADS streams open now", "streams_active"),
-    (
-        "streams_rejected_total",
-        "counter",
-        "ADS streams refused (no or unauthorized node)",
-        "streams_rejected",
-    ),
     ("responses_total", "counter", "discovery responses sent", "responses_sent"),
     ("sent_bytes_total", "counter", "bytes of discovery responses sent", "bytes_sent"),
     ("acks_total", "counter", "responses Envoys ACKed", "acks"),
@@ -93,6 +98,13 @@ _XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
         "NACKed responses offered again after their backoff",
         "nack_reoffers",
     ),
+    ("tls_reloads_total", "counter", "xDS TLS files re-read after a change", "tls_reloads"),
+    (
+        "tls_reload_failures_total",
+        "counter",
+        "xDS TLS files that changed but could not be used (the old ones stay)",
+        "tls_reload_failures",
+    ),
 )
 
 
@@ -100,7 +112,8 @@ async def serve_hub_http(
     hub: Hub, sync: SyncRegistry, xds: XdsMetrics, address: str
 ) -> web.AppRunner:
     async def proxy_status(_: web.Request) -> web.Response:
-        body = json.dumps([p.to_json() for p in sync.list()], indent=2)
+        entries = [p.to_json() for p in sync.list()] + [r.to_json() for r in sync.refused()]
+        body = json.dumps(entries, indent=2)
         return web.Response(text=body, content_type="application/json")
 
     return await serve_http(

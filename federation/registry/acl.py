@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 from federation.errors import InvalidInputError
 from federation.registry import keys
 from federation.registry.store import RegistryUnavailableError
+from federation.registry.tls_errors import tls_failure
 
 #: Commands denied by name to every registry user (see the module docstring).
 DENIED_COMMANDS = ("keys", "scan", "randomkey", "flushall", "flushdb")
@@ -132,7 +133,7 @@ async def apply_users(admin_client: Redis, rules_list: Iterable[Sequence[str]]) 
                 "ACL", "SETUSER", *rules
             )
         except (RedisError, OSError) as err:
-            raise RegistryUnavailableError(
+            raise tls_failure(err, admin_client) or RegistryUnavailableError(
                 f"ACL SETUSER {user} failed: {_redact(str(err), rules)}"
             ) from err
 

@@ -52,15 +52,15 @@ class RedisHubState:
         return cls(client_from_url(url, options), owns_client=True)
 
     async def put(self, cluster: str, hub_id: str, data: bytes) -> None:
-        with unavailable(f"hub state of {cluster}"):
+        with unavailable(f"hub state of {cluster}", self._client):
             await self._client.hset(keys.programmed(), _field(cluster, hub_id), data)
 
     async def drop(self, cluster: str, hub_id: str) -> None:
-        with unavailable(f"hub state of {cluster}"):
+        with unavailable(f"hub state of {cluster}", self._client):
             await self._client.hdel(keys.programmed(), _field(cluster, hub_id))
 
     async def states(self, cluster: str) -> dict[str, bytes]:
-        with unavailable(f"hub state of {cluster}"):
+        with unavailable(f"hub state of {cluster}", self._client):
             raw = await self._client.hgetall(keys.programmed())
         prefix = f"{cluster}/"
         out = {}
@@ -72,7 +72,7 @@ class RedisHubState:
 
     async def close(self) -> None:
         if self._owns_client:
-            with unavailable("close"):
+            with unavailable("close", self._client):
                 await self._client.aclose()
 
 

@@ -17,7 +17,8 @@ What the Protocols promise and how this store keeps it:
   field checked, and the MULTI/EXEC retried if the hash changed meanwhile.
 * Every redis-py or socket error is raised as
   :class:`~federation.registry.store.RegistryUnavailableError`, chained to
-  the original (an ACL refusal included).
+  the original (an ACL refusal included); a TLS misconfiguration as its
+  subclass :class:`~federation.registry.store.RegistryTlsError`.
 
 Clients must return bytes (``decode_responses=False``): records are handed
 to readers raw, and only ids, ops and keys are decoded here. Needs Redis 7
@@ -59,6 +60,7 @@ from federation.registry.store import (
     StreamState,
     parse_id,
 )
+from federation.registry.tls_errors import refusal_hint, tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +74,22 @@ _MAX_SEQ = 2**64 - 1
 
 
 @contextlib.contextmanager
-def unavailable(what: str) -> Iterator[None]:
-    """Translate redis and socket errors into RegistryUnavailableError."""
+def unavailable(what: str, client: Redis | None = None) -> Iterator[None]:
+    """Translate redis and socket errors into RegistryUnavailableError.
+
+    A TLS misconfiguration (a certificate that does not verify, see
+    :mod:`~federation.registry.tls_errors`) becomes its subclass RegistryTlsError,
+    with a message naming ``client``'s address.
+    """
     try:
         yield
     except (RedisError, OSError) as err:
         # builtins ConnectionError and TimeoutError (asyncio's too) are OSErrors.
-        raise RegistryUnavailableError(f"registry {what} failed: {err}") from err
+        tls = tls_failure(err, client)
+        if tls is not None:
+            raise tls from err
+        hint = refusal_hint(err, client)
+        raise RegistryUnavailableError(f"registry {what} failed: {err}{hint}") from err
 
 
 def _text(value: bytes | str) -> str:
@@ -95,6 +106,8 @@ def _check_bytes_client(client: Redis) -> None:
 
 
 def client_from_url(url: str, options: dict[str, Any]) -> Redis:
+    """A bytes client for ``url``; ``options`` go to ``Redis.from_url`` (for TLS,
+    :meth:`federation.registry.location.RegistryLocation.client_options`)."""
     if options.get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
     options["decode_responses"] = False
@@ -249,7 +262,7 @@ class RedisWriter:
 
     async def join(self, record: ClusterRecord) -> None:
         self._own("the cluster record", record.cluster)
-        with unavailable(f"join of {self._cluster}"):
+        with unavailable(f"join of {self._cluster}", self._client):
             await self._add_member()
             await self._client.set(keys.cluster_record(self._cluster), encode_cluster(record))
 
@@ -257,7 +270,7 @@ class RedisWriter:
         ref = ref_of(record)
         self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
         data = encode_record(record)
-        with unavailable(f"publish of {self._cluster}/{ref.field}"):
+        with unavailable(f"publish of {self._cluster}/{ref.field}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._records, ref.field, data)
                 self._append(pipe, Op.UPSERT, ref, data)
@@ -265,7 +278,7 @@ class RedisWriter:
 
     async def withdraw(self, ref: RecordRef) -> bool:
         key = ref.field
-        with unavailable(f"withdraw of {self._cluster}/{key}"):
+        with unavailable(f"withdraw of {self._cluster}/{key}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 for _ in range(_WATCH_RETRIES):
                     try:
@@ -293,7 +306,7 @@ class RedisWriter:
             ref = ref_of(rec)
             self._own(f"{ref.kind} {ref.namespace}/{ref.name}", rec.cluster)
             mapping[ref.field] = encode_record(rec)
-        with unavailable(f"replace_all of {self._cluster}"):
+        with unavailable(f"replace_all of {self._cluster}", self._client):
             await self._add_member()
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(self._records)
@@ -304,7 +317,7 @@ class RedisWriter:
                 await pipe.execute()
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
-        with unavailable(f"lease renewal of {self._cluster}"):
+        with unavailable(f"lease renewal of {self._cluster}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(keys.lease(self._cluster), token, px=ttl_ms)
                 pipe.exists(keys.cluster_record(self._cluster))
@@ -312,12 +325,12 @@ class RedisWriter:
         return bool(exists)
 
     async def release_lease(self) -> None:
-        with unavailable(f"lease release of {self._cluster}"):
+        with unavailable(f"lease release of {self._cluster}", self._client):
             await self._client.delete(keys.lease(self._cluster))
 
     async def close(self) -> None:
         if self._owns_client:
-            with unavailable("close"):
+            with unavailable("close", self._client):
                 await self._client.aclose()
 
 
@@ -336,12 +349,12 @@ class RedisReader:
         return cls(client_from_url(url, options), owns_client=True)
 
     async def members(self) -> set[str]:
-        with unavailable("members"):
+        with unavailable("members", self._client):
             raw = await self._client.smembers(keys.MEMBERS)
         return {_text(m) for m in raw}
 
     async def snapshot(self, cluster: str) -> ClusterSnapshot:
-        with unavailable(f"snapshot of {cluster}"):
+        with unavailable(f"snapshot of {cluster}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.records(cluster))
                 pipe.get(keys.cluster_record(cluster))
@@ -366,7 +379,7 @@ class RedisReader:
             return []
         clusters = {keys.stream(c): c for c in positions}
         streams: dict[KeyT, StreamIdT] = {keys.stream(c): p for c, p in positions.items()}
-        with unavailable("read"):
+        with unavailable("read", self._client):
             # BLOCK 0 means "forever" to Redis; block_ms == 0 means "do not block" here.
             response = await self._client.xread(
                 streams, count=count, block=block_ms if block_ms > 0 else None
@@ -385,7 +398,7 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return {}
-        with unavailable("stream states"):
+        with unavailable("stream states", self._client):
             async with self._client.pipeline(transaction=False) as pipe:
                 for cluster in wanted:
                     pipe.xinfo_stream(keys.stream(cluster))
@@ -406,7 +419,7 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return set()
-        with unavailable("live leases"):
+        with unavailable("live leases", self._client):
             async with self._client.pipeline(transaction=False) as pipe:
                 for cluster in wanted:
                     pipe.exists(keys.lease(cluster))
@@ -417,11 +430,11 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return {}  # MGET with no keys is a syntax error
-        with unavailable("cluster records"):
+        with unavailable("cluster records", self._client):
             values = await self._client.mget([keys.cluster_record(c) for c in wanted])
         return {c: None if v is None else _raw(v) for c, v in zip(wanted, values, strict=True)}
 
     async def close(self) -> None:
         if self._owns_client:
-            with unavailable("close"):
+            with unavailable("close", self._client):
                 await self._client.aclose()

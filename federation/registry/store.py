@@ -30,6 +30,15 @@ class RegistryUnavailableError(FederationError):
     """The registry could not be reached or refused the operation."""
 
 
+class RegistryTlsError(RegistryUnavailableError):
+    """The TLS handshake with the registry failed on configuration, not on the network:
+    the server's certificate did not verify, or the server refused ours.
+
+    Retrying does not help until a certificate or a setting changes, so processes fail
+    at start-up on it, and log it as an error (once) when it happens later.
+    """
+
+
 class Op(StrEnum):
     UPSERT = "upsert"
     DELETE = "delete"

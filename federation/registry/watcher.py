@@ -49,6 +49,7 @@ from federation.registry.store import (
     ClusterSnapshot,
     Op,
     RegistryReader,
+    RegistryTlsError,
     RegistryUnavailableError,
     StreamEntry,
     parse_id,
@@ -192,8 +193,16 @@ class RegistryWatcher:
     # --- running ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Load everything, set :attr:`loaded`, then follow changes until cancelled."""
+        """Load everything, set :attr:`loaded`, then follow changes until cancelled.
+
+        An unavailable registry is retried with backoff. A TLS misconfiguration
+        (:class:`RegistryTlsError`) before the first load is raised: the process stops
+        with its message instead of waiting for a certificate to change. Later it is
+        retried like an outage (the view is kept: fail-static), logged as an error once
+        when it starts and once, as info, when the registry answers again.
+        """
         backoff = 0.2
+        tls_failing = False
         while True:
             try:
                 if not self.loaded.is_set():
@@ -202,6 +211,18 @@ class RegistryWatcher:
                 while True:
                     await self.step()
                     backoff = 0.2
+                    if tls_failing:
+                        tls_failing = False
+                        log.info("registry TLS handshake succeeds again")
+            except RegistryTlsError as err:
+                if not self.loaded.is_set():
+                    raise
+                self.stats.errors += 1
+                if not tls_failing:
+                    tls_failing = True
+                    log.error("registry TLS handshake fails, retrying until it succeeds: %s", err)
+                await asyncio.sleep(backoff)  # retry backoff, not synchronisation
+                backoff = min(backoff * 2, 5.0)
             except RegistryUnavailableError as err:
                 self.stats.errors += 1
                 log.warning("registry unavailable, retrying in %.1fs: %s", backoff, err)

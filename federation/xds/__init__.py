@@ -10,7 +10,11 @@
   :mod:`federation.xds.sotw` (state of the world) or :mod:`federation.xds.delta`, both on
   :mod:`federation.xds.stream` (push loop, NACK re-offers, warm before route).
 * :mod:`federation.xds.status`: what every connected Envoy was sent, ACKed and NACKed
-  (:class:`~federation.xds.status.SyncRegistry`), and the server's counters.
+  (:class:`~federation.xds.status.SyncRegistry`), the nodes it refused, and the server's
+  counters.
+* :mod:`federation.xds.peers`: which node group a client may read (the certificate's
+  cluster with mTLS), refusals, and the limits per client; :mod:`federation.xds.tls`:
+  the mTLS credentials, re-read when their files change.
 
 The hub (:mod:`federation.hub`) creates the cache and the sync registry, fills
 the cache from the translator's output, calls ``mark_ready()`` once the whole registry is

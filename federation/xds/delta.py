@@ -73,6 +73,19 @@ class DeltaStream(Stream):
         if not type_url:
             log.warning("ignoring a delta request without type_url from %s", self.sync.node_id)
             return
+        # Subscriptions add up: count what the stream holds plus what the request adds.
+        self.check_names(
+            len(request.resource_names_subscribe)
+            + len(request.initial_resource_versions)
+            + len(self.watches)
+            + (type_url not in self.watches)
+            # A wildcard watch holds what the server pushed (bounded by the snapshot); a
+            # named one holds its names and the versions the client reported of them.
+            + sum(
+                len(w.names) if w.wildcard else max(len(w.names), len(w.known))
+                for w in self.watches.values()
+            )
+        )
         watch = self.watches.get(type_url)
         if watch is None:
             watch = self.watches[type_url] = DeltaWatch(type_url)

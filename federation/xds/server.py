@@ -3,12 +3,15 @@
 ``federation-hub`` (:mod:`federation.cli.hub`) calls :func:`serve` with its
 :class:`~federation.xds.snapshot.SnapshotCache` and
 :class:`~federation.xds.status.SyncRegistry`. Every Envoy opens one ADS stream; its node
-group is the ``node.cluster`` of the first request (cached: later requests may omit the
-node), and it is served that group's snapshot by a :class:`~federation.xds.sotw.SotwStream`
-or a :class:`~federation.xds.delta.DeltaStream`. Resources are opaque here: they come
-pre-serialized, and every response is the concatenation of a small header and the
-resources' cached wire entries, so one change fans out to many streams without
-re-encoding anything.
+group is decided from the first request's node (later requests may omit it) and the
+client's certificate, and it is served that group's snapshot by a
+:class:`~federation.xds.sotw.SotwStream` or a :class:`~federation.xds.delta.DeltaStream`.
+Resources are opaque here: they come pre-serialized, and every response is the
+concatenation of a small header and the resources' cached wire entries, so one change
+fans out to many streams without re-encoding anything.
+
+Who may read which group, and the bounds on what one client may use, are in
+:mod:`federation.xds.peers` (mTLS credentials in :mod:`federation.xds.tls`).
 
 The rules every stream keeps (the protocol modules say how):
 
@@ -48,14 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from federation.errors import FederationError
 from federation.xds.delta import DeltaStream
+from federation.xds.peers import NodeGroup, Peer, PeerSlots, Refusal, ServerLimits, claimed_group
 from federation.xds.snapshot import SnapshotCache
 from federation.xds.sotw import SotwStream
 from federation.xds.status import SyncRegistry, XdsMetrics
@@ -65,39 +69,25 @@ log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
-#: grpc.aio server options for thousands of long-lived Envoy streams.
-SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    # Several Envoys may share a connection (e.g. through a proxy): do not cap streams low.
-    ("grpc.max_concurrent_streams", 100_000),
-    # Find dead peers on idle connections, and accept the Envoys' own keepalive pings.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    # Delta requests list every resource version Envoy holds.
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # A second hub on the same port must fail, not share it.
-    ("grpc.so_reuseport", 0),
-)
-
 
 class XdsServeError(FederationError):
     """The xDS server cannot listen on its address."""
 
 
-class NodeAuthorizer(Protocol):
-    """Decides whether a peer may receive a node group's configuration.
-
-    The mTLS seam: with TLS on, ``peer_identities`` are the identities of the
-    client certificate (``ServicerContext.peer_identities()``); without TLS it is empty.
-    """
-
-    def __call__(self, group: str, node_id: str, peer_identities: Sequence[bytes]) -> bool: ...
-
-
 class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """ADS over grpc.aio, serving each Envoy its node group's snapshot from the cache.
+
+    ``node_group`` decides which group a stream is served (:mod:`federation.xds.peers`:
+    the claimed ``node.cluster`` in plain text, the certificate's cluster with mTLS).
+    A stream is refused, with a status and a reason the peer sees, when it names no node
+    group, when its credentials do not allow that group, when the group is no member
+    cluster the hub knows, when its peer has too many streams open, when its first
+    request does not come in time, or when it (or its peer's streams together) subscribes
+    to too many names. Each such refusal is counted by reason and logged at most every
+    few minutes per peer and reason. gRPC itself refuses, below this code and in no
+    metric of ours, a client without a valid certificate (in the TLS handshake), a
+    request larger than ``max_message_bytes`` and a stream beyond
+    ``max_streams_per_connection`` on one connection.
 
     Register it with :meth:`add_to_server`, not with the generated
     ``add_AggregatedDiscoveryServiceServicer_to_server``: responses are pre-encoded bytes,
@@ -111,13 +101,16 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         metrics: XdsMetrics | None = None,
         *,
         settings: StreamSettings | None = None,
-        authorizer: NodeAuthorizer | None = None,
+        limits: ServerLimits | None = None,
+        node_group: NodeGroup = claimed_group,
     ) -> None:
         self.cache = cache
         self.sync = sync
         self.metrics = metrics if metrics is not None else XdsMetrics()
         self.settings = settings if settings is not None else StreamSettings()
-        self.authorizer = authorizer
+        self.limits = limits if limits is not None else ServerLimits()
+        self.node_group = node_group
+        self.peers = PeerSlots(self.limits.max_streams_per_peer, self.limits.max_names_per_peer)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         handlers = {
@@ -151,32 +144,97 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         context: grpc.aio.ServicerContext,
         kind: type[SotwStream] | type[DeltaStream],
     ) -> None:
-        requests = aiter(request_iterator)
+        peer = Peer.of(context)
+        node_id = group = ""
         try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+            self.peers.acquire(peer.key)
+        except Refusal as refusal:
+            await self._refuse(context, peer, node_id, group, refusal)
             return
-        node = first.node
-        group, node_id = node.cluster, node.id
-        if not group:
-            self.metrics.streams_rejected += 1
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "the first request of an ADS stream must carry node.cluster "
-                "(the Envoy's member cluster id, --service-cluster)",
-            )
-            return
-        if self.authorizer is not None:
-            identities = context.peer_identities() or ()
-            if not self.authorizer(group, node_id, identities):
-                self.metrics.streams_rejected += 1
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"these credentials may not receive the configuration of {group!r}",
-                )
+        try:
+            requests = aiter(request_iterator)
+            try:
+                async with asyncio.timeout(self.limits.first_request_timeout):
+                    first = await anext(requests)
+            except StopAsyncIteration:
                 return
+            except TimeoutError:
+                raise Refusal(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "no-first-request",
+                    f"no request within {self.limits.first_request_timeout:g} s of opening "
+                    "the stream",
+                ) from None
+            node_id, group = first.node.id, first.node.cluster  # as claimed, until decided
+            group = self.node_group(first.node, peer)
+            await self._run(requests, context, kind, first, peer, group)
+        except Refusal as refusal:
+            await self._refuse(context, peer, node_id, group, refusal)
+        finally:
+            self.peers.release(peer.key)
+
+    async def _member(self, group: str) -> None:
+        """Return once the hub knows ``group`` as a member cluster; a Refusal when it
+        does not. A hub still loading the registry cannot tell yet: the stream waits."""
+        if not self.cache.ready:
+            loaded = asyncio.Event()
+            self.cache.subscribe(group, loaded)
+            try:
+                while not self.cache.ready:
+                    await loaded.wait()
+                    loaded.clear()
+            finally:
+                self.cache.unsubscribe(group, loaded)
+        if self.cache.get(group) is None:
+            raise Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                "unknown-cluster",
+                f"{group!r} is no member cluster of this clusterset: the hub has no "
+                "configuration for it (is its agent running and connected to the registry?)",
+            )
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext,
+        peer: Peer,
+        node_id: str,
+        group: str,
+        refusal: Refusal,
+    ) -> None:
+        self.metrics.count_refusal(refusal.reason)
+        code = refusal.code.name
+        if self.sync.refuse(peer.key, node_id, group, refusal.reason, code, refusal.message):
+            log.warning(
+                "xDS stream refused (%s, %s): peer %s, node %r, cluster %r: %s",
+                refusal.reason,
+                code,
+                peer.key,
+                node_id,
+                group,
+                refusal.message,
+            )
+        await context.abort(refusal.code, refusal.message)
+
+    async def _run(
+        self,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+        kind: type[SotwStream] | type[DeltaStream],
+        first: Any,
+        peer: Peer,
+        group: str,
+    ) -> None:
+        """Serve an admitted stream until it ends; raises a Refusal from its requests."""
+        node_id = first.node.id
         sync = self.sync.open(node_id, group, kind.protocol)
-        stream = kind(self.cache, self.metrics, self.settings, group, sync)
+        stream = kind(
+            self.cache,
+            self.metrics,
+            self.settings,
+            group,
+            sync,
+            charge=lambda names: self.peers.charge(peer.key, names),
+        )
         self.metrics.streams_opened += 1
         self.metrics.streams_active += 1
         self.cache.subscribe(group, stream.wake)
@@ -190,16 +248,22 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         reader: asyncio.Task[None] | None = None
         try:
             stream.on_request(first)
+            # Listed (stale) while the hub loads; refused if it then knows no such cluster.
+            await self._member(group)
+            self.sync.admitted(sync)
             reader = asyncio.create_task(
                 self._read(requests, stream), name=f"xds-stream-{sync.stream_id}-reader"
             )
             await stream.run(context)
+            if isinstance(stream.failure, Refusal):
+                raise stream.failure
             if stream.failure is not None:
                 await context.abort(grpc.StatusCode.INTERNAL, "the xDS server failed a request")
         finally:
             if reader is not None:
                 reader.cancel()
             stream.close()
+            stream.release_names()
             self.cache.unsubscribe(group, stream.wake)
             self.sync.close(sync)
             self.metrics.streams_active -= 1
@@ -222,6 +286,9 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
                     return
                 try:
                     stream.on_request(request)
+                except Refusal as refusal:
+                    stream.failure = refusal
+                    return
                 except Exception as exc:
                     log.exception("xDS stream %d failed on a request", stream.sync.stream_id)
                     stream.failure = exc
@@ -237,22 +304,24 @@ async def serve(
     *,
     metrics: XdsMetrics | None = None,
     credentials: grpc.ServerCredentials | None = None,
-    authorizer: NodeAuthorizer | None = None,
+    node_group: NodeGroup = claimed_group,
     settings: StreamSettings | None = None,
-    options: Sequence[tuple[str, int]] = SERVER_OPTIONS,
+    limits: ServerLimits | None = None,
 ) -> grpc.aio.Server:
     """Start the ADS server on ``address`` (``host:port``) and return it, started.
 
-    ``credentials`` (``grpc.ssl_server_credentials(..., require_client_auth=True)``) turn
-    on mTLS; ``authorizer`` then checks each stream's node group against the client's
-    identities. Without them the server is plaintext: bind it to a trusted network only.
-    ``settings`` tune the streams' timing (debounce, NACK re-offers, warming).
+    ``credentials`` (:func:`federation.xds.tls.reloading_credentials`) turn on mTLS, and
+    ``node_group`` (:class:`federation.xds.peers.CertificateGroup`) then binds each stream
+    to its certificate's cluster. Without them the server is plain text and serves
+    whatever ``node.cluster`` a client claims: bind it to a trusted network only.
+    ``settings`` tune the streams' timing, ``limits`` bound what one client may use.
     Stop it with ``await server.stop(grace)``.
     """
+    limits = limits if limits is not None else ServerLimits()
     servicer = AggregatedDiscoveryServicer(
-        cache, sync, metrics, settings=settings, authorizer=authorizer
+        cache, sync, metrics, settings=settings, limits=limits, node_group=node_group
     )
-    server = grpc.aio.server(options=list(options))
+    server = grpc.aio.server(options=limits.grpc_options())
     servicer.add_to_server(server)
     try:
         if credentials is None:
@@ -268,6 +337,6 @@ async def serve(
         "xDS server listening on %s (port %d, %s)",
         address,
         port,
-        "mTLS" if credentials else "plaintext",
+        "mTLS" if credentials else "PLAIN TEXT: any client may claim any cluster",
     )
     return server

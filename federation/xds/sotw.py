@@ -71,6 +71,13 @@ class SotwStream(Stream):
         if not type_url:
             log.warning("ignoring an ADS request without type_url from %s", self.sync.node_id)
             return
+        # Names are replaced per type: count the request's instead of this type's.
+        self.check_names(
+            len(request.resource_names)
+            + len(self.watches)
+            + (type_url not in self.watches)
+            + sum(len(w.names) for t, w in self.watches.items() if t != type_url)
+        )
         watch = self.watches.get(type_url)
         if watch is None:
             watch = self.watches[type_url] = SotwWatch(type_url)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,11 @@ from typing import TypeAlias
 from federation.xds.snapshot import ORDER
 
 Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
+#: Refused nodes remembered (most recent first out), and how long they are shown.
+REFUSED_KEPT = 256
+REFUSED_SHOWN_FOR = 600.0
+#: A peer refused for one reason is logged again after this many seconds at the earliest.
+REFUSAL_LOG_EVERY = 300.0
 #: Current versions of a group's snapshot by type (``SnapshotCache.snapshot_versions``).
 SnapshotVersions = Callable[[str], Mapping[str, str]]
 
@@ -128,8 +134,9 @@ class XdsMetrics:
 
     streams_opened: int = 0
     streams_active: int = 0
-    #: Streams refused: no ``node.cluster``, or a node its credentials do not allow.
-    streams_rejected: int = 0
+    #: Streams refused, by reason (:class:`~federation.xds.peers.Refusal`): no or a
+    #: foreign ``node.cluster``, an unknown cluster, a limit.
+    refusals: dict[str, int] = field(default_factory=dict)
     responses_sent: int = 0
     bytes_sent: int = 0
     acks: int = 0
@@ -138,6 +145,54 @@ class XdsMetrics:
     stale_requests: int = 0
     #: NACKed responses offered again after their backoff.
     nack_reoffers: int = 0
+    #: The TLS files were re-read after a change (and could not be used).
+    tls_reloads: int = 0
+    tls_reload_failures: int = 0
+
+    @property
+    def streams_rejected(self) -> int:
+        return sum(self.refusals.values())
+
+    def count_refusal(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def tls_reloaded(self, ok: bool) -> None:
+        if ok:
+            self.tls_reloads += 1
+        else:
+            self.tls_reload_failures += 1
+
+
+@dataclass
+class RefusedNode:
+    """A node the server refused, for ``fedctl proxy-status``: who, why, how often."""
+
+    peer: str
+    node_id: str
+    group: str
+    reason: str
+    code: str
+    message: str
+    first_at: float
+    last_at: float
+    count: int = 1
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "node_id": self.node_id,
+            "group": self.group,
+            "peer": self.peer,
+            "synced": False,
+            "types": {},
+            "refused": {
+                "reason": self.reason,
+                "code": self.code,
+                "message": self.message,
+                "count": self.count,
+                "first_at": _timestamp(self.first_at),
+                "last_at": _timestamp(self.last_at),
+            },
+        }
 
 
 @dataclass
@@ -276,6 +331,9 @@ class SyncRegistry:
         self._clock = clock
         self._streams: dict[int, StreamSync] = {}
         self._ids = itertools.count(1)
+        self._refused: OrderedDict[tuple[str, str, str, str], RefusedNode] = OrderedDict()
+        #: When each (peer, reason) was last logged: node ids are the client's to choose.
+        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._waiters: asyncio.Event | None = None
 
     def open(self, node_id: str, group: str, protocol: str) -> StreamSync:
@@ -291,12 +349,52 @@ class SyncRegistry:
         self._changed()
         return stream
 
+    def admitted(self, stream: StreamSync) -> None:
+        """The stream is served: its node, refused before (say, before its cluster
+        joined), is no longer shown as refused."""
+        for key in [k for k in self._refused if k[1:3] == (stream.node_id, stream.group)]:
+            del self._refused[key]
+
     def close(self, stream: StreamSync) -> None:
         if self._streams.pop(stream.stream_id, None) is not None:
             self._changed()
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def refuse(
+        self, peer: str, node_id: str, group: str, reason: str, code: str, message: str
+    ) -> bool:
+        """Record a refused stream. True when the caller should log it: the first refusal
+        of this peer for this reason in :data:`REFUSAL_LOG_EVERY` seconds (a client
+        retrying in a loop, whatever node ids it makes up, is logged once in a while).
+        The most recent :data:`REFUSED_KEPT` are kept, for :meth:`refused`."""
+        key = (peer, node_id, group, reason)
+        now = self._clock()
+        last = self._logged.get((peer, reason))
+        log_it = last is None or now - last >= REFUSAL_LOG_EVERY
+        if log_it:
+            self._logged[(peer, reason)] = now
+            self._logged.move_to_end((peer, reason))
+            while len(self._logged) > REFUSED_KEPT:
+                self._logged.popitem(last=False)
+        entry = self._refused.get(key)
+        if entry is not None:
+            entry.count += 1
+            entry.last_at = now
+            entry.message = message
+            self._refused.move_to_end(key)
+            return log_it
+        self._refused[key] = RefusedNode(peer, node_id, group, reason, code, message, now, now)
+        while len(self._refused) > REFUSED_KEPT:
+            self._refused.popitem(last=False)
+        return log_it
+
+    def refused(self, within: float = REFUSED_SHOWN_FOR) -> list[RefusedNode]:
+        """Nodes refused in the last ``within`` seconds, by group and node id."""
+        since = self._clock() - within
+        recent = [r for r in self._refused.values() if r.last_at >= since]
+        return sorted(recent, key=lambda r: (r.group, r.node_id, r.reason))
 
     def snapshot_versions(self, group: str) -> Mapping[str, str]:
         """The current versions of the group's snapshot, by type ({} when unknown)."""

@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from federation.xds.peers import Refusal
 from federation.xds.snapshot import CLUSTER, LISTENER, Resource, Snapshot, SnapshotCache
 from federation.xds.status import StreamSync, XdsMetrics
 
@@ -56,6 +57,9 @@ class StreamSettings:
     nack_retry_max: float = 300.0
     #: Longest time the rest of a push waits for new clusters' assignments to be asked for.
     warm_timeout: float = 5.0
+    #: Resource names and types one stream may subscribe to or report holding: a bound on
+    #: the memory one client can make the hub spend.
+    max_subscribed_names: int = 100_000
 
 
 def nack_backoff(attempt: int, settings: StreamSettings) -> float:
@@ -97,7 +101,11 @@ class Stream:
         settings: StreamSettings,
         group: str,
         sync: StreamSync,
+        *,
+        charge: Callable[[int], None] | None = None,
     ) -> None:
+        """``charge(delta)`` accounts for a change of the names this stream subscribes to
+        in its peer's budget (it raises a Refusal when the budget is spent)."""
         self.cache = cache
         self.metrics = metrics
         self.settings = settings
@@ -116,7 +124,25 @@ class Stream:
         self._nack_attempts: dict[str, int] = {}
         #: New clusters whose assignments were not sent yet: the push waits for them.
         self.warming: set[str] = set()
+        self._charge = charge
+        #: The names (and types) this stream holds, as charged to its peer.
+        self.names_held = 0
         self.warm_deadline = 0.0
+
+    def check_names(self, names: int) -> None:
+        """Refuse a request that would make the stream hold more than
+        ``max_subscribed_names`` names and types (``names`` of them)."""
+        total = names
+        if total > self.settings.max_subscribed_names:
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too-many-names",
+                f"this stream would subscribe to {total} resource names and types, more "
+                f"than the {self.settings.max_subscribed_names} the hub allows",
+            )
+        if self._charge is not None and total != self.names_held:
+            self._charge(total - self.names_held)
+        self.names_held = total
 
     def next_nonce(self) -> str:
         return str(next(self._nonces))
@@ -138,6 +164,12 @@ class Stream:
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    def release_names(self) -> None:
+        """Give the names this stream held back to its peer's budget (once, at its end)."""
+        if self._charge is not None and self.names_held:
+            self._charge(-self.names_held)
+        self.names_held = 0
 
     def close(self) -> None:
         self.closed = True

@@ -4,7 +4,8 @@
 kube-apiserver (``kubectl apply --dry-run=server``); bad values refused with the
 schema's message; and the agent's RBAC, applied for real, grants exactly the rules of
 ``charts/federation-agent/files/clusterrole-rules.yaml`` (the rules the test
-environment's agents run with) and no Secrets.
+environment's agents run with) and no Secrets. With ``registry.tls`` the hub's and the
+agent's registry TLS Secrets are mounted read-only where their variables point.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def test_a_real_apiserver_accepts_every_chart(local_env: LocalEnvironment, chart
          "at '/listenerAddresses/0'"),
         ("federation-hub", [*GOOD_VALUES["federation-hub"], "replicas=3"],
          "at '/replicas': maximum"),
+        ("federation-agent", [*GOOD_VALUES["federation-agent"], "registry.tls.caSecret=Bad_Name"],
+         "at '/registry/tls/caSecret'"),
+        ("federation-hub", [*GOOD_VALUES["federation-hub"], "registry.tls.caFile=/x"],
+         "at '/registry/tls': additional properties 'caFile' not allowed"),
     ],
 )  # fmt: skip
 def test_bad_values_fail_with_the_schemas_message(
@@ -217,3 +222,139 @@ def test_the_bundled_registry_lints_and_a_real_apiserver_accepts_it(
     for container in pod["containers"] + pod["initContainers"]:
         argv = " ".join(container.get("command", []) + container.get("args", []))
         assert "password" not in argv.lower(), argv
+
+
+REGISTRY_TLS = [
+    "registry.tls.caSecret=registry-ca",
+    "registry.tls.clientCertSecret=registry-client",
+]
+REGISTRY_TLS_ENV = {
+    "FEDERATION_REGISTRY_CA_FILE": ("registry-ca", "ca.crt"),
+    "FEDERATION_REGISTRY_CERT_FILE": ("registry-client", "tls.crt"),
+    "FEDERATION_REGISTRY_KEY_FILE": ("registry-client", "tls.key"),
+}
+
+
+def _main_pod(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hub's or agent's pod spec and its main container."""
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                if container["name"] in ("hub", "agent"):
+                    return pod, container
+    raise AssertionError("no hub or agent Deployment")
+
+
+@pytest.mark.parametrize("chart", ["federation-hub", "federation-agent"])
+def test_registry_tls_mounts_its_secrets_where_the_variables_point(
+    local_env: LocalEnvironment, chart: str
+) -> None:
+    cluster = local_env.cluster("a")
+    ns = f"chart-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    docs = render(chart, [*GOOD_VALUES[chart], *REGISTRY_TLS], namespace=ns)
+    pod, main = _main_pod(docs)
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    for variable, (secret, key) in REGISTRY_TLS_ENV.items():
+        path = Path(env[variable])
+        mount = mounts[str(path.parent)]  # the file is a key of a read-only Secret volume
+        assert mount["readOnly"] is True
+        source = volumes[mount["name"]]
+        assert source["secretName"] == secret
+        assert {"key": key, "path": path.name} in source["items"]
+        assert source["defaultMode"] == 0o440  # the pod's fsGroup reads it, nobody else
+    done = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    # Only the CA: no client certificate variables or volume.
+    pod, main = _main_pod(render(chart, [*GOOD_VALUES[chart], REGISTRY_TLS[0]]))
+    names = {e["name"] for e in main["env"]}
+    assert "FEDERATION_REGISTRY_CA_FILE" in names
+    assert not names & {"FEDERATION_REGISTRY_CERT_FILE", "FEDERATION_REGISTRY_KEY_FILE"}
+    assert [v["name"] for v in pod["volumes"] if v["name"] != "xds-tls"] == ["registry-ca"]
+
+    # Off by default: nothing of it.
+    pod, main = _main_pod(render(chart, GOOD_VALUES[chart]))
+    assert not {e["name"] for e in main["env"]} & set(REGISTRY_TLS_ENV)
+    assert not [v for v in pod.get("volumes", []) if v["name"].startswith("registry")]
+
+
+def test_registry_tls_is_refused_with_the_bundled_registry() -> None:
+    done = helm("template", "t", str(CHARTS / "federation-hub"), *sets([*BUNDLED, REGISTRY_TLS[0]]))
+    assert done.returncode != 0
+    assert "the bundled one (registry.bundled.enabled) speaks no TLS" in done.stderr
+
+
+def _deployment(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    found: dict[str, Any]
+    (found,) = [
+        d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("chart", "component", "container", "flags"),
+    [
+        ("federation-hub", "hub", "hub",
+         ["--xds-tls-cert", "--xds-tls-key", "--xds-client-ca"]),
+        ("federation-agent", "gateway", "bootstrap", ["--tls-cert", "--tls-key", "--tls-ca"]),
+    ],
+)  # fmt: skip
+def test_xds_is_mtls_by_default_from_a_whole_secret_volume(
+    chart: str, component: str, container: str, flags: list[str]
+) -> None:
+    """The certificate files come from a Secret mounted whole (a subPath mount would
+    never see a renewed certificate), at the paths the flags name."""
+    pod = _deployment(render(chart, GOOD_VALUES[chart]), component)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "xds-tls"]
+    # The names fedctl pki secret gives: two, since the hub's cluster is often a member.
+    assert volume["secret"]["secretName"] == (
+        "federation-hub-xds-tls" if chart == "federation-hub" else "federation-xds-tls"
+    )
+    assert volume["secret"]["defaultMode"] == 0o440
+    every = pod["containers"] + pod.get("initContainers", [])
+    (main,) = [c for c in every if c["name"] == container]
+    args = dict(a.split("=", 1) for a in main["args"] if a.startswith("--") and "=" in a)
+    paths = [args[flag] for flag in flags]
+    mounts = [m for c in every for m in c.get("volumeMounts", []) if m["name"] == "xds-tls"]
+    assert mounts and all(m["readOnly"] and "subPath" not in m for m in mounts)
+    assert {str(Path(p).parent) for p in paths} == {mounts[0]["mountPath"]}
+    assert not any("insecure" in a for a in main["args"])
+
+
+@pytest.mark.parametrize(
+    ("chart", "values", "message"),
+    [
+        ("federation-hub", ["registry.existingSecret=r", "xds.tls.secretName="],
+         "xds.tls.secretName is required"),
+        ("federation-agent", [*GOOD_VALUES["federation-agent"], "gateway.hubTls.secretName="],
+         "gateway.hubTls.secretName is required"),
+    ],
+)  # fmt: skip
+def test_plain_text_xds_must_be_asked_for(chart: str, values: list[str], message: str) -> None:
+    done = helm("template", "t", str(CHARTS / chart), *sets(values))
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    insecure = (
+        "xds.insecurePlaintext=true"
+        if chart == "federation-hub"
+        else ("gateway.insecurePlaintext=true")
+    )
+    docs = render(chart, [*values, insecure])
+    pod = _deployment(docs, "hub" if chart == "federation-hub" else "gateway")
+    every = pod["containers"] + pod.get("initContainers", [])
+    argv = [a for c in every for a in c.get("args", [])]
+    assert (
+        "--insecure-xds-plaintext" if chart == "federation-hub" else "--insecure-plaintext"
+    ) in argv
+    assert not [v for v in pod.get("volumes", []) if v["name"] == "xds-tls"]

@@ -28,33 +28,16 @@ from federation.registry.acl import (
 from federation.registry.hub_state import RedisHubState
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import (
-    ClusterRecord,
-    ExportedService,
-    ServicePort,
-    ServiceType,
     encode_service,
 )
 from federation.registry.redis_store import RedisReader, RedisWriter
 from federation.registry.store import START, Op, RegistryUnavailableError
 from tests import samples
+from tests.samples import cluster_record, service
 
 pytestmark = pytest.mark.integration
 
 HUB = "hub-test"
-
-
-def service(cluster: str, name: str = "echo") -> ExportedService:
-    return ExportedService(
-        cluster=cluster,
-        namespace="demo",
-        name=name,
-        type=ServiceType.CLUSTER_SET_IP,
-        ports=(ServicePort("http", "TCP", 80),),
-    )
-
-
-def cluster_record(cluster: str) -> ClusterRecord:
-    return ClusterRecord(cluster=cluster, agent_version="test", last_full_sync=1.0, epoch="e")
 
 
 @dataclass

@@ -2,16 +2,21 @@
 
 import pytest
 
-from federation.cli.bootstrap import BootstrapOptions, bootstrap
+from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
 from federation.cli.fedctl import render_proxy_status
 from federation.errors import InvalidInputError
+from federation.xds.status import SyncRegistry
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 
 def test_bootstrap_names_the_node_by_cluster_and_reaches_the_hub_over_ads() -> None:
-    config = bootstrap(BootstrapOptions(cluster="b", xds_address="127.0.0.1:18000", delta=True))
+    config = bootstrap(
+        BootstrapOptions(
+            cluster="b", xds_address="127.0.0.1:18000", delta=True, insecure_plaintext=True
+        )
+    )
     assert config["node"] == {"id": "envoy-b", "cluster": "b"}
     assert config["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
@@ -23,7 +28,7 @@ def test_bootstrap_names_the_node_by_cluster_and_reaches_the_hub_over_ads() -> N
 )
 def test_bootstrap_rejects_bad_input(cluster: str, xds: str, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment):
-        bootstrap(BootstrapOptions(cluster=cluster, xds_address=xds))
+        bootstrap(BootstrapOptions(cluster=cluster, xds_address=xds, insecure_plaintext=True))
 
 
 def test_proxy_status_shows_every_envoy_and_the_nack_message() -> None:
@@ -58,9 +63,9 @@ def test_proxy_status_says_when_nothing_is_connected() -> None:
 
 
 def _xds_cluster(xds: str) -> dict[str, object]:
-    (cluster,) = bootstrap(BootstrapOptions(cluster="a", xds_address=xds))["static_resources"][
-        "clusters"
-    ]
+    (cluster,) = bootstrap(BootstrapOptions(cluster="a", xds_address=xds, insecure_plaintext=True))[
+        "static_resources"
+    ]["clusters"]
     return cluster  # type: ignore[no-any-return]
 
 
@@ -76,3 +81,82 @@ def test_the_hub_connection_is_kept_alive() -> None:
     (http,) = options.values()  # type: ignore[attr-defined]
     keepalive = http["explicit_http_config"]["http2_protocol_options"]["connection_keepalive"]
     assert keepalive == {"interval": "15s", "timeout": "5s"}
+
+
+def test_bootstrap_needs_tls_or_an_explicit_insecure_flag() -> None:
+    with pytest.raises(InvalidInputError, match="--insecure-plaintext"):
+        bootstrap(BootstrapOptions(cluster="a", xds_address="127.0.0.1:1"))
+    tls = BootstrapTls("/c/tls.crt", "/c/tls.key", "/c/ca.crt")
+    with pytest.raises(InvalidInputError, match="contradicts"):
+        bootstrap(
+            BootstrapOptions(
+                cluster="a", xds_address="127.0.0.1:1", tls=tls, insecure_plaintext=True
+            )
+        )
+
+
+def test_bootstrap_presents_the_cluster_certificate_and_pins_the_hub_identity() -> None:
+    tls = BootstrapTls("/c/tls.crt", "/c/tls.key", "/c/ca.crt", trust_domain="example.org")
+    config = bootstrap(BootstrapOptions(cluster="a", xds_address="hub.fed.svc:18000", tls=tls))
+    (cluster,) = config["static_resources"]["clusters"]
+    socket = cluster["transport_socket"]["typed_config"]
+    assert socket["sni"] == "hub.fed.svc"
+    common = socket["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2"]
+    assert common["tls_certificates"] == [
+        {"certificate_chain": {"filename": "/c/tls.crt"}, "private_key": {"filename": "/c/tls.key"}}
+    ]
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/c/ca.crt"}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://example.org/hub"}}
+    ]
+
+
+def test_proxy_status_shows_refused_and_unknown_nodes_with_their_reason() -> None:
+    refused = [
+        {
+            "node_id": "envoy-x",
+            "group": "x",
+            "peer": "ipv4:127.0.0.1",
+            "synced": False,
+            "types": {},
+            "refused": {
+                "reason": "unknown-cluster",
+                "code": "NOT_FOUND",
+                "message": "'x' is no member cluster",
+                "count": 3,
+            },
+        },
+        {
+            "node_id": "envoy-a",
+            "group": "a",
+            "peer": "spiffe://federation.local/cluster/b",
+            "synced": False,
+            "types": {},
+            "refused": {
+                "reason": "identity-mismatch",
+                "code": "PERMISSION_DENIED",
+                "message": "node.cluster 'a' disagrees",
+                "count": 1,
+            },
+        },
+    ]
+    lines = render_proxy_status(refused).splitlines()
+    assert lines[1].split() == ["envoy-a", "a", "-", "-", "-", "-", "-", "REFUSED"]
+    assert lines[2].split() == ["envoy-x", "x", "-", "-", "-", "-", "-", "UNKNOWN"]
+    assert (
+        "envoy-a from spiffe://federation.local/cluster/b refused 1x "
+        "(identity-mismatch, PERMISSION_DENIED): node.cluster 'a' disagrees" in lines
+    )
+    assert "envoy-x from ipv4:127.0.0.1 refused 3x (unknown-cluster, NOT_FOUND): " in "\n".join(
+        lines
+    )
+
+
+def test_a_node_served_after_a_refusal_is_no_longer_shown_as_refused() -> None:
+    sync = SyncRegistry()
+    sync.refuse("ipv4:10.0.0.1", "envoy-b", "b", "unknown-cluster", "NOT_FOUND", "no b yet")
+    sync.refuse("ipv4:10.0.0.1", "envoy-c", "c", "unknown-cluster", "NOT_FOUND", "no c yet")
+    sync.admitted(sync.open("envoy-b", "b", "sotw"))
+    assert [(r.node_id, r.group) for r in sync.refused()] == [("envoy-c", "c")]

@@ -1,0 +1,109 @@
+"""The clusterset PKI: identities in certificates, and the node group they allow."""
+
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+
+from federation.cli import pki as pki_cli
+from federation.errors import InvalidInputError
+from federation.pki import CertificateAuthority, cluster_of, uris_of
+from federation.xds.peers import CertificateGroup, Peer, PeerSlots, Refusal, claimed_group
+
+
+class Node:
+    def __init__(self, cluster: str, id: str = "envoy") -> None:
+        self.cluster = cluster
+        self.id = id
+
+
+def test_a_cluster_certificate_names_its_cluster_and_the_hub_its_role() -> None:
+    ca = CertificateAuthority.create("ca")
+    assert uris_of(ca.cluster("example.org", "b").cert_pem) == ["spiffe://example.org/cluster/b"]
+    hub = ca.hub("example.org", names=["hub.fed.svc"], ips=["127.0.0.1"])
+    cert = x509.load_pem_x509_certificate(hub.cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["hub.fed.svc"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert uris_of(hub.cert_pem) == ["spiffe://example.org/hub"]
+
+
+@pytest.mark.parametrize(
+    ("uris", "expected"),
+    [
+        (["spiffe://example.org/cluster/b"], "b"),
+        (["spiffe://other.org/cluster/b"], None),
+        (["spiffe://example.org/hub", "spiffe://example.org/cluster/c"], "c"),
+        (["spiffe://example.org/cluster/b/extra"], None),
+        ([], None),
+    ],
+)
+def test_cluster_of_reads_only_this_trust_domain(uris: list[str], expected: str | None) -> None:
+    assert cluster_of(uris, "example.org") == expected
+
+
+def test_bad_names_are_refused_when_minting() -> None:
+    ca = CertificateAuthority.create("ca")
+    with pytest.raises(InvalidInputError, match="invalid cluster id"):
+        ca.cluster("example.org", "Not_A_Cluster")
+    with pytest.raises(InvalidInputError, match="trust domain"):
+        ca.cluster("Bad Domain", "a")
+    with pytest.raises(InvalidInputError, match="at least one DNS name or IP"):
+        ca.hub("example.org")
+
+
+def test_the_certificate_decides_the_group_and_a_foreign_claim_is_denied() -> None:
+    group = CertificateGroup("example.org")
+    b = Peer("ipv4:10.0.0.1:4000", ("spiffe://example.org/cluster/b",))
+    assert group(Node("b"), b) == "b"
+    assert group(Node(""), b) == "b"
+    with pytest.raises(Refusal) as denied:
+        group(Node("a"), b)
+    assert denied.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert denied.value.reason == "identity-mismatch"
+    with pytest.raises(Refusal) as anonymous:
+        group(Node("a"), Peer("ipv4:10.0.0.1:4000", ("spiffe://other.org/cluster/a",)))
+    assert anonymous.value.reason == "no-cluster-identity"
+
+
+def test_plain_text_serves_the_claim_and_needs_one() -> None:
+    assert claimed_group(Node("a"), Peer("ipv4:127.0.0.1:1")) == "a"
+    with pytest.raises(Refusal) as refused:
+        claimed_group(Node(""), Peer("ipv4:127.0.0.1:1"))
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_peers_are_counted_by_identity_else_by_host() -> None:
+    assert Peer("ipv4:127.0.0.1:5000").key == "ipv4:127.0.0.1"
+    assert Peer("ipv6:[::1]:5000").key == "ipv6:[::1]"
+    assert Peer("ipv4:127.0.0.1:5000", ("spiffe://x/cluster/b",)).key == "spiffe://x/cluster/b"
+    slots = PeerSlots(limit=2)
+    slots.acquire("p")
+    slots.acquire("p")
+    with pytest.raises(Refusal) as full:
+        slots.acquire("p")
+    assert full.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    slots.acquire("q")
+    slots.release("p")
+    slots.acquire("p")
+    assert slots.open("p") == 2
+
+
+def test_fedctl_pki_writes_secret_shaped_directories_and_never_overwrites_a_ca(
+    tmp_path: Path,
+) -> None:
+    written = pki_cli.init(tmp_path, clusters=["a", "b"], hub_names=["hub.fed.svc"])
+    assert written == [tmp_path / "hub", tmp_path / "clusters" / "a", tmp_path / "clusters" / "b"]
+    for directory in written:
+        assert sorted(p.name for p in directory.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+        assert (directory / "tls.key").stat().st_mode & 0o077 == 0
+    with pytest.raises(InvalidInputError, match="already holds a PKI"):
+        pki_cli.init(tmp_path, clusters=["c"], hub_names=["hub"])
+    pki_cli.add_cluster(tmp_path, "c")
+    assert uris_of((tmp_path / "clusters" / "c" / "tls.crt").read_bytes()) == [
+        "spiffe://federation.local/cluster/c"
+    ]
+    secret = pki_cli.secret_manifest(tmp_path, "clusters/c", "xds", "federation")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]
