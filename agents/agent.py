@@ -40,6 +40,7 @@ from federation.registry.kinds import Kind, Record, RecordRef
 from federation.registry.records import ClusterRecord
 from federation.registry.store import RegistryReader, RegistryWriter
 from federation.registry.watcher import Change, RegistryWatcher, service_names
+from federation.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -175,38 +176,59 @@ class Agent:
         its exports and its Gateway API configuration."""
         records = self.exports.current_records()
         gateway_records = self._desired_gateway_records()
-        await self.writer.replace_all(
+        started = time.time()
+        entry = await self.writer.replace_all(
             [*records.values(), *gateway_records.values()],
             ClusterRecord(
                 self.cluster, VERSION, time.time(), uuid.uuid4().hex, self.options.lease_ttl
             ),
         )
         self.exports.mark_published(records)
+        for key in records:
+            self.exports.trace.record(
+                key, observed_at=started, entry=entry, published_at=time.time()
+            )
         self.gateway.published = dict(gateway_records)
         self.gateway.dirty.set()
         await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)
         log.info("published full state", extra={"cluster": self.cluster, "services": len(records)})
 
     async def _lease_loop(self) -> None:
+        """Renew the lease every ``renew_interval``; a failed renewal is retried with
+        backoff (at most a renewal period apart), so that a short registry outage does
+        not cost the lease. Republish when the registry lost this cluster's data."""
         while True:
             await asyncio.sleep(self.options.renew_interval)  # the renewal period
-            try:
-                ok = await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)
-                if not ok:
-                    log.warning("registry lost this cluster's data; republishing")
-                    await self.publish_everything()
-            except FederationError as err:
-                log.warning("lease renewal failed: %s", err)
+            await retry_call(
+                "lease-renewal",
+                self._renew,
+                retry_if=lambda err: isinstance(err, FederationError),
+                backoff=Backoff(maximum=self.options.renew_interval),
+                logger=log,
+            )
+
+    async def _renew(self) -> None:
+        if not await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token):
+            log.warning("registry lost this cluster's data; republishing")
+            await self.publish_everything()
 
     async def _resync_loop(self) -> None:
+        """The safety net: every ``resync_interval``, list everything and queue it all;
+        a failed listing is retried with backoff (at most a period apart)."""
         while True:
             await asyncio.sleep(self.options.resync_interval)  # period of the resync
-            try:
-                self.exports.merge_listing(await self._listing())
-                self.exports.queue_all()
-                await self.imports.queue_all()
-            except FederationError as err:
-                log.warning("periodic resync failed: %s", err)
+            await retry_call(
+                "resync",
+                self._resync,
+                retry_if=lambda err: isinstance(err, FederationError),
+                backoff=Backoff(maximum=self.options.resync_interval),
+                logger=log,
+            )
+
+    async def _resync(self) -> None:
+        self.exports.merge_listing(await self._listing())
+        self.exports.queue_all()
+        await self.imports.queue_all()
 
     async def run(self) -> None:
         """Start up, then run every background task until cancelled."""
@@ -257,16 +279,20 @@ class Agent:
             await self.gateway.dirty.wait()
             await asyncio.sleep(0.02)  # let a burst of events settle: one sync for all of it
             self.gateway.dirty.clear()
-            try:
-                await self.gateway.publish(self._desired_gateway_records())
-                await self.gateway.write_statuses(
-                    e for view in self.watcher.views.values() for e in view.services.values()
-                )
-                self.gateway.syncs += 1
-            except FederationError as err:
-                log.warning("Gateway API sync failed, retrying: %s", err)
-                await asyncio.sleep(1.0)  # retry backoff, not synchronisation
-                self.gateway.dirty.set()
+            # Each attempt syncs the latest state; failures back off (up to 5 s).
+            await retry_call(
+                "gateway-sync",
+                self._sync_gateway,
+                retry_if=lambda err: isinstance(err, FederationError),
+                logger=log,
+            )
+
+    async def _sync_gateway(self) -> None:
+        await self.gateway.publish(self._desired_gateway_records())
+        await self.gateway.write_statuses(
+            e for view in self.watcher.views.values() for e in view.services.values()
+        )
+        self.gateway.syncs += 1
 
 
 def _guarded(

@@ -15,6 +15,7 @@ clusters now rather than when the namespace controller gets to the export. Its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,6 +23,7 @@ from typing import TypeVar
 from agents import k8s_objects as objs
 from agents.kinds import KubeObject, key_of, meta
 from agents.status import StatusWriter
+from agents.trace import TraceBook
 from agents.workqueue import KeyQueue
 from federation.errors import FederationError
 from federation.model.conditions import ValidityProblem, export_conditions
@@ -75,6 +77,8 @@ class ExportReconciler:
         self.watcher = watcher
         self.status = status
         self.caches = Caches()
+        #: When each export's latest change was taken up and published (fedctl trace).
+        self.trace = TraceBook()
         #: What the registry holds of ours, as last published.
         self.published: dict[ServiceName, ExportedService] = {}
         self.problems: dict[ServiceName, ValidityProblem] = {}
@@ -205,15 +209,18 @@ class ExportReconciler:
     # --- the worker -----------------------------------------------------------------------
 
     async def sync(self, key: ServiceName) -> None:
+        started = time.time()
         built = self.build(key)
         record = built if isinstance(built, ExportedService) else None
         try:
             if record is None and key in self.published:
                 await self.writer.withdraw(RecordRef(Kind.SERVICE, *key))
                 del self.published[key]
+                self.trace.record(key, observed_at=started, entry=None, published_at=time.time())
             elif record is not None and self.published.get(key) != record:
-                await self.writer.publish(record)
+                entry = await self.writer.publish(record)
                 self.published[key] = record
+                self.trace.record(key, observed_at=started, entry=entry, published_at=time.time())
             self.publish_errors.pop(key, None)
         except FederationError as err:
             self.publish_errors[key] = str(err)

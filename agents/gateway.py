@@ -44,6 +44,7 @@ from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef, ref_of
 from federation.registry.records import ExportedService, InvalidRecordError
 from federation.registry.store import RegistryWriter
+from federation.retry import Backoff, retry_call
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import (
     ObjectName,
@@ -201,14 +202,18 @@ class GatewayAgent:
         """Read the hub's ACK state until cancelled; a change marks the state dirty."""
         if self.hub_state is None:
             return
+        hub_state = self.hub_state
         while True:
-            try:
-                facts = await merged_facts(self.hub_state, self.cluster)
-                if facts != self.programmed:
-                    self.programmed = facts
-                    self.dirty.set()
-            except FederationError as err:
-                log.warning("reading the hub's Gateway state failed: %s", err)
+            facts = await retry_call(
+                "gateway-state-read",
+                lambda: merged_facts(hub_state, self.cluster),
+                retry_if=lambda err: isinstance(err, FederationError),
+                backoff=Backoff(maximum=self.poll_interval),
+                logger=log,
+            )
+            if facts != self.programmed:
+                self.programmed = facts
+                self.dirty.set()
             await asyncio.sleep(self.poll_interval)  # the polling period, not synchronisation
 
 

@@ -29,6 +29,7 @@ from agents import kinds as k
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
+from agents.trace import TraceBook
 from agents.workqueue import KeyQueue, RetryLater
 from federation.model.conditions import import_conditions
 from federation.model.imports import MergedImport, merge_exports
@@ -98,6 +99,8 @@ class ImportReconciler:
         self._pin_refused: dict[ServiceName, float] = {}
         #: Objects repaired after someone else deleted or changed them.
         self.repairs = 0
+        #: When each ServiceImport was last written, reflecting which entries (fedctl trace).
+        self.trace = TraceBook()
 
     # --- events ------------------------------------------------------------------------
 
@@ -216,6 +219,9 @@ class ImportReconciler:
             ip_family_problem=family_problem,
         )
         await self.status.import_status(applied, merged.clusters, conditions)
+        # The import reflects every entry of each exporter's stream up to its position.
+        positions = {c: (self.watcher.position(c) or ("0-0", 0.0))[0] for c in merged.clusters}
+        self.trace.record(key, written_at=time.time(), positions=positions)
 
     async def _apply_derived(
         self, key: ServiceName, merged: MergedImport, path: str

@@ -1,19 +1,25 @@
-"""The agent's HTTP endpoints: Prometheus metrics, liveness and readiness.
+"""The agent's HTTP endpoints: Prometheus metrics, liveness and readiness, trace.
 
 Started by ``agents.main`` on ``--metrics-address`` (loopback by default).
 ``/readyz`` answers 200 only once the agent has published its state and
 loaded the whole registry; ``/metrics`` renders the counters that the agent,
-its registry watcher and its work queues keep.
+its registry watcher and its work queues keep; ``/debug/trace?namespace=&name=`` is
+the agent's part of ``fedctl trace`` (:mod:`agents.trace`).
 """
 
 from __future__ import annotations
+
+import json
+import time
+from typing import Any
 
 from aiohttp import web
 
 from agents.agent import Agent
 from federation.metrics import Sample, exposition
 from federation.process import serve_http
-from federation.registry.watcher import registry_samples
+from federation.registry.watcher import ServiceName, registry_samples
+from federation.retry import STATS as RETRIES
 
 
 def samples(agent: Agent) -> list[Sample]:
@@ -35,6 +41,7 @@ def samples(agent: Agent) -> list[Sample]:
             len(agent.exports.problems),
         ),
         *registry_samples(agent.watcher),
+        *RETRIES.samples(),
         Sample(
             "federation_agent_status_writes_total",
             "counter",
@@ -86,6 +93,27 @@ def render(agent: Agent) -> str:
     return exposition(samples(agent), {"cluster": agent.cluster})
 
 
+def trace_payload(agent: Agent, key: ServiceName) -> dict[str, Any]:
+    """The agent's part of ``fedctl trace`` for one service (:mod:`agents.trace`)."""
+    return {
+        "cluster": agent.cluster,
+        "now": time.time(),
+        "export": agent.exports.trace.get(key),
+        "import": agent.imports.trace.get(key),
+    }
+
+
 async def serve(agent: Agent, address: str) -> web.AppRunner:
-    """Start the endpoints on ``host:port``; the caller cleans up the runner."""
-    return await serve_http(address, "--metrics-address", agent.ready, lambda: render(agent))
+    """Start the endpoints on ``host:port`` (``/debug/trace`` among them); the caller
+    cleans up the runner."""
+
+    async def trace(request: web.Request) -> web.Response:
+        namespace, name = request.query.get("namespace", ""), request.query.get("name", "")
+        if not namespace or not name:
+            raise web.HTTPBadRequest(text="?namespace=<namespace>&name=<service> is required\n")
+        body = json.dumps(trace_payload(agent, (namespace, name)))
+        return web.Response(text=body, content_type="application/json")
+
+    return await serve_http(
+        address, "--metrics-address", agent.ready, lambda: render(agent), {"/debug/trace": trace}
+    )

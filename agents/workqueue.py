@@ -7,6 +7,12 @@ retried with capped exponential backoff; nothing is dropped. A handler that
 raises :class:`RetryLater` is waiting for something that will happen (not
 failing): its key is retried the same way, but not counted or logged as a
 failure.
+
+This is client-go's rate-limited work queue, not a retry loop: a failed key goes back
+into the queue (after its own backoff) and the worker moves on to other keys, and a new
+event for a key that is waiting replaces the retry with fresh state. tenacity retries one
+call in place, holding its worker for the whole backoff, so it does not fit here; the
+other retries of the agent and hub go through :mod:`federation.retry`.
 """
 
 from __future__ import annotations

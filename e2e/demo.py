@@ -6,9 +6,10 @@ and one agent per cluster (``e2e.federation``), creates the example Service
 waits until every cluster has imported it, and prints what kubectl shows in
 each cluster. Then it starts the hub, one Envoy per cluster and cluster a's
 echo backends, and shows a request through b's Envoy answered by a's backend
-and what ``fedctl proxy-status`` says. Last, in cluster b, a Gateway and an
-HTTPRoute send ``/api`` to the ServiceImport from a: it shows a request to
-b's Gateway answered by a's backend, and the route's and Gateway's statuses.
+and what ``fedctl proxy-status``, ``fedctl config-dump`` and ``fedctl trace`` say.
+Last, in cluster b, a Gateway and an HTTPRoute send ``/api`` to the ServiceImport from
+a: it shows a request to b's Gateway answered by a's backend, and the route's and
+Gateway's statuses.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment, free_port
 from e2e.envoy import Envoy
-from e2e.federation import Federation
+from e2e.federation import Federation, fedctl
 from e2e.fixtures import api_client
 from e2e.processes import wait_until
 from federation.cli.fedctl import render_proxy_status
@@ -86,8 +87,32 @@ def run(env: LocalEnvironment) -> Federation:
     print(f"    -> {reply.status} {json.dumps(shown)}  (served by cluster a's backend)")
     print(f"    fedctl proxy-status --hub http://127.0.0.1:{fed.hub_http_port}")
     print(render_proxy_status(json.loads(fed.hub_http("/debug/proxy-status"))).rstrip())
+    _operator_tools(fed, b)
     _gateway_in_b(fed)
     return fed
+
+
+def _operator_tools(fed: Federation, b: Envoy) -> None:
+    """What fedctl config-dump and fedctl trace say (the README's operator section)."""
+    hub = f"http://127.0.0.1:{fed.hub_http_port}"
+    agents = [
+        f"--agent={c}=http://127.0.0.1:{h.metrics_port}" for c, h in sorted(fed.agents.items())
+    ]
+    commands = [
+        ["config-dump", "--hub", hub, "--cluster", "b", "--type", "routes"],
+        ["config-dump", "--hub", hub, "--cluster", "b", "--envoy-admin", b.admin_address],
+        ["trace", "service", f"{NAMESPACE}/{NAME}", "--hub", hub, *agents],
+    ]
+    # The trace is complete once every Envoy ACKed and every importer wrote its import.
+    wait_until(
+        lambda: fedctl(*commands[2]).stdout.rstrip().endswith("\ncomplete"),
+        timeout=30,
+        what="the trace of demo/echo to complete",
+    )
+    for args in commands:
+        print(f"    fedctl {' '.join(args)}")
+        done = fedctl(*args)
+        print("\n".join("      " + line for line in done.stdout.rstrip().splitlines()))
 
 
 def _gateway_in_b(fed: Federation) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import time
 from collections.abc import Callable
 
@@ -33,6 +32,7 @@ from e2e.traffic import (
     export_with_backends,
     host,
     kill,
+    listener_port_taken,
     served_by,
     wait_served_by,
 )
@@ -250,16 +250,7 @@ def test_a_nacked_listener_arrives_once_its_port_is_free(fed: Federation, ns: st
     the configuration in between."""
     export_with_backends(fed, "a", ns, [50], start=True)
     wait_served_by(fed.envoys["c"], host(ns), "a")
-    fed.envoys["b"].stop()
-    address, _, port = fed.env.cluster("b").envoy_listener.rpartition(":")
-    blocker = socket.socket()
-    try:
-        # SO_REUSEADDR only to bind past the old Envoy's connections in TIME_WAIT; a
-        # listening socket still keeps every other socket off the port.
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        blocker.bind((address, int(port)))
-        blocker.listen()
-        envoy = fed.start_envoy("b")
+    with listener_port_taken(fed, "b") as envoy:
 
         def listener_nacked() -> bool:
             for proxy in json.loads(fed.hub_http("/debug/proxy-status")):
@@ -273,8 +264,6 @@ def test_a_nacked_listener_arrives_once_its_port_is_free(fed: Federation, ns: st
         print(
             f"\nNACKed: {[p['types'][LISTENER]['last_nack'] for p in nacked if p['group'] == 'b']}"
         )
-    finally:
-        blocker.close()
     wait_served_by(envoy, host(ns), "a")
     assert metric(fed.hub_http("/metrics"), "federation_xds_nack_reoffers_total") >= 1
 

@@ -11,13 +11,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from e2e import scenario as sc
-from e2e.envoy import EnvoyClient
+from e2e.envoy import Envoy, EnvoyClient
 from e2e.federation import Federation
 from e2e.processes import Process, wait_until
 
@@ -67,6 +68,24 @@ def wait_served_by(envoy: EnvoyClient, hostname: str, cluster: str) -> None:
         timeout=DEADLINE,
         what=f"{hostname} through {envoy.cluster}'s Envoy to be served by {cluster}",
     )
+
+
+@contextlib.contextmanager
+def listener_port_taken(fed: Federation, cluster_id: str) -> Iterator[Envoy]:
+    """Restart ``cluster_id``'s Envoy while another socket holds its listener's port, so
+    that it NACKs the listener; yields the new Envoy, and frees the port on exit."""
+    fed.envoys[cluster_id].stop()
+    address, _, port = fed.env.cluster(cluster_id).envoy_listener.rpartition(":")
+    blocker = socket.socket()
+    try:
+        # SO_REUSEADDR only to bind past the old Envoy's connections in TIME_WAIT; a
+        # listening socket still keeps every other socket off the port.
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind((address, int(port)))
+        blocker.listen()
+        yield fed.start_envoy(cluster_id)
+    finally:
+        blocker.close()
 
 
 def export_with_backend(

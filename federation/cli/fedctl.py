@@ -4,6 +4,9 @@
         [--admin 127.0.0.1:9901] [--delta]
     fedctl pki init --dir pki --hub-name HOST --cluster a --cluster b
     fedctl proxy-status [--hub http://127.0.0.1:18080] [-o json]
+    fedctl config-dump --cluster b [--hub URL] [--type clusters ...] [-o yaml|json]
+        [--node ID] [--envoy-admin HOST:PORT]
+    fedctl trace service NAMESPACE/NAME [--hub URL] --agent CLUSTER=URL ... [-o json]
     FEDERATION_REGISTRY_ADMIN_URL=redis://admin:PW@HOST:6379/0 \\
         fedctl add-cluster a [--registry-address redis://HOST:PORT/0] [--namespace NS]
     FEDERATION_REGISTRY_ADMIN_URL=... fedctl add-hub [--user hub]
@@ -11,7 +14,11 @@
 ``bootstrap`` prints the Envoy bootstrap for a member cluster's Envoy (see
 ``federation.cli.bootstrap``). ``proxy-status`` asks the hub which Envoys are
 connected and, per xDS type, whether each is synced, stale or NACKed (with
-the NACK's message): "is every Envoy in sync, and with what?". ``add-cluster`` and
+the NACK's message): "is every Envoy in sync, and with what?". ``config-dump`` shows
+exactly what the hub serves a cluster's Envoys, and how a given Envoy differs
+(``federation.cli.config_dump``); ``trace`` follows the latest change of one export
+through agent, registry, hub, each Envoy and each importing cluster
+(``federation.cli.trace``). ``add-cluster`` and
 ``add-hub`` create a registry user and print the Secret that hands it its URL (see
 ``federation.cli.members``). ``pki`` mints the certificates of the hub's mTLS xDS port
 (see ``federation.cli.pki``).
@@ -24,18 +31,21 @@ import asyncio
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
 
-from federation.cli import members, pki, registry_config
+from federation.cli import config_dump, members, pki, registry_config, trace
 from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
 from federation.errors import FederationError, InvalidInputError
 from federation.pki import DEFAULT_TRUST_DOMAIN
 
+DEFAULT_HUB = "http://127.0.0.1:18080"
 TYPES = (
     ("CDS", "Cluster"),
     ("EDS", "ClusterLoadAssignment"),
@@ -121,6 +131,51 @@ async def _add_user(args: argparse.Namespace) -> dict[str, Any]:
     return members.secret_manifest(args.secret_name or "federation-registry", args.namespace, user)
 
 
+def _trace(args: argparse.Namespace) -> trace.Trace:
+    namespace, sep, name = args.name.partition("/")
+    if not sep or not namespace or not name:
+        raise InvalidInputError(f"{args.name!r}: expected NAMESPACE/NAME")
+    query = urllib.parse.urlencode({"namespace": namespace, "name": name})
+    agents = {
+        cluster: _get_json(f"{url}/debug/trace?{query}")
+        for cluster, url in trace.agent_urls(args.agent).items()
+    }
+    if not agents:
+        raise InvalidInputError("give every cluster's agent: --agent CLUSTER=http://HOST:PORT")
+    hub = _get_json(f"{args.hub.rstrip('/')}/debug/trace?{query}")
+    return trace.timeline(args.name, agents, hub)
+
+
+def _config_dump(args: argparse.Namespace) -> tuple[str, bool]:
+    """The dump, or its comparison with a node or an Envoy; True when they differ."""
+    hub = args.hub.rstrip("/")
+    query = urllib.parse.urlencode({"cluster": args.cluster})
+    dump = config_dump.dump_of(
+        _get_json(f"{hub}/debug/config-dump?{query}"), config_dump.types_of(args.type)
+    )
+    if not args.node and not args.envoy_admin:
+        return config_dump.render(dump, args.output), bool(dump.errors)
+    proxies = [p for p in _get_json(f"{hub}/debug/proxy-status") if "refused" not in p]
+    text, differs = "", False
+    if args.node:
+        proxy = next((p for p in proxies if p.get("node_id") == args.node), None)
+        if proxy is None:
+            raise FederationError(f"no Envoy with node id {args.node!r} is connected to the hub")
+        text += config_dump.render_node(dump, proxy)
+        differs = any(
+            (proxy.get("types") or {}).get(t, {}).get("state") != "synced" for t in dump.resources
+        )
+    if args.envoy_admin:
+        envoy = config_dump.envoy_resources(
+            _get_json(f"http://{args.envoy_admin}/config_dump?include_eds")
+        )
+        proxy = next((p for p in proxies if p.get("node_id") == envoy.node_id), None)
+        comparison = config_dump.compare(dump, envoy, proxy)
+        text += config_dump.render_comparison(comparison, envoy, args.envoy_admin)
+        differs = differs or comparison.differs
+    return text, differs
+
+
 def _bootstrap_tls(args: argparse.Namespace) -> BootstrapTls | None:
     files = (args.tls_cert, args.tls_key, args.tls_ca)
     if not any(files):
@@ -132,13 +187,23 @@ def _bootstrap_tls(args: argparse.Namespace) -> BootstrapTls | None:
     )
 
 
-def _pki_arguments(sub: Any) -> None:
-    pki_parser = sub.add_parser(
-        "pki",
-        help="mint a CA and the hub's and clusters' xDS certificates",
-        description=pki.__doc__,
+def _command(
+    sub: Any, name: str, help_text: str, module: ModuleType | None = None, *, hub: bool = False
+) -> argparse.ArgumentParser:
+    """A subcommand described by ``module``'s docstring; ``hub``: it reads the hub."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=None if module is None else module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if hub:
+        parser.add_argument("--hub", default=DEFAULT_HUB, help="the hub's HTTP address")
+    return parser
+
+
+def _pki_arguments(sub: Any) -> None:
+    pki_parser = _command(sub, "pki", "mint a CA and the hub's and clusters' xDS certificates", pki)
     actions = pki_parser.add_subparsers(dest="action", required=True)
     init = actions.add_parser("init", help="a new CA, the hub's and each cluster's certificate")
     init.add_argument("--dir", required=True, help="where to write them")
@@ -207,16 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.add_argument("--file", help="write it to this file instead of standard output")
-    status = sub.add_parser("proxy-status", help="which Envoys are in sync, and with what")
-    status.add_argument("--hub", default="http://127.0.0.1:18080", help="the hub's HTTP address")
+    status = _command(sub, "proxy-status", "which Envoys are in sync, and with what", hub=True)
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     for name, what in (("add-cluster", "a member cluster's agent"), ("add-hub", "the hub")):
-        add = sub.add_parser(
-            name,
-            help=f"create the registry user of {what}; print its Secret",
-            description=members.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        add = _command(sub, name, f"create the registry user of {what}; print its Secret", members)
         if name == "add-cluster":
             add.add_argument("cluster", help="the member cluster's id")
         else:
@@ -228,20 +287,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         add.add_argument("--namespace", default="federation", help="the Secret's namespace")
         add.add_argument("--secret-name", help="default: federation-registry")
-    conf = sub.add_parser(
+    conf = _command(
+        sub,
         "registry-config",
-        help="write the bundled registry's redis.conf and ACL file (the hub chart runs it)",
-        description=registry_config.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "write the bundled registry's redis.conf and ACL file (the hub chart runs it)",
+        registry_config,
     )
     conf.add_argument("--data-dir", required=True, help="redis-server's data directory")
     conf.add_argument("--port", type=int, default=6379)
     conf.add_argument("--hub-user", default="hub")
+    dump = _command(
+        sub,
+        "config-dump",
+        "exactly what the hub serves a cluster's Envoys, and how one Envoy differs",
+        config_dump,
+        hub=True,
+    )
+    dump.add_argument("--cluster", required=True, help="the member cluster (node group)")
+    dump.add_argument(
+        "--type", action="append", default=[], choices=list(config_dump.TYPES),
+        help="only this type (repeatable; default: all)",
+    )  # fmt: skip
+    dump.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    dump.add_argument("--node", help="also: what this connected Envoy (node id) last ACKed")
+    dump.add_argument("--envoy-admin", help="HOST:PORT of an Envoy's admin: print differences")
+    follow = _command(
+        sub, "trace", "where the latest change of one export went, step by step", trace, hub=True
+    )
+    follow.add_argument("kind", choices=("service",), help="what to trace")
+    follow.add_argument("name", metavar="NAMESPACE/NAME")
+    follow.add_argument(
+        "--agent", action="append", default=[], metavar="CLUSTER=URL",
+        help="an agent's metrics address (repeatable: every cluster you want in the trace)",
+    )  # fmt: skip
+    follow.add_argument("-o", "--output", choices=("text", "json"), default="text")
     _pki_arguments(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "pki":
             _pki(args)
+        elif args.command == "trace":
+            print(trace.render(_trace(args), args.output), end="")
+        elif args.command == "config-dump":
+            text, differs = _config_dump(args)
+            print(text, end="")
+            return 1 if differs else 0
         elif args.command == "registry-config":
             registry_config.write(Path(args.data_dir), port=args.port, hub_user=args.hub_user)
         elif args.command in ("add-cluster", "add-hub"):

@@ -29,6 +29,7 @@ import uuid
 
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.hub.trace import ChangeLog
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
 from federation.registry.kinds import Kind
@@ -113,6 +114,8 @@ class Hub:
         )
         self.ready = asyncio.Event()
         self._freeze_heap = freeze_heap
+        #: The last update of each service's snapshots, for ``fedctl trace``.
+        self.changes = ChangeLog()
 
     def _groups(self) -> set[str]:
         return set(self.watcher.views) | set(self.options.listener_addresses)
@@ -147,12 +150,19 @@ class Hub:
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
         services = service_names(changed)
+        before = {g: self.cache.generation(g) for g in self.cache.groups()}
         self.builder.update(
             {key: self._view(key) for key in services},
             self._groups(),
             changed_clusters(changed, GATEWAY_KINDS),
             self.resolve_gateway,
         )
+        if services:  # for fedctl trace: which groups' snapshots this update changed
+            after = {g: self.cache.generation(g) for g in self.cache.groups()}
+            moved = {g: gen for g, gen in after.items() if gen != before.get(g)}
+            self.changes.record(
+                services, moved, {g: self.cache.snapshot_versions(g) for g in moved}
+            )
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""
@@ -162,6 +172,12 @@ class Hub:
             self._groups(),
             self._groups(),
             self.resolve_gateway,
+        )
+        groups = self.cache.groups()
+        self.changes.record(
+            keys,
+            {g: self.cache.generation(g) for g in groups},
+            {g: self.cache.snapshot_versions(g) for g in groups},
         )
         if self._freeze_heap:
             freeze_loaded_heap()

@@ -4,6 +4,10 @@ Started by ``federation-hub`` (:mod:`federation.cli.hub`) beside the xDS server.
 ``/debug/proxy-status`` is what ``fedctl proxy-status`` reads: every connected Envoy and
 the sync state of each resource type it subscribed to, then the nodes refused in the
 last minutes (with ``refused``: reason, gRPC code, message, count).
+``/debug/config-dump?cluster=<id>`` is what ``fedctl config-dump`` reads: that node
+group's snapshot, resource by resource (:mod:`federation.hub.config_dump`);
+``/debug/trace?namespace=&name=`` is the hub's part of ``fedctl trace``
+(:mod:`federation.hub.trace`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from typing import Literal
 
 from aiohttp import web
 
+from federation.hub.config_dump import payload
 from federation.hub.core import Hub
+from federation.hub.trace import trace_payload
 from federation.metrics import Sample, exposition
 from federation.process import serve_http
 from federation.registry.watcher import registry_samples
+from federation.retry import STATS as RETRIES
 from federation.xds.status import SyncRegistry, SyncState, XdsMetrics
 
 
@@ -81,6 +88,7 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
             for reason, count in sorted(xds.refusals.items())
         ),
         *registry_samples(hub.watcher),
+        *RETRIES.samples(),
     ]
 
 
@@ -116,10 +124,30 @@ async def serve_hub_http(
         body = json.dumps(entries, indent=2)
         return web.Response(text=body, content_type="application/json")
 
+    async def config_dump(request: web.Request) -> web.Response:
+        group = request.query.get("cluster", "")
+        if not group:
+            raise web.HTTPBadRequest(text="?cluster=<member cluster id> is required\n")
+        found = payload(hub.cache, group)
+        if found is None:
+            raise web.HTTPNotFound(text=f"the hub serves no configuration to cluster {group!r}\n")
+        return web.Response(text=json.dumps(found), content_type="application/json")
+
+    async def trace(request: web.Request) -> web.Response:
+        namespace, name = request.query.get("namespace", ""), request.query.get("name", "")
+        if not namespace or not name:
+            raise web.HTTPBadRequest(text="?namespace=<namespace>&name=<service> is required\n")
+        found = trace_payload(hub.watcher, hub.changes, sync, (namespace, name))
+        return web.Response(text=json.dumps(found), content_type="application/json")
+
     return await serve_http(
         address,
         "--http-address",
         hub.ready,
         lambda: exposition(_samples(hub, sync, xds)),
-        {"/debug/proxy-status": proxy_status},
+        {
+            "/debug/proxy-status": proxy_status,
+            "/debug/config-dump": config_dump,
+            "/debug/trace": trace,
+        },
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from federation.errors import FederationError
 from federation.registry.hub_state import HubStateReader, HubStateWriter
+from federation.retry import Backoff, retry_call
 from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE
 from federation.xds.status import ProxyStatus, SyncRegistry, SyncState
@@ -187,10 +188,14 @@ class ProgrammedPublisher:
             del self._groups[group]
 
     async def run(self) -> None:
-        """Publish until cancelled; a registry error is logged and retried next round."""
+        """Publish every interval until cancelled; a registry error is retried with backoff
+        (at most an interval apart), logged once when it starts and once when it ends."""
         while True:
-            try:
-                await self.publish_once()
-            except FederationError as err:
-                log.warning("publishing Gateway state failed: %s", err)
+            await retry_call(
+                "gateway-state-publish",
+                self.publish_once,
+                retry_if=lambda err: isinstance(err, FederationError),
+                backoff=Backoff(maximum=self._interval),
+                logger=log,
+            )
             await asyncio.sleep(self._interval)  # the publishing period, not synchronisation

@@ -179,7 +179,7 @@ class MemoryRegistry:
 
     def _append(
         self, cluster: str, op: Op, ref: RecordRef | None = None, record: bytes | None = None
-    ) -> None:
+    ) -> str:
         stream = self._streams.setdefault(cluster, _Stream())
         entry_id = self._next_id(stream)
         stream.last_id = entry_id
@@ -190,6 +190,7 @@ class MemoryRegistry:
         if len(stream.ids) > self.maxlen + self.maxlen // 10:
             stream.drop_oldest(len(stream.ids) - self.maxlen)
         self._wake()
+        return _format(entry_id)
 
     def _wake(self) -> None:
         for waiter in self._waiters:
@@ -256,12 +257,12 @@ class MemoryWriter:
         reg._members.add(self._cluster)
         reg._cluster_records[self._cluster] = encode_cluster(record)
 
-    async def publish(self, record: Record) -> None:
+    async def publish(self, record: Record) -> str:
         ref = ref_of(record)
         self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
         data = encode_record(record)
         self._registry._records.setdefault(self._cluster, {})[ref.field] = data
-        self._registry._append(self._cluster, Op.UPSERT, ref, data)
+        return self._registry._append(self._cluster, Op.UPSERT, ref, data)
 
     async def withdraw(self, ref: RecordRef) -> bool:
         records = self._registry._records.get(self._cluster, {})
@@ -271,7 +272,7 @@ class MemoryWriter:
         self._registry._append(self._cluster, Op.DELETE, ref)
         return True
 
-    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
         self._own("the cluster record", record.cluster)
         stored: dict[str, bytes] = {}
         for rec in records:
@@ -282,7 +283,7 @@ class MemoryWriter:
         reg._records[self._cluster] = stored
         reg._cluster_records[self._cluster] = encode_cluster(record)
         reg._members.add(self._cluster)
-        reg._append(self._cluster, Op.RESYNC)
+        return reg._append(self._cluster, Op.RESYNC)
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
         if ttl_ms <= 0:  # Redis refuses SET PX 0 and the Redis store raises this

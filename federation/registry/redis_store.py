@@ -42,6 +42,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import tenacity
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
@@ -266,7 +267,7 @@ class RedisWriter:
             await self._add_member()
             await self._client.set(keys.cluster_record(self._cluster), encode_cluster(record))
 
-    async def publish(self, record: Record) -> None:
+    async def publish(self, record: Record) -> str:
         ref = ref_of(record)
         self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
         data = encode_record(record)
@@ -274,32 +275,42 @@ class RedisWriter:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._records, ref.field, data)
                 self._append(pipe, Op.UPSERT, ref, data)
-                await pipe.execute()
+                _, entry_id = await pipe.execute()
+        return _text(entry_id)
 
     async def withdraw(self, ref: RecordRef) -> bool:
         key = ref.field
         with unavailable(f"withdraw of {self._cluster}/{key}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
-                for _ in range(_WATCH_RETRIES):
-                    try:
-                        # WATCH puts the pipeline in immediate mode until multi():
-                        # HEXISTS runs now, and EXEC fails if the hash changed since.
-                        await pipe.watch(self._records)
-                        if not await pipe.hexists(self._records, key):
-                            return False  # leaving the pipeline UNWATCHes
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.hdel(self._records, key)
-                        self._append(pipe, Op.DELETE, ref)
-                        await pipe.execute()
-                        return True
-                    except WatchError:
-                        continue
+
+                async def attempt() -> bool:
+                    # WATCH puts the pipeline in immediate mode until multi(): HEXISTS
+                    # runs now, and EXEC fails (WatchError) if the hash changed since.
+                    await pipe.watch(self._records)
+                    if not await pipe.hexists(self._records, key):
+                        return False  # leaving the pipeline UNWATCHes
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hdel(self._records, key)
+                    self._append(pipe, Op.DELETE, ref)
+                    await pipe.execute()
+                    return True
+
+                try:
+                    # Optimistic concurrency: a conflict is retried at once, a few times.
+                    removed: bool = await tenacity.AsyncRetrying(
+                        retry=tenacity.retry_if_exception_type(WatchError),
+                        stop=tenacity.stop_after_attempt(_WATCH_RETRIES),
+                        reraise=True,
+                    )(attempt)
+                    return removed
+                except WatchError:
+                    pass
         raise RegistryUnavailableError(
             f"withdraw of {self._cluster}/{key}: the hash kept changing "
             f"({_WATCH_RETRIES} attempts); is another writer using cluster {self._cluster!r}?"
         )
 
-    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
         self._own("the cluster record", record.cluster)
         mapping: dict[FieldT, EncodableT] = {}
         for rec in records:
@@ -314,7 +325,8 @@ class RedisWriter:
                     pipe.hset(self._records, mapping=mapping)
                 pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
                 self._append(pipe, Op.RESYNC)
-                await pipe.execute()
+                results = await pipe.execute()
+        return _text(results[-1])
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
         with unavailable(f"lease renewal of {self._cluster}", self._client):

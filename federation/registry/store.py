@@ -98,14 +98,16 @@ class RegistryWriter(Protocol):
     async def join(self, record: ClusterRecord) -> None:
         """Add the cluster to the members and store its cluster record."""
 
-    async def publish(self, record: Record) -> None:
-        """Store ``record`` and append an UPSERT to the stream, atomically."""
+    async def publish(self, record: Record) -> str:
+        """Store ``record`` and append an UPSERT to the stream, atomically; the entry's id
+        (``<ms>-<seq>``: which ``fedctl trace`` follows the change by)."""
 
     async def withdraw(self, ref: RecordRef) -> bool:
         """Remove a record and append a DELETE; False (and no entry) if it was absent."""
 
-    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> None:
-        """Make the cluster's records exactly ``records`` and store ``record``.
+    async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
+        """Make the cluster's records exactly ``records`` and store ``record``; the id of
+        the RESYNC entry.
 
         Atomic; joins the cluster and appends one RESYNC entry. Used on agent
         start and whenever the registry lost the cluster's data.

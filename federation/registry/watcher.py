@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -54,6 +55,7 @@ from federation.registry.store import (
     StreamEntry,
     parse_id,
 )
+from federation.retry import retry_call
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,10 @@ def changed_clusters(changed: Iterable[Change], kinds: Iterable[Kind]) -> set[st
     return {c.cluster for c in changed if c.ref.kind in wanted}
 
 
+#: Stream entries remembered per record for ``fedctl trace`` (the most recent).
+ENTRIES_KEPT = 50_000
+
+
 @dataclass
 class WatcherStats:
     """Counters exposed as metrics by the processes that run a watcher."""
@@ -99,6 +105,8 @@ class ClusterView:
     records: dict[Kind, dict[str, Record]] = field(default_factory=dict)
     record: ClusterRecord | None = None
     position: str = START
+    #: When ``position`` last moved (Unix time): the view has every entry up to it.
+    read_at: float = 0.0
     #: True while the registry has lost this cluster's data and we keep the last view.
     lost: bool = False
     #: When the loss was noticed (the watcher's clock), while ``lost``.
@@ -152,6 +160,10 @@ class RegistryWatcher:
         self._last_check = 0.0
         self.loaded = asyncio.Event()
         self.stats = WatcherStats()
+        #: (cluster, record ref) -> (id of the last stream entry applied for it, when it
+        #: was applied, Unix time): where ``fedctl trace`` finds a change. Most recent
+        #: :data:`ENTRIES_KEPT` only.
+        self.entries: OrderedDict[tuple[str, RecordRef], tuple[str, float]] = OrderedDict()
 
     # --- queries ------------------------------------------------------------
 
@@ -163,6 +175,12 @@ class RegistryWatcher:
             for cluster, view in sorted(self.views.items())
             if key in view.services and cluster not in self._withdrawn
         ]
+
+    def position(self, cluster: str) -> tuple[str, float] | None:
+        """The id of the last entry of ``cluster``'s stream the view includes, and when
+        it got there (Unix time); None for a cluster it does not know."""
+        view = self.views.get(cluster)
+        return None if view is None else (view.position, view.read_at)
 
     def service_names(self) -> set[ServiceName]:
         """Every exported (namespace, name) that has at least one current export."""
@@ -195,39 +213,39 @@ class RegistryWatcher:
     async def run(self) -> None:
         """Load everything, set :attr:`loaded`, then follow changes until cancelled.
 
-        An unavailable registry is retried with backoff. A TLS misconfiguration
+        Each step (the load, then every read) is retried through
+        :func:`federation.retry.retry_call` while the registry is unavailable: backoff
+        with jitter up to 5 s, one log line when it starts failing and one when it
+        answers again, counted as ``federation_retries_total{operation="registry-read"}``.
+        The view is kept meanwhile (fail-static). A TLS misconfiguration
         (:class:`RegistryTlsError`) before the first load is raised: the process stops
-        with its message instead of waiting for a certificate to change. Later it is
-        retried like an outage (the view is kept: fail-static), logged as an error once
-        when it starts and once, as info, when the registry answers again.
+        with its message instead of waiting for a certificate to change; later it is
+        retried like an outage, but logged as an error.
         """
-        backoff = 0.2
-        tls_failing = False
         while True:
-            try:
-                if not self.loaded.is_set():
-                    await self._load_all()
-                    self.loaded.set()
-                while True:
-                    await self.step()
-                    backoff = 0.2
-                    if tls_failing:
-                        tls_failing = False
-                        log.info("registry TLS handshake succeeds again")
-            except RegistryTlsError as err:
-                if not self.loaded.is_set():
-                    raise
-                self.stats.errors += 1
-                if not tls_failing:
-                    tls_failing = True
-                    log.error("registry TLS handshake fails, retrying until it succeeds: %s", err)
-                await asyncio.sleep(backoff)  # retry backoff, not synchronisation
-                backoff = min(backoff * 2, 5.0)
-            except RegistryUnavailableError as err:
-                self.stats.errors += 1
-                log.warning("registry unavailable, retrying in %.1fs: %s", backoff, err)
-                await asyncio.sleep(backoff)  # retry backoff, not synchronisation
-                backoff = min(backoff * 2, 5.0)
+            await retry_call(
+                "registry-read",
+                self._advance,
+                retry_if=self._retryable,
+                logger=log,
+                level=lambda err: (
+                    logging.ERROR if isinstance(err, RegistryTlsError) else logging.WARNING
+                ),
+            )
+
+    async def _advance(self) -> None:
+        if not self.loaded.is_set():
+            await self._load_all()
+            self.loaded.set()
+        await self.step()
+
+    def _retryable(self, err: BaseException) -> bool:
+        if isinstance(err, RegistryTlsError) and not self.loaded.is_set():
+            return False
+        if isinstance(err, RegistryUnavailableError):
+            self.stats.errors += 1
+            return True
+        return False
 
     async def load(self) -> None:
         """Load every cluster once (for callers that drive :meth:`step` themselves)."""
@@ -301,10 +319,14 @@ class RegistryWatcher:
         if view is None or parse_id(entry.id) <= parse_id(view.position):
             return set()  # already covered by a snapshot loaded after this entry
         self.stats.entries += 1
-        view.position = entry.id
+        view.position, view.read_at = entry.id, time.time()
         ref = entry.ref
         if entry.op is Op.RESYNC or ref is None:
             return await self._reload(entry.cluster)
+        self.entries[(entry.cluster, ref)] = (entry.id, time.time())
+        self.entries.move_to_end((entry.cluster, ref))
+        while len(self.entries) > ENTRIES_KEPT:
+            self.entries.popitem(last=False)
         records = view.of(ref.kind)
         key = f"{ref.namespace}/{ref.name}"
         if entry.op is Op.DELETE:
@@ -324,7 +346,7 @@ class RegistryWatcher:
             # The registry lost this cluster (or it never finished joining):
             # keep what we have until its agent republishes.
             self._set_lost(view, any(view.records.values()) or view.record is not None)
-            view.position = snapshot.position
+            view.position, view.read_at = snapshot.position, time.time()
             return set()
         return self._replace(view, snapshot)
 
@@ -356,7 +378,7 @@ class RegistryWatcher:
                 if new.get(k) != old.get(k)
             )
         view.records = records
-        view.position = snapshot.position
+        view.position, view.read_at = snapshot.position, time.time()
         self._set_lost(view, False)
         return changed
 

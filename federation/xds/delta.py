@@ -135,7 +135,7 @@ class DeltaStream(Stream):
             watch.rejected = upserted
             self.nacked(watch.type_url, version, nonce, request.error_detail.message)
         else:
-            self.acked(watch.type_url, version)
+            self.acked(watch.type_url, version, nonce)
         if watch.type_url == CLUSTER and self.warming and not watch.outstanding:
             self.poke()  # the held rest of the push may go now
 
@@ -158,7 +158,7 @@ class DeltaStream(Stream):
         watch.last_nonce = nonce
         if len(watch.outstanding) > _MAX_OUTSTANDING:
             watch.outstanding.popitem(last=False)
-        self.sync.sent(watch.type_url, version, nonce)
+        self.sync.sent(watch.type_url, version, nonce, self.seen)
         head = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version,
             type_url=watch.type_url,

@@ -94,7 +94,7 @@ class SotwStream(Stream):
                 if request.HasField("error_detail"):
                     self.nacked(type_url, watch.version, nonce, request.error_detail.message)
                 else:
-                    self.acked(type_url, request.version_info)
+                    self.acked(type_url, request.version_info, nonce)
                 if type_url == CLUSTER and self.warming:
                     self.poke()  # the held rest of the push may go now
         if type_url in FULL_STATE_TYPES:
@@ -137,7 +137,7 @@ class SotwStream(Stream):
         nonce = self.next_nonce()
         watch.nonce = nonce
         watch.version = version
-        self.sync.sent(watch.type_url, version, nonce)
+        self.sync.sent(watch.type_url, version, nonce, self.seen)
         head = discovery_pb2.DiscoveryResponse(
             version_info=version, type_url=watch.type_url, nonce=nonce
         ).SerializeToString()

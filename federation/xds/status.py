@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -207,6 +207,33 @@ class _TypeSync:
     evaluated_version: str | None = None
 
 
+@dataclass
+class Push:
+    """One response sent on a stream: which cache generation it brought the Envoy to,
+    when, and when (and how) Envoy answered it. For ``fedctl trace``."""
+
+    type_url: str
+    nonce: str
+    generation: int | None
+    sent_at: float
+    answered_at: float | None = None
+    nack: str | None = None
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "type_url": self.type_url,
+            "nonce": self.nonce,
+            "generation": self.generation,
+            "sent_at": self.sent_at,
+            "answered_at": self.answered_at,
+            "nack": self.nack,
+        }
+
+
+#: Responses remembered per stream (the most recent), for ``fedctl trace``.
+PUSHES_KEPT = 64
+
+
 @dataclass(eq=False)
 class StreamSync:
     """The sync state of one stream, written by the server as it sends and hears back."""
@@ -218,6 +245,8 @@ class StreamSync:
     connected_since: float
     _registry: SyncRegistry = field(repr=False)
     _types: dict[str, _TypeSync] = field(default_factory=dict, repr=False)
+    #: The latest responses sent, oldest first.
+    pushes: deque[Push] = field(default_factory=lambda: deque(maxlen=PUSHES_KEPT), repr=False)
 
     def subscribed(self, type_url: str) -> None:
         """Envoy asked for the type (it is listed, stale, until it is served and ACKed)."""
@@ -225,7 +254,10 @@ class StreamSync:
             self._types[type_url] = _TypeSync()
             self._registry._changed()
 
-    def sent(self, type_url: str, version: str, nonce: str) -> None:
+    def sent(self, type_url: str, version: str, nonce: str, generation: int | None = None) -> None:
+        """A response of ``version`` went out with ``nonce``; it brings the Envoy to the
+        cache's ``generation`` of its group."""
+        self.pushes.append(Push(type_url, nonce, generation, self._registry._clock()))
         state = self._type(type_url)
         state.sent_version = version
         state.sent_nonce = nonce
@@ -244,7 +276,8 @@ class StreamSync:
             state.sent_version = state.acked_version = version
             self._registry._changed()
 
-    def acked(self, type_url: str, version: str) -> None:
+    def acked(self, type_url: str, version: str, nonce: str = "") -> None:
+        self._answered(type_url, nonce, None)
         state = self._type(type_url)
         state.acked_version = version
         if state.rejected_version == version:
@@ -252,6 +285,7 @@ class StreamSync:
         self._registry._changed()
 
     def nacked(self, type_url: str, version: str, nonce: str, message: str) -> None:
+        self._answered(type_url, nonce, message)
         state = self._type(type_url)
         state.last_nack = Nack(version, nonce, message, self._registry._clock())
         state.rejected_version = version
@@ -277,6 +311,13 @@ class StreamSync:
                 for type_url in _ordered(self._types)
             ),
         )
+
+    def _answered(self, type_url: str, nonce: str, nack: str | None) -> None:
+        for push in reversed(self.pushes):
+            if push.type_url == type_url and push.nonce == nonce:
+                if push.answered_at is None:
+                    push.answered_at, push.nack = self._registry._clock(), nack
+                return
 
     def _type(self, type_url: str) -> _TypeSync:
         state = self._types.get(type_url)
@@ -361,6 +402,10 @@ class SyncRegistry:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def streams(self) -> list[StreamSync]:
+        """Every open stream (its push history included)."""
+        return list(self._streams.values())
 
     def refuse(
         self, peer: str, node_id: str, group: str, reason: str, code: str, message: str

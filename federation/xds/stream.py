@@ -183,9 +183,9 @@ class Stream:
     def on_request(self, request: Any) -> None:
         raise NotImplementedError
 
-    def acked(self, type_url: str, version: str) -> None:
+    def acked(self, type_url: str, version: str, nonce: str = "") -> None:
         self.metrics.acks += 1
-        self.sync.acked(type_url, version)
+        self.sync.acked(type_url, version, nonce)
         self._nack_attempts.pop(type_url, None)
 
     def nacked(self, type_url: str, version: str, nonce: str, message: str) -> None:

@@ -1,0 +1,118 @@
+"""``fedctl trace`` on real components: an export in ``a`` followed to every cluster's
+Envoy and every importing cluster, and a trace that stops at "sent, not ACKed" for an
+Envoy that was stopped (SIGSTOP: alive, connected, silent).
+
+The environment is the shared three-cluster one (``data_plane`` in ``e2e/fixtures.py``);
+each test works in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from e2e import scenario as sc
+from e2e.federation import Federation, fedctl
+from e2e.processes import wait_until
+from e2e.traffic import DEADLINE, export_with_backends, host, wait_served_by
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fed(data_plane: Federation) -> Federation:
+    return data_plane
+
+
+@pytest.fixture
+def ns(fed: Federation) -> str:
+    return sc.namespace_everywhere(fed.env.clusters.values(), "trace")
+
+
+def trace(fed: Federation, ns: str, output: str = "json") -> Any:
+    agents = [
+        f"--agent={c}=http://127.0.0.1:{h.metrics_port}" for c, h in sorted(fed.agents.items())
+    ]
+    done = fedctl(
+        "trace", "service", f"{ns}/echo", "--hub", f"http://127.0.0.1:{fed.hub_http_port}",
+        *agents, "-o", output,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if output == "json" else done.stdout
+
+
+def step(found: dict[str, Any], who: str, what: str) -> dict[str, Any]:
+    """The one step of ``who`` that says ``what`` (exactly, or followed by more words)."""
+    match: dict[str, Any]
+    (match,) = [
+        s
+        for s in found["steps"]
+        if s["who"] == who and (s["what"] == what or s["what"].startswith(what + " "))
+    ]
+    return match
+
+
+def test_an_export_is_traced_to_every_envoy_and_importer(fed: Federation, ns: str) -> None:
+    export_with_backends(fed, "a", ns, [70], start=True)
+    for cluster in ("b", "c"):
+        wait_served_by(fed.envoys[cluster], host(ns), "a")
+    found: dict[str, Any] = {}
+
+    def complete() -> bool:
+        found.update(trace(fed, ns))
+        return bool(found["complete"])
+
+    wait_until(complete, timeout=DEADLINE, what="the trace to complete")
+    print(trace(fed, ns, "text"))
+    assert found["change"].startswith("a@")
+    entry = found["change"].removeprefix("a@")
+    took_up = step(found, "a", "agent took up the change")["at"]
+    published = step(found, "a", f"registry entry {entry} published")["at"]
+    read = step(found, "hub", f"read entry {entry}")["at"]
+    applied = step(found, "hub", "snapshots updated:")["at"]
+    assert all(s["at"] is not None and s["state"] == "done" for s in found["steps"])
+    assert took_up <= published <= read <= applied
+    for cluster in ("a", "b", "c"):
+        sent = step(found, cluster, f"envoy-{cluster}: sent")["at"]
+        acked = step(found, cluster, f"envoy-{cluster}: ACKed")["at"]
+        assert applied <= sent <= acked, (cluster, applied, sent, acked)
+    for cluster in ("b", "c"):
+        assert step(found, cluster, "ServiceImport written")["at"] >= published
+
+
+def test_a_stopped_envoy_ends_its_trace_at_sent_not_acked(fed: Federation, ns: str) -> None:
+    export_with_backends(fed, "a", ns, [71], start=True)
+    envoy = fed.envoys["c"]
+    wait_served_by(envoy, host(ns), "a")
+    wait_until(lambda: trace(fed, ns)["complete"], timeout=DEADLINE, what="the first trace")
+    first = trace(fed, ns)["change"]
+    assert envoy.process is not None
+    os.kill(envoy.process.pid, signal.SIGSTOP)  # our own Envoy, by its pid
+    try:
+        export_with_backends(fed, "a", ns, [71, 72], start=True)  # a new endpoint: a change
+        found: dict[str, Any] = {}
+
+        def stuck_at_c() -> bool:
+            found.update(trace(fed, ns))
+            if found["change"] == first:
+                return False
+            states = {(s["who"], s["state"]) for s in found["steps"]}
+            return ("b", "done") in states and any(
+                s["who"] == "c" and "not ACKed yet" in s["what"] for s in found["steps"]
+            )
+
+        wait_until(stuck_at_c, timeout=DEADLINE, what="the trace to stop at c's Envoy")
+        text = trace(fed, ns, "text")
+        print(text)
+        assert not found["complete"] and text.rstrip().endswith("in progress")
+        (sent, waiting) = [s for s in found["steps"] if s["who"] == "c" and "envoy-c" in s["what"]]
+        assert sent["what"] == "envoy-c: sent" and sent["at"] is not None
+        assert waiting["what"].endswith("ago, not ACKed yet") and waiting["state"] == "pending"
+        assert step(found, "b", "envoy-b: ACKed")["state"] == "done"  # the others go on
+    finally:
+        os.kill(envoy.process.pid, signal.SIGCONT)
+    wait_until(lambda: trace(fed, ns)["complete"], timeout=DEADLINE, what="c's Envoy to ACK")

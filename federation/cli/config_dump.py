@@ -1,0 +1,466 @@
+"""``fedctl config-dump``: exactly what the hub serves a node group, and how an Envoy differs.
+
+    fedctl config-dump --hub http://HUB:18080 --cluster b [--type clusters|endpoints|...]
+        [-o yaml|json] [--node ID] [--envoy-admin HOST:PORT]
+
+The hub's ``/debug/config-dump?cluster=b`` hands over the group's current snapshot as it
+serves it: per type, each resource's name, content-hash version and serialized bytes (the
+hub never decodes what it serves). They are decoded here into envoy-data-plane's typed
+models, so the output uses Envoy's own field names (proto JSON, snake_case, as Envoy's
+admin ``/config_dump`` prints them), and a resource that does not decode is reported
+with the path of the field that failed.
+
+* ``--node ID`` adds what that connected Envoy last ACKed, per type, against what the hub
+  holds (the hub's own bookkeeping: ``/debug/proxy-status``), with the last NACK message.
+* ``--envoy-admin HOST:PORT`` reads that Envoy's ``/config_dump?include_eds`` and prints
+  every resource that differs as a unified diff (hub first), with the NACK message the
+  hub recorded for the Envoy's node (its id comes from the Envoy's bootstrap). The exit
+  status is then 1 when anything differs, as ``diff`` does. Envoy shows endpoints as it
+  applied them (its defaults filled in, empty localities dropped): ClusterLoadAssignments
+  are compared in that form (:func:`as_applied`).
+
+Pure functions (:func:`decode`, :func:`envoy_resources`, :func:`render`, :func:`compare`)
+with the HTTP reads at the edge (:func:`run`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import difflib
+import importlib
+import json
+import pkgutil
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import betterproto2
+import yaml
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster
+from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
+from envoy_data_plane.envoy.config.listener.v3 import Listener
+from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from google.protobuf import json_format
+
+from federation.errors import FederationError, InvalidInputError
+
+_PREFIX = "type.googleapis.com/"
+CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+#: ``--type`` names, in push order, and their resource types.
+TYPES: dict[str, str] = {
+    "clusters": CLUSTER,
+    "endpoints": ENDPOINT,
+    "listeners": LISTENER,
+    "routes": ROUTE,
+}
+MODELS: dict[str, type[betterproto2.Message]] = {
+    CLUSTER: Cluster,
+    ENDPOINT: ClusterLoadAssignment,
+    LISTENER: Listener,
+    ROUTE: RouteConfiguration,
+}
+#: The same types in protobuf's own (upb) classes, to read Envoy's JSON.
+WIRE_MODELS: dict[str, Any] = {
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+}
+_UNREGISTERED = re.compile(r"unregistered type: (?:type\.googleapis\.com/)?([\w.]+)")
+
+
+class DecodeError(FederationError):
+    """A resource that does not decode into Envoy's model: ``path`` says where."""
+
+    def __init__(self, name: str, path: str, reason: str) -> None:
+        super().__init__(f"{name}: {path}: {reason}")
+        self.name, self.path, self.reason = name, path, reason
+
+
+def _register(type_name: str) -> bool:
+    """Import envoy-data-plane's module of ``type_name`` (which registers its messages
+    for ``google.protobuf.Any``); False when there is none."""
+    package = type_name.rsplit(".", 1)[0]
+    try:
+        importlib.import_module(f"envoy_data_plane.{package}")
+    except ImportError:
+        return False
+    return True
+
+
+def _with_any_types(convert: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``convert()``, importing the modules of the ``Any`` types it meets as it goes."""
+    tried: set[str] = set()
+    while True:
+        try:
+            return convert()
+        except (TypeError, ValueError, KeyError) as err:
+            match = _UNREGISTERED.search(str(err))
+            if match is None or match.group(1) in tried or not _register(match.group(1)):
+                raise
+            tried.add(match.group(1))
+
+
+def _proto_name(name: str) -> str:
+    return name
+
+
+#: Keys as the proto's own field names, as Envoy prints them (``consecutive_5xx``):
+#: betterproto2's attributes carry them, and its "casing" is any name -> key function
+#: (its SNAKE would make ``consecutive_5_xx``).
+PROTO_NAMES = cast(betterproto2.Casing, _proto_name)
+
+
+def _to_json(message: betterproto2.Message) -> dict[str, Any]:
+    return _with_any_types(
+        lambda: message.to_dict(
+            output_format=betterproto2.OutputFormat.PROTO_JSON, casing=PROTO_NAMES
+        )
+    )
+
+
+def _failing_field(message: betterproto2.Message, path: str) -> str:
+    """The deepest field of ``message`` whose conversion fails (``path`` when none does)."""
+    for f in dataclasses.fields(cast(Any, message)):
+        value = getattr(message, f.name)
+        items = (
+            list(value.items())
+            if isinstance(value, dict)
+            else list(enumerate(value))
+            if isinstance(value, list)
+            else [(None, value)]
+        )
+        for key, item in items:
+            if not isinstance(item, betterproto2.Message):
+                continue
+            here = f"{path}.{f.name}" + ("" if key is None else f"[{key}]")
+            try:
+                _to_json(item)
+            except (TypeError, ValueError, KeyError):
+                return _failing_field(item, here)
+    return path
+
+
+def decode(type_url: str, name: str, body: bytes) -> dict[str, Any]:
+    """One resource, as Envoy's proto JSON; DecodeError with the failing field's path."""
+    model = MODELS.get(type_url)
+    if model is None:
+        raise DecodeError(name, "(resource)", f"not a type config-dump knows: {type_url}")
+    try:
+        message = model.parse(body)
+    except Exception as err:  # betterproto2 raises several kinds for broken bytes
+        raise DecodeError(name, "(resource)", f"not a valid {model.__name__}: {err}") from err
+    try:
+        return _to_json(message)
+    except (TypeError, ValueError, KeyError) as err:
+        raise DecodeError(name, _failing_field(message, model.__name__), str(err)) from err
+
+
+def _import_protos(type_name: str) -> bool:
+    """Import the protobuf modules of ``type_name``'s package (registering its messages
+    for json_format's ``Any``); False when there are none."""
+    package = type_name.rsplit(".", 1)[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return False
+    found = False
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{info.name}")
+            found = True
+    return found
+
+
+_NO_DESCRIPTOR = re.compile(r"type_url: (?:type\.googleapis\.com/)?([\w.]+)")
+
+
+def normalise(type_url: str, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource in proto JSON (from Envoy's admin), brought through the wire format and
+    the same model as :func:`decode`, so that equal content compares equal.
+
+    The JSON is read with protobuf's own json_format (betterproto2's reader mistakes
+    field names such as ``consecutive_5xx``), importing the modules of the ``Any`` types
+    it meets."""
+    body = {k: v for k, v in resource.items() if k != "@type"}
+    tried: set[str] = set()
+    while True:
+        try:
+            message = json_format.ParseDict(body, WIRE_MODELS[type_url]())
+            break
+        except json_format.ParseError as err:
+            match = _NO_DESCRIPTOR.search(str(err))
+            if match is None or match.group(1) in tried or not _import_protos(match.group(1)):
+                raise InvalidInputError(f"Envoy's {type_url} does not parse: {err}") from err
+            tried.add(match.group(1))
+    return decode(type_url, _name_of(type_url, body), message.SerializeToString())
+
+
+@dataclass(frozen=True)
+class Served:
+    """One resource the hub serves: its name, content-hash version and decoded body."""
+
+    name: str
+    version: str
+    resource: dict[str, Any] | None
+    error: DecodeError | None = None
+
+
+@dataclass
+class Dump:
+    """What the hub serves one node group, by type URL, decoded."""
+
+    cluster: str
+    ready: bool
+    versions: dict[str, str]
+    resources: dict[str, list[Served]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[DecodeError]:
+        return [s.error for found in self.resources.values() for s in found if s.error]
+
+
+def dump_of(payload: Mapping[str, Any], types: Sequence[str] = tuple(TYPES.values())) -> Dump:
+    """The hub's ``/debug/config-dump`` answer, decoded (only ``types``)."""
+    dump = Dump(
+        cluster=str(payload["cluster"]),
+        ready=bool(payload.get("ready")),
+        versions=dict(payload.get("versions") or {}),
+    )
+    for type_url in types:
+        found = []
+        for entry in (payload.get("resources") or {}).get(type_url, []):
+            name, version = str(entry["name"]), str(entry["version"])
+            try:
+                resource = decode(type_url, name, base64.b64decode(entry["body"]))
+                found.append(Served(name, version, resource))
+            except DecodeError as err:
+                found.append(Served(name, version, None, err))
+        dump.resources[type_url] = sorted(found, key=lambda s: s.name)
+    return dump
+
+
+def _short(type_url: str) -> str:
+    return next(short for short, url in TYPES.items() if url == type_url)
+
+
+def render(dump: Dump, output: str = "yaml") -> str:
+    """The dump as YAML or JSON: per type, its version and each resource."""
+    document: dict[str, Any] = {"cluster": dump.cluster, "ready": dump.ready}
+    for type_url, served in dump.resources.items():
+        document[_short(type_url)] = {
+            "version": dump.versions.get(type_url),
+            "resources": [
+                {"name": s.name, "version": s.version}
+                | (
+                    {"resource": s.resource}
+                    if s.error is None
+                    else {"error": {"field": s.error.path, "reason": s.error.reason}}
+                )
+                for s in served
+            ],
+        }
+    if output == "json":
+        return json.dumps(document, indent=2) + "\n"
+    return yaml.safe_dump(document, sort_keys=False, width=100)
+
+
+def render_node(dump: Dump, proxy: Mapping[str, Any]) -> str:
+    """The hub's versions beside what the node last ACKed, per type, with NACKs."""
+    rows = [["TYPE", "HUB", "ACKED", "STATE"]]
+    notes = []
+    types = proxy.get("types") or {}
+    for type_url in dump.resources:
+        state = types.get(type_url) or {}
+        rows.append(
+            [
+                _short(type_url),
+                str(dump.versions.get(type_url) or "-"),
+                str(state.get("acked_version") or "-"),
+                str(state.get("state") or "not subscribed"),
+            ]
+        )
+        nack = state.get("last_nack")
+        if nack:
+            notes.append(
+                f"{_short(type_url)}: NACKed version {nack.get('version')} at "
+                f"{nack.get('at')}: {nack.get('message')}"
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    header = f"node {proxy.get('node_id')} (cluster {proxy.get('group')}, {proxy.get('protocol')})"
+    return "\n".join([header, *lines, *notes]) + "\n"
+
+
+# --- Envoy's side --------------------------------------------------------------------
+
+_SECTIONS: dict[str, tuple[str, str, str | None]] = {
+    # config type suffix: (list field, resource field, wrapper of the resource field)
+    "ClustersConfigDump": ("dynamic_active_clusters", "cluster", None),
+    "EndpointsConfigDump": ("dynamic_endpoint_configs", "endpoint_config", None),
+    "ListenersConfigDump": ("dynamic_listeners", "listener", "active_state"),
+    "RoutesConfigDump": ("dynamic_route_configs", "route_config", None),
+}
+_SECTION_TYPES = {
+    "ClustersConfigDump": CLUSTER,
+    "EndpointsConfigDump": ENDPOINT,
+    "ListenersConfigDump": LISTENER,
+    "RoutesConfigDump": ROUTE,
+}
+
+
+@dataclass
+class EnvoyView:
+    """An Envoy's dynamic resources (normalised) and what it says it rejected."""
+
+    node_id: str
+    resources: dict[str, dict[str, dict[str, Any]]]
+    #: Listener name -> Envoy's error details (Envoy reports these for listeners only).
+    errors: dict[str, str]
+
+
+def _name_of(type_url: str, resource: Mapping[str, Any]) -> str:
+    return str(resource.get("cluster_name" if type_url == ENDPOINT else "name", ""))
+
+
+def envoy_resources(config_dump: Mapping[str, Any]) -> EnvoyView:
+    """The dynamic clusters, endpoints, listeners and routes of an Envoy's
+    ``/config_dump?include_eds`` answer, normalised like the hub's side."""
+    view = EnvoyView("", {t: {} for t in TYPES.values()}, {})
+    for config in config_dump.get("configs", []):
+        kind = str(config.get("@type", "")).rsplit(".", 1)[-1]
+        if kind == "BootstrapConfigDump":
+            view.node_id = str(config.get("bootstrap", {}).get("node", {}).get("id", ""))
+            continue
+        if kind not in _SECTIONS:
+            continue
+        type_url = _SECTION_TYPES[kind]
+        entries, key, wrapper = _SECTIONS[kind]
+        for entry in config.get(entries, []):
+            if wrapper is not None:
+                failed = entry.get("error_state")
+                if failed:
+                    view.errors[str(entry.get("name"))] = str(failed.get("details", ""))
+                entry = entry.get(wrapper) or {}
+            resource = entry.get(key)
+            if resource:
+                normalised = normalise(type_url, resource)
+                view.resources[type_url][_name_of(type_url, normalised)] = normalised
+    return view
+
+
+def _yaml(resource: Mapping[str, Any] | None) -> list[str]:
+    if resource is None:
+        return []
+    return yaml.safe_dump(dict(resource), sort_keys=True, width=100).splitlines(keepends=True)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per type: how many resources are the same, and a diff for each one that is not."""
+
+    same: dict[str, int]
+    diffs: dict[str, list[str]]
+    notes: list[str]
+
+    @property
+    def differs(self) -> bool:
+        return any(self.diffs.values())
+
+
+#: Envoy's default overprovisioning factor, which its admin shows on every assignment.
+_OVERPROVISIONING = 140
+
+
+def as_applied(type_url: str, resource: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``resource`` as Envoy reports it applied: a ClusterLoadAssignment with Envoy's
+    defaults filled in (overprovisioning factor, endpoint weight 1, an empty health-check
+    config) and its empty localities dropped, which is how its admin shows endpoints.
+    Other types unchanged. Both sides are compared in this form."""
+    if resource is None or type_url != ENDPOINT:
+        return None if resource is None else dict(resource)
+    applied = json.loads(json.dumps(resource))  # a deep copy
+    applied.setdefault("policy", {}).setdefault("overprovisioning_factor", _OVERPROVISIONING)
+    localities = []
+    for locality in applied.get("endpoints", []):
+        hosts = locality.get("lb_endpoints", [])
+        if not hosts:
+            continue
+        for host in hosts:
+            host.setdefault("load_balancing_weight", 1)
+            host.setdefault("endpoint", {}).setdefault("health_check_config", {})
+        localities.append(locality)
+    if localities:
+        applied["endpoints"] = localities
+    else:
+        applied.pop("endpoints", None)
+    return dict(applied)
+
+
+def compare(dump: Dump, envoy: EnvoyView, proxy: Mapping[str, Any] | None) -> Comparison:
+    """The hub's dump against an Envoy's view: unified diffs (hub first) of every
+    resource that differs, and the NACK messages of the types that do."""
+    same: dict[str, int] = {}
+    diffs: dict[str, list[str]] = {}
+    notes: list[str] = []
+    nacks = (proxy or {}).get("types") or {}
+    for type_url, served in dump.resources.items():
+        short = _short(type_url)
+        theirs = envoy.resources.get(type_url, {})
+        ours = {s.name: s.resource for s in served}
+        same[short], diffs[short] = 0, []
+        for name in sorted(ours.keys() | theirs.keys()):
+            mine = as_applied(type_url, ours.get(name))
+            other = as_applied(type_url, theirs.get(name))
+            if mine is not None and mine == other:
+                same[short] += 1
+                continue
+            diffs[short].extend(
+                difflib.unified_diff(
+                    _yaml(mine),
+                    _yaml(other),
+                    fromfile=f"hub/{short}/{name}" if mine is not None else "/dev/null",
+                    tofile=f"envoy/{short}/{name}" if other is not None else "/dev/null",
+                )
+            )
+            if name in envoy.errors:
+                notes.append(f"{short} {name}: Envoy rejected it: {envoy.errors[name]}")
+        nack = (nacks.get(type_url) or {}).get("last_nack")
+        if diffs[short] and nack:
+            notes.append(
+                f"{short}: the hub's version {nack.get('version')} was NACKed by "
+                f"{envoy.node_id or 'this Envoy'} at {nack.get('at')}: {nack.get('message')}"
+            )
+    return Comparison(same, diffs, notes)
+
+
+def render_comparison(comparison: Comparison, envoy: EnvoyView, admin: str) -> str:
+    lines = [f"hub vs Envoy {envoy.node_id or '?'} ({admin}):"]
+    for short, count in comparison.same.items():
+        differing = sum(1 for line in comparison.diffs[short] if line.startswith("--- "))
+        lines.append(f"  {short}: {count} same, {differing} differ")
+    text = "\n".join(lines) + "\n"
+    for short in comparison.same:
+        text += "".join(comparison.diffs[short])
+    for note in comparison.notes:
+        text += note + "\n"
+    return text
+
+
+def types_of(names: Sequence[str]) -> list[str]:
+    """``--type`` values to type URLs (all when none); InvalidInputError for others."""
+    if not names:
+        return list(TYPES.values())
+    unknown = [n for n in names if n not in TYPES]
+    if unknown:
+        raise InvalidInputError(f"--type {', '.join(unknown)}: not one of {', '.join(TYPES)}")
+    return [TYPES[n] for n in names]

@@ -1,0 +1,124 @@
+"""The hub's part of ``fedctl trace``: where the latest change of one service has reached.
+
+The hub remembers, per service, the last update that applied a change of it
+(:class:`Applied`: when, and the cache generation it made each affected node group's
+snapshot). With the registry watcher's entry ids (which stream entry brought the change,
+when it was read) and the streams' push history (:class:`~federation.xds.status.Push`:
+which generation each response carried, when it was sent and answered),
+:func:`trace_payload` answers ``/debug/trace?namespace=&name=``: for each connected
+Envoy of an affected group, whether the change was sent to it, and ACKed or NACKed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from federation.registry.kinds import Kind, RecordRef
+from federation.registry.watcher import RegistryWatcher, ServiceName
+from federation.xds.status import SyncRegistry
+
+#: Services remembered (the most recently changed).
+APPLIED_KEPT = 50_000
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One update of the snapshots: when, and each affected group's new generation."""
+
+    at: float
+    generations: Mapping[str, int]
+    versions: Mapping[str, Mapping[str, str]]
+
+
+class ChangeLog:
+    """The last :class:`Applied` update of each service."""
+
+    def __init__(self, kept: int = APPLIED_KEPT) -> None:
+        self._applied: OrderedDict[ServiceName, Applied] = OrderedDict()
+        self._kept = kept
+
+    def record(
+        self,
+        services: Iterable[ServiceName],
+        generations: Mapping[str, int],
+        versions: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        applied = Applied(time.time(), dict(generations), dict(versions))
+        for key in services:
+            self._applied[key] = applied
+            self._applied.move_to_end(key)
+        while len(self._applied) > self._kept:
+            self._applied.popitem(last=False)
+
+    def get(self, key: ServiceName) -> Applied | None:
+        return self._applied.get(key)
+
+
+def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
+    """Per connected Envoy of an affected group: the responses that carried the change."""
+    found = []
+    for stream in sync.streams():
+        target = applied.generations.get(stream.group)
+        if target is None:
+            continue
+        carried = [p for p in stream.pushes if p.generation is not None and p.generation >= target]
+        entry: dict[str, Any] = {
+            "node_id": stream.node_id,
+            "group": stream.group,
+            "protocol": stream.protocol,
+            "generation": target,
+            "sent_at": min((p.sent_at for p in carried), default=None),
+            "answered_at": None,
+            "nack": None,
+        }
+        nacked = [p for p in carried if p.nack is not None]
+        if not carried:
+            entry["state"] = "not sent"
+        elif nacked:
+            entry.update(state="nacked", answered_at=nacked[0].answered_at, nack=nacked[0].nack)
+        elif all(p.answered_at is not None for p in carried):
+            entry.update(state="acked", answered_at=max(p.answered_at or 0.0 for p in carried))
+        else:
+            entry["state"] = "sent"
+        found.append(entry)
+    return sorted(found, key=lambda e: (e["group"], e["node_id"]))
+
+
+def trace_payload(
+    watcher: RegistryWatcher, changes: ChangeLog, sync: SyncRegistry, key: ServiceName
+) -> dict[str, Any]:
+    """Where the latest change of ``key`` is: registry entries, the hub's update, Envoys."""
+    ref = RecordRef(Kind.SERVICE, *key)
+    registry = []
+    for cluster in sorted(watcher.views):
+        position, read_at = watcher.position(cluster) or ("0-0", 0.0)
+        entry, entry_read_at = watcher.entries.get((cluster, ref), (None, None))
+        registry.append(
+            {
+                "cluster": cluster,
+                # The view has every entry of the cluster's stream up to ``position``.
+                "position": position,
+                "read_at": read_at,
+                # The last entry of this service read from the stream (None: loaded).
+                "entry": entry,
+                "entry_read_at": entry_read_at,
+            }
+        )
+    applied = changes.get(key)
+    return {
+        "service": f"{key[0]}/{key[1]}",
+        "now": time.time(),
+        "registry": registry,
+        "applied": None
+        if applied is None
+        else {
+            "at": applied.at,
+            "generations": dict(applied.generations),
+            "versions": {g: dict(v) for g, v in applied.versions.items()},
+        },
+        "envoys": [] if applied is None else _envoys(sync, applied),
+    }
