@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from agents import kinds as k
 from agents.kinds import KubeObject
 from agents.kube import Kube
 from agents.status import StatusWriter
+from agents.trace import TraceBook
 from federation.errors import FederationError
 from federation.hub.programmed import merged_facts
 from federation.registry import gatewayapi as g
@@ -124,6 +126,8 @@ class GatewayAgent:
         self.poll_interval = poll_interval
         self.objects = GatewayObjects()
         self.published: dict[RecordRef, Record] = {}
+        #: When each record was last published, and its entry: ``fedctl trace httproute``.
+        self.trace = TraceBook()
         self.programmed: dict[ObjectName, ProgrammedFact] = {}
         self.dirty = asyncio.Event()
         self.syncs = 0
@@ -170,10 +174,15 @@ class GatewayAgent:
 
     async def publish(self, desired: Mapping[RecordRef, Record]) -> None:
         """Publish what differs from what was published; withdraw what is gone."""
+        started = time.time()
         for ref, record in sorted(desired.items()):
             if self.published.get(ref) != record:
-                await self.writer.publish(record)
+                entry = await self.writer.publish(record)
                 self.published[ref] = record
+                self.trace.record(
+                    (ref.kind.value, ref.namespace, ref.name),
+                    observed_at=started, entry=entry, published_at=time.time(),
+                )  # fmt: skip
         for ref in sorted(set(self.published) - set(desired)):
             await self.writer.withdraw(ref)
             del self.published[ref]

@@ -93,8 +93,12 @@ def render(agent: Agent) -> str:
     return exposition(samples(agent), {"cluster": agent.cluster})
 
 
-def trace_payload(agent: Agent, key: ServiceName) -> dict[str, Any]:
-    """The agent's part of ``fedctl trace`` for one service (:mod:`agents.trace`)."""
+def trace_payload(agent: Agent, key: ServiceName, kind: str = "service") -> dict[str, Any]:
+    """The agent's part of ``fedctl trace`` for one service, or one of its cluster's
+    Gateway API records of ``kind`` (:mod:`agents.trace`)."""
+    if kind != "service":
+        found = agent.gateway.trace.get((kind, *key))
+        return {"cluster": agent.cluster, "now": time.time(), "export": found, "import": None}
     return {
         "cluster": agent.cluster,
         "now": time.time(),
@@ -111,7 +115,8 @@ async def serve(agent: Agent, address: str) -> web.AppRunner:
         namespace, name = request.query.get("namespace", ""), request.query.get("name", "")
         if not namespace or not name:
             raise web.HTTPBadRequest(text="?namespace=<namespace>&name=<service> is required\n")
-        body = json.dumps(trace_payload(agent, (namespace, name)))
+        kind = request.query.get("kind", "service")
+        body = json.dumps(trace_payload(agent, (namespace, name), kind))
         return web.Response(text=body, content_type="application/json")
 
     return await serve_http(

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from e2e import scenario as sc
-from e2e.cluster import LocalCluster
+from e2e.cluster import LocalCluster, free_port
 from e2e.processes import wait_until
 from federation.translate.gateway.status import CONTROLLER_NAME
 
@@ -35,6 +35,12 @@ def gateway_class() -> Obj:
         "metadata": {"name": CLASS},
         "spec": {"controllerName": CONTROLLER_NAME},
     }
+
+
+def listener_address(cluster: LocalCluster) -> str:
+    """A free port on ``cluster``'s Envoy address, for a Gateway listener of one test."""
+    host = cluster.envoy_listener.rpartition(":")[0]
+    return f"{host}:{free_port(host)}"
 
 
 def gateway(

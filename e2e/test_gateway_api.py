@@ -23,7 +23,6 @@ import pytest
 from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.backends import GRPC_METHOD
-from e2e.cluster import free_port
 from e2e.federation import Federation
 from e2e.pki import CertificateAuthority
 from e2e.processes import Process, wait_until
@@ -47,8 +46,7 @@ def ns(fed: Federation) -> str:
 
 def gateway_address(fed: Federation) -> str:
     """A free port on b's Envoy address, for a Gateway listener of one test."""
-    host = fed.env.cluster(CLUSTER_B).envoy_listener.rpartition(":")[0]
-    return f"{host}:{free_port(host)}"
+    return gw.listener_address(fed.env.cluster(CLUSTER_B))
 
 
 def make_gateway(fed: Federation, ns: str, name: str = "gw") -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.federation import Federation, fedctl
 from e2e.processes import wait_until
@@ -33,13 +34,17 @@ def ns(fed: Federation) -> str:
     return sc.namespace_everywhere(fed.env.clusters.values(), "trace")
 
 
-def trace(fed: Federation, ns: str, output: str = "json") -> Any:
+def trace(
+    fed: Federation, ns: str, output: str = "json", what: tuple[str, ...] = ("service", "echo")
+) -> Any:
+    """``fedctl trace`` of ``ns``'s export echo (or ``what``: kind, name, options)."""
     agents = [
         f"--agent={c}=http://127.0.0.1:{h.metrics_port}" for c, h in sorted(fed.agents.items())
     ]
+    kind, name, *options = what
     done = fedctl(
-        "trace", "service", f"{ns}/echo", "--hub", f"http://127.0.0.1:{fed.hub_http_port}",
-        *agents, "-o", output,
+        "trace", kind, f"{ns}/{name}", *options,
+        "--hub", f"http://127.0.0.1:{fed.hub_http_port}", *agents, "-o", output,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if output == "json" else done.stdout
@@ -116,3 +121,27 @@ def test_a_stopped_envoy_ends_its_trace_at_sent_not_acked(fed: Federation, ns: s
     finally:
         os.kill(envoy.process.pid, signal.SIGCONT)
     wait_until(lambda: trace(fed, ns)["complete"], timeout=DEADLINE, what="c's Envoy to ACK")
+
+
+def test_a_route_is_traced_to_its_clusters_envoy_only(fed: Federation, ns: str) -> None:
+    export_with_backends(fed, "a", ns, [73], start=True)
+    b = fed.env.cluster("b")
+    address = gw.listener_address(b)
+    gw.apply(b, gw.gateway_class(), gw.gateway(ns, "gw", int(address.rpartition(":")[2])))
+    route = [{"matches": [gw.prefix("/api")], "backendRefs": [gw.backend("echo")]}]
+    gw.apply(b, gw.http_route(ns, "api", "gw", route))
+    assert gw.wait_for_status(address, "/api/x", 200).json()["cluster"] == "a"
+    what = ("httproute", "api", "--cluster", "b")
+    wait_until(
+        lambda: trace(fed, ns, what=what)["complete"], timeout=DEADLINE, what="the route's trace"
+    )
+    found = trace(fed, ns, what=what)
+    print(trace(fed, ns, "text", what))
+    entry = found["change"].removeprefix("b@")
+    published = step(found, "b", f"registry entry {entry} published")["at"]
+    read = step(found, "hub", f"read entry {entry}")["at"]
+    applied = step(found, "hub", "snapshots updated: b (generation")["at"]
+    sent = step(found, "b", "envoy-b: sent")["at"]
+    acked = step(found, "b", "envoy-b: ACKed")["at"]
+    assert published <= read <= applied <= sent <= acked
+    assert not [s for s in found["steps"] if s["who"] in ("a", "c")]  # b's Envoys only

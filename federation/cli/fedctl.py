@@ -135,7 +135,12 @@ def _trace(args: argparse.Namespace) -> trace.Trace:
     namespace, sep, name = args.name.partition("/")
     if not sep or not namespace or not name:
         raise InvalidInputError(f"{args.name!r}: expected NAMESPACE/NAME")
-    query = urllib.parse.urlencode({"namespace": namespace, "name": name})
+    if (args.kind == "service") == bool(args.cluster):
+        raise InvalidInputError(
+            "--cluster names a route's cluster: required for a route, not for a service"
+        )
+    fields = {"namespace": namespace, "name": name, "kind": args.kind}
+    query = urllib.parse.urlencode(fields | ({"cluster": args.cluster} if args.cluster else {}))
     agents = {
         cluster: _get_json(f"{url}/debug/trace?{query}")
         for cluster, url in trace.agent_urls(args.agent).items()
@@ -143,7 +148,8 @@ def _trace(args: argparse.Namespace) -> trace.Trace:
     if not agents:
         raise InvalidInputError("give every cluster's agent: --agent CLUSTER=http://HOST:PORT")
     hub = _get_json(f"{args.hub.rstrip('/')}/debug/trace?{query}")
-    return trace.timeline(args.name, agents, hub)
+    subject = f"{args.kind} {args.name}" + (f" in {args.cluster}" if args.cluster else "")
+    return trace.timeline(subject, agents, hub)
 
 
 def _config_dump(args: argparse.Namespace) -> tuple[str, bool]:
@@ -314,8 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     follow = _command(
         sub, "trace", "where the latest change of one export went, step by step", trace, hub=True
     )
-    follow.add_argument("kind", choices=("service",), help="what to trace")
+    follow.add_argument("kind", choices=("service", "httproute", "grpcroute"), help="what to trace")
     follow.add_argument("name", metavar="NAMESPACE/NAME")
+    follow.add_argument("--cluster", help="the cluster of a route (not for a service)")
     follow.add_argument(
         "--agent", action="append", default=[], metavar="CLUSTER=URL",
         help="an agent's metrics address (repeatable: every cluster you want in the trace)",

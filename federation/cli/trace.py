@@ -1,7 +1,11 @@
-"""``fedctl trace service NAMESPACE/NAME``: where the latest change of one export went.
+"""``fedctl trace``: where the latest change of one export (or route) went.
 
     fedctl trace service demo/echo --hub http://HUB:18080 \\
         --agent a=http://AGENT_A:9464 --agent b=http://AGENT_B:9464 [-o json]
+    fedctl trace httproute demo/api --cluster b --hub ... --agent b=http://AGENT_B:9464
+
+A route lives in one cluster and reaches that cluster's Envoys only: its trace is the
+cluster's agent publishing it, the hub reading and applying it, and the cluster's Envoys.
 
 Asks each agent's and the hub's ``/debug/trace`` and prints one timeline:
 
@@ -160,7 +164,7 @@ def render(trace: Trace, output: str = "text") -> str:
         }
         return json.dumps(body, indent=2) + "\n"
     start = min((s.at for s in trace.steps if s.at is not None), default=trace.now)
-    lines = [f"service {trace.service}: change {trace.change or '(none)'}"]
+    lines = [f"{trace.service}: change {trace.change or '(none)'}"]
     # In time order; steps not taken yet last, in the order they would come.
     for step in sorted(trace.steps, key=lambda s: (s.at is None, s.at or 0.0)):
         when = "" if step.at is None else f"+{_ms(step.at - start)}"

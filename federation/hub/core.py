@@ -150,6 +150,7 @@ class Hub:
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
         services = service_names(changed)
+        routes = [c for c in changed if c.ref.kind in GATEWAY_KINDS]
         before = {g: self.cache.generation(g) for g in self.cache.groups()}
         self.builder.update(
             {key: self._view(key) for key in services},
@@ -157,12 +158,15 @@ class Hub:
             changed_clusters(changed, GATEWAY_KINDS),
             self.resolve_gateway,
         )
-        if services:  # for fedctl trace: which groups' snapshots this update changed
+        if services or routes:  # for fedctl trace: which groups this update changed
             after = {g: self.cache.generation(g) for g in self.cache.groups()}
             moved = {g: gen for g, gen in after.items() if gen != before.get(g)}
-            self.changes.record(
-                services, moved, {g: self.cache.snapshot_versions(g) for g in moved}
-            )
+            versions = {g: self.cache.snapshot_versions(g) for g in moved}
+            self.changes.record(services, moved, versions)
+            for c in routes:  # a cluster's Gateway API records reach its own group only
+                own = {g: n for g, n in moved.items() if g == c.cluster}
+                key = (c.cluster, c.ref.kind.value, c.ref.namespace, c.ref.name)
+                self.changes.record([key], own, {g: versions[g] for g in own})
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""

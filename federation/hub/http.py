@@ -23,6 +23,7 @@ from federation.hub.core import Hub
 from federation.hub.trace import trace_payload
 from federation.metrics import Sample, exposition
 from federation.process import serve_http
+from federation.registry.kinds import Kind
 from federation.registry.watcher import registry_samples
 from federation.retry import STATS as RETRIES
 from federation.xds.status import SyncRegistry, SyncState, XdsMetrics
@@ -135,9 +136,16 @@ async def serve_hub_http(
 
     async def trace(request: web.Request) -> web.Response:
         namespace, name = request.query.get("namespace", ""), request.query.get("name", "")
-        if not namespace or not name:
-            raise web.HTTPBadRequest(text="?namespace=<namespace>&name=<service> is required\n")
-        found = trace_payload(hub.watcher, hub.changes, sync, (namespace, name))
+        cluster = request.query.get("cluster", "")
+        try:
+            kind = Kind(request.query.get("kind", "service"))
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"kind: one of {', '.join(Kind)}\n") from None
+        if not namespace or not name or (kind is not Kind.SERVICE and not cluster):
+            raise web.HTTPBadRequest(
+                text="?namespace=&name= are required (and &cluster= for a route)\n"
+            )
+        found = trace_payload(hub.watcher, hub.changes, sync, (namespace, name), kind, cluster)
         return web.Response(text=json.dumps(found), content_type="application/json")
 
     return await serve_http(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,15 +35,16 @@ class Applied:
 
 
 class ChangeLog:
-    """The last :class:`Applied` update of each service."""
+    """The last :class:`Applied` update of each service (keyed ``(namespace, name)``) and
+    of each Gateway API record (``(cluster, kind, namespace, name)``)."""
 
     def __init__(self, kept: int = APPLIED_KEPT) -> None:
-        self._applied: OrderedDict[ServiceName, Applied] = OrderedDict()
+        self._applied: OrderedDict[Hashable, Applied] = OrderedDict()
         self._kept = kept
 
     def record(
         self,
-        services: Iterable[ServiceName],
+        services: Iterable[Hashable],
         generations: Mapping[str, int],
         versions: Mapping[str, Mapping[str, str]],
     ) -> None:
@@ -54,7 +55,7 @@ class ChangeLog:
         while len(self._applied) > self._kept:
             self._applied.popitem(last=False)
 
-    def get(self, key: ServiceName) -> Applied | None:
+    def get(self, key: Hashable) -> Applied | None:
         return self._applied.get(key)
 
 
@@ -89,12 +90,19 @@ def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
 
 
 def trace_payload(
-    watcher: RegistryWatcher, changes: ChangeLog, sync: SyncRegistry, key: ServiceName
+    watcher: RegistryWatcher,
+    changes: ChangeLog,
+    sync: SyncRegistry,
+    key: ServiceName,
+    kind: Kind = Kind.SERVICE,
+    cluster: str = "",
 ) -> dict[str, Any]:
-    """Where the latest change of ``key`` is: registry entries, the hub's update, Envoys."""
-    ref = RecordRef(Kind.SERVICE, *key)
+    """Where the latest change of service ``key`` is (or, for another ``kind``, of that
+    Gateway API record of ``cluster``): registry entries, the hub's update, Envoys."""
+    ref = RecordRef(kind, *key)
     registry = []
-    for cluster in sorted(watcher.views):
+    clusters = sorted(watcher.views) if kind is Kind.SERVICE else [cluster]
+    for cluster in clusters:
         position, read_at = watcher.position(cluster) or ("0-0", 0.0)
         entry, entry_read_at = watcher.entries.get((cluster, ref), (None, None))
         registry.append(
@@ -108,7 +116,7 @@ def trace_payload(
                 "entry_read_at": entry_read_at,
             }
         )
-    applied = changes.get(key)
+    applied = changes.get(key if kind is Kind.SERVICE else (cluster, kind.value, *key))
     return {
         "service": f"{key[0]}/{key[1]}",
         "now": time.time(),

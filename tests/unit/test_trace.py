@@ -45,7 +45,7 @@ def envoy(group: str, state: str, **more: Any) -> dict[str, Any]:
 
 def test_a_complete_trace_lists_every_step_in_order() -> None:
     found = tr.timeline(
-        "demo/echo",
+        "service demo/echo",
         agents(),
         hub(
             envoy("a", "acked", sent_at=100.015, answered_at=100.020),
