@@ -34,6 +34,7 @@ from agents.imports import ImportReconciler, owned
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
+from agents.trace import publish_time
 from federation.errors import FederationError
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef
@@ -184,10 +185,9 @@ class Agent:
             ),
         )
         self.exports.mark_published(records)
+        at = publish_time(entry, started, time.time())
         for key in records:
-            self.exports.trace.record(
-                key, observed_at=started, entry=entry, published_at=time.time()
-            )
+            self.exports.trace.record(key, observed_at=started, entry=entry, published_at=at)
         self.gateway.published = dict(gateway_records)
         self.gateway.dirty.set()
         await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)

@@ -23,7 +23,7 @@ from typing import TypeVar
 from agents import k8s_objects as objs
 from agents.kinds import KubeObject, key_of, meta
 from agents.status import StatusWriter
-from agents.trace import TraceBook
+from agents.trace import TraceBook, publish_time
 from agents.workqueue import KeyQueue
 from federation.errors import FederationError
 from federation.model.conditions import ValidityProblem, export_conditions
@@ -213,14 +213,19 @@ class ExportReconciler:
         built = self.build(key)
         record = built if isinstance(built, ExportedService) else None
         try:
+            before = time.time()
             if record is None and key in self.published:
-                await self.writer.withdraw(RecordRef(Kind.SERVICE, *key))
+                entry = await self.writer.withdraw(RecordRef(Kind.SERVICE, *key))
                 del self.published[key]
-                self.trace.record(key, observed_at=started, entry=None, published_at=time.time())
+                at = publish_time(entry, before, time.time())
+                self.trace.record(
+                    key, observed_at=started, entry=entry, withdrawn=True, published_at=at
+                )
             elif record is not None and self.published.get(key) != record:
                 entry = await self.writer.publish(record)
                 self.published[key] = record
-                self.trace.record(key, observed_at=started, entry=entry, published_at=time.time())
+                at = publish_time(entry, before, time.time())
+                self.trace.record(key, observed_at=started, entry=entry, published_at=at)
             self.publish_errors.pop(key, None)
         except FederationError as err:
             self.publish_errors[key] = str(err)

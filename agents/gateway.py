@@ -37,7 +37,7 @@ from agents import kinds as k
 from agents.kinds import KubeObject
 from agents.kube import Kube
 from agents.status import StatusWriter
-from agents.trace import TraceBook
+from agents.trace import TraceBook, publish_time
 from federation.errors import FederationError
 from federation.hub.programmed import merged_facts
 from federation.registry import gatewayapi as g
@@ -177,15 +177,21 @@ class GatewayAgent:
         started = time.time()
         for ref, record in sorted(desired.items()):
             if self.published.get(ref) != record:
+                before = time.time()
                 entry = await self.writer.publish(record)
                 self.published[ref] = record
                 self.trace.record(
-                    (ref.kind.value, ref.namespace, ref.name),
-                    observed_at=started, entry=entry, published_at=time.time(),
+                    (ref.kind.value, ref.namespace, ref.name), observed_at=started, entry=entry,
+                    published_at=publish_time(entry, before, time.time()),
                 )  # fmt: skip
         for ref in sorted(set(self.published) - set(desired)):
-            await self.writer.withdraw(ref)
+            before = time.time()
+            withdrawal = await self.writer.withdraw(ref)
             del self.published[ref]
+            self.trace.record(
+                (ref.kind.value, ref.namespace, ref.name), observed_at=started, entry=withdrawal,
+                withdrawn=True, published_at=publish_time(withdrawal, before, time.time()),
+            )  # fmt: skip
 
     async def write_statuses(self, exports: Iterable[ExportedService]) -> None:
         """Resolve this cluster's Gateway API records (as the hub does) and write statuses."""

@@ -99,6 +99,11 @@ class ImportReconciler:
         self._pin_refused: dict[ServiceName, float] = {}
         #: Objects repaired after someone else deleted or changed them.
         self.repairs = 0
+        #: Paths of objects someone else deleted or changed: written again whatever the
+        #: caches say (the mark is taken before the write, so a later event sets it again).
+        self._damaged: set[str] = set()
+        #: Paths this agent is deleting: their DELETED events are no damage.
+        self._deleting: set[str] = set()
         #: When each ServiceImport was last written, reflecting which entries (fedctl trace).
         self.trace = TraceBook()
 
@@ -125,24 +130,27 @@ class ImportReconciler:
         if not owned(obj):
             return
         key = owned_key(obj)
-        if kind is k.ENDPOINT_SLICES:
+        path = kind.path_of(obj)
+        if event == "DELETED":
+            # Ours to delete only if we did: a deletion that arrives before the agent has
+            # recorded its own write of the object is someone else's.
+            intact = path in self._deleting
+            self._deleting.discard(path)
+        elif kind is k.ENDPOINT_SLICES:
             desired = self._slices.get(key, {}).get(meta(obj)["name"])
-            if event == "DELETED":
-                intact = desired is None  # we deleted it ourselves
-            else:
-                intact = desired is not None and _same_slice(obj, desired)
-            if not intact and desired is not None:
-                self._slices[key].pop(meta(obj)["name"], None)
+            intact = desired is not None and _same_slice(obj, desired)
         else:
-            path = kind.path_of(obj)
             applied = self._applied.get(path)
-            if event == "DELETED":
-                intact = applied is None  # we deleted it ourselves
+            intact = applied is not None and _contains(obj, applied.desired)
+        if not intact:
+            if kind is k.ENDPOINT_SLICES:
+                self._slices.get(key, {}).pop(meta(obj)["name"], None)
             else:
-                intact = applied is not None and _contains(obj, applied.desired)
-            if not intact:
                 self._applied.pop(path, None)
         if not intact:
+            # A sync in flight may record the object as written after this event (its
+            # write was answered before the deletion): the next sync writes it anyway.
+            self._damaged.add(path)
             self.repairs += 1
             self.queue.add(key)
 
@@ -186,6 +194,10 @@ class ImportReconciler:
 
     async def sync(self, key: ServiceName) -> None:
         namespace, name = key
+        # What this sync reflects: every entry up to here of each exporter's stream.
+        positions = {
+            c: position[0] for c in self.watcher.views if (position := self.watcher.position(c))
+        }
         exports = self.watcher.exports(namespace, name)
         if not exports or namespace not in self.namespaces:
             await self._delete_import(namespace, name)
@@ -219,8 +231,6 @@ class ImportReconciler:
             ip_family_problem=family_problem,
         )
         await self.status.import_status(applied, merged.clusters, conditions)
-        # The import reflects every entry of each exporter's stream up to its position.
-        positions = {c: (self.watcher.position(c) or ("0-0", 0.0))[0] for c in merged.clusters}
         self.trace.record(key, written_at=time.time(), positions=positions)
 
     async def _apply_derived(
@@ -272,7 +282,10 @@ class ImportReconciler:
         """Server-side apply unless this exact object was applied and is intact."""
         fingerprint = json.dumps(desired, sort_keys=True)
         cached = self._applied.get(path)
-        if cached is not None and cached.fingerprint == fingerprint:
+        damaged = path in self._damaged
+        self._damaged.discard(path)
+        self._deleting.discard(path)  # written again: a late DELETED event is no longer ours
+        if cached is not None and cached.fingerprint == fingerprint and not damaged:
             return cached.result
         result = await self.kube.apply(path, desired)
         self._applied[path] = Applied(fingerprint, desired, result)
@@ -280,6 +293,8 @@ class ImportReconciler:
 
     async def _delete(self, path: str) -> None:
         self._applied.pop(path, None)
+        self._damaged.discard(path)
+        self._deleting.add(path)
         await self.kube.delete(path)
 
     async def _sync_slices(self, namespace: str, name: str, desired: list[dict[str, Any]]) -> None:
@@ -288,12 +303,19 @@ class ImportReconciler:
         wanted = {s["metadata"]["name"] for s in desired}
         for s in desired:
             slice_name = s["metadata"]["name"]
-            if not _same_slice(existing.get(slice_name), s):
-                await self.kube.apply(k.ENDPOINT_SLICES.path(namespace, slice_name), s)
+            path = k.ENDPOINT_SLICES.path(namespace, slice_name)
+            damaged = path in self._damaged
+            self._damaged.discard(path)
+            if damaged or not _same_slice(existing.get(slice_name), s):
+                self._deleting.discard(path)
+                await self.kube.apply(path, s)
                 existing[slice_name] = s
         for stale in set(existing) - wanted:
             del existing[stale]
-            await self.kube.delete(k.ENDPOINT_SLICES.path(namespace, stale))
+            path = k.ENDPOINT_SLICES.path(namespace, stale)
+            self._damaged.discard(path)
+            self._deleting.add(path)
+            await self.kube.delete(path)
         if not existing:
             del self._slices[(namespace, name)]
 

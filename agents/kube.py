@@ -26,6 +26,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
 from federation.errors import FederationError
+from federation.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _throttled(err: BaseException) -> bool:
     return isinstance(err, KubeError) and err.status == 429
 
 
-_BACKOFF = tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)
+_BACKOFF = Backoff(initial=0.2, maximum=5.0, jitter=0.2).wait()
 
 
 def _throttle_wait(state: tenacity.RetryCallState) -> float:
@@ -160,20 +161,23 @@ class Kube:
         if body is not None and content_type is None:
             content_type = "application/json"
         data = None if body is None else json.dumps(body).encode()
-        result: dict[str, Any] | None = await tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(_throttled),
-            wait=_throttle_wait,
-            stop=tenacity.stop_after_attempt(THROTTLED_ATTEMPTS),
-            after=self._on_throttled,
-            reraise=True,
-        )(self._request_once, method, url, data, content_type)
+        result: dict[str, Any] | None = await retry_call(
+            "apiserver-throttled",
+            lambda: self._request_once(method, url, data, content_type),
+            retry_if=self._throttled,
+            backoff=_throttle_wait,
+            attempts=THROTTLED_ATTEMPTS,
+            logger=log,
+            level=lambda _: logging.INFO,
+        )
         return result
 
-    def _on_throttled(self, state: tenacity.RetryCallState) -> None:
-        self.throttled += 1
-        if state.attempt_number == 1:  # once per request, not per attempt
-            err = state.outcome.exception() if state.outcome else None
-            log.info("apiserver throttled a request, retrying: %s", err)
+    def _throttled(self, err: BaseException) -> bool:
+        """A 429, counted (``federation_agent_kube_throttled_retries_total``)."""
+        if _throttled(err):
+            self.throttled += 1
+            return True
+        return False
 
     async def _request_once(
         self, method: str, url: str, data: bytes | None, content_type: str | None

@@ -19,6 +19,17 @@ from typing import Any
 KEPT = 50_000
 
 
+def publish_time(entry: str | None, before: float, after: float) -> float:
+    """When a publish took effect: the registry's own time of its stream entry (an id is
+    ``<ms>-<seq>`` of the Redis server's clock), within the call's ``before``..``after``
+    (which absorbs the id's millisecond truncation and clock differences)."""
+    try:
+        at = int((entry or "").partition("-")[0]) / 1000
+    except ValueError:
+        return after
+    return min(max(at, before), after)
+
+
 class TraceBook:
     """The last recorded step per service."""
 

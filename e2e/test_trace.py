@@ -79,7 +79,9 @@ def test_an_export_is_traced_to_every_envoy_and_importer(fed: Federation, ns: st
     published = step(found, "a", f"registry entry {entry} published")["at"]
     read = step(found, "hub", f"read entry {entry}")["at"]
     applied = step(found, "hub", "snapshots updated:")["at"]
-    assert all(s["at"] is not None and s["state"] == "done" for s in found["steps"])
+    assert all(s["state"] == "done" for s in found["steps"])
+    # Timestamped, but for members without an Envoy (other tests' clusters in the registry).
+    assert all(s["at"] is not None for s in found["steps"] if "no Envoy" not in s["what"])
     assert took_up <= published <= read <= applied
     for cluster in ("a", "b", "c"):
         sent = step(found, cluster, f"envoy-{cluster}: sent")["at"]

@@ -1,8 +1,10 @@
 """Retries through tenacity, the same way everywhere: backoff, logging and counting.
 
-Every operation that retries (the registry watcher's reads, the agent's lease renewal and
-Gateway API sync, the agent's apiserver calls that the apiserver throttles) calls
-:func:`retry_call` with its name and which errors are worth retrying. What they share:
+Every operation that retries (the registry watcher's reads, the agent's lease renewal,
+resync and Gateway API sync, the hub's and agent's Gateway state, a withdrawal's
+optimistic-concurrency conflicts, the agent's apiserver calls that the apiserver
+throttles) calls :func:`retry_call` with its name and which errors are worth retrying.
+What they share:
 
 * **Bounded exponential backoff with jitter** (:class:`Backoff`: from ``initial``
   seconds, doubling up to ``maximum``, plus up to ``jitter`` seconds at random), so that
@@ -44,9 +46,9 @@ class Backoff:
     jitter: float = 0.2
 
     def wait(self) -> tenacity.wait.wait_base:
-        return tenacity.wait_exponential_jitter(
-            multiplier=self.initial, max=self.maximum, jitter=self.jitter
-        )
+        # Jitter added after the cap: processes that retry at the cap do not go in step.
+        exponential = tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
+        return exponential + tenacity.wait_random(0, self.jitter)
 
 
 @dataclass
@@ -92,7 +94,7 @@ async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
     retry_if: Callable[[BaseException], bool],
-    backoff: Backoff = Backoff(),
+    backoff: Backoff | Callable[[tenacity.RetryCallState], float] = Backoff(),
     attempts: int | None = None,
     logger: logging.Logger = log,
     level: Callable[[BaseException], int] = lambda _: logging.WARNING,
@@ -103,7 +105,8 @@ async def retry_call(
     ``attempts`` bounds the attempts (None: until it succeeds or raises an error not
     retried; the caller cancels it to stop); after the last one its error is raised.
     The first failure is logged by ``logger`` at ``level(error)`` (WARNING by default:
-    a misconfiguration that keeps retrying may deserve ERROR).
+    a misconfiguration that keeps retrying may deserve ERROR). ``backoff`` may also be a
+    tenacity wait function (the apiserver's Retry-After, say).
     """
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -117,23 +120,27 @@ async def retry_call(
 
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(retry_if),
-        wait=backoff.wait(),
+        wait=backoff.wait() if isinstance(backoff, Backoff) else backoff,
         stop=tenacity.stop_never if attempts is None else tenacity.stop_after_attempt(attempts),
         before_sleep=before_sleep,
         reraise=True,
     )
 
+    attempts = 0
+
     async def attempt() -> T:
         # A coroutine function, awaited: tenacity does not await what a plain callable
         # (a lambda returning a coroutine) returns.
+        nonlocal attempts
+        attempts += 1
         return await call()
 
-    result: T = await retrying(attempt)
+    try:
+        result: T = await retrying(attempt)
+    except BaseException:
+        stats.failing.pop(operation, None)  # not retrying any more: not "failing" either
+        raise
     if operation in stats.failing:
         del stats.failing[operation]
-        logger.info(
-            "%s succeeds again after %d attempts",
-            operation,
-            retrying.statistics.get("attempt_number", 1),
-        )
+        logger.info("%s succeeds again after %d attempts", operation, attempts)
     return result

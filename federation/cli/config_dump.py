@@ -324,7 +324,7 @@ class EnvoyView:
 
     node_id: str
     resources: dict[str, dict[str, dict[str, Any]]]
-    #: Listener name -> Envoy's error details (Envoy reports these for listeners only).
+    #: Listener name -> the error details Envoy reports for a listener it rejected.
     errors: dict[str, str]
 
 

@@ -77,6 +77,10 @@ def _id(entry: str | None) -> tuple[int, int]:
         return 0, 0
 
 
+#: Seconds after reading an entry within which the hub may still be applying it.
+SETTLING = 2.0
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -94,17 +98,11 @@ def timeline(
             service, None, [Step(None, "-", "no agent published a change", "pending")], now
         )
     origin, export = max(exports.items(), key=lambda item: item[1]["published_at"])
-    entry = export.get("entry")
-    change = f"{origin}@{entry}" if entry else f"{origin}@withdrawal"
-    entry = entry or "0-0"  # a withdrawal: nothing to wait for in the stream
+    entry = export.get("entry") or "0-0"  # none: a withdrawal of what was not there
+    change = f"{origin}@{entry}"
+    what = "withdrawn" if export.get("withdrawn") else "published"
     steps.append(Step(export["observed_at"], origin, "agent took up the change"))
-    steps.append(
-        Step(
-            export["published_at"],
-            origin,
-            f"registry entry {entry} published" if export.get("entry") else "export withdrawn",
-        )
-    )
+    steps.append(Step(export["published_at"], origin, f"registry entry {entry} {what}"))
     read = next((r for r in hub.get("registry", []) if r["cluster"] == origin), None)
     if read is None or _id(read["position"]) < _id(entry):
         last = f" (it is at {read['position']})" if read else ""
@@ -114,13 +112,20 @@ def timeline(
     at = read["entry_read_at"] if read.get("entry") == entry else read["read_at"]
     steps.append(Step(at, "hub", f"read entry {entry}"))
     applied = hub.get("applied")
-    if applied is None:
-        steps.append(Step(None, "hub", "has not updated any snapshot for it yet", "pending"))
-        return Trace(service, change, steps, now)
-    groups = ", ".join(f"{g} (generation {n})" for g, n in sorted(applied["generations"].items()))
-    steps.append(Step(applied["at"], "hub", f"snapshots updated: {groups or 'none changed'}"))
-    for envoy in hub.get("envoys", []):
-        steps.extend(_envoy_steps(envoy, now))
+    if applied is None or _id((applied.get("positions") or {}).get(origin)) < _id(entry):
+        # The hub's last update of it predates the entry: it is being applied, or it
+        # changed no snapshot (say, an agent restart republishing the same records).
+        if now - at < SETTLING:
+            steps.append(Step(None, "hub", "is applying it", "pending"))
+        else:
+            steps.append(Step(None, "hub", "no snapshot changed: the Envoys had it already"))
+    else:
+        groups = ", ".join(
+            f"{g} (generation {n})" for g, n in sorted(applied["generations"].items())
+        )
+        steps.append(Step(applied["at"], "hub", f"snapshots updated: {groups or 'none'}"))
+        for envoy in hub.get("envoys", []):
+            steps.extend(_envoy_steps(envoy, now))
     for cluster, answer in sorted(agents.items()):
         imported = answer.get("import")
         if imported is None:
@@ -138,8 +143,14 @@ def timeline(
 def _envoy_steps(envoy: Mapping[str, Any], now: float) -> list[Step]:
     who, node = str(envoy["group"]), str(envoy["node_id"])
     state, sent, answered = envoy["state"], envoy.get("sent_at"), envoy.get("answered_at")
+    if state == "no envoy":
+        return [Step(None, who, "no Envoy of this cluster is connected")]
     if state == "not sent":
         return [Step(None, who, f"{node}: not sent yet", "pending")]
+    if state == "gone":
+        sent_step = [] if sent is None else [Step(sent, who, f"{node}: sent")]
+        gone = f"{node}: disconnected before ACKing it (it resyncs when it reconnects)"
+        return [*sent_step, Step(answered, who, gone, "pending")]
     steps = [Step(sent, who, f"{node}: sent")]
     if state == "acked":
         steps.append(Step(answered, who, f"{node}: ACKed"))

@@ -26,6 +26,7 @@ import asyncio
 import gc
 import logging
 import uuid
+from collections.abc import Iterable
 
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
@@ -161,12 +162,23 @@ class Hub:
         if services or routes:  # for fedctl trace: which groups this update changed
             after = {g: self.cache.generation(g) for g in self.cache.groups()}
             moved = {g: gen for g, gen in after.items() if gen != before.get(g)}
-            versions = {g: self.cache.snapshot_versions(g) for g in moved}
-            self.changes.record(services, moved, versions)
-            for c in routes:  # a cluster's Gateway API records reach its own group only
-                own = {g: n for g, n in moved.items() if g == c.cluster}
-                key = (c.cluster, c.ref.kind.value, c.ref.namespace, c.ref.name)
-                self.changes.record([key], own, {g: versions[g] for g in own})
+            self._record_update(services, routes, moved)
+
+    def _record_update(
+        self, services: Iterable[ServiceName], routes: Iterable[Change], moved: dict[str, int]
+    ) -> None:
+        """For ``fedctl trace``: this update moved these groups' generations, having read
+        each cluster's stream up to its position. A cluster's Gateway API records reach its
+        own group only."""
+        positions = {c: p for c in self.watcher.views if (p := self.watcher.position(c))}
+        read = {c: position for c, (position, _) in positions.items()}
+        self.changes.record(services, moved, read)
+        for change in routes:
+            own = {g: n for g, n in moved.items() if g == change.cluster}
+            ref = change.ref
+            self.changes.record(
+                [(change.cluster, ref.kind.value, ref.namespace, ref.name)], own, read
+            )
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""
@@ -177,11 +189,14 @@ class Hub:
             self._groups(),
             self.resolve_gateway,
         )
-        groups = self.cache.groups()
-        self.changes.record(
-            keys,
-            {g: self.cache.generation(g) for g in groups},
-            {g: self.cache.snapshot_versions(g) for g in groups},
+        routes = [
+            Change(cluster, ref)
+            for cluster, view in self.watcher.views.items()
+            for change in view.changes()
+            if (ref := change.ref).kind in GATEWAY_KINDS
+        ]
+        self._record_update(
+            keys, routes, {g: self.cache.generation(g) for g in self.cache.groups()}
         )
         if self._freeze_heap:
             freeze_loaded_heap()

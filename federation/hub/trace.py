@@ -19,7 +19,7 @@ from typing import Any
 
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.watcher import RegistryWatcher, ServiceName
-from federation.xds.status import SyncRegistry
+from federation.xds.status import Push, SyncRegistry
 
 #: Services remembered (the most recently changed).
 APPLIED_KEPT = 50_000
@@ -27,11 +27,12 @@ APPLIED_KEPT = 50_000
 
 @dataclass(frozen=True)
 class Applied:
-    """One update of the snapshots: when, and each affected group's new generation."""
+    """One update of the snapshots: when, each affected group's new generation, and how
+    far the hub had read each cluster's stream (the entries the update includes)."""
 
     at: float
     generations: Mapping[str, int]
-    versions: Mapping[str, Mapping[str, str]]
+    positions: Mapping[str, str]
 
 
 class ChangeLog:
@@ -46,9 +47,9 @@ class ChangeLog:
         self,
         services: Iterable[Hashable],
         generations: Mapping[str, int],
-        versions: Mapping[str, Mapping[str, str]],
+        positions: Mapping[str, str],
     ) -> None:
-        applied = Applied(time.time(), dict(generations), dict(versions))
+        applied = Applied(time.time(), dict(generations), dict(positions))
         for key in services:
             self._applied[key] = applied
             self._applied.move_to_end(key)
@@ -59,10 +60,39 @@ class ChangeLog:
         return self._applied.get(key)
 
 
+def _answer(pushes: list[Push]) -> dict[str, Any]:
+    """How the pushes that carried a change (at or after its generation) went: sent when
+    the first one was, ACKed or NACKed by the latest answer (a NACK fixed by a later ACK
+    is an ACK)."""
+    by_type: dict[str, list[Push]] = {}
+    for push in pushes:
+        by_type.setdefault(push.type_url, []).append(push)
+    sent_at = min(p.sent_at for p in pushes)
+    answered: list[float] = []
+    for carried in by_type.values():
+        answers = [p for p in carried if p.answered_at is not None]
+        if not answers:
+            return {"state": "sent", "sent_at": sent_at}
+        last = answers[-1]
+        if last.nack is not None:
+            return {"state": "nacked", "sent_at": sent_at, "answered_at": last.answered_at,
+                    "nack": last.nack}  # fmt: skip
+        answered.append(next(p.answered_at for p in answers if p.nack is None) or 0.0)
+    return {"state": "acked", "sent_at": sent_at, "answered_at": max(answered)}
+
+
 def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
-    """Per connected Envoy of an affected group: the responses that carried the change."""
+    """Per Envoy of an affected group: how the responses carrying the change went. An
+    Envoy whose stream closed since (and that has no open one) is listed as gone; a group
+    with no Envoy connected, as such."""
+    open_nodes = {(s.group, s.node_id) for s in sync.streams()}
+    streams = sync.streams() + [
+        s
+        for s in sync.closed()
+        if (s.group, s.node_id) not in open_nodes and (s.closed_at or 0.0) >= applied.at
+    ]
     found = []
-    for stream in sync.streams():
+    for stream in streams:
         target = applied.generations.get(stream.group)
         if target is None:
             continue
@@ -72,20 +102,18 @@ def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
             "group": stream.group,
             "protocol": stream.protocol,
             "generation": target,
-            "sent_at": min((p.sent_at for p in carried), default=None),
+            "sent_at": None,
             "answered_at": None,
             "nack": None,
+            "state": "not sent",
         }
-        nacked = [p for p in carried if p.nack is not None]
-        if not carried:
-            entry["state"] = "not sent"
-        elif nacked:
-            entry.update(state="nacked", answered_at=nacked[0].answered_at, nack=nacked[0].nack)
-        elif all(p.answered_at is not None for p in carried):
-            entry.update(state="acked", answered_at=max(p.answered_at or 0.0 for p in carried))
-        else:
-            entry["state"] = "sent"
+        if carried:
+            entry.update(_answer(carried))
+        if stream.closed_at is not None and entry["state"] != "acked":
+            entry.update(state="gone", answered_at=stream.closed_at)
         found.append(entry)
+    for group in sorted(set(applied.generations) - {e["group"] for e in found}):
+        found.append({"node_id": "", "group": group, "state": "no envoy"})
     return sorted(found, key=lambda e: (e["group"], e["node_id"]))
 
 
@@ -126,7 +154,7 @@ def trace_payload(
         else {
             "at": applied.at,
             "generations": dict(applied.generations),
-            "versions": {g: dict(v) for g, v in applied.versions.items()},
+            "positions": dict(applied.positions),
         },
         "envoys": [] if applied is None else _envoys(sync, applied),
     }

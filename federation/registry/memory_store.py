@@ -264,13 +264,12 @@ class MemoryWriter:
         self._registry._records.setdefault(self._cluster, {})[ref.field] = data
         return self._registry._append(self._cluster, Op.UPSERT, ref, data)
 
-    async def withdraw(self, ref: RecordRef) -> bool:
+    async def withdraw(self, ref: RecordRef) -> str | None:
         records = self._registry._records.get(self._cluster, {})
         if ref.field not in records:
-            return False
+            return None
         del records[ref.field]
-        self._registry._append(self._cluster, Op.DELETE, ref)
-        return True
+        return self._registry._append(self._cluster, Op.DELETE, ref)
 
     async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
         self._own("the cluster record", record.cluster)

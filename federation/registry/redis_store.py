@@ -42,7 +42,6 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import tenacity
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
@@ -62,6 +61,7 @@ from federation.registry.store import (
     parse_id,
 )
 from federation.registry.tls_errors import refusal_hint, tls_failure
+from federation.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -278,31 +278,35 @@ class RedisWriter:
                 _, entry_id = await pipe.execute()
         return _text(entry_id)
 
-    async def withdraw(self, ref: RecordRef) -> bool:
+    async def withdraw(self, ref: RecordRef) -> str | None:
         key = ref.field
         with unavailable(f"withdraw of {self._cluster}/{key}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
 
-                async def attempt() -> bool:
+                async def attempt() -> str | None:
                     # WATCH puts the pipeline in immediate mode until multi(): HEXISTS
                     # runs now, and EXEC fails (WatchError) if the hash changed since.
                     await pipe.watch(self._records)
                     if not await pipe.hexists(self._records, key):
-                        return False  # leaving the pipeline UNWATCHes
+                        return None  # leaving the pipeline UNWATCHes
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hdel(self._records, key)
                     self._append(pipe, Op.DELETE, ref)
-                    await pipe.execute()
-                    return True
+                    _, entry_id = await pipe.execute()
+                    return _text(entry_id)
 
                 try:
-                    # Optimistic concurrency: a conflict is retried at once, a few times.
-                    removed: bool = await tenacity.AsyncRetrying(
-                        retry=tenacity.retry_if_exception_type(WatchError),
-                        stop=tenacity.stop_after_attempt(_WATCH_RETRIES),
-                        reraise=True,
-                    )(attempt)
-                    return removed
+                    # Optimistic concurrency: a conflict is retried after a short backoff
+                    # (logged at debug level: it is no failure), a bounded number of times.
+                    return await retry_call(
+                        "registry-withdraw",
+                        attempt,
+                        retry_if=lambda err: isinstance(err, WatchError),
+                        backoff=Backoff(initial=0.001, maximum=0.05, jitter=0.005),
+                        attempts=_WATCH_RETRIES,
+                        logger=log,
+                        level=lambda _: logging.DEBUG,
+                    )
                 except WatchError:
                     pass
         raise RegistryUnavailableError(

@@ -102,8 +102,9 @@ class RegistryWriter(Protocol):
         """Store ``record`` and append an UPSERT to the stream, atomically; the entry's id
         (``<ms>-<seq>``: which ``fedctl trace`` follows the change by)."""
 
-    async def withdraw(self, ref: RecordRef) -> bool:
-        """Remove a record and append a DELETE; False (and no entry) if it was absent."""
+    async def withdraw(self, ref: RecordRef) -> str | None:
+        """Remove a record and append a DELETE; the entry's id, or None (and no entry) if
+        the record was absent."""
 
     async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
         """Make the cluster's records exactly ``records`` and store ``record``; the id of

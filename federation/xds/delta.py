@@ -220,7 +220,7 @@ class DeltaStream(Stream):
         if upserts or removals:
             out.append(self.respond(watch, snapshot.version(type_url), upserts, removals))
         elif not self.late.get(type_url) and not watch.outstanding:
-            self.sync.already_has(type_url, snapshot.version(type_url))
+            self.sync.already_has(type_url, snapshot.version(type_url), self.seen)
         return upserts, added
 
     def _diff(

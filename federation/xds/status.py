@@ -207,7 +207,7 @@ class _TypeSync:
     evaluated_version: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Push:
     """One response sent on a stream: which cache generation it brought the Envoy to,
     when, and when (and how) Envoy answered it. For ``fedctl trace``."""
@@ -232,6 +232,8 @@ class Push:
 
 #: Responses remembered per stream (the most recent), for ``fedctl trace``.
 PUSHES_KEPT = 64
+#: Closed streams remembered (the most recent), for ``fedctl trace``.
+CLOSED_KEPT = 64
 
 
 @dataclass(eq=False)
@@ -247,6 +249,8 @@ class StreamSync:
     _types: dict[str, _TypeSync] = field(default_factory=dict, repr=False)
     #: The latest responses sent, oldest first.
     pushes: deque[Push] = field(default_factory=lambda: deque(maxlen=PUSHES_KEPT), repr=False)
+    #: When the stream ended (None while open).
+    closed_at: float | None = None
 
     def subscribed(self, type_url: str) -> None:
         """Envoy asked for the type (it is listed, stale, until it is served and ACKed)."""
@@ -265,7 +269,7 @@ class StreamSync:
             state.rejected_version = None
         self._registry._changed()
 
-    def already_has(self, type_url: str, version: str) -> None:
+    def already_has(self, type_url: str, version: str, generation: int | None = None) -> None:
         """A delta client reconnected holding every current resource: nothing to send.
 
         Counts as sent and ACKed, so a reconnect to a restarted hub shows synced.
@@ -274,6 +278,8 @@ class StreamSync:
         state = self._type(type_url)
         if state.sent_version is None:
             state.sent_version = state.acked_version = version
+            now = self._registry._clock()
+            self.pushes.append(Push(type_url, "", generation, now, now))
             self._registry._changed()
 
     def acked(self, type_url: str, version: str, nonce: str = "") -> None:
@@ -313,11 +319,18 @@ class StreamSync:
         )
 
     def _answered(self, type_url: str, nonce: str, nack: str | None) -> None:
+        """Envoy answered ``nonce``: that push, and the earlier unanswered ones of its type
+        (superseded: Envoy answers only the latest it got), are answered now."""
+        now = self._registry._clock()
+        found = False
         for push in reversed(self.pushes):
-            if push.type_url == type_url and push.nonce == nonce:
-                if push.answered_at is None:
-                    push.answered_at, push.nack = self._registry._clock(), nack
-                return
+            if push.type_url != type_url:
+                continue
+            if push.nonce == nonce:
+                found = True
+            if found and push.answered_at is None:
+                push.answered_at = now
+                push.nack = nack if push.nonce == nonce else None
 
     def _type(self, type_url: str) -> _TypeSync:
         state = self._types.get(type_url)
@@ -371,6 +384,7 @@ class SyncRegistry:
         self._snapshot_versions = snapshot_versions
         self._clock = clock
         self._streams: dict[int, StreamSync] = {}
+        self._closed: deque[StreamSync] = deque(maxlen=CLOSED_KEPT)
         self._ids = itertools.count(1)
         self._refused: OrderedDict[tuple[str, str, str, str], RefusedNode] = OrderedDict()
         #: When each (peer, reason) was last logged: node ids are the client's to choose.
@@ -398,7 +412,14 @@ class SyncRegistry:
 
     def close(self, stream: StreamSync) -> None:
         if self._streams.pop(stream.stream_id, None) is not None:
+            stream.closed_at = self._clock()
+            self._closed.append(stream)
             self._changed()
+
+    def closed(self) -> list[StreamSync]:
+        """The most recently closed streams (:data:`CLOSED_KEPT`), with their pushes:
+        ``fedctl trace`` tells an Envoy that went away before it ACKed a change."""
+        return list(self._closed)
 
     def __len__(self) -> int:
         return len(self._streams)

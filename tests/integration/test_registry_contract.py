@@ -255,7 +255,7 @@ async def test_publish_withdraw_and_replace_all_show_in_snapshot(backend: Backen
     }
     assert snap.record is None  # published without joining
 
-    assert await writer.withdraw(svc_ref("y")) is True
+    assert await writer.withdraw(svc_ref("y")) is not None
     assert dict((await reader.snapshot("a")).records) == {"service/demo/x": encode_service(x1)}
 
     z1, rec = service("a", "z"), cluster_record("a", "e2")
@@ -281,7 +281,7 @@ async def test_every_kind_is_stored_under_its_kind_and_named_in_the_stream(
     assert decode_record(ref.kind, snap.records[ref.field]) == sample
     (entry,) = await reader.read({"a": position}, block_ms=0)
     assert (entry.op, entry.ref, entry.record) == (Op.UPSERT, ref, encode_record(sample))
-    assert await writer.withdraw(ref) is True
+    assert await writer.withdraw(ref) is not None
     (gone,) = await reader.read({"a": entry.id}, block_ms=0)
     assert (gone.op, gone.ref) == (Op.DELETE, ref)
 
@@ -292,7 +292,7 @@ async def test_records_of_different_kinds_with_one_name_are_distinct(backend: Ba
     await writer.replace_all(same, cluster_record("a"))
     snap = await reader.snapshot("a")
     assert set(snap.records) == {"service/demo/x", "localservice/demo/x"}
-    assert await writer.withdraw(RecordRef(Kind.LOCAL_SERVICE, "demo", "x")) is True
+    assert await writer.withdraw(RecordRef(Kind.LOCAL_SERVICE, "demo", "x")) is not None
     assert set((await reader.snapshot("a")).records) == {"service/demo/x"}
 
 
@@ -348,7 +348,7 @@ async def test_tail_from_snapshot_sees_every_later_change_once_in_order(
     await a.publish(y1)
     await b.publish(z1)
     await a.publish(x2)
-    assert await a.withdraw(svc_ref("y")) is True
+    assert await a.withdraw(svc_ref("y")) is not None
     await a.replace_all([x2], cluster_record("a"))
 
     # count=2 makes the reader page through the stream.
@@ -411,13 +411,13 @@ async def test_read_without_entries_returns_empty(backend: Backend) -> None:
 
 async def test_withdraw_of_absent_key_appends_nothing(backend: Backend) -> None:
     writer, reader = backend.writer("a"), backend.reader()
-    assert await writer.withdraw(svc_ref("never")) is False
+    assert await writer.withdraw(svc_ref("never")) is None
     assert (await reader.stream_states(["a"]))["a"].exists is False
     await writer.publish(service("a", "x"))
     before = (await reader.snapshot("a")).position
-    assert await writer.withdraw(svc_ref("y")) is False
-    assert await writer.withdraw(svc_ref("x")) is True
-    assert await writer.withdraw(svc_ref("x")) is False
+    assert await writer.withdraw(svc_ref("y")) is None
+    assert await writer.withdraw(svc_ref("x")) is not None
+    assert await writer.withdraw(svc_ref("x")) is None
     seen = await read_all(reader, {"a": before})
     assert [(e.op, entry_key(e)) for e in seen] == [(Op.DELETE, "demo/x")]
 

@@ -32,8 +32,8 @@ def test_without_retry_after_the_backoff_grows_to_its_cap() -> None:
     waits = [_throttle_wait(_state(n, KubeError("x", 429))) for n in range(1, 10)]
     assert 0.2 <= waits[0] <= 0.4
     assert waits[3] > waits[0]
-    assert all(w <= 5.0 for w in waits)
-    assert waits[-1] == 5.0
+    assert all(w <= 5.2 for w in waits)  # the cap, plus jitter (not in step at the cap)
+    assert waits[-1] >= 5.0
 
 
 def _configuration(**api_key: str) -> Configuration:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agents.trace import publish_time
 from federation.cli import trace as tr
 from federation.errors import InvalidInputError
 
@@ -34,7 +35,7 @@ def hub(*envoys: dict[str, Any], read: str = ENTRY) -> dict[str, Any]:
                 "entry_read_at": 100.010,
             }
         ],
-        "applied": {"at": 100.012, "generations": {"a": 7, "b": 8}, "versions": {}},
+        "applied": {"at": 100.012, "generations": {"a": 7, "b": 8}, "positions": {"a": read}},
         "envoys": list(envoys),
     }
 
@@ -104,3 +105,36 @@ def test_agent_urls_are_cluster_equals_url() -> None:
     assert tr.agent_urls(["a=http://127.0.0.1:9464/"]) == {"a": "http://127.0.0.1:9464"}
     with pytest.raises(InvalidInputError, match="CLUSTER=http"):
         tr.agent_urls(["a:9464"])
+
+
+def test_a_change_that_moved_no_snapshot_is_complete_once_settled() -> None:
+    """The hub read the entry, but its last update of the service is older (an agent's
+    restart republished the same records): nothing was to be sent."""
+    older = hub(envoy("a", "acked", sent_at=99.0, answered_at=99.1))
+    older["applied"]["positions"] = {"a": "1764201500000-0"}
+    older["now"] = 103.0  # seconds after the hub read it
+    found = tr.timeline("service demo/echo", agents(), older)
+    assert found.complete
+    assert tr.Step(None, "hub", "no snapshot changed: the Envoys had it already") in found.steps
+    assert not [s for s in found.steps if "envoy-a" in s.what]  # the old push is not shown
+    older["now"] = 100.5  # half a second after the hub read it
+    assert tr.timeline("service demo/echo", agents(), older).steps[-3].what == "is applying it"
+
+
+def test_an_envoy_gone_before_acking_and_a_cluster_without_envoys() -> None:
+    found = tr.timeline(
+        "service demo/echo",
+        agents(),
+        hub(envoy("a", "gone", sent_at=100.015, answered_at=100.2), envoy("b", "no envoy")),
+    )
+    text = tr.render(found)
+    assert "envoy-a: disconnected before ACKing it" in text and "<- in progress" in text
+    assert "b      no Envoy of this cluster is connected" in text
+    assert not found.complete
+
+
+def test_a_publish_takes_effect_at_its_entrys_time_within_the_call() -> None:
+    assert publish_time("100005-0", 100.001, 100.020) == 100.005
+    assert publish_time("100000-3", 100.0004, 100.020) == 100.0004  # ms truncation
+    assert publish_time("200000-0", 100.001, 100.020) == 100.020  # another clock: bounded
+    assert publish_time(None, 100.001, 100.020) == 100.020
