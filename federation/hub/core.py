@@ -112,6 +112,7 @@ class Hub:
             withdraw_stale_after=withdraw_stale_after,
             block_ms=block_ms,
             check_interval=check_interval,
+            track_entries=True,  # for fedctl trace
         )
         self.ready = asyncio.Event()
         self._freeze_heap = freeze_heap

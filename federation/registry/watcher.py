@@ -146,7 +146,11 @@ class RegistryWatcher:
         check_interval: float = 0.5,
         withdraw_stale_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        track_entries: bool = False,
     ) -> None:
+        """``track_entries``: remember each record's last stream entry in
+        :attr:`entries` (the hub's part of ``fedctl trace``; agents need not)."""
+        self._track_entries = track_entries
         self._reader = reader
         self._on_change = on_change
         self._block_ms = block_ms
@@ -323,10 +327,11 @@ class RegistryWatcher:
         ref = entry.ref
         if entry.op is Op.RESYNC or ref is None:
             return await self._reload(entry.cluster)
-        self.entries[(entry.cluster, ref)] = (entry.id, time.time())
-        self.entries.move_to_end((entry.cluster, ref))
-        while len(self.entries) > ENTRIES_KEPT:
-            self.entries.popitem(last=False)
+        if self._track_entries:
+            self.entries[(entry.cluster, ref)] = (entry.id, time.time())
+            self.entries.move_to_end((entry.cluster, ref))
+            while len(self.entries) > ENTRIES_KEPT:
+                self.entries.popitem(last=False)
         records = view.of(ref.kind)
         key = f"{ref.namespace}/{ref.name}"
         if entry.op is Op.DELETE:
