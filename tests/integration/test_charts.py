@@ -39,7 +39,7 @@ GOOD_VALUES: dict[str, list[str]] = {
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(toolchain.locate().helm), *args],
+        [str(toolchain.locate_helm()), *args],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
