@@ -35,6 +35,7 @@ from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
 from agents.trace import publish_time
+from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef
@@ -187,7 +188,8 @@ class Agent:
         self.exports.mark_published(records)
         at = publish_time(entry, started, time.time())
         for key in records:
-            self.exports.trace.record(key, observed_at=started, entry=entry, published_at=at)
+            step = ExportStep(observed_at=started, entry=entry, published_at=at)
+            self.exports.trace.record(key, step)
         self.gateway.published = dict(gateway_records)
         self.gateway.dirty.set()
         await self.writer.renew_lease(self.options.lease_key_ttl_ms, self._token)

@@ -25,6 +25,7 @@ from agents.kinds import KubeObject, key_of, meta
 from agents.status import StatusWriter
 from agents.trace import TraceBook, publish_time
 from agents.workqueue import KeyQueue
+from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
 from federation.model.conditions import ValidityProblem, export_conditions
 from federation.model.imports import merge_exports
@@ -78,7 +79,7 @@ class ExportReconciler:
         self.status = status
         self.caches = Caches()
         #: When each export's latest change was taken up and published (fedctl trace).
-        self.trace = TraceBook()
+        self.trace: TraceBook[ExportStep] = TraceBook()
         #: What the registry holds of ours, as last published.
         self.published: dict[ServiceName, ExportedService] = {}
         self.problems: dict[ServiceName, ValidityProblem] = {}
@@ -218,14 +219,15 @@ class ExportReconciler:
                 entry = await self.writer.withdraw(RecordRef(Kind.SERVICE, *key))
                 del self.published[key]
                 at = publish_time(entry, before, time.time())
-                self.trace.record(
-                    key, observed_at=started, entry=entry, withdrawn=True, published_at=at
-                )
+                step = ExportStep(observed_at=started, entry=entry, withdrawn=True, published_at=at)
+                self.trace.record(key, step)
             elif record is not None and self.published.get(key) != record:
                 entry = await self.writer.publish(record)
                 self.published[key] = record
                 at = publish_time(entry, before, time.time())
-                self.trace.record(key, observed_at=started, entry=entry, published_at=at)
+                self.trace.record(
+                    key, ExportStep(observed_at=started, entry=entry, published_at=at)
+                )
             self.publish_errors.pop(key, None)
         except FederationError as err:
             self.publish_errors[key] = str(err)

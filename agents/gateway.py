@@ -38,12 +38,13 @@ from agents.kinds import KubeObject
 from agents.kube import Kube
 from agents.status import StatusWriter
 from agents.trace import TraceBook, publish_time
+from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
-from federation.hub.programmed import merged_facts
+from federation.programmed import merged_facts
 from federation.registry import gatewayapi as g
 from federation.registry.codec import from_json
 from federation.registry.hub_state import HubStateReader
-from federation.registry.kinds import Kind, Record, RecordRef, ref_of
+from federation.registry.kinds import Record, RecordRef, ref_of
 from federation.registry.records import ExportedService, InvalidRecordError
 from federation.registry.store import RegistryWriter
 from federation.retry import Backoff, retry_call
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 #: What Gateway API objects the agent watches (ReferenceGrant: v1beta1 is the stored
 #: version, and served by every Gateway API v1.x release).
 WATCHED = (k.GATEWAY_CLASSES, k.GATEWAYS, k.HTTP_ROUTES, k.GRPC_ROUTES, k.REFERENCE_GRANTS)
-#: The record kinds this module publishes.
-KINDS = (Kind.GATEWAY, Kind.HTTP_ROUTE, Kind.GRPC_ROUTE, Kind.REFERENCE_GRANT, Kind.LOCAL_SERVICE)
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectName:
@@ -70,24 +69,19 @@ def _key(obj: Mapping[str, Any]) -> ObjectName:
     return meta.get("namespace") or "", meta["name"]
 
 
+def _tables() -> dict[str, dict[Any, KubeObject]]:
+    return {kind.plural: {} for kind in WATCHED}
+
+
 @dataclass
 class GatewayObjects:
-    """This cluster's Gateway API objects, as last listed or watched."""
+    """This cluster's Gateway API objects, as last listed or watched: one table per
+    watched kind (:data:`WATCHED`), keyed by name (GatewayClasses) or namespace and name."""
 
-    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    gateways: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
-    http_routes: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
-    grpc_routes: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
-    grants: dict[ObjectName, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, dict[Any, KubeObject]] = field(default_factory=_tables)
 
-    def table(self, plural: str) -> dict[Any, dict[str, Any]]:
-        tables: dict[str, dict[Any, dict[str, Any]]] = {
-            "gateways": self.gateways,
-            "httproutes": self.http_routes,
-            "grpcroutes": self.grpc_routes,
-            "referencegrants": self.grants,
-        }
-        return tables[plural]
+    def of(self, kind: k.ApiKind) -> dict[Any, KubeObject]:
+        return self.tables[kind.plural]
 
 
 def _spec(cls: type[Any], obj: Mapping[str, Any]) -> Any:
@@ -127,7 +121,7 @@ class GatewayAgent:
         self.objects = GatewayObjects()
         self.published: dict[RecordRef, Record] = {}
         #: When each record was last published, and its entry: ``fedctl trace httproute``.
-        self.trace = TraceBook()
+        self.trace: TraceBook[ExportStep] = TraceBook()
         self.programmed: dict[ObjectName, ProgrammedFact] = {}
         self.dirty = asyncio.Event()
         self.syncs = 0
@@ -135,11 +129,8 @@ class GatewayAgent:
     # --- events -------------------------------------------------------------------------
 
     def on_event(self, plural: str, kind: str | None, body: Mapping[str, Any]) -> None:
-        if plural == "gatewayclasses":
-            table: dict[Any, dict[str, Any]] = self.objects.classes
-            key: Any = body["metadata"]["name"]
-        else:
-            table, key = self.objects.table(plural), _key(body)
+        table = self.objects.tables[plural]
+        key: Any = _key(body) if plural != k.GATEWAY_CLASSES.plural else body["metadata"]["name"]
         if kind == "DELETED":
             table.pop(key, None)
         else:
@@ -180,18 +171,18 @@ class GatewayAgent:
                 before = time.time()
                 entry = await self.writer.publish(record)
                 self.published[ref] = record
-                self.trace.record(
-                    (ref.kind.value, ref.namespace, ref.name), observed_at=started, entry=entry,
-                    published_at=publish_time(entry, before, time.time()),
-                )  # fmt: skip
+                at = publish_time(entry, before, time.time())
+                step = ExportStep(observed_at=started, entry=entry, published_at=at)
+                self.trace.record((ref.kind.value, ref.namespace, ref.name), step)
         for ref in sorted(set(self.published) - set(desired)):
             before = time.time()
             withdrawal = await self.writer.withdraw(ref)
             del self.published[ref]
-            self.trace.record(
-                (ref.kind.value, ref.namespace, ref.name), observed_at=started, entry=withdrawal,
-                withdrawn=True, published_at=publish_time(withdrawal, before, time.time()),
-            )  # fmt: skip
+            at = publish_time(withdrawal, before, time.time())
+            step = ExportStep(
+                observed_at=started, entry=withdrawal, withdrawn=True, published_at=at
+            )
+            self.trace.record((ref.kind.value, ref.namespace, ref.name), step)
 
     async def write_statuses(self, exports: Iterable[ExportedService]) -> None:
         """Resolve this cluster's Gateway API records (as the hub does) and write statuses."""
@@ -200,16 +191,14 @@ class GatewayAgent:
             cluster_inputs(self.cluster, records, imports_of(exports), self.programmed)
         )
         for name in sorted(self.our_classes()):
-            await self.status.gateway_class_status(self.objects.classes[name])
+            await self.status.gateway_class_status(self.objects.of(k.GATEWAY_CLASSES)[name])
         for gateway in resolved.statuses.gateways:
-            obj = self.objects.gateways.get((gateway.namespace, gateway.name))
+            obj = self.objects.of(k.GATEWAYS).get((gateway.namespace, gateway.name))
             if obj is not None:
                 await self.status.gateway_status(obj, gateway)
         for route in resolved.statuses.routes:
-            table = (
-                self.objects.http_routes if route.kind == "HTTPRoute" else self.objects.grpc_routes
-            )
-            obj = table.get((route.namespace, route.name))
+            api_kind = k.HTTP_ROUTES if route.kind == "HTTPRoute" else k.GRPC_ROUTES
+            obj = self.objects.of(api_kind).get((route.namespace, route.name))
             if obj is not None:
                 await self.status.route_status(obj, route)
 
@@ -236,7 +225,7 @@ def our_classes(objects: GatewayObjects) -> set[str]:
     """The GatewayClasses whose controller is ours."""
     return {
         name
-        for name, obj in objects.classes.items()
+        for name, obj in objects.of(k.GATEWAY_CLASSES).items()
         if (obj.get("spec") or {}).get("controllerName") == CONTROLLER_NAME
     }
 
@@ -252,18 +241,18 @@ def desired_records(
     docstring), from its objects and its Services, slices and namespace labels."""
     records: list[Record] = []
     ours = our_classes(objects)
-    for obj in objects.gateways.values():
+    for obj in objects.of(k.GATEWAYS).values():
         if (obj.get("spec") or {}).get("gatewayClassName") in ours:
             records += _convert(cluster, obj, g.GatewaySpec, g.GatewayRecord, {})
-    for table, spec, record in (
-        (objects.http_routes, g.HTTPRouteSpec, g.HTTPRouteRecord),
-        (objects.grpc_routes, g.GRPCRouteSpec, g.GRPCRouteRecord),
+    for api_kind, spec, record in (
+        (k.HTTP_ROUTES, g.HTTPRouteSpec, g.HTTPRouteRecord),
+        (k.GRPC_ROUTES, g.GRPCRouteSpec, g.GRPCRouteRecord),
     ):
-        for obj in table.values():
+        for obj in objects.of(api_kind).values():
             ns = obj["metadata"].get("namespace") or ""
             labels = tuple(sorted((namespace_labels.get(ns) or {}).items()))
             records += _convert(cluster, obj, spec, record, {"namespace_labels": labels})
-    for obj in objects.grants.values():
+    for obj in objects.of(k.REFERENCE_GRANTS).values():
         records += _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
     for ns, name in sorted(_service_backends(records)):
         service = services.get((ns, name))

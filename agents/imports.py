@@ -31,6 +31,7 @@ from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
 from agents.trace import TraceBook
 from agents.workqueue import KeyQueue, RetryLater
+from federation.debug_payloads import ImportStep
 from federation.model.conditions import import_conditions
 from federation.model.imports import MergedImport, merge_exports
 from federation.registry.records import ServiceType
@@ -105,7 +106,7 @@ class ImportReconciler:
         #: Paths this agent is deleting: their DELETED events are no damage.
         self._deleting: set[str] = set()
         #: When each ServiceImport was last written, reflecting which entries (fedctl trace).
-        self.trace = TraceBook()
+        self.trace: TraceBook[ImportStep] = TraceBook()
 
     # --- events ------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ class ImportReconciler:
             ip_family_problem=family_problem,
         )
         await self.status.import_status(applied, merged.clusters, conditions)
-        self.trace.record(key, written_at=time.time(), positions=positions)
+        self.trace.record(key, ImportStep(written_at=time.time(), positions=positions))
 
     async def _apply_derived(
         self, key: ServiceName, merged: MergedImport, path: str

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from aiohttp import web
 
 from agents.agent import Agent
+from federation.debug_payloads import AgentTrace
 from federation.metrics import Sample, exposition
 from federation.process import serve_http
 from federation.registry.watcher import ServiceName, registry_samples
@@ -93,7 +93,7 @@ def render(agent: Agent) -> str:
     return exposition(samples(agent), {"cluster": agent.cluster})
 
 
-def trace_payload(agent: Agent, key: ServiceName, kind: str = "service") -> dict[str, Any]:
+def trace_payload(agent: Agent, key: ServiceName, kind: str = "service") -> AgentTrace:
     """The agent's part of ``fedctl trace`` for one service, or one of its cluster's
     Gateway API records of ``kind`` (:mod:`agents.trace`)."""
     if kind != "service":

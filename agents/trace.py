@@ -11,12 +11,12 @@ of each exporting cluster's stream it reflected); per Gateway API record (keyed
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
+from typing import Generic, TypeVar
 
-#: Services remembered per book (the most recently changed).
-KEPT = 50_000
+from federation.bounded import KEPT, LastByKey
+
+Step = TypeVar("Step")
 
 
 def publish_time(entry: str | None, before: float, after: float) -> float:
@@ -30,18 +30,16 @@ def publish_time(entry: str | None, before: float, after: float) -> float:
     return min(max(at, before), after)
 
 
-class TraceBook:
-    """The last recorded step per service."""
+class TraceBook(Generic[Step]):
+    """The last recorded step per service (or route), for the most recent ``kept``; a step
+    is a :class:`~federation.debug_payloads.ExportStep` or
+    :class:`~federation.debug_payloads.ImportStep`, as ``/debug/trace`` answers it."""
 
     def __init__(self, kept: int = KEPT) -> None:
-        self._steps: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
-        self._kept = kept
+        self._steps: LastByKey[Step] = LastByKey(kept)
 
-    def record(self, key: Hashable, **step: Any) -> None:
-        self._steps[key] = step
-        self._steps.move_to_end(key)
-        while len(self._steps) > self._kept:
-            self._steps.popitem(last=False)
+    def record(self, key: Hashable, step: Step) -> None:
+        self._steps.record((key,), step)
 
-    def get(self, key: Hashable) -> dict[str, Any] | None:
+    def get(self, key: Hashable) -> Step | None:
         return self._steps.get(key)

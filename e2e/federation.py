@@ -75,8 +75,11 @@ class Federation:
         withdraw_stale_after: float | None = None,
         resync_interval: float = 30.0,
         registry_tls: bool = False,
+        check_consistency: bool = True,
     ) -> None:
         self.env = env
+        #: Start the hub with ``--check-consistency`` (off for benchmarks: it costs CPU).
+        self.check_consistency = check_consistency
         self.lease_ttl = lease_ttl
         self.withdraw_stale_after = withdraw_stale_after
         self.resync_interval = resync_interval
@@ -246,6 +249,7 @@ class Federation:
             "--secret-dir",
             str(self.secret_dir),
             *(self.hub_tls_args() if tls else ["--insecure-xds-plaintext"]),
+            *(["--check-consistency"] if self.check_consistency else []),
             *extra_args,
         ]
         for cluster in self.env.clusters.values():

@@ -24,7 +24,8 @@ from e2e.traffic import (
     listener_port_taken,
     wait_served_by,
 )
-from federation.cli.config_dump import CLUSTER, TYPES, envoy_resources
+from federation.cli.config_dump import TYPES, envoy_resources
+from federation.xds.snapshot import CLUSTER
 
 pytestmark = pytest.mark.integration
 

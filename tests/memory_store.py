@@ -1,4 +1,5 @@
-"""An in-memory registry with the Redis store's semantics, for tests.
+"""An in-memory registry with the Redis store's semantics, for tests (a test double: it
+ships with the tests, not with the product).
 
 Unit tests of the watcher, the agent and the hub use :class:`MemoryRegistry`
 instead of a redis-server: ``registry.writer("a")`` is a

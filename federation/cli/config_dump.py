@@ -19,42 +19,26 @@ with the path of the field that failed.
   applied them (its defaults filled in, empty localities dropped): ClusterLoadAssignments
   are compared in that form (:func:`as_applied`).
 
-Pure functions (:func:`decode`, :func:`envoy_resources`, :func:`render`, :func:`compare`)
-with the HTTP reads at the edge (:func:`run`).
+Pure functions (:func:`envoy_resources`, :func:`render`, :func:`compare`) with the HTTP
+reads at the edge (:func:`run`); decoding is :mod:`federation.xds.envoy_models`'.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import difflib
-import importlib
 import json
-import pkgutil
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import betterproto2
 import yaml
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy_data_plane.envoy.config.cluster.v3 import Cluster
-from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
-from envoy_data_plane.envoy.config.listener.v3 import Listener
-from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
-from google.protobuf import json_format
 
-from federation.errors import FederationError, InvalidInputError
+from federation.debug_payloads import ConfigDump
+from federation.errors import InvalidInputError
+from federation.xds.envoy_models import DecodeError, decode, name_of, normalise
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
-_PREFIX = "type.googleapis.com/"
-CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 #: ``--type`` names, in push order, and their resource types.
 TYPES: dict[str, str] = {
     "clusters": CLUSTER,
@@ -62,147 +46,6 @@ TYPES: dict[str, str] = {
     "listeners": LISTENER,
     "routes": ROUTE,
 }
-MODELS: dict[str, type[betterproto2.Message]] = {
-    CLUSTER: Cluster,
-    ENDPOINT: ClusterLoadAssignment,
-    LISTENER: Listener,
-    ROUTE: RouteConfiguration,
-}
-#: The same types in protobuf's own (upb) classes, to read Envoy's JSON.
-WIRE_MODELS: dict[str, Any] = {
-    CLUSTER: cluster_pb2.Cluster,
-    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    LISTENER: listener_pb2.Listener,
-    ROUTE: route_pb2.RouteConfiguration,
-}
-_UNREGISTERED = re.compile(r"unregistered type: (?:type\.googleapis\.com/)?([\w.]+)")
-
-
-class DecodeError(FederationError):
-    """A resource that does not decode into Envoy's model: ``path`` says where."""
-
-    def __init__(self, name: str, path: str, reason: str) -> None:
-        super().__init__(f"{name}: {path}: {reason}")
-        self.name, self.path, self.reason = name, path, reason
-
-
-def _register(type_name: str) -> bool:
-    """Import envoy-data-plane's module of ``type_name`` (which registers its messages
-    for ``google.protobuf.Any``); False when there is none."""
-    package = type_name.rsplit(".", 1)[0]
-    try:
-        importlib.import_module(f"envoy_data_plane.{package}")
-    except ImportError:
-        return False
-    return True
-
-
-def _with_any_types(convert: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``convert()``, importing the modules of the ``Any`` types it meets as it goes."""
-    tried: set[str] = set()
-    while True:
-        try:
-            return convert()
-        except (TypeError, ValueError, KeyError) as err:
-            match = _UNREGISTERED.search(str(err))
-            if match is None or match.group(1) in tried or not _register(match.group(1)):
-                raise
-            tried.add(match.group(1))
-
-
-def _proto_name(name: str) -> str:
-    return name
-
-
-#: Keys as the proto's own field names, as Envoy prints them (``consecutive_5xx``):
-#: betterproto2's attributes carry them, and its "casing" is any name -> key function
-#: (its SNAKE would make ``consecutive_5_xx``).
-PROTO_NAMES = cast(betterproto2.Casing, _proto_name)
-
-
-def _to_json(message: betterproto2.Message) -> dict[str, Any]:
-    return _with_any_types(
-        lambda: message.to_dict(
-            output_format=betterproto2.OutputFormat.PROTO_JSON, casing=PROTO_NAMES
-        )
-    )
-
-
-def _failing_field(message: betterproto2.Message, path: str) -> str:
-    """The deepest field of ``message`` whose conversion fails (``path`` when none does)."""
-    for f in dataclasses.fields(cast(Any, message)):
-        value = getattr(message, f.name)
-        items = (
-            list(value.items())
-            if isinstance(value, dict)
-            else list(enumerate(value))
-            if isinstance(value, list)
-            else [(None, value)]
-        )
-        for key, item in items:
-            if not isinstance(item, betterproto2.Message):
-                continue
-            here = f"{path}.{f.name}" + ("" if key is None else f"[{key}]")
-            try:
-                _to_json(item)
-            except (TypeError, ValueError, KeyError):
-                return _failing_field(item, here)
-    return path
-
-
-def decode(type_url: str, name: str, body: bytes) -> dict[str, Any]:
-    """One resource, as Envoy's proto JSON; DecodeError with the failing field's path."""
-    model = MODELS.get(type_url)
-    if model is None:
-        raise DecodeError(name, "(resource)", f"not a type config-dump knows: {type_url}")
-    try:
-        message = model.parse(body)
-    except Exception as err:  # betterproto2 raises several kinds for broken bytes
-        raise DecodeError(name, "(resource)", f"not a valid {model.__name__}: {err}") from err
-    try:
-        return _to_json(message)
-    except (TypeError, ValueError, KeyError) as err:
-        raise DecodeError(name, _failing_field(message, model.__name__), str(err)) from err
-
-
-def _import_protos(type_name: str) -> bool:
-    """Import the protobuf modules of ``type_name``'s package (registering its messages
-    for json_format's ``Any``); False when there are none."""
-    package = type_name.rsplit(".", 1)[0]
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        return False
-    found = False
-    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-        if info.name.endswith("_pb2"):
-            importlib.import_module(f"{package}.{info.name}")
-            found = True
-    return found
-
-
-_NO_DESCRIPTOR = re.compile(r"type_url: (?:type\.googleapis\.com/)?([\w.]+)")
-
-
-def normalise(type_url: str, resource: Mapping[str, Any]) -> dict[str, Any]:
-    """A resource in proto JSON (from Envoy's admin), brought through the wire format and
-    the same model as :func:`decode`, so that equal content compares equal.
-
-    The JSON is read with protobuf's own json_format (betterproto2's reader mistakes
-    field names such as ``consecutive_5xx``), importing the modules of the ``Any`` types
-    it meets."""
-    body = {k: v for k, v in resource.items() if k != "@type"}
-    tried: set[str] = set()
-    while True:
-        try:
-            message = json_format.ParseDict(body, WIRE_MODELS[type_url]())
-            break
-        except json_format.ParseError as err:
-            match = _NO_DESCRIPTOR.search(str(err))
-            if match is None or match.group(1) in tried or not _import_protos(match.group(1)):
-                raise InvalidInputError(f"Envoy's {type_url} does not parse: {err}") from err
-            tried.add(match.group(1))
-    return decode(type_url, _name_of(type_url, body), message.SerializeToString())
 
 
 @dataclass(frozen=True)
@@ -229,7 +72,7 @@ class Dump:
         return [s.error for found in self.resources.values() for s in found if s.error]
 
 
-def dump_of(payload: Mapping[str, Any], types: Sequence[str] = tuple(TYPES.values())) -> Dump:
+def dump_of(payload: ConfigDump, types: Sequence[str] = tuple(TYPES.values())) -> Dump:
     """The hub's ``/debug/config-dump`` answer, decoded (only ``types``)."""
     dump = Dump(
         cluster=str(payload["cluster"]),
@@ -328,10 +171,6 @@ class EnvoyView:
     errors: dict[str, str]
 
 
-def _name_of(type_url: str, resource: Mapping[str, Any]) -> str:
-    return str(resource.get("cluster_name" if type_url == ENDPOINT else "name", ""))
-
-
 def envoy_resources(config_dump: Mapping[str, Any]) -> EnvoyView:
     """The dynamic clusters, endpoints, listeners and routes of an Envoy's
     ``/config_dump?include_eds`` answer, normalised like the hub's side."""
@@ -354,7 +193,7 @@ def envoy_resources(config_dump: Mapping[str, Any]) -> EnvoyView:
             resource = entry.get(key)
             if resource:
                 normalised = normalise(type_url, resource)
-                view.resources[type_url][_name_of(type_url, normalised)] = normalised
+                view.resources[type_url][name_of(type_url, normalised)] = normalised
     return view
 
 

@@ -45,6 +45,7 @@ from federation.process import configure_logging, run_until_stopped, split_host_
 from federation.registry.hub_state import RedisHubState
 from federation.registry.location import registry_location
 from federation.registry.redis_store import RedisReader
+from federation.translate.clusterset import check_listener_address
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
     TranslateOptions,
@@ -52,7 +53,6 @@ from federation.translate.inputs import (
     ip_families_from_flags,
 )
 from federation.translate.proxy import DEFAULT_SECRET_DIR
-from federation.translate.resources import build_listener
 from federation.xds.peers import CertificateGroup, NodeGroup, ServerLimits, claimed_group
 from federation.xds.server import serve
 from federation.xds.snapshot import SnapshotCache
@@ -77,7 +77,7 @@ def _listener_flags(values: Sequence[str]) -> tuple[dict[str, str], str | None]:
         what = "--listener-address" + (f" for {cluster}" if sep else "")
         host, port = split_host_port(address, what)
         try:
-            build_listener(host, port)
+            check_listener_address(host, port)
         except InvalidInputError as err:
             raise InvalidInputError(f"{what}: {err}") from err
         if ipaddress.ip_address(host).is_unspecified:
@@ -127,6 +127,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where each Envoy finds the TLS Secrets of its Gateways' HTTPS listeners, "
         "mounted as <dir>/<namespace>/<name>/tls.crt and tls.key (keys never pass "
         f"through the hub; default {DEFAULT_SECRET_DIR})",
+    )
+    parser.add_argument(
+        "--check-consistency",
+        action="store_true",
+        help="check every snapshot before serving it (every route's cluster exists, every "
+        "EDS cluster has its endpoints) and refuse a broken one; costs CPU, for tests",
     )
     parser.add_argument(
         "--ip-family",
@@ -254,6 +260,7 @@ async def run(args: argparse.Namespace) -> None:
         listener_addresses=listeners,
         default_listener=default_listener or DEFAULT_LISTENER,
         secret_dir=args.secret_dir,
+        check_consistency=args.check_consistency,
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from federation.debug_payloads import AgentTrace, EnvoyProgress, HubTrace
 from federation.errors import InvalidInputError
 
 
@@ -85,14 +85,12 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def timeline(
-    service: str, agents: Mapping[str, Mapping[str, Any]], hub: Mapping[str, Any]
-) -> Trace:
+def timeline(service: str, agents: Mapping[str, AgentTrace], hub: HubTrace) -> Trace:
     """The trace of the latest change of ``service`` from each agent's and the hub's
     ``/debug/trace`` answers."""
     now = float(hub.get("now") or 0.0)
     steps: list[Step] = []
-    exports = {c: a["export"] for c, a in agents.items() if a.get("export")}
+    exports = {c: export for c, a in agents.items() if (export := a.get("export"))}
     if not exports:
         return Trace(
             service, None, [Step(None, "-", "no agent published a change", "pending")], now
@@ -109,7 +107,8 @@ def timeline(
         steps.append(Step(None, "hub", f"has not read entry {entry} yet{last}", "pending"))
         return Trace(service, change, steps, now)
     # Read from the stream (the entry's own time) or within a load (the load's time).
-    at = read["entry_read_at"] if read.get("entry") == entry else read["read_at"]
+    at = read["entry_read_at"] if read.get("entry") == entry else None
+    at = read["read_at"] if at is None else at
     steps.append(Step(at, "hub", f"read entry {entry}"))
     applied = hub.get("applied")
     if applied is None or _id((applied.get("positions") or {}).get(origin)) < _id(entry):
@@ -140,7 +139,7 @@ def timeline(
     return Trace(service, change, steps, now)
 
 
-def _envoy_steps(envoy: Mapping[str, Any], now: float) -> list[Step]:
+def _envoy_steps(envoy: EnvoyProgress, now: float) -> list[Step]:
     who, node = str(envoy["group"]), str(envoy["node_id"])
     state, sent, answered = envoy["state"], envoy.get("sent_at"), envoy.get("answered_at")
     if state == "no envoy":

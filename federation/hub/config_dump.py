@@ -8,12 +8,12 @@ in base64): the hub does not decode what it serves; ``fedctl config-dump`` does
 from __future__ import annotations
 
 import base64
-from typing import Any
 
+from federation.debug_payloads import ConfigDump
 from federation.xds.snapshot import ORDER, SnapshotCache
 
 
-def payload(cache: SnapshotCache, group: str) -> dict[str, Any] | None:
+def payload(cache: SnapshotCache, group: str) -> ConfigDump | None:
     """The group's current snapshot, or None when the hub has none for it."""
     snapshot = cache.get(group)
     if snapshot is None:

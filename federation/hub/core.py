@@ -33,7 +33,7 @@ from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.hub.trace import ChangeLog
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
-from federation.registry.kinds import Kind
+from federation.registry.kinds import GATEWAY_KINDS
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import (
     Change,
@@ -50,15 +50,6 @@ from federation.xds.snapshot import SnapshotCache
 from federation.xds.status import SyncRegistry
 
 log = logging.getLogger("federation.hub")
-
-#: The record kinds that make up a cluster's Gateway configuration.
-GATEWAY_KINDS = (
-    Kind.GATEWAY,
-    Kind.HTTP_ROUTE,
-    Kind.GRPC_ROUTE,
-    Kind.REFERENCE_GRANT,
-    Kind.LOCAL_SERVICE,
-)
 
 
 def freeze_loaded_heap() -> None:

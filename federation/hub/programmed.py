@@ -8,7 +8,8 @@ the cluster's agent writes the Gateway, so:
   from the sync state of the group's Envoys (pure);
 * :class:`ProgrammedPublisher` (run by the hub) writes the facts of every group to the
   registry's hub state whenever they change, and again every ``heartbeat`` seconds;
-* :func:`merged_facts` (called by the agent) reads them back, merging hub replicas.
+* :func:`federation.programmed.merged_facts` (called by the agent) reads them back,
+  merging hub replicas; the format both sides share is in :mod:`federation.programmed`.
 
 A generation counts as applied only when each Envoy of the group has ACKed the
 listener and route types of the snapshot now served: until then the last applied
@@ -19,14 +20,14 @@ either type is reported with Envoy's message until an ACK replaces it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from federation.errors import FederationError
-from federation.registry.hub_state import HubStateReader, HubStateWriter
+from federation.programmed import encode
+from federation.registry.hub_state import HubStateWriter
 from federation.retry import Backoff, retry_call
 from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE
@@ -36,8 +37,6 @@ log = logging.getLogger("federation.hub")
 
 #: Types whose ACK makes a Gateway programmed.
 GATEWAY_TYPES = (LISTENER, ROUTE)
-#: A replica's state older than this is ignored by agents (the replica is gone).
-STALE_AFTER = 60.0
 
 
 def facts(
@@ -63,79 +62,6 @@ def facts(
         done = generation if synced else applied.get(key)
         out[key] = ProgrammedFact(done, rejected, len(streams))
     return out
-
-
-def encode(hub_id: str, group_facts: Mapping[ObjectName, ProgrammedFact], at: float) -> bytes:
-    doc = {
-        "hub": hub_id,
-        "at": at,
-        "gateways": [
-            {
-                "namespace": ns,
-                "name": name,
-                "generation": fact.generation,
-                "rejected": fact.rejected,
-                "envoys": fact.envoys,
-            }
-            for (ns, name), fact in sorted(group_facts.items())
-        ],
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def decode(data: bytes) -> tuple[float, dict[ObjectName, ProgrammedFact]]:
-    """(time written, facts); raises ValueError on anything malformed."""
-    doc = json.loads(data)
-    out = {}
-    for g in doc["gateways"]:
-        generation = g.get("generation")
-        if generation is not None and not isinstance(generation, int):
-            raise ValueError("generation must be an integer")
-        out[str(g["namespace"]), str(g["name"])] = ProgrammedFact(
-            generation, g.get("rejected"), int(g.get("envoys") or 0)
-        )
-    return float(doc["at"]), out
-
-
-def merge(
-    replicas: Iterable[Mapping[ObjectName, ProgrammedFact]],
-) -> dict[ObjectName, ProgrammedFact]:
-    """One fact per Gateway from every hub replica's: only replicas with Envoys of the
-    cluster count; applied is the oldest generation they agree on, and any rejection wins."""
-    out: dict[ObjectName, ProgrammedFact] = {}
-    for replica in replicas:
-        for key, fact in replica.items():
-            seen = out.get(key)
-            if seen is None or seen.envoys == 0:
-                out[key] = fact
-                continue
-            if fact.envoys == 0:
-                continue
-            generations = [x for x in (seen.generation, fact.generation) if x is not None]
-            both = seen.generation is not None and fact.generation is not None
-            out[key] = ProgrammedFact(
-                min(generations) if both else None,
-                seen.rejected or fact.rejected,
-                seen.envoys + fact.envoys,
-            )
-    return out
-
-
-async def merged_facts(
-    reader: HubStateReader, cluster: str, now: float | None = None
-) -> dict[ObjectName, ProgrammedFact]:
-    """What the hub replicas say of ``cluster``'s Gateways; stale or bad entries skipped."""
-    now = time.time() if now is None else now
-    replicas = []
-    for hub_id, data in sorted((await reader.states(cluster)).items()):
-        try:
-            at, group_facts = decode(data)
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("skipping bad hub state", extra={"hub": hub_id, "error": str(err)})
-            continue
-        if now - at <= STALE_AFTER:
-            replicas.append(group_facts)
-    return merge(replicas)
 
 
 @dataclass

@@ -1,43 +1,54 @@
 """Keeps the xDS snapshot cache in step with the clusterset, incrementally.
 
 Called by the hub (:class:`federation.hub.core.Hub`) with the imports that changed and
-the node groups whose Gateway configuration may have changed. For each import it builds,
-with the pure translator, the EDS Cluster of every port and one ClusterLoadAssignment per
-*variant* (each exporting cluster sees its own endpoints first; every other cluster sees
-the same one), serialized once as shared :class:`~federation.xds.snapshot.Resource`
-objects. For each node group with Gateways, the hub's resolver gives its
-:class:`~federation.translate.ir.GatewayIR`, which the second translation stage turns
-into the group's own listeners, route configurations and local clusters. Then:
+the node groups whose Gateway configuration may have changed. It runs both translation
+stages through the same functions as the golden tests (:mod:`federation.translate.proxy`):
+
+* for each changed import, the first stage's :class:`~federation.translate.ir.ServiceIR`
+  and the second stage's clusters and ClusterLoadAssignment *variants* (each exporting
+  cluster sees its own endpoints first; every other cluster sees the same one), serialized
+  once as :class:`~federation.xds.snapshot.Resource` objects that every group shares;
+* for each node group, its :class:`~federation.translate.ir.NodeGroupIR` (its clusterset
+  listener, and the :class:`~federation.translate.ir.GatewayIR` the hub's resolver gives)
+  rendered into the group's own resources;
+* every group's snapshot is :func:`~federation.translate.proxy.assemble` of those.
+
+Then:
 
 * if clusters were added, removed or changed, or node groups came or went, every node
-  group gets a full snapshot built from the shared and its own resources;
+  group gets a full snapshot;
 * otherwise only what changed is pushed, to the groups it concerns: the clusterset route
-  configuration (a route-only change), a group's Gateway resources, or just the affected
+  configuration (a route-only change), a group's own resources, or just the affected
   ClusterLoadAssignments (an endpoint-only push).
 
-Each push of a group is one new snapshot, so a stream never sees half of a change.
+Each push of a group is one new snapshot, so a stream never sees half of a change. With
+``check_consistency`` every snapshot is checked with
+:func:`~federation.translate.proxy.consistent` first (the test environments turn it on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 
+from federation.errors import InvalidInputError
 from federation.model.imports import MergedImport
 from federation.process import split_host_port
 from federation.registry.watcher import ServiceName
 from federation.translate import names
+from federation.translate.clusterset import clusterset_listener, service_ir
 from federation.translate.inputs import ImportView, TranslateOptions
-from federation.translate.ir import GatewayIR
-from federation.translate.proxy import DEFAULT_SECRET_DIR, build_gateway
-from federation.translate.resources import (
-    ClaVariant,
-    build_cla_variants,
-    build_cluster,
-    build_listener,
-    build_route_config,
-    cla_variant,
-    translated_ports,
+from federation.translate.ir import GatewayIR, NodeGroupIR
+from federation.translate.proxy import (
+    DEFAULT_SECRET_DIR,
+    RenderedService,
+    XdsResources,
+    assemble,
+    consistent,
+    render_clusterset_routes,
+    render_group,
+    render_service,
 )
 from federation.xds.snapshot import (
     CLUSTER,
@@ -47,6 +58,7 @@ from federation.xds.snapshot import (
     Resource,
     Snapshot,
     SnapshotCache,
+    decode,
 )
 
 #: Where Envoys listen for clusterset traffic unless told otherwise: loopback, so that
@@ -54,12 +66,10 @@ from federation.xds.snapshot import (
 DEFAULT_LISTENER = "127.0.0.1:10080"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _ImportResources:
     view: ImportView
-    clusters: dict[str, Resource] = field(default_factory=dict)
-    #: (EDS cluster name, variant) -> CLA; see :func:`cla_variant`.
-    clas: dict[tuple[str, ClaVariant], Resource] = field(default_factory=dict)
+    rendered: RenderedService[Resource]
 
 
 @dataclass(frozen=True)
@@ -70,20 +80,23 @@ class SnapshotOptions:
     default_listener: str = DEFAULT_LISTENER
     #: Where the Envoys find the Secrets of Gateway certificates (mounted, never sent).
     secret_dir: str = DEFAULT_SECRET_DIR
+    #: Check every snapshot with :func:`~federation.translate.proxy.consistent` before it
+    #: is served, and refuse it when broken (costs a decode of every resource: tests).
+    check_consistency: bool = False
 
 
-#: The resource types of a snapshot, in push order.
+#: The resource types of a snapshot, in push order (the order of ``XdsResources``' kinds).
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 #: Resolves a node group's Gateway configuration (see :meth:`SnapshotBuilder.update`).
 GatewayResolver = Callable[[str], GatewayIR]
 
 
-@dataclass
-class _GatewayResources:
-    """One group's resources from its Gateways, by type and name."""
+@dataclass(frozen=True)
+class _GroupResources:
+    """One group's own resources (its listeners, Gateways' routes and local clusters)."""
 
-    ir: GatewayIR
-    by_type: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    ir: NodeGroupIR
+    own: XdsResources[Resource]
 
 
 class SnapshotBuilder:
@@ -91,9 +104,9 @@ class SnapshotBuilder:
         self._cache = cache
         self._options = options
         self._imports: dict[ServiceName, _ImportResources] = {}
+        self._merged: dict[ServiceName, MergedImport] = {}
         self._routes: Resource | None = None
-        self._listeners: dict[str, Resource] = {}
-        self._gateways: dict[str, _GatewayResources] = {}
+        self._own: dict[str, _GroupResources] = {}
         self._groups: set[str] = set()
         self.full_pushes = 0
         self.endpoint_pushes = 0
@@ -101,44 +114,43 @@ class SnapshotBuilder:
         self.gateway_pushes = 0
 
     def _build(self, view: ImportView) -> _ImportResources:
-        res = _ImportResources(view)
-        options = self._options.translate
-        for port in translated_ports(view):
-            name = names.cluster_name(view.namespace, view.name, port.port)
-            res.clusters[name] = Resource.of(build_cluster(view, port, options), name)
-            for variant, cla in build_cla_variants(view, port, options).items():
-                res.clas[(name, variant)] = Resource.of(cla, name)
-        return res
+        rendered = render_service(service_ir(view), self._options.translate)
+        return _ImportResources(view, rendered.mapped(Resource.of))
 
     def _host_port(self, group: str) -> tuple[str, int]:
         address = self._options.listener_addresses.get(group, self._options.default_listener)
         return split_host_port(address, f"listener address of {group}")
 
-    def _listener(self, group: str) -> Resource:
-        if group not in self._listeners:
-            host, port = self._host_port(group)
-            self._listeners[group] = Resource.of(build_listener(host, port), names.LISTENER_NAME)
-        return self._listeners[group]
-
-    def merged_imports(self) -> dict[ServiceName, MergedImport]:
-        """Every current import's merge, for resolving Gateway backends."""
-        return {key: res.view.merged for key, res in self._imports.items()}
+    def merged_imports(self) -> Mapping[ServiceName, MergedImport]:
+        """Every current import's merge, for resolving Gateway backends (read-only; kept
+        up to date as imports change, so a route change does not rebuild it)."""
+        return MappingProxyType(self._merged)
 
     def gateway_groups(self) -> set[str]:
         """The node groups that have Gateway resources."""
-        return set(self._gateways)
+        return {
+            group
+            for group, res in self._own.items()
+            if res.ir.gateway is not None
+            and (res.ir.gateway.listeners or res.ir.gateway.local_clusters)
+        }
 
-    def _build_gateway(self, group: str, ir: GatewayIR) -> _GatewayResources:
-        host, _ = self._host_port(group)
-        built = build_gateway(
-            ir, host, self._options.translate, secret_dir=self._options.secret_dir
-        )
-        res = _GatewayResources(ir)
-        for type_url, messages in zip(
-            TYPES, (built.clusters, built.endpoints, built.listeners, built.routes), strict=True
-        ):
-            res.by_type[type_url] = {name: Resource.of(m, name) for name, m in messages.items()}
-        return res
+    def _render(self, ir: NodeGroupIR, old: _GroupResources | None) -> _GroupResources:
+        """Render a group's own resources. The clusterset listener changes only with the
+        hub's flags: when only the Gateways changed, its serialized form is kept."""
+        assert ir.group is not None
+        host, _ = self._host_port(ir.group)
+        options, secret_dir = self._options.translate, self._options.secret_dir
+        if old is None or old.ir.clusterset_listener != ir.clusterset_listener:
+            own = render_group(ir, host, options, secret_dir).mapped(Resource.of)
+            return _GroupResources(ir, own)
+        gateways = NodeGroupIR(ir.group, None, ir.gateway)
+        own = render_group(gateways, host, options, secret_dir).mapped(Resource.of)
+        kept = ir.clusterset_listener
+        if kept is not None:
+            own.listeners[kept.name] = old.own.listeners[kept.name]
+            own = XdsResources(*(dict(sorted(kind.items())) for kind in own.by_kind()))
+        return _GroupResources(ir, own)
 
     def update(
         self,
@@ -156,35 +168,34 @@ class SnapshotBuilder:
         groups = set(groups)
         structural = groups != self._groups or self._routes is None
         reshaped = False
-        endpoint_updates: list[tuple[ServiceName, _ImportResources]] = []
+        endpoint_updates: list[_ImportResources] = []
         for key, view in sorted(changed.items()):
             old = self._imports.get(key)
             if view is None:
                 if old is not None:
                     del self._imports[key]
+                    del self._merged[key]
                     structural = reshaped = True
                 continue
             new = self._build(view)
             self._imports[key] = new
+            self._merged[key] = view.merged
             if old is None or old.view.merged != new.view.merged:
                 reshaped = True
-            if old is None or _versions(old.clusters) != _versions(new.clusters):
+            if old is None or _versions(old.rendered.clusters) != _versions(new.rendered.clusters):
                 structural = True
-            elif old.clas != new.clas:
-                endpoint_updates.append((key, new))
+            elif (old.rendered.shared, old.rendered.own) != (new.rendered.shared, new.rendered.own):
+                endpoint_updates.append(new)
         routes_changed = False
         if reshaped or self._routes is None:
             routes = Resource.of(
-                build_route_config(r.view for r in self._imports.values()),
+                render_clusterset_routes(r.rendered.ir for r in self._imports.values()),
                 names.ROUTE_CONFIG_NAME,
             )
             routes_changed = routes != self._routes
             self._routes = routes
-        gateway_changes = self._update_gateways(
-            groups,
-            set(gateway_groups) | (self.gateway_groups() if reshaped else set()),
-            resolve_gateway,
-        )
+        dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
+        group_changes = self._update_groups(groups, dirty, resolve_gateway)
         if structural:
             for group in sorted(groups):
                 self._cache.set(group, self._snapshot(group))
@@ -194,50 +205,57 @@ class SnapshotBuilder:
         if routes_changed:
             assert self._routes is not None
             for group in sorted(groups):
-                self._cache.update(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
+                self._update_type(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
             self.route_pushes += 1
         if endpoint_updates:
             options = self._options.translate
             for group in sorted(groups):
                 upserts = {}
-                for _, res in endpoint_updates:
-                    for name in res.clusters:
-                        upserts[name] = res.clas[(name, cla_variant(res.view, group, options))]
-                self._cache.update(group, ENDPOINT, upserts, ())
+                family = options.ip_family(group)
+                for res in endpoint_updates:
+                    upserts.update(res.rendered.seen_by(group, family))
+                self._update_type(group, ENDPOINT, upserts)
             self.endpoint_pushes += 1
-        for group, changes in sorted(gateway_changes.items()):
-            snapshot = self._cache.get(group)
-            if snapshot is None:
+        for group, changes in sorted(group_changes.items()):
+            if self._cache.get(group) is None:
                 continue
-            for type_url, (upserts, removals) in changes.items():
-                snapshot = snapshot.with_changes(type_url, upserts, removals)
-            self._cache.set(group, snapshot)
+            self._push(group, changes)
             if set(changes) == {ENDPOINT}:
                 self.endpoint_pushes += 1
             else:
                 self.gateway_pushes += 1
 
-    def _update_gateways(
+    def _update_groups(
         self, groups: set[str], dirty: set[str], resolve: GatewayResolver | None
     ) -> dict[str, dict[str, tuple[dict[str, Resource], list[str]]]]:
-        """Rebuild the dirty groups' Gateway resources; what changed, by group and type."""
+        """Render the groups that are new or whose Gateways are dirty; what changed in the
+        groups' own resources, by group and type."""
         out: dict[str, dict[str, tuple[dict[str, Resource], list[str]]]] = {}
-        if resolve is None:
-            return out
-        for group in sorted(dirty):
-            old = self._gateways.get(group)
-            ir = resolve(group) if group in groups else GatewayIR(group)
+        todo = dirty & groups if resolve is not None else set()
+        if groups != self._groups:  # groups came or went: O(groups) only then
+            for group in self._own.keys() - groups:
+                del self._own[group]
+            todo |= groups - self._own.keys()
+        for group in sorted(todo):
+            old = self._own.get(group)
+            gateway = resolve(group) if resolve is not None and group in dirty else None
+            if gateway is not None and not (gateway.listeners or gateway.local_clusters):
+                gateway = None
+            listener = (
+                old.ir.clusterset_listener
+                if old is not None
+                else clusterset_listener(*self._host_port(group))
+            )
+            ir = NodeGroupIR(group, listener, gateway)
             if old is not None and old.ir == ir:
                 continue
-            new = self._build_gateway(group, ir)
-            if ir.listeners or ir.local_clusters:
-                self._gateways[group] = new
-            else:
-                self._gateways.pop(group, None)
+            new = self._own[group] = self._render(ir, old)
+            if old is None:
+                continue  # a new group gets a full snapshot
             changes = {}
-            for type_url in TYPES:
-                before = {} if old is None else old.by_type.get(type_url, {})
-                after = new.by_type.get(type_url, {})
+            for type_url, before, after in zip(
+                TYPES, old.own.by_kind(), new.own.by_kind(), strict=True
+            ):
                 upserts = {n: r for n, r in after.items() if before.get(n) != r}
                 removals = [n for n in before if n not in after]
                 if upserts or removals:
@@ -246,26 +264,47 @@ class SnapshotBuilder:
                 out[group] = changes
         return out
 
+    def _assembled(self, group: str) -> XdsResources[Resource]:
+        return assemble(
+            group,
+            (res.rendered for res in self._imports.values()),
+            self._routes,
+            self._own[group].own,
+            self._options.translate,
+        )
+
     def _snapshot(self, group: str) -> Snapshot:
-        clusters: dict[str, Resource] = {}
-        endpoints: dict[str, Resource] = {}
-        for res in self._imports.values():
-            variant = cla_variant(res.view, group, self._options.translate)
-            for name, cluster in res.clusters.items():
-                clusters[name] = cluster
-                endpoints[name] = res.clas[(name, variant)]
-        assert self._routes is not None
-        resources: dict[str, dict[str, Resource]] = {
-            CLUSTER: clusters,
-            ENDPOINT: endpoints,
-            LISTENER: {names.LISTENER_NAME: self._listener(group)},
-            ROUTE: {names.ROUTE_CONFIG_NAME: self._routes},
-        }
-        gateway = self._gateways.get(group)
-        if gateway is not None:
-            for type_url, by_name in gateway.by_type.items():
-                resources[type_url].update(by_name)
-        return Snapshot(resources=resources)
+        assembled = self._assembled(group)
+        resources = dict(zip(TYPES, assembled.by_kind(), strict=True))
+        snapshot = Snapshot(resources=resources)
+        self._check(group, snapshot)
+        return snapshot
+
+    def _update_type(self, group: str, type_url: str, upserts: dict[str, Resource]) -> None:
+        """Change some resources of one type in O(changed) (``SnapshotCache.update``)."""
+        if self._options.check_consistency:
+            snapshot = self._cache.get(group)
+            assert snapshot is not None
+            self._check(group, snapshot.with_changes(type_url, upserts))
+        self._cache.update(group, type_url, upserts, ())
+
+    def _push(self, group: str, changes: dict[str, tuple[dict[str, Resource], list[str]]]) -> None:
+        snapshot = self._cache.get(group)
+        assert snapshot is not None
+        for type_url, (upserts, removals) in changes.items():
+            snapshot = snapshot.with_changes(type_url, upserts, removals)
+        self._check(group, snapshot)
+        self._cache.set(group, snapshot)
+
+    def _check(self, group: str, snapshot: Snapshot) -> None:
+        if not self._options.check_consistency:
+            return
+        typed = XdsResources(*({n: decode(r) for n, r in snapshot.of(t).items()} for t in TYPES))
+        problems = consistent(typed)
+        if problems:
+            raise InvalidInputError(
+                f"inconsistent snapshot for node group {group}: " + "; ".join(problems)
+            )
 
 
 def _versions(resources: Mapping[str, Resource]) -> dict[str, str]:

@@ -12,17 +12,14 @@ Envoy of an affected group, whether the change was sent to it, and ACKed or NACK
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from federation.bounded import KEPT, LastByKey
+from federation.debug_payloads import EnvoyProgress, HubTrace, RegistryRead
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.watcher import RegistryWatcher, ServiceName
 from federation.xds.status import Push, SyncRegistry
-
-#: Services remembered (the most recently changed).
-APPLIED_KEPT = 50_000
 
 
 @dataclass(frozen=True)
@@ -39,9 +36,8 @@ class ChangeLog:
     """The last :class:`Applied` update of each service (keyed ``(namespace, name)``) and
     of each Gateway API record (``(cluster, kind, namespace, name)``)."""
 
-    def __init__(self, kept: int = APPLIED_KEPT) -> None:
-        self._applied: OrderedDict[Hashable, Applied] = OrderedDict()
-        self._kept = kept
+    def __init__(self, kept: int = KEPT) -> None:
+        self._applied: LastByKey[Applied] = LastByKey(kept)
 
     def record(
         self,
@@ -49,18 +45,13 @@ class ChangeLog:
         generations: Mapping[str, int],
         positions: Mapping[str, str],
     ) -> None:
-        applied = Applied(time.time(), dict(generations), dict(positions))
-        for key in services:
-            self._applied[key] = applied
-            self._applied.move_to_end(key)
-        while len(self._applied) > self._kept:
-            self._applied.popitem(last=False)
+        self._applied.record(services, Applied(time.time(), dict(generations), dict(positions)))
 
     def get(self, key: Hashable) -> Applied | None:
         return self._applied.get(key)
 
 
-def _answer(pushes: list[Push]) -> dict[str, Any]:
+def _answer(pushes: list[Push]) -> EnvoyProgress:
     """How the pushes that carried a change (at or after its generation) went: sent when
     the first one was, ACKed or NACKed by the latest answer (a NACK fixed by a later ACK
     is an ACK)."""
@@ -81,7 +72,7 @@ def _answer(pushes: list[Push]) -> dict[str, Any]:
     return {"state": "acked", "sent_at": sent_at, "answered_at": max(answered)}
 
 
-def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
+def _envoys(sync: SyncRegistry, applied: Applied) -> list[EnvoyProgress]:
     """Per Envoy of an affected group: how the responses carrying the change went. An
     Envoy whose stream closed since (and that has no open one) is listed as gone; a group
     with no Envoy connected, as such."""
@@ -91,13 +82,13 @@ def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
         for s in sync.closed()
         if (s.group, s.node_id) not in open_nodes and (s.closed_at or 0.0) >= applied.at
     ]
-    found = []
+    found: list[EnvoyProgress] = []
     for stream in streams:
         target = applied.generations.get(stream.group)
         if target is None:
             continue
         carried = [p for p in stream.pushes if p.generation is not None and p.generation >= target]
-        entry: dict[str, Any] = {
+        entry: EnvoyProgress = {
             "node_id": stream.node_id,
             "group": stream.group,
             "protocol": stream.protocol,
@@ -110,11 +101,11 @@ def _envoys(sync: SyncRegistry, applied: Applied) -> list[dict[str, Any]]:
         if carried:
             entry.update(_answer(carried))
         if stream.closed_at is not None and entry["state"] != "acked":
-            entry.update(state="gone", answered_at=stream.closed_at)
+            entry.update({"state": "gone", "answered_at": stream.closed_at})
         found.append(entry)
-    for group in sorted(set(applied.generations) - {e["group"] for e in found}):
+    for group in sorted(set(applied.generations) - {e.get("group") for e in found}):
         found.append({"node_id": "", "group": group, "state": "no envoy"})
-    return sorted(found, key=lambda e: (e["group"], e["node_id"]))
+    return sorted(found, key=lambda e: (e.get("group", ""), e.get("node_id", "")))
 
 
 def trace_payload(
@@ -124,11 +115,11 @@ def trace_payload(
     key: ServiceName,
     kind: Kind = Kind.SERVICE,
     cluster: str = "",
-) -> dict[str, Any]:
+) -> HubTrace:
     """Where the latest change of service ``key`` is (or, for another ``kind``, of that
     Gateway API record of ``cluster``): registry entries, the hub's update, Envoys."""
     ref = RecordRef(kind, *key)
-    registry = []
+    registry: list[RegistryRead] = []
     clusters = sorted(watcher.views) if kind is Kind.SERVICE else [cluster]
     for cluster in clusters:
         position, read_at = watcher.position(cluster) or ("0-0", 0.0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from federation.registry.codec import from_json, to_json
 from federation.registry.records import InvalidRecordError
@@ -365,6 +365,9 @@ class ReferenceGrantSpec:
 class GatewayRecord:
     """A Gateway of our GatewayClass in ``cluster``."""
 
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "gateway"
+
     cluster: str
     namespace: str
     name: str
@@ -377,6 +380,9 @@ class GatewayRecord:
 class HTTPRouteRecord:
     """An HTTPRoute of ``cluster``; ``namespace_labels`` are its namespace's labels, which
     decide whether a listener's ``allowedRoutes`` selector admits it."""
+
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "httproute"
 
     cluster: str
     namespace: str
@@ -391,6 +397,9 @@ class HTTPRouteRecord:
 class GRPCRouteRecord:
     """A GRPCRoute of ``cluster``; see :class:`HTTPRouteRecord` for ``namespace_labels``."""
 
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "grpcroute"
+
     cluster: str
     namespace: str
     name: str
@@ -404,6 +413,9 @@ class GRPCRouteRecord:
 class ReferenceGrantRecord:
     """A ReferenceGrant of ``cluster``: it allows references *into* its namespace."""
 
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "referencegrant"
+
     cluster: str
     namespace: str
     name: str
@@ -415,9 +427,9 @@ class ReferenceGrantRecord:
 GatewayAPIRecord = GatewayRecord | HTTPRouteRecord | GRPCRouteRecord | ReferenceGrantRecord
 
 
-def encode(record: GatewayAPIRecord, version: int, kind: str) -> bytes:
+def encode(record: GatewayAPIRecord, version: int) -> bytes:
     """Canonical bytes of a record: equal records encode to equal bytes."""
-    body = {"v": version, "kind": kind, **to_json(record)}
+    body = {"v": version, "kind": record.KIND, **to_json(record)}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 

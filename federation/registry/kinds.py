@@ -16,8 +16,11 @@ kind               record                                 seen by
 ``referencegrant`` :class:`~gatewayapi.ReferenceGrantRecord`  the hub
 =================  =====================================  ==================================
 
-A new kind (a policy, say) is one record class, one entry in :data:`_CODECS` and its
-contract tests; the stores and the watcher need no change.
+Every record class names its kind (``KIND``); :data:`_CODECS` is the one list of kinds, and
+:data:`GATEWAY_KINDS` says which of them make up a cluster's Gateway configuration. A new
+kind (a policy, say) is one record class, one entry in :data:`_CODECS` (and in
+:data:`GATEWAY_KINDS` when Gateways use it) and its contract tests; the stores and the
+watcher need no change.
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ from federation.registry.gatewayapi import (
     ReferenceGrantRecord,
 )
 from federation.registry.records import (
-    LOCAL_SERVICE_KIND,
     SCHEMA_VERSION,
-    SERVICE_KIND,
     ExportedService,
     InvalidRecordError,
     LocalService,
@@ -50,12 +51,25 @@ from federation.registry.records import (
 
 
 class Kind(StrEnum):
-    SERVICE = SERVICE_KIND
-    LOCAL_SERVICE = LOCAL_SERVICE_KIND
-    GATEWAY = "gateway"
-    HTTP_ROUTE = "httproute"
-    GRPC_ROUTE = "grpcroute"
-    REFERENCE_GRANT = "referencegrant"
+    """The kinds of record, each named by its record class (``KIND``)."""
+
+    SERVICE = ExportedService.KIND
+    LOCAL_SERVICE = LocalService.KIND
+    GATEWAY = GatewayRecord.KIND
+    HTTP_ROUTE = HTTPRouteRecord.KIND
+    GRPC_ROUTE = GRPCRouteRecord.KIND
+    REFERENCE_GRANT = ReferenceGrantRecord.KIND
+
+
+#: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
+#: its Gateways, and what the hub resolves them from.
+GATEWAY_KINDS = (
+    Kind.GATEWAY,
+    Kind.HTTP_ROUTE,
+    Kind.GRPC_ROUTE,
+    Kind.REFERENCE_GRANT,
+    Kind.LOCAL_SERVICE,
+)
 
 
 Record = (
@@ -82,37 +96,39 @@ class RecordRef(NamedTuple):
 
 @dataclass(frozen=True)
 class _Codec:
-    cls: type
+    cls: type[Record]
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
 
 
-def _gateway_codec(kind: Kind, cls: type[gatewayapi.GatewayAPIRecord]) -> _Codec:
+def _gateway_codec(cls: type[gatewayapi.GatewayAPIRecord]) -> _Codec:
     def encode(record: Any) -> bytes:
-        return gatewayapi.encode(record, SCHEMA_VERSION, kind.value)
+        return gatewayapi.encode(record, SCHEMA_VERSION)
 
     def decode(data: bytes) -> Any:
-        obj = dict(load_json(data, kind.value))
+        obj = dict(load_json(data, cls.KIND))
         obj.pop("v", None)
         obj.pop("kind", None)
-        return gatewayapi.decode(cls, obj, kind.value)
+        return gatewayapi.decode(cls, obj, cls.KIND)
 
     return _Codec(cls, encode, decode)
 
 
 _CODECS: dict[Kind, _Codec] = {
-    Kind.SERVICE: _Codec(ExportedService, encode_service, decode_service),
-    Kind.LOCAL_SERVICE: _Codec(LocalService, encode_local_service, decode_local_service),
-    Kind.GATEWAY: _gateway_codec(Kind.GATEWAY, GatewayRecord),
-    Kind.HTTP_ROUTE: _gateway_codec(Kind.HTTP_ROUTE, HTTPRouteRecord),
-    Kind.GRPC_ROUTE: _gateway_codec(Kind.GRPC_ROUTE, GRPCRouteRecord),
-    Kind.REFERENCE_GRANT: _gateway_codec(Kind.REFERENCE_GRANT, ReferenceGrantRecord),
+    Kind(codec.cls.KIND): codec
+    for codec in (
+        _Codec(ExportedService, encode_service, decode_service),
+        _Codec(LocalService, encode_local_service, decode_local_service),
+        _gateway_codec(GatewayRecord),
+        _gateway_codec(HTTPRouteRecord),
+        _gateway_codec(GRPCRouteRecord),
+        _gateway_codec(ReferenceGrantRecord),
+    )
 }
-_KINDS: dict[type, Kind] = {codec.cls: kind for kind, codec in _CODECS.items()}
 
 
 def kind_of(record: Record) -> Kind:
-    return _KINDS[type(record)]
+    return Kind(record.KIND)
 
 
 def ref_of(record: Record) -> RecordRef:

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from federation.errors import InvalidInputError
 from federation.identity import cluster_id_errors
@@ -96,6 +96,9 @@ class EndpointSet:
 class ExportedService:
     """One cluster's export of one Service: the unit of the registry."""
 
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = SERVICE_KIND
+
     cluster: str
     namespace: str
     name: str
@@ -126,6 +129,8 @@ class LocalService:
 
     Not exported: only ``cluster``'s own Envoys get its endpoints.
     """
+
+    KIND: ClassVar[str] = LOCAL_SERVICE_KIND
 
     cluster: str
     namespace: str

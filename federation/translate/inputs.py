@@ -3,8 +3,8 @@
 The hub's snapshot builder makes an :class:`ImportView` per ServiceImport
 from its model of the registry and passes it, with one
 :class:`TranslateOptions` built from the hub's flags in ``main()``, to
-:mod:`federation.translate.resources`. Everything here is a frozen, hashable
-value, validated when built: a bad flag fails at start with
+:mod:`federation.translate.clusterset` and :mod:`federation.translate.proxy`.
+Everything here is a frozen, hashable value, validated when built: a bad flag fails at start with
 :class:`~federation.errors.InvalidInputError`, never halfway through a push.
 """
 

@@ -1,16 +1,25 @@
-"""The intermediate representation between Gateway API objects and Envoy configuration.
+"""The intermediate representation of everything the hub serves, between the two stages.
 
-The first translation stage (:mod:`federation.translate.gateway`) resolves one member
-cluster's Gateways, routes, ReferenceGrants and backends (local Services and the
-clusterset's ServiceImports) into a :class:`GatewayIR`: the listeners that cluster's
-Envoys open, their virtual hosts and routes in match-precedence order, each route's
-filters and weighted backends, and the local Services the routes send to. All Gateway
-API semantics (attachment, hostnames, precedence, references, grants, invalid input)
-are decided there; nothing here refers to a Kubernetes object any more.
+The first translation stage resolves its inputs into IR:
 
-The second stage (:mod:`federation.translate.envoy`) maps the IR to xDS resources and
-knows nothing of Gateway API: a golden file of either stage can be read without the
-other.
+* :mod:`federation.translate.clusterset` turns each ServiceImport into a
+  :class:`ServiceIR`: one :class:`ServiceClusterIR` per served port, with one
+  :class:`LocalityIR` per source cluster, and the virtual hosts that answer its
+  clusterset names. Every node group shares them (:class:`ClustersetIR`).
+* :mod:`federation.translate.gateway` resolves one member cluster's Gateways, routes,
+  ReferenceGrants and backends (local Services and the clusterset's ServiceImports) into
+  a :class:`GatewayIR`: the listeners that cluster's Envoys open, their virtual hosts and
+  routes in match-precedence order, each route's filters and weighted backends, and the
+  local Services the routes send to. All Gateway API semantics (attachment, hostnames,
+  precedence, references, grants, invalid input) are decided there.
+
+:class:`NodeGroupIR` is what one node group serves beside the shared services: its
+clusterset listener and its Gateways. Nothing here refers to a Kubernetes object any
+more.
+
+The second stage (:mod:`federation.translate.proxy`) maps the IR to xDS resources, the
+clusterset's and the Gateways' through the same code, and knows nothing of Gateway API or
+MCS: a golden file of either stage can be read without the other.
 
 Everything is a frozen dataclass with JSON-friendly fields, so the golden tests read and
 write IR as YAML through the registry's strict codec (:mod:`federation.registry.codec`).
@@ -182,6 +191,13 @@ class ListenerIR:
     port: int
     virtual_hosts: tuple[VirtualHostIR, ...] = ()
     tls: tuple[FilterChainIR, ...] = ()
+    #: The route configuration it gets over RDS (None: the listener's own name).
+    route_config: str | None = None
+    #: Virtual hosts are chosen by ``Host`` with its port (the clusterset listener, whose
+    #: domains name ports); None: without it (Gateway API hostnames have no port).
+    hosts_by_port: bool | None = None
+    #: The IP it binds (None: the node group's listener address).
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,3 +223,75 @@ class GatewayIR:
     cluster: str
     listeners: tuple[ListenerIR, ...] = ()
     local_clusters: tuple[LocalClusterIR, ...] = ()
+
+
+# --- the clusterset --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalityIR:
+    """One source cluster's endpoints of a clusterset cluster: one Envoy locality.
+
+    ``ports`` are that exporter's own Service ports (an endpoint port is matched to the
+    import port by name, and an exporter whose port lost a conflict gets no traffic);
+    ``stale``: the cluster's lease expired, its endpoints are kept (fail-static) and
+    flagged.
+    """
+
+    cluster: str
+    ports: tuple[ServicePort, ...]
+    endpoints: tuple[EndpointSet, ...] = ()
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceClusterIR:
+    """The Envoy cluster of one port of a ServiceImport, with one locality per source
+    cluster, named ``clusterset/<namespace>/<name>/<port>``.
+
+    Every node group gets it; only the priorities of its ClusterLoadAssignment depend on
+    who looks (each exporter sees its own locality first), which the second stage builds
+    as at most exporters + 1 variants.
+    """
+
+    name: str
+    namespace: str
+    service: str
+    port: ServicePort
+    http2: bool
+    localities: tuple[LocalityIR, ...] = ()
+    #: The import has this one port only: a slice with one unnamed port then serves it.
+    single_port: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceIR:
+    """One ServiceImport as every node group serves it: its clusters and virtual hosts."""
+
+    namespace: str
+    name: str
+    clusters: tuple[ServiceClusterIR, ...] = ()
+    #: One per served port; none when the Service has no clusterset DNS name.
+    virtual_hosts: tuple[VirtualHostIR, ...] = ()
+    #: The exporting clusters, sorted (every cluster of the service has their localities).
+    exporters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClustersetIR:
+    """Every ServiceImport the hub serves, sorted by namespace and name."""
+
+    services: tuple[ServiceIR, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeGroupIR:
+    """What one node group (the Envoys of one member cluster) serves beside the shared
+    :class:`ClustersetIR`: the clusterset listener (None: none) and its Gateways.
+
+    ``group`` None stands for the Envoys of a cluster that exports nothing (tests).
+    """
+
+    group: str | None
+    clusterset_listener: ListenerIR | None = None
+    gateway: GatewayIR | None = None

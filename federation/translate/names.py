@@ -1,6 +1,6 @@
 """The documented names of the xDS resources the hub serves.
 
-Used by the translator (``federation.translate.resources``) to name what it
+Used by the translator (``federation.translate.clusterset``) to name what it
 builds, by the hub's xDS layer to recognise resource names Envoy asks for, and
 by ``fedctl`` to show them. A name is part of the contract with every Envoy
 that holds config from us: changing the scheme replaces every resource.

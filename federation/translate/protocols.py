@@ -1,6 +1,6 @@
 """Which application protocol a ServiceImport port speaks, as far as the data path cares.
 
-Called by :mod:`federation.translate.resources` to decide which ports get an Envoy
+Called by :mod:`federation.translate.clusterset` to decide which ports get an Envoy
 cluster and a virtual host on the clusterset HTTP listener, and whether the cluster
 speaks HTTP/2 upstream. Pure: no I/O.
 

@@ -34,6 +34,10 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
@@ -44,6 +48,15 @@ CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+#: The message class of each type, for decoding a resource's bytes (:func:`decode`).
+MESSAGE_TYPES: Mapping[str, Any] = MappingProxyType(
+    {
+        CLUSTER: cluster_pb2.Cluster,
+        ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        LISTENER: listener_pb2.Listener,
+        ROUTE: route_pb2.RouteConfiguration,
+    }
+)
 #: The order in which the server pushes the types: a resource never arrives before one
 #: it names (a route names a cluster, a cluster's endpoints follow it).
 ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
@@ -190,6 +203,13 @@ class Snapshot:
     ) -> Snapshot:
         """A new snapshot with one type changed; the other types are shared, not copied."""
         return _apply(self, type_url, upserts, removals)[0]
+
+
+def decode(resource: Resource) -> Any:
+    """The typed message of a resource of one of :data:`MESSAGE_TYPES`."""
+    message = MESSAGE_TYPES[resource.type_url]()
+    message.ParseFromString(resource.body)
+    return message
 
 
 class _Layered(Mapping[str, Resource]):

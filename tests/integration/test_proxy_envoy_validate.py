@@ -2,10 +2,10 @@
 
 Golden files prove the translator writes what we meant; this proves Envoy 1.40 takes it:
 the IR of every case of ``tests/golden/proxy`` (inputs) and ``tests/golden/gateway``
-(outputs of the first stage) is built with :func:`build_gateway` and loaded by Envoy in
-validation mode, with the route configurations inlined into their listeners
-(there is no xDS server to send them) and real certificate files where a listener
-terminates TLS. A field Envoy rejects here would be a NACK of the whole listener.
+(outputs of the first stage) is built with :func:`node_config`, beside the clusterset
+listener, and loaded by Envoy in validation mode, with the route configurations inlined
+into their listeners (there is no xDS server to send them) and real certificate files
+where a listener terminates TLS. A field Envoy rejects here would be a NACK of the whole listener.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from google.protobuf import json_format
 from e2e import toolchain
 from e2e.pki import CertificateAuthority
 from federation.registry.codec import from_json
-from federation.translate.ir import GatewayIR
-from federation.translate.proxy import build_gateway
+from federation.translate.clusterset import clusterset_listener
+from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR
+from federation.translate.proxy import node_config
 from tests import golden_files
 from tests.unit.test_gateway_golden import CASES as GATEWAY_CASES
 from tests.unit.test_gateway_golden import GOLDEN as GATEWAY_GOLDEN
@@ -85,7 +86,8 @@ def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> Non
     ir = from_json(GatewayIR, document)
     secrets = tmp_path / "secrets"
     _certificates(ir, secrets)
-    resources = build_gateway(ir, host, secret_dir=str(secrets))
+    group = NodeGroupIR(ir.cluster, clusterset_listener(host, 10080), ir)
+    resources = node_config(ClustersetIR(), group, host, secret_dir=str(secrets))
     routes = {name: _json(r) for name, r in resources.routes.items()}
     listeners = [_json(listener) for listener in resources.listeners.values()]
     for listener in listeners:

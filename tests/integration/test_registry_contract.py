@@ -30,7 +30,6 @@ from federation.registry.kinds import (
     kind_of,
     ref_of,
 )
-from federation.registry.memory_store import MemoryRegistry
 from federation.registry.records import (
     ClusterRecord,
     ExportedService,
@@ -50,6 +49,7 @@ from federation.registry.store import (
     parse_id,
 )
 from tests import samples
+from tests.memory_store import MemoryRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -13,18 +13,27 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
 from federation.cli import config_dump as cd
+from federation.debug_payloads import ConfigDump
 from federation.errors import InvalidInputError
 from federation.hub.config_dump import payload
 from federation.translate.inputs import ImportView
-from federation.translate.resources import build_node_config
-from federation.xds.snapshot import Resource, Snapshot, SnapshotCache
+from federation.xds.snapshot import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    Resource,
+    Snapshot,
+    SnapshotCache,
+)
 from tests import golden_files
 from tests.samples import service
+from tests.translation import build_node_config
 
 GOLDEN = golden_files.ROOT / "config_dump"
 
 
-def hub_payload() -> dict[str, Any]:
+def hub_payload() -> ConfigDump:
     """What the hub answers for cluster b serving a's and b's ``demo/echo``."""
     config = build_node_config(
         [ImportView.of([service("a"), service("b")])], "b", ("127.0.0.1", 10080)
@@ -55,14 +64,14 @@ def envoy_config_dump(dump: cd.Dump) -> dict[str, Any]:
         "configs": [
             {"@type": admin + "BootstrapConfigDump", "bootstrap": {"node": {"id": "envoy-b"}}},
             {"@type": admin + "ClustersConfigDump",
-             "dynamic_active_clusters": [{"cluster": c} for c in of(cd.CLUSTER)]},
+             "dynamic_active_clusters": [{"cluster": c} for c in of(CLUSTER)]},
             {"@type": admin + "ListenersConfigDump",
              "dynamic_listeners": [{"name": c["name"], "active_state": {"listener": c}}
-                                   for c in of(cd.LISTENER)]},
+                                   for c in of(LISTENER)]},
             {"@type": admin + "RoutesConfigDump",
-             "dynamic_route_configs": [{"route_config": c} for c in of(cd.ROUTE)]},
+             "dynamic_route_configs": [{"route_config": c} for c in of(ROUTE)]},
             {"@type": admin + "EndpointsConfigDump",
-             "dynamic_endpoint_configs": [{"endpoint_config": c} for c in of(cd.ENDPOINT)]},
+             "dynamic_endpoint_configs": [{"endpoint_config": c} for c in of(ENDPOINT)]},
         ]
     }  # fmt: skip
 
@@ -76,7 +85,7 @@ def test_the_dump_uses_envoys_field_names(update_golden: bool) -> None:
 
 def test_a_type_filter_keeps_only_that_type() -> None:
     dump = cd.dump_of(hub_payload(), cd.types_of(["routes"]))
-    assert list(dump.resources) == [cd.ROUTE]
+    assert list(dump.resources) == [ROUTE]
     with pytest.raises(InvalidInputError, match="--type secrets"):
         cd.types_of(["secrets"])
 
@@ -87,7 +96,7 @@ def test_a_malformed_resource_is_reported_with_its_field_path() -> None:
     broken.transport_socket.name = "tls"
     broken.transport_socket.typed_config.type_url = "type.googleapis.com/example.Nothing"
     broken.transport_socket.typed_config.value = b"\x01"
-    found["resources"][cd.CLUSTER].append(
+    found["resources"][CLUSTER].append(
         {
             "name": "broken",
             "version": "v",
@@ -119,7 +128,7 @@ def test_a_difference_is_a_diff_with_the_nack_message(update_golden: bool) -> No
     proxy = {
         "node_id": "envoy-b",
         "types": {
-            cd.LISTENER: {
+            LISTENER: {
                 "state": "nacked",
                 "last_nack": {
                     "version": "abc",
@@ -167,8 +176,8 @@ def test_endpoints_compare_as_envoy_applied_them() -> None:
         ],
         "policy": {"overprovisioning_factor": 140},
     }
-    assert cd.as_applied(cd.ENDPOINT, served) == cd.as_applied(cd.ENDPOINT, shown)
-    assert cd.as_applied(cd.ENDPOINT, served) != cd.as_applied(
-        cd.ENDPOINT, {**shown, "policy": {"overprovisioning_factor": 100}}
+    assert cd.as_applied(ENDPOINT, served) == cd.as_applied(ENDPOINT, shown)
+    assert cd.as_applied(ENDPOINT, served) != cd.as_applied(
+        ENDPOINT, {**shown, "policy": {"overprovisioning_factor": 100}}
     )
-    assert cd.as_applied(cd.CLUSTER, {"name": "x"}) == {"name": "x"}
+    assert cd.as_applied(CLUSTER, {"name": "x"}) == {"name": "x"}

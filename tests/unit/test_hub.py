@@ -21,9 +21,9 @@ from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotOptions
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
-from federation.registry.memory_store import MemoryRegistry
 from federation.translate.inputs import TranslateOptions
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
+from tests.memory_store import MemoryRegistry
 from tests.unit.test_registry_watcher import join, svc
 
 WEB_CLUSTER = "clusterset/shop/web/80"
@@ -34,7 +34,7 @@ def make_hub() -> tuple[MemoryRegistry, Hub]:
     hub = Hub(
         registry.reader(),
         SnapshotCache(),
-        SnapshotOptions(TranslateOptions(), {}),
+        SnapshotOptions(TranslateOptions(), {}, check_consistency=True),
         block_ms=0,
         check_interval=0,
         freeze_heap=False,

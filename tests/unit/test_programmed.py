@@ -1,17 +1,12 @@
-"""Which Gateway generations each cluster's Envoys applied (federation.hub.programmed)."""
+"""Which Gateway generations each cluster's Envoys applied: the hub's side and the format
+agents read (federation.hub.programmed, federation.programmed)."""
 
 from __future__ import annotations
 
 import pytest
 
-from federation.hub.programmed import (
-    ProgrammedPublisher,
-    decode,
-    encode,
-    facts,
-    merge,
-    merged_facts,
-)
+from federation.hub.programmed import ProgrammedPublisher, facts
+from federation.programmed import decode, encode, merge, merged_facts
 from federation.registry.hub_state import MemoryHubState
 from federation.translate.gateway.inputs import ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE

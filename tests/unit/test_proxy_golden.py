@@ -6,8 +6,9 @@ Each case is a pair of files in ``tests/golden/proxy``:
   ``secretDir`` and ``options`` (``addressMaps``, ``ipFamilies``: hub flags), and ``ir``:
   a GatewayIR in the JSON shape of the registry codec. A leading comment says what the
   case shows.
-- ``<case>.out.yaml``: the resources :func:`build_gateway` gives (what the hub serves),
-  each in protobuf's JSON mapping, by kind and name.
+- ``<case>.out.yaml``: the resources :func:`federation.translate.proxy.node_config`
+  gives a node group with these Gateways and no clusterset listener (the function the
+  hub assembles with), each in protobuf's JSON mapping, by kind and name.
 
 Run ``pytest tests/unit/test_proxy_golden.py --update-golden`` to rewrite outputs, then
 review their diff.
@@ -28,8 +29,8 @@ from federation.translate.inputs import (
     address_maps_from_flags,
     ip_families_from_flags,
 )
-from federation.translate.ir import GatewayIR
-from federation.translate.proxy import DEFAULT_SECRET_DIR, GatewayResources, build_gateway
+from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR
+from federation.translate.proxy import DEFAULT_SECRET_DIR, XdsResources, consistent, node_config
 from tests import golden_files
 
 GOLDEN = golden_files.ROOT / "proxy"
@@ -37,7 +38,8 @@ CASES = golden_files.cases(GOLDEN)
 KINDS = ("clusters", "endpoints", "listeners", "routes")
 
 
-def build(case: str) -> GatewayResources:
+def load_case(case: str) -> tuple[dict[str, Any], GatewayIR, TranslateOptions, str]:
+    """The case's raw document, its IR, the translation options and the secret dir."""
     raw = yaml.safe_load((GOLDEN / f"{case}.in.yaml").read_text())
     unknown = set(raw) - {"host", "secretDir", "options", "ir"}
     assert not unknown, f"{case}.in.yaml: unknown keys {sorted(unknown)}"
@@ -49,12 +51,16 @@ def build(case: str) -> GatewayResources:
         default_ip_family=default_family,
     )
     ir = from_json(GatewayIR, raw["ir"], path=f"{case}.in.yaml ir")
-    return build_gateway(
-        ir, raw["host"], options, secret_dir=raw.get("secretDir", DEFAULT_SECRET_DIR)
-    )
+    return raw, ir, options, raw.get("secretDir", DEFAULT_SECRET_DIR)
 
 
-def render(resources: GatewayResources) -> str:
+def build(case: str) -> XdsResources[Any]:
+    raw, ir, options, secret_dir = load_case(case)
+    group = NodeGroupIR(ir.cluster, gateway=ir)
+    return node_config(ClustersetIR(), group, raw["host"], options, secret_dir=secret_dir)
+
+
+def render(resources: XdsResources[Any]) -> str:
     doc: dict[str, Any] = {
         kind: {
             name: json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
@@ -75,4 +81,9 @@ def test_every_output_has_an_input() -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_proxy_golden(case: str, update_golden: bool) -> None:
-    golden_files.check(GOLDEN, case, render(build(case)), update_golden)
+    resources = build(case)
+    # The cases hold no ServiceImports (the clusterset goldens cover those): routes to
+    # them are the only references allowed to dangle here.
+    problems = consistent(resources)
+    assert [p for p in problems if "missing cluster clusterset/" not in p] == []
+    golden_files.check(GOLDEN, case, render(resources), update_golden)

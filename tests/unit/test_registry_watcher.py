@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pytest
 
 from federation.registry.kinds import Kind, Record, RecordRef, encode_record, ref_of
-from federation.registry.memory_store import MemoryRegistry, MemoryWriter
 from federation.registry.records import (
     ClusterRecord,
     Endpoint,
@@ -30,6 +29,7 @@ from federation.registry.records import (
 from federation.registry.store import START
 from federation.registry.watcher import Change, RegistryWatcher, ServiceName, service_names
 from tests import samples
+from tests.memory_store import MemoryRegistry, MemoryWriter
 
 NS = "shop"
 WEB: ServiceName = (NS, "web")

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from agents.trace import publish_time
 from federation.cli import trace as tr
+from federation.debug_payloads import AgentTrace, EnvoyProgress, HubTrace
 from federation.errors import InvalidInputError
 
 ENTRY = "1764201600000-0"
 
 
-def agents(imported_b: str | None = ENTRY) -> dict[str, dict[str, Any]]:
+def agents(imported_b: str | None = ENTRY) -> dict[str, AgentTrace]:
+    b_positions = {} if imported_b is None else {"a": imported_b}
     return {
         "a": {
+            "cluster": "a",
+            "now": 100.5,
             "export": {"observed_at": 100.000, "entry": ENTRY, "published_at": 100.003},
             "import": {"written_at": 100.030, "positions": {"a": ENTRY}},
         },
-        "b": {"export": None, "import": {"written_at": 100.040, "positions": {"a": imported_b}}},
+        "b": {
+            "cluster": "b",
+            "now": 100.5,
+            "export": None,
+            "import": {"written_at": 100.040, "positions": b_positions},
+        },
     }
 
 
-def hub(*envoys: dict[str, Any], read: str = ENTRY) -> dict[str, Any]:
+def hub(*envoys: EnvoyProgress, read: str = ENTRY) -> HubTrace:
     return {
+        "service": "demo/echo",
         "now": 100.500,
         "registry": [
             {
@@ -40,8 +50,10 @@ def hub(*envoys: dict[str, Any], read: str = ENTRY) -> dict[str, Any]:
     }
 
 
-def envoy(group: str, state: str, **more: Any) -> dict[str, Any]:
-    return {"node_id": f"envoy-{group}", "group": group, "state": state, **more}
+def envoy(group: str, state: str, **more: Any) -> EnvoyProgress:
+    return cast(
+        EnvoyProgress, {"node_id": f"envoy-{group}", "group": group, "state": state, **more}
+    )
 
 
 def test_a_complete_trace_lists_every_step_in_order() -> None:
@@ -96,7 +108,9 @@ def test_a_hub_behind_the_registry_stops_the_trace_there() -> None:
 def test_an_entry_within_a_load_counts_as_read_at_the_load() -> None:
     """The hub loaded the cluster after the entry (it has no entry of its own for it)."""
     loaded = hub()
-    loaded["registry"][0].update(position="1764201700000-3", entry=None, entry_read_at=None)
+    loaded["registry"][0].update(
+        {"position": "1764201700000-3", "entry": None, "entry_read_at": None}
+    )
     found = tr.timeline("demo/echo", agents(), loaded)
     assert tr.Step(100.011, "hub", f"read entry {ENTRY}") in found.steps
 
@@ -111,7 +125,9 @@ def test_a_change_that_moved_no_snapshot_is_complete_once_settled() -> None:
     """The hub read the entry, but its last update of the service is older (an agent's
     restart republished the same records): nothing was to be sent."""
     older = hub(envoy("a", "acked", sent_at=99.0, answered_at=99.1))
-    older["applied"]["positions"] = {"a": "1764201500000-0"}
+    applied = older["applied"]
+    assert applied is not None
+    applied["positions"] = {"a": "1764201500000-0"}
     older["now"] = 103.0  # seconds after the hub read it
     found = tr.timeline("service demo/echo", agents(), older)
     assert found.complete

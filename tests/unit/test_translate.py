@@ -24,6 +24,7 @@ from federation.registry.records import (
     ServiceType,
 )
 from federation.translate import names
+from federation.translate.clusterset import default_port, translated_ports
 from federation.translate.inputs import (
     AddressMap,
     ImportView,
@@ -31,8 +32,8 @@ from federation.translate.inputs import (
     address_maps_from_flags,
     parse_address_map_flag,
 )
-from federation.translate.resources import (
-    ClaVariant,
+from federation.translate.proxy.clusters import ClaVariant
+from tests.translation import (
     build_cla,
     build_cla_variants,
     build_cluster,
@@ -40,8 +41,6 @@ from federation.translate.resources import (
     build_node_config,
     build_route_config,
     cla_variant,
-    default_port,
-    translated_ports,
 )
 
 HTTP = ServicePort("http", "TCP", 80)
@@ -333,7 +332,11 @@ def test_listener() -> None:
     hcm = _unpack(listener.filter_chains[0].filters[0].typed_config)
     assert hcm.rds.route_config_name == names.ROUTE_CONFIG_NAME
     assert hcm.rds.config_source.HasField("ads")
-    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
+    # The same filter chain as every Gateway listener, in the features' order.
+    assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.router",
+    ]
     with pytest.raises(InvalidInputError):
         build_listener("localhost", 10080)
     with pytest.raises(InvalidInputError):

@@ -15,7 +15,9 @@ Each case is a pair of files in ``tests/golden/translate``:
     without ``"v"``, of one or more Services (grouped and merged here).
 
   A leading comment says what the case shows.
-- ``<case>.out.yaml``: the NodeConfig, each resource in protobuf's JSON
+- ``<case>.out.yaml``: what :func:`federation.translate.proxy.node_config` gives the
+  viewer's Envoys (the function the hub's snapshot builder assembles with; see
+  ``tests/unit/test_hub_assembly.py``), each resource in protobuf's JSON
   mapping (``json_format``, proto field names; fields at their default value,
   such as ``priority: 0``, ``codec_type: AUTO`` or ``lb_policy: ROUND_ROBIN``,
   are omitted as on the wire), resources sorted by name.
@@ -45,8 +47,9 @@ from federation.translate.inputs import (
     address_maps_from_flags,
     ip_families_from_flags,
 )
-from federation.translate.resources import NodeConfig, build_node_config
+from federation.translate.proxy import XdsResources, consistent
 from tests import golden_files
+from tests.translation import build_node_config
 
 GOLDEN = golden_files.ROOT / "translate"
 CASES = golden_files.cases(GOLDEN)
@@ -117,11 +120,11 @@ def shuffled(records: tuple[ExportedService, ...]) -> tuple[ExportedService, ...
     )
 
 
-def build(case: Case, records: tuple[ExportedService, ...]) -> NodeConfig:
+def build(case: Case, records: tuple[ExportedService, ...]) -> XdsResources[Any]:
     return build_node_config(views(records, case.stale), case.viewer, case.listener, case.options)
 
 
-def wire(config: NodeConfig) -> dict[str, dict[str, bytes]]:
+def wire(config: XdsResources[Any]) -> dict[str, dict[str, bytes]]:
     return {
         kind: {
             name: msg.SerializeToString(deterministic=True)
@@ -131,7 +134,7 @@ def wire(config: NodeConfig) -> dict[str, dict[str, bytes]]:
     }
 
 
-def render(config: NodeConfig) -> str:
+def render(config: XdsResources[Any]) -> str:
     doc: dict[str, Any] = {
         kind: {
             # Through JSON: Any fields come back as OrderedDicts, which safe_dump refuses.
@@ -158,4 +161,5 @@ def test_translate_golden(case: str, update_golden: bool) -> None:
     actual = render(config)
     # The output must not depend on the order the registry listed anything in.
     assert wire(build(loaded, shuffled(loaded.records))) == wire(config)
+    assert consistent(config) == []
     golden_files.check(GOLDEN, case, actual, update_golden)

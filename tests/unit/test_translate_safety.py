@@ -20,17 +20,17 @@ from federation.registry.records import (
     ServicePort,
     ServiceType,
 )
+from federation.translate.clusterset import translated_ports
 from federation.translate.inputs import ImportView, TranslateOptions, ip_families_from_flags
 from federation.translate.protocols import PortProtocol, port_protocol
-from federation.translate.resources import (
-    RETRY_POLICY,
-    ClaVariant,
+from federation.translate.proxy.clusters import ClaVariant
+from federation.translate.proxy.features.retry import RETRY_POLICY
+from tests.translation import (
     build_cla,
     build_cla_variants,
     build_cluster,
     build_listener,
     build_route_config,
-    translated_ports,
 )
 
 HTTP = ServicePort("http", "TCP", 80)

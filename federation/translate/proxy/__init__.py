@@ -1,71 +1,237 @@
-"""Second translation stage: a cluster's :class:`~federation.translate.ir.GatewayIR` into xDS.
+"""Second translation stage: IR into xDS resources, for the clusterset and Gateways alike.
 
-:func:`build_gateway` gives, for the Envoys of one member cluster, the listeners of its
-Gateways (``gateway/<port>``), their route configurations (same names), and the EDS
-clusters and ClusterLoadAssignments of the local Services its routes send to
-(``local/<namespace>/<name>/<port>``). The clusterset's own clusters (one per
-ServiceImport port) come from :mod:`federation.translate.resources`, which every node
-group shares. Called by the hub's snapshot builder and by the golden tests, through this
-one function.
+The hub's snapshot builder and every golden test go through these functions, so the two
+cannot disagree:
+
+* :func:`render_service`: one :class:`~federation.translate.ir.ServiceIR` into its
+  clusters and every distinct variant of their ClusterLoadAssignments. Built once per
+  change of the import and shared by every node group (the cost model: at most
+  exporters + 1 assignments per port, whatever the number of member clusters).
+* :func:`render_clusterset_routes`: the ``clusterset`` route configuration, the virtual
+  hosts of every service; shared by every node group.
+* :func:`render_group`: what one node group serves beside them, from its
+  :class:`~federation.translate.ir.NodeGroupIR`: its clusterset listener, its Gateways'
+  listeners and route configurations, and the local Services its routes send to.
+* :func:`assemble`: everything one node group gets, from those parts, in the form its
+  caller holds them: typed messages (tests, tools) or the hub's serialized resources.
+* :func:`node_config`: the four above for one node group, as typed messages.
+
+The typed :class:`XdsResources` are the post-translation boundary: nothing is serialized
+here, so a patch or extension step can act on them before the hub serializes them
+(:meth:`federation.xds.snapshot.Resource.of`). :func:`consistent` checks the invariants
+Envoy relies on. The modules: ``clusters`` (clusters and their endpoints), ``listeners``
+(the one connection manager), ``routes`` (the one route builder) and ``features`` (one
+module per HTTP filter or cluster feature, in an explicit order).
 """
+
+# xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
+from federation.errors import InvalidInputError
+from federation.translate import names
 from federation.translate.inputs import TranslateOptions
-from federation.translate.ir import GatewayIR, LocalClusterIR
-from federation.translate.proxy.listeners import DEFAULT_SECRET_DIR, listener
+from federation.translate.ir import ClustersetIR, GatewayIR, ListenerIR, NodeGroupIR, ServiceIR
+from federation.translate.proxy.clusters import (
+    assignments,
+    cluster,
+    local_assignment,
+)
+from federation.translate.proxy.consistency import consistent
+from federation.translate.proxy.listeners import DEFAULT_SECRET_DIR, listener, route_config_name
 from federation.translate.proxy.routes import route_configuration
-from federation.translate.resources import add_locality, eds_cluster
 
-__all__ = ["DEFAULT_SECRET_DIR", "GatewayResources", "build_gateway", "local_assignment"]
+__all__ = [
+    "DEFAULT_SECRET_DIR",
+    "KINDS",
+    "RenderedService",
+    "XdsResources",
+    "assemble",
+    "consistent",
+    "node_config",
+    "render_clusterset_routes",
+    "render_group",
+    "render_service",
+]
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: The resource kinds, in the order the xDS server pushes them.
+KINDS = ("clusters", "endpoints", "listeners", "routes")
 
 
 @dataclass(frozen=True)
-class GatewayResources:
-    """Every resource of one cluster's Gateways, by name (names sorted)."""
+class XdsResources(Generic[T]):
+    """Resources by kind and name: typed messages, or the hub's serialized resources."""
 
-    clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
-    endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
-    listeners: dict[str, listener_pb2.Listener] = field(default_factory=dict)
-    routes: dict[str, route_pb2.RouteConfiguration] = field(default_factory=dict)
+    clusters: dict[str, T] = field(default_factory=dict)
+    endpoints: dict[str, T] = field(default_factory=dict)
+    listeners: dict[str, T] = field(default_factory=dict)
+    routes: dict[str, T] = field(default_factory=dict)
+
+    def by_kind(self) -> tuple[dict[str, T], ...]:
+        """The four dicts, in :data:`KINDS` order."""
+        return self.clusters, self.endpoints, self.listeners, self.routes
+
+    def mapped(self, convert: Callable[[T, str], U]) -> XdsResources[U]:
+        """The same resources, each converted (``convert(resource, name)``)."""
+        c, e, li, r = (
+            {name: convert(item, name) for name, item in kind.items()} for kind in self.by_kind()
+        )
+        return XdsResources(c, e, li, r)
 
 
-def local_assignment(
-    local: LocalClusterIR, options: TranslateOptions
-) -> endpoint_pb2.ClusterLoadAssignment:
-    """A local Service's endpoints: one locality, its own cluster's, at priority 0."""
-    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=local.name)
-    add_locality(cla, local.cluster, local, local.port, options, options.ip_family(local.cluster))
-    return cla
+@dataclass(frozen=True)
+class RenderedService(Generic[T]):
+    """One service's resources, shared by every node group: its clusters, and the
+    assignments of each cluster in every distinct variant (:func:`~.clusters.variant_for`):
+    ``shared`` by address family (what every non-exporter sees), and ``own`` by exporter
+    and family (an exporter's own variant, its locality first). Laid out so that picking a
+    group's variant costs two dict lookups: the hub does it for every group and service."""
+
+    ir: ServiceIR
+    clusters: dict[str, T] = field(default_factory=dict)
+    shared: dict[str, dict[str, T]] = field(default_factory=dict)
+    own: dict[str, dict[str, dict[str, T]]] = field(default_factory=dict)
+
+    def seen_by(self, group: str | None, family: str) -> dict[str, T]:
+        """The assignments, by cluster name, of the Envoys of ``group``, whose address
+        family is ``family`` (``TranslateOptions.ip_family(group)``)."""
+        own = self.own.get(group) if group is not None else None
+        return own[family] if own is not None else self.shared[family]
+
+    def mapped(self, convert: Callable[[T, str], U]) -> RenderedService[U]:
+        def each(by_name: dict[str, T]) -> dict[str, U]:
+            return {name: convert(item, name) for name, item in by_name.items()}
+
+        return RenderedService(
+            self.ir,
+            each(self.clusters),
+            {family: each(by_name) for family, by_name in self.shared.items()},
+            {
+                exporter: {family: each(by_name) for family, by_name in families.items()}
+                for exporter, families in self.own.items()
+            },
+        )
 
 
-def build_gateway(
-    ir: GatewayIR,
+def render_service(ir: ServiceIR, options: TranslateOptions) -> RenderedService[Any]:
+    """The clusters and assignment variants of one service (typed messages)."""
+    out: RenderedService[Any] = RenderedService(ir)
+    for cluster_ir in ir.clusters:
+        name = cluster_ir.name
+        out.clusters[name] = cluster(cluster_ir, options)
+        for variant, cla in assignments(cluster_ir, options).items():
+            if variant.local is None:
+                out.shared.setdefault(variant.family, {})[name] = cla
+            else:
+                out.own.setdefault(variant.local, {}).setdefault(variant.family, {})[name] = cla
+    return out
+
+
+def render_clusterset_routes(services: Iterable[ServiceIR]) -> route_pb2.RouteConfiguration:
+    """The ``clusterset`` route configuration: every service's virtual hosts, by name.
+
+    Raises InvalidInputError if two virtual hosts share a name (two views of one Service).
+    """
+    hosts = {}
+    for service in services:
+        for host in service.virtual_hosts:
+            if host.name in hosts:
+                raise InvalidInputError(f"two views of {service.namespace}/{service.name}")
+            hosts[host.name] = host
+    return route_configuration(
+        names.ROUTE_CONFIG_NAME, (hosts[n] for n in sorted(hosts)), hosts_by_port=True
+    )
+
+
+def render_group(
+    ir: NodeGroupIR,
+    host: str,
+    options: TranslateOptions,
+    secret_dir: str = DEFAULT_SECRET_DIR,
+) -> XdsResources[Any]:
+    """What one node group serves beside the shared services (typed messages); its
+    listeners bind to ``host`` unless their IR names an address.
+
+    The clusterset listener's routes are the shared ``clusterset`` configuration, which
+    :func:`assemble` adds; every other listener's are rendered here.
+    """
+    gateway = ir.gateway if ir.gateway is not None else GatewayIR(ir.group or "")
+    out: XdsResources[Any] = XdsResources()
+    for local in gateway.local_clusters:
+        out.clusters[local.name] = cluster(local, options)
+        out.endpoints[local.name] = local_assignment(local, options)
+    listeners: list[ListenerIR] = list(gateway.listeners)
+    if ir.clusterset_listener is not None:
+        out.listeners[ir.clusterset_listener.name] = listener(
+            ir.clusterset_listener, host, secret_dir
+        )
+    for li in listeners:
+        out.listeners[li.name] = listener(li, host, secret_dir)
+        out.routes[route_config_name(li)] = route_configuration(
+            route_config_name(li),
+            li.virtual_hosts,
+            li.port,
+            https=bool(li.tls),
+            hosts_by_port=bool(li.hosts_by_port),
+        )
+    return XdsResources(
+        dict(sorted(out.clusters.items())),
+        dict(sorted(out.endpoints.items())),
+        dict(sorted(out.listeners.items())),
+        dict(sorted(out.routes.items())),
+    )
+
+
+def assemble(
+    group: str | None,
+    services: Iterable[RenderedService[T]],
+    clusterset_routes: T | None,
+    own: XdsResources[T],
+    options: TranslateOptions,
+) -> XdsResources[T]:
+    """Everything the Envoys of node group ``group`` get.
+
+    Every service's clusters, with the assignment variant ``group`` sees; the shared
+    ``clusterset`` route configuration when the group has the clusterset listener; and the
+    group's own resources (:func:`render_group`). Works on typed messages and on serialized
+    resources alike: the hub calls it with what it serialized, tests with messages.
+    """
+    clusters: dict[str, T] = {}
+    endpoints: dict[str, T] = {}
+    family = options.ip_family(group)
+    for service in services:
+        clusters.update(service.clusters)
+        endpoints.update(service.seen_by(group, family))
+    routes: dict[str, T] = {}
+    if clusterset_routes is not None and names.LISTENER_NAME in own.listeners:
+        routes[names.ROUTE_CONFIG_NAME] = clusterset_routes
+    clusters.update(own.clusters)
+    endpoints.update(own.endpoints)
+    routes.update(own.routes)
+    return XdsResources(clusters, endpoints, dict(own.listeners), routes)
+
+
+def node_config(
+    clusterset: ClustersetIR,
+    group: NodeGroupIR,
     host: str,
     options: TranslateOptions | None = None,
     *,
     secret_dir: str = DEFAULT_SECRET_DIR,
-) -> GatewayResources:
-    """The xDS resources of ``ir``; listeners bind to ``host`` (the cluster's listener IP)."""
+) -> XdsResources[Any]:
+    """Everything one node group's Envoys get, as typed messages sorted by name."""
     options = options if options is not None else TranslateOptions()
-    clusters = {}
-    endpoints = {}
-    for local in ir.local_clusters:
-        clusters[local.name] = eds_cluster(local.name, options, http2=local.http2)
-        endpoints[local.name] = local_assignment(local, options)
-    return GatewayResources(
-        clusters=dict(sorted(clusters.items())),
-        endpoints=dict(sorted(endpoints.items())),
-        listeners={li.name: listener(li, host, secret_dir) for li in ir.listeners},
-        routes={
-            li.name: route_configuration(li.name, li.virtual_hosts, li.port, https=bool(li.tls))
-            for li in ir.listeners
-        },
-    )
+    services = [render_service(s, options) for s in clusterset.services]
+    routes = render_clusterset_routes(clusterset.services)
+    own = render_group(group, host, options, secret_dir)
+    assembled = assemble(group.group, services, routes, own, options)
+    return XdsResources(*(dict(sorted(kind.items())) for kind in assembled.by_kind()))

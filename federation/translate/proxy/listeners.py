@@ -1,9 +1,10 @@
 """IR listeners into Envoy listeners: HTTP, and HTTPS with certificates read from disk.
 
-Called by :func:`federation.translate.proxy.build_gateway`. Every listener's HTTP
-connection manager gets its routes over RDS (a route configuration of the listener's
-name), runs Envoy's CORS filter before the router, allows WebSocket upgrades and applies no
-request timeout.
+Called by :mod:`federation.translate.proxy` for every listener it serves, the clusterset's
+and the Gateways'. Every listener's HTTP connection manager (:func:`connection_manager`,
+the only one) gets its routes over RDS, runs the HTTP filters of the features in their
+table's order (:mod:`.features`), allows WebSocket upgrades and applies no request timeout,
+so long streams last as long as client and backend want.
 
 HTTPS: one filter chain per Gateway listener, chosen by SNI (``server_names``; none: the
 catch-all chain), each terminating TLS with its certificates. Private keys never travel
@@ -18,8 +19,6 @@ import posixpath
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -27,8 +26,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from federation.translate.ir import CertificateIR, FilterChainIR, ListenerIR
-from federation.translate.proxy.routes import CORS_FILTER
-from federation.translate.resources import HCM_FILTER, ROUTER_FILTER, ads
+from federation.translate.proxy.common import HCM_FILTER, ads
+from federation.translate.proxy.features import HTTP_FILTER_HOOKS
 
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 TLS_TRANSPORT = "envoy.transport_sockets.tls"
@@ -36,17 +35,24 @@ TLS_TRANSPORT = "envoy.transport_sockets.tls"
 DEFAULT_SECRET_DIR = "/etc/federation/secrets"
 
 
-def connection_manager(name: str) -> hcm_pb2.HttpConnectionManager:
+def route_config_name(ir: ListenerIR) -> str:
+    """The route configuration a listener gets over RDS."""
+    return ir.route_config or ir.name
+
+
+def connection_manager(ir: ListenerIR) -> hcm_pb2.HttpConnectionManager:
+    """The HTTP connection manager of every listener; its stats are named after its routes."""
+    routes = route_config_name(ir)
     hcm = hcm_pb2.HttpConnectionManager(
-        stat_prefix=name.replace("/", "-"),
+        stat_prefix=routes.replace("/", "-"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=name),
+        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=routes),
     )
     hcm.upgrade_configs.add(upgrade_type="websocket")
-    cors = hcm.http_filters.add(name=CORS_FILTER)
-    cors.typed_config.Pack(cors_pb2.Cors(), deterministic=True)
-    router = hcm.http_filters.add(name=ROUTER_FILTER)
-    router.typed_config.Pack(router_pb2.Router(), deterministic=True)
+    for hook in HTTP_FILTER_HOOKS:
+        http_filter = hook(ir)
+        if http_filter is not None:
+            hcm.http_filters.append(http_filter)
     return hcm
 
 
@@ -73,13 +79,15 @@ def _tls(chain: FilterChainIR, secret_dir: str) -> tls_pb2.DownstreamTlsContext:
 
 
 def listener(ir: ListenerIR, host: str, secret_dir: str) -> listener_pb2.Listener:
+    """``ir`` bound to its own address, else to ``host`` (the node group's)."""
+    address = ir.address or host
     out = listener_pb2.Listener(
         name=ir.name,
         address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=host, port_value=ir.port)
+            socket_address=address_pb2.SocketAddress(address=address, port_value=ir.port)
         ),
     )
-    hcm = connection_manager(ir.name)
+    hcm = connection_manager(ir)
     chains: list[FilterChainIR | None] = list(ir.tls) if ir.tls else [None]
     if ir.tls:
         inspector = out.listener_filters.add(name=TLS_INSPECTOR)

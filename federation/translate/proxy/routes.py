@@ -1,7 +1,11 @@
 """IR routes into Envoy routes: matches, actions, filters, retries and timeouts.
 
-Called by :func:`federation.translate.proxy.build_gateway`. Pure; the messages are
-xds-protos' upb classes. How each IR element is served:
+Called by :mod:`federation.translate.proxy` for every route configuration it serves, the
+clusterset's and the Gateways' (:func:`route_configuration` and :func:`route`, the only
+ones). Pure; the messages are xds-protos' upb classes. The core here builds the match
+and what answers (backends, a redirect or a fixed status); retries, timeouts, header
+modifiers, mirrors and CORS are features (:mod:`.features`), applied in their table's
+order. How each IR element is served:
 
 * ``PathPrefix`` is Envoy's ``path_separated_prefix`` (whole segments only), ``/`` a
   plain prefix; regular expressions use RE2 (``safe_regex``); a method is a ``:method``
@@ -9,11 +13,9 @@ xds-protos' upb classes. How each IR element is served:
 * Weighted backends are ``weighted_clusters``. An invalid backend keeps its share under
   a cluster name that never exists, and the route answers ``cluster not found`` with 500
   instead of Envoy's default 503: the share Gateway API wants answered 500.
-* Every route has the data plane's retry policy; ``backend_timeout_ms`` bounds each
-  attempt (``per_try_timeout``), ``timeout_ms`` the whole request (none when unset).
-* Header modifiers: ``set`` overwrites, ``add`` appends. Mirrors go to the mirror
-  cluster for their fraction of requests, and CORS is a per-route policy of Envoy's CORS
-  filter, which answers preflight requests itself.
+* Every forwarding route has the data plane's retry policy (``features.retry``);
+  ``backend_timeout_ms`` bounds each attempt, ``timeout_ms`` the whole request (none when
+  unset; ``features.timeout``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import percent_pb2
 
 from federation.translate.ir import (
     BackendIR,
-    CorsIR,
-    HeaderModIR,
     MatchIR,
     PathRewriteIR,
     RedirectIR,
@@ -40,11 +37,10 @@ from federation.translate.ir import (
     ValueMatchIR,
     VirtualHostIR,
 )
-from federation.translate.resources import duration_ms, retry_policy
+from federation.translate.proxy.features import ROUTE_HOOKS
 
 #: Weighted entries of invalid backends name this cluster, which never exists.
 INVALID_BACKEND_CLUSTER = "federation/invalid-backend"
-CORS_FILTER = "envoy.filters.http.cors"
 
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
@@ -53,8 +49,6 @@ _REDIRECT_CODES = {
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def _regex(pattern: str) -> regex_pb2.RegexMatcher:
@@ -85,32 +79,6 @@ def route_match(match: MatchIR) -> rc.RouteMatch:
     for q in match.query_params:
         out.query_parameters.add(name=q.name, string_match=_string_match(q))
     return out
-
-
-def _headers_to_add(mod: HeaderModIR) -> list[base_pb2.HeaderValueOption]:
-    options = [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=h.name, value=h.value), append_action=_OVERWRITE
-        )
-        for h in mod.set
-    ]
-    options += [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=h.name, value=h.value), append_action=_APPEND
-        )
-        for h in mod.add
-    ]
-    return options
-
-
-def _apply_headers(target: Any, request: HeaderModIR | None, response: HeaderModIR | None) -> None:
-    """Header modifiers onto a Route or a ClusterWeight (same field names)."""
-    if request is not None:
-        target.request_headers_to_add.extend(_headers_to_add(request))
-        target.request_headers_to_remove.extend(request.remove)
-    if response is not None:
-        target.response_headers_to_add.extend(_headers_to_add(response))
-        target.response_headers_to_remove.extend(response.remove)
 
 
 def _replace_prefix(target: Any, path: PathRewriteIR) -> None:
@@ -159,41 +127,8 @@ def _redirect(r: RedirectIR, listener_port: int, default_port: int) -> rc.Redire
     return out
 
 
-def _fraction(numerator: int, denominator: int) -> Any:
-    if denominator <= 0:
-        numerator, denominator = 0, 1
-    per_million = min(1_000_000, numerator * 1_000_000 // denominator)
-    return percent_pb2.FractionalPercent(
-        numerator=per_million, denominator=percent_pb2.FractionalPercent.MILLION
-    )
-
-
-def _origin(origin: str) -> string_pb2.StringMatcher:
-    if origin == "*":
-        return string_pb2.StringMatcher(safe_regex=_regex(".*"))
-    if "*" in origin:
-        pattern = ".*".join(re.escape(part) for part in origin.split("*"))
-        return string_pb2.StringMatcher(safe_regex=_regex(f"^{pattern}$"))
-    return string_pb2.StringMatcher(exact=origin)
-
-
-def cors_policy(cors: CorsIR) -> cors_pb2.CorsPolicy:
-    policy = cors_pb2.CorsPolicy(
-        allow_origin_string_match=[_origin(o) for o in cors.allow_origins],
-        allow_methods=", ".join(cors.allow_methods),
-        allow_headers=", ".join(cors.allow_headers),
-        expose_headers=", ".join(cors.expose_headers),
-    )
-    if cors.max_age_seconds is not None:
-        policy.max_age = str(cors.max_age_seconds)
-    policy.allow_credentials.value = cors.allow_credentials
-    return policy
-
-
 def _forward(route: RouteIR) -> rc.RouteAction:
-    action = rc.RouteAction(timeout=duration_ms(route.timeout_ms or 0), retry_policy=retry_policy())
-    if route.backend_timeout_ms:
-        action.retry_policy.per_try_timeout.CopyFrom(duration_ms(route.backend_timeout_ms))
+    action = rc.RouteAction()
     backends = route.backends
     simple = len(backends) == 1 and backends[0].cluster is not None
     if simple and backends[0].request_headers is None and backends[0].response_headers is None:
@@ -208,19 +143,16 @@ def _forward(route: RouteIR) -> rc.RouteAction:
         action.host_rewrite_literal = route.rewrite_hostname
     if route.rewrite_path is not None:
         _rewrite(action, route.rewrite_path)
-    for m in route.mirrors:
-        policy = action.request_mirror_policies.add(cluster=m.cluster)
-        policy.runtime_fraction.default_value.CopyFrom(_fraction(m.numerator, m.denominator))
     return action
 
 
 def _weighted(action: rc.RouteAction, backend: BackendIR) -> None:
     entry = action.weighted_clusters.clusters.add(name=backend.cluster or INVALID_BACKEND_CLUSTER)
     entry.weight.value = backend.weight
-    _apply_headers(entry, backend.request_headers, backend.response_headers)
 
 
 def route(ir: RouteIR, listener_port: int = 80, default_port: int = 80) -> rc.Route:
+    """One route: its match and what answers, then every feature's part."""
     out = rc.Route(name=ir.name, match=route_match(ir.match))
     if ir.redirect is not None:
         out.redirect.CopyFrom(_redirect(ir.redirect, listener_port, default_port))
@@ -228,19 +160,25 @@ def route(ir: RouteIR, listener_port: int = 80, default_port: int = 80) -> rc.Ro
         out.direct_response.status = ir.direct_status
     else:
         out.route.CopyFrom(_forward(ir))
-    _apply_headers(out, ir.request_headers, ir.response_headers)
-    if ir.cors is not None:
-        out.typed_per_filter_config[CORS_FILTER].Pack(cors_policy(ir.cors), deterministic=True)
+    for hook in ROUTE_HOOKS:
+        hook(ir, out)
     return out
 
 
 def route_configuration(
-    name: str, hosts: Iterable[VirtualHostIR], port: int = 80, *, https: bool = False
+    name: str,
+    hosts: Iterable[VirtualHostIR],
+    port: int = 80,
+    *,
+    https: bool = False,
+    hosts_by_port: bool = False,
 ) -> route_pb2.RouteConfiguration:
     """The routes of one listener on ``port``. Virtual hosts are chosen by ``Host``
-    without its port (Gateway API hostnames have none); the header itself is passed to
-    the backends unchanged."""
-    config = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True)
+    without its port (Gateway API hostnames have none) unless ``hosts_by_port``; the
+    header itself is passed to the backends unchanged."""
+    config = route_pb2.RouteConfiguration(name=name)
+    if not hosts_by_port:
+        config.ignore_port_in_host_matching = True
     default_port = 443 if https else 80
     for host in hosts:
         vhost = config.virtual_hosts.add(name=host.name, domains=list(host.domains))

@@ -1,0 +1,96 @@
+"""The registry format of the Gateways' ``Programmed`` state, shared by hub and agents.
+
+The hub (:mod:`federation.hub.programmed`) writes, per member cluster, which generation of
+each Gateway that cluster's Envoys have applied (:func:`encode`); the cluster's agent
+reads every hub replica's entry back and merges them (:func:`merged_facts`) to write the
+Gateways' ``Programmed`` condition. Kept out of ``federation.hub`` so that agents depend
+on the shared library only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+from federation.registry.hub_state import HubStateReader
+from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
+
+log = logging.getLogger("federation.programmed")
+
+#: A replica's state older than this is ignored by agents (the replica is gone).
+STALE_AFTER = 60.0
+
+
+def encode(hub_id: str, group_facts: Mapping[ObjectName, ProgrammedFact], at: float) -> bytes:
+    doc = {
+        "hub": hub_id,
+        "at": at,
+        "gateways": [
+            {
+                "namespace": ns,
+                "name": name,
+                "generation": fact.generation,
+                "rejected": fact.rejected,
+                "envoys": fact.envoys,
+            }
+            for (ns, name), fact in sorted(group_facts.items())
+        ],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> tuple[float, dict[ObjectName, ProgrammedFact]]:
+    """(time written, facts); raises ValueError on anything malformed."""
+    doc = json.loads(data)
+    out = {}
+    for g in doc["gateways"]:
+        generation = g.get("generation")
+        if generation is not None and not isinstance(generation, int):
+            raise ValueError("generation must be an integer")
+        out[str(g["namespace"]), str(g["name"])] = ProgrammedFact(
+            generation, g.get("rejected"), int(g.get("envoys") or 0)
+        )
+    return float(doc["at"]), out
+
+
+def merge(
+    replicas: Iterable[Mapping[ObjectName, ProgrammedFact]],
+) -> dict[ObjectName, ProgrammedFact]:
+    """One fact per Gateway from every hub replica's: only replicas with Envoys of the
+    cluster count; applied is the oldest generation they agree on, and any rejection wins."""
+    out: dict[ObjectName, ProgrammedFact] = {}
+    for replica in replicas:
+        for key, fact in replica.items():
+            seen = out.get(key)
+            if seen is None or seen.envoys == 0:
+                out[key] = fact
+                continue
+            if fact.envoys == 0:
+                continue
+            generations = [x for x in (seen.generation, fact.generation) if x is not None]
+            both = seen.generation is not None and fact.generation is not None
+            out[key] = ProgrammedFact(
+                min(generations) if both else None,
+                seen.rejected or fact.rejected,
+                seen.envoys + fact.envoys,
+            )
+    return out
+
+
+async def merged_facts(
+    reader: HubStateReader, cluster: str, now: float | None = None
+) -> dict[ObjectName, ProgrammedFact]:
+    """What the hub replicas say of ``cluster``'s Gateways; stale or bad entries skipped."""
+    now = time.time() if now is None else now
+    replicas = []
+    for hub_id, data in sorted((await reader.states(cluster)).items()):
+        try:
+            at, group_facts = decode(data)
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("skipping bad hub state", extra={"hub": hub_id, "error": str(err)})
+            continue
+        if now - at <= STALE_AFTER:
+            replicas.append(group_facts)
+    return merge(replicas)

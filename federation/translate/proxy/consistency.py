@@ -1,0 +1,82 @@
+"""The invariants Envoy relies on, checked on one node group's typed resources.
+
+Called by the golden tests on every output, and by the hub on every snapshot when it runs
+with ``--check-consistency`` (the test environments do). As go-control-plane's
+``Snapshot.Consistent()``: a route must never name a cluster the Envoy does not have (its
+requests would fail with ``cluster not found``), an EDS cluster without its assignment
+stays warming forever, and a listener's RDS name must have its route configuration.
+"""
+
+# xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from federation.translate.proxy.routes import INVALID_BACKEND_CLUSTER
+
+
+class TypedResources(Protocol):
+    @property
+    def clusters(self) -> dict[str, Any]: ...
+
+    @property
+    def endpoints(self) -> dict[str, Any]: ...
+
+    @property
+    def listeners(self) -> dict[str, Any]: ...
+
+    @property
+    def routes(self) -> dict[str, Any]: ...
+
+
+def _route_clusters(config: Any) -> set[str]:
+    """Every cluster a route configuration sends to (mirrors included)."""
+    out: set[str] = set()
+    for vhost in config.virtual_hosts:
+        for route in vhost.routes:
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            if action.cluster:
+                out.add(action.cluster)
+            out.update(w.name for w in action.weighted_clusters.clusters)
+            out.update(m.cluster for m in action.request_mirror_policies)
+    # Invalid backends name a cluster that never exists, on purpose: Envoy answers their
+    # share of requests with the route's cluster_not_found_response_code.
+    out.discard(INVALID_BACKEND_CLUSTER)
+    return out
+
+
+def _rds_names(listener: Any) -> set[str]:
+    out = set()
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            hcm = hcm_pb2.HttpConnectionManager()
+            if network_filter.typed_config.Unpack(hcm) and hcm.HasField("rds"):
+                out.add(hcm.rds.route_config_name)
+    return out
+
+
+def consistent(resources: TypedResources) -> list[str]:
+    """Every broken invariant of one node group's resources, as sentences; [] when none."""
+    problems = []
+    for name, config in sorted(resources.routes.items()):
+        for missing in sorted(_route_clusters(config) - set(resources.clusters)):
+            problems.append(f"route configuration {name} sends to missing cluster {missing}")
+    for name, item in sorted(resources.clusters.items()):
+        if item.type == item.EDS and name not in resources.endpoints:
+            problems.append(f"EDS cluster {name} has no ClusterLoadAssignment")
+    for name in sorted(set(resources.endpoints) - set(resources.clusters)):
+        problems.append(f"ClusterLoadAssignment {name} has no cluster")
+    for name, item in sorted(resources.endpoints.items()):
+        if item.cluster_name != name:
+            problems.append(f"ClusterLoadAssignment {name} names cluster {item.cluster_name}")
+    for name, item in sorted(resources.listeners.items()):
+        for rds in sorted(_rds_names(item) - set(resources.routes)):
+            problems.append(f"listener {name} wants missing route configuration {rds}")
+    return problems

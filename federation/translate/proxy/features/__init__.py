@@ -1,0 +1,60 @@
+"""The second stage's features: one module per HTTP filter or cluster feature, in one table.
+
+Called by the second stage's core builders (:mod:`..listeners`, :mod:`..routes`,
+:mod:`..clusters`), which build what every listener, route or cluster has and then let
+each feature of :data:`FEATURES`, in that order, contribute its part. A feature is one
+module that exports ``FEATURE``, a :class:`Feature` with up to three hooks:
+
+* ``http_filter(listener)``: its HTTP filter in a listener's connection manager (None:
+  not on that listener). Filters run in the table's order; the router comes last, since
+  it sends the request upstream and nothing after it runs.
+* ``route(ir, route)``: patches a rendered route with what the feature's IR fields say.
+* ``cluster(ir, cluster, options)``: patches a rendered cluster.
+
+A new HTTP filter is a new module here, its IR field in :mod:`federation.translate.ir`,
+its place in :data:`FEATURES`, and a golden case. Pure: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+from federation.translate.proxy.features import (
+    cors,
+    headers,
+    load_balancing,
+    mirror,
+    outlier,
+    retry,
+    router,
+    timeout,
+    upstream_http,
+)
+from federation.translate.proxy.features.base import ClusterSource, Feature
+
+__all__ = [
+    "CLUSTER_HOOKS",
+    "FEATURES",
+    "HTTP_FILTER_HOOKS",
+    "ROUTE_HOOKS",
+    "ClusterSource",
+    "Feature",
+]
+
+#: Every feature, in the order its hooks run. ``timeout`` follows ``retry``: it sets the
+#: per-try timeout of the retry policy that ``retry`` puts on the route. ``router`` is last:
+#: the HTTP filter chain follows this order and must end with the router.
+FEATURES: tuple[Feature, ...] = (
+    cors.FEATURE,
+    headers.FEATURE,
+    mirror.FEATURE,
+    retry.FEATURE,
+    timeout.FEATURE,
+    load_balancing.FEATURE,
+    outlier.FEATURE,
+    upstream_http.FEATURE,
+    router.FEATURE,
+)
+
+#: The hooks of :data:`FEATURES` by kind, in table order (looked up once, not per route).
+HTTP_FILTER_HOOKS = tuple(f.http_filter for f in FEATURES if f.http_filter is not None)
+ROUTE_HOOKS = tuple(f.route for f in FEATURES if f.route is not None)
+CLUSTER_HOOKS = tuple(f.cluster for f in FEATURES if f.cluster is not None)

@@ -1,0 +1,32 @@
+"""The shape of a second-stage feature; see :mod:`federation.translate.proxy.features`."""
+
+# xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from federation.translate.inputs import TranslateOptions
+from federation.translate.ir import ListenerIR, RouteIR
+
+
+class ClusterSource(Protocol):
+    """What a cluster feature reads of a cluster's IR (a clusterset or a local cluster)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def http2(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature's hooks; see the package docstring. ``name`` is for errors and docs."""
+
+    name: str
+    http_filter: Callable[[ListenerIR], Any | None] | None = None
+    route: Callable[[RouteIR, Any], None] | None = None
+    cluster: Callable[[ClusterSource, Any, TranslateOptions], None] | None = None
