@@ -8,8 +8,9 @@ module that exports ``FEATURE``, a :class:`Feature` with up to three hooks:
 * ``http_filter(listener)``: its HTTP filter in a listener's connection manager (None:
   not on that listener). Filters run in the table's order; the router comes last, since
   it sends the request upstream and nothing after it runs.
-* ``route(ir, route)``: patches a rendered route with what the feature's IR fields say.
-* ``cluster(ir, cluster, options)``: patches a rendered cluster.
+* ``patch_route(ir, route)``: patches a rendered route with what the feature's IR fields
+  say.
+* ``patch_cluster(ir, cluster, options)``: patches a rendered cluster.
 
 A new HTTP filter is a new module here, its IR field in :mod:`federation.translate.ir`,
 its place in :data:`FEATURES`, and a golden case. Pure: no I/O, no state.
@@ -56,5 +57,5 @@ FEATURES: tuple[Feature, ...] = (
 
 #: The hooks of :data:`FEATURES` by kind, in table order (looked up once, not per route).
 HTTP_FILTER_HOOKS = tuple(f.http_filter for f in FEATURES if f.http_filter is not None)
-ROUTE_HOOKS = tuple(f.route for f in FEATURES if f.route is not None)
-CLUSTER_HOOKS = tuple(f.cluster for f in FEATURES if f.cluster is not None)
+ROUTE_HOOKS = tuple(f.patch_route for f in FEATURES if f.patch_route is not None)
+CLUSTER_HOOKS = tuple(f.patch_cluster for f in FEATURES if f.patch_cluster is not None)

@@ -28,5 +28,5 @@ class Feature:
 
     name: str
     http_filter: Callable[[ListenerIR], Any | None] | None = None
-    route: Callable[[RouteIR, Any], None] | None = None
-    cluster: Callable[[ClusterSource, Any, TranslateOptions], None] | None = None
+    patch_route: Callable[[RouteIR, Any], None] | None = None
+    patch_cluster: Callable[[ClusterSource, Any, TranslateOptions], None] | None = None

@@ -50,9 +50,9 @@ def cors_policy(cors: CorsIR) -> cors_pb2.CorsPolicy:
     return policy
 
 
-def route(ir: RouteIR, out: Any) -> None:
+def patch_route(ir: RouteIR, out: Any) -> None:
     if ir.cors is not None:
         out.typed_per_filter_config[CORS_FILTER].Pack(cors_policy(ir.cors), deterministic=True)
 
 
-FEATURE = Feature("cors", http_filter=_http_filter, route=route)
+FEATURE = Feature("cors", http_filter=_http_filter, patch_route=patch_route)

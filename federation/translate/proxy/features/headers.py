@@ -42,7 +42,7 @@ def apply_headers(target: Any, request: HeaderModIR | None, response: HeaderModI
         target.response_headers_to_remove.extend(response.remove)
 
 
-def route(ir: RouteIR, out: Any) -> None:
+def patch_route(ir: RouteIR, out: Any) -> None:
     if out.HasField("route") and out.route.HasField("weighted_clusters"):
         # The core builds one weighted entry per backend, in the backends' order.
         for entry, backend in zip(out.route.weighted_clusters.clusters, ir.backends, strict=True):
@@ -50,4 +50,4 @@ def route(ir: RouteIR, out: Any) -> None:
     apply_headers(out, ir.request_headers, ir.response_headers)
 
 
-FEATURE = Feature("headers", route=route)
+FEATURE = Feature("headers", patch_route=patch_route)

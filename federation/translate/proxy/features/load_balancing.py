@@ -20,10 +20,10 @@ from federation.translate.inputs import TranslateOptions
 from federation.translate.proxy.features.base import ClusterSource, Feature
 
 
-def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
+def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     out.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
     out.common_lb_config.locality_weighted_lb_config.SetInParent()
     out.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=0.0))
 
 
-FEATURE = Feature("load-balancing", cluster=cluster)
+FEATURE = Feature("load-balancing", patch_cluster=patch_cluster)

@@ -22,7 +22,7 @@ def _fraction(numerator: int, denominator: int) -> Any:
     )
 
 
-def route(ir: RouteIR, out: Any) -> None:
+def patch_route(ir: RouteIR, out: Any) -> None:
     if not ir.mirrors or not out.HasField("route"):
         return
     for m in ir.mirrors:
@@ -30,4 +30,4 @@ def route(ir: RouteIR, out: Any) -> None:
         policy.runtime_fraction.default_value.CopyFrom(_fraction(m.numerator, m.denominator))
 
 
-FEATURE = Feature("mirror", route=route)
+FEATURE = Feature("mirror", patch_route=patch_route)

@@ -21,7 +21,7 @@ from federation.translate.inputs import TranslateOptions
 from federation.translate.proxy.features.base import ClusterSource, Feature
 
 
-def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
+def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     if not options.outlier_detection:
         return
     out.outlier_detection.CopyFrom(
@@ -34,4 +34,4 @@ def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     )
 
 
-FEATURE = Feature("outlier-detection", cluster=cluster)
+FEATURE = Feature("outlier-detection", patch_cluster=patch_cluster)

@@ -68,12 +68,12 @@ def retry_policy() -> route_components_pb2.RetryPolicy:
     return policy
 
 
-def route(ir: RouteIR, out: Any) -> None:
+def patch_route(ir: RouteIR, out: Any) -> None:
     if out.HasField("route"):
         out.route.retry_policy.CopyFrom(retry_policy())
 
 
-def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
+def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     out.circuit_breakers.thresholds.append(
         circuit_breaker_pb2.CircuitBreakers.Thresholds(
             retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
@@ -84,4 +84,4 @@ def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     )
 
 
-FEATURE = Feature("retry", route=route, cluster=cluster)
+FEATURE = Feature("retry", patch_route=patch_route, patch_cluster=patch_cluster)

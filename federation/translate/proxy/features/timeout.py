@@ -18,7 +18,7 @@ from federation.translate.proxy.common import duration_ms
 from federation.translate.proxy.features.base import ClusterSource, Feature
 
 
-def route(ir: RouteIR, out: Any) -> None:
+def patch_route(ir: RouteIR, out: Any) -> None:
     if not out.HasField("route"):
         return
     out.route.timeout.CopyFrom(duration_ms(ir.timeout_ms or 0))
@@ -26,8 +26,8 @@ def route(ir: RouteIR, out: Any) -> None:
         out.route.retry_policy.per_try_timeout.CopyFrom(duration_ms(ir.backend_timeout_ms))
 
 
-def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
+def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     out.connect_timeout.CopyFrom(duration_ms(options.connect_timeout_ms))
 
 
-FEATURE = Feature("timeout", route=route, cluster=cluster)
+FEATURE = Feature("timeout", patch_route=patch_route, patch_cluster=patch_cluster)

@@ -15,7 +15,7 @@ from federation.translate.proxy.features.base import ClusterSource, Feature
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
+def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
     if ir.http2:
         h2 = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config={"http2_protocol_options": {}}
@@ -23,4 +23,4 @@ def cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(h2, deterministic=True)
 
 
-FEATURE = Feature("upstream-http", cluster=cluster)
+FEATURE = Feature("upstream-http", patch_cluster=patch_cluster)
