@@ -17,7 +17,6 @@ from federation.translate.clusterset import (
     clusterset_listener,
     service_cluster,
     service_ir,
-    translated_ports,
 )
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.translate.ir import ClustersetIR, NodeGroupIR
@@ -26,7 +25,7 @@ from federation.translate.proxy import (
     node_config,
     render_clusterset_routes,
 )
-from federation.translate.proxy.clusters import ClaVariant, assignment, assignments, variant_of
+from federation.translate.proxy.clusters import ClaVariant, assignment, assignments, variant_for
 from federation.translate.proxy.clusters import cluster as render_cluster
 from federation.translate.proxy.listeners import DEFAULT_SECRET_DIR, listener
 
@@ -59,8 +58,7 @@ def build_cluster(view: ImportView, port: ServicePort, options: TranslateOptions
 def build_cla(
     view: ImportView, port: ServicePort, viewer: str | None, options: TranslateOptions = OPTIONS
 ) -> Any:
-    ir = service_cluster(view, port)
-    return assignment(ir, variant_of(ir, viewer, options), options)
+    return assignment(service_cluster(view, port), cla_variant(view, viewer, options), options)
 
 
 def build_cla_variants(
@@ -73,7 +71,7 @@ def cla_variant(
     view: ImportView, viewer: str | None, options: TranslateOptions = OPTIONS
 ) -> ClaVariant:
     """The variant ``viewer`` gets of every port of ``view`` (they share exporters)."""
-    return variant_of(service_cluster(view, translated_ports(view)[0]), viewer, options)
+    return variant_for(service_ir(view).exporters, viewer, options)
 
 
 def build_route_config(views: Iterable[ImportView]) -> Any:

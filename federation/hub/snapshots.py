@@ -135,22 +135,11 @@ class SnapshotBuilder:
             and (res.ir.gateway.listeners or res.ir.gateway.local_clusters)
         }
 
-    def _render(self, ir: NodeGroupIR, old: _GroupResources | None) -> _GroupResources:
-        """Render a group's own resources. The clusterset listener changes only with the
-        hub's flags: when only the Gateways changed, its serialized form is kept."""
+    def _render(self, ir: NodeGroupIR) -> _GroupResources:
         assert ir.group is not None
         host, _ = self._host_port(ir.group)
-        options, secret_dir = self._options.translate, self._options.secret_dir
-        if old is None or old.ir.clusterset_listener != ir.clusterset_listener:
-            own = render_group(ir, host, options, secret_dir).mapped(Resource.of)
-            return _GroupResources(ir, own)
-        gateways = NodeGroupIR(ir.group, None, ir.gateway)
-        own = render_group(gateways, host, options, secret_dir).mapped(Resource.of)
-        kept = ir.clusterset_listener
-        if kept is not None:
-            own.listeners[kept.name] = old.own.listeners[kept.name]
-            own = XdsResources(*(dict(sorted(kind.items())) for kind in own.by_kind()))
-        return _GroupResources(ir, own)
+        own = render_group(ir, host, self._options.translate, self._options.secret_dir)
+        return _GroupResources(ir, own.mapped(Resource.of))
 
     def update(
         self,
@@ -249,7 +238,7 @@ class SnapshotBuilder:
             ir = NodeGroupIR(group, listener, gateway)
             if old is not None and old.ir == ir:
                 continue
-            new = self._own[group] = self._render(ir, old)
+            new = self._own[group] = self._render(ir)
             if old is None:
                 continue  # a new group gets a full snapshot
             changes = {}

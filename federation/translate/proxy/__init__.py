@@ -37,7 +37,7 @@ from envoy.config.route.v3 import route_pb2
 from federation.errors import InvalidInputError
 from federation.translate import names
 from federation.translate.inputs import TranslateOptions
-from federation.translate.ir import ClustersetIR, GatewayIR, ListenerIR, NodeGroupIR, ServiceIR
+from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR, ServiceIR
 from federation.translate.proxy.clusters import (
     assignments,
     cluster,
@@ -79,6 +79,11 @@ class XdsResources(Generic[T]):
     def by_kind(self) -> tuple[dict[str, T], ...]:
         """The four dicts, in :data:`KINDS` order."""
         return self.clusters, self.endpoints, self.listeners, self.routes
+
+    def sorted(self) -> XdsResources[T]:
+        """The same resources, each kind sorted by name."""
+        c, e, li, r = (dict(sorted(kind.items())) for kind in self.by_kind())
+        return XdsResources(c, e, li, r)
 
     def mapped(self, convert: Callable[[T, str], U]) -> XdsResources[U]:
         """The same resources, each converted (``convert(resource, name)``)."""
@@ -169,12 +174,11 @@ def render_group(
     for local in gateway.local_clusters:
         out.clusters[local.name] = cluster(local, options)
         out.endpoints[local.name] = local_assignment(local, options)
-    listeners: list[ListenerIR] = list(gateway.listeners)
     if ir.clusterset_listener is not None:
         out.listeners[ir.clusterset_listener.name] = listener(
             ir.clusterset_listener, host, secret_dir
         )
-    for li in listeners:
+    for li in gateway.listeners:
         out.listeners[li.name] = listener(li, host, secret_dir)
         out.routes[route_config_name(li)] = route_configuration(
             route_config_name(li),
@@ -183,12 +187,7 @@ def render_group(
             https=bool(li.tls),
             hosts_by_port=bool(li.hosts_by_port),
         )
-    return XdsResources(
-        dict(sorted(out.clusters.items())),
-        dict(sorted(out.endpoints.items())),
-        dict(sorted(out.listeners.items())),
-        dict(sorted(out.routes.items())),
-    )
+    return out.sorted()
 
 
 def assemble(
@@ -233,5 +232,4 @@ def node_config(
     services = [render_service(s, options) for s in clusterset.services]
     routes = render_clusterset_routes(clusterset.services)
     own = render_group(group, host, options, secret_dir)
-    assembled = assemble(group.group, services, routes, own, options)
-    return XdsResources(*(dict(sorted(kind.items())) for kind in assembled.by_kind()))
+    return assemble(group.group, services, routes, own, options).sorted()

@@ -15,7 +15,7 @@ Rules the endpoints keep:
   priority 0 and every other cluster's priority 1. An Envoy in a cluster that does not
   export the Service sees everything at priority 0, so all non-exporters share one
   ClusterLoadAssignment: a Service has at most exporters + 1 variants per address family
-  (:func:`variant_of`), never one per member cluster. Envoy's default overprovisioning
+  (:func:`variant_for`), never one per member cluster. Envoy's default overprovisioning
   factor (1.4) moves traffic to priority 1 progressively as the local endpoints become
   unhealthy or ejected.
 * One address family per node group (``TranslateOptions.ip_families``): a dual-stack
@@ -221,11 +221,6 @@ def variant_for(
     return ClaVariant(local, options.ip_family(viewer))
 
 
-def variant_of(ir: ServiceClusterIR, viewer: str | None, options: TranslateOptions) -> ClaVariant:
-    """:func:`variant_for` the exporters of one cluster."""
-    return variant_for([s.cluster for s in ir.localities], viewer, options)
-
-
 def _priority(cluster_id: str, local: str | None) -> int:
     return 1 if local is not None and cluster_id != local else 0
 
@@ -255,7 +250,7 @@ def assignments(
     ir: ServiceClusterIR, options: TranslateOptions
 ) -> dict[ClaVariant, endpoint_pb2.ClusterLoadAssignment]:
     """Every distinct ClusterLoadAssignment of a clusterset cluster, keyed by
-    :func:`variant_of`.
+    :func:`variant_for`.
 
     Per address family some node group uses, the endpoints are translated once; each
     exporter's own variant is a copy with its priorities changed. Equal to calling
