@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents import kinds as k
+from agents.dns import DnsServer
 from agents.exports import ExportReconciler, Listing
 from agents.gateway import GatewayAgent
 from agents.imports import ImportReconciler, owned
@@ -38,8 +39,8 @@ from agents.trace import publish_time
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
 from federation.registry.hub_state import HubStateReader
-from federation.registry.kinds import Kind, Record, RecordRef
-from federation.registry.records import ClusterRecord
+from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
+from federation.registry.records import ClusterRecord, ExportedService, InvalidRecordError
 from federation.registry.store import RegistryReader, RegistryWriter
 from federation.registry.watcher import Change, RegistryWatcher, service_names
 from federation.retry import Backoff, retry_call
@@ -84,6 +85,7 @@ class Agent:
         self.cluster = options.cluster
         self.kube = kube
         self.writer = writer
+        self.reader = reader
         self.status = StatusWriter(kube)
         self.watcher = RegistryWatcher(
             reader,
@@ -103,6 +105,8 @@ class Agent:
         )
         self.gateway = GatewayAgent(options.cluster, kube, writer, self.status, hub_state)
         self.ready = asyncio.Event()
+        #: The clusterset.local server, when the agent serves the zone (``--dns-address``).
+        self.dns: DnsServer | None = None
         self._token = uuid.uuid4().hex
 
     # --- watch events (called by kopf) --------------------------------------------------
@@ -173,6 +177,25 @@ class Agent:
         caches = self.exports.caches
         return self.gateway.desired(caches.services, caches.slices, caches.namespace_labels)
 
+    async def remember_published(self) -> None:
+        """Read what the registry holds of this cluster's exports, so that an export whose
+        exported labels or annotations went invalid while the agent was down keeps the
+        last valid ones it published (a restart must not drop them)."""
+        snapshot = await self.reader.snapshot(self.cluster)
+        published = []
+        for name, data in snapshot.records.items():
+            ref = parse_field(name)
+            if ref.kind is not Kind(ExportedService.KIND):
+                continue
+            try:
+                record = decode_record(ref.kind, data)
+            except InvalidRecordError as err:
+                log.warning("ignoring this cluster's unreadable record %s: %s", name, err)
+                continue
+            if isinstance(record, ExportedService):
+                published.append(record)
+        self.exports.remember_published(published)
+
     async def publish_everything(self) -> None:
         """Make the registry hold exactly this cluster's current records, atomically:
         its exports and its Gateway API configuration."""
@@ -235,6 +258,7 @@ class Agent:
     async def run(self) -> None:
         """Start up, then run every background task until cancelled."""
         await self.list_all()
+        await self.remember_published()
         await self.publish_everything()
         tasks = [
             _guarded("registry-watcher", self.watcher.run),
@@ -256,6 +280,8 @@ class Agent:
                 await asyncio.gather(*running)
             await self.imports.queue_all()
             self.ready.set()
+            if self.dns is not None:
+                running.append(asyncio.create_task(self._zone_loaded(self.dns), name="dns"))
             await asyncio.gather(*running)
         finally:
             for task in running:
@@ -263,6 +289,11 @@ class Agent:
             await asyncio.gather(*running, return_exceptions=True)
             with contextlib.suppress(FederationError):
                 await self.writer.release_lease()
+
+    async def _zone_loaded(self, dns: DnsServer) -> None:
+        """The zone is whole once the imports queued at start-up are written."""
+        await self.imports.queue.drained.wait()
+        dns.loaded.set()
 
     # --- registry changes and the Gateway API side ------------------------------------------
 

@@ -11,12 +11,19 @@ A ServiceExport in a namespace that is being deleted is withdrawn at once: its
 owner is deleting everything in it, and remote clients should move to the other
 clusters now rather than when the namespace controller gets to the export. Its
 ``Ready`` condition says why.
+
+An ``exportedLabels`` or ``exportedAnnotations`` that every importing cluster's
+apiserver would refuse never withdraws an export: the field is held back whole, a live
+export keeps what it was last exported with (remembered per export), a new one is
+exported without it, and ``ExportedMetadataValid=False`` names the keys and what was
+kept.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -27,12 +34,18 @@ from agents.trace import TraceBook, publish_time
 from agents.workqueue import KeyQueue
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
-from federation.model.conditions import ValidityProblem, export_conditions
+from federation.model.conditions import (
+    ValidityProblem,
+    export_conditions,
+    exported_metadata_condition,
+)
 from federation.model.imports import merge_exports
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import ExportedService
 from federation.registry.store import RegistryWriter
 from federation.registry.watcher import RegistryWatcher, ServiceName
+
+log = logging.getLogger(__name__)
 
 Key = TypeVar("Key", ServiceName, str)
 
@@ -83,6 +96,10 @@ class ExportReconciler:
         #: What the registry holds of ours, as last published.
         self.published: dict[ServiceName, ExportedService] = {}
         self.problems: dict[ServiceName, ValidityProblem] = {}
+        #: What each export's labels and annotations are exported with (the field as
+        #: written when valid, else the last valid one), by the export's
+        #: creationTimestamp: a ServiceExport created again starts afresh.
+        self.metadata: dict[ServiceName, tuple[str, objs.ExportedMetadata]] = {}
         self.publish_errors: dict[ServiceName, str] = {}
         self.queue: KeyQueue[ServiceName] = KeyQueue("exports", self.sync, workers=workers)
 
@@ -92,6 +109,7 @@ class ExportReconciler:
         key = key_of(body)
         if kind == "DELETED":
             self.caches.exports.pop(key, None)
+            self.metadata.pop(key, None)
         else:
             self.caches.exports[key] = dict(body)
         self.queue.add(key)
@@ -180,7 +198,28 @@ class ExportReconciler:
 
     # --- records ------------------------------------------------------------------------
 
-    def build(self, key: ServiceName) -> ExportedService | ValidityProblem | None:
+    def exported_metadata(self, key: ServiceName, export: KubeObject) -> objs.ExportedMetadata:
+        """The labels and annotations ``export`` is exported with: as written when valid,
+        else what it was last exported with (:func:`agents.k8s_objects.exported_metadata`)."""
+        remembered = self.metadata.get(key)
+        created = meta(export).get("creationTimestamp") or ""
+        last = remembered[1] if remembered is not None and remembered[0] == created else None
+        return objs.exported_metadata(export, last)
+
+    def remember_published(self, records: Iterable[ExportedService]) -> None:
+        """Take what the registry holds of this cluster's exports (read before the first
+        full publish after a restart) as their last valid labels and annotations, so that
+        an export whose spec went invalid while the agent was down keeps them."""
+        for rec in records:
+            if rec.cluster == self.cluster and (rec.namespace, rec.name) not in self.metadata:
+                self.metadata[(rec.namespace, rec.name)] = (
+                    rec.created,
+                    objs.ExportedMetadata(rec.exported_labels, rec.exported_annotations),
+                )
+
+    def build(
+        self, key: ServiceName, metadata: objs.ExportedMetadata | None = None
+    ) -> ExportedService | ValidityProblem | None:
         """The record of one export from the caches, why it is invalid, or None when there
         is no export (or its namespace is being deleted)."""
         export = self.caches.exports.get(key)
@@ -191,6 +230,7 @@ class ExportReconciler:
             export,
             self.caches.services.get(key),
             self.caches.slices.get(key, {}).values(),
+            self.exported_metadata(key, export) if metadata is None else metadata,
         )
 
     def current_records(self) -> dict[ServiceName, ExportedService]:
@@ -211,7 +251,9 @@ class ExportReconciler:
 
     async def sync(self, key: ServiceName) -> None:
         started = time.time()
-        built = self.build(key)
+        source = self.caches.exports.get(key)
+        metadata = None if source is None else self.exported_metadata(key, source)
+        built = self.build(key, metadata)
         record = built if isinstance(built, ExportedService) else None
         try:
             before = time.time()
@@ -231,14 +273,16 @@ class ExportReconciler:
             self.publish_errors.pop(key, None)
         except FederationError as err:
             self.publish_errors[key] = str(err)
-        export = self.caches.exports.get(key)
         problem = built if isinstance(built, ValidityProblem) else None
         if problem is None:
             self.problems.pop(key, None)
         else:
             self.problems[key] = problem
-        if export is None:
+        export = self.caches.exports.get(key)
+        if export is None or source is None or metadata is None:
+            self.metadata.pop(key, None)
             return
+        self._remember(key, source, metadata)
         others = [e for e in self.watcher.exports(*key) if e.cluster != self.cluster]
         merged = merge_exports([*others, record]) if record is not None else None
         conditions = export_conditions(
@@ -249,7 +293,20 @@ class ExportReconciler:
             merged=merged,
             namespace_terminating=key[0] in self.caches.terminating,
         )
-        await self.status.export_status(export, conditions)
+        await self.status.export_status(
+            export, (*conditions, exported_metadata_condition(metadata.problems))
+        )
+
+    def _remember(
+        self, key: ServiceName, export: KubeObject, metadata: objs.ExportedMetadata
+    ) -> None:
+        before = self.metadata.get(key)
+        if metadata.problems and (before is None or before[1].problems != metadata.problems):
+            log.warning(
+                "ServiceExport %s/%s: %s",
+                *key, " ".join(p.message for p in metadata.problems),
+            )  # fmt: skip
+        self.metadata[key] = (meta(export).get("creationTimestamp") or "", metadata)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from agents.status import StatusWriter
 from agents.trace import TraceBook
 from agents.workqueue import KeyQueue, RetryLater
 from federation.debug_payloads import ImportStep
+from federation.dns.records import imported_service
+from federation.dns.zone import Zone
 from federation.model.conditions import import_conditions
 from federation.model.imports import MergedImport, merge_exports
 from federation.registry.records import ServiceType
@@ -107,6 +109,10 @@ class ImportReconciler:
         self._deleting: set[str] = set()
         #: When each ServiceImport was last written, reflecting which entries (fedctl trace).
         self.trace: TraceBook[ImportStep] = TraceBook()
+        #: This cluster's clusterset.local: an import's names appear once its ServiceImport
+        #: is written and go before it is deleted (the serial starts at the clock, so that
+        #: it increases across restarts).
+        self.zone = Zone(serial=int(time.time()))
 
     # --- events ------------------------------------------------------------------------
 
@@ -159,6 +165,8 @@ class ImportReconciler:
         """What the agent believes exists there went with the namespace (or will): a
         namespace that comes back gets its imports written afresh, not skipped as
         already applied."""
+        for key in [key for key in self.zone.imports() if key[0] == namespace]:
+            self.zone.remove(*key)
         marker = f"/namespaces/{namespace}/"
         for path in [p for p in self._applied if marker in p]:
             del self._applied[path]
@@ -223,6 +231,7 @@ class ImportReconciler:
             k.SERVICE_IMPORTS.path(namespace, name), objs.service_import(merged, ips, families)
         )
         await self._sync_slices(namespace, name, objs.import_slices(merged, exports))
+        self.zone.put(imported_service(merged, exports, ips))
         stale = sorted(self.watcher.stale_clusters() & set(merged.clusters))
         conditions = import_conditions(
             stale_clusters=stale,
@@ -321,6 +330,7 @@ class ImportReconciler:
             del self._slices[(namespace, name)]
 
     async def _delete_import(self, namespace: str, name: str) -> None:
+        self.zone.remove(namespace, name)  # first: a name that is going stops resolving
         await self._sync_slices(namespace, name, [])
         await self._delete(k.SERVICES.path(namespace, objs.derived_service_name(name)))
         await self._delete(k.SERVICE_IMPORTS.path(namespace, name))

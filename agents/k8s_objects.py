@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agents.kinds import SERVICE_IMPORTS
-from federation.kube_names import annotation_errors, label_errors
-from federation.model.conditions import ValidityProblem, ValidReason
-from federation.model.imports import MergedImport, exposes
+from federation.kube_names import MAX_ANNOTATIONS_BYTES, label_errors, qualified_name_errors
+from federation.model.conditions import ExportedMetadataReason, MetadataProblem, ValidityProblem
+from federation.model.imports import MergedImport, imported_endpoint_sets
 from federation.registry.records import (
     Endpoint,
     EndpointPort,
@@ -49,13 +50,30 @@ def _meta(obj: Obj) -> Mapping[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class ExportedMetadata:
+    """The ``exportedLabels`` and ``exportedAnnotations`` an export is exported with, and
+    what of the spec was held back (an invalid field is replaced whole by its last valid
+    value, or by nothing for an export that never had one)."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    problems: tuple[MetadataProblem, ...] = ()
+
+
 def build_record(
     cluster: str,
     export: Obj,
     service: Obj | None,
     slices: Iterable[Obj],
+    metadata: ExportedMetadata | None = None,
 ) -> ExportedService | ValidityProblem:
-    """The registry record for one ServiceExport, or why it cannot be exported."""
+    """The registry record for one ServiceExport, or why it cannot be exported.
+
+    ``metadata``: what :func:`exported_metadata` made of the export's labels and
+    annotations; None: worked out here, as for a new export. Invalid exported labels or
+    annotations never make an export invalid: they are held back, not the Service.
+    """
     meta = _meta(export)
     namespace, name = meta["namespace"], meta["name"]
     if service is None:
@@ -72,12 +90,8 @@ def build_record(
         timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
             "timeoutSeconds", 10800
         )
-    export_spec: Mapping[str, Any] = export.get("spec") or {}
-    labels = dict(export_spec.get("exportedLabels") or {})
-    annotations = dict(export_spec.get("exportedAnnotations") or {})
-    problem = exported_metadata_problem(labels, annotations)
-    if problem is not None:
-        return problem
+    if metadata is None:
+        metadata = exported_metadata(export, None)
     return ExportedService(
         cluster=cluster,
         namespace=namespace,
@@ -86,11 +100,11 @@ def build_record(
         ports=ports,
         session_affinity=affinity,
         session_affinity_timeout=timeout,
-        exported_labels=sorted_pairs(labels),
-        exported_annotations=sorted_pairs(annotations),
+        exported_labels=metadata.labels,
+        exported_annotations=metadata.annotations,
         created=meta.get("creationTimestamp") or "",
         generation=int(meta.get("generation") or 0),
-        endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
+        endpoints=_endpoint_sets(slices),
         ip_families=tuple(spec.get("ipFamilies") or ()),
         internal_traffic_policy=spec.get("internalTrafficPolicy"),
         traffic_distribution=spec.get("trafficDistribution"),
@@ -102,26 +116,63 @@ RESERVED_LABELS = frozenset({"app.kubernetes.io/managed-by"})
 RESERVED_ANNOTATIONS = frozenset({DERIVED_SERVICE_ANNOTATION, CLUSTERS_ANNOTATION})
 
 
-def exported_metadata_problem(
-    labels: Mapping[str, str], annotations: Mapping[str, str]
-) -> ValidityProblem | None:
-    """Why ``exportedLabels``/``exportedAnnotations`` cannot go on every cluster's
-    ServiceImport, or None. Refused at the source: an invalid key or value would make
-    every importing cluster's apply fail while the export looked fine."""
-    for field, values, errors, reserved, reason in (
-        ("exportedLabels", labels, label_errors, RESERVED_LABELS,
-         ValidReason.INVALID_EXPORTED_LABELS),
-        ("exportedAnnotations", annotations, annotation_errors, RESERVED_ANNOTATIONS,
-         ValidReason.INVALID_EXPORTED_ANNOTATIONS),
+def exported_label_errors(labels: Mapping[str, str]) -> list[str]:
+    """Why ``labels`` cannot go on every cluster's ServiceImport, each naming its key."""
+    return label_errors(labels) + [
+        f"key {k!r} is the agent's own" for k in sorted(RESERVED_LABELS & set(labels))
+    ]
+
+
+def exported_annotation_errors(annotations: Mapping[str, str]) -> list[str]:
+    """Why ``annotations`` cannot go on every cluster's ServiceImport, each naming its key.
+
+    The apiserver checks annotation keys lower-cased (``Example.com/x`` is a valid key),
+    and all of an object's annotations together against a size limit.
+    """
+    errors = [
+        f"key {key!r}: {e}"
+        for key in sorted(annotations)
+        for e in qualified_name_errors(key.lower())
+    ]
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        errors.append(f"all together {size} bytes, more than {MAX_ANNOTATIONS_BYTES}")
+    return errors + [
+        f"key {k!r} is the agent's own" for k in sorted(RESERVED_ANNOTATIONS & set(annotations))
+    ]
+
+
+def exported_metadata(export: Obj, last: ExportedMetadata | None) -> ExportedMetadata:
+    """What ``export`` is exported with: its ``spec.exportedLabels`` and
+    ``spec.exportedAnnotations`` as written where the apiserver would take them on every
+    importing cluster's ServiceImport. A field that it would refuse is held back whole:
+    replaced by its last valid value (from ``last``, what the export was last exported
+    with), or by nothing when it never had one (a new export), with a
+    :class:`MetadataProblem` naming the keys at fault. Never a reason to withdraw the
+    export."""
+    spec: Mapping[str, Any] = export.get("spec") or {}
+    exported: dict[str, tuple[tuple[str, str], ...]] = {}
+    problems = []
+    for field, reason, errors_of, previous in (
+        ("exportedLabels", ExportedMetadataReason.INVALID_EXPORTED_LABELS,
+         exported_label_errors, last.labels if last else None),
+        ("exportedAnnotations", ExportedMetadataReason.INVALID_EXPORTED_ANNOTATIONS,
+         exported_annotation_errors, last.annotations if last else None),
     ):  # fmt: skip
-        problems = errors(values) + [
-            f"key {k!r} is the agent's own" for k in sorted(reserved & set(values))
-        ]
-        if problems:
-            return ValidityProblem(
-                reason, f"spec.{field} cannot be exported: " + "; ".join(problems)
-            )
-    return None
+        if last is not None and any(p.field == field and not p.last_valid for p in last.problems):
+            previous = None  # still never valid: what ``last`` has is no last valid value
+        written: dict[str, str] = dict(spec.get(field) or {})
+        errors = errors_of(written)
+        if not errors:
+            exported[field] = sorted_pairs(written)
+            continue
+        exported[field] = previous or ()
+        problems.append(
+            MetadataProblem(reason, field, tuple(errors), exported[field], previous is not None)
+        )
+    return ExportedMetadata(
+        exported["exportedLabels"], exported["exportedAnnotations"], tuple(problems)
+    )
 
 
 def build_local_service(cluster: str, service: Obj, slices: Iterable[Obj]) -> LocalService | None:
@@ -136,7 +187,7 @@ def build_local_service(cluster: str, service: Obj, slices: Iterable[Obj]) -> Lo
         namespace=meta["namespace"],
         name=meta["name"],
         ports=tuple(sorted(_port(ServicePort, p) for p in spec.get("ports") or [])),
-        endpoints=tuple(sorted(_endpoint_set(s) for s in slices)),
+        endpoints=_endpoint_sets(slices),
     )
 
 
@@ -157,7 +208,27 @@ def _endpoint_order(e: Endpoint) -> tuple[tuple[str, ...], bool, bool, bool, str
     return (e.addresses, e.ready, e.serving, e.terminating, e.zone or "", e.hostname or "")
 
 
-def _endpoint_set(slice_: Obj) -> EndpointSet:
+def _endpoint_sets(slices: Iterable[Obj]) -> tuple[EndpointSet, ...]:
+    return tuple(sorted(s for s in map(_endpoint_set, slices) if s is not None))
+
+
+def _usable_port(port: Obj) -> bool:
+    number = port.get("port")
+    return isinstance(number, int) and 1 <= number <= 65535
+
+
+def _endpoint_set(slice_: Obj) -> EndpointSet | None:
+    """One EndpointSlice's contents; None when it has ports and none is usable.
+
+    The apiserver takes any int32 as an EndpointSlice port, the registry's readers refuse
+    a record with one outside 1-65535 (which would withdraw the export from them), and
+    nothing can connect to it: such a port is left out, and a slice left with none of its
+    ports (no ports at all would mean all ports) with it.
+    """
+    ports = [p for p in slice_.get("ports") or [] if p.get("port") is not None]
+    usable = [p for p in ports if _usable_port(p)]
+    if ports and not usable:
+        return None
     endpoints = []
     for e in slice_.get("endpoints") or []:
         cond = e.get("conditions") or {}
@@ -178,13 +249,7 @@ def _endpoint_set(slice_: Obj) -> EndpointSet:
     return EndpointSet(
         name=_meta(slice_)["name"],
         address_type=slice_.get("addressType") or "IPv4",
-        ports=tuple(
-            sorted(
-                _port(EndpointPort, p)
-                for p in slice_.get("ports") or []
-                if p.get("port") is not None
-            )
-        ),
+        ports=tuple(sorted(_port(EndpointPort, p) for p in usable)),
         endpoints=tuple(sorted((e for e in endpoints if e.addresses), key=_endpoint_order)),
     )
 
@@ -324,19 +389,14 @@ def service_import(
 def import_slices(merged: MergedImport, exports: Sequence[ExportedService]) -> list[dict[str, Any]]:
     """One EndpointSlice per source cluster and source slice, with the MCS labels.
 
-    A slice keeps only the ports its cluster exposes exactly as the import has them
-    (:func:`~federation.model.imports.exposes`): kube-proxy matches slice ports to the
-    derived Service's by name, so a losing cluster's port of the same name would
-    otherwise get the winner's traffic. A slice left without ports is not imported; one
-    that never had any (all ports, as for a headless Service without ports) is.
+    The slices and their ports are those
+    :func:`~federation.model.imports.imported_endpoint_sets` keeps: kube-proxy matches
+    slice ports to the derived Service's by name, so a losing cluster's port of the same
+    name would otherwise get the winner's traffic.
     """
     out = []
     for rec in exports:
-        served = {p.name for p in merged.ports if exposes(rec, p)}
-        for s in rec.endpoints:
-            ports = [p for p in s.ports if p.name in served]
-            if s.ports and not ports:
-                continue
+        for s, ports in imported_endpoint_sets(merged, rec):
             labels = {
                 **owner_labels(merged.name),
                 SOURCE_CLUSTER_LABEL: rec.cluster,

@@ -36,6 +36,7 @@ from kubernetes.client import Configuration
 from agents import gateway, metrics
 from agents import kinds as k
 from agents.agent import Agent, AgentOptions
+from agents.dns import DnsServer
 from agents.identity import read_cluster_id
 from agents.kube import Kube, bearer_token, load_configuration
 from federation.errors import FederationError
@@ -79,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--metrics-address",
         default="127.0.0.1:9464",
         help="host:port for /metrics, /healthz and /readyz (default 127.0.0.1:9464)",
+    )
+    parser.add_argument(
+        "--dns-address",
+        default="",
+        help="host:port to serve this cluster's clusterset.local DNS zone on, UDP and TCP "
+        "(default: not served); the cluster's CoreDNS forwards the zone there",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -188,6 +195,9 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
 
     on_signals()
     runner = await metrics.serve(agent, args.metrics_address)
+    if args.dns_address:
+        agent.dns = DnsServer(agent.imports.zone, args.dns_address)
+        await agent.dns.start()
     log.info("agent starting", extra={"cluster": cluster})
     agent_task = asyncio.create_task(agent.run(), name="agent")
     # kopf starts after the agent's initial LIST, so its listing only refreshes the caches.
@@ -200,6 +210,8 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
         await reader.close()
         await hub_state.close()
         await runner.cleanup()
+        if agent.dns is not None:
+            await agent.dns.close()
 
     if agent_task.done():  # start-up failed (e.g. the registry's certificate): no kopf
         await close()

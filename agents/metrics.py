@@ -3,8 +3,9 @@
 Started by ``agents.main`` on ``--metrics-address`` (loopback by default).
 ``/readyz`` answers 200 only once the agent has published its state and
 loaded the whole registry; ``/metrics`` renders the counters that the agent,
-its registry watcher and its work queues keep; ``/debug/trace?namespace=&name=`` is
-the agent's part of ``fedctl trace`` (:mod:`agents.trace`).
+its registry watcher, its work queues and its DNS server keep;
+``/debug/trace?namespace=&name=`` is the agent's part of ``fedctl trace``
+(:mod:`agents.trace`), ``/debug/dns?name=&type=`` what ``fedctl dns`` prints.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 from aiohttp import web
 
 from agents.agent import Agent
-from federation.debug_payloads import AgentTrace
+from federation.debug_payloads import AgentTrace, DnsExplanation
+from federation.dns.explain import explain
+from federation.errors import InvalidInputError
 from federation.metrics import Sample, exposition
 from federation.process import serve_http
 from federation.registry.watcher import ServiceName, registry_samples
@@ -39,6 +42,13 @@ def samples(agent: Agent) -> list[Sample]:
             "gauge",
             "ServiceExports that cannot be exported (Valid=False)",
             len(agent.exports.problems),
+        ),
+        Sample(
+            "federation_agent_exports_metadata_held_back",
+            "gauge",
+            "exports whose exportedLabels or exportedAnnotations are invalid and held back "
+            "(ExportedMetadataValid=False)",
+            sum(1 for _, metadata in agent.exports.metadata.values() if metadata.problems),
         ),
         *registry_samples(agent.watcher),
         *RETRIES.samples(),
@@ -67,6 +77,7 @@ def samples(agent: Agent) -> list[Sample]:
             agent.kube.throttled,
         ),
     ]
+    rows += dns_samples(agent)
     for queue in (agent.exports.queue, agent.imports.queue):
         labels = {"queue": queue.name}
         rows += [
@@ -86,6 +97,44 @@ def samples(agent: Agent) -> list[Sample]:
             ),
         ]
     return rows
+
+
+def dns_samples(agent: Agent) -> list[Sample]:
+    """The clusterset.local server's counters (none when the agent does not serve it)."""
+    server = agent.dns
+    if server is None:
+        return []
+    rows = [
+        Sample(
+            "federation_agent_dns_imports",
+            "gauge",
+            "imports with names in this cluster's clusterset.local zone",
+            len(server.zone),
+        ),
+        Sample(
+            "federation_agent_dns_tcp_refused_total",
+            "counter",
+            "DNS TCP connections closed at once: too many open",
+            server.tcp_refused,
+        ),
+    ]
+    for (transport, qtype, rcode), count in sorted(server.counts.items()):
+        rows.append(
+            Sample(
+                "federation_agent_dns_queries_total",
+                "counter",
+                "DNS messages by transport, query type and response code (dropped: no response)",
+                count,
+                {"transport": transport, "qtype": qtype, "rcode": rcode},
+            )
+        )
+    return rows
+
+
+def dns_payload(agent: Agent, name: str, qtype: str) -> DnsExplanation:
+    """What this agent's zone answers to ``name`` of type ``qtype``, and why (``fedctl
+    dns``)."""
+    return explain(agent.imports.zone, name, qtype, agent.cluster)
 
 
 def render(agent: Agent) -> str:
@@ -119,6 +168,17 @@ async def serve(agent: Agent, address: str) -> web.AppRunner:
         body = json.dumps(trace_payload(agent, (namespace, name), kind))
         return web.Response(text=body, content_type="application/json")
 
+    async def dns_question(request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        if not name:
+            raise web.HTTPBadRequest(text="?name=<name>[&type=A] is required\n")
+        try:
+            payload = dns_payload(agent, name, request.query.get("type", "A"))
+        except InvalidInputError as err:
+            raise web.HTTPBadRequest(text=f"{err}\n") from err
+        return web.Response(text=json.dumps(payload), content_type="application/json")
+
+    routes = {"/debug/trace": trace, "/debug/dns": dns_question}
     return await serve_http(
-        address, "--metrics-address", agent.ready, lambda: render(agent), {"/debug/trace": trace}
+        address, "--metrics-address", agent.ready, lambda: render(agent), routes
     )

@@ -50,11 +50,15 @@ class KeyQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self.processed = 0
         self.failed = 0
+        #: Set while nothing is queued or running (keys waiting out a backoff aside).
+        self.drained = asyncio.Event()
+        self.drained.set()
 
     def add(self, key: K) -> None:
         if key in self._active:
             self._again.add(key)  # re-run after the current run: it may have read old state
         elif key not in self._pending:
+            self.drained.clear()
             self._pending.add(key)
             self._queue.put_nowait(key)
 
@@ -97,3 +101,5 @@ class KeyQueue(Generic[K]):
                 if key in self._again:
                     self._again.discard(key)
                     self.add(key)
+                if self.idle():
+                    self.drained.set()

@@ -21,6 +21,10 @@ services and the CPU of one endpoint change; the same with 1,000 HTTPRoutes and 
 one route change; 1,000 ADS streams updated after one change; an endpoint change in ``a``
 and a route change in ``b`` until b's real Envoy has them).
 
+``dns``: the clusterset.local server's queries per second and latency, directly and
+through CoreDNS, beside CoreDNS answering ``cluster.local``; and the time from a change
+in ``a`` to the new answer in ``b`` (:mod:`e2e.bench_dns`).
+
 Benchmarks never assert on time: they print, and people compare.
 """
 
@@ -34,7 +38,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_ceiling, bench_xds, pods
+from e2e import bench_ceiling, bench_dns, bench_xds, pods
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -225,6 +229,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fanout": lambda args: bench_xds.bench_fanout(args.streams),
     "endpoint-ack": lambda args: bench_xds.bench_endpoint_ack(args.changes),
     "route-ack": lambda args: bench_xds.bench_route_ack(args.changes),
+    "dns": lambda args: bench_dns.bench_dns(args.queries, min(args.changes, 100)),
 }
 
 
@@ -246,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--streams", type=int, default=1000, help="fanout: concurrent ADS streams (default 1000)"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=20000, help="dns: queries per server (default 20000)"
     )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)

@@ -31,6 +31,7 @@ import yaml
 
 from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
 from e2e.envoy import Envoy
+from e2e.nodes import NodeCluster
 from e2e.processes import HarnessError, Process, wait_until
 from e2e.redis_server import RedisServer
 from federation.cli import pki
@@ -50,7 +51,11 @@ class AgentHandle:
     password: str
     kubeconfig: Path
     metrics_port: int
+    #: Where the agent serves clusterset.local, UDP and TCP, on the host's loopback.
+    dns_port: int
     process: Process | None = None
+    #: On the node tier: whether the node's CoreDNS reaches the agent's DNS server yet.
+    dns_forwarded: bool = False
 
 
 def metric(text: str, name: str, default: float | None = None) -> float:
@@ -110,7 +115,7 @@ class Federation:
             cluster.kubectl("apply", "-f", "-", input=json.dumps(agent_rbac()))
             identity = cluster.mint_identity("federation-agent", [AGENTS_GROUP])
             self.agents[cluster.id] = AgentHandle(
-                cluster, secrets.token_urlsafe(18), identity.kubeconfig, free_port()
+                cluster, secrets.token_urlsafe(18), identity.kubeconfig, free_port(), free_port()
             )
         self.create_users()
         for cluster_id in self.agents:
@@ -153,6 +158,8 @@ class Federation:
             str(self.resync_interval),
             "--metrics-address",
             f"127.0.0.1:{handle.metrics_port}",
+            "--dns-address",
+            self.agent_dns_address(cluster_id),
         ]
         if self.withdraw_stale_after is not None:
             argv += ["--withdraw-stale-after", str(self.withdraw_stale_after)]
@@ -160,7 +167,20 @@ class Federation:
         handle.process = self.env.group.start(
             f"agent-{cluster_id}", argv, handle.cluster.dir / "agent.log", env=env
         )
+        if isinstance(handle.cluster, NodeCluster) and not handle.dns_forwarded:
+            # The node's CoreDNS forwards clusterset.local to this address in the node.
+            handle.cluster.forward(
+                handle.cluster.agent_dns_address,
+                ("127.0.0.1", handle.dns_port),
+                name="agent-dns",
+                reverse=True,
+            )
+            handle.dns_forwarded = True
         return handle.process
+
+    def agent_dns_address(self, cluster_id: str) -> str:
+        """Where ``cluster_id``'s agent serves clusterset.local (UDP and TCP)."""
+        return f"127.0.0.1:{self.agents[cluster_id].dns_port}"
 
     def metrics(self, cluster_id: str) -> str:
         port = self.agents[cluster_id].metrics_port

@@ -39,15 +39,21 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import yaml
+
 from e2e import cgroups, images, netns, sysctls, toolchain
 from e2e.cluster import REPO_ROOT, Etcd, LocalCluster, LocalEnvironment, condition_true
 from e2e.netns import Fabric, NodeNetwork
 from e2e.pki import KeyPair
 from e2e.processes import HarnessError, Process, ProcessGroup, check_alive, wait_until
+from federation.dns import coredns
 
 APISERVER_PORT = 6443
 #: Where an Envoy pod's clusterset listener listens, in its own network namespace.
 ENVOY_LISTENER_PORT = 10080
+#: Where CoreDNS forwards ``clusterset.local`` in each node: the node's own address, on
+#: which :class:`e2e.federation.Federation` forwards (over TCP) to the agent's DNS server.
+AGENT_DNS_PORT = 10053
 KUBELET_PORT = 10250
 CLUSTER_DOMAIN = "cluster.local"
 NODE_START_TIMEOUT = 120.0
@@ -502,8 +508,27 @@ class NodeCluster(LocalCluster):
         proc = self.kubectl("get", "node", self.node_name, "-o", "json", check=False)
         return proc.returncode == 0 and condition_true(json.loads(proc.stdout), "Ready")
 
+    @property
+    def agent_dns_address(self) -> tuple[str, int]:
+        """Where this cluster's CoreDNS sends ``clusterset.local`` questions."""
+        return self.node_ip, AGENT_DNS_PORT
+
     def coredns_manifest(self) -> str:
-        """Kubernetes' CoreDNS addon, with this cluster's domain and service IP."""
+        """Kubernetes' CoreDNS addon, with this cluster's domain and service IP, and the
+        block that forwards ``clusterset.local`` to the agent (as the README tells users
+        to add it), over TCP: the forwarder from the node to the host speaks only TCP."""
+        text = self._coredns_addon()
+        docs = list(yaml.safe_load_all(text))
+        for doc in docs:
+            if doc and doc.get("kind") == "ConfigMap" and "Corefile" in doc.get("data", {}):
+                host, port = self.agent_dns_address
+                doc["data"]["Corefile"] = coredns.with_block(
+                    doc["data"]["Corefile"], f"{host}:{port}", force_tcp=True
+                )
+                return yaml.safe_dump_all(docs, sort_keys=False)
+        raise HarnessError("the CoreDNS addon manifest has no Corefile ConfigMap")
+
+    def _coredns_addon(self) -> str:
         text = self.node_tools.coredns_manifest.read_text()
         for placeholder, value in (
             ("__MACHINE_GENERATED_WARNING__", "Kubernetes' CoreDNS addon (coredns.yaml.base)"),

@@ -106,6 +106,7 @@ def test_export_becomes_import_in_every_cluster(
             "Valid": ("True", "Valid"),
             "Ready": ("True", "Exported"),
             "Conflict": ("False", "NoConflicts"),
+            "ExportedMetadataValid": ("True", "Valid"),
         }
 
     eventually(imported_everywhere, "the import in a, b and c")

@@ -110,3 +110,17 @@ class HubTrace(TypedDict):
     registry: list[RegistryRead]
     applied: AppliedUpdate | None
     envoys: list[EnvoyProgress]
+
+
+class DnsExplanation(TypedDict):
+    """An agent's answer to one DNS question, with the reason (``/debug/dns``, ``fedctl
+    dns``): records in presentation format."""
+
+    cluster: str
+    name: str
+    type: str
+    rcode: str
+    answer: list[str]
+    authority: list[str]
+    additional: list[str]
+    why: str

@@ -2,7 +2,8 @@
 
 The agent checks a ServiceExport's ``exportedLabels`` and ``exportedAnnotations`` with
 them before exporting: an invalid key or value would make every importing cluster's
-apply fail, so it is refused at the source, on the exporter's ``Valid`` condition.
+apply fail, so the field is held back at the source (its last valid value is exported,
+or none) and the exporter's ``ExportedMetadataValid`` condition names the key.
 Cluster ids are label values too (``multicluster.kubernetes.io/source-cluster``).
 
 The rules are the apiserver's (``k8s.io/apimachinery/pkg/util/validation``). Pure and

@@ -126,6 +126,8 @@ def _install(env: NodeEnvironment, redis: RedisServer) -> Installed:
             "--set", "registry.existingSecret=federation-registry",
             "--set", f"gateway.hubAddress={installed.hub_address}",
             "--set", "gateway.replicas=1",
+            # The chart's hooks point CoreDNS's clusterset.local block at the agent's Service.
+            "--set", "dns.coreDNS.manage=true",
         )  # fmt: skip
     try:
         env.wait_deployments(NS, "federation-hub", clusters=[HUB_CLUSTER])

@@ -10,7 +10,7 @@ import json
 import time
 import urllib.request
 
-from e2e import pods
+from e2e import images, pods
 from e2e.federation import fedctl
 from e2e.node_tier_helm.conftest import (
     CHARTS,
@@ -25,6 +25,7 @@ from e2e.node_tier_helm.conftest import (
 from e2e.nodes import NodeCluster
 from e2e.processes import wait_until
 from e2e.traffic import DEADLINE, Loop, Outcome, host
+from federation.dns import coredns
 
 APP = "helm-story"
 RELEASES = ("federation-crds", "federation-hub", "federation-agent")
@@ -114,6 +115,36 @@ def _export_from_a_answered_through_b(installed: Installed) -> None:
     assert answers[-1] in a_pods
 
 
+def test_pods_resolve_clusterset_names_through_the_charts_coredns_block(
+    installed: Installed,
+) -> None:
+    """The chart's hook pointed CoreDNS at the agent's DNS Service: a pod in b resolves
+    a's export to b's ClusterSetIP."""
+    b = installed.env.cluster("b")
+    service_ip = json_of(b, "get", "service", "federation-agent-dns", "-n", NS)["spec"]
+    assert f"forward . {service_ip['clusterIP']}\n" in _corefile(b)  # type: ignore[index]
+    if not _imported(b):
+        _export_from_a_answered_through_b(installed)
+    pods.apply(b, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": APP,
+                                                        "labels": {"app": "client"}},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+            {"name": "client", "image": images.FEDERATION, "command": ["sleep", "3600"]}]},
+    })  # fmt: skip
+    pods.wait_ready_pods(b, APP, "app=client", 1)
+    ips = json_of(b, "get", "serviceimport", "echo", "-n", APP)["spec"]["ips"]  # type: ignore[index]
+    name = f"echo.{APP}.svc.clusterset.local"
+    wait_until(
+        lambda: pods.resolve_in_pod(b, APP, "client", name) == ips[0],
+        timeout=DEADLINE * 2, interval=1, what=f"{name} in b's pod",
+    )  # fmt: skip
+
+
+def _corefile(cluster: NodeCluster) -> str:
+    data = json_of(cluster, "get", "configmap", "coredns", "-n", "kube-system")["data"]
+    return str(data["Corefile"])  # type: ignore[index]
+
+
 def test_a_hub_upgrade_and_rollback_fail_no_request(installed: Installed) -> None:
     env = installed.env
     hub = env.cluster(HUB_CLUSTER)
@@ -158,6 +189,9 @@ def test_uninstall_leaves_nothing_of_the_release_but_the_crds(installed: Install
             timeout=DEADLINE * 3,
             what=f"only the CRDs left of the releases in {cluster_id}",
         )
+        # The pre-delete hook took CoreDNS's clusterset.local block out, and only it.
+        corefile = _corefile(cluster)
+        assert coredns.BEGIN not in corefile and "kubernetes cluster.local" in corefile
 
 
 CRDS = sorted(

@@ -7,6 +7,8 @@
     fedctl config-dump --cluster b [--hub URL] [--type clusters ...] [-o yaml|json]
         [--node ID] [--envoy-admin HOST:PORT]
     fedctl trace service NAMESPACE/NAME [--hub URL] --agent CLUSTER=URL ... [-o json]
+    fedctl dns hello.demo.svc.clusterset.local [--type SRV] --agent http://AGENT_B:9464
+    fedctl coredns add --service federation/federation-agent-dns | fedctl coredns remove
     FEDERATION_REGISTRY_ADMIN_URL=redis://admin:PW@HOST:6379/0 \\
         fedctl add-cluster a [--registry-address redis://HOST:PORT/0] [--namespace NS]
     FEDERATION_REGISTRY_ADMIN_URL=... fedctl add-hub [--user hub]
@@ -18,7 +20,10 @@ the NACK's message): "is every Envoy in sync, and with what?". ``config-dump`` s
 exactly what the hub serves a cluster's Envoys, and how a given Envoy differs
 (``federation.cli.config_dump``); ``trace`` follows the latest change of one export
 through agent, registry, hub, each Envoy and each importing cluster
-(``federation.cli.trace``). ``add-cluster`` and
+(``federation.cli.trace``); ``dns`` what a cluster's agent answers to a
+``clusterset.local`` question, and why (``federation.dns.explain``); ``coredns`` adds
+or removes CoreDNS's block that forwards the zone to the agent
+(``federation.cli.coredns``). ``add-cluster`` and
 ``add-hub`` create a registry user and print the Secret that hands it its URL (see
 ``federation.cli.members``). ``pki`` mints the certificates of the hub's mTLS xDS port
 (see ``federation.cli.pki``).
@@ -40,8 +45,11 @@ from typing import Any
 
 import yaml
 
-from federation.cli import config_dump, members, pki, registry_config, trace
+from federation.cli import config_dump, coredns, members, pki, registry_config, trace
 from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
+from federation.debug_payloads import DnsExplanation
+from federation.dns.explain import parse_question
+from federation.dns.explain import render as render_dns
 from federation.errors import FederationError, InvalidInputError
 from federation.pki import DEFAULT_TRUST_DOMAIN
 
@@ -60,6 +68,13 @@ def _get_json(url: str) -> Any:
             return json.load(resp)
     except (OSError, ValueError) as err:
         raise FederationError(f"cannot read {url}: {err}") from err
+
+
+def _dns(args: argparse.Namespace) -> str:
+    qname, rdtype = parse_question(args.name, args.type)  # refuse a bad question here
+    query = urllib.parse.urlencode({"name": qname.to_text(), "type": rdtype.name})
+    answer: DnsExplanation = _get_json(f"{args.agent.rstrip('/')}/debug/dns?{query}")
+    return json.dumps(answer, indent=2) + "\n" if args.output == "json" else render_dns(answer)
 
 
 def _shown(value: object) -> str:
@@ -208,6 +223,58 @@ def _command(
     return parser
 
 
+def _inspect_arguments(sub: Any) -> None:
+    """config-dump, trace and dns: what is served, where a change went, what DNS says."""
+    dump = _command(
+        sub,
+        "config-dump",
+        "exactly what the hub serves a cluster's Envoys, and how one Envoy differs",
+        config_dump,
+        hub=True,
+    )
+    dump.add_argument("--cluster", required=True, help="the member cluster (node group)")
+    dump.add_argument(
+        "--type", action="append", default=[], choices=list(config_dump.TYPES),
+        help="only this type (repeatable; default: all)",
+    )  # fmt: skip
+    dump.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    dump.add_argument("--node", help="also: what this connected Envoy (node id) last ACKed")
+    dump.add_argument("--envoy-admin", help="HOST:PORT of an Envoy's admin: print differences")
+    follow = _command(
+        sub, "trace", "where the latest change of one export went, step by step", trace, hub=True
+    )
+    follow.add_argument("kind", choices=("service", "httproute", "grpcroute"), help="what to trace")
+    follow.add_argument("name", metavar="NAMESPACE/NAME")
+    follow.add_argument("--cluster", help="the cluster of a route (not for a service)")
+    follow.add_argument(
+        "--agent", action="append", default=[], metavar="CLUSTER=URL",
+        help="an agent's metrics address (repeatable: every cluster you want in the trace)",
+    )  # fmt: skip
+    follow.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    ask = _command(sub, "dns", "what a cluster's clusterset.local server answers, and why")
+    ask.add_argument("name", help="e.g. hello.demo.svc.clusterset.local")
+    ask.add_argument("--type", default="A", help="record type (default A)")
+    ask.add_argument(
+        "--agent", required=True, metavar="URL",
+        help="the metrics address of the agent of the cluster asked, http://HOST:PORT",
+    )  # fmt: skip
+    ask.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+
+def _coredns_arguments(sub: Any) -> None:
+    parser = _command(
+        sub, "coredns", "add or remove CoreDNS's block forwarding clusterset.local", coredns
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    for action, what in (("add", "forward the zone to the agent"), ("remove", "stop that")):
+        one = actions.add_parser(action, help=what)
+        one.add_argument("--configmap", default="kube-system/coredns", metavar="NS/NAME")
+        one.add_argument("--kubeconfig", help="default: in-cluster, then ~/.kube/config")
+        if action == "add":
+            one.add_argument("--service", required=True, metavar="NS/NAME",
+                             help="the agent's DNS Service")  # fmt: skip
+
+
 def _pki_arguments(sub: Any) -> None:
     pki_parser = _command(sub, "pki", "mint a CA and the hub's and clusters' xDS certificates", pki)
     actions = pki_parser.add_subparsers(dest="action", required=True)
@@ -302,32 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf.add_argument("--data-dir", required=True, help="redis-server's data directory")
     conf.add_argument("--port", type=int, default=6379)
     conf.add_argument("--hub-user", default="hub")
-    dump = _command(
-        sub,
-        "config-dump",
-        "exactly what the hub serves a cluster's Envoys, and how one Envoy differs",
-        config_dump,
-        hub=True,
-    )
-    dump.add_argument("--cluster", required=True, help="the member cluster (node group)")
-    dump.add_argument(
-        "--type", action="append", default=[], choices=list(config_dump.TYPES),
-        help="only this type (repeatable; default: all)",
-    )  # fmt: skip
-    dump.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    dump.add_argument("--node", help="also: what this connected Envoy (node id) last ACKed")
-    dump.add_argument("--envoy-admin", help="HOST:PORT of an Envoy's admin: print differences")
-    follow = _command(
-        sub, "trace", "where the latest change of one export went, step by step", trace, hub=True
-    )
-    follow.add_argument("kind", choices=("service", "httproute", "grpcroute"), help="what to trace")
-    follow.add_argument("name", metavar="NAMESPACE/NAME")
-    follow.add_argument("--cluster", help="the cluster of a route (not for a service)")
-    follow.add_argument(
-        "--agent", action="append", default=[], metavar="CLUSTER=URL",
-        help="an agent's metrics address (repeatable: every cluster you want in the trace)",
-    )  # fmt: skip
-    follow.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _inspect_arguments(sub)
+    _coredns_arguments(sub)
     _pki_arguments(sub)
     args = parser.parse_args(argv)
     try:
@@ -335,6 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _pki(args)
         elif args.command == "trace":
             print(trace.render(_trace(args), args.output), end="")
+        elif args.command == "dns":
+            print(_dns(args), end="")
+        elif args.command == "coredns":
+            core = coredns.api(args.kubeconfig)
+            if args.action == "add":
+                print(coredns.add(core, args.configmap, args.service))
+            else:
+                print(coredns.remove(core, args.configmap))
         elif args.command == "config-dump":
             text, differs = _config_dump(args)
             print(text, end="")

@@ -9,7 +9,11 @@ they write, so ``lastTransitionTime`` only moves when a status really changes.
 
 Condition types and reasons follow KEP-1645; ``Stale`` on ServiceImports is
 ours: a cluster whose agent stopped renewing its lease keeps its exports
-(fail-static) and the import says so. Pure: the caller supplies ``now``.
+(fail-static) and the import says so. ``ExportedMetadataValid`` on ServiceExports is
+ours too (:func:`exported_metadata_condition`): an ``exportedLabels`` or
+``exportedAnnotations`` the apiserver would refuse is held back, and the export stays
+exported (``Valid`` keeps its KEP-1645 meaning: the Service can be exported). Pure: the
+caller supplies ``now``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class ConditionType(StrEnum):
     CONFLICT = "Conflict"
     #: ServiceImport: some exporting clusters' agents stopped renewing their lease.
     STALE = "Stale"
+    #: ServiceExport: ``spec.exportedLabels`` and ``spec.exportedAnnotations`` are exported
+    #: as written (False: one of them is held back and the last valid one is exported).
+    EXPORTED_METADATA_VALID = "ExportedMetadataValid"
 
 
 class ValidReason(StrEnum):
@@ -50,9 +57,18 @@ class ValidReason(StrEnum):
     NO_SERVICE = "NoService"
     #: ExternalName Services are never exported.
     INVALID_SERVICE_TYPE = "InvalidServiceType"
-    #: ``spec.exportedLabels`` holds a key or value the apiserver would refuse.
+
+
+class ExportedMetadataReason(StrEnum):
+    """Reasons of ``ExportedMetadataValid``; ``False`` joins the two below with a comma
+    when both fields are held back."""
+
+    VALID = "Valid"
+    #: ``spec.exportedLabels`` holds a key or value the apiserver would refuse (or a key
+    #: the agent writes itself).
     INVALID_EXPORTED_LABELS = "InvalidExportedLabels"
-    #: ``spec.exportedAnnotations`` holds a key the apiserver would refuse, or is too big.
+    #: ``spec.exportedAnnotations`` holds a key the apiserver would refuse, is too big, or
+    #: sets a key the agent writes itself.
     INVALID_EXPORTED_ANNOTATIONS = "InvalidExportedAnnotations"
 
 
@@ -131,6 +147,68 @@ class ValidityProblem:
             ValidReason.INVALID_SERVICE_TYPE,
             f"Service type {service_type} cannot be exported",
         )
+
+
+@dataclass(frozen=True)
+class MetadataProblem:
+    """A ServiceExport's ``spec.exportedLabels`` or ``spec.exportedAnnotations`` that is not
+    exported as written, and what is exported instead.
+
+    The field is held back whole (as the apiserver refuses an object whole): a live export
+    keeps the last valid value of the field, a new one is exported without it. Either way
+    the export itself stays exported: a metadata mistake is not an outage.
+    """
+
+    reason: ExportedMetadataReason
+    #: ``exportedLabels`` or ``exportedAnnotations``.
+    field: str
+    #: What is wrong, each naming its key.
+    errors: tuple[str, ...]
+    #: What is exported instead of the field as written.
+    kept: tuple[tuple[str, str], ...]
+    #: True: ``kept`` is the field's last valid value (a live export); False: the export
+    #: never had a valid one, so it is exported without the field.
+    last_valid: bool
+
+    def __post_init__(self) -> None:
+        if self.reason is ExportedMetadataReason.VALID:
+            raise InvalidInputError("a MetadataProblem needs a failure reason, not Valid")
+
+    @property
+    def message(self) -> str:
+        if not self.last_valid:
+            instead = f"the Service is exported without {self.field} until it is fixed"
+        else:
+            # Label values are short; annotation values may be 256 KiB: their keys only.
+            shown = (
+                ", ".join(f"{k}={v}" for k, v in self.kept)
+                if self.field == "exportedLabels"
+                else ", ".join(k for k, _ in self.kept)
+            )
+            instead = (
+                f"the export keeps its last valid {self.field} ({shown or 'none'}) "
+                "until it is fixed"
+            )
+        return f"spec.{self.field} is not exported: {'; '.join(self.errors)}. Instead, {instead}."
+
+
+def exported_metadata_condition(problems: Sequence[MetadataProblem]) -> Condition:
+    """``ExportedMetadataValid`` of a ServiceExport: ``True`` when its ``exportedLabels`` and
+    ``exportedAnnotations`` are exported as written, else ``False`` with each held-back
+    field's reason (comma-joined), the keys at fault and what is exported instead."""
+    if not problems:
+        return Condition(
+            ConditionType.EXPORTED_METADATA_VALID,
+            ConditionStatus.TRUE,
+            ExportedMetadataReason.VALID,
+            "spec.exportedLabels and spec.exportedAnnotations are exported as written",
+        )
+    return Condition(
+        ConditionType.EXPORTED_METADATA_VALID,
+        ConditionStatus.FALSE,
+        ",".join(p.reason for p in problems),
+        " ".join(p.message for p in problems),
+    )
 
 
 def _join(clusters: Sequence[str]) -> str:

@@ -44,7 +44,13 @@ from enum import StrEnum
 from typing import Protocol
 
 from federation.errors import InvalidInputError
-from federation.registry.records import ExportedService, ServicePort, ServiceType
+from federation.registry.records import (
+    EndpointPort,
+    EndpointSet,
+    ExportedService,
+    ServicePort,
+    ServiceType,
+)
 
 
 class ConflictReason(StrEnum):
@@ -154,6 +160,26 @@ def exposes(source: HasPorts, port: ServicePort) -> bool:
     return any(
         (p.name, p.protocol, p.port) == (port.name, port.protocol, port.port) for p in source.ports
     )
+
+
+def imported_endpoint_sets(
+    merged: MergedImport, rec: ExportedService
+) -> list[tuple[EndpointSet, tuple[EndpointPort, ...]]]:
+    """The endpoint sets of ``rec`` that the import carries, each with the ports kept.
+
+    A set keeps only the ports its cluster exposes exactly as the import has them
+    (:func:`exposes`): a losing cluster's port of the same name would otherwise get the
+    winner's traffic. A set left without ports is not imported; one that never had any
+    (all ports, as for a headless Service without ports) is.
+    """
+    served = {p.name for p in merged.ports if exposes(rec, p)}
+    out = []
+    for endpoint_set in rec.endpoints:
+        ports = tuple(p for p in endpoint_set.ports if p.name in served)
+        if endpoint_set.ports and not ports:
+            continue
+        out.append((endpoint_set, ports))
+    return out
 
 
 # --- ordering exporters ---------------------------------------------------------

@@ -5,7 +5,9 @@ kube-apiserver (``kubectl apply --dry-run=server``); bad values refused with the
 schema's message; and the agent's RBAC, applied for real, grants exactly the rules of
 ``charts/federation-agent/files/clusterrole-rules.yaml`` (the rules the test
 environment's agents run with) and no Secrets. With ``registry.tls`` the hub's and the
-agent's registry TLS Secrets are mounted read-only where their variables point.
+agent's registry TLS Secrets are mounted read-only where their variables point. The
+agent chart's ValidatingAdmissionPolicy, applied to a real apiserver, refuses exactly the
+ServiceExports whose exported labels or annotations that apiserver refuses on an object.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from agents import k8s_objects as objs
 from e2e import toolchain
-from e2e.cluster import REPO_ROOT, LocalEnvironment
+from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment
+from e2e.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +100,12 @@ def test_a_real_apiserver_accepts_every_chart(local_env: LocalEnvironment, chart
          "at '/registry/tls/caSecret'"),
         ("federation-hub", [*GOOD_VALUES["federation-hub"], "registry.tls.caFile=/x"],
          "at '/registry/tls': additional properties 'caFile' not allowed"),
+        ("federation-agent",
+         [*GOOD_VALUES["federation-agent"], "admissionPolicy.failurePolicy=Sometimes"],
+         "at '/admissionPolicy/failurePolicy'"),
+        ("federation-agent",
+         [*GOOD_VALUES["federation-agent"], "admissionPolicy.validationActions={Deny,Block}"],
+         "at '/admissionPolicy/validationActions/1'"),
     ],
 )  # fmt: skip
 def test_bad_values_fail_with_the_schemas_message(
@@ -358,3 +369,292 @@ def test_plain_text_xds_must_be_asked_for(chart: str, values: list[str], message
         "--insecure-xds-plaintext" if chart == "federation-hub" else "--insecure-plaintext"
     ) in argv
     assert not [v for v in pod.get("volumes", []) if v["name"] == "xds-tls"]
+
+
+# --- the ServiceExport admission policy ------------------------------------------------
+
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _policy(values: list[str], namespace: str = "federation") -> list[dict[str, Any]]:
+    docs = render("federation-agent", [*GOOD_VALUES["federation-agent"], *values], namespace)
+    return [d for d in docs if d["kind"] in POLICY_KINDS]
+
+
+def test_the_admission_policy_is_on_by_default_and_can_be_turned_off() -> None:
+    policy, binding = _policy([])
+    assert (policy["kind"], binding["kind"]) == POLICY_KINDS
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    for doc in (policy, binding):
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "t"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"].startswith("federation-agent-")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["serviceexports"]  # not serviceexports/status: the agent's
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert _policy(["admissionPolicy.enabled=false"]) == []
+    (_, warn) = _policy(["admissionPolicy.validationActions={Warn,Audit}"])
+    assert warn["spec"]["validationActions"] == ["Warn", "Audit"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "admissionPolicy.validationActions={Deny,Warn}"],
+         "Deny and Warn cannot be used together"),
+        (["--kube-version", "1.29.4"], "Kubernetes 1.30 or later, this is v1.29.4"),
+    ],
+)  # fmt: skip
+def test_the_admission_policy_says_what_it_cannot_do(args: list[str], message: str) -> None:
+    chart = str(CHARTS / "federation-agent")
+    done = helm("template", "t", chart, *sets(GOOD_VALUES["federation-agent"]), *args)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    done = helm(
+        "template", "t", chart, *sets(GOOD_VALUES["federation-agent"]), *args,
+        "--set", "admissionPolicy.enabled=false",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+#: (exportedLabels, exportedAnnotations, what the refusal names). Reserved keys aside,
+#: the apiserver refuses each on an object's own metadata too.
+REFUSED: list[tuple[dict[str, str], dict[str, str], str]] = [
+    ({"tier": "web", "bad key!": "x"}, {}, "'bad key!' is not a valid label key"),
+    ({"Example.com/tier": "web"}, {}, "'Example.com/tier' is not a valid label key"),
+    ({"a/b/c": "v"}, {}, "'a/b/c' is not a valid label key"),
+    ({"/tier": "v"}, {}, "'/tier' is not a valid label key"),
+    ({"n" * 64: "v"}, {}, f"'{'n' * 64}' is not a valid label key"),
+    ({"p" * 254 + "/n": "v"}, {}, "is not a valid label key"),
+    ({"tier": "x" * 64}, {}, "the value of 'tier' is not a valid label value"),
+    ({"tier": "web-"}, {}, "the value of 'tier' is not a valid label value"),
+    ({}, {"bad key!": "x"}, "'bad key!' is not a valid annotation key"),
+    ({}, {"big": "x" * (262144 - 2)}, "262145 bytes together"),
+]
+RESERVED: list[tuple[dict[str, str], dict[str, str], str]] = [
+    ({"app.kubernetes.io/managed-by": "me"}, {}, "'app.kubernetes.io/managed-by' is written"),
+    ({}, {"federation.dev/clusters": "a"}, "'federation.dev/clusters' is written"),
+]
+#: Accepted by the policy, the apiserver and the agent alike.
+ACCEPTED: list[tuple[dict[str, str], dict[str, str]]] = [
+    ({}, {}),
+    ({"tier": "web", "example.com/team": "a_b.c", "empty": "", "n" * 63: "v" * 63}, {}),
+    ({("p" * 63 + ".") * 3 + "p" * 61 + "/n": "v"}, {"Example.COM/Owner": "any: 24/7, a b"}),
+    ({}, {"big": "x" * (262144 - 3)}),
+]
+
+
+def _export(name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if labels:
+        spec["exportedLabels"] = labels
+    if annotations:
+        spec["exportedAnnotations"] = annotations
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1beta1",
+        "kind": "ServiceExport",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _apply(
+    cluster: LocalCluster, ns: str, obj: dict[str, Any], *args: str
+) -> subprocess.CompletedProcess[str]:
+    # Large annotations are created, not applied: kubectl apply would copy them into its
+    # last-applied annotation, which the apiserver's own size limit then refuses.
+    size = len(json.dumps(obj))
+    verb = ["create"] if size > 100_000 else ["apply"]
+    return cluster.kubectl(*verb, "-n", ns, *args, "-f", "-", input=json.dumps(obj), check=False)
+
+
+@pytest.fixture(scope="module")
+def policy_ns(local_env: LocalEnvironment) -> Iterator[str]:
+    """A namespace of cluster ``a`` where the chart's policy, as rendered, is in force.
+
+    Cluster-scoped names of its own and a binding to this namespace only (other tests
+    share the cluster), removed at the end. ``old`` was exported with a bad key before
+    the policy was installed.
+    """
+    cluster = local_env.cluster("a")
+    ns = f"vap-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    old = _apply(cluster, ns, _export("old", {"bad key!": "x"}, {"note": "a"}))
+    assert old.returncode == 0, old.stderr
+    policy, binding = _policy([], namespace=ns)
+    policy["metadata"]["name"] += f"-{ns}"
+    binding["metadata"]["name"] += f"-{ns}"
+    binding["spec"]["policyName"] = policy["metadata"]["name"]
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+    }
+    items = json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
+    cluster.kubectl("apply", "-f", "-", input=items)
+    try:
+        # The apiserver takes up a new policy asynchronously: until it refuses a probe.
+        probe = _export("probe", {"bad key!": "x"}, {})
+        wait_until(
+            lambda: _apply(cluster, ns, probe, "--dry-run=server").returncode != 0,
+            timeout=30,
+            what="the admission policy to be in force",
+        )
+        yield ns
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=items, check=False)
+
+
+@pytest.mark.parametrize(("labels", "annotations", "named"), REFUSED + RESERVED)
+def test_kubectl_apply_of_bad_exported_metadata_is_refused_naming_the_key(
+    local_env: LocalEnvironment,
+    policy_ns: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    named: str,
+) -> None:
+    cluster = local_env.cluster("a")
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    done = _apply(cluster, policy_ns, _export(name, labels, annotations))
+    assert done.returncode != 0
+    assert "ValidatingAdmissionPolicy" in done.stderr and "denied request" in done.stderr
+    assert named in done.stderr, done.stderr
+    gone = cluster.kubectl("get", "serviceexport", "-n", policy_ns, name, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    # The agent holds back the same.
+    assert objs.exported_metadata(_export(name, labels, annotations), None).problems
+
+
+@pytest.mark.parametrize(("labels", "annotations", "named"), REFUSED)
+def test_the_policy_refuses_what_the_apiserver_refuses_on_an_object(
+    local_env: LocalEnvironment,
+    policy_ns: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    named: str,
+) -> None:
+    """The same labels and annotations on a ServiceImport's own metadata: refused by the
+    apiserver itself, so the policy's rules are Kubernetes' rules."""
+    done = local_env.cluster("a").kubectl(
+        "create", "--dry-run=server", "-n", policy_ns, "-f", "-", check=False,
+        input=json.dumps(_import_with(labels, annotations)),
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "metadata.labels" in done.stderr or "metadata.annotations" in done.stderr
+
+
+def _import_with(labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "multicluster.x-k8s.io/v1beta1",
+        "kind": "ServiceImport",
+        "metadata": {"name": "probe", "labels": labels, "annotations": annotations},
+        "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+
+
+@pytest.mark.parametrize(("labels", "annotations"), ACCEPTED)
+def test_valid_exported_metadata_is_accepted_by_the_policy_the_apiserver_and_the_agent(
+    local_env: LocalEnvironment,
+    policy_ns: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> None:
+    cluster = local_env.cluster("a")
+    name = f"ok-{uuid.uuid4().hex[:6]}"
+    done = _apply(cluster, policy_ns, _export(name, labels, annotations))
+    assert done.returncode == 0, done.stderr
+    on_object = cluster.kubectl(
+        "create", "--dry-run=server", "-n", policy_ns, "-f", "-", check=False,
+        input=json.dumps(_import_with(labels, annotations)),
+    )  # fmt: skip
+    assert on_object.returncode == 0, on_object.stderr
+    assert not objs.exported_metadata(_export(name, labels, annotations), None).problems
+
+
+def test_an_older_export_is_not_locked_by_the_policy(
+    local_env: LocalEnvironment, policy_ns: str
+) -> None:
+    """``old`` had a bad key before the policy: writes that leave its labels alone go
+    through, a change of its labels must make them valid."""
+    cluster = local_env.cluster("a")
+    relabel = cluster.kubectl(
+        "label", "serviceexport", "-n", policy_ns, "old", "team=a", check=False
+    )
+    assert relabel.returncode == 0, relabel.stderr
+    notes = _apply(cluster, policy_ns, _export("old", {"bad key!": "x"}, {"note": "b"}))
+    assert notes.returncode == 0, notes.stderr
+    worse = _apply(cluster, policy_ns, _export("old", {"bad key!": "x", "tier": "web"}, {}))
+    assert worse.returncode != 0 and "'bad key!' is not a valid label key" in worse.stderr
+    fixed = _apply(cluster, policy_ns, _export("old", {"tier": "web"}, {"note": "b"}))
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def test_the_agent_serves_clusterset_dns_behind_a_service_on_port_53() -> None:
+    docs = render("federation-agent", GOOD_VALUES["federation-agent"])
+    (service,) = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["name"] == "t-federation-agent-dns"
+    ]
+    assert {(p["port"], p["protocol"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        (53, "UDP", "dns"), (53, "TCP", "dns-tcp"),
+    }  # fmt: skip
+    (agent,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-federation-agent"
+    ]
+    (container,) = agent["spec"]["template"]["spec"]["containers"]
+    assert "--dns-address=0.0.0.0:5353" in container["args"]
+    named = {(p["name"], p["containerPort"], p.get("protocol", "TCP")) for p in container["ports"]}
+    assert {("dns", 5353, "UDP"), ("dns-tcp", 5353, "TCP")} <= named
+    # The Service selects the agent's pods.
+    labels = agent["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    off = render("federation-agent", [*GOOD_VALUES["federation-agent"], "dns.enabled=false"])
+    assert not [d for d in off if d["metadata"]["name"] == "t-federation-agent-dns"]
+    (agent,) = [
+        d
+        for d in off
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-federation-agent"
+    ]
+    assert not any(
+        "--dns-address" in a for a in agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_the_coredns_hooks_are_opt_in_and_may_touch_only_corednss_configmap() -> None:
+    values = GOOD_VALUES["federation-agent"]
+    assert not [d for d in render("federation-agent", values) if "coredns" in d["metadata"]["name"]]
+    docs = render("federation-agent", [*values, "dns.coreDNS.manage=true"])
+    hooks = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+    add, remove = (
+        hooks["t-federation-agent-coredns-add"],
+        hooks["t-federation-agent-coredns-remove"],
+    )
+    assert add["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert remove["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    (container,) = add["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-2:] == ["coredns", "add"]
+    assert container["args"] == [
+        "--configmap=kube-system/coredns", "--service=federation/t-federation-agent-dns",
+    ]  # fmt: skip
+    roles = [d for d in docs if d["kind"] == "Role" and "coredns" in d["metadata"]["name"]]
+    rules = {
+        (
+            d["metadata"]["namespace"],
+            r["resources"][0],
+            *map(tuple, (r["resourceNames"], r["verbs"])),
+        )
+        for d in roles
+        for r in d["rules"]
+    }
+    assert rules == {
+        ("kube-system", "configmaps", ("coredns",), ("get", "patch")),
+        ("federation", "services", ("t-federation-agent-dns",), ("get",)),
+    }
+    off = render("federation-agent", [*values, "dns.coreDNS.manage=true", "dns.enabled=false"])
+    assert not [d for d in off if "coredns" in d["metadata"]["name"]]

@@ -27,6 +27,8 @@ from federation.registry.records import (
     ExportedService,
     ServicePort,
     ServiceType,
+    decode_service,
+    encode_service,
 )
 
 NS = "shop"
@@ -699,18 +701,39 @@ def test_the_derived_service_carries_affinity_families_and_traffic_policies() ->
         ("exportedAnnotations", {"bad key": "v"}, "InvalidExportedAnnotations", "key 'bad key'"),
     ],
 )  # fmt: skip
-def test_invalid_exported_metadata_is_refused_at_the_exporter(
+def test_invalid_exported_metadata_is_held_back_not_the_export(
     field: str, value: dict[str, str], reason: str, fragment: str
 ) -> None:
-    export_obj = {
+    """A new export with metadata the apiserver would refuse is exported without it."""
+    export = {
         "metadata": {"namespace": NS, "name": "web", "creationTimestamp": CREATED},
-        "spec": {field: value},
+        "spec": {field: {**value, "fine": "yes"}},
     }
     service = {"metadata": {"namespace": NS, "name": "web"}, "spec": {"ports": [{"port": 80}]}}
-    problem = objs.build_record("a", export_obj, service, [])
-    assert isinstance(problem, ValidityProblem)
-    assert problem.reason == reason
+    record = objs.build_record("a", export, service, [])
+    assert isinstance(record, ExportedService)
+    assert (record.exported_labels, record.exported_annotations) == ((), ())
+    (problem,) = objs.exported_metadata(export, None).problems
+    assert (problem.reason, problem.field, problem.last_valid) == (reason, field, False)
     assert fragment in problem.message
+
+
+def test_an_endpointslice_port_the_registry_would_refuse_is_left_out_not_the_export() -> None:
+    """The apiserver takes any int32 as an EndpointSlice port; readers refuse a record with
+    one outside 1-65535. The record the agent builds always decodes."""
+    slices = [
+        slice_obj("web-1", [ep("10.0.0.1")],
+                  ports=[{"name": "http", "port": 8080}, {"name": "odd", "port": 0}]),
+        slice_obj("web-2", [ep("10.0.0.2")], ports=[{"name": "http", "port": 70000}]),
+        slice_obj("web-3", [ep("10.0.0.3")], ports=[{"name": "all"}]),  # nil: all ports
+    ]  # fmt: skip
+    record = objs.build_record("a", export_obj(), service_obj(), slices)
+    assert isinstance(record, ExportedService)
+    assert [(s.name, [p.name for p in s.ports]) for s in record.endpoints] == [
+        ("web-1", ["http"]),
+        ("web-3", []),
+    ]
+    assert decode_service(encode_service(record)) == record
 
 
 # What a v1.36 apiserver answers for Services of families its service CIDRs lack.
