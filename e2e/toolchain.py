@@ -28,6 +28,9 @@ new machine builds only that):
   and Debian's containerd, runc, CNI plugins, iptables, conntrack and
   debootstrap. Kubernetes' own CoreDNS addon manifest is read from the
   ``k8s.io/kubernetes`` module, like the Gateway API CRDs.
+* for the tests on the node tier: the upstream MCS conformance suite
+  (``sigs.k8s.io/mcs-api/conformance``), compiled into a Go test binary from the
+  unmodified copy under ``$FEDERATION_PEER_SUITES`` (:func:`ensure_mcs_conformance`).
 
 Built binaries are cached outside the work tree, keyed by version, under
 ``$FEDERATION_CACHE`` (default ``~/.cache/federation``), so a second run takes
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -58,6 +62,12 @@ GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go >= 1.27
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 #: The CoreDNS release Kubernetes v1.36 ships (build/dependencies.yaml, coredns-kubeadm).
 COREDNS_VERSION = "v1.14.2"
+#: The mcs-api release the conformance suite's ``replace sigs.k8s.io/mcs-api => ..``
+#: is pointed at: the suite is kept without the rest of its repository.
+MCS_API_VERSION = "v0.5.2"
+#: The suite's folder under the peer suites.
+MCS_CONFORMANCE_SUITE = "mcs-api-conformance"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ToolchainError(RuntimeError):
@@ -447,6 +457,97 @@ def coredns_addon_manifest() -> Path:
     return path
 
 
+# --- the MCS conformance suite --------------------------------------------------------
+
+
+def peer_suites_dir() -> Path:
+    """Where unmodified upstream test suites that the Go module proxy does not serve are
+    kept: ``$FEDERATION_PEER_SUITES``, by default ``shared/peer-suites`` beside the work
+    tree."""
+    configured = os.environ.get("FEDERATION_PEER_SUITES")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "peer-suites"
+
+
+def mcs_conformance_source() -> Path:
+    """The MCS conformance suite's folder (read only, never edited); an error if absent."""
+    source = peer_suites_dir() / MCS_CONFORMANCE_SUITE
+    if not (source / "go.mod").is_file():
+        raise ToolchainError(
+            f"the MCS conformance suite is not at {source} (no go.mod there); put the "
+            f"upstream mcs-api conformance/ folder there, or point FEDERATION_PEER_SUITES "
+            f"at the folder that holds {MCS_CONFORMANCE_SUITE}/"
+        )
+    return source
+
+
+def mcs_conformance_key(source: Path) -> str:
+    """What the built binary depends on: every file of the suite (path and content) and
+    the mcs-api release its replace is pointed at."""
+    digest = hashlib.sha256(f"mcs-api {MCS_API_VERSION}\n".encode())
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(source).as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def mcs_conformance_path(source: Path | None = None) -> Path:
+    """Where the suite's test binary for the suite's current files is (or goes) in the
+    cache."""
+    key = mcs_conformance_key(source or mcs_conformance_source())
+    return cache_dir() / "bin" / f"mcs-conformance-{key}" / "mcs-conformance.test"
+
+
+def _build_mcs_conformance() -> Path:
+    """Build the suite's test binary unless this version is in the cache (lock held)."""
+    source = mcs_conformance_source()
+    target = mcs_conformance_path(source)
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    label = "mcs-conformance"
+    _say(f"{label}: building the test binary from {source} (first run only)")
+    start = time.monotonic()
+    # A copy of its own: the suite stays unmodified, its go.mod is rewritten here.
+    workdir = cache_dir() / "src" / target.parent.name
+    shutil.rmtree(workdir, ignore_errors=True)
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        copy = workdir / path.relative_to(source)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    replace = f"sigs.k8s.io/mcs-api=sigs.k8s.io/mcs-api@{MCS_API_VERSION}"
+    _run([_go(), "mod", "edit", "-replace", replace], cwd=workdir, what=f"{label}: go mod edit")
+    with heartbeat(f"{label}: resolving modules (mcs-api {MCS_API_VERSION})"):
+        _run([_go(), "mod", "tidy"], cwd=workdir, what=f"{label}: go mod tidy")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with heartbeat(f"{label}: compiling"):
+        _run(
+            [_go(), "test", "-c", "-o", str(partial), "."],
+            cwd=workdir,
+            what=f"{label}: go test -c",
+        )
+    os.replace(partial, target)
+    shutil.rmtree(workdir, ignore_errors=True)
+    _say(f"{label}: built in {time.monotonic() - start:.0f}s -> {target}")
+    return target
+
+
+def locate_mcs_conformance() -> Path:
+    """The suite's test binary for the suite's current files, without building it."""
+    path = mcs_conformance_path()
+    if not path.is_file():
+        raise ToolchainError("the MCS conformance suite is not built yet; run ./e2e/dev setup")
+    return path
+
+
+def ensure_mcs_conformance() -> Path:
+    """The MCS conformance suite's test binary, built once into the cache (under the
+    cache's lock) and found there afterwards. Run it with ``-kubeconfig FILE -contexts
+    a,b`` (the first context exports); it writes ``report.yaml`` into its working
+    directory."""
+    with cache_lock():
+        return _build_mcs_conformance()
+
+
 @contextlib.contextmanager
 def cache_lock() -> Iterator[None]:
     """Held while anything in the cache is built: two runs never build the same thing."""
@@ -460,14 +561,20 @@ def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
     """Provide every component, building or installing only what is missing.
 
     ``nodes=False`` leaves out the node tier (kubelet and friends, containerd);
-    ``test_tools=False`` leaves out what only the tests run (helm).
+    ``test_tools=False`` leaves out what only the tests run (helm, and with the node
+    tier the MCS conformance suite).
     """
+    conformance = test_tools and nodes
     with cache_lock():
         ensure_redis()
         steps = [*PINS, *(TEST_PINS if test_tools else ()), *(NODE_PINS if nodes else ())]
+        total = len(steps) + int(conformance)
         for number, tool in enumerate(steps, start=1):
-            _say(f"step {number}/{len(steps)}: {tool.name} {tool.version}")
+            _say(f"step {number}/{total}: {tool.name} {tool.version}")
             build_go_tool(tool)
+        if conformance:
+            _say(f"step {total}/{total}: MCS conformance suite (mcs-api {MCS_API_VERSION})")
+            _build_mcs_conformance()
         if nodes:
             ensure_debian_packages(NODE_PACKAGES)
         crds = gateway_api_crd_dir()
@@ -496,6 +603,8 @@ def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
         ):
             first = _run(cmd, what=f"checking {label}").strip().splitlines()
             _say(f"{label}: {first[0] if first else '?'}")
+    if conformance:
+        _say(f"mcs-conformance: {locate_mcs_conformance()}")
     return tools
 
 
@@ -517,6 +626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             found = vars(locate()) | ({} if args.demo else {"helm": locate_helm()})
             found |= vars(locate_nodes()) if nodes else {}
+            if nodes:
+                found["mcs_conformance"] = locate_mcs_conformance()
             print(json.dumps({k: str(v) for k, v in found.items()}, indent=2))
         else:
             ensure_all(nodes=nodes, test_tools=not args.demo)
