@@ -46,6 +46,8 @@ from federation.registry.watcher import Change, RegistryWatcher, service_names
 from federation.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
+#: How long failing imports may keep the DNS server answering SERVFAIL at start-up.
+ZONE_LOAD_PATIENCE = 30.0
 
 VERSION = "0.1.0"
 
@@ -184,10 +186,10 @@ class Agent:
         snapshot = await self.reader.snapshot(self.cluster)
         published = []
         for name, data in snapshot.records.items():
-            ref = parse_field(name)
-            if ref.kind is not Kind(ExportedService.KIND):
-                continue
             try:
+                ref = parse_field(name)
+                if ref.kind is not Kind(ExportedService.KIND):
+                    continue
                 record = decode_record(ref.kind, data)
             except InvalidRecordError as err:
                 log.warning("ignoring this cluster's unreadable record %s: %s", name, err)
@@ -291,8 +293,16 @@ class Agent:
                 await self.writer.release_lease()
 
     async def _zone_loaded(self, dns: DnsServer) -> None:
-        """The zone is whole once the imports queued at start-up are written."""
-        await self.imports.queue.drained.wait()
+        """The zone is whole once the imports queued at start-up are written, retries
+        included; an import that keeps failing holds DNS back at most
+        :data:`ZONE_LOAD_PATIENCE` seconds (then it answers from what it has)."""
+        try:
+            await asyncio.wait_for(self.imports.queue.drained.wait(), ZONE_LOAD_PATIENCE)
+        except TimeoutError:
+            log.warning(
+                "clusterset.local: imports still failing after %.0f s; answering from "
+                "what is written", ZONE_LOAD_PATIENCE,
+            )  # fmt: skip
         dns.loaded.set()
 
     # --- registry changes and the Gateway API side ------------------------------------------

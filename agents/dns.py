@@ -6,8 +6,9 @@ keeps (:class:`federation.dns.zone.Zone`), so an import written or deleted is an
 at once. The wire format and every answer are :func:`federation.dns.wire.respond`'s.
 
 Bounds, so that no client can take the server from others: a TCP connection may stay
-idle :data:`TCP_IDLE` seconds between queries, at most :data:`MAX_TCP_CONNECTIONS` are
-open at once (more are closed at once), and a query is at most
+idle :data:`TCP_IDLE` seconds between queries (and a client has as long to read an
+answer), at most :data:`MAX_TCP_CONNECTIONS` are open at once (more are closed at
+once), and a query is at most
 :data:`federation.dns.wire.MAX_QUERY` bytes (FORMERR beyond). Messages that are not
 queries are dropped.
 """
@@ -46,8 +47,9 @@ class DnsServer:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         #: Until set, questions get SERVFAIL (the agent sets it once its imports are written).
         self.loaded = asyncio.Event()
-        self.tcp_connections = 0
         self.tcp_refused = 0
+        self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -59,11 +61,21 @@ class DnsServer:
         )
         log.info("serving clusterset.local DNS", extra={"address": f"{self.host}:{self.port}"})
 
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._connections)
+
     async def close(self) -> None:
+        """Stop answering: the sockets close, and so does every open TCP connection (a
+        client such as CoreDNS keeps them open, which would hold the shutdown)."""
+        self._closing = True
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._tcp.wait_closed()
 
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
@@ -73,11 +85,12 @@ class DnsServer:
         return reply.wire
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.tcp_connections >= MAX_TCP_CONNECTIONS:
+        task = asyncio.current_task()
+        if self.tcp_connections >= MAX_TCP_CONNECTIONS or task is None or self._closing:
             self.tcp_refused += 1
             writer.close()
             return
-        self.tcp_connections += 1
+        self._connections.add(task)
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
@@ -87,13 +100,17 @@ class DnsServer:
                 if wire is None:
                     break
                 writer.write(struct.pack("!H", len(wire)) + wire)
-                await writer.drain()
+                # A client that asks and never reads is dropped, not waited for.
+                await asyncio.wait_for(writer.drain(), TCP_IDLE)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass  # the client is done, idle too long, or gone
+            pass  # the client is done, idle or not reading too long, or gone
         except asyncio.CancelledError:
-            pass  # the server is closing: the connection goes with it
+            if not self._closing:
+                raise
+            # Closing: the connection goes with the server (asyncio's stream callback
+            # would log a cancelled handler as an error).
         finally:
-            self.tcp_connections -= 1
+            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

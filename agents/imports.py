@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dns.exception
+
 from agents import k8s_objects as objs
 from agents import kinds as k
 from agents.kinds import KubeObject, meta
@@ -36,7 +38,7 @@ from federation.dns.records import imported_service
 from federation.dns.zone import Zone
 from federation.model.conditions import import_conditions
 from federation.model.imports import MergedImport, merge_exports
-from federation.registry.records import ServiceType
+from federation.registry.records import ExportedService, ServiceType
 from federation.registry.watcher import RegistryWatcher, ServiceName
 
 OURS = f"{objs.OWNER_LABEL}={objs.OWNER}"
@@ -231,7 +233,7 @@ class ImportReconciler:
             k.SERVICE_IMPORTS.path(namespace, name), objs.service_import(merged, ips, families)
         )
         await self._sync_slices(namespace, name, objs.import_slices(merged, exports))
-        self.zone.put(imported_service(merged, exports, ips))
+        self._put_in_zone(namespace, merged, exports, ips)
         stale = sorted(self.watcher.stale_clusters() & set(merged.clusters))
         conditions = import_conditions(
             stale_clusters=stale,
@@ -242,6 +244,23 @@ class ImportReconciler:
         )
         await self.status.import_status(applied, merged.clusters, conditions)
         self.trace.record(key, ImportStep(written_at=time.time(), positions=positions))
+
+    def _put_in_zone(
+        self,
+        namespace: str,
+        merged: MergedImport,
+        exports: list[ExportedService],
+        ips: list[str],
+    ) -> None:
+        """The import's names in the zone, unless its namespace went while the sync was
+        writing (its names went with it). DNS never holds the ServiceImport back: a name
+        the zone cannot take is logged, and the import is synced all the same."""
+        if namespace not in self.namespaces:
+            return
+        try:
+            self.zone.put(imported_service(merged, exports, ips))
+        except (ValueError, dns.exception.DNSException) as err:
+            log.warning("import %s/%s: not in clusterset.local: %s", namespace, merged.name, err)
 
     async def _apply_derived(
         self, key: ServiceName, merged: MergedImport, path: str

@@ -50,7 +50,9 @@ class KeyQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self.processed = 0
         self.failed = 0
-        #: Set while nothing is queued or running (keys waiting out a backoff aside).
+        #: Keys waiting out a backoff before they are queued again.
+        self._delayed: set[K] = set()
+        #: Set while nothing is queued, running or waiting out a backoff.
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -64,6 +66,10 @@ class KeyQueue(Generic[K]):
 
     def idle(self) -> bool:
         return not self._pending and not self._active
+
+    def _retry(self, key: K) -> None:
+        self._delayed.discard(key)
+        self.add(key)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self._workers)))
@@ -95,11 +101,12 @@ class KeyQueue(Generic[K]):
                         delay,
                         err,
                     )
-                asyncio.get_running_loop().call_later(delay, self.add, key)
+                self._delayed.add(key)
+                asyncio.get_running_loop().call_later(delay, self._retry, key)
             finally:
                 self._active.discard(key)
                 if key in self._again:
                     self._again.discard(key)
                     self.add(key)
-                if self.idle():
+                if self.idle() and not self._delayed:
                     self.drained.set()

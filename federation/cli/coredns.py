@@ -6,8 +6,11 @@
 
 ``add`` reads the ClusterIP of the agent's DNS Service and writes the block of
 :mod:`federation.dns.coredns` into the ``Corefile`` key of CoreDNS's ConfigMap (replacing
-the block already there); ``remove`` takes it out. Every other line stays as it was, and
-either run twice changes nothing more. The write names the ConfigMap's resourceVersion,
+the block already there); ``remove`` takes it out (a ConfigMap or key that is not there
+has nothing to remove: that is no error, so that an uninstall is never blocked). Every
+other line stays as it was, and either run twice changes nothing more. A Corefile whose
+markers are broken, or that has a ``clusterset.local`` block of someone else's, is left
+alone with an error saying so. The write names the ConfigMap's resourceVersion,
 so an edit made meanwhile by someone else is never overwritten: the command reads again
 and retries. CoreDNS's ``reload`` plugin picks the change up.
 
@@ -79,11 +82,16 @@ def _edit(core: client.CoreV1Api, configmap: str, server: str | None) -> bool:
     try:
         found: Any = core.read_namespaced_config_map(name, namespace)
     except ApiException as err:
+        if err.status == 404 and server is None:
+            return False  # nothing to remove the block from
         raise FederationError(f"ConfigMap {configmap}: {err.status} {err.reason}") from err
     data = dict(found.data or {})
     if COREFILE_KEY not in data:
+        if server is None:
+            return False
         raise FederationError(f"ConfigMap {configmap} has no {COREFILE_KEY} key")
     before = data[COREFILE_KEY]
+    coredns.check(before)
     after = coredns.with_block(before, server) if server else coredns.without_block(before)
     if after == before:
         return False

@@ -21,6 +21,7 @@ line as it was, and applying either twice changes nothing more.
 from __future__ import annotations
 
 from federation.dns.records import TTL
+from federation.errors import FederationError
 
 BEGIN = "# BEGIN federation clusterset.local"
 END = "# END federation clusterset.local"
@@ -41,6 +42,31 @@ def block(server: str, *, force_tcp: bool = False) -> str:
     )
 
 
+class CorefileError(FederationError):
+    """A Corefile this module will not edit: changing it could break the cluster's DNS."""
+
+
+def check(corefile: str) -> None:
+    """CorefileError unless ``corefile`` has our block once, whole, or not at all, and no
+    ``clusterset.local`` server block of someone else's (CoreDNS refuses two blocks for
+    one zone, and would not start again)."""
+    lines = [line.strip() for line in corefile.splitlines()]
+    begins, ends = lines.count(BEGIN), lines.count(END)
+    if (begins, ends) not in ((0, 0), (1, 1)) or (begins and lines.index(BEGIN) > lines.index(END)):
+        raise CorefileError(
+            f"the Corefile has {begins} {BEGIN!r} and {ends} {END!r} lines: expected one "
+            "pair or none; fix it by hand"
+        )
+    outside = without_block(corefile) if begins else corefile
+    for line in outside.splitlines():
+        words = line.strip().rstrip("{").split()
+        if any(w.split(":")[0].rstrip(".") == "clusterset.local" for w in words[:1]):
+            raise CorefileError(
+                f"the Corefile already has a clusterset.local server block ({line.strip()!r}) "
+                "that is not ours; remove it, or leave the forwarding to it"
+            )
+
+
 def without_block(corefile: str) -> str:
     """``corefile`` without our block (unchanged when it has none)."""
     lines = corefile.splitlines(keepends=True)
@@ -57,7 +83,9 @@ def without_block(corefile: str) -> str:
 
 
 def with_block(corefile: str, server: str, *, force_tcp: bool = False) -> str:
-    """``corefile`` with our block forwarding to ``server``, after everything else."""
+    """``corefile`` with our block forwarding to ``server``, after everything else
+    (CorefileError when :func:`check` finds it unsafe to edit)."""
+    check(corefile)
     rest = without_block(corefile)
     if rest and not rest.endswith("\n"):
         rest += "\n"

@@ -1,7 +1,8 @@
 """A DNS question answered in words: what ``fedctl dns`` prints.
 
-The agent's ``/debug/dns`` endpoint calls :func:`explain` on its zone, so the answer is
-the one its DNS server gives, with the reason the server has for it.
+The agent's ``/debug/dns`` endpoint calls :func:`explain` on the zone its DNS server
+answers from: the records and the reason are the zone's. What the wire adds is not
+shown (SERVFAIL while the zone loads at start-up, truncation of a large answer).
 """
 
 from __future__ import annotations

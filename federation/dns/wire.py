@@ -15,7 +15,7 @@ follows RFC 1035, 2181, 2308 and 6891:
 Over UDP a response fits what the client said it can take (512 bytes without EDNS0, its
 EDNS0 payload size up to :data:`UDP_PAYLOAD` with it); a response that does not fit
 loses its additional section first, then its answers, with TC set so that the client
-asks again over TCP, where up to 65,535 bytes go.
+asks again over TCP, where up to 65,535 bytes go (beyond that, as many records as fit).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
 from federation.dns.zone import Answer, Zone
 
@@ -38,6 +39,9 @@ MAX_QUERY = 4096
 #: The UDP payload size this server offers in EDNS0 (the DNS flag day 2020 value, which
 #: avoids IP fragmentation).
 UDP_PAYLOAD = 1232
+#: Responses larger than this are not kept by :class:`CachedResponder` (they are rare,
+#: and 4,096 of them could weigh 256 MiB).
+CACHED_RESPONSE_MAX = 2048
 _HEADER = 12
 _PLAIN_UDP = 512
 _TCP_MAX = 65535
@@ -57,8 +61,9 @@ def respond(zone: Zone, data: bytes, *, tcp: bool, loaded: bool = True) -> Reply
     """The response to the message ``data`` received over UDP or TCP (``tcp``).
 
     Until the zone is ``loaded`` (the agent is still writing its imports at start-up),
-    questions get SERVFAIL, which resolvers do not cache as an answer, rather than an
-    NXDOMAIN for a name that exists."""
+    questions get SERVFAIL (which a cache such as CoreDNS's keeps a few seconds at most,
+    as a failure, never as the name's absence) rather than an NXDOMAIN for a name that
+    exists."""
     if len(data) < _HEADER:
         return Reply(None, "none", "dropped", "shorter than a DNS header")
     (flags,) = struct.unpack_from("!H", data, 2)
@@ -89,7 +94,7 @@ def respond(zone: Zone, data: bytes, *, tcp: bool, loaded: bool = True) -> Reply
         response.flags &= ~dns.flags.AA  # not this server's zone
     _fill(response, answer)
     return Reply(
-        _render(response, answer, _max_size(query, tcp)),
+        _render(response, _max_size(query, tcp)),
         qtype,
         dns.rcode.to_text(answer.rcode),
         answer.why,
@@ -123,7 +128,8 @@ class CachedResponder:
             self.hits += 1
             return Reply(data[:2] + cached.wire[2:], cached.qtype, cached.rcode, cached.why)
         reply = respond(self.zone, data, tcp=tcp, loaded=loaded)
-        if reply.wire is not None and reply.rcode != "FORMERR":
+        small = reply.wire is not None and len(reply.wire) <= CACHED_RESPONSE_MAX
+        if small and reply.rcode != "FORMERR":
             self._replies[key] = reply
         return reply
 
@@ -149,21 +155,32 @@ def _max_size(query: dns.message.Message, tcp: bool) -> int:
     return _PLAIN_UDP
 
 
-def _render(response: dns.message.Message, answer: Answer, max_size: int) -> bytes:
+def _render(response: dns.message.Message, max_size: int) -> bytes:
     """``response`` in at most ``max_size`` bytes: without the additional section if it
-    does not fit, else truncated (TC) without records."""
+    does not fit; then, over UDP, truncated (TC) without records, so that the client asks
+    over TCP; over TCP, where asking again gets no more, with as many of the records as
+    fit (halving them until they do), as CoreDNS does."""
     try:
         return response.to_wire(max_size=max_size)
     except dns.exception.TooBig:
         pass
     response.additional = []
-    try:
-        return response.to_wire(max_size=max_size)
-    except dns.exception.TooBig:
-        pass
+    while True:
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            pass
+        if max_size < _TCP_MAX or not any(len(rrset) > 1 for rrset in response.answer):
+            break
+        response.answer = [_first_half(rrset) for rrset in response.answer]
     response.answer, response.authority = [], []
     response.flags |= dns.flags.TC
     return response.to_wire(max_size=max_size)
+
+
+def _first_half(rrset: dns.rrset.RRset) -> dns.rrset.RRset:
+    kept = list(rrset)[: max(1, len(rrset) // 2)]
+    return dns.rrset.from_rdata_list(rrset.name, rrset.ttl, kept)
 
 
 def _error(query: dns.message.Message, rcode: dns.rcode.Rcode, qtype: str, why: str) -> Reply:

@@ -31,6 +31,9 @@ import dns.rrset
 from federation.dns.records import TTL, ZONE, ImportedService, Node, records, service_name
 
 SVC = dns.name.Name((b"svc", *ZONE.labels))
+#: The version of the MCS DNS schema served, at ``dns-version.clusterset.local`` (TXT).
+DNS_VERSION = dns.name.Name((b"dns-version", *ZONE.labels))
+SCHEMA_VERSION = "1.0.0"
 #: The zone's name server and mailbox in its SOA; nothing resolves them, as in
 #: Kubernetes' own ``cluster.local``.
 SOA_MNAME = dns.name.Name((b"ns", b"dns", *ZONE.labels))
@@ -68,15 +71,12 @@ class Zone:
         """The (namespace, name) of every import in the zone."""
         return list(self._imports)
 
-    def get(self, namespace: str, name: str) -> ImportedService | None:
-        return self._imports.get((namespace, name))
-
     def put(self, svc: ImportedService) -> bool:
         """Add or replace an import's names; whether anything changed."""
         if self._imports.get(svc.key) == svc:
             return False
+        nodes = records(svc)  # first: whatever it makes of the import, the old names go
         self._drop(svc.key)
-        nodes = records(svc)
         self._imports[svc.key] = svc
         self._names[svc.key] = list(nodes)
         self._nodes.update(nodes)
@@ -124,6 +124,10 @@ class Zone:
         node = self._nodes.get(qname)
         if node is not None:
             return self._answer(qname, qtype, node)
+        if qname == DNS_VERSION:
+            if qtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
+                return Answer(dns.rcode.NOERROR, (_dns_version(),), why="the schema version")
+            return self._negative(dns.rcode.NOERROR, "the schema version has only its TXT")
         if qname == ZONE:
             if qtype == dns.rdatatype.SOA:
                 return Answer(dns.rcode.NOERROR, (self.soa(),), why="the zone's SOA")
@@ -177,8 +181,15 @@ class Zone:
         if svc is None:
             return f"no import {namespace}/{name} in this cluster"
         kind = "headless" if svc.headless else "ClusterSetIP"
+        if svc.headless and not svc.endpoints:
+            return f"headless import {namespace}/{name} has no ready endpoint"
         below = qname.relativize(service_name(namespace, name))
         return f"{kind} import {namespace}/{name} has no name {below}"
+
+
+def _dns_version() -> dns.rrset.RRset:
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, f'"{SCHEMA_VERSION}"')
+    return dns.rrset.from_rdata_list(DNS_VERSION, TTL, [rdata])
 
 
 def _label(qname: dns.name.Name, index: int) -> str:

@@ -635,7 +635,9 @@ def test_the_coredns_hooks_are_opt_in_and_may_touch_only_corednss_configmap() ->
         hooks["t-federation-agent-coredns-add"],
         hooks["t-federation-agent-coredns-remove"],
     )
-    assert add["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert (
+        add["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade,post-rollback"
+    )
     assert remove["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     (container,) = add["spec"]["template"]["spec"]["containers"]
     assert container["command"][-2:] == ["coredns", "add"]

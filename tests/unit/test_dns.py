@@ -294,3 +294,46 @@ def test_the_coredns_block_is_added_once_replaced_and_removed_leaving_the_rest()
     assert coredns.without_block(moved) == DEFAULT_COREFILE
     assert coredns.without_block(DEFAULT_COREFILE) == DEFAULT_COREFILE
     assert coredns.with_block(DEFAULT_COREFILE.rstrip("\n"), "10.0.0.1").count("}\n# BEGIN") == 1
+
+
+def test_over_tcp_an_answer_too_large_for_any_message_keeps_what_fits() -> None:
+    zone = zone_of(_many_endpoints(6000))  # 6,000 A records: 96 KB, over TCP's 64 KiB
+    query = dns.message.make_query("big.demo.svc.clusterset.local.", "A")
+    reply = respond(zone, query.to_wire(), tcp=True)
+    assert reply.wire is not None and len(reply.wire) <= 65535
+    message = dns.message.from_wire(reply.wire)
+    assert not message.flags & dns.flags.TC and 1000 < len(message.answer[0]) < 6000
+
+
+def test_a_zone_never_loses_an_import_to_names_dns_cannot_carry() -> None:
+    zone = zone_of(HELLO)
+    serial = zone.serial
+    long_name = ImportedService("x" * 63, "y" * 63, False, HELLO.ports, ips=("10.96.0.1",))
+    assert zone.put(long_name) is True and zone.serial == serial + 1
+    assert ask(zone, "hello.demo.svc.clusterset.local.").answer  # the others are intact
+    # An FQDN endpoint (a legal EndpointSlice address type) is not in the answers.
+    fqdn = ExportedService(
+        cluster="a", namespace="db", name="ext", type=ServiceType.HEADLESS,
+        ports=(ServicePort("http", "TCP", 80),),
+        endpoints=(EndpointSet("ext-a", "FQDN", (EndpointPort("http", "TCP", 80),),
+                               (Endpoint(("db.example.com",), True, True, False),)),),
+    )  # fmt: skip
+    svc = imported_service(merge_exports([fqdn]), [fqdn], ips=[])
+    assert svc.endpoints == ()
+    assert zone.put(svc) is True
+    assert ask(zone, "ext.db.svc.clusterset.local.").rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize(
+    ("corefile", "message"),
+    [
+        (DEFAULT_COREFILE + coredns.BEGIN + "\nclusterset.local:53 {\n", "expected one pair"),
+        (coredns.END + "\n" + DEFAULT_COREFILE + coredns.BEGIN + "\n", "expected one pair"),
+        (DEFAULT_COREFILE + "clusterset.local:53 {\n    forward . 10.0.0.9\n}\n", "not ours"),
+    ],
+)
+def test_a_corefile_unsafe_to_edit_is_left_alone(corefile: str, message: str) -> None:
+    with pytest.raises(coredns.CorefileError, match=message):
+        coredns.with_block(corefile, "10.96.0.53")
+    with pytest.raises(coredns.CorefileError, match=message):
+        coredns.check(corefile)
