@@ -162,6 +162,74 @@ def resolve_in_pod(cluster: NodeCluster, ns: str, pod: str, name: str) -> str:
     return proc.stdout.strip()
 
 
+#: Asks the pod's resolver (its CoreDNS) each question of ``argv[1]`` (a JSON list of
+#: [name, type]); prints {"<name> <type>": sorted answers, or NXDOMAIN, NODATA, error}.
+_RESOLVE = """
+import json, sys
+import dns.resolver
+out = {}
+for name, qtype in json.loads(sys.argv[1]):
+    try:
+        out[f"{name} {qtype}"] = sorted(r.to_text() for r in dns.resolver.resolve(name, qtype))
+    except dns.resolver.NXDOMAIN:
+        out[f"{name} {qtype}"] = "NXDOMAIN"
+    except dns.resolver.NoAnswer:
+        out[f"{name} {qtype}"] = "NODATA"
+    except Exception as err:
+        out[f"{name} {qtype}"] = f"error: {type(err).__name__}"
+print(json.dumps(out))
+"""
+
+
+def statefulset(ns: str, cluster_id: str, replicas: int, *, name: str = "db") -> Manifest:
+    """Echo pods with stable hostnames (``db-0``, ``db-1``, ...) under the headless
+    Service ``name`` (:func:`headless_service`)."""
+    spec = echo_deployment(ns, cluster_id, name=name, replicas=replicas)["spec"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {**spec, "serviceName": name, "podManagementPolicy": "Parallel"},
+    }
+
+
+def headless_service(ns: str, name: str = "db") -> Manifest:
+    found = service(ns, name)
+    found["spec"]["clusterIP"] = "None"
+    return found
+
+
+def client_pod(ns: str, name: str = "client") -> Manifest:
+    """A pod of the project's image (Python and dnspython) that only waits, to exec in."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {"name": name, "image": images.FEDERATION, "command": ["sleep", "3600"]}
+            ],
+        },
+    }
+
+
+def resolve_all_in_pod(
+    cluster: NodeCluster, ns: str, questions: list[tuple[str, str]], pod: str = "client"
+) -> dict[str, Any]:
+    """Each (name, type) asked by ``pod`` (:func:`client_pod`) of its resolver, the
+    cluster's CoreDNS: answers by ``"<name> <type>"``."""
+    code_argv = ["python3", "-c", _RESOLVE, json.dumps(questions)]
+    proc = subprocess.run(
+        cluster.kubectl_argv("exec", "-n", ns, pod, "--", *code_argv),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise HarnessError(f"resolving in {pod} of {cluster.id}: {proc.stderr.strip()}")
+    answers: dict[str, Any] = json.loads(proc.stdout)
+    return answers
+
+
 def wait_ready_pods(cluster: NodeCluster, ns: str, selector: str, count: int) -> dict[str, str]:
     found: dict[str, str] = {}
 

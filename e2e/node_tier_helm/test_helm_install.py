@@ -1,5 +1,7 @@
 """Installed with Helm on node clusters a, b and c: every pod Ready, every gateway Envoy
 synced, an exported Deployment-backed Service imported and answered across clusters;
+clusterset.local resolved by pods through the CoreDNS block the chart's hooks add (a
+headless StatefulSet exported from a and c, resolved in b);
 a hub upgrade under load with zero failed requests, a rollback, and an uninstall that
 leaves nothing of the release behind."""
 
@@ -10,7 +12,7 @@ import json
 import time
 import urllib.request
 
-from e2e import images, pods
+from e2e import pods
 from e2e.federation import fedctl
 from e2e.node_tier_helm.conftest import (
     CHARTS,
@@ -23,7 +25,7 @@ from e2e.node_tier_helm.conftest import (
     json_of,
 )
 from e2e.nodes import NodeCluster
-from e2e.processes import wait_until
+from e2e.processes import HarnessError, wait_until
 from e2e.traffic import DEADLINE, Loop, Outcome, host
 from federation.dns import coredns
 
@@ -125,12 +127,7 @@ def test_pods_resolve_clusterset_names_through_the_charts_coredns_block(
     assert f"forward . {service_ip['clusterIP']}\n" in _corefile(b)  # type: ignore[index]
     if not _imported(b):
         _export_from_a_answered_through_b(installed)
-    pods.apply(b, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": APP,
-                                                        "labels": {"app": "client"}},
-        "spec": {"terminationGracePeriodSeconds": 0, "containers": [
-            {"name": "client", "image": images.FEDERATION, "command": ["sleep", "3600"]}]},
-    })  # fmt: skip
+    pods.apply(b, pods.client_pod(APP))
     pods.wait_ready_pods(b, APP, "app=client", 1)
     ips = json_of(b, "get", "serviceimport", "echo", "-n", APP)["spec"]["ips"]  # type: ignore[index]
     name = f"echo.{APP}.svc.clusterset.local"
@@ -138,6 +135,48 @@ def test_pods_resolve_clusterset_names_through_the_charts_coredns_block(
         lambda: pods.resolve_in_pod(b, APP, "client", name) == ips[0],
         timeout=DEADLINE * 2, interval=1, what=f"{name} in b's pod",
     )  # fmt: skip
+
+
+def test_a_pod_in_b_resolves_a_statefulset_exported_from_a_and_c(installed: Installed) -> None:
+    """Through the chart's DNS Service (UDP, as CoreDNS forwards in production): every
+    ready endpoint of both exporters, each pod by hostname and cluster, SRV per pod."""
+    env, ns = installed.env, "helm-dns"
+    zone = f"{ns}.svc.clusterset.local"
+    for cluster_id in CLUSTERS:
+        pods.apply(env.cluster(cluster_id), pods.namespace(ns))
+    for cluster_id, replicas in (("a", 2), ("c", 1)):
+        pods.apply(
+            env.cluster(cluster_id),
+            pods.statefulset(ns, cluster_id, replicas),
+            pods.headless_service(ns),
+            pods.service_export(ns, "db"),
+        )
+    b = env.cluster("b")
+    pods.apply(b, pods.client_pod(ns))
+    db_a = pods.wait_ready_pods(env.cluster("a"), ns, "app=db", 2)
+    db_c = pods.wait_ready_pods(env.cluster("c"), ns, "app=db", 1)
+    pods.wait_ready_pods(b, ns, "app=client", 1)
+    expected = {
+        f"db.{zone} A": sorted([*db_a.values(), *db_c.values()]),
+        f"db-0.a.db.{zone} A": [db_a["db-0"]],
+        f"db-1.a.db.{zone} A": [db_a["db-1"]],
+        f"db-0.c.db.{zone} A": [db_c["db-0"]],
+        f"_http._tcp.db.{zone} SRV": sorted(
+            f"0 33 80 {host}.db.{zone}." for host in ("db-0.a", "db-1.a", "db-0.c")
+        ),
+    }
+    questions = [(q.rsplit(" ", 1)[0], q.rsplit(" ", 1)[1]) for q in expected]
+    last: dict[str, object] = {}
+
+    def answered() -> bool:
+        nonlocal last
+        last = pods.resolve_all_in_pod(b, ns, questions)
+        return last == expected
+
+    try:
+        wait_until(answered, timeout=DEADLINE * 3, interval=1, what=f"db.{zone} in b's pod")
+    except HarnessError as err:
+        raise AssertionError(f"{err}\nanswers: {last}\nexpected: {expected}") from err
 
 
 def _corefile(cluster: NodeCluster) -> str:
