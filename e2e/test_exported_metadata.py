@@ -92,23 +92,14 @@ def import_events_since(client: ApiClient, ns: str, resource_version: str) -> li
 
 
 @pytest.fixture
-def fed(control_plane: Federation) -> Federation:
-    return control_plane
-
-
-@pytest.fixture
-def clients(control_plane_clients: dict[str, ApiClient]) -> dict[str, ApiClient]:
-    return control_plane_clients
-
-
-@pytest.fixture
-def ns(fed: Federation) -> str:
-    return sc.namespace_everywhere(fed.env.clusters.values(), "meta")
+def ns(control_plane: Federation) -> str:
+    return sc.namespace_everywhere(control_plane.env.clusters.values(), "meta")
 
 
 def test_a_bad_label_key_keeps_the_export_imported_everywhere(
-    fed: Federation, clients: dict[str, ApiClient], ns: str
+    control_plane: Federation, control_plane_clients: dict[str, ApiClient], ns: str
 ) -> None:
+    fed, clients = control_plane, control_plane_clients
     export_with_spec(fed, "a", ns, {"exportedLabels": {"tier": "web"}})
 
     def imported() -> None:
@@ -171,8 +162,9 @@ def test_a_bad_label_key_keeps_the_export_imported_everywhere(
 
 
 def test_a_new_export_with_a_bad_key_is_imported_without_that_field(
-    fed: Federation, clients: dict[str, ApiClient], ns: str
+    control_plane: Federation, control_plane_clients: dict[str, ApiClient], ns: str
 ) -> None:
+    fed, clients = control_plane, control_plane_clients
     export_with_spec(
         fed,
         "b",
@@ -201,12 +193,8 @@ def test_a_new_export_with_a_bad_key_is_imported_without_that_field(
     eventually(imported, "b's export imported without its annotations, and why")
 
 
-@pytest.fixture
-def dp(data_plane: Federation) -> Federation:
-    return data_plane
-
-
-def test_a_bad_label_key_costs_no_request_through_an_envoy(dp: Federation) -> None:
+def test_a_bad_label_key_costs_no_request_through_an_envoy(data_plane: Federation) -> None:
+    dp = data_plane
     ns = sc.namespace_everywhere(dp.env.clusters.values(), "meta-dp")
     dp.start_backend("a", 12)
     a = dp.env.cluster("a")

@@ -91,8 +91,11 @@ def _edit(core: client.CoreV1Api, configmap: str, server: str | None) -> bool:
             return False
         raise FederationError(f"ConfigMap {configmap} has no {COREFILE_KEY} key")
     before = data[COREFILE_KEY]
-    coredns.check(before)
-    after = coredns.with_block(before, server) if server else coredns.without_block(before)
+    if server:
+        after = coredns.with_block(before, server)  # checks the Corefile first
+    else:
+        coredns.check(before)
+        after = coredns.without_block(before)
     if after == before:
         return False
     data[COREFILE_KEY] = after

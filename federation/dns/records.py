@@ -145,13 +145,16 @@ def _child(label: str, parent: dns.name.Name) -> dns.name.Name | None:
         return None
 
 
+#: Records of one name by type; a dict keeps each record once, in the order added.
+_Records = dict[dns.rdatatype.RdataType, dict[dns.rdata.Rdata, None]]
+
+
 class _Builder:
     """Names and their records, each record once, in the order first added."""
 
     def __init__(self) -> None:
         self.why: dict[dns.name.Name, str] = {}
-        self.data: dict[dns.name.Name, dict[dns.rdatatype.RdataType, dict[dns.rdata.Rdata, None]]]
-        self.data = {}
+        self.data: dict[dns.name.Name, _Records] = {}
 
     def name(self, name: dns.name.Name, why: str) -> None:
         self.why.setdefault(name, why)

@@ -32,7 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from federation.dns.zone import Answer, Zone
+from federation.dns.zone import Zone
 
 #: The largest query accepted: a question and EDNS0 options fit in far less.
 MAX_QUERY = 4096
@@ -89,10 +89,11 @@ def respond(zone: Zone, data: bytes, *, tcp: bool, loaded: bool = True) -> Reply
     if not loaded:
         return _error(query, dns.rcode.SERVFAIL, qtype, "the zone is still loading")
     answer = zone.lookup(question.name, question.rdtype)
-    response = _response(query, answer.rcode)
-    if answer.rcode == dns.rcode.REFUSED:
-        response.flags &= ~dns.flags.AA  # not this server's zone
-    _fill(response, answer)
+    # Authoritative for the zone's own names; a REFUSED name is not this server's.
+    response = _response(query, answer.rcode, authoritative=answer.rcode != dns.rcode.REFUSED)
+    response.answer = list(answer.answer)
+    response.authority = list(answer.authority)
+    response.additional = list(answer.additional)
     return Reply(
         _render(response, _max_size(query, tcp)),
         qtype,
@@ -124,27 +125,24 @@ class CachedResponder:
             self._serial = self.zone.serial
         key = (data[2:], tcp, loaded)
         cached = self._replies.get(key)
-        if cached is not None and cached.wire is not None and len(data) >= _HEADER:
+        if cached is not None and cached.wire is not None:  # kept replies all have bytes
             self.hits += 1
             return Reply(data[:2] + cached.wire[2:], cached.qtype, cached.rcode, cached.why)
         reply = respond(self.zone, data, tcp=tcp, loaded=loaded)
         small = reply.wire is not None and len(reply.wire) <= CACHED_RESPONSE_MAX
-        if small and reply.rcode != "FORMERR":
+        if small and reply.rcode != "FORMERR":  # garbage is too varied to be worth keeping
             self._replies[key] = reply
         return reply
 
 
-def _response(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
+def _response(
+    query: dns.message.Message, rcode: dns.rcode.Rcode, *, authoritative: bool
+) -> dns.message.Message:
     response = dns.message.make_response(query, our_payload=UDP_PAYLOAD)
-    response.flags |= dns.flags.AA
+    if authoritative:
+        response.flags |= dns.flags.AA
     response.set_rcode(rcode)
     return response
-
-
-def _fill(response: dns.message.Message, answer: Answer) -> None:
-    response.answer = list(answer.answer)
-    response.authority = list(answer.authority)
-    response.additional = list(answer.additional)
 
 
 def _max_size(query: dns.message.Message, tcp: bool) -> int:
@@ -184,8 +182,7 @@ def _first_half(rrset: dns.rrset.RRset) -> dns.rrset.RRset:
 
 
 def _error(query: dns.message.Message, rcode: dns.rcode.Rcode, qtype: str, why: str) -> Reply:
-    response = _response(query, rcode)
-    response.flags &= ~dns.flags.AA
+    response = _response(query, rcode, authoritative=False)
     if rcode == dns.rcode.BADVERS:
         # Answered in the version we speak; the rcode's upper bits live in the EDNS flags,
         # so it is set again after them.

@@ -72,13 +72,13 @@ async def test_pipelined_tcp_queries_are_answered_in_order() -> None:
 async def test_close_does_not_wait_for_open_connections() -> None:
     server = await _server()
     server.loaded.set()
-    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    await asyncio.wait_for(_until_connected(server), 2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    # Answered: the server holds the connection, which the client now leaves idle.
+    query = dns.message.make_query(NAME, "A").to_wire()
+    writer.write(struct.pack("!H", len(query)) + query)
+    (length,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))
+    await asyncio.wait_for(reader.readexactly(length), 2)
+    assert server.tcp_connections == 1
     await asyncio.wait_for(server.close(), 5)  # the idle client would hold it 10 s
     assert server.tcp_connections == 0
     writer.close()
-
-
-async def _until_connected(server: DnsServer) -> None:
-    while server.tcp_connections == 0:
-        await asyncio.sleep(0.005)
