@@ -118,7 +118,9 @@ def test_an_imported_endpoint_slice_changed_by_hand_is_restored(
         b.kubectl("delete", "endpointslice", name, "-n", ns)
 
     def restored() -> None:
-        (current,) = sc.list_imported_slices(clients["b"], ns, "echo")
+        slices = sc.list_imported_slices(clients["b"], ns, "echo")
+        assert len(slices) == 1, f"{len(slices)} imported slices for echo in b"
+        current = slices[0]
         assert current["metadata"]["name"] == name
         addresses = [e["addresses"] for e in current["endpoints"]]
         assert addresses == [e["addresses"] for e in wanted]
