@@ -32,6 +32,7 @@ from agents.dns import DnsServer
 from agents.exports import ExportReconciler, Listing
 from agents.gateway import GatewayAgent
 from agents.imports import ImportReconciler, owned
+from agents.infra_objects import owned_by_infra
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
@@ -120,6 +121,9 @@ class Agent:
         self.imports.on_owned(k.SERVICE_IMPORTS, kind, body)
 
     def on_service_event(self, kind: str | None, body: KubeObject) -> None:
+        if owned_by_infra(body):
+            self.on_infra_event(k.SERVICES.plural, kind, body)
+            return
         if owned(body):
             self.imports.on_owned(k.SERVICES, kind, body)
             return
@@ -133,6 +137,17 @@ class Agent:
         key = self.exports.on_slice(kind, body)
         if key is not None and RecordRef(Kind.LOCAL_SERVICE, *key) in self.gateway.published:
             self.gateway.dirty.set()  # a route sends to this Service
+
+    def on_config_map_event(self, kind: str | None, body: KubeObject) -> None:
+        """A ConfigMap changed: Gateway parameters may come from it."""
+        self.gateway.on_config_map(*k.key_of(body))
+
+    def on_infra_event(self, plural: str, kind: str | None, body: KubeObject) -> None:
+        """A Gateway's Envoy Deployment or Service changed: apply it again if it is no
+        longer what the infra manager applied."""
+        infra = self.gateway.infra
+        if infra is not None and infra.on_event(plural, kind, body):
+            self.gateway.dirty.set()
 
     def on_gateway_event(self, plural: str, kind: str | None, body: KubeObject) -> None:
         self.gateway.on_event(plural, kind, body)
@@ -256,6 +271,9 @@ class Agent:
         self.exports.merge_listing(await self._listing())
         self.exports.queue_all()
         await self.imports.queue_all()
+        if self.gateway.infra is not None:
+            self.gateway.infra.forget_all()  # what is not watched is repaired here
+            self.gateway.dirty.set()
 
     async def run(self) -> None:
         """Start up, then run every background task until cancelled."""

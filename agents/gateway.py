@@ -21,25 +21,37 @@ cluster's Envoys, and writes the statuses: the GatewayClass's ``Accepted``, each
 Gateway's conditions and listeners, and each route's parent entries under our controller
 name (entries of other controllers are kept). ``Programmed`` comes from the hub's
 published ACK state, read every ``poll_interval`` seconds.
+
+Each Gateway record carries the agent's verdict on every certificate Secret its HTTPS
+listeners name (:mod:`agents.certificates`), never the Secret itself. Every sync reads
+those Secrets again (one GET each: the agent may not watch Secrets), and a timer queues a
+sync while any is named: after ``recheck_interval`` seconds, or sooner (from
+:data:`RECHECK_FIRST` seconds, doubling) while one is unusable, so that a Secret created,
+fixed or broken after its Gateway shows within that time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents import k8s_objects as objs
 from agents import kinds as k
+from agents.certificates import CertificateChecker, secret_granted
+from agents.infra import GatewayInfra, InfraManager
+from agents.infra_objects import InfraReason, InvalidParameters
 from agents.kinds import KubeObject
-from agents.kube import Kube
+from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
 from agents.trace import TraceBook, publish_time
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
+from federation.model.conditions import Condition
 from federation.programmed import merged_facts
 from federation.registry import gatewayapi as g
 from federation.registry.codec import from_json
@@ -55,9 +67,19 @@ from federation.translate.gateway.inputs import (
     cluster_inputs,
     imports_of,
 )
-from federation.translate.gateway.status import CONTROLLER_NAME
+from federation.translate.gateway.status import (
+    CONTROLLER_NAME,
+    GatewayCondition,
+    GatewayReason,
+    GatewayStatus,
+    condition,
+)
 
 log = logging.getLogger(__name__)
+
+#: The first re-check of certificate Secrets after a sync that found one unusable, in
+#: seconds; it doubles up to the agent's ``recheck_interval``.
+RECHECK_FIRST = 2.0
 
 #: What Gateway API objects the agent watches (ReferenceGrant: v1beta1 is the stored
 #: version, and served by every Gateway API v1.x release).
@@ -111,6 +133,7 @@ class GatewayAgent:
         hub_state: HubStateReader | None,
         *,
         poll_interval: float = 1.0,
+        recheck_interval: float = 60.0,
     ) -> None:
         self.cluster = cluster
         self.kube = kube
@@ -123,8 +146,15 @@ class GatewayAgent:
         #: When each record was last published, and its entry: ``fedctl trace httproute``.
         self.trace: TraceBook[ExportStep] = TraceBook()
         self.programmed: dict[ObjectName, ProgrammedFact] = {}
+        #: Runs each Gateway's own Envoys (None: someone else runs them, as in tests).
+        self.infra: InfraManager | None = None
         self.dirty = asyncio.Event()
         self.syncs = 0
+        #: The verdicts on the certificate Secrets the Gateways name, read at each sync.
+        self.certificates = CertificateChecker(kube)
+        self.recheck_interval = recheck_interval
+        self._recheck: asyncio.TimerHandle | None = None
+        self._failing_rechecks = 0
 
     # --- events -------------------------------------------------------------------------
 
@@ -145,8 +175,22 @@ class GatewayAgent:
                 self.on_event(plural, "ADDED", item)
 
     async def list_all(self) -> dict[str, list[dict[str, Any]]]:
-        """LIST every watched kind (a kind whose CRD is not installed lists as empty)."""
-        return {kind.plural: await self.kube.list_items(kind.path()) for kind in WATCHED}
+        """LIST every watched kind (a kind whose CRD is not installed lists as empty), and
+        read the certificate Secrets its Gateways name, so that the first full publish
+        already carries their verdicts."""
+        listing = {kind.plural: await self.kube.list_items(kind.path()) for kind in WATCHED}
+        listed = GatewayObjects()
+        for plural, items in listing.items():
+            for item in items:
+                key = item["metadata"]["name"] if plural == k.GATEWAY_CLASSES.plural else _key(item)
+                listed.tables[plural][key] = item
+        try:
+            await self.certificates.refresh(
+                our_gateways(self.cluster, listed), grant_records(self.cluster, listed)
+            )
+        except KubeError as err:  # the first sync reads them again, retried
+            log.warning("cannot read the Gateways' certificate Secrets yet: %s", err)
+        return listing
 
     # --- what to publish -------------------------------------------------------------------
 
@@ -159,13 +203,22 @@ class GatewayAgent:
         slices: Mapping[ObjectName, Mapping[str, KubeObject]],
         namespace_labels: Mapping[str, Mapping[str, str]],
     ) -> dict[RecordRef, Record]:
-        return desired_records(self.cluster, self.objects, services, slices, namespace_labels)
+        return desired_records(
+            self.cluster,
+            self.objects,
+            services,
+            slices,
+            namespace_labels,
+            certificate_checks=self.certificates.checks_for,
+        )
 
     # --- syncing -------------------------------------------------------------------------------
 
     async def publish(self, desired: Mapping[RecordRef, Record]) -> None:
-        """Publish what differs from what was published; withdraw what is gone."""
+        """Publish what differs from what was published; withdraw what is gone. The
+        Gateways' certificate Secrets are read first: their records carry the verdicts."""
         started = time.time()
+        desired = await self._with_certificate_checks(desired)
         for ref, record in sorted(desired.items()):
             if self.published.get(ref) != record:
                 before = time.time()
@@ -184,6 +237,41 @@ class GatewayAgent:
             )
             self.trace.record((ref.kind.value, ref.namespace, ref.name), step)
 
+    async def _with_certificate_checks(
+        self, desired: Mapping[RecordRef, Record]
+    ) -> dict[RecordRef, Record]:
+        """``desired`` with each Gateway record's verdicts on its Secrets, read now."""
+        await self.certificates.refresh(
+            [r for r in desired.values() if isinstance(r, g.GatewayRecord)],
+            [r for r in desired.values() if isinstance(r, g.ReferenceGrantRecord)],
+        )
+        self._schedule_recheck()
+        return {
+            ref: (
+                dataclasses.replace(r, certificate_checks=self.certificates.checks_for(r))
+                if isinstance(r, g.GatewayRecord)
+                else r
+            )
+            for ref, r in desired.items()
+        }
+
+    def _schedule_recheck(self) -> None:
+        """Queue the next sync that re-reads the certificate Secrets (see the module
+        docstring); none while no Secret is named."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        if not self.certificates.watched:
+            self._failing_rechecks = 0
+            return
+        if self.certificates.failing:
+            delay = min(RECHECK_FIRST * 2**self._failing_rechecks, self.recheck_interval)
+            self._failing_rechecks += 1
+        else:
+            delay = self.recheck_interval
+            self._failing_rechecks = 0
+        self._recheck = asyncio.get_running_loop().call_later(delay, self.dirty.set)
+
     async def write_statuses(self, exports: Iterable[ExportedService]) -> None:
         """Resolve this cluster's Gateway API records (as the hub does) and write statuses."""
         records = list(self.published.values())
@@ -191,16 +279,89 @@ class GatewayAgent:
             cluster_inputs(self.cluster, records, imports_of(exports), self.programmed)
         )
         for name in sorted(self.our_classes()):
-            await self.status.gateway_class_status(self.objects.of(k.GATEWAY_CLASSES)[name])
+            gateway_class = self.objects.of(k.GATEWAY_CLASSES)[name]
+            await self.status.gateway_class_status(
+                gateway_class, await self._class_problem(gateway_class)
+            )
+        infra = await self._sync_infra()
         for gateway in resolved.statuses.gateways:
             obj = self.objects.of(k.GATEWAYS).get((gateway.namespace, gateway.name))
-            if obj is not None:
-                await self.status.gateway_status(obj, gateway)
+            if obj is None:
+                continue
+            state = infra.get((gateway.namespace, gateway.name))
+            if state is not None and state.invalid_parameters:
+                gateway = _with_condition(
+                    gateway,
+                    condition(
+                        GatewayCondition.ACCEPTED,
+                        False,
+                        InfraReason.INVALID_PARAMETERS,
+                        state.invalid_parameters,
+                    ),
+                )
+            if state is not None and state.problem:
+                gateway = _with_condition(
+                    gateway,
+                    condition(
+                        GatewayCondition.PROGRAMMED,
+                        False,
+                        GatewayReason.INVALID,
+                        f"its Envoys cannot be provisioned: {state.problem}",
+                    ),
+                )
+            addresses = None if state is None else list(state.addresses)
+            await self.status.gateway_status(obj, gateway, addresses)
         for route in resolved.statuses.routes:
             api_kind = k.HTTP_ROUTES if route.kind == "HTTPRoute" else k.GRPC_ROUTES
             obj = self.objects.of(api_kind).get((route.namespace, route.name))
             if obj is not None:
                 await self.status.route_status(obj, route)
+
+    def on_config_map(self, namespace: str, name: str) -> None:
+        """A ConfigMap changed: sync when a GatewayClass or Gateway takes its parameters
+        from it."""
+        if self.infra is None:
+            return
+        for class_obj in self.objects.of(k.GATEWAY_CLASSES).values():
+            ref = (class_obj.get("spec") or {}).get("parametersRef") or {}
+            if (ref.get("namespace"), ref.get("name")) == (namespace, name):
+                self.dirty.set()
+                return
+        for (ns, _), obj in self.objects.of(k.GATEWAYS).items():
+            ref = ((obj.get("spec") or {}).get("infrastructure") or {}).get("parametersRef") or {}
+            if ns == namespace and ref.get("name") == name:
+                self.dirty.set()
+                return
+
+    async def _class_problem(self, gateway_class: KubeObject) -> str | None:
+        """Why the class's parameters cannot be used (None: they can, or the agent does
+        not run the Gateways' Envoys and so reads none)."""
+        if self.infra is None:
+            return None
+        try:
+            await self.infra.class_parameters(gateway_class)
+        except InvalidParameters as err:
+            return str(err)
+        return None
+
+    async def _sync_infra(self) -> dict[ObjectName, GatewayInfra]:
+        """Provision every Gateway of our class its own Envoys (when this agent runs them)."""
+        if self.infra is None:
+            return {}
+        ours = self.our_classes()
+        gateways = [
+            obj
+            for _, obj in sorted(self.objects.of(k.GATEWAYS).items())
+            if (obj.get("spec") or {}).get("gatewayClassName") in ours
+        ]
+        grants = [r for r in self.published.values() if isinstance(r, g.ReferenceGrantRecord)]
+
+        def copyable(gateway_namespace: str, namespace: str, name: str) -> bool:
+            return secret_granted(
+                grants, gateway_namespace, namespace, name
+            ) and self.certificates.usable(namespace, name)
+
+        return await self.infra.sync(gateways, self.objects.of(k.GATEWAY_CLASSES), copyable)
 
     async def poll_programmed(self) -> None:
         """Read the hub's ACK state until cancelled; a change marks the state dirty."""
@@ -236,14 +397,16 @@ def desired_records(
     services: Mapping[ObjectName, KubeObject],
     slices: Mapping[ObjectName, Mapping[str, KubeObject]],
     namespace_labels: Mapping[str, Mapping[str, str]],
+    *,
+    certificate_checks: Callable[[g.GatewayRecord], tuple[g.CertificateCheck, ...]] | None = None,
 ) -> dict[RecordRef, Record]:
     """Every Gateway API record ``cluster`` should have in the registry (see the module
-    docstring), from its objects and its Services, slices and namespace labels."""
+    docstring), from its objects and its Services, slices and namespace labels; each
+    Gateway's with ``certificate_checks`` of it (None: without verdicts)."""
     records: list[Record] = []
-    ours = our_classes(objects)
-    for obj in objects.of(k.GATEWAYS).values():
-        if (obj.get("spec") or {}).get("gatewayClassName") in ours:
-            records += _convert(cluster, obj, g.GatewaySpec, g.GatewayRecord, {})
+    for gateway in our_gateways(cluster, objects):
+        checks = () if certificate_checks is None else certificate_checks(gateway)
+        records.append(dataclasses.replace(gateway, certificate_checks=checks))
     for api_kind, spec, record in (
         (k.HTTP_ROUTES, g.HTTPRouteSpec, g.HTTPRouteRecord),
         (k.GRPC_ROUTES, g.GRPCRouteSpec, g.GRPCRouteRecord),
@@ -263,6 +426,30 @@ def desired_records(
             if local is not None:
                 records.append(local)
     return {ref_of(r): r for r in records}
+
+
+def grant_records(cluster: str, objects: GatewayObjects) -> list[g.ReferenceGrantRecord]:
+    """The records of the cluster's ReferenceGrants."""
+    return [
+        r
+        for obj in objects.of(k.REFERENCE_GRANTS).values()
+        for r in _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
+        if isinstance(r, g.ReferenceGrantRecord)
+    ]
+
+
+def our_gateways(cluster: str, objects: GatewayObjects) -> list[g.GatewayRecord]:
+    """The records of the Gateways of our classes, without certificate verdicts."""
+    ours = our_classes(objects)
+    found: list[g.GatewayRecord] = []
+    for obj in objects.of(k.GATEWAYS).values():
+        if (obj.get("spec") or {}).get("gatewayClassName") in ours:
+            found += [
+                r
+                for r in _convert(cluster, obj, g.GatewaySpec, g.GatewayRecord, {})
+                if isinstance(r, g.GatewayRecord)
+            ]
+    return found
 
 
 def _convert(
@@ -296,3 +483,9 @@ def _service_backends(records: Iterable[Record]) -> set[ObjectName]:
                 if (ref.group or "") == "" and (ref.kind or "Service") == "Service":
                     out.add((ref.namespace or record.namespace, ref.name))
     return out
+
+
+def _with_condition(status: GatewayStatus, new: Condition) -> GatewayStatus:
+    """``status`` with ``new`` in place of its condition of the same type."""
+    kept = tuple(c for c in status.conditions if c.type != new.type)
+    return dataclasses.replace(status, conditions=(new, *kept))

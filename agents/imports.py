@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +149,7 @@ class ImportReconciler:
             intact = desired is not None and _same_slice(obj, desired)
         else:
             applied = self._applied.get(path)
-            intact = applied is not None and _contains(obj, applied.desired)
+            intact = applied is not None and objs.contains(obj, applied.desired)
         if not intact:
             if kind is k.ENDPOINT_SLICES:
                 self._slices.get(key, {}).pop(meta(obj)["name"], None)
@@ -356,22 +355,6 @@ class ImportReconciler:
         # Namespace gone: keep the IPs, so that one that comes back gets them again.
         if namespace in self.namespaces:
             self._ips.pop((namespace, name), None)
-
-
-def _contains(actual: Any, desired: Any) -> bool:
-    """Whether ``actual`` still holds everything of ``desired`` (what the agent applied):
-    fields the apiserver or others added do not count, changed or removed ones do."""
-    if isinstance(desired, Mapping):
-        return isinstance(actual, Mapping) and all(
-            key in actual and _contains(actual[key], value) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(actual, list)
-            and len(actual) == len(desired)
-            and all(_contains(a, d) for a, d in zip(actual, desired, strict=True))
-        )
-    return bool(actual == desired)
 
 
 def _same_slice(current: KubeObject | None, desired: KubeObject) -> bool:

@@ -443,3 +443,19 @@ def import_slices(merged: MergedImport, exports: Sequence[ExportedService]) -> l
                 }
             )
     return out
+
+
+def contains(actual: Any, desired: Any) -> bool:
+    """Whether ``actual`` still holds everything of ``desired`` (what the agent applied):
+    fields the apiserver or others added do not count, changed or removed ones do."""
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and contains(actual[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)

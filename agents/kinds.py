@@ -90,6 +90,8 @@ GATEWAYS = ApiKind(GATEWAY_GROUP, "v1", "gateways")
 HTTP_ROUTES = ApiKind(GATEWAY_GROUP, "v1", "httproutes")
 GRPC_ROUTES = ApiKind(GATEWAY_GROUP, "v1", "grpcroutes")
 REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
+#: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
+SECRETS = ApiKind("", "v1", "secrets")
 
 #: Every kind the agent writes a status to, by plural.
 BY_PLURAL = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Sequence
@@ -33,11 +34,13 @@ import kopf
 from kopf._core.engines.peering import Identity  # kopf exports no public alias
 from kubernetes.client import Configuration
 
-from agents import gateway, metrics
+from agents import gateway, infra_objects, metrics
 from agents import kinds as k
 from agents.agent import Agent, AgentOptions
 from agents.dns import DnsServer
 from agents.identity import read_cluster_id
+from agents.infra import InfraManager
+from agents.infra_objects import InfraSettings
 from agents.kube import Kube, bearer_token, load_configuration
 from federation.errors import FederationError
 from federation.identity import parse_cluster_id
@@ -87,8 +90,57 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="host:port to serve this cluster's clusterset.local DNS zone on, UDP and TCP "
         "(default: not served); the cluster's CoreDNS forwards the zone there",
     )
+    infra = parser.add_argument_group(
+        "Gateway Envoys",
+        "the infra manager runs each Gateway's own Envoys as a Deployment; "
+        "off unless --gateway-envoy-image is given",
+    )
+    infra.add_argument("--gateway-envoy-image", default="", help="the Envoy image")
+    infra.add_argument(
+        "--gateway-bootstrap-image",
+        default="",
+        help="the image whose fedctl writes the Envoys' bootstrap (the agent's own)",
+    )
+    infra.add_argument("--gateway-hub-address", default="", help="HOST:PORT of the hub's xDS")
+    infra.add_argument(
+        "--gateway-hub-tls-secret",
+        default="",
+        help="Secret (in --namespace) with the cluster's xDS client certificate "
+        "(tls.crt, tls.key, ca.crt); empty: plain text to the hub",
+    )
+    infra.add_argument("--gateway-trust-domain", default="federation.local")
+    infra.add_argument("--gateway-tls-server-name", default="")
+    infra.add_argument("--gateway-image-pull-policy", default="IfNotPresent")
+    infra.add_argument("--gateway-delta", action="store_true", help="delta xDS")
+    infra.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", "federation-system"),
+        help="the agent's namespace (default: $POD_NAMESPACE)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def infra_settings(args: argparse.Namespace, cluster: str) -> InfraSettings | None:
+    """The infra manager's settings, or None when it is off (no Envoy image given)."""
+    if not args.gateway_envoy_image:
+        return None
+    if not (args.gateway_bootstrap_image and args.gateway_hub_address):
+        raise FederationError(
+            "--gateway-envoy-image needs --gateway-bootstrap-image and --gateway-hub-address"
+        )
+    return InfraSettings(
+        cluster=cluster,
+        envoy_image=args.gateway_envoy_image,
+        bootstrap_image=args.gateway_bootstrap_image,
+        hub_address=args.gateway_hub_address,
+        hub_tls_secret=args.gateway_hub_tls_secret or None,
+        trust_domain=args.gateway_trust_domain,
+        tls_server_name=args.gateway_tls_server_name or None,
+        namespace=args.namespace,
+        image_pull_policy=args.gateway_image_pull_policy,
+        delta=args.gateway_delta,
+    )
 
 
 def _kopf_settings() -> kopf.OperatorSettings:
@@ -137,6 +189,27 @@ def build_registry(
     )
     for kind, handler in handlers:
         kopf.on.event(kind.group, kind.version, kind.plural, registry=registry)(route(handler))
+    if gateway_api and agent.gateway.infra is not None:
+        configmaps = infra_objects.CONFIG_MAPS
+        kopf.on.event(configmaps.group, configmaps.version, configmaps.plural, registry=registry)(
+            route(agent.on_config_map_event)
+        )
+        for kind in infra_objects.WATCHED:
+            if kind is k.SERVICES:
+                continue  # already watched; on_service_event passes ours on
+
+            def on_infra_event(
+                type: str | None, body: kopf.Body, plural: str = kind.plural, **_: Any
+            ) -> None:
+                agent.on_infra_event(plural, type, dict(body))
+
+            kopf.on.event(
+                kind.group,
+                kind.version,
+                kind.plural,
+                labels={infra_objects.MANAGED_BY: infra_objects.MANAGER},
+                registry=registry,
+            )(on_infra_event)
     if gateway_api:
         for kind in gateway.WATCHED:
 
@@ -183,6 +256,9 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
         reader,
         hub_state,
     )
+    settings = infra_settings(args, cluster)
+    if settings is not None:
+        agent.gateway.infra = InfraManager(kube, settings)
     gateway_api = await agent.kube.get(k.GATEWAY_CLASSES.path()) is not None
     if not gateway_api:
         log.info("the Gateway API CRDs are not installed: no Gateways to serve")

@@ -23,6 +23,7 @@ from agents.kube import Kube, KubeError
 from federation.model.conditions import Condition, ConditionStatus, merge_conditions
 from federation.registry.codec import to_json
 from federation.registry.gatewayapi import GATEWAY_GROUP
+from federation.translate.gateway.features import SUPPORTED_FEATURES
 from federation.translate.gateway.status import (
     CONTROLLER_NAME,
     GatewayStatus,
@@ -116,22 +117,37 @@ class StatusWriter:
                 {"clusters": wanted_clusters, "conditions": merged},
             )
 
-    async def gateway_class_status(self, gateway_class: Mapping[str, Any]) -> None:
-        """Accept a GatewayClass whose controller is ours."""
-        accepted = Condition(
-            "Accepted",
-            ConditionStatus.TRUE,
-            "Accepted",
-            f"handled by {CONTROLLER_NAME}",
-        )
+    async def gateway_class_status(
+        self, gateway_class: Mapping[str, Any], invalid_parameters: str | None = None
+    ) -> None:
+        """Accept a GatewayClass whose controller is ours, unless its parameters cannot
+        be used (``invalid_parameters`` says why: ``InvalidParameters``), and publish the
+        features we support (the conformance suite reads them there)."""
+        if invalid_parameters is None:
+            accepted = Condition(
+                "Accepted", ConditionStatus.TRUE, "Accepted", f"handled by {CONTROLLER_NAME}"
+            )
+        else:
+            accepted = Condition(
+                "Accepted", ConditionStatus.FALSE, "InvalidParameters", invalid_parameters
+            )
         status = self._status("gatewayclasses", gateway_class)
-        existing, merged = self._conditions(status, gateway_class, [accepted])
-        if merged != existing:
-            await self._write("gatewayclasses", gateway_class, {**status, "conditions": merged})
+        _, merged = self._conditions(status, gateway_class, [accepted])
+        features = [{"name": name} for name in SUPPORTED_FEATURES]
+        new = {**status, "conditions": merged, "supportedFeatures": features}
+        if new != status:
+            await self._write("gatewayclasses", gateway_class, new)
 
-    async def gateway_status(self, gateway: Mapping[str, Any], computed: GatewayStatus) -> None:
+    async def gateway_status(
+        self,
+        gateway: Mapping[str, Any],
+        computed: GatewayStatus,
+        addresses: list[dict[str, str]] | None = None,
+    ) -> None:
+        """The Gateway's conditions and listeners; ``addresses`` (from its Service) when
+        the agent runs its Envoys (None: left as they are)."""
         status = self._status("gateways", gateway)
-        existing, merged = self._conditions(status, gateway, computed.conditions)
+        _, merged = self._conditions(status, gateway, computed.conditions)
         before = {lst.get("name"): lst for lst in status.get("listeners") or []}
         listeners = []
         for lst in computed.listeners:
@@ -149,13 +165,17 @@ class StatusWriter:
                     ),
                 }
             )
-        if merged != existing or listeners != (status.get("listeners") or []):
-            await self._write(
-                "gateways", gateway, {**status, "conditions": merged, "listeners": listeners}
-            )
+        new = {**status, "conditions": merged, "listeners": listeners}
+        if addresses is not None:
+            new["addresses"] = addresses
+        if new != status:
+            await self._write("gateways", gateway, new)
 
     async def route_status(self, route: Mapping[str, Any], computed: RouteStatus) -> None:
-        """Our parent entries of an HTTPRoute or GRPCRoute; other controllers' are kept."""
+        """Our parent entries of an HTTPRoute or GRPCRoute, exactly ``computed.parents``:
+        an entry of ours for a parent no longer among them (the route stopped naming it,
+        or the Gateway is gone or no longer ours) is removed, as Gateway API requires;
+        other controllers' entries are kept."""
         plural = "httproutes" if computed.kind == "HTTPRoute" else "grpcroutes"
         status = self._status(plural, route)
         existing: list[dict[str, Any]] = status.get("parents") or []

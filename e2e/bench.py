@@ -25,6 +25,9 @@ and a route change in ``b`` until b's real Envoy has them).
 through CoreDNS, beside CoreDNS answering ``cluster.local``; and the time from a change
 in ``a`` to the new answer in ``b`` (:mod:`e2e.bench_dns`).
 
+``gateways``: a Gateway applied until ``Programmed=True`` with its address, beside the
+time its Envoy Deployment takes to become Available (:mod:`e2e.bench_gateways`).
+
 Benchmarks never assert on time: they print, and people compare.
 """
 
@@ -38,7 +41,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_ceiling, bench_dns, bench_xds, pods
+from e2e import bench_ceiling, bench_dns, bench_gateways, bench_xds, pods
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -230,6 +233,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "endpoint-ack": lambda args: bench_xds.bench_endpoint_ack(args.changes),
     "route-ack": lambda args: bench_xds.bench_route_ack(args.changes),
     "dns": lambda args: bench_dns.bench_dns(args.queries, min(args.changes, 100)),
+    "gateways": lambda args: bench_gateways.bench_gateways(args.gateways),
 }
 
 
@@ -254,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--queries", type=int, default=20000, help="dns: queries per server (default 20000)"
+    )
+    parser.add_argument(
+        "--gateways", type=int, default=20, help="gateways: Gateways applied (default 20)"
     )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)

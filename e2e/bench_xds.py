@@ -52,6 +52,7 @@ from e2e.processes import rss_kib, wait_until
 from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.hub.core import freeze_loaded_heap
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.node_groups import gateway_group, parse_group
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Record
 from federation.registry.records import (
@@ -269,24 +270,30 @@ def bench_translator_routes(
     )
 
     def resolver(group: str) -> Any:
-        inputs = cluster_inputs(group, gateways.get(group, ()), builder.merged_imports())
-        return resolve(inputs).ir
+        parsed = parse_group(group)
+        if parsed.gateway is None:
+            return None
+        inputs = cluster_inputs(
+            parsed.cluster, gateways.get(parsed.cluster, ()), builder.merged_imports()
+        )
+        return resolve(inputs).gateway(*parsed.gateway)
 
-    groups = set(ids)
+    groups = set(ids) | {gateway_group(c, NAMESPACE, "gw") for c in ids}
     wall, cpu = time.perf_counter(), time.process_time()
     views = {key: ImportView.of(records) for key, records in exports.items()}
     builder.update(views, groups, groups, resolver)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
-        f"  full build with Gateways ({len(ids)} node groups): {wall:.2f} s wall, "
+        f"  full build with Gateways ({len(groups)} node groups): {wall:.2f} s wall, "
         f"{cpu:.2f} s CPU; peak RSS {_rss_mib(peak=True):.0f} MiB"
     )
     freeze_loaded_heap()
     cpu_times: list[float] = []
     gateway_pushes = builder.gateway_pushes
-    group = ids[0]
+    cluster = ids[0]
+    group = gateway_group(cluster, NAMESPACE, "gw")
     for i in range(20):
-        gateways[group][1] = _http_route(group, "r0", 0, f"/api{i}")
+        gateways[cluster][1] = _http_route(cluster, "r0", 0, f"/api{i}")
         cpu = time.process_time()
         builder.update({}, groups, {group}, resolver)
         cpu_times.append(time.process_time() - cpu)
@@ -554,7 +561,6 @@ def bench_route_ack(changes: int = 200) -> None:
         fed.start()
         fed.start_hub()
         fed.wait_hub_ready()
-        fed.start_envoy("b")
         a, b = env.cluster("a"), env.cluster("b")
         for cluster in env.clusters.values():
             sc.apply(cluster, sc.namespace(NAMESPACE))
@@ -574,6 +580,7 @@ def bench_route_ack(changes: int = 200) -> None:
             return gw.http_route(NAMESPACE, "api", "gw", [rule])
 
         gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), route("/v0"))
+        fed.start_gateway_envoy("b", NAMESPACE, "gw")  # the Gateway's own Envoy
         gw.wait_for_status(address, "/v0", 200)
         latencies: list[float] = []
         patches: list[float] = []

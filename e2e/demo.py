@@ -131,6 +131,10 @@ def _gateway_in_b(fed: Federation) -> None:
         [{"matches": [gw.prefix("/api")], "backendRefs": [gw.backend(NAME)]}],
     )
     gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), route)
+    # In a real cluster the agent runs the Gateway's own Envoys as a Deployment; these
+    # clusters have no kubelet, so the demo starts one as a process.
+    print(f"    the Gateway's own Envoy (node group b/{NAMESPACE}/gw)", flush=True)
+    fed.start_gateway_envoy("b", NAMESPACE, "gw")
     address = f"{host}:{port}"
     reply = gw.wait_for_status(address, "/api/hello", 200)
     print(f"    GET http://{address}/api/hello")

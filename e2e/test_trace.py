@@ -125,11 +125,13 @@ def test_a_stopped_envoy_ends_its_trace_at_sent_not_acked(fed: Federation, ns: s
     wait_until(lambda: trace(fed, ns)["complete"], timeout=DEADLINE, what="c's Envoy to ACK")
 
 
-def test_a_route_is_traced_to_its_clusters_envoy_only(fed: Federation, ns: str) -> None:
+def test_a_route_is_traced_to_its_gateways_envoy_only(fed: Federation, ns: str) -> None:
     export_with_backends(fed, "a", ns, [73], start=True)
     b = fed.env.cluster("b")
     address = gw.listener_address(b)
     gw.apply(b, gw.gateway_class(), gw.gateway(ns, "gw", int(address.rpartition(":")[2])))
+    envoy = fed.start_gateway_envoy("b", ns, "gw")
+    group, node = f"b/{ns}/gw", f"envoy-b-{ns}-gw"
     route = [{"matches": [gw.prefix("/api")], "backendRefs": [gw.backend("echo")]}]
     gw.apply(b, gw.http_route(ns, "api", "gw", route))
     assert gw.wait_for_status(address, "/api/x", 200).json()["cluster"] == "a"
@@ -142,8 +144,12 @@ def test_a_route_is_traced_to_its_clusters_envoy_only(fed: Federation, ns: str) 
     entry = found["change"].removeprefix("b@")
     published = step(found, "b", f"registry entry {entry} published")["at"]
     read = step(found, "hub", f"read entry {entry}")["at"]
-    applied = step(found, "hub", "snapshots updated: b (generation")["at"]
-    sent = step(found, "b", "envoy-b: sent")["at"]
-    acked = step(found, "b", "envoy-b: ACKed")["at"]
+    applied = step(found, "hub", f"snapshots updated: {group} (generation")["at"]
+    sent = step(found, group, f"{node}: sent")["at"]
+    acked = step(found, group, f"{node}: ACKed")["at"]
     assert published <= read <= applied <= sent <= acked
-    assert not [s for s in found["steps"] if s["who"] in ("a", "c")]  # b's Envoys only
+    # The Gateway's own Envoys only: not b's shared Envoys, nor another cluster's.
+    shared = ("envoy-a:", "envoy-b:", "envoy-c:")
+    assert not [s for s in found["steps"] if s["what"].startswith(shared)]
+    assert not [s for s in found["steps"] if s["who"] in ("a", "c")]
+    envoy.stop()

@@ -13,7 +13,7 @@ from redis.exceptions import NoPermissionError
 
 from e2e import pods
 from e2e.federation import fedctl
-from e2e.node_tier_helm.conftest import CHARTS, HUB_CLUSTER, Installed, diagnosis, helm
+from e2e.helm_install import CHARTS, HUB_CLUSTER, Installed, diagnosis, helm
 from e2e.nodes import NodeCluster
 from e2e.processes import HarnessError, wait_until
 from e2e.traffic import DEADLINE

@@ -14,7 +14,7 @@ import urllib.request
 
 from e2e import pods
 from e2e.federation import fedctl
-from e2e.node_tier_helm.conftest import (
+from e2e.helm_install import (
     CHARTS,
     CLUSTERS,
     HUB_CLUSTER,

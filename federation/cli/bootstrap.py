@@ -2,12 +2,30 @@
 
 The Envoy gets everything else over ADS from the hub: the bootstrap only names
 the node (``node.cluster`` is the member cluster id, which selects the
-configuration the hub serves it), the admin interface (loopback by default)
-and the static ``xds`` cluster that reaches the hub over HTTP/2.
+configuration the hub serves it; a Gateway's own Envoy also names its Gateway in
+the node metadata, and is served that Gateway only), the admin interface
+(loopback by default) and the static ``xds`` cluster that reaches the hub over
+HTTP/2.
 
 The hub may be given by IP address (a ``STATIC`` cluster) or by host name, such as
-its Service's DNS name in a pod (``STRICT_DNS``: Envoy refuses a name in a
-``STATIC`` cluster, and re-resolves it, so a hub Service that moves is followed).
+its Service's DNS name in a pod (Envoy refuses a name in a ``STATIC`` cluster). A name
+makes a ``LOGICAL_DNS`` cluster with ``dns_lookup_family: ALL``: Envoy re-resolves the
+name (so a hub Service that moves is followed) and keeps one host holding every address
+of both families, which it connects to with happy eyeballs (the next address is tried as
+soon as one refuses, or after 300 ms). So a name works whichever family the hub listens
+on, even when the name has addresses of the other family too: ``localhost`` resolves to
+``::1`` and ``127.0.0.1`` (Envoy's resolver adds ``::1`` even when ``/etc/hosts`` lists
+only the IPv4 one). The alternatives fail or flap:
+
+* Envoy's default family, ``AUTO``, asks for IPv6 and falls back to IPv4 only when there
+  is no IPv6 address, so ``localhost`` is ``::1`` alone and the Envoy never reaches a hub
+  listening on ``127.0.0.1`` (``connection refused``, forever).
+* ``V4_PREFERRED`` (or ``V4_ONLY``) is the same failure turned around, for a hub that
+  listens on IPv6 only under a name that has both families (a dual-stack Service).
+* ``STRICT_DNS`` with ``ALL`` makes one host per address and balances between them, so
+  about every other (re)connection goes to the family the hub does not listen on and
+  costs a refused connection and a retry back-off before the other is tried.
+
 HTTP/2 keepalive pings make an Envoy notice a dead hub connection (a hub that went
 away without closing it) within seconds and reconnect, instead of sitting on it, and a
 refused or broken stream is retried after 0.25 s, backing off to 5 s.
@@ -26,10 +44,14 @@ from typing import Any
 
 from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
+from federation.node_groups import GATEWAY_METADATA, parse_gateway_ref
 from federation.pki import DEFAULT_TRUST_DOMAIN, check_trust_domain, hub_uri
 from federation.process import split_host_port
 
 XDS_CLUSTER = "federation-xds"
+#: The static cluster and listener of ``--ready``.
+ADMIN_CLUSTER = "federation-admin"
+READY_LISTENER = "federation-ready"
 #: HTTP/2 PING every interval; the connection is dropped when one is not answered in time.
 KEEPALIVE = {"interval": "15s", "timeout": "5s"}
 #: Backoff between attempts to (re)open the ADS stream (Envoy's default is 0.5 s to 30 s).
@@ -67,6 +89,13 @@ class BootstrapOptions:
     tls: BootstrapTls | None = None
     #: Reach the hub without TLS, which a hub started with --insecure-xds-plaintext serves.
     insecure_plaintext: bool = False
+    #: ``NAMESPACE/NAME``: this is one of that Gateway's own Envoys, served that Gateway
+    #: only (None: one of the cluster's shared Envoys, served the clusterset listener).
+    gateway: str | None = None
+    #: ``HOST:PORT`` of a listener that answers ``GET /ready`` with the admin interface's
+    #: own ``/ready`` (200 once Envoy has its first configuration) and nothing else: what
+    #: a kubelet probes, while the admin interface stays on loopback (None: none).
+    ready_address: str | None = None
 
 
 def _transport_socket(tls: BootstrapTls, xds_host: str) -> dict[str, Any]:
@@ -110,9 +139,14 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             if options.tls is None
             else "--insecure-plaintext contradicts the --tls-* files: give one or the other"
         )
+    discovery = (
+        {"type": "STATIC"}
+        if _is_ip(xds_host)
+        else {"type": "LOGICAL_DNS", "dns_lookup_family": "ALL"}
+    )
     xds_cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
+        **discovery,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -142,9 +176,25 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     }
     if options.tls is not None:
         xds_cluster["transport_socket"] = _transport_socket(options.tls, xds_host)
-    ads = {"ads": {}, "resource_api_version": "V3"}
+    ads: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+    if options.gateway:
+        # A Gateway's Envoy is ready (its pod receives traffic, a rollout goes on) only
+        # once it has the hub's configuration: never after Envoy's default 15 s without.
+        ads["initial_fetch_timeout"] = "0s"
+    node: dict[str, Any] = {"id": options.node_id or f"envoy-{cluster}", "cluster": cluster}
+    if options.gateway:
+        namespace, name = parse_gateway_ref(options.gateway, "--gateway")
+        node["metadata"] = {GATEWAY_METADATA: f"{namespace}/{name}"}
+        node["id"] = options.node_id or f"envoy-{cluster}-{namespace}-{name}"
+    static: dict[str, Any] = {"clusters": [xds_cluster]}
+    if options.ready_address:
+        host, port = split_host_port(options.ready_address, "--ready")
+        if (host, port) == (admin_host, admin_port):
+            raise InvalidInputError("--ready must not be the admin address")
+        static["clusters"].append(_admin_cluster(admin_host, admin_port))
+        static["listeners"] = [_ready_listener(host, port)]
     return {
-        "node": {"id": options.node_id or f"envoy-{cluster}", "cluster": cluster},
+        "node": node,
         "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
@@ -163,5 +213,66 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [xds_cluster]},
+        "static_resources": static,
+    }
+
+
+def _admin_cluster(host: str, port: int) -> dict[str, Any]:
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def _ready_listener(host: str, port: int) -> dict[str, Any]:
+    """Only ``GET /ready`` goes to the admin interface; anything else answers 404."""
+    routes = {
+        "virtual_hosts": [
+            {
+                "name": "ready",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"path": "/ready", "headers": [
+                            {"name": ":method", "string_match": {"exact": "GET"}}
+                        ]},
+                        "route": {"cluster": ADMIN_CLUSTER},
+                    }
+                ],
+            }
+        ]
+    }  # fmt: skip
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ready",
+        "route_config": routes,
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "name": READY_LISTENER,
+        "address": {"socket_address": {"address": host, "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
     }

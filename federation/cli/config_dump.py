@@ -1,6 +1,6 @@
 """``fedctl config-dump``: exactly what the hub serves a node group, and how an Envoy differs.
 
-    fedctl config-dump --hub http://HUB:18080 --cluster b [--type clusters|endpoints|...]
+    fedctl config-dump --hub http://HUB:18080 --cluster b [--type clusters|secrets|...]
         [-o yaml|json] [--node ID] [--envoy-admin HOST:PORT]
 
 The hub's ``/debug/config-dump?cluster=b`` hands over the group's current snapshot as it
@@ -16,8 +16,9 @@ with the path of the field that failed.
   every resource that differs as a unified diff (hub first), with the NACK message the
   hub recorded for the Envoy's node (its id comes from the Envoy's bootstrap). The exit
   status is then 1 when anything differs, as ``diff`` does. Envoy shows endpoints as it
-  applied them (its defaults filled in, empty localities dropped): ClusterLoadAssignments
-  are compared in that form (:func:`as_applied`).
+  applied them (its defaults filled in, empty localities dropped), and Secrets with the
+  private key's location redacted: both sides are compared in that form
+  (:func:`as_applied`).
 
 Pure functions (:func:`envoy_resources`, :func:`render`, :func:`compare`) with the HTTP
 reads at the edge (:func:`run`); decoding is :mod:`federation.xds.envoy_models`'.
@@ -37,12 +38,13 @@ import yaml
 from federation.debug_payloads import ConfigDump
 from federation.errors import InvalidInputError
 from federation.xds.envoy_models import DecodeError, decode, name_of, normalise
-from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 #: ``--type`` names, in push order, and their resource types.
 TYPES: dict[str, str] = {
     "clusters": CLUSTER,
     "endpoints": ENDPOINT,
+    "secrets": SECRET,
     "listeners": LISTENER,
     "routes": ROUTE,
 }
@@ -73,15 +75,22 @@ class Dump:
 
 
 def dump_of(payload: ConfigDump, types: Sequence[str] = tuple(TYPES.values())) -> Dump:
-    """The hub's ``/debug/config-dump`` answer, decoded (only ``types``)."""
+    """The hub's ``/debug/config-dump`` answer, decoded (only ``types``).
+
+    A type the answer does not list is left out, not shown empty: a hub older than this
+    fedctl does not serve it at all (a hub lists every type it serves, empty or not).
+    """
     dump = Dump(
         cluster=str(payload["cluster"]),
         ready=bool(payload.get("ready")),
         versions=dict(payload.get("versions") or {}),
     )
+    served = payload.get("resources") or {}
     for type_url in types:
+        if type_url not in served:
+            continue
         found = []
-        for entry in (payload.get("resources") or {}).get(type_url, []):
+        for entry in served[type_url]:
             name, version = str(entry["name"]), str(entry["version"])
             try:
                 resource = decode(type_url, name, base64.b64decode(entry["body"]))
@@ -152,12 +161,14 @@ _SECTIONS: dict[str, tuple[str, str, str | None]] = {
     "EndpointsConfigDump": ("dynamic_endpoint_configs", "endpoint_config", None),
     "ListenersConfigDump": ("dynamic_listeners", "listener", "active_state"),
     "RoutesConfigDump": ("dynamic_route_configs", "route_config", None),
+    "SecretsConfigDump": ("dynamic_active_secrets", "secret", None),
 }
 _SECTION_TYPES = {
     "ClustersConfigDump": CLUSTER,
     "EndpointsConfigDump": ENDPOINT,
     "ListenersConfigDump": LISTENER,
     "RoutesConfigDump": ROUTE,
+    "SecretsConfigDump": SECRET,
 }
 
 
@@ -172,7 +183,7 @@ class EnvoyView:
 
 
 def envoy_resources(config_dump: Mapping[str, Any]) -> EnvoyView:
-    """The dynamic clusters, endpoints, listeners and routes of an Envoy's
+    """The dynamic clusters, endpoints, Secrets, listeners and routes of an Envoy's
     ``/config_dump?include_eds`` answer, normalised like the hub's side."""
     view = EnvoyView("", {t: {} for t in TYPES.values()}, {})
     for config in config_dump.get("configs", []):
@@ -218,13 +229,29 @@ class Comparison:
 
 #: Envoy's default overprovisioning factor, which its admin shows on every assignment.
 _OVERPROVISIONING = 140
+#: What Envoy's admin shows instead of a sensitive field (a private key, even its path).
+_REDACTED = "[redacted]"
+
+
+def _redacted_secret(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret as Envoy's admin shows it: every field of a private key redacted."""
+    shown = json.loads(json.dumps(resource))  # a deep copy
+    key = (shown.get("tls_certificate") or {}).get("private_key")
+    if isinstance(key, dict):
+        inline = base64.b64encode(_REDACTED.encode()).decode()  # bytes show as base64
+        for name in key:
+            key[name] = inline if name == "inline_bytes" else _REDACTED
+    return dict(shown)
 
 
 def as_applied(type_url: str, resource: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``resource`` as Envoy reports it applied: a ClusterLoadAssignment with Envoy's
     defaults filled in (overprovisioning factor, endpoint weight 1, an empty health-check
-    config) and its empty localities dropped, which is how its admin shows endpoints.
-    Other types unchanged. Both sides are compared in this form."""
+    config) and its empty localities dropped, which is how its admin shows endpoints; a
+    Secret with its private key redacted. Other types unchanged. Both sides are compared
+    in this form."""
+    if resource is not None and type_url == SECRET:
+        return _redacted_secret(resource)
     if resource is None or type_url != ENDPOINT:
         return None if resource is None else dict(resource)
     applied = json.loads(json.dumps(resource))  # a deep copy

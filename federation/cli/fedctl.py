@@ -57,6 +57,7 @@ DEFAULT_HUB = "http://127.0.0.1:18080"
 TYPES = (
     ("CDS", "Cluster"),
     ("EDS", "ClusterLoadAssignment"),
+    ("SDS", "Secret"),
     ("LDS", "Listener"),
     ("RDS", "RouteConfiguration"),
 )
@@ -90,14 +91,17 @@ def _type_state(entry: dict[str, Any], short: str) -> str:
 
 
 def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
-    """A table: one row per Envoy, one column per xDS type, then NACK messages."""
-    header = ["NODE", "CLUSTER", "PROTOCOL", *(t for t, _ in TYPES), "SYNCED"]
+    """A table: one row per Envoy with its node group (a cluster's shared Envoys, or
+    ``cluster/namespace/gateway``), one column per xDS type (``-``: not subscribed, as SDS
+    without HTTPS listeners), then NACK messages."""
+    header = ["NODE", "GROUP", "PROTOCOL", *(t for t, _ in TYPES), "SYNCED"]
     rows = [header]
     nacks = []
     for p in sorted(proxies, key=lambda p: (str(p.get("group")), str(p.get("node_id")))):
         refused = p.get("refused")
         if refused:
-            verdict = "UNKNOWN" if refused.get("reason") == "unknown-cluster" else "REFUSED"
+            unknown = refused.get("reason") in ("unknown-cluster", "unknown-gateway")
+            verdict = "UNKNOWN" if unknown else "REFUSED"
             rows.append(
                 [_shown(p.get("node_id") or "?"), _shown(p.get("group") or "?"), "-"]
                 + ["-"] * len(TYPES)
@@ -331,7 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     boot.add_argument("--cluster", required=True, help="member cluster id (node.cluster)")
     boot.add_argument("--xds", required=True, help="HOST:PORT of the hub's xDS server")
     boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
-    boot.add_argument("--node-id", help="default: envoy-<cluster>")
+    boot.add_argument("--node-id", help="default: envoy-<cluster>[-<namespace>-<name>]")
+    boot.add_argument(
+        "--ready",
+        metavar="HOST:PORT",
+        help="also answer GET /ready there (the admin interface's readiness, for a "
+        "kubelet probe), the admin interface staying where --admin says",
+    )
+    boot.add_argument(
+        "--gateway",
+        metavar="NAMESPACE/NAME",
+        help="an Envoy of this Gateway's own, served that Gateway only "
+        "(default: a shared Envoy of the cluster, served its clusterset listener)",
+    )
     boot.add_argument("--delta", action="store_true", help="use delta xDS")
     boot.add_argument("--tls-cert", help="the cluster's client certificate, as Envoy reads it")
     boot.add_argument("--tls-key", help="its private key, as Envoy reads it")
@@ -404,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                     tls=_bootstrap_tls(args),
                     insecure_plaintext=args.insecure_plaintext,
+                    gateway=args.gateway,
+                    ready_address=args.ready,
                 )
             )
             text = (

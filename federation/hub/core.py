@@ -7,8 +7,8 @@ and by tests and benchmarks. :class:`Hub` wires a
 a change of the node groups' snapshots, which the xDS server serves. It keeps no state
 that cannot be rebuilt from the registry.
 
-**Programmed.** With a hub state writer, the hub also publishes, per node group, which
-generation of each Gateway every connected Envoy of the group has applied
+**Programmed.** With a hub state writer, the hub also publishes, per member cluster,
+which generation of each Gateway every connected Envoy of that Gateway has applied
 (:mod:`federation.hub.programmed`); the cluster's agent writes it as the Gateway's
 ``Programmed`` condition.
 
@@ -29,11 +29,12 @@ import uuid
 from collections.abc import Iterable
 
 from federation.hub.programmed import ProgrammedPublisher
-from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
+from federation.hub.snapshots import GatewayResolver, SnapshotBuilder, SnapshotOptions
 from federation.hub.trace import ChangeLog
+from federation.node_groups import cluster_of_group, gateway_group, parse_group
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
-from federation.registry.kinds import GATEWAY_KINDS
+from federation.registry.kinds import GATEWAY_KINDS, Kind
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import (
     Change,
@@ -42,7 +43,7 @@ from federation.registry.watcher import (
     changed_clusters,
     service_names,
 )
-from federation.translate.gateway import resolve
+from federation.translate.gateway import Resolved, resolve
 from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.inputs import ImportView
 from federation.translate.ir import GatewayIR
@@ -87,7 +88,7 @@ class Hub:
     ) -> None:
         self.cache = cache
         self.options = options
-        #: Per node group, the generation of each of its Gateways now served.
+        #: Per member cluster, the generation of each of its Gateways now served.
         self.gateway_generations: dict[str, dict[tuple[str, str], int]] = {}
         self.publisher = (
             None
@@ -111,7 +112,20 @@ class Hub:
         self.changes = ChangeLog()
 
     def _groups(self) -> set[str]:
-        return set(self.watcher.views) | set(self.options.listener_addresses)
+        """Every node group: each member cluster's shared Envoys, and each of its
+        Gateways' own Envoys (:mod:`federation.node_groups`)."""
+        groups = set(self.watcher.views) | set(self.options.listener_addresses)
+        for cluster in self.watcher.views:
+            for record in self.watcher.records(cluster, Kind.GATEWAY).values():
+                groups.add(gateway_group(cluster, record.namespace, record.name))
+        return groups
+
+    def _gateway_groups(self, clusters: Iterable[str]) -> set[str]:
+        """The node groups of the Gateways of ``clusters``, as far as the hub knows them."""
+        wanted = set(clusters)
+        return {
+            g for g in self._groups() if parse_group(g).gateway and cluster_of_group(g) in wanted
+        }
 
     def _view(self, key: ServiceName) -> ImportView | None:
         exports = self.watcher.exports(*key)
@@ -120,21 +134,43 @@ class Hub:
         stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
         return ImportView.of(exports, stale)
 
-    def resolve_gateway(self, group: str) -> GatewayIR:
-        """The node group's Gateway configuration: the first translation stage on its
-        records (the same call its agent makes for statuses)."""
-        records = [r for kind in GATEWAY_KINDS for r in self.watcher.records(group, kind).values()]
+    def gateway_resolver(self) -> GatewayResolver:
+        """A resolver for one update: the first translation stage runs once per cluster
+        (the same call its agent makes for statuses), and each Gateway's group gets its
+        own part. A cluster's shared Envoys get no Gateway."""
+        resolved: dict[str, Resolved | Exception | None] = {}
+
+        def resolve_group(group: str) -> GatewayIR | None:
+            parsed = parse_group(group)
+            if parsed.gateway is None:
+                return None
+            if parsed.cluster not in resolved:
+                try:
+                    resolved[parsed.cluster] = self._resolve_cluster(parsed.cluster)
+                except Exception as err:  # each of the cluster's groups reports it
+                    resolved[parsed.cluster] = err
+            result = resolved[parsed.cluster]
+            if isinstance(result, Exception):
+                raise result
+            return None if result is None else result.gateway(*parsed.gateway)
+
+        return resolve_group
+
+    def _resolve_cluster(self, cluster: str) -> Resolved | None:
+        records = [
+            r for kind in GATEWAY_KINDS for r in self.watcher.records(cluster, kind).values()
+        ]
         generations = {
             (r.namespace, r.name): r.generation for r in records if isinstance(r, GatewayRecord)
         }
-        if generations:
-            self.gateway_generations[group] = generations
-        else:
-            self.gateway_generations.pop(group, None)
-        if not records:
-            return GatewayIR(group)
-        inputs = cluster_inputs(group, records, self.builder.merged_imports())
-        return resolve(inputs).ir
+        if not generations:
+            self.gateway_generations.pop(cluster, None)
+            return None
+        result = resolve(cluster_inputs(cluster, records, self.builder.merged_imports()))
+        # Only now: a generation that fails to translate is not being served, and its
+        # Envoys' ACKs of the previous one must not make it Programmed.
+        self.gateway_generations[cluster] = generations
+        return result
 
     async def _on_change(self, changed: set[Change]) -> None:
         if not self.ready.is_set():
@@ -148,8 +184,8 @@ class Hub:
         self.builder.update(
             {key: self._view(key) for key in services},
             self._groups(),
-            changed_clusters(changed, GATEWAY_KINDS),
-            self.resolve_gateway,
+            self._gateway_groups(changed_clusters(changed, GATEWAY_KINDS)),
+            self.gateway_resolver(),
         )
         if services or routes:  # for fedctl trace: which groups this update changed
             after = {g: self.cache.generation(g) for g in self.cache.groups()}
@@ -161,12 +197,12 @@ class Hub:
     ) -> None:
         """For ``fedctl trace``: this update moved these groups' generations, having read
         each cluster's stream up to its position. A cluster's Gateway API records reach its
-        own group only."""
+        own groups only."""
         positions = {c: p for c in self.watcher.views if (p := self.watcher.position(c))}
         read = {c: position for c, (position, _) in positions.items()}
         self.changes.record(services, moved, read)
         for change in routes:
-            own = {g: n for g, n in moved.items() if g == change.cluster}
+            own = {g: n for g, n in moved.items() if cluster_of_group(g) == change.cluster}
             ref = change.ref
             self.changes.record(
                 [(change.cluster, ref.kind.value, ref.namespace, ref.name)], own, read
@@ -179,7 +215,7 @@ class Hub:
             {key: self._view(key) for key in keys},
             self._groups(),
             self._groups(),
-            self.resolve_gateway,
+            self.gateway_resolver(),
         )
         routes = [
             Change(cluster, ref)

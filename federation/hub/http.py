@@ -71,8 +71,14 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
         Sample(
             "federation_hub_gateway_pushes_total",
             "counter",
-            "changes of one cluster's Gateway configuration pushed to its Envoys only",
+            "changes of one Gateway's configuration pushed to its own Envoys only",
             hub.builder.gateway_pushes,
+        ),
+        Sample(
+            "federation_hub_translation_errors_total",
+            "counter",
+            "node group updates that failed in translation (logged; the group kept what it served)",
+            hub.builder.translation_errors,
         ),
         *(
             Sample(f"federation_xds_{name}", kind, text, getattr(xds, attr))

@@ -1,17 +1,18 @@
 """Which Gateway generations each cluster's Envoys have applied, computed and published.
 
-A Gateway is ``Programmed`` once every connected Envoy of its cluster has ACKed the
-listeners and routes built from its current generation. Only the hub sees ACKs, and only
-the cluster's agent writes the Gateway, so:
+A Gateway is ``Programmed`` once every connected Envoy of its own node group
+(:mod:`federation.node_groups`) has ACKed the listeners and routes built from its current
+generation; another Gateway's rejected configuration does not touch it. Only the hub
+sees ACKs, and only the cluster's agent writes the Gateway, so:
 
-* :func:`facts` computes, per node group, a :class:`ProgrammedFact` for each Gateway
-  from the sync state of the group's Envoys (pure);
-* :class:`ProgrammedPublisher` (run by the hub) writes the facts of every group to the
+* :func:`facts` computes, per cluster, a :class:`ProgrammedFact` for each Gateway from
+  the sync state of that Gateway's Envoys (pure);
+* :class:`ProgrammedPublisher` (run by the hub) writes the facts of every cluster to the
   registry's hub state whenever they change, and again every ``heartbeat`` seconds;
 * :func:`federation.programmed.merged_facts` (called by the agent) reads them back,
   merging hub replicas; the format both sides share is in :mod:`federation.programmed`.
 
-A generation counts as applied only when each Envoy of the group has ACKed the
+A generation counts as applied only when each Envoy of the Gateway has ACKed the
 listener and route types of the snapshot now served: until then the last applied
 generation is kept, so ``Programmed`` never claims a change that has not landed. A NACK of
 either type is reported with Envoy's message until an ACK replaces it.
@@ -26,53 +27,62 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from federation.errors import FederationError
+from federation.node_groups import gateway_group
 from federation.programmed import encode
 from federation.registry.hub_state import HubStateWriter
 from federation.retry import Backoff, retry_call
 from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
-from federation.xds.snapshot import LISTENER, ROUTE
+from federation.xds.snapshot import LISTENER, ROUTE, SECRET
 from federation.xds.status import ProxyStatus, SyncRegistry, SyncState
 
 log = logging.getLogger("federation.hub")
 
 #: Types whose ACK makes a Gateway programmed.
 GATEWAY_TYPES = (LISTENER, ROUTE)
+#: Types that count too once an Envoy subscribes to them: certificates (SDS), which a
+#: Gateway without HTTPS listeners never asks for. A rejected certificate (a file that
+#: is missing or unreadable) is a rejected Gateway.
+SUBSCRIBED_TYPES = (SECRET,)
 
 
 def facts(
     generations: Mapping[ObjectName, int],
-    proxies: Iterable[ProxyStatus],
+    proxies: Callable[[ObjectName], Iterable[ProxyStatus]],
     applied: Mapping[ObjectName, int],
 ) -> dict[ObjectName, ProgrammedFact]:
-    """The facts of one group: its Gateways' current ``generations``, the sync state of
-    its Envoys, and the generations ``applied`` earlier (kept until a newer one lands)."""
-    streams = list(proxies)
-    rejected = None
-    synced = bool(streams)
-    for proxy in streams:
-        for type_url in GATEWAY_TYPES:
-            status = proxy.type(type_url)
-            if status is None or status.state is not SyncState.SYNCED:
-                synced = False
-            if status is not None and status.state is SyncState.NACKED and rejected is None:
-                nack = status.last_nack
-                rejected = f"{proxy.node_id}: {nack.message if nack else 'rejected'}"
+    """The facts of one cluster's Gateways: their current ``generations``, the sync
+    state of each Gateway's own Envoys (``proxies(gateway)``), and the generations
+    ``applied`` earlier (kept until a newer one lands)."""
     out = {}
     for key, generation in sorted(generations.items()):
+        streams = list(proxies(key))
+        rejected = None
+        synced = bool(streams)
+        for proxy in streams:
+            for type_url in (*GATEWAY_TYPES, *SUBSCRIBED_TYPES):
+                status = proxy.type(type_url)
+                required = type_url in GATEWAY_TYPES
+                if (status is None and required) or (
+                    status is not None and status.state is not SyncState.SYNCED
+                ):
+                    synced = False
+                if status is not None and status.state is SyncState.NACKED and rejected is None:
+                    nack = status.last_nack
+                    rejected = f"{proxy.node_id}: {nack.message if nack else 'rejected'}"
         done = generation if synced else applied.get(key)
         out[key] = ProgrammedFact(done, rejected, len(streams))
     return out
 
 
 @dataclass
-class _Group:
+class _Cluster:
     applied: dict[ObjectName, int]
     published: dict[ObjectName, ProgrammedFact]
     at: float = 0.0
 
 
 class ProgrammedPublisher:
-    """Publishes every group's facts while the hub runs (see the module docstring)."""
+    """Publishes every cluster's facts while the hub runs (see the module docstring)."""
 
     def __init__(
         self,
@@ -92,26 +102,34 @@ class ProgrammedPublisher:
         self._interval = interval
         self._heartbeat = heartbeat
         self._clock = clock
-        self._groups: dict[str, _Group] = {}
+        self._clusters: dict[str, _Cluster] = {}
         self.writes = 0
 
+    def _proxies_of(self, cluster: str) -> Callable[[ObjectName], Iterable[ProxyStatus]]:
+        def proxies(gateway: ObjectName) -> Iterable[ProxyStatus]:
+            return self._sync.list(gateway_group(cluster, *gateway))
+
+        return proxies
+
     async def publish_once(self) -> None:
-        """Compute every group's facts and write those that changed (or are due)."""
+        """Compute every cluster's facts and write those that changed (or are due)."""
         now = self._clock()
         current = self._generations()
-        for group, generations in sorted(current.items()):
-            state = self._groups.setdefault(group, _Group({}, {}))
-            group_facts = facts(generations, self._sync.list(group), state.applied)
+        for cluster, generations in sorted(current.items()):
+            state = self._clusters.setdefault(cluster, _Cluster({}, {}))
+            cluster_facts = facts(generations, self._proxies_of(cluster), state.applied)
             state.applied = {
-                k: f.generation for k, f in group_facts.items() if f.generation is not None
+                k: f.generation for k, f in cluster_facts.items() if f.generation is not None
             }
-            if group_facts != state.published or now - state.at >= self._heartbeat:
-                await self._writer.put(group, self.hub_id, encode(self.hub_id, group_facts, now))
-                state.published, state.at = group_facts, now
+            if cluster_facts != state.published or now - state.at >= self._heartbeat:
+                await self._writer.put(
+                    cluster, self.hub_id, encode(self.hub_id, cluster_facts, now)
+                )
+                state.published, state.at = cluster_facts, now
                 self.writes += 1
-        for group in sorted(set(self._groups) - set(current)):
-            await self._writer.drop(group, self.hub_id)
-            del self._groups[group]
+        for cluster in sorted(set(self._clusters) - set(current)):
+            await self._writer.drop(cluster, self.hub_id)
+            del self._clusters[cluster]
 
     async def run(self) -> None:
         """Publish every interval until cancelled; a registry error is retried with backoff

@@ -8,9 +8,10 @@ stages through the same functions as the golden tests (:mod:`federation.translat
   and the second stage's clusters and ClusterLoadAssignment *variants* (each exporting
   cluster sees its own endpoints first; every other cluster sees the same one), serialized
   once as :class:`~federation.xds.snapshot.Resource` objects that every group shares;
-* for each node group, its :class:`~federation.translate.ir.NodeGroupIR` (its clusterset
-  listener, and the :class:`~federation.translate.ir.GatewayIR` the hub's resolver gives)
-  rendered into the group's own resources;
+* for each node group (:mod:`federation.node_groups`), its
+  :class:`~federation.translate.ir.NodeGroupIR` rendered into the group's own resources:
+  a cluster's shared Envoys get the clusterset listener, a Gateway's own Envoys the
+  :class:`~federation.translate.ir.GatewayIR` the hub's resolver gives;
 * every group's snapshot is :func:`~federation.translate.proxy.assemble` of those.
 
 Then:
@@ -28,12 +29,14 @@ Each push of a group is one new snapshot, so a stream never sees half of a chang
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from federation.errors import InvalidInputError
 from federation.model.imports import MergedImport
+from federation.node_groups import cluster_of_group, parse_group
 from federation.process import split_host_port
 from federation.registry.watcher import ServiceName
 from federation.translate import names
@@ -55,11 +58,14 @@ from federation.xds.snapshot import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SECRET,
     Resource,
     Snapshot,
     SnapshotCache,
     decode,
 )
+
+log = logging.getLogger("federation.hub")
 
 #: Where Envoys listen for clusterset traffic unless told otherwise: loopback, so that
 #: an Envoy is never by default an open proxy to every exported service.
@@ -78,7 +84,8 @@ class SnapshotOptions:
     #: Listener address per member cluster; ``default_listener`` for the others.
     listener_addresses: Mapping[str, str]
     default_listener: str = DEFAULT_LISTENER
-    #: Where the Envoys find the Secrets of Gateway certificates (mounted, never sent).
+    #: Where the Envoys find the Secrets of Gateway certificates (mounted; only these
+    #: paths are sent, in SDS Secrets).
     secret_dir: str = DEFAULT_SECRET_DIR
     #: Check every snapshot with :func:`~federation.translate.proxy.consistent` before it
     #: is served, and refuse it when broken (costs a decode of every resource: tests).
@@ -86,9 +93,10 @@ class SnapshotOptions:
 
 
 #: The resource types of a snapshot, in push order (the order of ``XdsResources``' kinds).
-TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-#: Resolves a node group's Gateway configuration (see :meth:`SnapshotBuilder.update`).
-GatewayResolver = Callable[[str], GatewayIR]
+TYPES = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
+#: Resolves a node group's Gateway configuration, None for a group without a Gateway
+#: (see :meth:`SnapshotBuilder.update`).
+GatewayResolver = Callable[[str], GatewayIR | None]
 
 
 @dataclass(frozen=True)
@@ -112,13 +120,20 @@ class SnapshotBuilder:
         self.endpoint_pushes = 0
         self.route_pushes = 0
         self.gateway_pushes = 0
+        #: Node group updates that failed in translation (each logged with its error).
+        self.translation_errors = 0
 
     def _build(self, view: ImportView) -> _ImportResources:
         rendered = render_service(service_ir(view), self._options.translate)
         return _ImportResources(view, rendered.mapped(Resource.of))
 
     def _host_port(self, group: str) -> tuple[str, int]:
-        address = self._options.listener_addresses.get(group, self._options.default_listener)
+        """Where the group's clusterset listener is; a Gateway's Envoys bind their
+        listeners to the same host as their cluster's (all addresses in a pod)."""
+        addresses = self._options.listener_addresses
+        address = addresses.get(group) or addresses.get(
+            cluster_of_group(group), self._options.default_listener
+        )
         return split_host_port(address, f"listener address of {group}")
 
     def merged_imports(self) -> Mapping[ServiceName, MergedImport]:
@@ -175,14 +190,7 @@ class SnapshotBuilder:
                 structural = True
             elif (old.rendered.shared, old.rendered.own) != (new.rendered.shared, new.rendered.own):
                 endpoint_updates.append(new)
-        routes_changed = False
-        if reshaped or self._routes is None:
-            routes = Resource.of(
-                render_clusterset_routes(r.rendered.ir for r in self._imports.values()),
-                names.ROUTE_CONFIG_NAME,
-            )
-            routes_changed = routes != self._routes
-            self._routes = routes
+        routes_changed = self._update_routes() if reshaped or self._routes is None else False
         dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
         group_changes = self._update_groups(groups, dirty, resolve_gateway)
         if structural:
@@ -194,15 +202,17 @@ class SnapshotBuilder:
         if routes_changed:
             assert self._routes is not None
             for group in sorted(groups):
-                self._update_type(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
+                if parse_group(group).gateway is None:  # only shared Envoys have it
+                    self._update_type(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
             self.route_pushes += 1
         if endpoint_updates:
             options = self._options.translate
             for group in sorted(groups):
                 upserts = {}
-                family = options.ip_family(group)
+                cluster = cluster_of_group(group)
+                family = options.ip_family(cluster)
                 for res in endpoint_updates:
-                    upserts.update(res.rendered.seen_by(group, family))
+                    upserts.update(res.rendered.seen_by(cluster, family))
                 self._update_type(group, ENDPOINT, upserts)
             self.endpoint_pushes += 1
         for group, changes in sorted(group_changes.items()):
@@ -214,6 +224,16 @@ class SnapshotBuilder:
             else:
                 self.gateway_pushes += 1
 
+    def _update_routes(self) -> bool:
+        """Render the shared clusterset route configuration again; whether it changed."""
+        routes = Resource.of(
+            render_clusterset_routes(r.rendered.ir for r in self._imports.values()),
+            names.ROUTE_CONFIG_NAME,
+        )
+        changed = routes != self._routes
+        self._routes = routes
+        return changed
+
     def _update_groups(
         self, groups: set[str], dirty: set[str], resolve: GatewayResolver | None
     ) -> dict[str, dict[str, tuple[dict[str, Resource], list[str]]]]:
@@ -224,21 +244,36 @@ class SnapshotBuilder:
         if groups != self._groups:  # groups came or went: O(groups) only then
             for group in self._own.keys() - groups:
                 del self._own[group]
+                if parse_group(group).gateway is not None:
+                    # The Gateway is gone: nothing of it stays served or shown. (Its
+                    # Envoys, going with it, keep what they have.)
+                    self._cache.discard(group)
             todo |= groups - self._own.keys()
         for group in sorted(todo):
             old = self._own.get(group)
-            gateway = resolve(group) if resolve is not None and group in dirty else None
-            if gateway is not None and not (gateway.listeners or gateway.local_clusters):
-                gateway = None
-            listener = (
-                old.ir.clusterset_listener
-                if old is not None
-                else clusterset_listener(*self._host_port(group))
-            )
-            ir = NodeGroupIR(group, listener, gateway)
-            if old is not None and old.ir == ir:
-                continue
-            new = self._own[group] = self._render(ir)
+            if parse_group(group).gateway is not None:
+                listener = None  # a Gateway's Envoys serve that Gateway only
+            elif old is not None:
+                listener = old.ir.clusterset_listener
+            else:
+                listener = clusterset_listener(*self._host_port(group))
+            try:
+                gateway = resolve(group) if resolve is not None and group in dirty else None
+                if gateway is not None and not (gateway.listeners or gateway.local_clusters):
+                    gateway = None
+                ir = NodeGroupIR(group, listener, gateway)
+                if old is not None and old.ir == ir:
+                    continue
+                new = self._render(ir)
+            except Exception:
+                # A translation bug (an input no check foresaw) must cost this group its
+                # update, never every other group's: it keeps what it serves.
+                log.exception("cannot translate node group %s: keeping what it serves", group)
+                self.translation_errors += 1
+                if old is not None:
+                    continue
+                new = self._render(NodeGroupIR(group, listener, None))
+            self._own[group] = new
             if old is None:
                 continue  # a new group gets a full snapshot
             changes = {}
@@ -255,7 +290,7 @@ class SnapshotBuilder:
 
     def _assembled(self, group: str) -> XdsResources[Resource]:
         return assemble(
-            group,
+            cluster_of_group(group),
             (res.rendered for res in self._imports.values()),
             self._routes,
             self._own[group].own,
@@ -288,7 +323,9 @@ class SnapshotBuilder:
     def _check(self, group: str, snapshot: Snapshot) -> None:
         if not self._options.check_consistency:
             return
-        typed = XdsResources(*({n: decode(r) for n, r in snapshot.of(t).items()} for t in TYPES))
+        typed = XdsResources.of_kinds(
+            *({n: decode(r) for n, r in snapshot.of(t).items()} for t in TYPES)
+        )
         problems = consistent(typed)
         if problems:
             raise InvalidInputError(

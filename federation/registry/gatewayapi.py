@@ -8,14 +8,17 @@ to build each cluster's listeners, routes and statuses.
 The specs mirror Gateway API v1 (standard channel, v1.6) field for field, so that the
 agent reads a Kubernetes object with the same strict codec (:mod:`federation.registry.codec`)
 that decodes a record: ``spec.rules[].backendRefs`` there is ``spec.rules[i].backend_refs``
-here. Only the standard fields this project implements are kept; a field that is absent
-keeps its Kubernetes default, applied by the apiserver (None here means "not set").
+here. Only the fields this project implements are kept, and the few route settings it
+does not implement but must refuse by name rather than drop unseen (a Kubernetes object is
+read ignoring unknown fields); a field that is absent keeps its Kubernetes default,
+applied by the apiserver (None here means "not set").
 Enumerations stay strings on purpose: a value this version does not know is reported
 by the translation stage as an ``UnsupportedValue`` status on the object, instead of
 making the whole record undecodable.
 
 Nothing secret is ever in a record: a Gateway names its certificate Secrets, and the
-gateway's own Envoy reads them locally.
+gateway's own Envoy reads them locally. The agent checks those Secrets and publishes only
+its verdict on each (:class:`CertificateCheck`: usable, or why not).
 """
 
 from __future__ import annotations
@@ -223,12 +226,40 @@ class HTTPRouteTimeouts:
 
 
 @dataclass(frozen=True)
+class HTTPRouteRetry:
+    """``retry`` of a rule (experimental channel): retried status codes, the number of
+    retries and the minimum wait before each."""
+
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff: str | None = None
+
+
+@dataclass(frozen=True)
+class CookieConfig:
+    lifetime_type: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionPersistence:
+    """``sessionPersistence`` of a rule (experimental channel): not implemented, kept so
+    that a rule asking for it is refused instead of silently served without it."""
+
+    session_name: str | None = None
+    absolute_timeout: str | None = None
+    type: str | None = None
+    cookie_config: CookieConfig | None = None
+
+
+@dataclass(frozen=True)
 class HTTPRouteRule:
     name: str | None = None
     matches: tuple[HTTPRouteMatch, ...] = ()
     filters: tuple[HTTPRouteFilter, ...] = ()
     backend_refs: tuple[HTTPBackendRef, ...] = ()
     timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
+    session_persistence: SessionPersistence | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +268,7 @@ class GRPCRouteRule:
     matches: tuple[GRPCRouteMatch, ...] = ()
     filters: tuple[GRPCRouteFilter, ...] = ()
     backend_refs: tuple[GRPCBackendRef, ...] = ()
+    session_persistence: SessionPersistence | None = None
 
 
 @dataclass(frozen=True)
@@ -362,8 +394,25 @@ class ReferenceGrantSpec:
 
 
 @dataclass(frozen=True)
+class CertificateCheck:
+    """The agent's verdict on one Secret that its Gateway's HTTPS listeners name in
+    ``tls.certificateRefs``: whether the Gateway's Envoys can serve it and, when not,
+    why (``message``). Never anything of the Secret's content."""
+
+    namespace: str
+    name: str
+    usable: bool
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class GatewayRecord:
-    """A Gateway of our GatewayClass in ``cluster``."""
+    """A Gateway of our GatewayClass in ``cluster``.
+
+    ``certificate_checks``: the agent's verdict on each certificate Secret it checked,
+    sorted by namespace and name. A Secret without one (a record of an agent that
+    predates the checks) is taken as usable.
+    """
 
     #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
     KIND: ClassVar[str] = "gateway"
@@ -374,6 +423,7 @@ class GatewayRecord:
     spec: GatewaySpec
     generation: int = 0
     created: str = ""
+    certificate_checks: tuple[CertificateCheck, ...] = ()
 
 
 @dataclass(frozen=True)

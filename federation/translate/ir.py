@@ -8,14 +8,14 @@ The first translation stage resolves its inputs into IR:
   clusterset names. Every node group shares them (:class:`ClustersetIR`).
 * :mod:`federation.translate.gateway` resolves one member cluster's Gateways, routes,
   ReferenceGrants and backends (local Services and the clusterset's ServiceImports) into
-  a :class:`GatewayIR`: the listeners that cluster's Envoys open, their virtual hosts and
-  routes in match-precedence order, each route's filters and weighted backends, and the
-  local Services the routes send to. All Gateway API semantics (attachment, hostnames,
-  precedence, references, grants, invalid input) are decided there.
+  a :class:`GatewayIR` per Gateway: the listeners that Gateway's own Envoys open, their
+  virtual hosts and routes in match-precedence order, each route's filters and weighted
+  backends, and the local Services the routes send to. All Gateway API semantics
+  (attachment, hostnames, precedence, references, grants, invalid input) are decided there.
 
-:class:`NodeGroupIR` is what one node group serves beside the shared services: its
-clusterset listener and its Gateways. Nothing here refers to a Kubernetes object any
-more.
+:class:`NodeGroupIR` is what one node group serves beside the shared services: a
+cluster's clusterset listener, or one Gateway. Nothing here refers to a Kubernetes object
+any more.
 
 The second stage (:mod:`federation.translate.proxy`) maps the IR to xDS resources, the
 clusterset's and the Gateways' through the same code, and knows nothing of Gateway API or
@@ -125,6 +125,17 @@ class RedirectIR:
 
 
 @dataclass(frozen=True)
+class RetryIR:
+    """A route's own retries, on top of the data plane's default ones: also retry the
+    responses with these ``codes``, at most ``attempts`` retries in all (None: the
+    default number), waiting at least ``backoff_ms`` before each (None: the default)."""
+
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class RouteIR:
     """One match of one rule of one route, with everything the rule does.
 
@@ -149,6 +160,8 @@ class RouteIR:
     timeout_ms: int | None = None
     #: One attempt at a backend (HTTPRoute ``timeouts.backendRequest``).
     backend_timeout_ms: int | None = None
+    #: The route's own retries (HTTPRoute ``retry``); None: the default retries only.
+    retry: RetryIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500
@@ -173,18 +186,27 @@ class CertificateIR:
 
 @dataclass(frozen=True)
 class FilterChainIR:
-    """HTTPS: the certificates served for ``server_names`` (SNI; empty: any)."""
+    """HTTPS: the certificates served for ``server_names`` (SNI; empty: any).
+
+    With ``route_config`` the chain has routes of its own, ``virtual_hosts``, instead of
+    its listener's: a connection whose SNI chose it then cannot reach the virtual hosts
+    another chain serves (those answer 421 Misdirected Request).
+    """
 
     server_names: tuple[str, ...]
     certificates: tuple[CertificateIR, ...]
+    #: The route configuration it gets over RDS (None: its listener's).
+    route_config: str | None = None
+    virtual_hosts: tuple[VirtualHostIR, ...] = ()
 
 
 @dataclass(frozen=True)
 class ListenerIR:
-    """One Envoy listener: every Gateway listener of the cluster on ``port``.
+    """One Envoy listener: every listener of one Gateway on ``port`` (or the clusterset's).
 
     ``tls`` is empty for plain HTTP; for HTTPS it has one filter chain per hostname
-    (plus the catch-all), all sharing the listener's route configuration.
+    (plus the catch-all), which share the listener's route configuration unless they
+    have their own.
     """
 
     name: str
@@ -198,6 +220,9 @@ class ListenerIR:
     hosts_by_port: bool | None = None
     #: The IP it binds (None: the node group's listener address).
     address: str | None = None
+    #: The port it binds, when not ``port``: a Gateway's Envoys run unprivileged, so a
+    #: listener port below 1024 is bound above it and its Service maps the two.
+    bind_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,11 +243,14 @@ class LocalClusterIR:
 
 @dataclass(frozen=True)
 class GatewayIR:
-    """What one member cluster's Envoys serve for its Gateways, routes sorted and resolved."""
+    """What one Gateway's Envoys serve, routes sorted and resolved: its listeners and the
+    local Services its routes send to. ``namespace`` and ``name`` name the Gateway."""
 
     cluster: str
     listeners: tuple[ListenerIR, ...] = ()
     local_clusters: tuple[LocalClusterIR, ...] = ()
+    namespace: str = ""
+    name: str = ""
 
 
 # --- the clusterset --------------------------------------------------------------------------
@@ -286,8 +314,9 @@ class ClustersetIR:
 
 @dataclass(frozen=True)
 class NodeGroupIR:
-    """What one node group (the Envoys of one member cluster) serves beside the shared
-    :class:`ClustersetIR`: the clusterset listener (None: none) and its Gateways.
+    """What one node group serves beside the shared :class:`ClustersetIR`: a cluster's
+    shared Envoys have the clusterset listener, a Gateway's own Envoys its
+    :class:`GatewayIR` (:mod:`federation.node_groups`).
 
     ``group`` None stands for the Envoys of a cluster that exports nothing (tests).
     """

@@ -9,8 +9,9 @@ in this variant of the protocol:
   other types are served by name. A response holds only what changed.
 * What the client holds (``initial_resource_versions``, e.g. from a previous hub) is not
   sent again: versions are content hashes, so they survive a hub restart.
-* Removals of clusters (then of assignments) go in responses after the routes, so by the
-  time a cluster goes, the routes that used it have been replaced.
+* Removals of clusters (then of assignments, then of Secrets) go in responses after the
+  routes, so by the time a cluster or a Secret goes, the routes and listeners that used
+  it have been replaced.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from federation.xds.snapshot import CLUSTER, ENDPOINT, ORDER, Resource, Snapshot
+from federation.xds.snapshot import CLUSTER, ENDPOINT, ORDER, SECRET, Resource, Snapshot
 from federation.xds.stream import FULL_STATE_TYPES, Stream, log, placeholder
 
 DeltaDiscoveryRequest = Any
@@ -31,6 +32,8 @@ DeltaDiscoveryRequest = Any
 _MAX_OUTSTANDING = 64
 # A version no resource has: a name known at it is sent again at the next push.
 _RESEND = ""
+# Types whose removals go after the routes: what a route or listener may still use.
+_REMOVED_LATE = (CLUSTER, ENDPOINT, SECRET)
 
 
 @dataclass
@@ -185,14 +188,16 @@ class DeltaStream(Stream):
         cds_answered = clusters is None or not clusters.outstanding
         sent = () if endpoints is None else endpoints.known.keys()
         if self.holding(snapshot, sent, cds_answered):
-            return out  # listeners, routes and removals wait for the new clusters to warm
+            return out  # secrets, listeners, routes and removals wait for new clusters to warm
         others = sorted(t for t in self.watches if t not in ORDER)
+        # Secrets, then listeners (which name them), then routes.
         for type_url in (*ORDER[2:], *others):
             watch = self.watches.get(type_url)
             if watch is not None:
                 self._push(watch, snapshot, changes, previous, frozenset(), out)
-        # Clusters (then their assignments) are removed after the routes have moved off.
-        for type_url in (CLUSTER, ENDPOINT):
+        # Clusters (then their assignments) are removed after the routes have moved off,
+        # Secrets after the listeners have.
+        for type_url in _REMOVED_LATE:
             watch = self.watches.get(type_url)
             removals = self.late.pop(type_url, set())
             if watch is not None:
@@ -244,7 +249,7 @@ class DeltaStream(Stream):
         watch.full = False
         watch.pending = set()
         watch.generation = self.seen
-        removals_late = type_url in (CLUSTER, ENDPOINT)
+        removals_late = type_url in _REMOVED_LATE
         clusters = snapshot.of(CLUSTER)
         upserts: list[Resource] = []
         added: set[str] = set()

@@ -24,16 +24,18 @@ from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import Secret
 from google.protobuf import json_format
 
 from federation.errors import FederationError, InvalidInputError
-from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, MESSAGE_TYPES, ROUTE
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, MESSAGE_TYPES, ROUTE, SECRET
 
 MODELS: dict[str, type[betterproto2.Message]] = {
     CLUSTER: Cluster,
     ENDPOINT: ClusterLoadAssignment,
     LISTENER: Listener,
     ROUTE: RouteConfiguration,
+    SECRET: Secret,
 }
 _UNREGISTERED = re.compile(r"unregistered type: (?:type\.googleapis\.com/)?([\w.]+)")
 

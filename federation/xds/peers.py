@@ -12,6 +12,10 @@ node group a stream is served, given the first request's node and the :class:`Pe
   ``PERMISSION_DENIED``, so one cluster's credentials never read another's
   configuration.
 
+Either way, an Envoy that names a Gateway in its node metadata
+(:data:`federation.node_groups.GATEWAY_METADATA`) is served that Gateway's own group of
+its cluster (:mod:`federation.node_groups`), never another cluster's.
+
 A refusal is a :class:`Refusal`: a gRPC status, a short reason (a metric label) and a
 message for the peer. :class:`ServerLimits` holds the bounds that keep one client from
 hurting the others, and :class:`PeerSlots` counts each peer's open streams.
@@ -25,6 +29,8 @@ from typing import Any
 
 import grpc
 
+from federation.errors import InvalidInputError
+from federation.node_groups import GATEWAY_METADATA, group_for
 from federation.pki import cluster_of
 
 #: gRPC auth-context property holding the verified client certificate's URI SANs.
@@ -78,6 +84,34 @@ class Refusal(Exception):
 NodeGroup = Callable[[Any, Peer], str]
 
 
+def claimed_gateway(node: Any) -> str | None:
+    """The ``NAMESPACE/NAME`` of the Gateway the node's metadata names, if any."""
+    value = node.metadata.fields.get(GATEWAY_METADATA) if node.HasField("metadata") else None
+    if value is None:
+        return None
+    if value.WhichOneof("kind") != "string_value":
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad-gateway-metadata",
+            f"node metadata {GATEWAY_METADATA} must be a string NAMESPACE/NAME",
+        )
+    return str(value.string_value)
+
+
+def _group(cluster: str, node: Any) -> str:
+    gateway = claimed_gateway(node)
+    if not gateway:
+        return cluster
+    try:
+        return group_for(cluster, gateway)
+    except InvalidInputError as err:
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad-gateway-metadata",
+            f"node metadata {GATEWAY_METADATA}: {err}",
+        ) from err
+
+
 def claimed_group(node: Any, peer: Peer) -> str:
     """Plain text: the group is whatever ``node.cluster`` the Envoy claims."""
     if not node.cluster:
@@ -87,7 +121,7 @@ def claimed_group(node: Any, peer: Peer) -> str:
             "the first request of an ADS stream must carry node.cluster "
             "(the Envoy's member cluster id, --service-cluster)",
         )
-    return str(node.cluster)
+    return _group(str(node.cluster), node)
 
 
 @dataclass(frozen=True)
@@ -118,7 +152,7 @@ class CertificateGroup:
                 f"which is cluster {cluster!r}'s: a cluster's credentials read only its "
                 "own configuration",
             )
-        return cluster
+        return _group(cluster, node)
 
 
 @dataclass(frozen=True)

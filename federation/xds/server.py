@@ -24,11 +24,14 @@ The rules every stream keeps (the protocol modules say how):
   such as a listener port held by another process, that goes away).
 * **Complete CDS and LDS.** A state-of-the-world CDS or LDS response holds every resource
   of the type in the group's snapshot (a missing one would be deleted), whatever names were
-  requested. EDS and RDS are served by name: a response holds only the requested resources
-  that changed, so an endpoint change sends one ClusterLoadAssignment, nothing else.
-* **Order and removal.** Each push goes cluster -> endpoint -> listener -> route (other
-  types after). Clusters are removed last ("make before break"): by the time a cluster
-  goes, the listeners and routes that used it have been replaced.
+  requested. EDS, SDS and RDS are served by name: a response holds only the requested
+  resources that changed, so an endpoint change sends one ClusterLoadAssignment, nothing
+  else.
+* **Order and removal.** Each push goes cluster -> endpoint -> secret -> listener -> route
+  (other types after): a Secret Envoy asks for goes before the listeners that name it (a
+  listener naming a Secret Envoy does not hold yet warms until Envoy has asked for it and
+  got it). Clusters are removed last ("make before break"): by the time a cluster goes,
+  the listeners and routes that used it have been replaced.
 * **Warm before route.** After a cluster is added or changed, its ClusterLoadAssignment is
   sent (again, even if unchanged) right after the CDS response: Envoy keeps the cluster
   warming until it arrives. A *new* cluster's assignment can only be sent once Envoy asks
@@ -39,8 +42,8 @@ The rules every stream keeps (the protocol modules say how):
   once with an empty one (``cluster_name`` set, no endpoints) and the name is remembered:
   when it appears it is pushed. When an assignment disappears while its cluster stays, the
   empty one is sent too; when its cluster goes as well, Envoy keeps the old endpoints until
-  the cluster is removed. Unknown route configurations are held (no response) until they
-  appear.
+  the cluster is removed. Unknown route configurations and Secrets are held (no
+  response) until they appear.
 * **Debounce.** A stream woken by a change sends the latest state, never a queue of
   intermediate ones; a change that follows a push by less than ``push_interval`` waits for
   the rest of the interval, so a burst costs each stream a few pushes while a single change
@@ -58,6 +61,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from federation.errors import FederationError
+from federation.node_groups import parse_group
 from federation.xds.delta import DeltaStream
 from federation.xds.peers import NodeGroup, Peer, PeerSlots, Refusal, ServerLimits, claimed_group
 from federation.xds.snapshot import SnapshotCache
@@ -186,6 +190,15 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
             finally:
                 self.cache.unsubscribe(group, loaded)
         if self.cache.get(group) is None:
+            parsed = parse_group(group)
+            if parsed.gateway is not None:
+                raise Refusal(
+                    grpc.StatusCode.NOT_FOUND,
+                    "unknown-gateway",
+                    f"cluster {parsed.cluster!r} has no Gateway {'/'.join(parsed.gateway)} "
+                    "of our GatewayClass in the registry (yet): the hub has no configuration "
+                    "for its Envoys",
+                )
             raise Refusal(
                 grpc.StatusCode.NOT_FOUND,
                 "unknown-cluster",

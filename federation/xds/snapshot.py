@@ -38,6 +38,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
@@ -48,6 +49,7 @@ CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 #: The message class of each type, for decoding a resource's bytes (:func:`decode`).
 MESSAGE_TYPES: Mapping[str, Any] = MappingProxyType(
     {
@@ -55,11 +57,13 @@ MESSAGE_TYPES: Mapping[str, Any] = MappingProxyType(
         ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
         LISTENER: listener_pb2.Listener,
         ROUTE: route_pb2.RouteConfiguration,
+        SECRET: secret_pb2.Secret,
     }
 )
 #: The order in which the server pushes the types: a resource never arrives before one
-#: it names (a route names a cluster, a cluster's endpoints follow it).
-ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+#: it names (a route names a cluster, a cluster's endpoints follow it, a listener names
+#: the Secrets of its certificates).
+ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
 
 _MASK = (1 << 64) - 1
 
@@ -181,7 +185,7 @@ class Snapshot:
         return _format(digest)
 
     def versions(self) -> dict[str, str]:
-        """The version of every type: the four of :data:`ORDER` and any other one held."""
+        """The version of every type: those of :data:`ORDER` and any other one held."""
         types = list(ORDER) + sorted(t for t in self.resources if t not in ORDER)
         return {t: self.version(t) for t in types}
 

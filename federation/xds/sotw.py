@@ -7,9 +7,10 @@ rules are kept in this variant of the protocol:
   it when it carries ``error_detail``; any other non-empty nonce is stale and the request
   is ignored entirely. A request without a nonce after a response was sent before the
   response reached the client: it ACKs nothing, and its names still count.
-* CDS and LDS responses hold every resource of the type (a missing one is deleted). EDS
-  and RDS are served by name, and a response holds only the requested resources that
-  changed.
+* CDS and LDS responses hold every resource of the type (a missing one is deleted). EDS,
+  SDS and RDS are served by name, and a response holds only the requested resources that
+  changed; a requested Secret or route configuration that does not exist is held until
+  it does (Envoy keeps the listener that named it warming meanwhile).
 * Make before break: when a push both adds or changes clusters and drops some, the first
   CDS response still carries the dropped ones (at their old versions) and a final CDS
   response without them follows the routes; a push that only drops clusters sends its
@@ -36,7 +37,7 @@ class SotwWatch:
     """One type on a state-of-the-world stream."""
 
     type_url: str
-    #: Requested names (named types); ignored for CDS and LDS, which always get everything.
+    #: Requested names (EDS, SDS, RDS); ignored for CDS and LDS, which always get everything.
     names: frozenset[str] = frozenset()
     #: Nonce and version_info of the last response.
     nonce: str = ""
@@ -49,9 +50,9 @@ class SotwWatch:
     sent: Mapping[str, Resource] = field(default_factory=dict)
     #: CDS: clusters kept in ``sent`` only until the routes have moved off them.
     dropping: set[str] = field(default_factory=set)
-    #: EDS and RDS: what the client was last offered, by name (NACKed or not).
+    #: Named types: what the client was last offered, by name (NACKed or not).
     offered: dict[str, Resource] = field(default_factory=dict)
-    #: EDS and RDS: the names in the last response.
+    #: Named types: the names in the last response.
     last_names: tuple[str, ...] = ()
     #: Names requested since the last push.
     pending: set[str] = field(default_factory=set)
@@ -162,8 +163,9 @@ class SotwStream(Stream):
         cds_answered = clusters is None or clusters.answered == clusters.nonce
         sent = () if endpoints is None else endpoints.offered.keys()
         if self.holding(snapshot, sent, cds_answered):
-            return out  # listeners, routes and removals wait for the new clusters to warm
+            return out  # secrets, listeners, routes and removals wait for new clusters to warm
         others = sorted(t for t in self.watches if t not in ORDER)
+        # Secrets, then listeners (which name them), then routes.
         for type_url in (*ORDER[2:], *others):
             watch = self.watches.get(type_url)
             if watch is None:

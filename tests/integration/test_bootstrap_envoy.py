@@ -1,16 +1,28 @@
-"""The bootstrap fedctl prints is accepted by the real Envoy (``--mode validate``)."""
+"""The bootstrap fedctl prints is accepted by the real Envoy (``--mode validate``), and
+an Envoy started with it reaches the hub's real xDS server and syncs."""
 
+import asyncio
 import json
+import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from e2e import toolchain
+from e2e.cluster import free_port
+from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.cli import pki
-from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
+from federation.cli.bootstrap import XDS_CLUSTER, BootstrapOptions, BootstrapTls, bootstrap
+from federation.xds.server import serve
+from federation.xds.snapshot import Snapshot, SnapshotCache
+from federation.xds.status import SyncRegistry
 
 pytestmark = pytest.mark.integration
+
+#: Bound on the wait for an Envoy to connect and ACK (it takes well under a second).
+SYNC_DEADLINE = 15.0
 
 
 @pytest.mark.parametrize(
@@ -23,7 +35,7 @@ pytestmark = pytest.mark.integration
     ],
 )
 def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool, xds: str, tls: bool) -> None:
-    """By IP (STATIC) and by name (STRICT_DNS, as the hub's Service in a pod); with the
+    """By IP (STATIC) and by name (LOGICAL_DNS, as the hub's Service in a pod); with the
     cluster's client certificate (files minted by fedctl pki) and in plain text."""
     pki.init(tmp_path / "pki", clusters=["a"], hub_names=["localhost"])
     files = tmp_path / "pki" / "clusters" / "a"
@@ -56,3 +68,163 @@ def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool, xds: str,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout + proc.stderr
+
+
+def _free_loopback_port(host: str) -> int:
+    """A TCP port free on ``host`` (``127.0.0.1`` or ``::1``). A machine without IPv6
+    loopback fails the test rather than skipping it: the case it covers would go untested."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            pytest.fail(f"cannot listen on {host}: {exc}")
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _admin(address: str, path: str) -> str:
+    with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as resp:
+        text: str = resp.read().decode()
+        return text
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "::1"])
+async def test_envoy_given_the_hub_by_name_syncs_whichever_family_the_hub_listens_on(
+    tmp_path: Path, listen: str
+) -> None:
+    """The bootstrap of ``fedctl bootstrap --xds localhost:PORT``: ``localhost`` resolves
+    to ``::1`` and ``127.0.0.1`` and the hub listens on one of them only. The Envoy still
+    connects, gets its cluster's configuration and ACKs it (the hub's sync status says so)
+    and has the cluster served to it."""
+    envoy_binary = toolchain.locate().envoy
+    port = _free_loopback_port(listen)
+    admin = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "bootstrap.json"
+    options = BootstrapOptions(
+        cluster="a", xds_address=f"localhost:{port}", admin_address=admin, insecure_plaintext=True
+    )
+    config.write_text(json.dumps(bootstrap(options)))
+    cache = SnapshotCache()
+    sync = SyncRegistry(cache.snapshot_versions)
+    cache.set("a", Snapshot.build([eds_cluster("served"), loopback_assignment("served", [9])]))
+    cache.mark_ready()
+    server = await serve(cache, sync, f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}")
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        envoy = subprocess.Popen(
+            [
+                str(envoy_binary),
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def synced() -> bool:
+        return any(s.node_id == "envoy-a" and s.synced for s in sync.list())
+
+    try:
+        try:
+            async with asyncio.timeout(SYNC_DEADLINE):
+                await sync.wait_for(synced)
+        except TimeoutError:
+            try:
+                text = await asyncio.to_thread(_admin, admin, "/clusters")
+                hosts = "\n".join(
+                    line
+                    for line in text.splitlines()
+                    if line.startswith(XDS_CLUSTER + "::")
+                    and line.rsplit("::", 2)[-2] in ("cx_total", "cx_connect_fail")
+                )
+            except OSError as exc:
+                hosts = f"(admin interface: {exc})"
+            pytest.fail(
+                f"the Envoy did not sync with the hub on {listen} in {SYNC_DEADLINE} s; "
+                f"its hub connections:\n{hosts}\n{log.read_text()[-3000:]}"
+            )
+        clusters = await asyncio.to_thread(_admin, admin, "/clusters")
+        assert any(line.startswith("served::") for line in clusters.splitlines()), clusters
+    finally:
+        envoy.terminate()
+        await asyncio.to_thread(envoy.wait, 30)
+        await server.stop(None)
+
+
+async def test_the_ready_listener_answers_ready_only_once_configured_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """``fedctl bootstrap --ready``: a kubelet probes ``GET /ready`` there. Until the hub's
+    first configuration arrived it does not answer (Envoy opens its listeners once
+    initialized), then 200; no other admin path is reachable through it (the admin
+    interface stays on loopback)."""
+    port = _free_loopback_port("127.0.0.1")
+    ready = f"127.0.0.1:{free_port()}"
+    admin = f"127.0.0.1:{free_port()}"
+    options = BootstrapOptions(
+        cluster="a",
+        xds_address=f"127.0.0.1:{port}",
+        admin_address=admin,
+        insecure_plaintext=True,
+        gateway="shop/gw",
+        ready_address=ready,
+    )
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(bootstrap(options)))
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        envoy = subprocess.Popen(
+            [str(toolchain.locate().envoy), "-c", str(config), "--disable-hot-restart",
+             "--concurrency", "1", "--log-level", "warn"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def status(path: str, method: str = "GET") -> int | None:
+        request = urllib.request.Request(f"http://{ready}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except OSError:
+            return None
+
+    cache = SnapshotCache()
+    sync = SyncRegistry(cache.snapshot_versions)
+    server = None
+    try:
+        async with asyncio.timeout(SYNC_DEADLINE):
+            while not await asyncio.to_thread(_answers, admin):
+                await asyncio.sleep(0.05)  # polling the admin interface, with a deadline
+        assert await asyncio.to_thread(status, "/ready") is None  # running, no hub yet
+        cache.set("a/shop/gw", Snapshot.build([]))
+        cache.mark_ready()
+        server = await serve(cache, sync, f"127.0.0.1:{port}")
+        async with asyncio.timeout(SYNC_DEADLINE):
+            while await asyncio.to_thread(status, "/ready") != 200:
+                await asyncio.sleep(0.05)  # polling Envoy's readiness, with a deadline
+        assert await asyncio.to_thread(status, "/stats") == 404
+        assert await asyncio.to_thread(status, "/quitquitquit", "POST") == 404
+        assert envoy.poll() is None
+    finally:
+        envoy.terminate()
+        await asyncio.to_thread(envoy.wait, 30)
+        if server is not None:
+            await server.stop(None)
+
+
+def _answers(admin: str) -> bool:
+    """Whether the admin interface answers (any status: Envoy says 503 until it is live)."""
+    try:
+        _admin(admin, "/ready")
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True

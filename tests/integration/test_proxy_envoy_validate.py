@@ -4,8 +4,9 @@ Golden files prove the translator writes what we meant; this proves Envoy 1.40 t
 the IR of every case of ``tests/golden/proxy`` (inputs) and ``tests/golden/gateway``
 (outputs of the first stage) is built with :func:`node_config`, beside the clusterset
 listener, and loaded by Envoy in validation mode, with the route configurations inlined
-into their listeners (there is no xDS server to send them) and real certificate files
-where a listener terminates TLS. A field Envoy rejects here would be a NACK of the whole listener.
+into their listeners and the certificate Secrets made static ones that the listeners name
+(there is no xDS server to send them), and real certificate files where a listener
+terminates TLS. A field Envoy rejects here would be a NACK of the whole listener.
 """
 
 from __future__ import annotations
@@ -36,12 +37,11 @@ IRS = {
         f"proxy/{c}": (yaml.safe_load((GOLDEN / f"{c}.in.yaml").read_text())["ir"], "127.0.0.1")
         for c in CASES
     },
+    # Each Gateway of a stage-1 golden output, as its own Envoys get it.
     **{
-        f"gateway/{c}": (
-            yaml.safe_load((GATEWAY_GOLDEN / f"{c}.out.yaml").read_text())["ir"],
-            "127.0.0.1",
-        )
+        f"gateway/{c}/{g['namespace']}/{g['name']}": (g, "0.0.0.0")
         for c in GATEWAY_CASES
+        for g in yaml.safe_load((GATEWAY_GOLDEN / f"{c}.out.yaml").read_text())["gateways"]
     },
 }
 
@@ -49,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 TYPE = "type.googleapis.com/envoy.extensions."
 HCM = TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager"
+DOWNSTREAM_TLS = TYPE + "transport_sockets.tls.v3.DownstreamTlsContext"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -70,6 +71,18 @@ def _inline_routes(listener: dict[str, Any], routes: dict[str, Any]) -> None:
                 config["route_config"] = inline
 
 
+def _static_secrets(listener: dict[str, Any], secrets: dict[str, Any]) -> None:
+    """Make the listener's SDS references name static Secrets (an SDS config without a
+    config source does), after checking that each names one of ``secrets``."""
+    for chain in listener["filter_chains"]:
+        config = chain.get("transport_socket", {}).get("typed_config", {})
+        if config.get("@type") != DOWNSTREAM_TLS:
+            continue
+        for sds in config["common_tls_context"].get("tls_certificate_sds_secret_configs", []):
+            assert sds["name"] in secrets, f"{sds['name']} is no Secret of the node group"
+            assert "ads" in sds.pop("sds_config")
+
+
 def _certificates(ir: GatewayIR, secret_dir: Path) -> None:
     ca = CertificateAuthority("validate-ca")
     for listener in ir.listeners:
@@ -86,12 +99,15 @@ def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> Non
     ir = from_json(GatewayIR, document)
     secrets = tmp_path / "secrets"
     _certificates(ir, secrets)
-    group = NodeGroupIR(ir.cluster, clusterset_listener(host, 10080), ir)
+    # A cluster's shared Envoys have the clusterset listener; a Gateway's own do not.
+    shared = clusterset_listener(host, 10080) if case.startswith("proxy/") else None
+    group = NodeGroupIR(ir.cluster, shared, ir)
     resources = node_config(ClustersetIR(), group, host, secret_dir=str(secrets))
     routes = {name: _json(r) for name, r in resources.routes.items()}
     listeners = [_json(listener) for listener in resources.listeners.values()]
     for listener in listeners:
         _inline_routes(listener, routes)
+        _static_secrets(listener, resources.secrets)
     bootstrap = {
         "node": {"id": "validate", "cluster": ir.cluster},
         "dynamic_resources": {
@@ -102,6 +118,7 @@ def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> Non
             }
         },
         "static_resources": {
+            "secrets": [_json(s) for s in resources.secrets.values()],
             "listeners": listeners,
             "clusters": [
                 {
@@ -150,4 +167,8 @@ def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> Non
 
 
 def test_every_case_is_validated() -> None:
-    assert len(IRS) == len(golden_files.cases(GOLDEN)) + len(golden_files.cases(GATEWAY_GOLDEN))
+    """Every proxy case, and every stage-1 case with at least one Gateway."""
+    covered = {name.rsplit("/", 2)[0] if name.startswith("gateway/") else name for name in IRS}
+    wanted = {f"proxy/{c}" for c in golden_files.cases(GOLDEN)}
+    wanted |= {f"gateway/{c}" for c in golden_files.cases(GATEWAY_GOLDEN)}
+    assert covered == wanted

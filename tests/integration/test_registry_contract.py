@@ -10,8 +10,10 @@ Waiting is done by polling with a deadline, never by sleeping a fixed time.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import pytest
@@ -20,6 +22,7 @@ from redis.asyncio import Redis
 from e2e.cluster import free_port
 from e2e.redis_server import RedisServer
 from federation.errors import InvalidInputError
+from federation.registry import gatewayapi as g
 from federation.registry import keys
 from federation.registry.kinds import (
     Kind,
@@ -294,6 +297,37 @@ async def test_records_of_different_kinds_with_one_name_are_distinct(backend: Ba
     assert set(snap.records) == {"service/demo/x", "localservice/demo/x"}
     assert await writer.withdraw(RecordRef(Kind.LOCAL_SERVICE, "demo", "x")) is not None
     assert set((await reader.snapshot("a")).records) == {"service/demo/x"}
+
+
+async def test_a_gateways_certificate_verdicts_go_through_the_store_and_change_it(
+    backend: Backend,
+) -> None:
+    """A Gateway record's ``certificateChecks`` (the agent's verdicts on its Secrets,
+    never their content) are stored and streamed with it; a changed verdict is a new
+    upsert of the record, and a record without them reads as having none."""
+    writer, reader = backend.writer("a"), backend.reader()
+    missing = g.CertificateCheck("demo", "cert", False, "Secret demo/cert does not exist")
+    before = replace(samples.gateway("a"), certificate_checks=(missing,))
+    ref = ref_of(before)
+    position = (await reader.snapshot("a")).position
+    await writer.publish(before)
+    fixed = replace(before, certificate_checks=(g.CertificateCheck("demo", "cert", True),))
+    await writer.publish(fixed)
+    entries = await reader.read({"a": position}, block_ms=0)
+    assert [(e.op, e.ref) for e in entries] == [(Op.UPSERT, ref), (Op.UPSERT, ref)]
+    assert [decode_record(Kind.GATEWAY, e.record or b"") for e in entries] == [before, fixed]
+    stored = (await reader.snapshot("a")).records[ref.field]
+    assert decode_record(Kind.GATEWAY, stored) == fixed
+    assert json.loads(stored)["certificateChecks"] == [
+        {"namespace": "demo", "name": "cert", "usable": True}
+    ]
+    # What an agent without the checks publishes: no field, read as no verdicts.
+    legacy = samples.gateway("a")
+    await writer.publish(legacy)
+    stored = (await reader.snapshot("a")).records[ref.field]
+    assert b"certificateChecks" not in stored
+    decoded = decode_record(Kind.GATEWAY, stored)
+    assert isinstance(decoded, g.GatewayRecord) and decoded.certificate_checks == ()
 
 
 async def test_join_members_and_cluster_records(backend: Backend) -> None:

@@ -5,8 +5,8 @@ loopback port and talks to it through the generated ADS stub over a grpc.aio cha
 with resources built from the real Envoy protobuf classes. No Envoy is needed here (the
 tests with a real Envoy live elsewhere); what is checked is the protocol the hub owes every
 Envoy: readiness, ACK/NACK, nonces, the node cache, complete CDS, push order and removal
-order, warm before route, re-offers after a NACK, endpoint-only pushes, unknown names,
-delta, and the sync registry.
+order, warm before route, Secrets before the listeners that name them, re-offers after a
+NACK, endpoint-only pushes, unknown names, delta, and the sync registry.
 
 Waiting is bounded by ``asyncio.timeout``; the only fixed waits are the negative checks
 ("no response arrives"), which wait ``QUIET`` seconds (or, once, past a backoff) for a
@@ -28,6 +28,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
@@ -41,6 +42,7 @@ from federation.xds.snapshot import (
     LISTENER,
     ORDER,
     ROUTE,
+    SECRET,
     Resource,
     Snapshot,
     SnapshotCache,
@@ -72,6 +74,29 @@ def listener(name: str, stat_prefix: str = "v1") -> Resource:
     return Resource.of(listener_pb2.Listener(name=name, stat_prefix=stat_prefix), name)
 
 
+def secret(name: str, directory: str) -> Resource:
+    """A certificate Secret as the hub serves it: where the files are, never a key."""
+    certificate = common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(filename=f"{directory}/tls.crt"),
+        private_key=base_pb2.DataSource(filename=f"{directory}/tls.key"),
+        watched_directory=base_pb2.WatchedDirectory(path=directory),
+    )
+    return Resource.of(secret_pb2.Secret(name=name, tls_certificate=certificate), name)
+
+
+def tls_listener(name: str, *secrets: str, stat_prefix: str = "v1") -> Resource:
+    """A listener whose one filter chain terminates TLS with ``secrets`` over ADS."""
+    context = tls_pb2.DownstreamTlsContext()
+    for secret_name in secrets:
+        config = context.common_tls_context.tls_certificate_sds_secret_configs.add(name=secret_name)
+        config.sds_config.ads.SetInParent()
+    message = listener_pb2.Listener(name=name, stat_prefix=stat_prefix)
+    chain = message.filter_chains.add()
+    chain.transport_socket.name = "envoy.transport_sockets.tls"
+    chain.transport_socket.typed_config.Pack(context)
+    return Resource.of(message, name)
+
+
 def routes(name: str, *clusters: str) -> Resource:
     message = route_pb2.RouteConfiguration(
         name=name,
@@ -99,11 +124,13 @@ def world(
     route_clusters: Sequence[str] | None = None,
     timeout: int = 1,
 ) -> Snapshot:
-    """Clusters with one assignment each, listener ``http`` and its routes ``http``."""
+    """Clusters with one assignment each, listener ``http`` and its routes ``http``, and
+    Secret ``cert`` (its files in a directory named after ``stat_prefix``)."""
     return Snapshot.build(
         [
             *(cluster(name, timeout) for name in clusters),
             *(assignment(name, port) for name in clusters),
+            secret("cert", f"/secrets/{stat_prefix}"),
             listener("http", stat_prefix),
             routes("http", *(clusters if route_clusters is None else route_clusters)),
         ]
@@ -115,6 +142,7 @@ _DECODERS: dict[str, Callable[[bytes], Any]] = {
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment.FromString,
     LISTENER: listener_pb2.Listener.FromString,
     ROUTE: route_pb2.RouteConfiguration.FromString,
+    SECRET: secret_pb2.Secret.FromString,
 }
 
 
@@ -330,7 +358,8 @@ def ready(hub: Hub, snapshot: Snapshot) -> Snapshot:
 async def subscribe_all(
     hub: Hub, client: SotwClient, eds: Sequence[str] = ("c1", "c2")
 ) -> dict[str, Any]:
-    """Subscribe to the four types the way Envoy does, ACK everything; the responses."""
+    """Subscribe to every type the way Envoy does (Secrets once it has the listeners
+    that name them), ACK everything; the responses."""
     got = {}
     await client.request(CLUSTER)
     got[CLUSTER] = await client.recv()
@@ -341,6 +370,9 @@ async def subscribe_all(
     await client.request(LISTENER)
     got[LISTENER] = await client.recv()
     await client.ack(got[LISTENER])
+    await client.request(SECRET, ["cert"])
+    got[SECRET] = await client.recv()
+    await client.ack(got[SECRET], ["cert"])
     await client.request(ROUTE, ["http"])
     got[ROUTE] = await client.recv()
     await client.ack(got[ROUTE], ["http"])
@@ -520,12 +552,12 @@ async def test_a_changed_cluster_is_followed_by_its_assignment(hub: Hub, sotw: S
     await sotw.quiet()
 
 
-async def test_pushes_go_cluster_endpoint_listener_route(hub: Hub, sotw: SotwClient) -> None:
+async def test_pushes_go_cluster_endpoint_secret_listener_route(hub: Hub, sotw: SotwClient) -> None:
     ready(hub, world())
     await subscribe_all(hub, sotw)
     hub.cache.set(GROUP, world(port=9090, stat_prefix="v2", timeout=2, route_clusters=["c2"]))
-    order = [(await sotw.recv()).type_url for _ in range(4)]
-    assert order == list(ORDER)
+    order = [(await sotw.recv()).type_url for _ in ORDER]
+    assert order == [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE]
     await sotw.quiet()
 
 
@@ -599,7 +631,12 @@ async def test_delta_routes_wait_for_the_endpoints_of_new_clusters(
     hub: Hub, delta: DeltaClient
 ) -> None:
     ready(hub, world(("c1", "c2")))
-    for type_url, subscribe in ((CLUSTER, ()), (ENDPOINT, ("c1", "c2")), (LISTENER, ())):
+    for type_url, subscribe in (
+        (CLUSTER, ()),
+        (ENDPOINT, ("c1", "c2")),
+        (LISTENER, ()),
+        (SECRET, ("cert",)),
+    ):
         await delta.request(type_url, subscribe=subscribe)
         await delta.ack(await delta.recv())
     await delta.request(ROUTE, subscribe=["http"])
@@ -737,6 +774,86 @@ async def test_an_unknown_route_configuration_is_held_until_it_appears(
     await sotw.quiet()
     hub.cache.update(GROUP, ROUTE, {"other": routes("other", "c1")})
     assert names(await sotw.recv()) == ["other"]
+
+
+# --- Secrets ------------------------------------------------------------------------------
+
+
+def with_tls(
+    *secrets: Resource, listener_secrets: Sequence[str] = ("cert/a",), stat_prefix: str = "v1"
+) -> Snapshot:
+    """``world()`` plus listener ``https`` naming ``listener_secrets``, and ``secrets``."""
+    https = tls_listener("https", *listener_secrets, stat_prefix=stat_prefix)
+    snapshot = world().with_changes(LISTENER, {"https": https})
+    return snapshot.with_changes(SECRET, {s.name: s for s in secrets})
+
+
+async def test_a_changed_secret_goes_before_the_changed_listener_that_names_it(
+    hub: Hub, sotw: SotwClient
+) -> None:
+    ready(hub, with_tls(secret("cert/a", "/secrets/a")))
+    await sotw.request(LISTENER)
+    await sotw.ack(await sotw.recv())
+    await sotw.request(SECRET, ["cert/a"])
+    await sotw.ack(await sotw.recv(), ["cert/a"])
+    await hub.wait(lambda: hub.state(SECRET) is SyncState.SYNCED)
+    # The listener now names a second certificate too, and the first one moved.
+    hub.cache.set(
+        GROUP,
+        with_tls(
+            secret("cert/a", "/secrets/a2"),
+            secret("cert/b", "/secrets/b"),
+            listener_secrets=("cert/a", "cert/b"),
+        ),
+    )
+    first = await sotw.recv()
+    assert first.type_url == SECRET and names(first) == ["cert/a"]
+    listeners = await sotw.recv()
+    assert listeners.type_url == LISTENER
+    await sotw.quiet()  # cert/b only once Envoy asks for it, having the listener
+    await sotw.ack(first, ["cert/a", "cert/b"])
+    added = await sotw.recv()
+    assert added.type_url == SECRET and names(added) == ["cert/b"]
+
+
+async def test_an_unknown_secret_is_held_until_it_appears(hub: Hub, sotw: SotwClient) -> None:
+    ready(hub, world())
+    await sotw.request(SECRET, ["cert/late"])
+    await sotw.quiet()
+    hub.cache.update(GROUP, SECRET, {"cert/late": secret("cert/late", "/secrets/late")})
+    assert names(await sotw.recv()) == ["cert/late"]
+
+
+async def test_delta_secrets_go_before_listeners_and_are_removed_after_them(
+    hub: Hub, delta: DeltaClient
+) -> None:
+    ready(hub, with_tls(secret("cert/a", "/secrets/a")))
+    await delta.request(LISTENER)
+    await delta.ack(await delta.recv())
+    await delta.request(SECRET, subscribe=["cert/a"])
+    first = await delta.recv()
+    assert first.type_url == SECRET and list(delta_names(first)) == ["cert/a"]
+    served = decode(SECRET, first.resources[0].resource.value).tls_certificate
+    assert served.private_key.filename == "/secrets/a/tls.key"  # a path, never a key
+    await delta.ack(first)
+    await hub.wait(lambda: hub.state(SECRET) is SyncState.SYNCED)
+
+    # The certificate moves and the listener changes with it: the Secret goes first.
+    moved = with_tls(secret("cert/a", "/secrets/a2"), stat_prefix="v2")
+    hub.cache.set(GROUP, moved)
+    changed = await delta.recv()
+    assert changed.type_url == SECRET and list(delta_names(changed)) == ["cert/a"]
+    await delta.ack(changed)
+    assert (await delta.recv()).type_url == LISTENER
+
+    # The HTTPS listener goes, and its Secret with it: the Secret only once the listener
+    # that named it has been replaced.
+    hub.cache.set(GROUP, world())
+    gone = await delta.recv()
+    assert gone.type_url == LISTENER and list(gone.removed_resources) == ["https"]
+    removed = await delta.recv()
+    assert removed.type_url == SECRET and list(removed.removed_resources) == ["cert/a"]
+    await delta.quiet()
 
 
 # --- delta ------------------------------------------------------------------------------

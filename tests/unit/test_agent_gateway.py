@@ -142,3 +142,221 @@ def test_the_cluster_publishes_its_gateways_routes_grants_and_the_services_route
     local = records[RecordRef(Kind.LOCAL_SERVICE, "shop", "local")]
     assert isinstance(local, LocalService)
     assert [e.addresses for s in local.endpoints for e in s.endpoints] == [("10.202.0.5",)]
+
+
+# --- statuses --------------------------------------------------------------------------------
+
+
+class FakeKube:
+    """Records status writes (the object's API path and the status written)."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+
+    async def patch_status(self, api_path: str, status: Any) -> dict[str, Any]:
+        self.patches.append((api_path, dict(status)))
+        return {}
+
+
+def _status_agent() -> tuple[GatewayAgent, FakeKube]:
+    from agents.status import StatusWriter
+
+    kube = FakeKube()
+    agent = GatewayAgent("b", kube, None, StatusWriter(kube), None)  # type: ignore[arg-type]
+    for plural, body in [
+        (
+            "gatewayclasses",
+            {"metadata": meta("ours", None), "spec": {"controllerName": CONTROLLER_NAME}},
+        ),
+        (
+            "gateways",
+            {
+                "metadata": meta("gw"),
+                "spec": {
+                    "gatewayClassName": "ours",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                },
+            },
+        ),
+        (
+            "gateways",
+            {
+                "metadata": meta("other"),
+                "spec": {
+                    "gatewayClassName": "theirs",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                },
+            },
+        ),
+    ]:
+        agent.on_event(plural, "ADDED", body)
+    return agent, kube
+
+
+def _route_with_old_entries(parent: str) -> dict[str, Any]:
+    """An HTTPRoute naming ``parent`` whose status still has our entry for ``gw`` (written
+    when it named it) and another controller's for ``other``."""
+    accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "x"}
+    return {
+        "metadata": meta("api", uid="u1"),
+        "spec": {"parentRefs": [{"group": GROUP, "kind": "Gateway", "name": parent}]},
+        "status": {
+            "parents": [
+                {
+                    "parentRef": {"group": GROUP, "kind": "Gateway", "name": "gw"},
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": [accepted],
+                },
+                {
+                    "parentRef": {"group": GROUP, "kind": "Gateway", "name": "other"},
+                    "controllerName": "x.io/y",
+                    "conditions": [accepted],
+                },
+            ]
+        },
+    }
+
+
+async def _route_parents(agent: GatewayAgent, kube: FakeKube) -> list[dict[str, Any]] | None:
+    agent.published = agent.desired({}, {}, {})
+    await agent.write_statuses([])
+    written = [s for path, s in kube.patches if "/httproutes/" in path]
+    return written[-1]["parents"] if written else None
+
+
+async def test_our_entry_goes_when_the_route_no_longer_names_our_gateway() -> None:
+    agent, kube = _status_agent()
+    agent.on_event("httproutes", "ADDED", _route_with_old_entries("other"))
+    parents = await _route_parents(agent, kube)
+    # Gateway API: entries for parents the controller no longer handles are removed;
+    # another controller's entry stays.
+    assert parents is not None, "our stale entry was left in place"
+    assert [p["controllerName"] for p in parents] == ["x.io/y"]
+
+
+async def test_our_entry_goes_when_its_gateway_is_deleted() -> None:
+    agent, kube = _status_agent()
+    agent.on_event("httproutes", "ADDED", _route_with_old_entries("gw"))
+    agent.on_event("gateways", "DELETED", {"metadata": meta("gw")})
+    parents = await _route_parents(agent, kube)
+    assert parents is not None, "our stale entry was left in place"
+    assert [p["controllerName"] for p in parents] == ["x.io/y"]
+
+
+# --- certificate Secrets ---------------------------------------------------------------------
+
+
+class SecretKube:
+    """Lists the given objects by plural and serves Secrets by API path (GET only)."""
+
+    def __init__(self, listing: dict[str, list[dict[str, Any]]]) -> None:
+        self.listing = listing
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.gets: list[str] = []
+
+    async def list_items(self, path: str, label_selector: str | None = None) -> Any:
+        return self.listing.get(path.rsplit("/", 1)[-1], [])
+
+    async def get(self, path: str) -> Any:
+        self.gets.append(path)
+        return self.secrets.get(path)
+
+
+def _tls_secret() -> tuple[dict[str, Any], bytes]:
+    """A kubernetes.io/tls Secret with a fresh key and certificate, and the key's PEM."""
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.example.com")])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=90))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    crt = cert.public_bytes(serialization.Encoding.PEM)
+    data = {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(pem).decode()}
+    secret = {
+        "metadata": meta("shop-cert", resourceVersion="5"),
+        "type": "kubernetes.io/tls",
+        "data": data,
+    }
+    return secret, pem
+
+
+async def test_a_gateway_record_carries_verdicts_on_its_secrets_never_the_secrets() -> None:
+    import asyncio
+
+    import pytest
+
+    from agents import gateway as agent_gateway
+    from federation.registry.kinds import decode_record
+    from tests.memory_store import MemoryRegistry
+
+    https = {
+        "name": "https",
+        "port": 443,
+        "protocol": "HTTPS",
+        "tls": {"certificateRefs": [{"name": "shop-cert"}]},
+    }
+    kube = SecretKube(
+        {
+            "gatewayclasses": [
+                {"metadata": meta("ours", None), "spec": {"controllerName": CONTROLLER_NAME}}
+            ],
+            "gateways": [
+                {"metadata": meta("gw"), "spec": {"gatewayClassName": "ours", "listeners": [https]}}
+            ],
+        }
+    )
+    registry = MemoryRegistry()
+    fake: Any = kube
+    no_status: Any = None
+    agent = GatewayAgent("b", fake, registry.writer("b"), no_status, None, recheck_interval=30.0)
+    ref, path = RecordRef(Kind.GATEWAY, "shop", "gw"), "/api/v1/namespaces/shop/secrets/shop-cert"
+
+    # Start-up: the Secrets are read with the listing, so the first full publish has them.
+    agent.replace(await agent.list_all())
+    assert kube.gets == [path]
+    first = agent.desired({}, {}, {})[ref]
+    assert isinstance(first, g.GatewayRecord)
+    missing = g.CertificateCheck("shop", "shop-cert", False, "Secret shop/shop-cert does not exist")
+    assert first.certificate_checks == (missing,)
+
+    # A sync reads them again; while one is unusable, the next sync comes soon.
+    loop = asyncio.get_running_loop()
+    await agent.publish(agent.desired({}, {}, {}))
+    assert agent._recheck is not None
+    assert agent._recheck.when() - loop.time() == pytest.approx(
+        agent_gateway.RECHECK_FIRST, abs=0.5
+    )
+
+    # The Secret is created: the next sync publishes the new verdict, and nothing of it.
+    kube.secrets[path], key = _tls_secret()
+    await agent.publish(agent.desired({}, {}, {}))
+    data = (await registry.reader().snapshot("b")).records[ref.field]
+    published = decode_record(Kind.GATEWAY, data)
+    assert isinstance(published, g.GatewayRecord)
+    assert published.certificate_checks == (g.CertificateCheck("shop", "shop-cert", True),)
+    assert (
+        b"PRIVATE KEY" not in data
+        and kube.secrets[path]["data"]["tls.key"][:32].encode() not in data
+    )
+    assert key not in data
+    assert agent._recheck.when() - loop.time() == pytest.approx(30.0, abs=0.5)

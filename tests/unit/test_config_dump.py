@@ -86,8 +86,8 @@ def test_the_dump_uses_envoys_field_names(update_golden: bool) -> None:
 def test_a_type_filter_keeps_only_that_type() -> None:
     dump = cd.dump_of(hub_payload(), cd.types_of(["routes"]))
     assert list(dump.resources) == [ROUTE]
-    with pytest.raises(InvalidInputError, match="--type secrets"):
-        cd.types_of(["secrets"])
+    with pytest.raises(InvalidInputError, match="--type tlsroutes"):
+        cd.types_of(["tlsroutes"])
 
 
 def test_a_malformed_resource_is_reported_with_its_field_path() -> None:

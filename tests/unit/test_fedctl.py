@@ -22,6 +22,24 @@ def test_bootstrap_names_the_node_by_cluster_and_reaches_the_hub_over_ads() -> N
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
+def test_a_gateways_envoy_names_its_gateway_in_the_node_metadata() -> None:
+    options = BootstrapOptions(
+        cluster="b", xds_address="127.0.0.1:18000", insecure_plaintext=True, gateway="shop/gw"
+    )
+    assert bootstrap(options)["node"] == {
+        "id": "envoy-b-shop-gw",
+        "cluster": "b",
+        "metadata": {"federation.gateway": "shop/gw"},
+    }
+    for bad in ("shop", "shop/gw/x", "Shop/gw"):
+        with pytest.raises(InvalidInputError, match="--gateway"):
+            bootstrap(
+                BootstrapOptions(
+                    cluster="b", xds_address="127.0.0.1:1", insecure_plaintext=True, gateway=bad
+                )
+            )
+
+
 @pytest.mark.parametrize(
     ("cluster", "xds", "fragment"),
     [("Bad_Id", "127.0.0.1:1", "invalid cluster id"), ("a", "nohost", "--xds must be HOST:PORT")],
@@ -52,9 +70,10 @@ def test_proxy_status_shows_every_envoy_and_the_nack_message() -> None:
         },
     ]
     lines = render_proxy_status(proxies).splitlines()
-    assert lines[0].split() == ["NODE", "CLUSTER", "PROTOCOL", "CDS", "EDS", "LDS", "RDS", "SYNCED"]
-    assert lines[1].split() == ["envoy-a", "a", "sotw", "synced", "synced", "-", "-", "yes"]
-    assert lines[2].split() == ["envoy-b", "b", "delta", "nacked", "stale", "-", "-", "NO"]
+    header = ["NODE", "GROUP", "PROTOCOL", "CDS", "EDS", "SDS", "LDS", "RDS", "SYNCED"]
+    assert lines[0].split() == header
+    assert lines[1].split() == ["envoy-a", "a", "sotw", "synced", "synced", "-", "-", "-", "yes"]
+    assert lines[2].split() == ["envoy-b", "b", "delta", "nacked", "stale", "-", "-", "-", "NO"]
     assert lines[3] == "envoy-b Cluster NACKed version v7: bad cluster"
 
 
@@ -70,10 +89,14 @@ def _xds_cluster(xds: str) -> dict[str, object]:
 
 
 def test_a_hub_given_by_name_is_resolved_by_dns_and_one_given_by_ip_is_static() -> None:
-    """Envoy refuses a host name in a STATIC cluster: in a pod the hub is a Service name."""
-    assert _xds_cluster("federation-hub.federation.svc:18000")["type"] == "STRICT_DNS"
-    assert _xds_cluster("10.96.0.10:18000")["type"] == "STATIC"
-    assert _xds_cluster("[fd00::10]:18000")["type"] == "STATIC"
+    """Envoy refuses a host name in a STATIC cluster: in a pod the hub is a Service name.
+    A name is resolved in both families into one host that Envoy connects to with happy
+    eyeballs, so it works whichever family the hub listens on."""
+    by_name = _xds_cluster("federation-hub.federation.svc:18000")
+    assert (by_name["type"], by_name["dns_lookup_family"]) == ("LOGICAL_DNS", "ALL")
+    for by_ip in (_xds_cluster("10.96.0.10:18000"), _xds_cluster("[fd00::10]:18000")):
+        assert by_ip["type"] == "STATIC"
+        assert "dns_lookup_family" not in by_ip
 
 
 def test_the_hub_connection_is_kept_alive() -> None:
@@ -143,8 +166,8 @@ def test_proxy_status_shows_refused_and_unknown_nodes_with_their_reason() -> Non
         },
     ]
     lines = render_proxy_status(refused).splitlines()
-    assert lines[1].split() == ["envoy-a", "a", "-", "-", "-", "-", "-", "REFUSED"]
-    assert lines[2].split() == ["envoy-x", "x", "-", "-", "-", "-", "-", "UNKNOWN"]
+    assert lines[1].split() == ["envoy-a", "a", "-", "-", "-", "-", "-", "-", "REFUSED"]
+    assert lines[2].split() == ["envoy-x", "x", "-", "-", "-", "-", "-", "-", "UNKNOWN"]
     assert (
         "envoy-a from spiffe://federation.local/cluster/b refused 1x "
         "(identity-mismatch, PERMISSION_DENIED): node.cluster 'a' disagrees" in lines

@@ -7,8 +7,8 @@ Each case is a pair of files in ``tests/golden/gateway``:
   name, generation, rejected, envoys}``), and ``records``: registry records of any kind
   in their JSON shape without ``"v"`` (``kind`` says which), of any clusters.
   A leading comment says what the case shows.
-- ``<case>.out.yaml``: the cluster's ``ir`` (GatewayIR) and ``statuses``, in the JSON
-  shape of the registry codec.
+- ``<case>.out.yaml``: the cluster's ``gateways`` (a GatewayIR per Gateway: what its own
+  Envoys serve) and ``statuses``, in the JSON shape of the registry codec.
 
 Both go through the same assembly as the hub and the agents:
 ``cluster_inputs(cluster, records, imports_of(services), programmed)`` then ``resolve``.
@@ -58,7 +58,10 @@ def run(cluster: str, records: list[Record], programmed: Any) -> Resolved:
 
 
 def render(resolved: Resolved) -> str:
-    doc = {"ir": to_json(resolved.ir), "statuses": to_json(resolved.statuses)}
+    doc = {
+        "gateways": [to_json(g) for g in resolved.gateways],
+        "statuses": to_json(resolved.statuses),
+    }
     return yaml.safe_dump(doc, sort_keys=False, width=10_000, allow_unicode=True)
 
 

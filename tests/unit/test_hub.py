@@ -9,6 +9,7 @@ by e2e/test_data_plane.py; this is what the hub decides to put in the cache.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 
 import pytest
@@ -18,10 +19,11 @@ from envoy.config.route.v3 import route_pb2
 from federation.cli import hub as hub_main
 from federation.errors import InvalidInputError
 from federation.hub.core import Hub
-from federation.hub.snapshots import SnapshotOptions
+from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
 from federation.translate.inputs import TranslateOptions
+from federation.translate.ir import GatewayIR, ListenerIR
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
 from tests.memory_store import MemoryRegistry
 from tests.unit.test_registry_watcher import join, svc
@@ -193,6 +195,7 @@ def _route(path: str, backend: str = "web") -> g.HTTPRouteRecord:
     )
 
 
+GW_GROUP = "b/shop/gw"
 GATEWAY = g.GatewayRecord(
     cluster="b",
     namespace="shop",
@@ -209,37 +212,70 @@ def _route_config(hub: Hub, group: str) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration.FromString(resource.body)
 
 
-async def test_a_clusters_gateway_reaches_only_its_own_envoys() -> None:
+async def test_a_gateway_reaches_only_its_own_envoys() -> None:
+    """b's Gateway shop/gw is served to its own node group b/shop/gw: b's shared Envoys
+    keep the clusterset listener alone, and a gets nothing of b's."""
     registry, hub = make_hub()
     await join(registry, "a", [svc("a", "web")])
     await join(registry, "b", [GATEWAY, _route("/api")])
     await hub.watcher.load()
     hub.publish_loaded()
-    b, a = hub.cache.get("b"), hub.cache.get("a")
-    assert b is not None and a is not None
-    assert set(b.of(LISTENER)) == {"clusterset-http", "gateway/8080"}
+    gw, b, a = hub.cache.get(GW_GROUP), hub.cache.get("b"), hub.cache.get("a")
+    assert gw is not None and b is not None and a is not None
+    assert set(gw.of(LISTENER)) == {"gateway/8080"}
+    assert set(b.of(LISTENER)) == {"clusterset-http"}
     assert set(a.of(LISTENER)) == {"clusterset-http"}
-    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    assert "clusterset" not in gw.of(ROUTE)
+    (route,) = _route_config(hub, GW_GROUP).virtual_hosts[0].routes
     assert route.match.path_separated_prefix == "/api"
     assert route.route.cluster == WEB_CLUSTER
+    assert set(hub.cache.groups()) == {"a", "b", GW_GROUP}
 
 
-async def test_a_route_only_change_is_pushed_to_its_cluster_alone() -> None:
+async def test_two_gateways_on_one_port_each_have_their_own_envoys() -> None:
+    """Two Gateways in different namespaces, both HTTP on port 80 without a hostname:
+    neither conflicts, each group gets one listener (bound above 1024, since Gateway
+    Envoys run unprivileged) with its own routes."""
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    gateways = [
+        g.GatewayRecord(
+            "b", ns, "gw", g.GatewaySpec("federation", (g.Listener("http", 80, "HTTP"),))
+        )
+        for ns in ("shop", "bank")
+    ]
+    bank_route = dataclasses.replace(_route("/bank"), namespace="bank")
+    await join(registry, "b", [*gateways, _route("/shop"), bank_route])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    for ns in ("shop", "bank"):
+        snapshot = hub.cache.get(f"b/{ns}/gw")
+        assert snapshot is not None
+        (resource,) = snapshot.of(LISTENER).values()
+        listener = listener_pb2.Listener.FromString(resource.body)
+        assert listener.address.socket_address.port_value == 10080
+        routes = route_pb2.RouteConfiguration.FromString(snapshot.of(ROUTE)["gateway/80"].body)
+        (route,) = routes.virtual_hosts[0].routes
+        assert route.match.path_separated_prefix == f"/{ns}"
+
+
+async def test_a_route_only_change_is_pushed_to_its_gateway_alone() -> None:
     registry, hub = make_hub()
     await join(registry, "a", [svc("a", "web")])
     writer = await join(registry, "b", [GATEWAY, _route("/api")])
     await hub.watcher.load()
     hub.publish_loaded()
-    a_generation = hub.cache.generation("a")
-    b_before = hub.cache.get("b")
+    a_generation, b_generation = hub.cache.generation("a"), hub.cache.generation("b")
+    before = hub.cache.get(GW_GROUP)
     await writer.publish(_route("/v2"))
     await hub.watcher.step()
-    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    (route,) = _route_config(hub, GW_GROUP).virtual_hosts[0].routes
     assert route.match.path_separated_prefix == "/v2"
     assert hub.cache.generation("a") == a_generation  # nothing for a
-    b_after = hub.cache.get("b")
-    assert b_before is not None and b_after is not None
-    assert b_after.of(CLUSTER) is b_before.of(CLUSTER)  # only the routes changed
+    assert hub.cache.generation("b") == b_generation  # nor for b's shared Envoys
+    after = hub.cache.get(GW_GROUP)
+    assert before is not None and after is not None
+    assert after.of(CLUSTER) is before.of(CLUSTER)  # only the routes changed
     assert (hub.builder.gateway_pushes, hub.builder.full_pushes) == (1, 1)
 
 
@@ -248,9 +284,45 @@ async def test_an_import_that_appears_later_resolves_a_waiting_route() -> None:
     await join(registry, "b", [GATEWAY, _route("/api", backend="late")])
     await hub.watcher.load()
     hub.publish_loaded()
-    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    (route,) = _route_config(hub, GW_GROUP).virtual_hosts[0].routes
     assert route.direct_response.status == 500  # no such ServiceImport yet
     await join(registry, "a", [svc("a", "late")])
     await hub.watcher.step()
-    (route,) = _route_config(hub, "b").virtual_hosts[0].routes
+    (route,) = _route_config(hub, GW_GROUP).virtual_hosts[0].routes
     assert route.route.cluster == "clusterset/shop/late/80"
+
+
+def test_a_translation_error_costs_its_own_group_only() -> None:
+    """A resolver that raises for one Gateway (an input no check foresaw): that group is
+    served nothing new, every other group goes on."""
+    cache = SnapshotCache()
+    builder = SnapshotBuilder(
+        cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
+    )
+    good = GatewayIR("b", (ListenerIR("gateway/8080", 8080),), namespace="shop", name="gw")
+
+    def resolver(group: str) -> GatewayIR | None:
+        if group == "b/shop/bad":
+            raise RuntimeError("a bug")
+        return good if group == GW_GROUP else None
+
+    groups = {"b", GW_GROUP, "b/shop/bad"}
+    builder.update({}, groups, groups, resolver)
+    assert builder.translation_errors == 1
+    served, bad = cache.get(GW_GROUP), cache.get("b/shop/bad")
+    assert served is not None and set(served.of(LISTENER)) == {"gateway/8080"}
+    assert bad is not None and not bad.of(LISTENER)  # present, with nothing of its Gateway
+
+
+async def test_a_deleted_gateways_group_is_no_longer_served_nor_shown() -> None:
+    registry, hub = make_hub()
+    await join(registry, "a", [svc("a", "web")])
+    writer = await join(registry, "b", [GATEWAY, _route("/api")])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    assert hub.cache.get(GW_GROUP) is not None
+    await writer.withdraw(RecordRef(Kind.GATEWAY, "shop", "gw"))
+    await hub.watcher.step()
+    assert hub.cache.get(GW_GROUP) is None
+    assert GW_GROUP not in set(hub.cache.groups())
+    assert hub.cache.get("b") is not None  # the cluster's shared Envoys go on

@@ -1,21 +1,28 @@
 """The clusterset PKI: identities in certificates, and the node group they allow."""
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from cryptography import x509
+from envoy.config.core.v3 import base_pb2
 
 from federation.cli import pki as pki_cli
 from federation.errors import InvalidInputError
+from federation.node_groups import GATEWAY_METADATA
 from federation.pki import CertificateAuthority, cluster_of, uris_of
 from federation.xds.peers import CertificateGroup, Peer, PeerSlots, Refusal, claimed_group
 
 
-class Node:
-    def __init__(self, cluster: str, id: str = "envoy") -> None:
-        self.cluster = cluster
-        self.id = id
+def Node(cluster: str, id: str = "envoy", gateway: object = None) -> Any:
+    """An Envoy's node as the xDS server receives it, naming ``gateway`` in its metadata."""
+    node = base_pb2.Node(id=id, cluster=cluster)
+    if isinstance(gateway, str):
+        node.metadata.fields[GATEWAY_METADATA].string_value = gateway
+    elif gateway is not None:
+        node.metadata.fields[GATEWAY_METADATA].number_value = 1
+    return node
 
 
 def test_a_cluster_certificate_names_its_cluster_and_the_hub_its_role() -> None:
@@ -65,6 +72,23 @@ def test_the_certificate_decides_the_group_and_a_foreign_claim_is_denied() -> No
     with pytest.raises(Refusal) as anonymous:
         group(Node("a"), Peer("ipv4:10.0.0.1:4000", ("spiffe://other.org/cluster/a",)))
     assert anonymous.value.reason == "no-cluster-identity"
+
+
+def test_a_gateways_envoy_is_served_that_gateway_of_its_own_cluster_only() -> None:
+    group = CertificateGroup("example.org")
+    b = Peer("ipv4:10.0.0.1:4000", ("spiffe://example.org/cluster/b",))
+    assert group(Node("b", gateway="shop/gw"), b) == "b/shop/gw"
+    assert group(Node("", gateway="shop/gw"), b) == "b/shop/gw"
+    assert group(Node("b", gateway=""), b) == "b"
+    with pytest.raises(Refusal) as foreign:
+        group(Node("a", gateway="shop/gw"), b)  # a's Gateway with b's certificate
+    assert foreign.value.reason == "identity-mismatch"
+    for bad in ("shop", "shop/gw/x", "Shop/gw", "shop/", 7):
+        with pytest.raises(Refusal) as refused:
+            group(Node("b", gateway=bad), b)
+        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert refused.value.reason == "bad-gateway-metadata", bad
+    assert claimed_group(Node("a", gateway="x/y"), Peer("ipv4:127.0.0.1:1")) == "a/x/y"
 
 
 def test_plain_text_serves_the_claim_and_needs_one() -> None:

@@ -9,15 +9,15 @@ from federation.hub.programmed import ProgrammedPublisher, facts
 from federation.programmed import decode, encode, merge, merged_facts
 from federation.registry.hub_state import MemoryHubState
 from federation.translate.gateway.inputs import ProgrammedFact
-from federation.xds.snapshot import LISTENER, ROUTE
+from federation.xds.snapshot import LISTENER, ROUTE, SECRET
 from federation.xds.status import SyncRegistry
 
 GW = ("shop", "gw")
 
 
-def registry_with(states: dict[str, str], group: str = "b") -> SyncRegistry:
+def registry_with(states: dict[str, str], group: str = "b/shop/gw") -> SyncRegistry:
     """One stream of ``group`` whose LDS and RDS are ``synced``, ``stale`` or ``nacked``."""
-    versions = {LISTENER: "l1", ROUTE: "r1"}
+    versions = {LISTENER: "l1", ROUTE: "r1", SECRET: "s1"}
     sync = SyncRegistry(lambda g: versions)
     stream = sync.open("envoy-1", group, "sotw")
     for type_url, state in states.items():
@@ -33,14 +33,29 @@ def registry_with(states: dict[str, str], group: str = "b") -> SyncRegistry:
 
 def test_a_generation_counts_once_every_envoy_acked_listeners_and_routes() -> None:
     synced = registry_with({LISTENER: "synced", ROUTE: "synced"})
-    assert facts({GW: 3}, synced.list("b"), {}) == {GW: ProgrammedFact(3, None, 1)}
+    assert facts({GW: 3}, lambda _: synced.list("b/shop/gw"), {}) == {
+        GW: ProgrammedFact(3, None, 1)
+    }
     pending = registry_with({LISTENER: "synced", ROUTE: "stale"})
     # Not yet: the generation applied before is kept.
-    assert facts({GW: 3}, pending.list("b"), {GW: 2}) == {GW: ProgrammedFact(2, None, 1)}
+    assert facts({GW: 3}, lambda _: pending.list("b/shop/gw"), {GW: 2}) == {
+        GW: ProgrammedFact(2, None, 1)
+    }
     nacked = registry_with({LISTENER: "nacked", ROUTE: "synced"})
-    (fact,) = facts({GW: 3}, nacked.list("b"), {}).values()
+    (fact,) = facts({GW: 3}, lambda _: nacked.list("b/shop/gw"), {}).values()
     assert fact.generation is None and fact.rejected and "address in use" in fact.rejected
-    assert facts({GW: 3}, [], {}) == {GW: ProgrammedFact(None, None, 0)}  # no Envoy
+    assert facts({GW: 3}, lambda _: [], {}) == {GW: ProgrammedFact(None, None, 0)}  # no Envoy
+
+
+def test_a_rejected_certificate_is_a_rejected_gateway_and_none_asked_is_none_missing() -> None:
+    """SDS counts once subscribed: a Gateway without HTTPS never asks for a Secret."""
+    plain = registry_with({LISTENER: "synced", ROUTE: "synced"})
+    assert facts({GW: 3}, lambda _: plain.list("b/shop/gw"), {})[GW].generation == 3
+    tls = registry_with({LISTENER: "synced", ROUTE: "synced", SECRET: "stale"})
+    assert facts({GW: 3}, lambda _: tls.list("b/shop/gw"), {})[GW].generation is None
+    bad = registry_with({LISTENER: "synced", ROUTE: "synced", SECRET: "nacked"})
+    (fact,) = facts({GW: 3}, lambda _: bad.list("b/shop/gw"), {}).values()
+    assert fact.generation is None and "address in use" in (fact.rejected or "")
 
 
 def test_the_codec_round_trips_and_refuses_garbage() -> None:
@@ -60,6 +75,24 @@ def test_hub_replicas_merge_to_the_oldest_applied_generation_and_any_rejection()
     assert merge([none, one]) == one
     rejected = merge([one, {GW: ProgrammedFact(None, "nack", 1)}])
     assert rejected[GW].rejected == "nack" and rejected[GW].generation is None
+
+
+async def test_one_gateways_nack_is_that_gateways_alone() -> None:
+    """Each Gateway's facts come from its own Envoys (node group b/<ns>/<name>)."""
+    other = ("shop", "other")
+    sync = registry_with({LISTENER: "nacked", ROUTE: "synced"}, group="b/shop/other")
+    stream = sync.open("envoy-2", "b/shop/gw", "sotw")
+    for type_url, version in ((LISTENER, "l1"), (ROUTE, "r1")):
+        stream.subscribed(type_url)
+        stream.sent(type_url, version, "1")
+        stream.evaluated(type_url, version)
+        stream.acked(type_url, version)
+    state = MemoryHubState()
+    publisher = ProgrammedPublisher(state, sync, lambda: {"b": {GW: 2, other: 5}}, "hub-1")
+    await publisher.publish_once()
+    got = await merged_facts(state, "b")
+    assert got[GW] == ProgrammedFact(2, None, 1)
+    assert got[other].generation is None and "address in use" in (got[other].rejected or "")
 
 
 async def test_the_publisher_writes_changes_and_agents_read_them_back() -> None:

@@ -73,7 +73,7 @@ def test_kubernetes_objects_are_read_with_the_same_codec_ignoring_unknown_fields
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
                 "backendRefs": [{"name": "echo", "port": 80, "weight": 1, "future": "x"}],
-                "sessionPersistence": {"sessionName": "x"},  # a field we do not implement
+                "futureSetting": {"x": "y"},  # a field of a newer Gateway API
             }
         ],
     }
@@ -82,7 +82,7 @@ def test_kubernetes_objects_are_read_with_the_same_codec_ignoring_unknown_fields
     assert to_json(parsed)["rules"][0]["matches"] == [
         {"path": {"type": "PathPrefix", "value": "/api"}}
     ]
-    with pytest.raises(InvalidRecordError, match="unknown field 'sessionPersistence'"):
+    with pytest.raises(InvalidRecordError, match="unknown field 'futureSetting'"):
         from_json(g.HTTPRouteSpec, spec)
 
 
@@ -102,3 +102,34 @@ def test_maps_keep_sorted_pairs() -> None:
     decoded = decode_record(Kind.HTTP_ROUTE, encode_record(route))
     assert isinstance(decoded, g.HTTPRouteRecord)
     assert decoded.namespace_labels == (("a", "1"), ("b", "2"))
+
+
+def test_a_gateway_carries_certificate_verdicts_optionally_and_strictly() -> None:
+    plain = samples.gateway("a")
+    # Without verdicts a Gateway encodes exactly as before the field existed.
+    assert b"certificateChecks" not in encode_record(plain)
+    checks = (
+        g.CertificateCheck("demo", "cert", False, "Secret demo/cert does not exist"),
+        g.CertificateCheck("demo", "ok", True),
+    )
+    data = encode_record(replace(plain, certificate_checks=checks))
+    assert json.loads(data)["certificateChecks"] == [
+        {
+            "namespace": "demo",
+            "name": "cert",
+            "usable": False,
+            "message": "Secret demo/cert does not exist",
+        },
+        {"namespace": "demo", "name": "ok", "usable": True},
+    ]
+    decoded = decode_record(Kind.GATEWAY, data)
+    assert isinstance(decoded, g.GatewayRecord) and decoded.certificate_checks == checks
+    for change, message in [
+        ({"usable": None}, r"certificateChecks\[0\]\.usable: required"),
+        ({"usable": "no"}, r"certificateChecks\[0\]\.usable: expected a bool"),
+        ({"key": "x"}, r"certificateChecks\[0\]: unknown field 'key'"),
+    ]:
+        obj = json.loads(data)
+        obj["certificateChecks"][0].update(change)
+        with pytest.raises(InvalidRecordError, match=message):
+            decode_record(Kind.GATEWAY, json.dumps(obj).encode())

@@ -258,3 +258,22 @@ def test_ip_family_flags() -> None:
             ip_families_from_flags([bad])
     with pytest.raises(InvalidInputError, match="one of IPv4, IPv6"):
         TranslateOptions(default_ip_family="dual")
+
+
+def test_a_header_value_with_percent_reaches_envoy_literally() -> None:
+    """Gateway API header values are literal; Envoy reads % as a command, so it gets %%."""
+    from envoy.config.route.v3 import route_components_pb2
+
+    from federation.translate.ir import HeaderIR, HeaderModIR, MatchIR, PathMatchIR, RouteIR
+    from federation.translate.proxy.features.headers import patch_route
+
+    ir = RouteIR(
+        "r",
+        MatchIR(PathMatchIR("PathPrefix", "/")),
+        request_headers=HeaderModIR(set=(HeaderIR("x-discount", "50%"),)),
+        response_headers=HeaderModIR(add=(HeaderIR("x-host", "%HOSTNAME%"),)),
+    )
+    route = route_components_pb2.Route()
+    patch_route(ir, route)
+    assert route.request_headers_to_add[0].header.value == "50%%"
+    assert route.response_headers_to_add[0].header.value == "%%HOSTNAME%%"

@@ -4,28 +4,35 @@ Pure logic, with the real Envoy protobuf classes: versions are content hashes, w
 fragments are built once and decode to what was put in, a type's version does not depend
 on how the snapshot was built, and the cache wakes its subscribers only on real changes,
 reports what changed, and serves nothing before it is ready. The sync-state rules of
-``federation.xds.status`` are checked at the end.
+``federation.xds.status`` are checked at the end, and that sync status and config-dump
+know certificate Secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import duration_pb2
 
+from federation.cli import config_dump as cd
 from federation.errors import InvalidInputError
+from federation.hub.config_dump import payload
 from federation.xds.snapshot import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
     ORDER,
     ROUTE,
+    SECRET,
     Resource,
     Snapshot,
     SnapshotCache,
@@ -66,8 +73,10 @@ def test_identical_bytes_have_identical_versions() -> None:
 
 
 def test_the_type_urls_and_their_push_order() -> None:
-    assert ORDER == (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+    # A listener comes after the Secrets its TLS contexts name, as after the clusters.
+    assert ORDER == (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
     assert ENDPOINT.endswith("envoy.config.endpoint.v3.ClusterLoadAssignment")
+    assert SECRET.endswith("envoy.extensions.transport_sockets.tls.v3.Secret")
     assert LISTENER.endswith("envoy.config.listener.v3.Listener")
     assert ROUTE.endswith("envoy.config.route.v3.RouteConfiguration")
 
@@ -321,3 +330,55 @@ def test_update_needs_a_snapshot_to_change() -> None:
     with pytest.raises(InvalidInputError, match="has no snapshot"):
         cache.update("b", ENDPOINT, {"c1": assignment("c1", 2)})
     assert cache.get("b") is None
+
+
+# --- Secrets: sync status and config-dump know the type -------------------------------
+
+
+def certificate(name: str, directory: str) -> Resource:
+    tls = common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(filename=f"{directory}/tls.crt"),
+        private_key=base_pb2.DataSource(filename=f"{directory}/tls.key"),
+        watched_directory=base_pb2.WatchedDirectory(path=directory),
+    )
+    return Resource.of(secret_pb2.Secret(name=name, tls_certificate=tls), name)
+
+
+def test_sync_status_lists_secrets_in_push_order() -> None:
+    registry = SyncRegistry(lambda group: {})
+    stream = registry.open("envoy-1", "b", "delta")
+    for type_url in (LISTENER, SECRET, CLUSTER):  # as Envoy subscribes: SDS after LDS
+        stream.subscribed(type_url)
+    (status,) = registry.list()
+    assert [t.type_url for t in status.types] == [CLUSTER, SECRET, LISTENER]
+
+
+def test_config_dump_decodes_secrets_and_compares_them_as_envoy_redacts_them() -> None:
+    """The hub dumps a Secret like any type, in push order; Envoy's admin shows the
+    private key's path as ``[redacted]``, which is no difference."""
+    cache = SnapshotCache()
+    cache.set("b", Snapshot.build([cluster("c1"), certificate("cert/ns/a", "/s/ns/a")]))
+    found = payload(cache, "b")
+    assert found is not None
+    assert list(found["resources"]) == [CLUSTER, SECRET]
+    dump = cd.dump_of(found, cd.types_of(["secrets"]))
+    (served,) = dump.resources[SECRET]
+    assert served.resource is not None
+    assert served.resource["tls_certificate"]["private_key"] == {"filename": "/s/ns/a/tls.key"}
+    shown = json.loads(json.dumps(served.resource))
+    shown["tls_certificate"]["private_key"] = {"filename": "[redacted]"}
+    admin = {
+        "configs": [
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+                "dynamic_active_secrets": [
+                    {"name": "cert/ns/a", "secret": {"@type": SECRET, **shown}}
+                ],
+            }
+        ]
+    }
+    comparison = cd.compare(dump, cd.envoy_resources(admin), None)
+    assert comparison.same == {"secrets": 1} and not comparison.differs
+    # A Secret whose files Envoy does not read from the same place is a difference.
+    shown["tls_certificate"]["certificate_chain"] = {"filename": "/elsewhere/tls.crt"}
+    assert cd.compare(dump, cd.envoy_resources(admin), None).differs

@@ -42,3 +42,15 @@ def served(listener: str | None, route_hostnames: Iterable[str]) -> tuple[str, .
     if not names:
         return (listener if listener is not None else ANY,)
     return tuple(sorted({m for h in names if (m := meet(listener, h)) is not None}))
+
+
+def overlap(first: Iterable[str], second: Iterable[str]) -> tuple[str, ...]:
+    """The hostnames two routes served on one listener (:func:`served`) have in common,
+    sorted; empty when they share none. ``*`` is any hostname."""
+    out = set()
+    for a in first:
+        for b in second:
+            common = a if b == ANY else meet(None if a == ANY else a, b)
+            if common is not None:
+                out.add(common)
+    return tuple(sorted(out))

@@ -13,7 +13,17 @@ route's backend problems become its ``ResolvedRefs`` condition. What answers a r
 
 Routes inherit the data plane's safe defaults (retries of failures before the request
 was sent, no timeout unless the route sets one); ``timeouts.request`` bounds the whole
-request and ``timeouts.backendRequest`` each attempt.
+request, ``timeouts.backendRequest`` each attempt, and an HTTPRoute rule's ``retry``
+adds the status codes to retry, the number of retries and the back-off.
+
+A rule setting that is not implemented is refused by name, never ignored: a rule with
+``sessionPersistence`` would otherwise silently lose its affinity. So is every value the
+data plane would refuse (:mod:`.envoy_limits`), which would make it reject the route
+configuration of the whole listener and so freeze every later change to the Gateway;
+the reason names the field within the rule (``matches[1].path.value``,
+``backendRefs[0].weight``). A route hostname that cannot be a virtual host's domain
+refuses every rule, so that the route is not Accepted. See :func:`compile_route` for what
+a refused rule answers.
 """
 
 from __future__ import annotations
@@ -29,10 +39,13 @@ from federation.registry.gatewayapi import (
     HTTPRouteRecord,
     RequestMirror,
 )
+from federation.translate.gateway import envoy_limits
+from federation.translate.gateway.envoy_limits import shown
 from federation.translate.gateway.filters import (
     FilterError,
     RuleFilters,
     backend_filters,
+    retry,
     rule_filters,
     timeouts,
 )
@@ -40,13 +53,23 @@ from federation.translate.gateway.inputs import ClusterInputs
 from federation.translate.gateway.matches import (
     MatchError,
     Precedence,
+    Specificity,
     grpc_match,
+    grpc_specificity,
     http_match,
+    http_specificity,
 )
 from federation.translate.gateway.matches import precedence as precedence_of
 from federation.translate.gateway.refs import Backend, resolve_backend
 from federation.translate.gateway.status import RouteReason
-from federation.translate.ir import BackendIR, LocalClusterIR, MatchIR, MirrorIR, RouteIR
+from federation.translate.ir import (
+    BackendIR,
+    LocalClusterIR,
+    MatchIR,
+    MirrorIR,
+    RetryIR,
+    RouteIR,
+)
 from federation.translate.protocols import PortProtocol, port_protocol
 
 #: The status answered for a share of requests that has no usable backend, by route kind.
@@ -69,15 +92,21 @@ class CompiledRoute:
 def compile_route(inputs: ClusterInputs, route: HTTPRouteRecord | GRPCRouteRecord) -> CompiledRoute:
     """Compile every rule. A rule that uses a value this implementation cannot serve is
     left out when its matches are what is wrong (nothing could be matched), and answers
-    every request it matches with the invalid-backend status when a filter or timeout
-    is (a filter must never be skipped silently); it is listed in ``invalid_rules``."""
+    every request it matches with the invalid-backend status when a filter, timeout,
+    retry or other rule setting is (it must never be skipped silently, and requests it
+    claims must not fall through to another rule); it is listed in ``invalid_rules``.
+    A hostname that cannot be a domain lists every rule, with the same reason."""
     kind = "HTTPRoute" if isinstance(route, HTTPRouteRecord) else "GRPCRoute"
     out = CompiledRoute(kind)
     rules: tuple[Any, ...] = route.spec.rules
     out.rules = len(rules)
+    bad_hostname = _hostnames_problem(route.spec.hostnames)
+    if bad_hostname is not None:
+        out.invalid_rules.extend((i, bad_hostname) for i in range(len(rules)))
+        return out
     for i, rule in enumerate(rules):
         try:
-            matches: list[MatchIR] = _matches(route, rule.matches)
+            matches = _matches(route, rule.matches)
         except MatchError as err:
             out.invalid_rules.append((i, str(err)))
             continue
@@ -85,19 +114,32 @@ def compile_route(inputs: ClusterInputs, route: HTTPRouteRecord | GRPCRouteRecor
             _compile_rule(inputs, out, route, i, rule, matches)
         except FilterError as err:
             out.invalid_rules.append((i, str(err)))
-            for j, match in enumerate(matches):
+            for j, (match, specificity) in enumerate(matches):
                 name = f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}"
                 status = INVALID_BACKEND_STATUS[kind]
                 ir = RouteIR(name=name, match=match, direct_status=status, invalid_status=status)
-                out.entries.append((_key(route, kind, match, i, j), ir))
+                out.entries.append((_key(route, kind, specificity, i, j), ir))
     return out
 
 
+def _hostnames_problem(hostnames: tuple[str, ...]) -> str | None:
+    """Why one of a route's hostnames cannot be a virtual host's domain."""
+    for i, name in enumerate(hostnames):
+        problem = envoy_limits.hostname(name)
+        if problem is not None:
+            return f"hostnames[{i}] {shown(name)}: {problem}"
+    return None
+
+
 def _key(
-    route: HTTPRouteRecord | GRPCRouteRecord, kind: str, match: MatchIR, rule: int, index: int
+    route: HTTPRouteRecord | GRPCRouteRecord,
+    kind: str,
+    specificity: Specificity,
+    rule: int,
+    index: int,
 ) -> Precedence:
     return precedence_of(
-        match,
+        specificity,
         created=route.created,
         kind=kind,
         namespace=route.namespace,
@@ -113,28 +155,61 @@ def _compile_rule(
     route: HTTPRouteRecord | GRPCRouteRecord,
     i: int,
     rule: Any,
-    matches: list[MatchIR],
+    matches: list[tuple[MatchIR, Specificity]],
 ) -> None:
     kind = out.kind
-    request_ms, backend_ms = (
-        timeouts(rule.timeouts) if isinstance(route, HTTPRouteRecord) else (None, None)
+    _refuse_unimplemented(rule)
+    http = isinstance(route, HTTPRouteRecord)
+    request_ms, backend_ms = timeouts(rule.timeouts) if http else (None, None)
+    retry_ir = retry(rule.retry) if http else None
+    backends = tuple(
+        _backend(inputs, out, route, ref, f"backendRefs[{b}]")
+        for b, ref in enumerate(rule.backend_refs)
     )
-    backends = tuple(_backend(inputs, out, route, ref) for ref in rule.backend_refs)
+    _check_weights(backends)
     filters = tuple(_as_http_filter(f) for f in rule.filters)
     entries = []
-    for j, match in enumerate(matches):
+    for j, (match, specificity) in enumerate(matches):
         prefix = match.path.value if match.path.type == "PathPrefix" else None
         checked = rule_filters(filters, prefix)
         name = f"{kind}/{route.namespace}/{route.name}/rule/{i}/match/{j}"
-        ir = _route_ir(inputs, out, route, name, match, backends, checked, request_ms, backend_ms)
-        entries.append((_key(route, kind, match, i, j), ir))
+        ir = _route_ir(
+            inputs, out, route, name, match, backends, checked, (request_ms, backend_ms), retry_ir
+        )
+        entries.append((_key(route, kind, specificity, i, j), ir))
     out.entries.extend(entries)
 
 
-def _matches(route: HTTPRouteRecord | GRPCRouteRecord, matches: tuple[Any, ...]) -> list[MatchIR]:
+def _refuse_unimplemented(rule: Any) -> None:
+    """Rule settings this implementation does not serve, refused by their field name."""
+    if rule.session_persistence is not None:
+        raise FilterError("sessionPersistence is not supported")
+
+
+def _matches(
+    route: HTTPRouteRecord | GRPCRouteRecord, matches: tuple[Any, ...]
+) -> list[tuple[MatchIR, Specificity]]:
+    """Each match's IR and rank (the rank of a gRPC match needs its service and method,
+    which its IR folds into a path)."""
+    out = []
     if isinstance(route, HTTPRouteRecord):
-        return [http_match(m) for m in (matches or (HTTPRouteMatch(),))]
-    return [grpc_match(m) for m in (matches or (GRPCRouteMatch(),))]
+        for j, m in enumerate(matches or (HTTPRouteMatch(),)):
+            ir = _in_match(j, http_match, m)
+            out.append((ir, http_specificity(ir)))
+    else:
+        for j, m in enumerate(matches or (GRPCRouteMatch(),)):
+            ir = _in_match(j, grpc_match, m)
+            out.append((ir, grpc_specificity(m, ir)))
+    return out
+
+
+def _in_match(j: int, compile_match: Any, match: Any) -> MatchIR:
+    """``compile_match(match)``, a refusal naming the match (``matches[j].``)."""
+    try:
+        ir: MatchIR = compile_match(match)
+    except MatchError as err:
+        raise MatchError(f"matches[{j}].{err}") from err
+    return ir
 
 
 def _as_http_filter(f: Any) -> HTTPRouteFilter:
@@ -180,12 +255,32 @@ def _resolve(
 
 
 def _backend(
-    inputs: ClusterInputs, out: CompiledRoute, route: HTTPRouteRecord | GRPCRouteRecord, ref: Any
+    inputs: ClusterInputs,
+    out: CompiledRoute,
+    route: HTTPRouteRecord | GRPCRouteRecord,
+    ref: Any,
+    field: str,
 ) -> BackendIR:
+    """One backendRef; ``field`` names it (``backendRefs[0]``) in a refusal."""
     backend = _resolve(inputs, out, route, ref)
-    request, response = backend_filters(tuple(_as_http_filter(f) for f in ref.filters))
+    try:
+        request, response = backend_filters(tuple(_as_http_filter(f) for f in ref.filters))
+    except FilterError as err:
+        raise FilterError(f"{field}.{err}") from err
     weight = 1 if ref.weight is None else ref.weight
+    problem = envoy_limits.in_range(weight, 0, envoy_limits.MAX_WEIGHT)
+    if problem is not None:
+        raise FilterError(f"{field}.weight {weight}: {problem}")
     return BackendIR(weight, backend.cluster, request, response)
+
+
+def _check_weights(backends: tuple[BackendIR, ...]) -> None:
+    """Envoy refuses weights that add up to more than 32 bits hold."""
+    total = sum(b.weight for b in backends)
+    if total > envoy_limits.MAX_UINT32:
+        raise FilterError(
+            f"backendRefs: the weights add up to {total}, more than {envoy_limits.MAX_UINT32}"
+        )
 
 
 def _mirror(
@@ -212,8 +307,8 @@ def _route_ir(
     match: MatchIR,
     backends: tuple[BackendIR, ...],
     filters: RuleFilters,
-    request_ms: int | None,
-    backend_ms: int | None,
+    timeouts_ms: tuple[int | None, int | None],
+    retry_ir: RetryIR | None,
 ) -> RouteIR:
     mirrors = tuple(
         m
@@ -240,7 +335,8 @@ def _route_ir(
         rewrite_hostname=filters.rewrite_hostname,
         rewrite_path=filters.rewrite_path,
         mirrors=mirrors,
-        timeout_ms=request_ms,
-        backend_timeout_ms=backend_ms,
+        timeout_ms=timeouts_ms[0],
+        backend_timeout_ms=timeouts_ms[1],
+        retry=retry_ir,
         **common,
     )

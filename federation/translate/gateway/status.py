@@ -7,10 +7,15 @@ fix. Which reasons exist, and when:
 
 * routes, per parent (``status.parents[]`` with our controller name):
   ``Accepted`` (``Accepted``, ``NotAllowedByListeners``, ``NoMatchingListenerHostname``,
-  ``NoMatchingParent``, ``UnsupportedValue`` when no rule can be served),
-  ``ResolvedRefs`` (``ResolvedRefs``, ``BackendNotFound``, ``RefNotPermitted``,
-  ``InvalidKind``, ``UnsupportedProtocol``), and ``PartiallyInvalid``
-  (``UnsupportedValue``) while some of its rules cannot be served;
+  ``NoMatchingParent``, ``UnsupportedValue`` when no rule can be served, and
+  ``HostnameConflict`` when an older route of the other kind, HTTPRoute or GRPCRoute,
+  holds its hostnames on every listener it would attach to, for which Gateway API names
+  no reason), ``ResolvedRefs`` (``ResolvedRefs``, ``BackendNotFound``,
+  ``RefNotPermitted``, ``InvalidKind``, ``UnsupportedProtocol``), and
+  ``PartiallyInvalid`` (``UnsupportedValue``) while some of its rules cannot be served.
+  Every route has a status, one that names none of our Gateways with no parents: the
+  agent then removes the entries it wrote before (Gateway API: a controller removes its
+  entries for parents it no longer handles);
 * Gateways: ``Accepted`` (``Accepted``, ``ListenersNotValid``) and ``Programmed``
   (``Programmed`` once the cluster's Envoys ACKed the Gateway's generation; ``Pending``
   until then; ``Invalid`` when an Envoy rejected it, with Envoy's message);
@@ -46,6 +51,9 @@ class RouteReason(StrEnum):
     NO_MATCHING_LISTENER_HOSTNAME = "NoMatchingListenerHostname"
     NO_MATCHING_PARENT = "NoMatchingParent"
     UNSUPPORTED_VALUE = "UnsupportedValue"
+    #: Not a Gateway API reason (it names none for this): an HTTPRoute and a GRPCRoute
+    #: on one listener share a hostname, and this route is the newer.
+    HOSTNAME_CONFLICT = "HostnameConflict"
     RESOLVED_REFS = "ResolvedRefs"
     BACKEND_NOT_FOUND = "BackendNotFound"
     REF_NOT_PERMITTED = "RefNotPermitted"
@@ -76,6 +84,7 @@ class ListenerCondition(StrEnum):
 class ListenerReason(StrEnum):
     ACCEPTED = "Accepted"
     UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+    PORT_UNAVAILABLE = "PortUnavailable"
     RESOLVED_REFS = "ResolvedRefs"
     INVALID_CERTIFICATE_REF = "InvalidCertificateRef"
     INVALID_ROUTE_KINDS = "InvalidRouteKinds"

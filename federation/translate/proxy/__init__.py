@@ -11,7 +11,8 @@ cannot disagree:
   hosts of every service; shared by every node group.
 * :func:`render_group`: what one node group serves beside them, from its
   :class:`~federation.translate.ir.NodeGroupIR`: its clusterset listener, its Gateways'
-  listeners and route configurations, and the local Services its routes send to.
+  listeners, route configurations and certificate Secrets, and the local Services its
+  routes send to.
 * :func:`assemble`: everything one node group gets, from those parts, in the form its
   caller holds them: typed messages (tests, tools) or the hub's serialized resources.
 * :func:`node_config`: the four above for one node group, as typed messages.
@@ -20,8 +21,9 @@ The typed :class:`XdsResources` are the post-translation boundary: nothing is se
 here, so a patch or extension step can act on them before the hub serializes them
 (:meth:`federation.xds.snapshot.Resource.of`). :func:`consistent` checks the invariants
 Envoy relies on. The modules: ``clusters`` (clusters and their endpoints), ``listeners``
-(the one connection manager), ``routes`` (the one route builder) and ``features`` (one
-module per HTTP filter or cluster feature, in an explicit order).
+(the one connection manager), ``secrets`` (certificates as SDS Secrets of file paths),
+``routes`` (the one route builder) and ``features`` (one module per HTTP filter or cluster
+feature, in an explicit order).
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -44,8 +46,13 @@ from federation.translate.proxy.clusters import (
     local_assignment,
 )
 from federation.translate.proxy.consistency import consistent
-from federation.translate.proxy.listeners import DEFAULT_SECRET_DIR, listener, route_config_name
+from federation.translate.proxy.listeners import listener, route_configs
 from federation.translate.proxy.routes import route_configuration
+from federation.translate.proxy.secrets import (
+    DEFAULT_SECRET_DIR,
+    certificate_secret,
+    secret_name,
+)
 
 __all__ = [
     "DEFAULT_SECRET_DIR",
@@ -63,34 +70,44 @@ __all__ = [
 T = TypeVar("T")
 U = TypeVar("U")
 
-#: The resource kinds, in the order the xDS server pushes them.
-KINDS = ("clusters", "endpoints", "listeners", "routes")
+#: The resource kinds, in the order the xDS server pushes them: a listener after the
+#: Secrets its TLS contexts name, as after the clusters its routes do.
+KINDS = ("clusters", "endpoints", "secrets", "listeners", "routes")
 
 
 @dataclass(frozen=True)
 class XdsResources(Generic[T]):
-    """Resources by kind and name: typed messages, or the hub's serialized resources."""
+    """Resources by kind and name: typed messages, or the hub's serialized resources.
+
+    ``secrets`` is keyword-only so that the positional form of the four older kinds keeps
+    its meaning; :meth:`by_kind` and :meth:`of_kinds` go in :data:`KINDS` order.
+    """
 
     clusters: dict[str, T] = field(default_factory=dict)
     endpoints: dict[str, T] = field(default_factory=dict)
     listeners: dict[str, T] = field(default_factory=dict)
     routes: dict[str, T] = field(default_factory=dict)
+    secrets: dict[str, T] = field(default_factory=dict, kw_only=True)
+
+    @classmethod
+    def of_kinds(cls, *kinds: dict[str, T]) -> XdsResources[T]:
+        """Resources from one dict per kind, in :data:`KINDS` order."""
+        c, e, s, li, r = kinds
+        return cls(c, e, li, r, secrets=s)
 
     def by_kind(self) -> tuple[dict[str, T], ...]:
-        """The four dicts, in :data:`KINDS` order."""
-        return self.clusters, self.endpoints, self.listeners, self.routes
+        """The dicts of every kind, in :data:`KINDS` order."""
+        return self.clusters, self.endpoints, self.secrets, self.listeners, self.routes
 
     def sorted(self) -> XdsResources[T]:
         """The same resources, each kind sorted by name."""
-        c, e, li, r = (dict(sorted(kind.items())) for kind in self.by_kind())
-        return XdsResources(c, e, li, r)
+        return XdsResources.of_kinds(*(dict(sorted(kind.items())) for kind in self.by_kind()))
 
     def mapped(self, convert: Callable[[T, str], U]) -> XdsResources[U]:
         """The same resources, each converted (``convert(resource, name)``)."""
-        c, e, li, r = (
-            {name: convert(item, name) for name, item in kind.items()} for kind in self.by_kind()
+        return XdsResources.of_kinds(
+            *({name: convert(item, name) for name, item in kind.items()} for kind in self.by_kind())
         )
-        return XdsResources(c, e, li, r)
 
 
 @dataclass(frozen=True)
@@ -164,7 +181,8 @@ def render_group(
     secret_dir: str = DEFAULT_SECRET_DIR,
 ) -> XdsResources[Any]:
     """What one node group serves beside the shared services (typed messages); its
-    listeners bind to ``host`` unless their IR names an address.
+    listeners bind to ``host`` unless their IR names an address, and Envoy reads their
+    certificates under ``secret_dir``.
 
     The clusterset listener's routes are the shared ``clusterset`` configuration, which
     :func:`assemble` adds; every other listener's are rendered here.
@@ -175,18 +193,16 @@ def render_group(
         out.clusters[local.name] = cluster(local, options)
         out.endpoints[local.name] = local_assignment(local, options)
     if ir.clusterset_listener is not None:
-        out.listeners[ir.clusterset_listener.name] = listener(
-            ir.clusterset_listener, host, secret_dir
-        )
+        out.listeners[ir.clusterset_listener.name] = listener(ir.clusterset_listener, host)
     for li in gateway.listeners:
-        out.listeners[li.name] = listener(li, host, secret_dir)
-        out.routes[route_config_name(li)] = route_configuration(
-            route_config_name(li),
-            li.virtual_hosts,
-            li.port,
-            https=bool(li.tls),
-            hosts_by_port=bool(li.hosts_by_port),
-        )
+        out.listeners[li.name] = listener(li, host)
+        for chain in li.tls:
+            for cert in chain.certificates:
+                out.secrets[secret_name(cert)] = certificate_secret(cert, secret_dir)
+        for name, hosts in route_configs(li).items():
+            out.routes[name] = route_configuration(
+                name, hosts, li.port, https=bool(li.tls), hosts_by_port=bool(li.hosts_by_port)
+            )
     return out.sorted()
 
 
@@ -201,8 +217,9 @@ def assemble(
 
     Every service's clusters, with the assignment variant ``group`` sees; the shared
     ``clusterset`` route configuration when the group has the clusterset listener; and the
-    group's own resources (:func:`render_group`). Works on typed messages and on serialized
-    resources alike: the hub calls it with what it serialized, tests with messages.
+    group's own resources (:func:`render_group`), its Secrets included. Works on typed
+    messages and on serialized resources alike: the hub calls it with what it serialized,
+    tests with messages.
     """
     clusters: dict[str, T] = {}
     endpoints: dict[str, T] = {}
@@ -216,7 +233,7 @@ def assemble(
     clusters.update(own.clusters)
     endpoints.update(own.endpoints)
     routes.update(own.routes)
-    return XdsResources(clusters, endpoints, dict(own.listeners), routes)
+    return XdsResources(clusters, endpoints, dict(own.listeners), routes, secrets=dict(own.secrets))
 
 
 def node_config(

@@ -4,7 +4,9 @@ Called by the golden tests on every output, and by the hub on every snapshot whe
 with ``--check-consistency`` (the test environments do). As go-control-plane's
 ``Snapshot.Consistent()``: a route must never name a cluster the Envoy does not have (its
 requests would fail with ``cluster not found``), an EDS cluster without its assignment
-stays warming forever, and a listener's RDS name must have its route configuration.
+stays warming forever, a listener's RDS name must have its route configuration, and
+the SDS Secret its TLS context names must exist (a listener without it stays warming,
+then serves no certificate).
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -16,6 +18,7 @@ from typing import Any, Protocol
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from federation.translate.proxy.routes import INVALID_BACKEND_CLUSTER
 
@@ -32,6 +35,9 @@ class TypedResources(Protocol):
 
     @property
     def routes(self) -> dict[str, Any]: ...
+
+    @property
+    def secrets(self) -> dict[str, Any]: ...
 
 
 def _route_clusters(config: Any) -> set[str]:
@@ -62,6 +68,17 @@ def _rds_names(listener: Any) -> set[str]:
     return out
 
 
+def _sds_names(listener: Any) -> set[str]:
+    """The Secrets the TLS contexts of a listener's chains name."""
+    out: set[str] = set()
+    for chain in listener.filter_chains:
+        context = tls_pb2.DownstreamTlsContext()
+        if chain.transport_socket.typed_config.Unpack(context):
+            sds = context.common_tls_context.tls_certificate_sds_secret_configs
+            out.update(config.name for config in sds)
+    return out
+
+
 def consistent(resources: TypedResources) -> list[str]:
     """Every broken invariant of one node group's resources, as sentences; [] when none."""
     problems = []
@@ -79,4 +96,9 @@ def consistent(resources: TypedResources) -> list[str]:
     for name, item in sorted(resources.listeners.items()):
         for rds in sorted(_rds_names(item) - set(resources.routes)):
             problems.append(f"listener {name} wants missing route configuration {rds}")
+        for sds in sorted(_sds_names(item) - set(resources.secrets)):
+            problems.append(f"listener {name} wants missing secret {sds}")
+    for name, item in sorted(resources.secrets.items()):
+        if item.name != name:
+            problems.append(f"secret {name} is named {item.name}")
     return problems

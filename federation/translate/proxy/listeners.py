@@ -1,4 +1,4 @@
-"""IR listeners into Envoy listeners: HTTP, and HTTPS with certificates read from disk.
+"""IR listeners into Envoy listeners: HTTP, and HTTPS with certificates named over SDS.
 
 Called by :mod:`federation.translate.proxy` for every listener it serves, the clusterset's
 and the Gateways'. Every listener's HTTP connection manager (:func:`connection_manager`,
@@ -7,17 +7,16 @@ table's order (:mod:`.features`), allows WebSocket upgrades and applies no reque
 so long streams last as long as client and backend want.
 
 HTTPS: one filter chain per Gateway listener, chosen by SNI (``server_names``; none: the
-catch-all chain), each terminating TLS with its certificates. Private keys never travel
-through the registry or xDS: Envoy reads ``<secret dir>/<namespace>/<name>/tls.crt`` and
-``tls.key`` from its own disk, where the Secret is mounted, and watches the directory,
-so a renewed certificate is picked up without a configuration change.
+catch-all chain), each terminating TLS with its certificates, and each with the
+listener's route configuration or one of its own (:func:`route_configs`). A chain names
+its certificates as SDS Secrets over ADS (:mod:`.secrets`), never inlines them: Envoy
+reloads a renewed certificate only when it came over SDS, and the Secret holds file
+paths only, so private keys never travel through the registry or xDS.
 """
 
 from __future__ import annotations
 
-import posixpath
-
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -25,26 +24,45 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
-from federation.translate.ir import CertificateIR, FilterChainIR, ListenerIR
+from federation.translate.ir import FilterChainIR, ListenerIR, VirtualHostIR
 from federation.translate.proxy.common import HCM_FILTER, ads
 from federation.translate.proxy.features import HTTP_FILTER_HOOKS
+from federation.translate.proxy.secrets import DEFAULT_SECRET_DIR, secret_name
+
+__all__ = [
+    "DEFAULT_SECRET_DIR",
+    "TLS_INSPECTOR",
+    "TLS_TRANSPORT",
+    "connection_manager",
+    "listener",
+    "route_config_name",
+    "route_configs",
+]
 
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 TLS_TRANSPORT = "envoy.transport_sockets.tls"
-#: Where Envoys find mounted certificate Secrets unless told otherwise.
-DEFAULT_SECRET_DIR = "/etc/federation/secrets"
 
 
 def route_config_name(ir: ListenerIR) -> str:
-    """The route configuration a listener gets over RDS."""
+    """The route configuration a listener gets over RDS (its chains without their own)."""
     return ir.route_config or ir.name
 
 
-def connection_manager(ir: ListenerIR) -> hcm_pb2.HttpConnectionManager:
-    """The HTTP connection manager of every listener; its stats are named after its routes."""
-    routes = route_config_name(ir)
+def route_configs(ir: ListenerIR) -> dict[str, tuple[VirtualHostIR, ...]]:
+    """The virtual hosts of every route configuration the listener's chains use, by name:
+    each chain's own, and the listener's when a chain has none (or it is plain HTTP)."""
+    out = {c.route_config: c.virtual_hosts for c in ir.tls if c.route_config is not None}
+    if not ir.tls or any(c.route_config is None for c in ir.tls):
+        out[route_config_name(ir)] = ir.virtual_hosts
+    return out
+
+
+def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.HttpConnectionManager:
+    """The HTTP connection manager of every listener and chain, getting route
+    configuration ``routes`` (None: the listener's); its stats are named after it."""
+    routes = routes or route_config_name(ir)
     hcm = hcm_pb2.HttpConnectionManager(
-        stat_prefix=routes.replace("/", "-"),
+        stat_prefix=routes.replace("/", "-").replace("*", "_"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=routes),
     )
@@ -56,20 +74,11 @@ def connection_manager(ir: ListenerIR) -> hcm_pb2.HttpConnectionManager:
     return hcm
 
 
-def certificate_paths(cert: CertificateIR, secret_dir: str) -> tuple[str, str, str]:
-    """(directory, certificate chain, private key) of a mounted TLS Secret."""
-    directory = posixpath.join(secret_dir, cert.namespace, cert.name)
-    return directory, posixpath.join(directory, "tls.crt"), posixpath.join(directory, "tls.key")
-
-
-def _tls(chain: FilterChainIR, secret_dir: str) -> tls_pb2.DownstreamTlsContext:
+def _tls(chain: FilterChainIR) -> tls_pb2.DownstreamTlsContext:
     context = tls_pb2.DownstreamTlsContext()
     for cert in chain.certificates:
-        directory, crt, key = certificate_paths(cert, secret_dir)
-        context.common_tls_context.tls_certificates.add(
-            certificate_chain=base_pb2.DataSource(filename=crt),
-            private_key=base_pb2.DataSource(filename=key),
-            watched_directory=base_pb2.WatchedDirectory(path=directory),
+        context.common_tls_context.tls_certificate_sds_secret_configs.add(
+            name=secret_name(cert), sds_config=ads()
         )
     context.common_tls_context.alpn_protocols.extend(["h2", "http/1.1"])
     context.common_tls_context.tls_params.tls_minimum_protocol_version = (
@@ -78,16 +87,22 @@ def _tls(chain: FilterChainIR, secret_dir: str) -> tls_pb2.DownstreamTlsContext:
     return context
 
 
-def listener(ir: ListenerIR, host: str, secret_dir: str) -> listener_pb2.Listener:
-    """``ir`` bound to its own address, else to ``host`` (the node group's)."""
+def listener(ir: ListenerIR, host: str, secret_dir: str | None = None) -> listener_pb2.Listener:
+    """``ir`` bound to its own address, else to ``host`` (the node group's).
+
+    ``secret_dir`` is unused (still accepted from older callers): where certificates are
+    read is their Secrets' business (:func:`.secrets.certificate_secret`).
+    """
     address = ir.address or host
     out = listener_pb2.Listener(
         name=ir.name,
         address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=address, port_value=ir.port)
+            socket_address=address_pb2.SocketAddress(
+                address=address, port_value=ir.bind_port or ir.port
+            )
         ),
     )
-    hcm = connection_manager(ir)
+    shared = connection_manager(ir)
     chains: list[FilterChainIR | None] = list(ir.tls) if ir.tls else [None]
     if ir.tls:
         inspector = out.listener_filters.add(name=TLS_INSPECTOR)
@@ -99,7 +114,9 @@ def listener(ir: ListenerIR, host: str, secret_dir: str) -> listener_pb2.Listene
                 listener_components_pb2.FilterChainMatch(server_names=list(chain_ir.server_names))
             )
             chain.transport_socket.name = TLS_TRANSPORT
-            chain.transport_socket.typed_config.Pack(_tls(chain_ir, secret_dir), deterministic=True)
+            chain.transport_socket.typed_config.Pack(_tls(chain_ir), deterministic=True)
+        own = None if chain_ir is None else chain_ir.route_config
+        hcm = shared if own is None else connection_manager(ir, own)
         hcm_filter = chain.filters.add(name=HCM_FILTER)
         hcm_filter.typed_config.Pack(hcm, deterministic=True)
     return out

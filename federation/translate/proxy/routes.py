@@ -16,6 +16,11 @@ order. How each IR element is served:
 * Every forwarding route has the data plane's retry policy (``features.retry``);
   ``backend_timeout_ms`` bounds each attempt, ``timeout_ms`` the whole request (none when
   unset; ``features.timeout``).
+* A redirect's port is the one it sets, else its scheme's well-known port when it sets a
+  scheme, else the listener's; a scheme's well-known port is left out of ``Location``.
+  Envoy keeps the request's ``Host`` port unless told otherwise, so where that port
+  would be wrong (a listener off its scheme's default port), the route names the
+  virtual host's own hostname (Envoy then adds no port), or, under a wildcard, the port.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ from federation.translate.proxy.features import ROUTE_HOOKS
 
 #: Weighted entries of invalid backends name this cluster, which never exists.
 INVALID_BACKEND_CLUSTER = "federation/invalid-backend"
+
+#: The port a scheme implies, which a ``Location`` leaves out.
+WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
@@ -105,20 +113,37 @@ def _rewrite(action: rc.RouteAction, path: PathRewriteIR) -> None:
         _replace_prefix(action, path)
 
 
-def _redirect(r: RedirectIR, listener_port: int, default_port: int) -> rc.RedirectAction:
+def _redirect(
+    r: RedirectIR, listener_port: int, default_port: int, host: str | None
+) -> rc.RedirectAction:
     """``listener_port``: where the request came in; ``default_port``: the one its scheme
-    implies (80 or 443)."""
+    implies (80 or 443); ``host``: the virtual host's one exact hostname, if it has one.
+
+    Envoy builds ``Location`` from the request's ``Host``, port included, unless
+    ``host_redirect`` is set (then with no port) or ``port_redirect`` is (then always
+    with that port); it drops a ``Host`` port only when it is the default port of a
+    scheme being changed."""
     out = rc.RedirectAction(response_code=_REDIRECT_CODES[r.status_code])
     if r.scheme is not None:
         out.scheme_redirect = r.scheme
     if r.hostname is not None:
         out.host_redirect = r.hostname
+    scheme = r.scheme or ("https" if default_port == 443 else "http")
     if r.port is not None:
-        out.port_redirect = r.port
-    elif r.scheme is None and listener_port != default_port:
-        # Gateway API: without a scheme or port, the redirect keeps the listener's port,
-        # which a Host header without a port would otherwise lose.
-        out.port_redirect = listener_port
+        port = r.port
+    elif r.scheme is not None:
+        port = WELL_KNOWN_PORTS[r.scheme]
+    else:
+        port = listener_port
+    if port != WELL_KNOWN_PORTS[scheme]:
+        out.port_redirect = port
+    elif r.hostname is None and listener_port != default_port:
+        # The Host header carries the listener's port, which must go: naming the host
+        # drops it; under a wildcard only an explicit (well-known) port replaces it.
+        if host is not None:
+            out.host_redirect = host
+        else:
+            out.port_redirect = port
     if r.path is not None:
         if r.path.type == "ReplaceFullPath":
             out.path_redirect = r.path.value
@@ -151,11 +176,14 @@ def _weighted(action: rc.RouteAction, backend: BackendIR) -> None:
     entry.weight.value = backend.weight
 
 
-def route(ir: RouteIR, listener_port: int = 80, default_port: int = 80) -> rc.Route:
-    """One route: its match and what answers, then every feature's part."""
+def route(
+    ir: RouteIR, listener_port: int = 80, default_port: int = 80, host: str | None = None
+) -> rc.Route:
+    """One route: its match and what answers, then every feature's part. ``host``: its
+    virtual host's one exact hostname, if it has one."""
     out = rc.Route(name=ir.name, match=route_match(ir.match))
     if ir.redirect is not None:
-        out.redirect.CopyFrom(_redirect(ir.redirect, listener_port, default_port))
+        out.redirect.CopyFrom(_redirect(ir.redirect, listener_port, default_port, host))
     elif ir.direct_status is not None:
         out.direct_response.status = ir.direct_status
     else:
@@ -182,5 +210,13 @@ def route_configuration(
     default_port = 443 if https else 80
     for host in hosts:
         vhost = config.virtual_hosts.add(name=host.name, domains=list(host.domains))
-        vhost.routes.extend(route(r, port, default_port) for r in host.routes)
+        exact = _exact_host(host.domains)
+        vhost.routes.extend(route(r, port, default_port, exact) for r in host.routes)
     return config
+
+
+def _exact_host(domains: tuple[str, ...]) -> str | None:
+    """The one hostname a virtual host answers, without wildcard or port; else None."""
+    if len(domains) == 1 and "*" not in domains[0] and ":" not in domains[0]:
+        return domains[0]
+    return None

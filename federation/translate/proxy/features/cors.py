@@ -4,7 +4,10 @@ The filter is on every listener: without a route's policy it lets requests throu
 unchanged, and having it always there means a route that gains CORS changes only its
 route configuration, never the listener (a listener change drains its connections).
 A route's :class:`~federation.translate.ir.CorsIR` becomes the filter's per-route
-config; the filter answers preflight requests itself.
+config; the filter answers preflight requests itself, those from an origin the policy
+does not allow too (without CORS headers, so the browser refuses): Envoy would otherwise
+forward them to the backend (``forward_not_matching_preflights`` defaults to true),
+which neither expects nor may answer them.
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -47,6 +50,7 @@ def cors_policy(cors: CorsIR) -> cors_pb2.CorsPolicy:
     if cors.max_age_seconds is not None:
         policy.max_age = str(cors.max_age_seconds)
     policy.allow_credentials.value = cors.allow_credentials
+    policy.forward_not_matching_preflights.value = False
     return policy
 
 

@@ -1,5 +1,9 @@
 """Header modifiers (``RequestHeaderModifier``, ``ResponseHeaderModifier``), on a route and
-on each of its weighted backends: ``set`` overwrites, ``add`` appends, ``remove`` removes."""
+on each of its weighted backends: ``set`` overwrites, ``add`` appends, ``remove`` removes.
+
+Values are literal in Gateway API, while Envoy reads ``%`` in a header value as the start
+of a substitution command (``%REQ(x)%``, ``%HOSTNAME%``): every ``%`` is written ``%%``,
+which Envoy turns back into one ``%``."""
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
 
@@ -16,16 +20,23 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
+def literal(value: str) -> str:
+    """``value`` as Envoy must be given it to send it unchanged."""
+    return value.replace("%", "%%")
+
+
 def _headers_to_add(mod: HeaderModIR) -> list[base_pb2.HeaderValueOption]:
     options = [
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=h.name, value=h.value), append_action=_OVERWRITE
+            header=base_pb2.HeaderValue(key=h.name, value=literal(h.value)),
+            append_action=_OVERWRITE,
         )
         for h in mod.set
     ]
     options += [
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=h.name, value=h.value), append_action=_APPEND
+            header=base_pb2.HeaderValue(key=h.name, value=literal(h.value)),
+            append_action=_APPEND,
         )
         for h in mod.add
     ]

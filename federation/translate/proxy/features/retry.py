@@ -9,6 +9,14 @@ retry avoids the hosts already tried (``previous_hosts``, re-picking up to
 cluster next. Every cluster's retry budget caps concurrent retries at ``budget_percent`` of
 its active requests (never below ``min_retry_concurrency``), so retries cannot multiply the
 load on a struggling clusterset.
+
+A route with its own retries (``RouteIR.retry``) keeps all of that and adds to it: its
+status codes are retried too (``retriable-status-codes``), its ``attempts`` replace the
+default number of retries (one budget shared by both kinds of failure, as Envoy counts
+them), and its back-off replaces the default base interval, the maximum being ten times
+the base as Envoy's own default. An attempt cut short by the per-try timeout is not
+retried for a status code: Envoy retries those only under ``5xx`` or ``gateway-error``,
+which would also retry codes the route did not list.
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -24,7 +32,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from envoy.type.v3 import percent_pb2
 
 from federation.translate.inputs import TranslateOptions
-from federation.translate.ir import RouteIR
+from federation.translate.ir import RetryIR, RouteIR
 from federation.translate.proxy.common import duration_ms
 from federation.translate.proxy.features.base import ClusterSource, Feature
 
@@ -45,19 +53,32 @@ RETRY_POLICY = RetryDefaults()
 
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
+RETRIABLE_STATUS_CODES = "retriable-status-codes"
 
 
-def retry_policy() -> route_components_pb2.RetryPolicy:
-    """:data:`RETRY_POLICY` as Envoy's RetryPolicy."""
+def retry_policy(own: RetryIR | None = None) -> route_components_pb2.RetryPolicy:
+    """:data:`RETRY_POLICY` as Envoy's RetryPolicy, with a route's ``own`` retries."""
+    retry_on = RETRY_POLICY.retry_on
+    attempts = RETRY_POLICY.num_retries
+    base_ms, max_ms = RETRY_POLICY.base_interval_ms, RETRY_POLICY.max_interval_ms
+    if own is not None:
+        if own.codes:
+            retry_on = f"{retry_on},{RETRIABLE_STATUS_CODES}"
+        if own.attempts is not None:
+            attempts = own.attempts
+        if own.backoff_ms:
+            base_ms, max_ms = own.backoff_ms, 10 * own.backoff_ms
     policy = route_components_pb2.RetryPolicy(
-        retry_on=RETRY_POLICY.retry_on,
-        num_retries={"value": RETRY_POLICY.num_retries},
+        retry_on=retry_on,
+        num_retries={"value": attempts},
         host_selection_retry_max_attempts=RETRY_POLICY.host_selection_attempts,
         retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
-            base_interval=duration_ms(RETRY_POLICY.base_interval_ms),
-            max_interval=duration_ms(RETRY_POLICY.max_interval_ms),
+            base_interval=duration_ms(base_ms),
+            max_interval=duration_ms(max_ms),
         ),
     )
+    if own is not None:
+        policy.retriable_status_codes.extend(own.codes)
     predicate = policy.retry_host_predicate.add(name=PREVIOUS_HOSTS)
     predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate(), deterministic=True)
     policy.retry_priority.name = PREVIOUS_PRIORITIES
@@ -70,7 +91,7 @@ def retry_policy() -> route_components_pb2.RetryPolicy:
 
 def patch_route(ir: RouteIR, out: Any) -> None:
     if out.HasField("route"):
-        out.route.retry_policy.CopyFrom(retry_policy())
+        out.route.retry_policy.CopyFrom(retry_policy(ir.retry))
 
 
 def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:

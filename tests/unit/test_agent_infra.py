@@ -1,0 +1,155 @@
+"""The infra manager's objects for a Gateway's own Envoys (agents.infra, pure parts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents import infra_objects as infra
+from agents.infra_objects import InfraSettings, InvalidParameters, Parameters, parse_parameters
+
+SETTINGS = InfraSettings(
+    cluster="b",
+    envoy_image="federation.local/envoy:1.40.0",
+    bootstrap_image="federation.local/federation:dev",
+    hub_address="hub.federation-system:18000",
+    hub_tls_secret="federation-xds-tls",
+)
+XDS_TLS = {"tls.crt": "Y3J0", "tls.key": "a2V5", "ca.crt": "Y2E="}
+
+
+def gateway(**spec: Any) -> dict[str, Any]:
+    listeners = [
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        {"name": "alt", "port": 8080, "protocol": "HTTP"},
+        {
+            "name": "https",
+            "port": 443,
+            "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "shop-cert"}, {"name": "x", "namespace": "o"}]},
+        },
+        {"name": "https-2", "port": 443, "protocol": "HTTPS", "hostname": "a.example.com"},
+    ]
+    return {
+        "metadata": {"name": "gw", "namespace": "shop", "uid": "u-1"},
+        "spec": {"gatewayClassName": "federation", "listeners": listeners, **spec},
+    }
+
+
+def by_kind(objects: list[tuple[Any, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for _, obj in objects}
+
+
+def test_a_gateway_gets_its_own_envoys_owned_by_it() -> None:
+    objects = by_kind(infra.desired_objects(gateway(), SETTINGS, Parameters(), XDS_TLS))
+    assert set(objects) == {"ServiceAccount", "Secret", "Service", "Deployment"}  # 1 replica
+    for obj in objects.values():
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "Gateway",
+            "gw",
+            "u-1",
+            True,
+        )
+        assert obj["metadata"]["namespace"] == "shop"
+        assert obj["metadata"]["name"].startswith("gw-envoy")
+    service = objects["Service"]["spec"]
+    assert service["type"] == "LoadBalancer"
+    ports = [(p["port"], p["targetPort"]) for p in service["ports"]]
+    # Exactly the listener ports; those below 1024 bound above it by the Envoy.
+    assert ports == [(80, 10080), (443, 10443), (8080, 8080)]
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (envoy,) = pod["containers"]
+    assert [p["containerPort"] for p in envoy["ports"]] == [19001, 10080, 10443, 8080]
+    # Ready once configured, whatever its listeners: the readiness listener, not a port.
+    assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 19001}
+    assert envoy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    args = pod["initContainers"][0]["args"]
+    assert "--gateway=shop/gw" in args and "--cluster=b" in args
+    assert "--ready=0.0.0.0:19001" in args and "--admin=127.0.0.1:19000" in args
+    assert "--xds=hub.federation-system:18000" in args
+    mounts = {m["mountPath"] for m in envoy["volumeMounts"]}
+    # The listener's own-namespace certificate, where the hub's config says Envoy reads it.
+    assert "/etc/federation/secrets/shop/shop-cert" in mounts
+    assert not any("/o/" in m for m in mounts)  # another namespace's, not granted: none
+    assert objects["Secret"]["data"] == XDS_TLS
+
+
+def test_a_granted_certificate_of_another_namespace_is_copied_and_mounted_as_itself() -> None:
+    granted = {("o", "x"): {"tls.crt": "Yw==", "tls.key": "aw==", "ca.crt": "no"}}
+    objects = infra.desired_objects(gateway(), SETTINGS, Parameters(), XDS_TLS, granted)
+    secrets = {o["metadata"]["name"]: o for kind, o in objects if o["kind"] == "Secret"}
+    copy = infra.copy_name("gw", "o", "x")
+    assert secrets[copy]["data"] == {"tls.crt": "Yw==", "tls.key": "aw=="}  # no more
+    assert secrets[copy]["metadata"]["annotations"][infra.COPY_OF] == "o/x"
+    pod = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]
+    volume = next(
+        v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == copy
+    )
+    (envoy,) = pod["containers"]
+    (mount,) = [m for m in envoy["volumeMounts"] if m["name"] == volume]
+    # Mounted where the hub's configuration says: the original's namespace and name.
+    assert mount["mountPath"] == "/etc/federation/secrets/o/x"
+
+
+def test_more_replicas_get_a_disruption_budget_and_parameters_apply() -> None:
+    params = parse_parameters(
+        {"replicas": "3", "serviceType": "ClusterIP", "serviceAnnotations": "a: b"},
+        "cm",
+        Parameters(),
+    )
+    spec = gateway(infrastructure={"labels": {"team": "shop"}, "annotations": {"x": "y"}})
+    objects = by_kind(infra.desired_objects(spec, SETTINGS, params, XDS_TLS))
+    assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert objects["Deployment"]["spec"]["replicas"] == 3
+    assert objects["Service"]["spec"]["type"] == "ClusterIP"
+    assert objects["Service"]["metadata"]["annotations"] == {"x": "y", "a": "b"}
+    template = objects["Deployment"]["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "shop" and template["annotations"]["x"] == "y"
+    # A renewed xDS certificate rolls the pods: its digest is on the template.
+    assert infra.XDS_TLS_CHECKSUM in template["annotations"]
+
+
+def test_plain_text_hub_needs_no_secret_copy() -> None:
+    settings = InfraSettings("b", "e", "f", "hub:1")
+    objects = by_kind(infra.desired_objects(gateway(), settings, Parameters()))
+    assert "Secret" not in objects
+    args = objects["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert "--insecure-plaintext" in args
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"replicas": "many"}, "replicas"),
+        ({"serviceType": "ExternalName"}, "serviceType"),
+        ({"serviceAnnotations": "[1, 2]"}, "serviceAnnotations"),
+        ({"resources": "cpu: 1"}, "resources"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_parameters_are_refused_by_name(data: dict[str, str], named: str) -> None:
+    with pytest.raises(InvalidParameters, match=named):
+        parse_parameters(data, "ConfigMap shop/params", Parameters())
+
+
+def test_long_names_fit_a_dns_label_and_a_label_value() -> None:
+    long = "g" * 80
+    name = infra.object_name(long)
+    assert len(name) <= 63 and name.endswith("-envoy")
+    assert infra.object_name(long) != infra.object_name("g" * 81)
+    assert len(infra.gateway_label(long)) <= 63
+
+
+def test_addresses_come_from_the_load_balancer_else_the_cluster_ips() -> None:
+    service: dict[str, Any] = {"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"]}}
+    assert infra.gateway_addresses(service) == [{"type": "IPAddress", "value": "10.96.0.9"}]
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}, {"hostname": "h"}]}}
+    assert infra.gateway_addresses(service) == [
+        {"type": "IPAddress", "value": "192.0.2.1"},
+        {"type": "Hostname", "value": "h"},
+    ]
+    assert infra.gateway_addresses(None) == []
