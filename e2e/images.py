@@ -22,7 +22,11 @@ The images, under the names the manifests use (:data:`PAUSE`, :data:`COREDNS`, .
   and pod answered;
 * ``socat`` and ``netshoot``: what the MCS conformance suite's pods run, under the
   names its manifests give (:data:`SOCAT`, :data:`NETSHOOT`), with the commands it runs
-  in them (socat behind a POSIX shell script; nslookup, dig and nc).
+  in them (socat behind a POSIX shell script; nslookup, dig and nc);
+* ``echo-basic`` and a second name for ``coredns``: what the Gateway API conformance
+  suite's pods run, under the names its manifests give
+  (:data:`GATEWAY_CONFORMANCE_IMAGES`): echo-basic built from the suite's own module at
+  its release (:data:`e2e.toolchain.GATEWAY_CONFORMANCE_PINS`).
 
 Layers and configs are content-addressed blobs under ``$FEDERATION_CACHE/images``;
 :func:`write_archive` streams an OCI image layout (a tar) that ``ctr images import``
@@ -54,7 +58,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from e2e import toolchain
+from e2e import gateway_conformance, toolchain
 from e2e.processes import HarnessError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +94,22 @@ NETSHOOT = "docker.io/nicolaka/netshoot:v0.15"
 #: nslookup and dig (bind9-dnsutils) and ``nc -v -w 2 -4|-6`` (netcat-openbsd).
 SOCAT_PACKAGES = ("socat",)
 NETSHOOT_PACKAGES = ("bind9-dnsutils", "netcat-openbsd")
+#: The Gateway API conformance suite's backend under every tag its manifests (v1.6.3)
+#: give: ``v1.5.1`` (base/manifests.yaml: every HTTP, gRPC (``GRPC_ECHO_SERVER``), TLS
+#: and TCP backend), ``v1.6.0-dev.3`` (base/manifests.yaml: infra-backend-v3, the retry
+#: tests' backend) and ``v1.6.0-dev.2`` (tests/tcproute-*, tests/udproute-*). One image:
+#: echo-basic of the suite's release, which has what every one of those tags has. It runs
+#: as upstream's does: ``/echo-basic``, user 65532 (distroless' nonroot).
+ECHO_BASIC_REPOSITORY = "registry.k8s.io/gateway-api/echo-basic"
+ECHO_BASIC_TAGS = ("v1.5.1", "v1.6.0-dev.2", "v1.6.0-dev.3")
+ECHO_BASIC = tuple(f"{ECHO_BASIC_REPOSITORY}:{tag}" for tag in ECHO_BASIC_TAGS)
+ECHO_BASIC_USER = "65532:65532"
+#: The CoreDNS of the suite's base manifests (gateway-conformance-infra, the UDPRoute
+#: tests' DNS backend): every pod of that namespace must be Ready before any test runs,
+#: so it is needed by every profile. The same image as :data:`COREDNS`, our CoreDNS
+#: release under the suite's tag; the suite passes ``-conf /root/Corefile``.
+CONFORMANCE_COREDNS = "registry.k8s.io/coredns/coredns:v1.12.2"
+GATEWAY_CONFORMANCE_IMAGES = (*ECHO_BASIC, CONFORMANCE_COREDNS)
 
 SITE_DIR = "/opt/federation/lib"
 
@@ -512,6 +532,8 @@ class Image:
     cmd: tuple[str, ...] = ()
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: ``uid[:gid]`` the container runs as; empty: the runtime's default (root).
+    user: str = ""
 
     def manifest(self) -> Blob:
         config = {
@@ -523,6 +545,7 @@ class Image:
                 "Cmd": list(self.cmd) or None,
                 "WorkingDir": "/",
                 "Labels": dict(self.labels),
+                **({"User": self.user} if self.user else {}),
             },
             "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in self.layers]},
         }
@@ -567,14 +590,15 @@ def build_all() -> dict[str, Image]:
 
 def _build_all() -> dict[str, Image]:
     node_tools = toolchain.locate_nodes()
+    # Built here when missing (seconds; the cache's lock is held): an older cache lacks it.
+    echo_basic = toolchain.build_go_tool(_echo_basic_pin())
     base = base_layer()
+    coredns = binary_layer("coredns", node_tools.coredns, "/coredns")
+    echo_basic_layer = binary_layer("echo-basic", echo_basic, "/echo-basic")
     images = [
         Image(PAUSE, (base,), entrypoint=("/usr/bin/catatonit", "-P")),
-        Image(
-            COREDNS,
-            (base, binary_layer("coredns", node_tools.coredns, "/coredns")),
-            entrypoint=("/coredns",),
-        ),
+        *(Image(name, (base, coredns), entrypoint=("/coredns",))
+          for name in (COREDNS, CONFORMANCE_COREDNS)),
         Image(FEDERATION, (base, dependencies_layer(), project_layer()), cmd=("fedctl", "--help"),
               env=_PYTHON_ENV),
         Image(ENVOY, (base, binary_layer("envoy", envoy_binary(), "/usr/local/bin/envoy")),
@@ -589,8 +613,27 @@ def _build_all() -> dict[str, Image]:
               entrypoint=("socat",)),
         Image(NETSHOOT, (base, packages_layer("netshoot", base, NETSHOOT_PACKAGES)),
               cmd=("bash",)),
+        *(Image(name, (base, echo_basic_layer), entrypoint=("/echo-basic",),
+                user=ECHO_BASIC_USER)
+          for name in ECHO_BASIC),
     ]  # fmt: skip
     return {image.name: image for image in images}
+
+
+def _echo_basic_pin() -> toolchain.GoTool:
+    return next(t for t in toolchain.GATEWAY_CONFORMANCE_PINS if t.name == "echo-basic")
+
+
+def check_gateway_conformance_images(built: Iterable[str]) -> None:
+    """Fail when the Gateway API conformance suite's manifests (of its Gateway profiles)
+    use an image that is not among ``built``: a new suite release may change the tags."""
+    needed = gateway_conformance.suite_images(toolchain.gateway_conformance_dir())
+    missing = gateway_conformance.unprovided(needed, built)
+    if missing:
+        raise HarnessError(
+            "the Gateway API conformance suite's manifests use images that are not built "
+            f"here: {'; '.join(missing)} (see GATEWAY_CONFORMANCE_IMAGES in e2e/images.py)"
+        )
 
 
 def write_archive(images: Iterable[Image], out: IO[bytes]) -> None:
@@ -634,6 +677,7 @@ def main() -> int:
     """Build every image (``./e2e/dev setup`` does, so that a first test run shows it)."""
     try:
         built = build_all()
+        check_gateway_conformance_images(built)
     except (HarnessError, toolchain.ToolchainError) as err:
         print(f"[images] error: {err}", file=sys.stderr)
         return 1

@@ -30,7 +30,11 @@ new machine builds only that):
   ``k8s.io/kubernetes`` module, like the Gateway API CRDs.
 * for the tests on the node tier: the upstream MCS conformance suite
   (``sigs.k8s.io/mcs-api/conformance``), compiled into a Go test binary from the
-  unmodified copy under ``$FEDERATION_PEER_SUITES`` (:func:`ensure_mcs_conformance`).
+  unmodified copy under ``$FEDERATION_PEER_SUITES`` (:func:`ensure_mcs_conformance`);
+  and the upstream Gateway API conformance suite (:data:`GATEWAY_CONFORMANCE_PINS`): the
+  test binary of ``sigs.k8s.io/gateway-api/conformance`` (``go test -c``, its manifests
+  embedded) and its ``echo-basic`` backend (static), from the module proxy at the CRDs'
+  release, with the same wrapper technique.
 
 Built binaries are cached outside the work tree, keyed by version, under
 ``$FEDERATION_CACHE`` (default ``~/.cache/federation``), so a second run takes
@@ -67,6 +71,11 @@ COREDNS_VERSION = "v1.14.2"
 MCS_API_VERSION = "v0.5.2"
 #: The suite's folder under the peer suites.
 MCS_CONFORMANCE_SUITE = "mcs-api-conformance"
+#: The Gateway API conformance suite is a module of its own, tagged with the API's
+#: releases (``conformance/v1.6.3``). Its go.mod points ``sigs.k8s.io/gateway-api`` at
+#: ``../``, which only its own repository can use: a wrapper requires the API module at
+#: the same release instead (:data:`GATEWAY_CONFORMANCE_PINS`).
+GATEWAY_CONFORMANCE_MODULE = "sigs.k8s.io/gateway-api/conformance"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,6 +95,18 @@ class GoTool:
     version_vars: tuple[str, ...] = ()
     #: For k8s.io/kubernetes: turn its ``./staging`` replaces into releases.
     replace_staging: bool = False
+    #: Other modules the wrapper requires (``"path version"``): what the upstream module
+    #: reaches through a ``replace`` of its own, which a dependent module does not see.
+    requires: tuple[str, ...] = ()
+    #: Build ``package``'s test binary (``go test -c``) instead of a command.
+    test: bool = False
+    #: Without cgo: a static binary that runs on any base image.
+    static: bool = False
+
+    @property
+    def filename(self) -> str:
+        """The built file's name: a test binary's ends in ``.test``, as ``go test -c``'s."""
+        return f"{self.name}.test" if self.test else self.name
 
 
 def _k8s_version_vars(version: str) -> tuple[str, ...]:
@@ -173,6 +194,29 @@ NODE_PACKAGES: dict[str, str] = {
 }
 
 
+#: The Gateway API conformance suite and its backend, at the release of the CRDs (the
+#: suite refuses CRDs of another bundle version). How the suite is run:
+#: :func:`e2e.gateway_conformance.suite_argv`.
+GATEWAY_CONFORMANCE_PINS: tuple[GoTool, ...] = (
+    GoTool(
+        name="gateway-conformance",
+        module=GATEWAY_CONFORMANCE_MODULE,
+        version=GATEWAY_API_VERSION,
+        package=GATEWAY_CONFORMANCE_MODULE,
+        requires=(f"{GATEWAY_API_MODULE} {GATEWAY_API_VERSION}",),
+        test=True,
+    ),
+    GoTool(
+        name="echo-basic",
+        module=GATEWAY_CONFORMANCE_MODULE,
+        version=GATEWAY_API_VERSION,
+        package=f"{GATEWAY_CONFORMANCE_MODULE}/echo-basic",
+        requires=(f"{GATEWAY_API_MODULE} {GATEWAY_API_VERSION}",),
+        static=True,
+    ),
+)
+
+
 def cache_dir() -> Path:
     """Root of the tool cache, outside the work tree."""
     root = os.environ.get("FEDERATION_CACHE") or os.path.join(
@@ -182,15 +226,17 @@ def cache_dir() -> Path:
 
 
 def binary_path(tool: GoTool) -> Path:
-    return cache_dir() / "bin" / f"{tool.name}-{tool.version}" / tool.name
+    return cache_dir() / "bin" / f"{tool.name}-{tool.version}" / tool.filename
 
 
 def _say(message: str) -> None:
     print(f"[toolchain] {message}", flush=True)
 
 
-def _run(cmd: Sequence[str], *, cwd: Path | None = None, what: str) -> str:
-    env = dict(os.environ, GOFLAGS="-mod=mod -buildvcs=false", GOWORK="off")
+def _run(
+    cmd: Sequence[str], *, cwd: Path | None = None, what: str, env: dict[str, str] | None = None
+) -> str:
+    env = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false", "GOWORK": "off", **(env or {})}
     proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ToolchainError(
@@ -247,7 +293,10 @@ def wrapper_gomod(tool: GoTool, upstream_gomod: str) -> str:
         f"go {go_line.group(1) if go_line else '1.22'}",
         "",
         f"require {tool.module} {tool.version}",
+        *(f"require {extra}" for extra in tool.requires),
         "",
+        # A test binary's package is no command, but a tool directive keeps it (and what
+        # it imports) in the module graph all the same.
         f"tool {tool.package}",
     ]
     if tool.replace_staging:
@@ -255,6 +304,18 @@ def wrapper_gomod(tool: GoTool, upstream_gomod: str) -> str:
         lines += [f"\t{r}" for r in staging_replaces(upstream_gomod, tool.version)]
         lines += [")"]
     return "\n".join(lines) + "\n"
+
+
+def go_build_argv(go: str, tool: GoTool, output: Path) -> list[str]:
+    """The ``go build`` (or, for a test binary, ``go test -c``) that makes ``tool``."""
+    ldflags = " ".join(["-s", "-w", *(f"-X {v}" for v in tool.version_vars)])
+    verb = ["test", "-c"] if tool.test else ["build"]
+    return [go, *verb, "-trimpath", "-ldflags", ldflags, "-o", str(output), tool.package]
+
+
+def go_build_env(tool: GoTool) -> dict[str, str]:
+    """What the build's environment sets beyond :func:`_run`'s."""
+    return {"CGO_ENABLED": "0"} if tool.static else {}
 
 
 @contextlib.contextmanager
@@ -291,15 +352,11 @@ def build_go_tool(tool: GoTool) -> Path:
     (workdir / "go.mod").write_text(wrapper_gomod(tool, upstream_gomod))
     with heartbeat(f"{tool.name}: resolving modules"):
         _run([_go(), "mod", "tidy"], cwd=workdir, what=f"{tool.name}: go mod tidy")
-    ldflags = " ".join(["-s", "-w", *(f"-X {v}" for v in tool.version_vars)])
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    argv = go_build_argv(_go(), tool, partial)
     with heartbeat(f"{tool.name}: compiling"):
-        _run(
-            [_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), tool.package],
-            cwd=workdir,
-            what=f"{tool.name}: go build",
-        )
+        _run(argv, cwd=workdir, what=f"{tool.name}: go {argv[1]}", env=go_build_env(tool))
     os.replace(partial, target)
     _say(f"{tool.name} {tool.version}: built in {time.monotonic() - start:.0f}s -> {target}")
     return target
@@ -548,6 +605,50 @@ def ensure_mcs_conformance() -> Path:
         return _build_mcs_conformance()
 
 
+# --- the Gateway API conformance suite ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayConformanceTools:
+    """The Gateway API conformance suite as the node tier runs it."""
+
+    #: The suite's test binary (``TestConformance``; manifests embedded).
+    suite: Path
+    #: Its backend, static; the images of :mod:`e2e.images` carry it under the names
+    #: the suite's manifests use.
+    echo_basic: Path
+    #: The suite's module in the module cache: its manifests, read, never copied.
+    module_dir: Path
+
+
+def gateway_conformance_dir() -> Path:
+    """The conformance module (``base/``, ``tests/``, ``mesh/`` manifests) in the module
+    cache."""
+    info = module_info(GATEWAY_CONFORMANCE_MODULE, GATEWAY_API_VERSION)
+    root = Path(info["Dir"])
+    if not (root / "base" / "manifests.yaml").is_file():
+        raise ToolchainError(f"no base/manifests.yaml in the conformance module at {root}")
+    return root
+
+
+def locate_gateway_conformance() -> GatewayConformanceTools:
+    """The Gateway API conformance suite and echo-basic, without building anything."""
+    built = _built(GATEWAY_CONFORMANCE_PINS)
+    return GatewayConformanceTools(
+        suite=built["gateway-conformance"],
+        echo_basic=built["echo-basic"],
+        module_dir=gateway_conformance_dir(),
+    )
+
+
+def ensure_gateway_conformance() -> GatewayConformanceTools:
+    """Build (once, under the cache's lock) and locate the Gateway API conformance suite."""
+    with cache_lock():
+        for tool in GATEWAY_CONFORMANCE_PINS:
+            build_go_tool(tool)
+    return locate_gateway_conformance()
+
+
 @contextlib.contextmanager
 def cache_lock() -> Iterator[None]:
     """Held while anything in the cache is built: two runs never build the same thing."""
@@ -557,17 +658,28 @@ def cache_lock() -> Iterator[None]:
         yield
 
 
+def setup_steps(*, nodes: bool, test_tools: bool) -> list[GoTool]:
+    """The Go tools a setup builds, in order (the MCS suite's step comes after them)."""
+    conformance = test_tools and nodes
+    return [
+        *PINS,
+        *(TEST_PINS if test_tools else ()),
+        *(NODE_PINS if nodes else ()),
+        *(GATEWAY_CONFORMANCE_PINS if conformance else ()),
+    ]
+
+
 def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
     """Provide every component, building or installing only what is missing.
 
     ``nodes=False`` leaves out the node tier (kubelet and friends, containerd);
     ``test_tools=False`` leaves out what only the tests run (helm, and with the node
-    tier the MCS conformance suite).
+    tier the MCS and Gateway API conformance suites).
     """
     conformance = test_tools and nodes
     with cache_lock():
         ensure_redis()
-        steps = [*PINS, *(TEST_PINS if test_tools else ()), *(NODE_PINS if nodes else ())]
+        steps = setup_steps(nodes=nodes, test_tools=test_tools)
         total = len(steps) + int(conformance)
         for number, tool in enumerate(steps, start=1):
             _say(f"step {number}/{total}: {tool.name} {tool.version}")
@@ -605,6 +717,9 @@ def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
             _say(f"{label}: {first[0] if first else '?'}")
     if conformance:
         _say(f"mcs-conformance: {locate_mcs_conformance()}")
+        gateway = locate_gateway_conformance()
+        _say(f"gateway-conformance {GATEWAY_API_VERSION}: {gateway.suite}")
+        _say(f"echo-basic {GATEWAY_API_VERSION}: {gateway.echo_basic}")
     return tools
 
 
@@ -628,6 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             found |= vars(locate_nodes()) if nodes else {}
             if nodes:
                 found["mcs_conformance"] = locate_mcs_conformance()
+                gateway = locate_gateway_conformance()
+                found["gateway_conformance"] = gateway.suite
+                found["echo_basic"] = gateway.echo_basic
             print(json.dumps({k: str(v) for k, v in found.items()}, indent=2))
         else:
             ensure_all(nodes=nodes, test_tools=not args.demo)

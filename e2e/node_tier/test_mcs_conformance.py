@@ -19,14 +19,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 import yaml
@@ -34,6 +31,7 @@ import yaml
 from e2e import images, toolchain
 from e2e.federation import Federation
 from e2e.nodes import NodeCluster, NodeEnvironment
+from e2e.suite_runs import run_logged
 
 #: Every spec of the suite: none may be filtered out or skipped.
 EXPECTED_SPECS = 27
@@ -100,33 +98,7 @@ def run_suite(binary: Path, kubeconfig: Path, contexts: Sequence[str], workdir: 
         "-ginkgo.v",
         "-ginkgo.no-color",
     ]
-    print(f"[mcs-conformance] running {' '.join(argv)} in {workdir}", flush=True)
-    with open(workdir / "suite.log", "w") as log:
-        proc = subprocess.Popen(
-            argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert proc.stdout is not None
-        tee = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True)
-        tee.start()
-        try:
-            code = proc.wait(timeout=PROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(
-                f"the MCS conformance suite ran over {PROCESS_TIMEOUT}s and was killed; "
-                f"its output is in {workdir / 'suite.log'}"
-            ) from None
-        finally:
-            tee.join()
-    return code
-
-
-def _tee(source: TextIO, log: TextIO) -> None:
-    for line in source:
-        log.write(line)
-        sys.stdout.write(f"[mcs-conformance] {line}")
-        sys.stdout.flush()
+    return run_logged(argv, workdir, prefix="[mcs-conformance]", timeout=PROCESS_TIMEOUT)
 
 
 @dataclass
