@@ -78,7 +78,7 @@ def test_the_dump_of_b_equals_what_bs_envoy_holds(fed: Federation, ns: str) -> N
     cluster = next(
         r for r in dumped["clusters"]["resources"] if r["name"].endswith(f"/{ns}/echo/80")
     )
-    assert cluster["resource"]["outlier_detection"]["consecutive_5xx"] == 5
+    assert cluster["resource"]["outlier_detection"]["consecutive_local_origin_failure"] == 5
     assert cluster["resource"] == admin.resources[CLUSTER][cluster["name"]]
 
 

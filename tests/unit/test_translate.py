@@ -363,7 +363,14 @@ def test_cluster_is_an_eds_cluster_fed_over_ads() -> None:
     assert cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
     assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
     od = cluster.outlier_detection
-    assert (od.consecutive_5xx.value, od.max_ejection_percent.value) == (5, 100)
+    # Connection failures eject a host; a backend's own 5xx responses do not.
+    assert od.split_external_local_origin_errors
+    assert (od.consecutive_local_origin_failure.value, od.max_ejection_percent.value) == (5, 100)
+    assert od.enforcing_consecutive_local_origin_failure.value == 100
+    assert (od.enforcing_consecutive_5xx.value, od.enforcing_consecutive_gateway_failure.value) == (
+        0,
+        0,
+    )
     assert not cluster.typed_extension_protocol_options
     assert not build_cluster(view, HTTP, TranslateOptions(outlier_detection=False)).HasField(
         "outlier_detection"

@@ -2,10 +2,15 @@
 (``TranslateOptions.outlier_detection``).
 
 Fail-static keeps a dead cluster's endpoints, so Envoy itself must stop using them: 5
-consecutive 5xx (connect failures count, since local-origin errors are not split out)
-eject a host; checked every 5 s (Envoy's default is 10 s) for 30 s at first. Up to 100 %,
-not Envoy's 10 %: a whole cluster may be gone, and its hosts must all leave so that the
-traffic moves to the next priority instead of still trying the dead ones.
+consecutive connection failures (refused, timed out, reset: errors of Envoy's own side,
+split from the HTTP responses a backend gives) eject a host; checked every 5 s (Envoy's
+default is 10 s) for 30 s at first. Up to 100 %, not Envoy's 10 %: a whole cluster may be
+gone, and its hosts must all leave so that the traffic moves to the next priority
+instead of still trying the dead ones.
+
+A backend that answers, even with a 5xx, is alive and is not ejected: an application's
+own errors (a route's ``retry`` may retry them) would otherwise take a single-replica
+Service out of rotation for 30 s and answer every request 503 meanwhile.
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -26,7 +31,11 @@ def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> Non
         return
     out.outlier_detection.CopyFrom(
         outlier_detection_pb2.OutlierDetection(
-            consecutive_5xx={"value": 5},
+            split_external_local_origin_errors=True,
+            consecutive_local_origin_failure={"value": 5},
+            enforcing_consecutive_local_origin_failure={"value": 100},
+            enforcing_consecutive_5xx={"value": 0},
+            enforcing_consecutive_gateway_failure={"value": 0},
             interval=duration_pb2.Duration(seconds=5),
             base_ejection_time=duration_pb2.Duration(seconds=30),
             max_ejection_percent={"value": 100},
