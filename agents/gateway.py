@@ -299,6 +299,26 @@ class GatewayAgent:
                         state.invalid_parameters,
                     ),
                 )
+            if state is not None and state.unsupported_address:
+                gateway = _with_condition(
+                    gateway,
+                    condition(
+                        GatewayCondition.ACCEPTED,
+                        False,
+                        InfraReason.UNSUPPORTED_ADDRESS,
+                        state.unsupported_address,
+                    ),
+                )
+            if state is not None and state.unassigned_address:
+                gateway = _with_condition(
+                    gateway,
+                    condition(
+                        GatewayCondition.PROGRAMMED,
+                        False,
+                        InfraReason.ADDRESS_NOT_ASSIGNED,
+                        state.unassigned_address,
+                    ),
+                )
             if state is not None and state.problem:
                 gateway = _with_condition(
                     gateway,

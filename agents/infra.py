@@ -52,12 +52,14 @@ from agents.infra_objects import (
     InfraSettings,
     InvalidParameters,
     Parameters,
+    address_problem,
     certificate_secrets,
     desired_objects,
     gateway_addresses,
     gateway_label,
     owned_by_infra,
     parse_parameters,
+    requested_address,
 )
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
@@ -84,6 +86,10 @@ class GatewayInfra:
     invalid_parameters: str | None = None
     #: Why its Envoys could not be provisioned (its ``Programmed=False``).
     problem: str | None = None
+    #: Why its ``spec.addresses`` cannot be honoured (``Accepted=False/UnsupportedAddress``).
+    unsupported_address: str | None = None
+    #: The requested address its Service does not have (``Programmed=False/AddressNotAssigned``).
+    unassigned_address: str | None = None
 
 
 def _never(gateway_namespace: str, namespace: str, name: str) -> bool:
@@ -122,6 +128,11 @@ class InfraManager:
                 continue
             try:
                 params = await self._parameters(gateway, classes)
+                unsupported = address_problem(gateway, params)
+                if unsupported is not None:
+                    state[key] = GatewayInfra(unsupported_address=unsupported)
+                    wanted |= _of_gateway(existing, key)  # left as they were
+                    continue
                 certificates = await self._certificates(gateway, copyable)
                 objects = desired_objects(gateway, self.settings, params, xds_tls, certificates)
                 service = None
@@ -131,7 +142,14 @@ class InfraManager:
                     result = await self._apply(kind, ref, obj, known=ref in existing)
                     if kind is SERVICES:
                         service = result
-                state[key] = GatewayInfra(tuple(gateway_addresses(service)))
+                addresses = tuple(gateway_addresses(service))
+                requested = requested_address(gateway)
+                unassigned = (
+                    None
+                    if requested is None or any(a["value"] == requested for a in addresses)
+                    else f"{requested} is not assigned to the Gateway's Service (yet)"
+                )
+                state[key] = GatewayInfra(addresses, unassigned_address=unassigned)
             except InvalidParameters as err:
                 state[key] = GatewayInfra(invalid_parameters=str(err))
                 wanted |= _of_gateway(existing, key)  # left as they were

@@ -27,6 +27,7 @@ Names are DNS labels (:func:`object_name`), and parameters come from ConfigMaps
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -80,9 +81,11 @@ WATCHED = (SERVICES, DEPLOYMENTS)
 
 
 class InfraReason(StrEnum):
-    """The condition reason the infra manager adds to a Gateway's computed status."""
+    """The condition reasons the infra manager adds to a Gateway's computed status."""
 
     INVALID_PARAMETERS = "InvalidParameters"
+    UNSUPPORTED_ADDRESS = "UnsupportedAddress"
+    ADDRESS_NOT_ASSIGNED = "AddressNotAssigned"
 
 
 class InvalidParameters(ValueError):
@@ -320,6 +323,11 @@ def desired_objects(
                 "metadata": _metadata(gateway, name, **params.service_annotations),
                 "spec": {
                     "type": params.service_type,
+                    **(
+                        {"loadBalancerIP": requested}
+                        if (requested := requested_address(gateway))
+                        else {}
+                    ),
                     "selector": selector,
                     "ports": [
                         {
@@ -515,6 +523,37 @@ def _deployment(
             },
         },
     }
+
+
+def address_problem(gateway: KubeObject, params: Parameters) -> str | None:
+    """Why the Gateway's ``spec.addresses`` cannot be honoured (``UnsupportedAddress``),
+    None when it can: at most one IP address, on a Service of type LoadBalancer (its
+    ``loadBalancerIP``, which the load balancer assigns)."""
+    addresses = (gateway.get("spec") or {}).get("addresses") or []
+    if not addresses:
+        return None
+    for i, entry in enumerate(addresses):
+        kind = entry.get("type") or "IPAddress"
+        if kind != "IPAddress":
+            return f"spec.addresses[{i}]: type {kind} is not supported; give an IPAddress"
+        try:
+            ipaddress.ip_address(entry.get("value") or "")
+        except ValueError:
+            return f"spec.addresses[{i}]: {entry.get('value')!r} is not an IP address"
+    if len(addresses) > 1:
+        return "spec.addresses: one address at most (its Service has one load balancer IP)"
+    if params.service_type != "LoadBalancer":
+        return (
+            f"spec.addresses: the Gateway's Service is of type {params.service_type}; only a "
+            "LoadBalancer Service takes a requested address"
+        )
+    return None
+
+
+def requested_address(gateway: KubeObject) -> str | None:
+    """The IP address the Gateway asks for (its first ``spec.addresses`` entry)."""
+    addresses = (gateway.get("spec") or {}).get("addresses") or []
+    return str(addresses[0].get("value")) if addresses else None
 
 
 def gateway_addresses(service: KubeObject | None) -> list[dict[str, str]]:

@@ -76,7 +76,7 @@ def _one(env: NodeEnvironment, client: ApiClient, i: int) -> tuple[float, float]
         if programmed is None and _programmed(client, name):
             programmed = now
         time.sleep(POLL)  # the polling period of a measurement, not synchronisation
-    b.kubectl("delete", "gateway", name, "httproute", f"r{i}", "-n", NS)
+    b.kubectl("delete", f"gateway/{name}", f"httproute/r{i}", "-n", NS)
     return available, programmed
 
 

@@ -570,7 +570,8 @@ def test_a_gateway_gets_its_own_deployment_and_service_restored_when_deleted(
     (port,) = found["service"]["spec"]["ports"]
     assert (port["port"], port["targetPort"]) == (80, 10080)
     (envoy,) = found["deployment"]["spec"]["template"]["spec"]["containers"]
-    assert [p["containerPort"] for p in envoy["ports"]] == [10080]
+    # The listener's port, bound unprivileged, beside the readiness listener.
+    assert [p["containerPort"] for p in envoy["ports"]] == [19001, 10080]
     cluster_ip = found["service"]["spec"]["clusterIP"]
     wait_until(
         lambda: (

@@ -138,3 +138,21 @@ async def test_a_gateway_whose_name_is_no_dns_label_gets_objects_all_the_same(
     (state,) = (await InfraManager(kube, SETTINGS).sync([dotted], {})).values()
     assert state.problem is None
     assert await _exists(kube, ns, "services", object_name("api.v2"))
+
+
+async def test_a_requested_address_goes_to_the_service_or_is_refused_by_name(
+    cluster_a: LocalCluster, kube: Kube
+) -> None:
+    ns = _namespace(cluster_a)
+    asked = await _gateway(
+        kube, ns, "asked", addresses=[{"type": "IPAddress", "value": "192.0.2.9"}]
+    )
+    named = await _gateway(kube, ns, "named", addresses=[{"type": "Hostname", "value": "x.test"}])
+    states = await InfraManager(kube, SETTINGS).sync([asked, named], {})
+    service = await kube.get(f"/api/v1/namespaces/{ns}/services/{object_name('asked')}")
+    assert service is not None and service["spec"]["loadBalancerIP"] == "192.0.2.9"
+    # No load balancer here assigns it: the Gateway says so.
+    assert states[ns, "asked"].unassigned_address
+    assert "192.0.2.9" in (states[ns, "asked"].unassigned_address or "")
+    assert "type Hostname" in (states[ns, "named"].unsupported_address or "")
+    assert not await _exists(kube, ns, "deployments", object_name("named"))

@@ -153,3 +153,33 @@ def test_addresses_come_from_the_load_balancer_else_the_cluster_ips() -> None:
         {"type": "Hostname", "value": "h"},
     ]
     assert infra.gateway_addresses(None) == []
+
+
+@pytest.mark.parametrize(
+    ("addresses", "service_type", "named"),
+    [
+        ([{"type": "Hostname", "value": "gw.example.com"}], "LoadBalancer", "type Hostname"),
+        ([{"value": "not-an-ip"}], "LoadBalancer", "not an IP address"),
+        ([{"value": "192.0.2.1"}, {"value": "192.0.2.2"}], "LoadBalancer", "one address"),
+        ([{"value": "192.0.2.1"}], "ClusterIP", "type ClusterIP"),
+    ],
+)
+def test_addresses_a_service_cannot_carry_are_refused_by_name(
+    addresses: list[dict[str, str]], service_type: str, named: str
+) -> None:
+    params = Parameters(service_type=service_type)
+    problem = infra.address_problem(gateway(addresses=addresses), params)
+    assert problem is not None and named in problem
+
+
+def test_a_requested_address_becomes_the_services_load_balancer_ip() -> None:
+    spec = gateway(addresses=[{"type": "IPAddress", "value": "192.0.2.7"}])
+    assert infra.address_problem(spec, Parameters()) is None
+    objects = by_kind(infra.desired_objects(spec, SETTINGS, Parameters(), XDS_TLS))
+    assert objects["Service"]["spec"]["loadBalancerIP"] == "192.0.2.7"
+    assert (
+        "loadBalancerIP"
+        not in by_kind(infra.desired_objects(gateway(), SETTINGS, Parameters(), XDS_TLS))[
+            "Service"
+        ]["spec"]
+    )
