@@ -44,7 +44,7 @@ from agents import k8s_objects as objs
 from agents import kinds as k
 from agents.certificates import CertificateChecker, secret_granted
 from agents.infra import GatewayInfra, InfraManager
-from agents.infra_objects import InfraReason, InvalidParameters
+from agents.infra_objects import InvalidParameters
 from agents.kinds import KubeObject
 from agents.kube import Kube, KubeError
 from agents.status import StatusWriter
@@ -69,10 +69,7 @@ from federation.translate.gateway.inputs import (
 )
 from federation.translate.gateway.status import (
     CONTROLLER_NAME,
-    GatewayCondition,
-    GatewayReason,
     GatewayStatus,
-    condition,
 )
 
 log = logging.getLogger(__name__)
@@ -289,46 +286,8 @@ class GatewayAgent:
             if obj is None:
                 continue
             state = infra.get((gateway.namespace, gateway.name))
-            if state is not None and state.invalid_parameters:
-                gateway = _with_condition(
-                    gateway,
-                    condition(
-                        GatewayCondition.ACCEPTED,
-                        False,
-                        InfraReason.INVALID_PARAMETERS,
-                        state.invalid_parameters,
-                    ),
-                )
-            if state is not None and state.unsupported_address:
-                gateway = _with_condition(
-                    gateway,
-                    condition(
-                        GatewayCondition.ACCEPTED,
-                        False,
-                        InfraReason.UNSUPPORTED_ADDRESS,
-                        state.unsupported_address,
-                    ),
-                )
-            if state is not None and state.unassigned_address:
-                gateway = _with_condition(
-                    gateway,
-                    condition(
-                        GatewayCondition.PROGRAMMED,
-                        False,
-                        InfraReason.ADDRESS_NOT_ASSIGNED,
-                        state.unassigned_address,
-                    ),
-                )
-            if state is not None and state.problem:
-                gateway = _with_condition(
-                    gateway,
-                    condition(
-                        GatewayCondition.PROGRAMMED,
-                        False,
-                        GatewayReason.INVALID,
-                        f"its Envoys cannot be provisioned: {state.problem}",
-                    ),
-                )
+            for overriding in () if state is None else state.conditions():
+                gateway = _with_condition(gateway, overriding)
             addresses = None if state is None else list(state.addresses)
             await self.status.gateway_status(obj, gateway, addresses)
         for route in resolved.statuses.routes:

@@ -49,6 +49,7 @@ from agents.infra_objects import (
     SECRETS,
     SECRETS_ANNOTATION,
     SERVICES,
+    InfraReason,
     InfraSettings,
     InvalidParameters,
     Parameters,
@@ -63,6 +64,8 @@ from agents.infra_objects import (
 )
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
+from federation.model.conditions import Condition
+from federation.translate.gateway.status import GatewayCondition, GatewayReason, condition
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,20 @@ class GatewayInfra:
     unsupported_address: str | None = None
     #: The requested address its Service does not have (``Programmed=False/AddressNotAssigned``).
     unassigned_address: str | None = None
+
+    def conditions(self) -> list[Condition]:
+        """The Gateway conditions this state overrides the first stage's with."""
+        provisioning = (
+            None if self.problem is None else f"its Envoys cannot be provisioned: {self.problem}"
+        )
+        accepted, programmed = GatewayCondition.ACCEPTED, GatewayCondition.PROGRAMMED
+        found = [
+            (accepted, InfraReason.INVALID_PARAMETERS, self.invalid_parameters),
+            (accepted, InfraReason.UNSUPPORTED_ADDRESS, self.unsupported_address),
+            (programmed, InfraReason.ADDRESS_NOT_ASSIGNED, self.unassigned_address),
+            (programmed, GatewayReason.INVALID, provisioning),
+        ]
+        return [condition(kind, False, reason, why) for kind, reason, why in found if why]
 
 
 def _never(gateway_namespace: str, namespace: str, name: str) -> bool:

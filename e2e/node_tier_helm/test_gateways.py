@@ -167,12 +167,16 @@ def test_a_deleted_deployment_is_back_at_once(installed: Installed, teams: dict[
         timeout=DEADLINE * 3,
         what="the restored Envoys to serve team two",
     )
+    # The deleted Deployment's pod goes in the background: until it has, it may still
+    # answer, and then close its connections.
+    _wait_settled(b, TWO)
 
 
 def test_deleting_one_gateway_leaves_the_others_traffic_untouched(
     installed: Installed, teams: dict[str, str]
 ) -> None:
     b = installed.env.cluster("b")
+    _wait_settled(b, TWO)  # one Ready pod, none terminating: only the deletion varies
     wait_until(
         lambda: _get(teams[TWO]).served_by == "b", timeout=DEADLINE * 3, what="team two served"
     )
@@ -189,6 +193,24 @@ def test_deleting_one_gateway_leaves_the_others_traffic_untouched(
     print(f"\nteam two while team one's Gateway went: {loop.served()}")
     assert not loop.failed, loop.failed[:5]
     assert set(loop.served()) == {"b"}
+
+
+def _wait_settled(cluster: NodeCluster, ns: str) -> None:
+    """Wait until the Gateway's Envoys are exactly one Ready pod, none terminating."""
+
+    def settled() -> bool:
+        found = _json(cluster, "get", "pods", "-n", ns, "-l", "gateway.federation.io/gateway=gw")
+        pods_ = found["items"]
+        return len(pods_) == 1 and all(
+            not p["metadata"].get("deletionTimestamp")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+            for p in pods_
+        )
+
+    wait_until(settled, timeout=DEADLINE * 3, what=f"{ns}/gw's Envoys to settle on one pod")
 
 
 def _programmed(cluster: NodeCluster, ns: str) -> bool:

@@ -183,3 +183,15 @@ def test_a_requested_address_becomes_the_services_load_balancer_ip() -> None:
             "Service"
         ]["spec"]
     )
+
+
+def test_what_the_infra_manager_knows_overrides_the_gateways_conditions() -> None:
+    from agents.infra import GatewayInfra
+
+    assert GatewayInfra().conditions() == []
+    found = GatewayInfra(invalid_parameters="bad replicas", problem="422").conditions()
+    assert [(c.type, c.status.value, c.reason) for c in found] == [
+        ("Accepted", "False", "InvalidParameters"),
+        ("Programmed", "False", "Invalid"),
+    ]
+    assert "cannot be provisioned: 422" in found[1].message
