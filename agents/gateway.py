@@ -10,6 +10,8 @@ What it publishes, under its own cluster's keys:
   ``allowedRoutes`` selector decides on them); routes whose parents are not ours are
   ignored by the translation, which reports nothing for them;
 * every ReferenceGrant;
+* every BackendTrafficPolicy (Envoy Gateway's policy API), naming in its record each field
+  it sets that we do not implement, so that the translation refuses it by name;
 * every Service of this cluster that a route names as a backend or mirror, with its
   endpoints (a *local* Service: only this cluster's Envoys use it).
 
@@ -18,9 +20,10 @@ desired set of records (a cluster has tens to hundreds of these objects), publis
 differs from what was published and withdraws what is gone. Then it runs the first
 translation stage on exactly those records, the same call the hub makes for the
 cluster's Envoys, and writes the statuses: the GatewayClass's ``Accepted``, each
-Gateway's conditions and listeners, and each route's parent entries under our controller
-name (entries of other controllers are kept). ``Programmed`` comes from the hub's
-published ACK state, read every ``poll_interval`` seconds.
+Gateway's conditions and listeners, each route's parent entries and each policy's
+ancestor entries under our controller name (entries of other controllers are kept).
+``Programmed`` comes from the hub's published ACK state, read every ``poll_interval``
+seconds.
 
 Each Gateway record carries the agent's verdict on every certificate Secret its HTTPS
 listeners name (:mod:`agents.certificates`), never the Secret itself. Every sync reads
@@ -54,7 +57,8 @@ from federation.errors import FederationError
 from federation.model.conditions import Condition
 from federation.programmed import merged_facts
 from federation.registry import gatewayapi as g
-from federation.registry.codec import from_json
+from federation.registry import policies as p
+from federation.registry.codec import from_json, unknown_fields
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Record, RecordRef, ref_of
 from federation.registry.records import ExportedService, InvalidRecordError
@@ -79,8 +83,15 @@ log = logging.getLogger(__name__)
 RECHECK_FIRST = 2.0
 
 #: What Gateway API objects the agent watches (ReferenceGrant: v1beta1 is the stored
-#: version, and served by every Gateway API v1.x release).
-WATCHED = (k.GATEWAY_CLASSES, k.GATEWAYS, k.HTTP_ROUTES, k.GRPC_ROUTES, k.REFERENCE_GRANTS)
+#: version, and served by every Gateway API v1.x release), and Envoy Gateway's policies.
+WATCHED = (
+    k.GATEWAY_CLASSES,
+    k.GATEWAYS,
+    k.HTTP_ROUTES,
+    k.GRPC_ROUTES,
+    k.REFERENCE_GRANTS,
+    k.BACKEND_TRAFFIC_POLICIES,
+)
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectName:
@@ -295,6 +306,10 @@ class GatewayAgent:
             obj = self.objects.of(api_kind).get((route.namespace, route.name))
             if obj is not None:
                 await self.status.route_status(obj, route)
+        for policy in resolved.statuses.policies:
+            obj = self.objects.of(k.BACKEND_TRAFFIC_POLICIES).get((policy.namespace, policy.name))
+            if obj is not None:
+                await self.status.policy_status(k.BACKEND_TRAFFIC_POLICIES.plural, obj, policy)
 
     def on_config_map(self, namespace: str, name: str) -> None:
         """A ConfigMap changed: sync when a GatewayClass or Gateway takes its parameters
@@ -396,6 +411,19 @@ def desired_records(
             records += _convert(cluster, obj, spec, record, {"namespace_labels": labels})
     for obj in objects.of(k.REFERENCE_GRANTS).values():
         records += _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
+    for obj in objects.of(k.BACKEND_TRAFFIC_POLICIES).values():
+        # Every field we do not implement is named, so that the policy is refused by
+        # name instead of applying part of what it says.
+        unsupported = tuple(
+            unknown_fields(p.BackendTrafficPolicySpec, obj.get("spec") or {}, "spec")
+        )
+        records += _convert(
+            cluster,
+            obj,
+            p.BackendTrafficPolicySpec,
+            p.BackendTrafficPolicyRecord,
+            {"unsupported": unsupported},
+        )
     for ns, name in sorted(_service_backends(records)):
         service = services.get((ns, name))
         if service is not None:

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from urllib.parse import quote
 
 from federation.registry.gatewayapi import GATEWAY_GROUP
+from federation.registry.policies import ENVOY_GATEWAY_GROUP
 
 #: A Kubernetes object as the apiserver sends it (raw JSON).
 KubeObject = Mapping[str, Any]
@@ -90,6 +91,8 @@ GATEWAYS = ApiKind(GATEWAY_GROUP, "v1", "gateways")
 HTTP_ROUTES = ApiKind(GATEWAY_GROUP, "v1", "httproutes")
 GRPC_ROUTES = ApiKind(GATEWAY_GROUP, "v1", "grpcroutes")
 REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
+#: Envoy Gateway's policy API, whose CRDs the federation-crds chart installs.
+BACKEND_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "backendtrafficpolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
 SECRETS = ApiKind("", "v1", "secrets")
 
@@ -103,5 +106,6 @@ BY_PLURAL = {
         GATEWAYS,
         HTTP_ROUTES,
         GRPC_ROUTES,
+        BACKEND_TRAFFIC_POLICIES,
     )
 }

@@ -3,7 +3,7 @@
 Called by the agent's export and import workers with conditions computed by
 the pure ``federation.model.conditions``, and by its Gateway side with the
 statuses the first translation stage computes (GatewayClasses, Gateways,
-HTTPRoutes and GRPCRoutes). It keeps ``lastTransitionTime`` of conditions
+HTTPRoutes, GRPCRoutes and BackendTrafficPolicies). It keeps ``lastTransitionTime`` of conditions
 whose status did not change, keeps condition types it does not own (and a
 route's parent entries of other controllers), sets ``observedGeneration``,
 and skips the write when nothing changed (the watch event of its own write
@@ -27,8 +27,12 @@ from federation.translate.gateway.features import SUPPORTED_FEATURES
 from federation.translate.gateway.status import (
     CONTROLLER_NAME,
     GatewayStatus,
+    PolicyStatus,
     RouteStatus,
 )
+
+#: ``status.ancestors`` of a policy holds at most this many entries (Gateway API).
+MAX_POLICY_ANCESTORS = 16
 
 
 def _now() -> str:
@@ -204,6 +208,41 @@ class StatusWriter:
         parents = others + ours
         if parents != existing:
             await self._write(plural, route, {**status, "parents": parents})
+
+    async def policy_status(
+        self, plural: str, policy: Mapping[str, Any], computed: PolicyStatus
+    ) -> None:
+        """Our ``status.ancestors`` entries of a policy, exactly ``computed.ancestors``
+        (entries of ours for ancestors no longer among them are removed; other
+        controllers' entries are kept), as Gateway API's PolicyStatus has them."""
+        status = self._status(plural, policy)
+        existing: list[dict[str, Any]] = status.get("ancestors") or []
+        others = [a for a in existing if a.get("controllerName") != CONTROLLER_NAME]
+        before = {
+            _ref_key(a.get("ancestorRef") or {}): a
+            for a in existing
+            if a.get("controllerName") == CONTROLLER_NAME
+        }
+        ours = []
+        for ancestor in computed.ancestors:
+            ref = to_json(ancestor.ancestor_ref)
+            old = before.get(_ref_key(ref)) or {}
+            ours.append(
+                {
+                    "ancestorRef": ref,
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": merge_conditions(
+                        old.get("conditions") or [],
+                        ancestor.conditions,
+                        observed_generation=_generation(policy),
+                        now=_now(),
+                    ),
+                }
+            )
+        # Gateway API keeps at most 16 ancestors; ours come after other controllers'.
+        ancestors = (others + ours)[:MAX_POLICY_ANCESTORS]
+        if ancestors != existing:
+            await self._write(plural, policy, {**status, "ancestors": ancestors})
 
     async def _write(self, plural: str, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         key = _cache_key(plural, obj)

@@ -8,7 +8,9 @@ through an Envoy shows which cluster served it:
   cluster, the backend's address, the pod (``--pod``), the client's address, the method,
   the path and the request's headers;
   ``GET /ws`` with a WebSocket upgrade echoes every message back, prefixed with the
-  cluster's name; ``/slow?ms=N`` answers after N milliseconds (at most 10 s); and
+  cluster's name; ``/slow?ms=N`` answers after N milliseconds (at most 10 s);
+  ``/flaky?fail=N&key=K`` answers 503 to the first N requests with key K, then as
+  usual (a misbehaving backend, for retries); and
   ``GET /__count`` says how many other requests the backend has served (mirrors
   are counted too).
 * ``--protocol grpc``: a gRPC server (HTTP/2 in clear text) with one server-streaming
@@ -39,8 +41,13 @@ GRPC_METHOD = f"/{GRPC_SERVICE}/Count"
 MAX_GRPC_COUNT = 1000
 
 
+#: Bound on the keys ``/flaky`` remembers (each test uses a few).
+MAX_FLAKY_KEYS = 1000
+
+
 def http_app(name: str, address: str, pod: str | None = None) -> web.Application:
     served = 0
+    failures: dict[str, int] = {}
 
     async def echo(request: web.Request) -> web.StreamResponse:
         nonlocal served
@@ -57,6 +64,13 @@ def http_app(name: str, address: str, pod: str | None = None) -> web.Application
         if request.path == "/slow":
             delay = min(int(request.query.get("ms", "0") or 0), 10_000)
             await asyncio.sleep(delay / 1000)  # the slowness being tested, not synchronisation
+        if request.path == "/flaky":
+            key = request.query.get("key", "")
+            if key in failures or len(failures) < MAX_FLAKY_KEYS:
+                failed = failures.get(key, 0)
+                if failed < int(request.query.get("fail", "0") or 0):
+                    failures[key] = failed + 1
+                    return web.json_response({"cluster": name, "failed": failed + 1}, status=503)
         body = {
             "cluster": name,
             "backend": address,

@@ -27,6 +27,9 @@ in ``a`` to the new answer in ``b`` (:mod:`e2e.bench_dns`).
 
 ``gateways``: a Gateway applied until ``Programmed=True`` with its address, beside the
 time its Envoy Deployment takes to become Available (:mod:`e2e.bench_gateways`).
+``policy-translation``, ``policy-ack``: a Gateway's 1,000 routes translated with and without
+a BackendTrafficPolicy each, and a policy change until the Gateway's Envoy has it
+(:mod:`e2e.bench_policies`).
 
 Benchmarks never assert on time: they print, and people compare.
 """
@@ -41,7 +44,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_ceiling, bench_dns, bench_gateways, bench_xds, pods
+from e2e import bench_ceiling, bench_dns, bench_gateways, bench_policies, bench_xds, pods
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -234,6 +237,8 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "route-ack": lambda args: bench_xds.bench_route_ack(args.changes),
     "dns": lambda args: bench_dns.bench_dns(args.queries, min(args.changes, 100)),
     "gateways": lambda args: bench_gateways.bench_gateways(args.gateways),
+    "policy-translation": lambda args: bench_policies.bench_policy_translation(),
+    "policy-ack": lambda args: bench_policies.bench_policy_ack(args.changes),
 }
 
 
@@ -245,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--changes",
         type=int,
         default=200,
-        help="federation, endpoint-ack, route-ack: sequential changes (default 200)",
+        help="federation, endpoint-ack, route-ack, policy-ack: sequential changes (default 200)",
     )
     parser.add_argument(
         "--services",

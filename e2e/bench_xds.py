@@ -75,7 +75,7 @@ NAMESPACE = "bench"
 CREATED = "2026-01-01T00:00:00Z"
 
 
-def _rss_mib(*, peak: bool = False) -> float:
+def rss_mib(*, peak: bool = False) -> float:
     """This process's resident memory (or its peak so far) in MiB."""
     return rss_kib(os.getpid(), "VmHWM" if peak else "VmRSS") / 1024
 
@@ -112,7 +112,7 @@ def _export(cluster: str, service: int, first: int, count: int) -> ExportedServi
     )
 
 
-def _clusterset(
+def synthetic_clusterset(
     clusters: int, services: int, exporters: int, endpoints_per_export: int
 ) -> tuple[list[str], dict[ServiceName, list[ExportedService]]]:
     """Cluster ids, and each service's exports (from ``exporters`` clusters, round-robin)."""
@@ -146,7 +146,7 @@ def bench_translator(
     endpoints_per_export: int = 83,
 ) -> None:
     """Full build of every node group's snapshot, then single endpoint changes."""
-    ids, exports = _clusterset(clusters, services, exporters, endpoints_per_export)
+    ids, exports = synthetic_clusterset(clusters, services, exporters, endpoints_per_export)
     total = sum(len(e.endpoints[0].endpoints) for es in exports.values() for e in es)
     print(
         f"translator: {clusters} clusters, {services} services x {exporters} exporters, "
@@ -175,7 +175,7 @@ def bench_translator(
         f"  full build ({len(ids)} node groups): {wall:.2f} s wall, {cpu:.2f} s CPU; "
         f"{len(distinct)} distinct ClusterLoadAssignments "
         f"({len(distinct) / max(services, 1):.2f} per service, "
-        f"{per_group} per node group); peak RSS {_rss_mib(peak=True):.0f} MiB"
+        f"{per_group} per node group); peak RSS {rss_mib(peak=True):.0f} MiB"
     )
 
     # One endpoint change at a time: flip one endpoint's ready flag of one export.
@@ -203,7 +203,7 @@ def bench_translator(
         f"(wall median {statistics.median(wall_times) * 1000:.2f} ms); endpoint-only pushes "
         f"{endpoint_only}/{len(cpu_times)}, full pushes {builder.full_pushes - full_before}"
     )
-    print(f"  peak RSS {_rss_mib(peak=True):.0f} MiB")
+    print(f"  peak RSS {rss_mib(peak=True):.0f} MiB")
 
 
 def _gateway_records(ids: list[str], services: int, per_cluster: int) -> dict[str, list[Record]]:
@@ -219,12 +219,14 @@ def _gateway_records(ids: list[str], services: int, per_cluster: int) -> dict[st
             )
         ]
         for r in range(per_cluster):
-            records.append(_http_route(cluster, f"r{r}", (c * per_cluster + r) % services, "/api"))
+            records.append(
+                synthetic_route(cluster, f"r{r}", (c * per_cluster + r) % services, "/api")
+            )
         out[cluster] = records
     return out
 
 
-def _http_route(cluster: str, name: str, service: int, path: str) -> g.HTTPRouteRecord:
+def synthetic_route(cluster: str, name: str, service: int, path: str) -> g.HTTPRouteRecord:
     return g.HTTPRouteRecord(
         cluster,
         NAMESPACE,
@@ -257,7 +259,7 @@ def bench_translator_routes(
     routes: int = 1000,
 ) -> None:
     """Full build with 1,000 HTTPRoutes on top of the translator case, then route changes."""
-    ids, exports = _clusterset(clusters, services, exporters, endpoints_per_export)
+    ids, exports = synthetic_clusterset(clusters, services, exporters, endpoints_per_export)
     per_cluster = max(routes // clusters, 1)
     gateways = _gateway_records(ids, services, per_cluster)
     print(
@@ -285,7 +287,7 @@ def bench_translator_routes(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
         f"  full build with Gateways ({len(groups)} node groups): {wall:.2f} s wall, "
-        f"{cpu:.2f} s CPU; peak RSS {_rss_mib(peak=True):.0f} MiB"
+        f"{cpu:.2f} s CPU; peak RSS {rss_mib(peak=True):.0f} MiB"
     )
     freeze_loaded_heap()
     cpu_times: list[float] = []
@@ -293,7 +295,7 @@ def bench_translator_routes(
     cluster = ids[0]
     group = gateway_group(cluster, NAMESPACE, "gw")
     for i in range(20):
-        gateways[cluster][1] = _http_route(cluster, "r0", 0, f"/api{i}")
+        gateways[cluster][1] = synthetic_route(cluster, "r0", 0, f"/api{i}")
         cpu = time.process_time()
         builder.update({}, groups, {group}, resolver)
         cpu_times.append(time.process_time() - cpu)
@@ -460,7 +462,7 @@ async def _fanout(streams: int, resources: int, timeout: float) -> None:
             )
         except TimeoutError:
             print("  SyncRegistry: not all streams synced within 10 s")
-        print(f"  hub process RSS {_rss_mib():.0f} MiB (peak {_rss_mib(peak=True):.0f} MiB)")
+        print(f"  hub process RSS {rss_mib():.0f} MiB (peak {rss_mib(peak=True):.0f} MiB)")
     finally:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -473,7 +473,7 @@ class LocalEnvironment(Supervised):
             )
         self._start_control_planes(tools)
         self._wait_apiservers()
-        self._install_crds(tools.gateway_api_crds)
+        self._install_crds(tools.gateway_api_crds, tools.envoy_gateway_crds)
         self._start_nodes()
         self.startup_seconds = time.monotonic() - began
 
@@ -525,8 +525,13 @@ class LocalEnvironment(Supervised):
     def _start_nodes(self) -> None:
         """Nothing here: the apiserver-only tier has no nodes (see :mod:`e2e.nodes`)."""
 
-    def _install_crds(self, gateway_api_crds: Path) -> None:
+    def _install_crds(
+        self, gateway_api_crds: Path, envoy_gateway_crds: tuple[Path, ...] = ()
+    ) -> None:
+        """Our CRDs and Envoy Gateway's policy CRDs (unless the tier installs them with
+        the CRD chart, ``federation_crds=False``), and Gateway API's standard ones."""
         clusters = list(self.clusters.values())
+        ours = (CRD_DIR, *envoy_gateway_crds) if self.federation_crds else ()
         _run_all(
             [
                 (
@@ -535,7 +540,7 @@ class LocalEnvironment(Supervised):
                         "apply",
                         "--server-side",
                         "--field-manager=federation-local",
-                        *(("-f", str(CRD_DIR)) if self.federation_crds else ()),
+                        *(arg for path in ours for arg in ("-f", str(path))),
                         "-f",
                         str(gateway_api_crds),
                     ),

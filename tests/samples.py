@@ -7,6 +7,7 @@ or a store exercises them; ``every_kind`` gives one record of each kind for a cl
 from __future__ import annotations
 
 from federation.registry import gatewayapi as g
+from federation.registry import policies as p
 from federation.registry.kinds import Record
 from federation.registry.records import (
     ClusterRecord,
@@ -195,6 +196,31 @@ def reference_grant(cluster: str, name: str = "grant") -> g.ReferenceGrantRecord
     )
 
 
+def backend_traffic_policy(cluster: str, name: str = "btp") -> p.BackendTrafficPolicyRecord:
+    """A BackendTrafficPolicy on HTTPRoute ``route`` with every field we implement."""
+    return p.BackendTrafficPolicyRecord(
+        cluster=cluster,
+        namespace="demo",
+        name=name,
+        generation=2,
+        created="2026-01-01T00:00:00Z",
+        spec=p.BackendTrafficPolicySpec(
+            target_refs=(p.PolicyTargetReference(g.GATEWAY_GROUP, "HTTPRoute", "route"),),
+            retry=p.Retry(
+                num_retries=2,
+                retry_on=p.RetryOn(triggers=("connect-failure",), http_status_codes=(503,)),
+                per_retry=p.PerRetry(timeout="1s", back_off=p.BackOff("100ms", "1s")),
+            ),
+            timeout=p.Timeout(tcp=p.TCPTimeout("2s"), http=p.HTTPTimeout(request_timeout="10s")),
+            circuit_breaker=p.CircuitBreaker(max_connections=10, max_pending_requests=5),
+            load_balancer=p.LoadBalancer(
+                "ConsistentHash", consistent_hash=p.ConsistentHash("Header", p.HashHeader("x-user"))
+            ),
+        ),
+        unsupported=("spec.rateLimit",),
+    )
+
+
 def every_kind(cluster: str) -> list[Record]:
     """One record of each kind, all of ``cluster``."""
     return [
@@ -204,4 +230,5 @@ def every_kind(cluster: str) -> list[Record]:
         http_route(cluster),
         grpc_route(cluster),
         reference_grant(cluster),
+        backend_traffic_policy(cluster),
     ]

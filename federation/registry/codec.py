@@ -114,6 +114,34 @@ def _decode(tp: Any, obj: Any, path: str, unknown: Unknown) -> Any:
     return float(obj) if tp is float else obj
 
 
+def unknown_fields(cls: type[Any], obj: Any, path: str) -> list[str]:
+    """The paths of every field of ``obj`` (parsed JSON) that ``cls`` has no field for,
+    however deep (``spec.loadBalancer.zoneAware``, ``spec.targetRefs[1].oops``): what a
+    Kubernetes object read with ``unknown="ignore"`` would lose. Values of the wrong
+    shape are left to :func:`from_json` to refuse."""
+    out: list[str] = []
+    _unknown(cls, obj, path, out)
+    return out
+
+
+def _unknown(tp: Any, obj: Any, path: str, out: list[str]) -> None:
+    origin = get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        (tp,) = [a for a in get_args(tp) if a is not type(None)]
+        origin = get_origin(tp)
+    if origin is tuple and isinstance(obj, list):
+        item = get_args(tp)[0]
+        for i, value in enumerate(obj):
+            _unknown(item, value, f"{path}[{i}]", out)
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(obj, dict):
+        fields = {key: field_type for _, key, field_type, _ in _fields(tp)}
+        for key in sorted(obj):
+            if key not in fields:
+                out.append(f"{path}.{key}")
+            else:
+                _unknown(fields[key], obj[key], f"{path}.{key}", out)
+
+
 def _decode_tuple(tp: Any, obj: Any, path: str, unknown: Unknown) -> tuple[Any, ...]:
     args = get_args(tp)
     if len(args) == 2 and args[1] is Ellipsis:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from federation.registry.codec import from_json, to_json
 from federation.registry.records import InvalidRecordError
@@ -477,15 +477,27 @@ class ReferenceGrantRecord:
 GatewayAPIRecord = GatewayRecord | HTTPRouteRecord | GRPCRouteRecord | ReferenceGrantRecord
 
 
-def encode(record: GatewayAPIRecord, version: int) -> bytes:
+class _Named(Protocol):
+    """What :func:`encode` and :func:`decode` need of a record class (these Gateway API
+    records and the policies of :mod:`federation.registry.policies` alike)."""
+
+    KIND: ClassVar[str]
+    namespace: str
+    name: str
+
+
+R = TypeVar("R")
+
+
+def encode(record: _Named, version: int) -> bytes:
     """Canonical bytes of a record: equal records encode to equal bytes."""
     body = {"v": version, "kind": record.KIND, **to_json(record)}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode(cls: type[GatewayAPIRecord], data: Any, what: str) -> GatewayAPIRecord:
+def decode(cls: type[R], data: Any, what: str) -> R:
     """Decode the JSON object ``data`` (without ``v`` and ``kind``) as ``cls``."""
     record = from_json(cls, data, path=what)
-    if not record.namespace or not record.name:
+    if not getattr(record, "namespace", "") or not getattr(record, "name", ""):
         raise InvalidRecordError(f"{what}: namespace and name must not be empty")
     return record

@@ -14,6 +14,7 @@ kind               record                                 seen by
 ``httproute``      :class:`~gatewayapi.HTTPRouteRecord`   the hub
 ``grpcroute``      :class:`~gatewayapi.GRPCRouteRecord`   the hub
 ``referencegrant`` :class:`~gatewayapi.ReferenceGrantRecord`  the hub
+``backendtrafficpolicy`` :class:`~policies.BackendTrafficPolicyRecord`  the hub
 =================  =====================================  ==================================
 
 Every record class names its kind (``KIND``); :data:`_CODECS` is the one list of kinds, and
@@ -37,6 +38,7 @@ from federation.registry.gatewayapi import (
     HTTPRouteRecord,
     ReferenceGrantRecord,
 )
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import (
     SCHEMA_VERSION,
     ExportedService,
@@ -59,6 +61,7 @@ class Kind(StrEnum):
     HTTP_ROUTE = HTTPRouteRecord.KIND
     GRPC_ROUTE = GRPCRouteRecord.KIND
     REFERENCE_GRANT = ReferenceGrantRecord.KIND
+    BACKEND_TRAFFIC_POLICY = BackendTrafficPolicyRecord.KIND
 
 
 #: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
@@ -69,6 +72,7 @@ GATEWAY_KINDS = (
     Kind.GRPC_ROUTE,
     Kind.REFERENCE_GRANT,
     Kind.LOCAL_SERVICE,
+    Kind.BACKEND_TRAFFIC_POLICY,
 )
 
 
@@ -79,6 +83,7 @@ Record = (
     | HTTPRouteRecord
     | GRPCRouteRecord
     | ReferenceGrantRecord
+    | BackendTrafficPolicyRecord
 )
 
 
@@ -101,7 +106,9 @@ class _Codec:
     decode: Callable[[bytes], Any]
 
 
-def _gateway_codec(cls: type[gatewayapi.GatewayAPIRecord]) -> _Codec:
+def _gateway_codec(
+    cls: type[gatewayapi.GatewayAPIRecord] | type[BackendTrafficPolicyRecord],
+) -> _Codec:
     def encode(record: Any) -> bytes:
         return gatewayapi.encode(record, SCHEMA_VERSION)
 
@@ -123,6 +130,7 @@ _CODECS: dict[Kind, _Codec] = {
         _gateway_codec(HTTPRouteRecord),
         _gateway_codec(GRPCRouteRecord),
         _gateway_codec(ReferenceGrantRecord),
+        _gateway_codec(BackendTrafficPolicyRecord),
     )
 }
 

@@ -128,11 +128,28 @@ class RedirectIR:
 class RetryIR:
     """A route's own retries, on top of the data plane's default ones: also retry the
     responses with these ``codes``, at most ``attempts`` retries in all (None: the
-    default number), waiting at least ``backoff_ms`` before each (None: the default)."""
+    default number), waiting at least ``backoff_ms`` before each (None: the default).
+
+    ``triggers`` (a BackendTrafficPolicy's ``retryOn.triggers``, as Envoy's ``retry_on``
+    names) replace the default conditions instead; ``max_backoff_ms`` caps the back-off
+    (None: ten times its base)."""
 
     codes: tuple[int, ...] = ()
     attempts: int | None = None
     backoff_ms: int | None = None
+    triggers: tuple[str, ...] = ()
+    max_backoff_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class HashIR:
+    """What consistent hashing keys a request on: the client's address, a header, or a
+    cookie (which Envoy sets when missing, for ``cookie_ttl_ms``; None: a session cookie)."""
+
+    source_ip: bool = False
+    header: str | None = None
+    cookie: str | None = None
+    cookie_ttl_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,8 @@ class RouteIR:
     backend_timeout_ms: int | None = None
     #: The route's own retries (HTTPRoute ``retry``); None: the default retries only.
     retry: RetryIR | None = None
+    #: The key of consistent hashing (a BackendTrafficPolicy's ``loadBalancer``).
+    hash_policy: HashIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500
@@ -226,6 +245,49 @@ class ListenerIR:
 
 
 @dataclass(frozen=True)
+class CircuitBreakerIR:
+    """Envoy's circuit breaker thresholds; None keeps Envoy's default (1024 each, and
+    unlimited requests per connection)."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+    max_requests_per_connection: int | None = None
+
+
+@dataclass(frozen=True)
+class ClusterPolicyIR:
+    """A BackendTrafficPolicy's settings of the clusters its routes send to; None keeps
+    the data plane's default.
+
+    ``lb_type`` is ``RoundRobin``, ``LeastRequest``, ``Random`` or ``ConsistentHash``
+    (Maglev, with ``hash_table_size`` entries; the key is the route's ``hash_policy``).
+    """
+
+    connect_timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    max_connection_duration_ms: int | None = None
+    circuit_breaker: CircuitBreakerIR | None = None
+    lb_type: str | None = None
+    hash_table_size: int | None = None
+    slow_start_window_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyClusterIR:
+    """Cluster ``base`` as a BackendTrafficPolicy configures it, named
+    ``policy/<namespace>/<name>/<base>``: the routes under the policy send to it instead.
+    It shares ``base``'s endpoints (the same ClusterLoadAssignment), so a policy never
+    changes which backends, only how they are reached."""
+
+    name: str
+    base: str
+    http2: bool
+    policy: ClusterPolicyIR
+
+
+@dataclass(frozen=True)
 class LocalClusterIR:
     """A Service of this cluster that a route sends to (not exported): its Envoy
     cluster, named ``local/<namespace>/<name>/<port>``, with the endpoints of the port."""
@@ -239,6 +301,8 @@ class LocalClusterIR:
     ports: tuple[ServicePort, ...]
     http2: bool
     endpoints: tuple[EndpointSet, ...] = ()
+    #: None: the defaults (a route's BackendTrafficPolicy makes a :class:`PolicyClusterIR`).
+    policy: ClusterPolicyIR | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +315,8 @@ class GatewayIR:
     local_clusters: tuple[LocalClusterIR, ...] = ()
     namespace: str = ""
     name: str = ""
+    #: The clusters of the BackendTrafficPolicies its routes are under, sorted by name.
+    policy_clusters: tuple[PolicyClusterIR, ...] = ()
 
 
 # --- the clusterset --------------------------------------------------------------------------
@@ -290,6 +356,8 @@ class ServiceClusterIR:
     localities: tuple[LocalityIR, ...] = ()
     #: The import has this one port only: a slice with one unnamed port then serves it.
     single_port: bool = False
+    #: None: the defaults (a route's BackendTrafficPolicy makes a :class:`PolicyClusterIR`).
+    policy: ClusterPolicyIR | None = None
 
 
 @dataclass(frozen=True)

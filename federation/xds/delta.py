@@ -180,9 +180,9 @@ class DeltaStream(Stream):
         if clusters is not None:
             upserts, added = self._push(clusters, snapshot, changes, previous, frozenset(), out)
             # Their assignments go again right after: changed clusters are warming.
-            forced = frozenset(r.name for r in upserts)
+            forced = snapshot.assignments_of(r.name for r in upserts)
             if added and endpoints is not None and not endpoints.wildcard:
-                self.hold_for(added - endpoints.names)
+                self.hold_for(snapshot.assignments_of(added) - endpoints.names)
         if endpoints is not None:
             self._push(endpoints, snapshot, changes, previous, forced, out)
         cds_answered = clusters is None or not clusters.outstanding

@@ -37,7 +37,9 @@ The rules every stream keeps (the protocol modules say how):
   warming until it arrives. A *new* cluster's assignment can only be sent once Envoy asks
   for it, so the rest of the push waits for that (see :mod:`federation.xds.stream`): a
   route never names a cluster that Envoy cannot use yet. A ClusterLoadAssignment is named
-  like its cluster (the one convention this layer relies on).
+  like its cluster, or by the cluster's EDS ``service_name`` when it has one (a
+  BackendTrafficPolicy's copy of a cluster reads the original's assignment): the one
+  convention this layer relies on.
 * **Unknown names.** A requested ClusterLoadAssignment that does not exist is answered at
   once with an empty one (``cluster_name`` set, no endpoints) and the name is remembered:
   when it appears it is pushed. When an assignment disappears while its cluster stays, the

@@ -103,6 +103,16 @@ class Resource:
         return cls(name, type_url, message.SerializeToString(deterministic=True))
 
     @cached_property
+    def assignment(self) -> str:
+        """For a cluster: the name of the ClusterLoadAssignment it reads over EDS, its EDS
+        ``service_name`` when it has one (a policy's copy of a cluster reads the
+        original's), else its own name. Parsed once per resource version."""
+        if self.type_url != CLUSTER:
+            return self.name
+        config = cluster_pb2.Cluster.FromString(self.body).eds_cluster_config
+        return str(config.service_name) or self.name
+
+    @cached_property
     def any(self) -> any_pb2.Any:
         """The ``google.protobuf.Any`` that carries this resource, built once."""
         return any_pb2.Any(type_url=self.type_url, value=self.body)
@@ -175,6 +185,11 @@ class Snapshot:
 
     def get(self, type_url: str, name: str) -> Resource | None:
         return self.of(type_url).get(name)
+
+    def assignments_of(self, clusters: Iterable[str]) -> frozenset[str]:
+        """The ClusterLoadAssignments that the clusters named ``clusters`` read."""
+        of_type = self.of(CLUSTER)
+        return frozenset(of_type[name].assignment if name in of_type else name for name in clusters)
 
     def version(self, type_url: str) -> str:
         """Digest of the type's ``(name, version)`` pairs; equal content, equal version."""

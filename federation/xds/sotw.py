@@ -155,8 +155,9 @@ class SotwStream(Stream):
         if clusters is not None:
             changed, added = self._plan_clusters(clusters, snapshot, changes, previous, out)
             clusters.generation = generation
+            changed = snapshot.assignments_of(changed)
             if added and endpoints is not None:
-                self.hold_for(added - endpoints.names)
+                self.hold_for(snapshot.assignments_of(added) - endpoints.names)
         if endpoints is not None:
             self._plan_named(endpoints, snapshot, changes, previous, changed, out)
             endpoints.generation = generation

@@ -72,8 +72,11 @@ def test_a_real_apiserver_accepts_every_chart(local_env: LocalEnvironment, chart
     ns = f"chart-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
     docs = render(chart, GOOD_VALUES[chart], namespace=ns)
+    # Server-side apply, as Helm 4 installs: Envoy Gateway's CRDs are larger than the
+    # annotation a client-side apply would keep of them.
     done = cluster.kubectl(
-        "apply", "--dry-run=server", "-f", "-",
+        "apply", "--server-side", "--force-conflicts", "--field-manager=chart-test",
+        "--dry-run=server", "-f", "-",
         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -662,3 +665,23 @@ def test_the_coredns_hooks_are_opt_in_and_may_touch_only_corednss_configmap() ->
     }
     off = render("federation-agent", [*values, "dns.coreDNS.manage=true", "dns.enabled=false"])
     assert not [d for d in off if "coredns" in d["metadata"]["name"]]
+
+
+def test_the_crd_chart_installs_envoy_gateways_policy_crds_unless_told_not_to() -> None:
+    names = {d["metadata"]["name"] for d in render("federation-crds", [])}
+    policies = {
+        "backendtrafficpolicies.gateway.envoyproxy.io",
+        "clienttrafficpolicies.gateway.envoyproxy.io",
+        "securitypolicies.gateway.envoyproxy.io",
+    }
+    assert policies <= names
+    # Where Envoy Gateway's own chart installed them, ours must not take them over.
+    without = {
+        d["metadata"]["name"]
+        for d in render("federation-crds", ["envoyGatewayPolicies.install=false"])
+    }
+    assert without == names - policies
+    btp = next(d for d in render("federation-crds", []) if d["metadata"]["name"] in policies)
+    assert btp["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    columns = [c["name"] for c in btp["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Accepted", "Reason", "Gateway", "Age"]

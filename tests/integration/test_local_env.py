@@ -89,6 +89,20 @@ def test_gateway_api_crds_are_installed(local_env: LocalEnvironment) -> None:
             assert name in out
 
 
+def test_envoy_gateways_policy_crds_are_installed_with_our_printer_columns(
+    local_env: LocalEnvironment,
+) -> None:
+    cluster = local_env.cluster("a")
+    for plural in ("backendtrafficpolicies", "clienttrafficpolicies", "securitypolicies"):
+        crd = json.loads(
+            cluster.kubectl("get", "crd", f"{plural}.gateway.envoyproxy.io", "-o", "json").stdout
+        )
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1"
+        columns = [c["name"] for c in version["additionalPrinterColumns"]]
+        assert columns == ["Accepted", "Reason", "Gateway", "Age"]
+
+
 def test_minted_identities_get_only_what_rbac_grants(local_env: LocalEnvironment) -> None:
     cluster = local_env.cluster("b")
     agent = cluster.mint_identity("federation-agent-test", ["federation:agents"])

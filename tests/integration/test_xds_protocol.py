@@ -552,6 +552,31 @@ async def test_a_changed_cluster_is_followed_by_its_assignment(hub: Hub, sotw: S
     await sotw.quiet()
 
 
+def copy_of(base: str, name: str, timeout: int = 1) -> Resource:
+    """A copy of cluster ``base`` reading its assignment (EDS ``service_name``), as a
+    BackendTrafficPolicy's cluster is."""
+    message = decode(CLUSTER, cluster(name, timeout).body)
+    message.eds_cluster_config.service_name = base
+    return Resource.of(message, name)
+
+
+async def test_a_changed_copy_of_a_cluster_is_followed_by_the_assignment_it_reads(
+    hub: Hub, sotw: SotwClient
+) -> None:
+    ready(hub, world())
+    hub.cache.update(GROUP, CLUSTER, {"policy/c1": copy_of("c1", "policy/c1")})
+    got = await subscribe_all(hub, sotw)
+    assert "policy/c1" in names(got[CLUSTER])
+    hub.cache.update(GROUP, CLUSTER, {"policy/c1": copy_of("c1", "policy/c1", timeout=5)})
+    clusters = await sotw.recv()
+    assert clusters.type_url == CLUSTER
+    # Envoy warms the changed copy until the assignment it reads arrives again: without
+    # it, until its EDS fetch times out (15 s), the policy's routes have no cluster.
+    endpoints = await sotw.recv()
+    assert endpoints.type_url == ENDPOINT and names(endpoints) == ["c1"]
+    await sotw.quiet()
+
+
 async def test_pushes_go_cluster_endpoint_secret_listener_route(hub: Hub, sotw: SotwClient) -> None:
     ready(hub, world())
     await subscribe_all(hub, sotw)
@@ -933,6 +958,18 @@ async def test_delta_unknown_assignment_and_cluster_change(hub: Hub, delta: Delt
     hub.cache.update(GROUP, CLUSTER, {"c1": cluster("c1", timeout=4)})
     clusters = await delta.recv()
     assert clusters.type_url == CLUSTER and list(delta_names(clusters)) == ["c1"]
+    again = await delta.recv()
+    assert again.type_url == ENDPOINT and list(delta_names(again)) == ["c1"]
+    await delta.quiet()
+
+    # So does a changed copy of it, which reads c1's assignment.
+    hub.cache.update(GROUP, CLUSTER, {"policy/c1": copy_of("c1", "policy/c1")})
+    for _ in (CLUSTER, ENDPOINT):  # the new copy, then the assignment it reads
+        await delta.ack(await delta.recv())
+    await delta.quiet()
+    hub.cache.update(GROUP, CLUSTER, {"policy/c1": copy_of("c1", "policy/c1", timeout=6)})
+    clusters = await delta.recv()
+    assert clusters.type_url == CLUSTER and list(delta_names(clusters)) == ["policy/c1"]
     again = await delta.recv()
     assert again.type_url == ENDPOINT and list(delta_names(again)) == ["c1"]
     await delta.quiet()

@@ -6,6 +6,7 @@ from typing import Any
 
 from agents.gateway import GatewayAgent, GatewayObjects, desired_records
 from federation.registry import gatewayapi as g
+from federation.registry import policies as p
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.records import LocalService
 from federation.translate.gateway.status import CONTROLLER_NAME
@@ -360,3 +361,76 @@ async def test_a_gateway_record_carries_verdicts_on_its_secrets_never_the_secret
     )
     assert key not in data
     assert agent._recheck.when() - loop.time() == pytest.approx(30.0, abs=0.5)
+
+
+# --- BackendTrafficPolicies ------------------------------------------------------------------
+
+
+def _policy(name: str, target: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": meta(name, uid=f"uid-{name}"),
+        "spec": {"targetRefs": [{"group": GROUP, "kind": "Gateway", "name": target}], **spec},
+    }
+
+
+def test_a_policy_is_published_with_every_field_we_do_not_implement_named() -> None:
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    agent.on_event(
+        "backendtrafficpolicies",
+        "ADDED",
+        _policy(
+            "btp",
+            "gw",
+            retry={"numRetries": 3, "numAttemptsPerPriority": 2},
+            rateLimit={"type": "Local"},
+            loadBalancer={"type": "RoundRobin", "zoneAware": {"preferLocal": {}}},
+        ),
+    )
+    records = desired_records("b", agent.objects, {}, {}, {})
+    policy = records[RecordRef(Kind.BACKEND_TRAFFIC_POLICY, "shop", "btp")]
+    assert isinstance(policy, p.BackendTrafficPolicyRecord)
+    assert policy.spec.retry == p.Retry(num_retries=3)
+    assert policy.spec.load_balancer == p.LoadBalancer("RoundRobin")
+    # Each is named by its path, so that the status says what to remove.
+    assert policy.unsupported == (
+        "spec.loadBalancer.zoneAware",
+        "spec.rateLimit",
+        "spec.retry.numAttemptsPerPriority",
+    )
+
+
+async def test_policy_status_has_our_ancestor_entries_and_keeps_other_controllers() -> None:
+    agent, kube = _status_agent()
+    theirs = {
+        "ancestorRef": {"group": GROUP, "kind": "Gateway", "name": "other"},
+        "controllerName": "x.io/y",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}],
+    }
+    stale = {**theirs, "controllerName": CONTROLLER_NAME, "ancestorRef": {"name": "gone"}}
+    ok = _policy("ok", "gw", retry={})
+    ok["status"] = {"ancestors": [theirs, stale]}
+    agent.on_event("backendtrafficpolicies", "ADDED", ok)
+    agent.on_event("backendtrafficpolicies", "ADDED", _policy("bad", "gw", rateLimit={}))
+    agent.published = agent.desired({}, {}, {})
+    await agent.write_statuses([])
+    written = {
+        path.rsplit("/", 1)[-1]: status["ancestors"]
+        for path, status in kube.patches
+        if "/backendtrafficpolicies/" in path
+    }
+    assert set(written) == {"ok", "bad"}
+    assert written["ok"][0] == theirs  # another controller's entry stays; our stale one goes
+    [ours] = written["ok"][1:]
+    assert ours["ancestorRef"] == {
+        "group": GROUP,
+        "kind": "Gateway",
+        "name": "gw",
+        "namespace": "shop",
+    }
+    assert [(c["type"], c["status"], c["reason"]) for c in ours["conditions"]] == [
+        ("Accepted", "True", "Accepted")
+    ]
+    [refused] = written["bad"]
+    [accepted] = refused["conditions"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "Invalid")
+    assert "spec.rateLimit" in accepted["message"]

@@ -83,9 +83,14 @@ def test_gateway_golden(case: str, update_golden: bool) -> None:
 
 
 def test_every_status_reason_is_covered_by_a_case() -> None:
-    from federation.translate.gateway.status import GatewayReason, ListenerReason, RouteReason
+    from federation.translate.gateway.status import (
+        GatewayReason,
+        ListenerReason,
+        PolicyReason,
+        RouteReason,
+    )
 
     outputs = "\n".join((GOLDEN / f"{c}.out.yaml").read_text() for c in CASES)
-    for reasons in (RouteReason, GatewayReason, ListenerReason):
+    for reasons in (RouteReason, GatewayReason, ListenerReason, PolicyReason):
         missing = [r.value for r in reasons if f"reason: {r.value}\n" not in outputs]
         assert not missing, f"no golden case shows {reasons.__name__} {missing}"

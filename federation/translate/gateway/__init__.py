@@ -17,7 +17,9 @@ Gateway's listeners on one port become one Envoy listener of its own Envoys, who
 virtual hosts are those hostnames, each with its routes in Gateway API precedence order
 (``virtual_hosts``). The modules: ``listeners`` (validity, conflicts), ``attach``,
 ``hostnames``, ``virtual_hosts``, ``routes`` (rules to IR), ``matches`` (and
-precedence), ``filters``, ``refs`` (backends, ReferenceGrants) and ``status``.
+precedence), ``filters``, ``refs`` (backends, ReferenceGrants), ``policies`` (Envoy
+Gateway's BackendTrafficPolicies, applied to the routes on each listener they cover) and
+``status``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from dataclasses import dataclass
 
 from federation.model.conditions import Condition
 from federation.registry.gatewayapi import GATEWAY_GROUP, GatewayRecord
-from federation.translate.gateway.attach import Route, attach, kind_of, route_rank, selects
+from federation.translate.gateway.attach import (
+    Adjust,
+    Route,
+    attach,
+    kind_of,
+    route_rank,
+    selects,
+)
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName, ProgrammedFact
 from federation.translate.gateway.listeners import ListenerState, evaluate
+from federation.translate.gateway.matches import Precedence
+from federation.translate.gateway.policies import PolicyBook, resolve_policies
 from federation.translate.gateway.routes import CompiledRoute, compile_route
 from federation.translate.gateway.status import (
     GatewayCondition,
@@ -46,7 +57,7 @@ from federation.translate.gateway.status import (
     condition,
 )
 from federation.translate.gateway.virtual_hosts import listener_name, listeners_ir
-from federation.translate.ir import GatewayIR, LocalClusterIR
+from federation.translate.ir import GatewayIR, LocalClusterIR, RouteIR
 
 __all__ = ["Resolved", "listener_name", "resolve", "selects"]
 
@@ -63,6 +74,7 @@ class Resolved:
 
 def resolve(inputs: ClusterInputs) -> Resolved:
     listeners = evaluate(inputs)
+    policies = resolve_policies(inputs)
     by_gateway: dict[ObjectName, list[ListenerState]] = {}
     for state in listeners:
         by_gateway.setdefault((state.gateway.namespace, state.gateway.name), []).append(state)
@@ -71,7 +83,7 @@ def resolve(inputs: ClusterInputs) -> Resolved:
     # Oldest first: of an HTTPRoute and a GRPCRoute sharing a hostname, the older stays.
     route_statuses = sorted(
         (
-            _route(inputs, route, by_gateway, local_clusters)
+            _route(inputs, route, by_gateway, local_clusters, policies)
             for route in sorted(routes, key=route_rank)
         ),
         key=lambda r: (r.namespace, r.name, r.kind),
@@ -88,13 +100,15 @@ def resolve(inputs: ClusterInputs) -> Resolved:
                 local_clusters=tuple(local[name] for name in sorted(local)),
                 namespace=gateway.namespace,
                 name=gateway.name,
+                policy_clusters=policies.policy_clusters(key),
             )
         )
     gateway_statuses = tuple(
         _gateway_status(inputs, gateway, by_gateway.get((gateway.namespace, gateway.name), []))
         for gateway in gateways
     )
-    return Resolved(tuple(irs), Statuses(gateway_statuses, tuple(route_statuses)))
+    statuses = Statuses(gateway_statuses, tuple(route_statuses), policies.statuses)
+    return Resolved(tuple(irs), statuses)
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -105,6 +119,7 @@ def _route(
     route: Route,
     by_gateway: dict[ObjectName, list[ListenerState]],
     local_clusters: dict[ObjectName, dict[str, LocalClusterIR]],
+    policies: PolicyBook,
 ) -> RouteStatus:
     """The route's status, attaching it to its parents' listeners. A route that names
     none of our Gateways has a status with no parents: the agent then removes the entries
@@ -126,7 +141,9 @@ def _route(
                 RouteCondition.ACCEPTED, False, RouteReason.UNSUPPORTED_VALUE, invalid
             )
         else:
-            attachment = attach(route, ref, states, compiled)
+            attachment = attach(
+                route, ref, states, compiled, _policy_applier(policies, route, compiled)
+            )
             accepted = attachment.accepted
             if attachment.served:
                 local_clusters.setdefault(gateway_key, {}).update(compiled.local_clusters)
@@ -142,6 +159,21 @@ def _route(
             )
         parents.append(RouteParentStatus(ref, tuple(conditions)))
     return RouteStatus(kind, route.namespace, route.name, route.generation, tuple(parents))
+
+
+def _policy_applier(policies: PolicyBook, route: Route, compiled: CompiledRoute) -> Adjust:
+    """The route's IR on one listener with the BackendTrafficPolicy that covers it."""
+    rule_names = [rule.name for rule in route.spec.rules]
+
+    def adjust(state: ListenerState, key: Precedence, ir: RouteIR) -> RouteIR:
+        gateway = (state.gateway.namespace, state.gateway.name)
+        rule = rule_names[key.rule] if key.rule < len(rule_names) else None
+        settings = policies.settings_for(gateway, state.listener.name, route, rule)
+        if settings is None:
+            return ir
+        return policies.apply(gateway, settings, ir, compiled.http2)
+
+    return adjust
 
 
 def _resolved_refs(compiled: CompiledRoute) -> Condition:

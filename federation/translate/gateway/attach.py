@@ -18,7 +18,7 @@ outcome depends on their age alone, never on the order they were listed in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from federation.model.conditions import Condition
@@ -30,8 +30,10 @@ from federation.registry.gatewayapi import (
 )
 from federation.translate.gateway.hostnames import overlap, served
 from federation.translate.gateway.listeners import Attached, ListenerState
+from federation.translate.gateway.matches import Precedence
 from federation.translate.gateway.routes import CompiledRoute
 from federation.translate.gateway.status import RouteCondition, RouteReason, condition
+from federation.translate.ir import RouteIR
 
 Route = HTTPRouteRecord | GRPCRouteRecord
 
@@ -63,10 +65,19 @@ class _Rival:
     shared: tuple[str, ...]
 
 
+#: What a route's IR becomes on one listener (its policies applied), given its key.
+Adjust = Callable[[ListenerState, Precedence, RouteIR], RouteIR]
+
+
 def attach(
-    route: Route, ref: ParentReference, states: Sequence[ListenerState], compiled: CompiledRoute
+    route: Route,
+    ref: ParentReference,
+    states: Sequence[ListenerState],
+    compiled: CompiledRoute,
+    adjust: Adjust | None = None,
 ) -> Attachment:
-    """Attach the route to the listeners ``ref`` selects (``states``: its Gateway's)."""
+    """Attach the route to the listeners ``ref`` selects (``states``: its Gateway's);
+    ``adjust`` makes each IR route what that listener serves."""
     kind = kind_of(route)
     selected = [
         s
@@ -103,8 +114,12 @@ def attach(
         state.attached_routes += 1
         state.attached.append(Attached(kind, f"{route.namespace}/{route.name}", hostnames))
         if state.usable:
+            entries = [
+                (key, ir if adjust is None else adjust(state, key, ir))
+                for key, ir in compiled.entries
+            ]
             for hostname in hostnames:
-                state.served.extend((hostname, key, ir) for key, ir in compiled.entries)
+                state.served.extend((hostname, key, ir) for key, ir in entries)
     if not attached and rivals:
         return _refused(RouteReason.HOSTNAME_CONFLICT, f"not attached: {_conflicts(rivals)}")
     if not attached:

@@ -20,6 +20,7 @@ from federation.registry.gatewayapi import (
     ReferenceGrantRecord,
 )
 from federation.registry.kinds import Record
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import ExportedService, LocalService
 
 ObjectName = tuple[str, str]
@@ -59,7 +60,8 @@ class ClusterInputs:
     ``gateways`` are only those of our GatewayClass (the agent publishes no other);
     ``local_services`` the Services of this cluster that its routes name (keyed by
     namespace and name); ``imports`` every ServiceImport of the clusterset (merged
-    exports, keyed the same way); ``programmed`` the hub's ACK state per Gateway.
+    exports, keyed the same way); ``programmed`` the hub's ACK state per Gateway;
+    ``policies`` the cluster's BackendTrafficPolicies.
     """
 
     cluster: str
@@ -67,6 +69,7 @@ class ClusterInputs:
     http_routes: tuple[HTTPRouteRecord, ...] = ()
     grpc_routes: tuple[GRPCRouteRecord, ...] = ()
     grants: tuple[ReferenceGrantRecord, ...] = ()
+    policies: tuple[BackendTrafficPolicyRecord, ...] = ()
     local_services: Mapping[ObjectName, LocalService] = field(default_factory=_empty)
     imports: Mapping[ObjectName, MergedImport] = field(default_factory=_no_imports)
     programmed: Mapping[ObjectName, ProgrammedFact] = field(default_factory=_no_facts)
@@ -84,7 +87,7 @@ def cluster_inputs(
     programmed: Mapping[ObjectName, ProgrammedFact] | None = None,
 ) -> ClusterInputs:
     """The inputs of ``cluster`` from its own records (any kinds: Services are ignored)."""
-    gateways, http_routes, grpc_routes, grants = [], [], [], []
+    gateways, http_routes, grpc_routes, grants, policies = [], [], [], [], []
     local: dict[ObjectName, LocalService] = {}
     for record in records:
         if record.cluster != cluster:
@@ -97,6 +100,8 @@ def cluster_inputs(
             grpc_routes.append(record)
         elif isinstance(record, ReferenceGrantRecord):
             grants.append(record)
+        elif isinstance(record, BackendTrafficPolicyRecord):
+            policies.append(record)
         elif isinstance(record, LocalService):
             local[record.namespace, record.name] = record
     return ClusterInputs(
@@ -105,6 +110,7 @@ def cluster_inputs(
         http_routes=tuple(sorted(http_routes, key=_name)),
         grpc_routes=tuple(sorted(grpc_routes, key=_name)),
         grants=tuple(sorted(grants, key=_name)),
+        policies=tuple(sorted(policies, key=_name)),
         local_services=MappingProxyType(dict(sorted(local.items()))),
         imports=MappingProxyType(dict(imports)),
         programmed=MappingProxyType(dict(programmed or {})),
@@ -112,6 +118,10 @@ def cluster_inputs(
 
 
 def _name(
-    record: GatewayRecord | HTTPRouteRecord | GRPCRouteRecord | ReferenceGrantRecord,
+    record: GatewayRecord
+    | HTTPRouteRecord
+    | GRPCRouteRecord
+    | ReferenceGrantRecord
+    | BackendTrafficPolicyRecord,
 ) -> ObjectName:
     return record.namespace, record.name

@@ -87,6 +87,8 @@ class CompiledRoute:
     local_clusters: dict[str, LocalClusterIR] = field(default_factory=dict)
     invalid_rules: list[tuple[int, str]] = field(default_factory=list)
     rules: int = 0
+    #: Whether each backend cluster the routes send to speaks HTTP/2 upstream.
+    http2: dict[str, bool] = field(default_factory=dict)
 
 
 def compile_route(inputs: ClusterInputs, route: HTTPRouteRecord | GRPCRouteRecord) -> CompiledRoute:
@@ -239,7 +241,12 @@ def _resolve(
     )
     if backend.problem is not None:
         out.problems.append((backend.problem, backend.message))
-    elif backend.local is not None and backend.port is not None and backend.cluster is not None:
+        return backend
+    if backend.cluster is None or backend.port is None:
+        return backend
+    http2 = port_protocol(backend.port) is PortProtocol.HTTP2
+    out.http2[backend.cluster] = http2
+    if backend.local is not None:
         local = backend.local
         out.local_clusters[backend.cluster] = LocalClusterIR(
             name=backend.cluster,
@@ -248,7 +255,7 @@ def _resolve(
             service=local.name,
             port=backend.port,
             ports=local.ports,
-            http2=port_protocol(backend.port) is PortProtocol.HTTP2,
+            http2=http2,
             endpoints=local.endpoints,
         )
     return backend

@@ -22,7 +22,10 @@ fix. Which reasons exist, and when:
 * listeners: ``Accepted`` (``Accepted``, ``UnsupportedProtocol``), ``ResolvedRefs``
   (``ResolvedRefs``, ``InvalidCertificateRef``, ``InvalidRouteKinds``, ``RefNotPermitted``),
   ``Conflicted`` (``NoConflicts``, ``HostnameConflict``, ``ProtocolConflict``) and
-  ``Programmed``, with ``attachedRoutes`` and ``supportedKinds``.
+  ``Programmed``, with ``attachedRoutes`` and ``supportedKinds``;
+* BackendTrafficPolicies, per ancestor Gateway (``status.ancestors[]``): ``Accepted``
+  (``Accepted``, ``Invalid``, ``Conflicted``, ``TargetNotFound``) and Envoy Gateway's
+  ``Overridden`` (:mod:`federation.translate.gateway.policies` says when).
 """
 
 from __future__ import annotations
@@ -137,9 +140,41 @@ class GatewayStatus:
     listeners: tuple[ListenerStatus, ...]
 
 
+class PolicyCondition(StrEnum):
+    ACCEPTED = "Accepted"
+    #: Envoy Gateway's: more specific policies replace this one somewhere.
+    OVERRIDDEN = "Overridden"
+
+
+class PolicyReason(StrEnum):
+    ACCEPTED = "Accepted"
+    INVALID = "Invalid"
+    CONFLICTED = "Conflicted"
+    TARGET_NOT_FOUND = "TargetNotFound"
+    OVERRIDDEN = "Overridden"
+
+
+@dataclass(frozen=True)
+class PolicyAncestorStatus:
+    """One ``status.ancestors[]`` entry: a Gateway (or listener) and our conditions."""
+
+    ancestor_ref: ParentReference
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    kind: str
+    namespace: str
+    name: str
+    generation: int
+    ancestors: tuple[PolicyAncestorStatus, ...]
+
+
 @dataclass(frozen=True)
 class Statuses:
     """Every status one cluster's agent writes for its Gateway API objects, sorted."""
 
     gateways: tuple[GatewayStatus, ...] = ()
     routes: tuple[RouteStatus, ...] = ()
+    policies: tuple[PolicyStatus, ...] = ()

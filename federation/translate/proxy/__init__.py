@@ -44,6 +44,7 @@ from federation.translate.proxy.clusters import (
     assignments,
     cluster,
     local_assignment,
+    policy_cluster,
 )
 from federation.translate.proxy.consistency import consistent
 from federation.translate.proxy.listeners import listener, route_configs
@@ -192,6 +193,8 @@ def render_group(
     for local in gateway.local_clusters:
         out.clusters[local.name] = cluster(local, options)
         out.endpoints[local.name] = local_assignment(local, options)
+    for copy in gateway.policy_clusters:
+        out.clusters[copy.name] = policy_cluster(copy, options)
     if ir.clusterset_listener is not None:
         out.listeners[ir.clusterset_listener.name] = listener(ir.clusterset_listener, host)
     for li in gateway.listeners:

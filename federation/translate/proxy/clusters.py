@@ -42,7 +42,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from federation.model.imports import exposes
 from federation.registry.records import EndpointSet, ServicePort
 from federation.translate.inputs import AddressMap, TranslateOptions
-from federation.translate.ir import LocalClusterIR, ServiceClusterIR
+from federation.translate.ir import LocalClusterIR, PolicyClusterIR, ServiceClusterIR
 from federation.translate.proxy.common import ads
 from federation.translate.proxy.features import CLUSTER_HOOKS, ClusterSource
 
@@ -64,6 +64,14 @@ def cluster(ir: ClusterSource, options: TranslateOptions) -> cluster_pb2.Cluster
     out.eds_cluster_config.eds_config.CopyFrom(ads())
     for hook in CLUSTER_HOOKS:
         hook(ir, out, options)
+    return out
+
+
+def policy_cluster(ir: PolicyClusterIR, options: TranslateOptions) -> cluster_pb2.Cluster:
+    """A copy of cluster ``ir.base`` with a BackendTrafficPolicy's settings, reading the
+    base's ClusterLoadAssignment (EDS ``service_name``): the same endpoints, one copy."""
+    out = cluster(ir, options)
+    out.eds_cluster_config.service_name = ir.base
     return out
 
 

@@ -86,8 +86,10 @@ def consistent(resources: TypedResources) -> list[str]:
         for missing in sorted(_route_clusters(config) - set(resources.clusters)):
             problems.append(f"route configuration {name} sends to missing cluster {missing}")
     for name, item in sorted(resources.clusters.items()):
-        if item.type == item.EDS and name not in resources.endpoints:
-            problems.append(f"EDS cluster {name} has no ClusterLoadAssignment")
+        # A policy's copy of a cluster reads the original's assignment (service_name).
+        assignment = item.eds_cluster_config.service_name or name
+        if item.type == item.EDS and assignment not in resources.endpoints:
+            problems.append(f"EDS cluster {name} has no ClusterLoadAssignment {assignment}")
     for name in sorted(set(resources.endpoints) - set(resources.clusters)):
         problems.append(f"ClusterLoadAssignment {name} has no cluster")
     for name, item in sorted(resources.endpoints.items()):

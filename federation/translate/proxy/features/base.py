@@ -9,17 +9,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from federation.translate.inputs import TranslateOptions
-from federation.translate.ir import ListenerIR, RouteIR
+from federation.translate.ir import ClusterPolicyIR, ListenerIR, RouteIR
 
 
 class ClusterSource(Protocol):
-    """What a cluster feature reads of a cluster's IR (a clusterset or a local cluster)."""
+    """What a cluster feature reads of a cluster's IR (a clusterset, a local or a policy
+    cluster): ``policy`` holds a BackendTrafficPolicy's settings, None the defaults."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def http2(self) -> bool: ...
+
+    @property
+    def policy(self) -> ClusterPolicyIR | None: ...
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ cluster next. Every cluster's retry budget caps concurrent retries at ``budget_p
 its active requests (never below ``min_retry_concurrency``), so retries cannot multiply the
 load on a struggling clusterset.
 
+A BackendTrafficPolicy's retries (``RetryIR.triggers``) replace the conditions with its
+own, and may set the back-off's cap; the rest (hosts and priorities already tried, the
+budget) stays.
+
 A route with its own retries (``RouteIR.retry``) keeps all of that and adds to it: its
 status codes are retried too (``retriable-status-codes``), its ``attempts`` replace the
 default number of retries (one budget shared by both kinds of failure, as Envoy counts
@@ -29,7 +33,6 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
-from envoy.type.v3 import percent_pb2
 
 from federation.translate.inputs import TranslateOptions
 from federation.translate.ir import RetryIR, RouteIR
@@ -62,12 +65,14 @@ def retry_policy(own: RetryIR | None = None) -> route_components_pb2.RetryPolicy
     attempts = RETRY_POLICY.num_retries
     base_ms, max_ms = RETRY_POLICY.base_interval_ms, RETRY_POLICY.max_interval_ms
     if own is not None:
-        if own.codes:
+        if own.triggers:
+            retry_on = ",".join(own.triggers)
+        elif own.codes:
             retry_on = f"{retry_on},{RETRIABLE_STATUS_CODES}"
         if own.attempts is not None:
             attempts = own.attempts
         if own.backoff_ms:
-            base_ms, max_ms = own.backoff_ms, 10 * own.backoff_ms
+            base_ms, max_ms = own.backoff_ms, own.max_backoff_ms or 10 * own.backoff_ms
     policy = route_components_pb2.RetryPolicy(
         retry_on=retry_on,
         num_retries={"value": attempts},
@@ -95,14 +100,19 @@ def patch_route(ir: RouteIR, out: Any) -> None:
 
 
 def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
-    out.circuit_breakers.thresholds.append(
-        circuit_breaker_pb2.CircuitBreakers.Thresholds(
-            retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
-                budget_percent=percent_pb2.Percent(value=RETRY_POLICY.budget_percent),
-                min_retry_concurrency={"value": RETRY_POLICY.min_retry_concurrency},
-            )
-        )
-    )
+    """The retry budget, and a BackendTrafficPolicy's circuit breakers beside it: its
+    ``maxParallelRetries`` replaces the budget (Envoy ignores one when both are set)."""
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+    breaker = None if ir.policy is None else ir.policy.circuit_breaker
+    if breaker is None or breaker.max_retries is None:
+        thresholds.retry_budget.budget_percent.value = RETRY_POLICY.budget_percent
+        thresholds.retry_budget.min_retry_concurrency.value = RETRY_POLICY.min_retry_concurrency
+    if breaker is not None:
+        for name in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+            value = getattr(breaker, name)
+            if value is not None:
+                getattr(thresholds, name).value = value
+    out.circuit_breakers.thresholds.append(thresholds)
 
 
 FEATURE = Feature("retry", patch_route=patch_route, patch_cluster=patch_cluster)

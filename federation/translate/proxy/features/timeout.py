@@ -3,7 +3,8 @@
 A route without ``timeouts.request`` gets no timeout at all, set explicitly: left unset,
 Envoy applies 15 s, which cuts long gRPC streams and slow downloads. ``backendRequest``
 bounds each attempt (the retry policy's per-try timeout). Clusters give up connecting
-after ``TranslateOptions.connect_timeout_ms``.
+after ``TranslateOptions.connect_timeout_ms``, or a BackendTrafficPolicy's
+``timeout.tcp.connectTimeout``.
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -27,7 +28,9 @@ def patch_route(ir: RouteIR, out: Any) -> None:
 
 
 def patch_cluster(ir: ClusterSource, out: Any, options: TranslateOptions) -> None:
-    out.connect_timeout.CopyFrom(duration_ms(options.connect_timeout_ms))
+    policy = ir.policy
+    own = None if policy is None else policy.connect_timeout_ms
+    out.connect_timeout.CopyFrom(duration_ms(own or options.connect_timeout_ms))
 
 
 FEATURE = Feature("timeout", patch_route=patch_route, patch_cluster=patch_cluster)

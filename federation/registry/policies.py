@@ -1,0 +1,156 @@
+"""Typed registry records of the Envoy Gateway policies an agent publishes.
+
+Envoy Gateway's policy API (``gateway.envoyproxy.io/v1alpha1``) is what teams attach to
+Gateways and routes for retries, timeouts, circuit breakers and load balancing. An agent
+publishes its cluster's BackendTrafficPolicies as they are written, so that a team's
+existing YAML works unchanged; the first translation stage decides what each one applies
+to (:mod:`federation.translate.gateway.policies`).
+
+The specs mirror Envoy Gateway v1.9.1 field for field, as :mod:`.gatewayapi` mirrors
+Gateway API (``spec.circuitBreaker.maxPendingRequests`` is
+``spec.circuit_breaker.max_pending_requests`` here), but only the fields this project
+implements are kept. Every other field the object sets is named in the record's
+``unsupported`` (``spec.rateLimit``, ``spec.loadBalancer.zoneAware``), so that the policy
+is refused by name (``Accepted=False``) instead of applying only part of what it says.
+Durations and enumerations stay strings: a value this version cannot serve is reported on
+the policy's status, and the record still decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+#: Envoy Gateway's API group.
+ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
+
+
+@dataclass(frozen=True)
+class PolicyTargetReference:
+    """``targetRefs[]`` (Gateway API's LocalPolicyTargetReferenceWithSectionName): an
+    object of the policy's own namespace, and optionally one section of it (a Gateway's
+    listener, a route's rule, by name)."""
+
+    group: str
+    kind: str
+    name: str
+    section_name: str | None = None
+
+
+@dataclass(frozen=True)
+class BackOff:
+    base_interval: str | None = None
+    max_interval: str | None = None
+
+
+@dataclass(frozen=True)
+class PerRetry:
+    timeout: str | None = None
+    back_off: BackOff | None = None
+
+
+@dataclass(frozen=True)
+class RetryOn:
+    triggers: tuple[str, ...] = ()
+    http_status_codes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Retry:
+    num_retries: int | None = None
+    retry_on: RetryOn | None = None
+    per_retry: PerRetry | None = None
+
+
+@dataclass(frozen=True)
+class TCPTimeout:
+    connect_timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPTimeout:
+    request_timeout: str | None = None
+    connection_idle_timeout: str | None = None
+    max_connection_duration: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeout:
+    tcp: TCPTimeout | None = None
+    http: HTTPTimeout | None = None
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_parallel_requests: int | None = None
+    max_parallel_retries: int | None = None
+    max_requests_per_connection: int | None = None
+
+
+@dataclass(frozen=True)
+class HashHeader:
+    name: str
+
+
+@dataclass(frozen=True)
+class HashCookie:
+    name: str
+    ttl: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsistentHash:
+    #: ``SourceIP``, ``Header`` or ``Cookie``.
+    type: str
+    header: HashHeader | None = None
+    cookie: HashCookie | None = None
+    table_size: int | None = None
+
+
+@dataclass(frozen=True)
+class SlowStart:
+    window: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    #: ``RoundRobin``, ``LeastRequest``, ``Random`` or ``ConsistentHash``.
+    type: str
+    consistent_hash: ConsistentHash | None = None
+    slow_start: SlowStart | None = None
+
+
+@dataclass(frozen=True)
+class BackendTrafficPolicySpec:
+    #: The deprecated single form of ``targetRefs``; both may be given.
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] = ()
+    retry: Retry | None = None
+    timeout: Timeout | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    load_balancer: LoadBalancer | None = None
+
+    def targets(self) -> tuple[PolicyTargetReference, ...]:
+        """Every target, ``targetRef`` first, each once."""
+        both = (self.target_ref,) if self.target_ref is not None else ()
+        return tuple(dict.fromkeys((*both, *self.target_refs)))
+
+
+@dataclass(frozen=True)
+class BackendTrafficPolicyRecord:
+    """A BackendTrafficPolicy of ``cluster``. ``unsupported``: the paths of the fields it
+    sets that this project does not implement (``spec.rateLimit``), sorted; a policy with
+    any applies nowhere."""
+
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "backendtrafficpolicy"
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: BackendTrafficPolicySpec
+    generation: int = 0
+    created: str = ""
+    unsupported: tuple[str, ...] = ()

@@ -1,0 +1,609 @@
+"""BackendTrafficPolicies: what each one applies to, which one wins, and their statuses.
+
+Called by :func:`federation.translate.gateway.resolve` for one member cluster, with Envoy
+Gateway's attachment model, so that a team's policies mean here what they mean there:
+
+* A policy targets (``targetRefs``, or the deprecated ``targetRef``) objects of its own
+  namespace: a Gateway of our class, or one of its listeners (``sectionName``), an
+  HTTPRoute or GRPCRoute, or one of its named rules. A target that does not exist, or is
+  not ours, gives the policy no status entry for it (Envoy Gateway does the same).
+* The most specific policy wins, whole: a route rule's, then the route's, then the
+  listener's, then the Gateway's. Nothing is merged: a route's policy replaces its
+  Gateway's for that route (``mergeType`` is not implemented, and refused).
+* Two policies on the same target: the older (``creationTimestamp``, then namespace and
+  name) applies; the other is ``Accepted=False`` with reason ``Conflicted``.
+* A policy that sets a field this project does not implement, or a value it cannot serve,
+  is ``Accepted=False`` with reason ``Invalid`` and a message naming the field. It applies
+  nowhere: its routes are served as if it did not exist (the next less specific policy,
+  or the defaults), and every other route is untouched.
+* Status is written per ancestor, as Gateway API's policy status requires: a policy on a
+  Gateway or listener reports that Gateway (with the listener as ``sectionName``); a
+  policy on a route reports each of the route's parent Gateways that are ours. An accepted
+  policy that more specific ones replace somewhere also has ``Overridden=True`` naming
+  where.
+
+A policy's settings are compiled once (:func:`compile_settings`) and applied to the IR
+routes it covers (:meth:`PolicyBook.apply`): retries and timeouts on the route, the
+consistent-hash key on the route, and its cluster settings on a copy of each backend's
+cluster that only its routes use (:class:`~federation.translate.ir.PolicyClusterIR`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from federation.model.conditions import Condition
+from federation.registry.gatewayapi import GATEWAY_GROUP, GatewayRecord, ParentReference
+from federation.registry.policies import (
+    BackendTrafficPolicyRecord,
+    BackendTrafficPolicySpec,
+    LoadBalancer,
+    PolicyTargetReference,
+    Retry,
+    Timeout,
+)
+from federation.translate.gateway.attach import Route, kind_of
+from federation.translate.gateway.envoy_limits import MAX_UINT32
+from federation.translate.gateway.filters import FilterError, duration_ms
+from federation.translate.gateway.inputs import ClusterInputs, ObjectName
+from federation.translate.gateway.status import (
+    PolicyAncestorStatus,
+    PolicyCondition,
+    PolicyReason,
+    PolicyStatus,
+    condition,
+)
+from federation.translate.ir import (
+    CircuitBreakerIR,
+    ClusterPolicyIR,
+    HashIR,
+    PolicyClusterIR,
+    RetryIR,
+    RouteIR,
+)
+
+BACKEND_TRAFFIC_POLICY = "BackendTrafficPolicy"
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+
+#: ``retryOn.triggers`` as Envoy Gateway names them, and Envoy's ``retry_on`` for each.
+RETRY_TRIGGERS = {
+    "5xx": "5xx",
+    "gateway-error": "gateway-error",
+    "reset": "reset",
+    "reset-before-request": "reset-before-request",
+    "connect-failure": "connect-failure",
+    "retriable-4xx": "retriable-4xx",
+    "refused-stream": "refused-stream",
+    "retriable-status-codes": "retriable-status-codes",
+    "cancelled": "cancelled",
+    "deadline-exceeded": "deadline-exceeded",
+    "internal": "internal",
+    "resource-exhausted": "resource-exhausted",
+    "unavailable": "unavailable",
+}
+LOAD_BALANCER_TYPES = ("RoundRobin", "LeastRequest", "Random", "ConsistentHash")
+HASH_TYPES = ("SourceIP", "Header", "Cookie")
+#: Maglev's table size must be a prime (Envoy's default is 65537).
+MAX_HASH_TABLE_SIZE = 5000011
+
+
+class PolicyError(ValueError):
+    """A policy field this project cannot serve, named by its path."""
+
+
+@dataclass(frozen=True)
+class TrafficSettings:
+    """What one accepted BackendTrafficPolicy applies to the routes it covers; None and
+    empty keep what the route has (its own settings, or the defaults)."""
+
+    #: ``namespace/name`` of the policy: its clusters are named after it.
+    policy: str
+    retry: RetryIR | None = None
+    request_timeout_ms: int | None = None
+    per_try_timeout_ms: int | None = None
+    hash_policy: HashIR | None = None
+    cluster: ClusterPolicyIR | None = None
+
+
+# --- compiling a policy's settings ---------------------------------------------------------
+
+
+def _ms(value: str | None, path: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return duration_ms(value, path)
+    except FilterError as err:
+        raise PolicyError(str(err)) from None
+
+
+def _count(value: int | None, path: str, low: int = 0) -> int | None:
+    if value is not None and not low <= value <= MAX_UINT32:
+        raise PolicyError(f"{path} {value} is not between {low} and {MAX_UINT32}")
+    return value
+
+
+#: What Envoy Gateway retries when a policy sets ``retry`` without ``retryOn``.
+DEFAULT_TRIGGERS = (
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+)
+DEFAULT_RETRY_CODES = (503,)
+DEFAULT_RETRIES = 2
+
+
+def _retry(retry: Retry | None) -> tuple[RetryIR | None, int | None]:
+    """The retry policy and the per-try timeout (ms) of ``spec.retry``, as Envoy Gateway
+    builds them: without ``retryOn``, its default triggers and 503; with it, exactly the
+    triggers and status codes it lists."""
+    if retry is None:
+        return None, None
+    on = retry.retry_on
+    triggers: tuple[str, ...] = DEFAULT_TRIGGERS
+    codes: tuple[int, ...] = DEFAULT_RETRY_CODES
+    if on is not None and (on.triggers or on.http_status_codes):
+        unknown = [t for t in on.triggers if t not in RETRY_TRIGGERS]
+        if unknown:
+            raise PolicyError(
+                f"spec.retry.retryOn.triggers {unknown} are not among {sorted(RETRY_TRIGGERS)}"
+            )
+        bad = [c for c in on.http_status_codes if not 100 <= c <= 599]
+        if bad:
+            raise PolicyError(f"spec.retry.retryOn.httpStatusCodes {bad} are not HTTP status codes")
+        if on.triggers:
+            triggers = tuple(sorted({RETRY_TRIGGERS[t] for t in on.triggers}))
+        codes = tuple(sorted(set(on.http_status_codes)))
+    per = retry.per_retry
+    back_off = None if per is None else per.back_off
+    path = "spec.retry.perRetry.backOff."
+    base = None if back_off is None else _ms(back_off.base_interval, path + "baseInterval")
+    cap = None if back_off is None else _ms(back_off.max_interval, path + "maxInterval")
+    if base == 0 or cap == 0:
+        raise PolicyError(f"{path}baseInterval and maxInterval must be longer than 0s")
+    if cap is not None and base is None:
+        raise PolicyError(f"{path}maxInterval needs baseInterval")
+    if base and cap and cap < base:
+        raise PolicyError(f"{path}maxInterval is shorter than baseInterval")
+    per_try = None if per is None else _ms(per.timeout, "spec.retry.perRetry.timeout")
+    attempts = _count(retry.num_retries, "spec.retry.numRetries")
+    ir = RetryIR(
+        codes=codes,
+        attempts=DEFAULT_RETRIES if attempts is None else attempts,
+        backoff_ms=base,
+        triggers=triggers,
+        max_backoff_ms=cap,
+    )
+    return ir, per_try or None
+
+
+def _timeouts(timeout: Timeout | None) -> tuple[int | None, dict[str, int | None]]:
+    """The request timeout (ms) and the cluster's connection timeouts."""
+    if timeout is None:
+        return None, {}
+    tcp, http = timeout.tcp, timeout.http
+    cluster = {
+        "connect_timeout_ms": None
+        if tcp is None
+        else _ms(tcp.connect_timeout, "spec.timeout.tcp.connectTimeout"),
+    }
+    request = None
+    if http is not None:
+        request = _ms(http.request_timeout, "spec.timeout.http.requestTimeout")
+        cluster["idle_timeout_ms"] = _ms(
+            http.connection_idle_timeout, "spec.timeout.http.connectionIdleTimeout"
+        )
+        cluster["max_connection_duration_ms"] = _ms(
+            http.max_connection_duration, "spec.timeout.http.maxConnectionDuration"
+        )
+    if cluster.get("connect_timeout_ms") == 0:
+        raise PolicyError("spec.timeout.tcp.connectTimeout must be longer than 0s")
+    return request, cluster
+
+
+def _load_balancer(lb: LoadBalancer | None) -> tuple[HashIR | None, dict[str, object]]:
+    """The consistent-hash key (routes) and the load balancer settings (clusters)."""
+    if lb is None:
+        return None, {}
+    if lb.type not in LOAD_BALANCER_TYPES:
+        raise PolicyError(
+            f"spec.loadBalancer.type {lb.type!r} is not one of {list(LOAD_BALANCER_TYPES)}"
+        )
+    cluster: dict[str, object] = {"lb_type": lb.type}
+    if lb.slow_start is not None:
+        if lb.type not in ("RoundRobin", "LeastRequest"):
+            raise PolicyError("spec.loadBalancer.slowStart needs type RoundRobin or LeastRequest")
+        window = _ms(lb.slow_start.window, "spec.loadBalancer.slowStart.window")
+        if not window:
+            raise PolicyError("spec.loadBalancer.slowStart.window must be longer than 0s")
+        cluster["slow_start_window_ms"] = window
+    ch = lb.consistent_hash
+    if lb.type != "ConsistentHash":
+        if ch is not None:
+            raise PolicyError("spec.loadBalancer.consistentHash needs type ConsistentHash")
+        return None, cluster
+    if ch is None:
+        raise PolicyError("spec.loadBalancer.consistentHash is required with type ConsistentHash")
+    if ch.type not in HASH_TYPES:
+        raise PolicyError(
+            f"spec.loadBalancer.consistentHash.type {ch.type!r} is not one of {list(HASH_TYPES)}"
+        )
+    if ch.table_size is not None:
+        if not 1 <= ch.table_size <= MAX_HASH_TABLE_SIZE or not _prime(ch.table_size):
+            raise PolicyError(
+                f"spec.loadBalancer.consistentHash.tableSize {ch.table_size} is not a prime "
+                f"up to {MAX_HASH_TABLE_SIZE}"
+            )
+        cluster["hash_table_size"] = ch.table_size
+    if ch.type == "SourceIP":
+        return HashIR(source_ip=True), cluster
+    if ch.type == "Header":
+        if ch.header is None:
+            raise PolicyError(
+                "spec.loadBalancer.consistentHash.header is required with type Header"
+            )
+        return HashIR(header=ch.header.name), cluster
+    if ch.cookie is None:
+        raise PolicyError("spec.loadBalancer.consistentHash.cookie is required with type Cookie")
+    ttl = _ms(ch.cookie.ttl, "spec.loadBalancer.consistentHash.cookie.ttl")
+    return HashIR(cookie=ch.cookie.name, cookie_ttl_ms=ttl), cluster
+
+
+def _prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+def _circuit_breaker(spec: BackendTrafficPolicySpec) -> CircuitBreakerIR | None:
+    cb = spec.circuit_breaker
+    if cb is None:
+        return None
+    path = "spec.circuitBreaker."
+    return CircuitBreakerIR(
+        max_connections=_count(cb.max_connections, path + "maxConnections"),
+        max_pending_requests=_count(cb.max_pending_requests, path + "maxPendingRequests"),
+        max_requests=_count(cb.max_parallel_requests, path + "maxParallelRequests"),
+        max_retries=_count(cb.max_parallel_retries, path + "maxParallelRetries"),
+        max_requests_per_connection=_count(
+            cb.max_requests_per_connection, path + "maxRequestsPerConnection", low=1
+        ),
+    )
+
+
+def compile_settings(policy: BackendTrafficPolicyRecord) -> TrafficSettings:
+    """The settings of ``policy``; PolicyError names the first field it cannot serve."""
+    if policy.unsupported:
+        fields = ", ".join(policy.unsupported)
+        verb = "is" if len(policy.unsupported) == 1 else "are"
+        raise PolicyError(f"{fields} {verb} not supported by this implementation")
+    spec = policy.spec
+    retry, per_try = _retry(spec.retry)
+    request, connection = _timeouts(spec.timeout)
+    hash_policy, balancing = _load_balancer(spec.load_balancer)
+    if request and per_try and per_try > request:
+        raise PolicyError(
+            "spec.retry.perRetry.timeout must not be longer than spec.timeout.http.requestTimeout"
+        )
+    values = {
+        **{k: v for k, v in connection.items() if v is not None},
+        **balancing,
+    }
+    breaker = _circuit_breaker(spec)
+    if breaker is not None:
+        values["circuit_breaker"] = breaker
+    cluster = ClusterPolicyIR(**values) if values else None  # type: ignore[arg-type]
+    return TrafficSettings(
+        policy=f"{policy.namespace}/{policy.name}",
+        retry=retry,
+        request_timeout_ms=request or None,
+        per_try_timeout_ms=per_try,
+        hash_policy=hash_policy,
+        cluster=cluster,
+    )
+
+
+# --- attachment -----------------------------------------------------------------------------
+
+#: Where a policy attaches: (kind, namespace, name, sectionName or None), kind being
+#: ``Gateway``, ``HTTPRoute`` or ``GRPCRoute``.
+Scope = tuple[str, str, str, str | None]
+
+
+def policy_rank(policy: BackendTrafficPolicyRecord) -> tuple[bool, str, str, str]:
+    """Oldest first (by creationTimestamp; none: last), then namespace and name."""
+    return (not policy.created, policy.created, policy.namespace, policy.name)
+
+
+@dataclass
+class _Ancestors:
+    """The status entries of one policy being built: ancestor -> conditions."""
+
+    entries: dict[ParentReference, list[Condition]] = field(default_factory=dict)
+
+    def add(self, refs: Iterable[ParentReference], cond: Condition) -> None:
+        for ref in refs:
+            held = self.entries.setdefault(ref, [])
+            if any(c.type == cond.type for c in held):
+                if cond.status == "False":  # a failure on one target outweighs success
+                    held[:] = [c for c in held if c.type != cond.type] + [cond]
+                continue
+            held.append(cond)
+
+
+def _gateway_ref(gateway: ObjectName, section: str | None = None) -> ParentReference:
+    return ParentReference(
+        name=gateway[1],
+        group=GATEWAY_GROUP,
+        kind="Gateway",
+        namespace=gateway[0],
+        section_name=section,
+    )
+
+
+def _accepted(ok: bool, reason: PolicyReason, message: str) -> Condition:
+    return condition(PolicyCondition.ACCEPTED, ok, reason, message)
+
+
+@dataclass
+class PolicyBook:
+    """One cluster's BackendTrafficPolicies, resolved: which applies where, their
+    statuses, and the policy clusters that the routes they cover send to."""
+
+    claims: dict[Scope, TrafficSettings] = field(default_factory=dict)
+    statuses: tuple[PolicyStatus, ...] = ()
+    #: Gateway -> policy cluster name -> cluster, filled by :meth:`apply`.
+    clusters: dict[ObjectName, dict[str, PolicyClusterIR]] = field(default_factory=dict)
+
+    def settings_for(
+        self, gateway: ObjectName, listener: str, route: Route, rule: str | None
+    ) -> TrafficSettings | None:
+        """The policy that applies to ``rule`` of ``route`` on ``listener`` of
+        ``gateway``: the most specific one, or None."""
+        kind = kind_of(route)
+        scopes: list[Scope] = []
+        if rule is not None:
+            scopes.append((kind, route.namespace, route.name, rule))
+        scopes += [
+            (kind, route.namespace, route.name, None),
+            ("Gateway", gateway[0], gateway[1], listener),
+            ("Gateway", gateway[0], gateway[1], None),
+        ]
+        return next((self.claims[s] for s in scopes if s in self.claims), None)
+
+    def apply(
+        self,
+        gateway: ObjectName,
+        settings: TrafficSettings,
+        ir: RouteIR,
+        http2: Mapping[str, bool],
+    ) -> RouteIR:
+        """``ir`` with ``settings``; the route's own retry and timeouts stay where it sets
+        them (they are more specific). ``http2``: each backend cluster's upstream
+        protocol, which its policy cluster keeps."""
+        if not ir.backends:
+            return ir  # a redirect or a fixed status: nothing is sent upstream
+        changes: dict[str, object] = {}
+        if settings.retry is not None and ir.retry is None:
+            changes["retry"] = settings.retry
+        if settings.request_timeout_ms is not None and ir.timeout_ms is None:
+            changes["timeout_ms"] = settings.request_timeout_ms
+        if settings.per_try_timeout_ms is not None and ir.backend_timeout_ms is None:
+            changes["backend_timeout_ms"] = settings.per_try_timeout_ms
+        if settings.hash_policy is not None:
+            changes["hash_policy"] = settings.hash_policy
+        if settings.cluster is not None:
+            own = self.clusters.setdefault(gateway, {})
+            backends = []
+            for b in ir.backends:
+                if b.cluster is None:
+                    backends.append(b)
+                    continue
+                name = f"policy/{settings.policy}/{b.cluster}"
+                own[name] = PolicyClusterIR(
+                    name, b.cluster, http2.get(b.cluster, False), settings.cluster
+                )
+                backends.append(dataclasses.replace(b, cluster=name))
+            changes["backends"] = tuple(backends)
+        return dataclasses.replace(ir, **changes) if changes else ir  # type: ignore[arg-type]
+
+    def policy_clusters(self, gateway: ObjectName) -> tuple[PolicyClusterIR, ...]:
+        own = self.clusters.get(gateway, {})
+        return tuple(own[name] for name in sorted(own))
+
+
+def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
+    """Attach every BackendTrafficPolicy of the cluster; see the module docstring."""
+    gateways = {(g.namespace, g.name): g for g in inputs.gateways}
+    every: list[Route] = [*inputs.http_routes, *inputs.grpc_routes]
+    routes = {(kind_of(r), r.namespace, r.name): r for r in every}
+    book = PolicyBook()
+    owners: dict[Scope, str] = {}
+    building: list[tuple[BackendTrafficPolicyRecord, _Ancestors, list[Scope]]] = []
+    for policy in sorted(inputs.policies, key=policy_rank):
+        ancestors = _Ancestors()
+        claimed: list[Scope] = []
+        building.append((policy, ancestors, claimed))
+        try:
+            settings: TrafficSettings | None = compile_settings(policy)
+            invalid = ""
+        except PolicyError as err:
+            settings, invalid = None, str(err)
+        for target in policy.spec.targets():
+            found = _target(policy, target, gateways, routes)
+            if found is None:
+                continue  # not ours, or not there: no ancestor to report on
+            scope, refs, missing = found
+            if missing:
+                ancestors.add(refs, _accepted(False, PolicyReason.TARGET_NOT_FOUND, missing))
+            elif settings is None:
+                ancestors.add(refs, _accepted(False, PolicyReason.INVALID, invalid))
+            elif scope in owners:
+                message = (
+                    f"Unable to target {_scope_name(scope)}, another BackendTrafficPolicy "
+                    f"({owners[scope]}) has already attached to it"
+                )
+                ancestors.add(refs, _accepted(False, PolicyReason.CONFLICTED, message))
+            else:
+                owners[scope] = f"{policy.namespace}/{policy.name}"
+                book.claims[scope] = settings
+                claimed.append(scope)
+                ancestors.add(
+                    refs, _accepted(True, PolicyReason.ACCEPTED, "Policy has been accepted.")
+                )
+    statuses = []
+    index = _ClaimIndex.of(book.claims)
+    for policy, ancestors, claimed in building:
+        overridden = _overridden(claimed, index, every)
+        if overridden:
+            cond = condition(PolicyCondition.OVERRIDDEN, True, PolicyReason.OVERRIDDEN, overridden)
+            ancestors.add(list(ancestors.entries), cond)
+        statuses.append(
+            PolicyStatus(
+                kind=BACKEND_TRAFFIC_POLICY,
+                namespace=policy.namespace,
+                name=policy.name,
+                generation=policy.generation,
+                ancestors=tuple(
+                    PolicyAncestorStatus(ref, tuple(conds))
+                    for ref, conds in sorted(ancestors.entries.items(), key=_ref_order)
+                ),
+            )
+        )
+    book.statuses = tuple(sorted(statuses, key=lambda s: (s.namespace, s.name)))
+    return book
+
+
+def _ref_order(item: tuple[ParentReference, list[Condition]]) -> tuple[str, str, str]:
+    ref = item[0]
+    return ref.namespace or "", ref.name, ref.section_name or ""
+
+
+def _scope_name(scope: Scope) -> str:
+    kind, namespace, name, section = scope
+    if kind == "Gateway":
+        if section is not None:
+            return f"Listener {namespace}/{name}/{section}"
+        return f"Gateway {namespace}/{name}"
+    if section is not None:
+        return f"RouteRule {namespace}/{name}/{section}"
+    return f"{kind} {namespace}/{name}"
+
+
+def _target(
+    policy: BackendTrafficPolicyRecord,
+    target: PolicyTargetReference,
+    gateways: Mapping[ObjectName, GatewayRecord],
+    routes: Mapping[tuple[str, str, str], Route],
+) -> tuple[Scope, list[ParentReference], str] | None:
+    """The scope of ``target``, the ancestors to report on, and why its ``sectionName``
+    is not found ("" when it is); None when the target is not one of ours."""
+    if target.group != GATEWAY_GROUP:
+        return None
+    key = (policy.namespace, target.name)
+    section = target.section_name
+    scope: Scope = (target.kind, policy.namespace, target.name, section)
+    if target.kind == "Gateway":
+        gateway = gateways.get(key)
+        if gateway is None:
+            return None
+        missing = ""
+        if section is not None and all(lst.name != section for lst in gateway.spec.listeners):
+            missing = f"No section name {section} found for Gateway {key[0]}/{key[1]}"
+        return scope, [_gateway_ref(key, section)], missing
+    if target.kind not in ROUTE_KINDS:
+        return None
+    route = routes.get((target.kind, policy.namespace, target.name))
+    if route is None:
+        return None
+    refs = _route_ancestors(route, gateways)
+    if not refs:
+        return None
+    missing = ""
+    rules: Sequence[object] = route.spec.rules
+    if section is not None and all(getattr(r, "name", None) != section for r in rules):
+        missing = f"No section name {section} found for {target.kind} {key[0]}/{key[1]}"
+    return scope, refs, missing
+
+
+def _route_ancestors(
+    route: Route, gateways: Mapping[ObjectName, GatewayRecord]
+) -> list[ParentReference]:
+    """The route's parent Gateways that are ours, as its parentRefs name them."""
+    out = []
+    for ref in route.spec.parent_refs:
+        if (ref.group or GATEWAY_GROUP, ref.kind or "Gateway") != (GATEWAY_GROUP, "Gateway"):
+            continue
+        key = (ref.namespace or route.namespace, ref.name)
+        if key in gateways:
+            out.append(_gateway_ref(key, ref.section_name))
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class _ClaimIndex:
+    """The claimed scopes, indexed for :func:`_overridden`: the sections claimed of each
+    Gateway or route, and which routes have a claim of their own."""
+
+    sections: dict[tuple[str, str, str], set[str]]
+    routes: set[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, claims: Iterable[Scope]) -> _ClaimIndex:
+        sections: dict[tuple[str, str, str], set[str]] = {}
+        routes = set()
+        for kind, namespace, name, section in claims:
+            if section is not None:
+                sections.setdefault((kind, namespace, name), set()).add(section)
+            if kind != "Gateway":
+                routes.add((kind, namespace, name))
+        return cls(sections, routes)
+
+
+def _overridden(claimed: Sequence[Scope], index: _ClaimIndex, routes: Iterable[Route]) -> str:
+    """Where more specific policies replace the policy that claimed ``claimed``, as
+    Envoy Gateway words it; "" when nowhere."""
+    listeners: set[str] = set()
+    route_names: set[str] = set()
+    rules: set[str] = set()
+    for kind, namespace, name, section in claimed:
+        if kind != "Gateway":
+            if section is None:
+                rules |= index.sections.get((kind, namespace, name), set())
+            continue
+        if section is None:
+            listeners.update(
+                f"{namespace}/{name}/{s}"
+                for s in index.sections.get(("Gateway", namespace, name), set())
+            )
+        for route in routes:
+            if (kind_of(route), route.namespace, route.name) in index.routes and any(
+                (ref.namespace or route.namespace, ref.name) == (namespace, name)
+                and (section is None or ref.section_name == section)
+                for ref in route.spec.parent_refs
+            ):
+                route_names.add(f"{route.namespace}/{route.name}")
+    if rules:
+        return (
+            "This policy is being overridden by other backendTrafficPolicy for these route "
+            f"rules: [{' '.join(sorted(rules))}]"
+        )
+    parts = []
+    if listeners:
+        parts.append(f"these gateway listeners: [{' '.join(sorted(listeners))}]")
+    if route_names:
+        parts.append(f"these routes: [{' '.join(sorted(route_names))}]")
+    if not parts:
+        return ""
+    return "This policy is being overridden by other backendTrafficPolicies for " + " and ".join(
+        parts
+    )
