@@ -10,7 +10,9 @@ through an Envoy shows which cluster served it:
   ``GET /ws`` with a WebSocket upgrade echoes every message back, prefixed with the
   cluster's name; ``/slow?ms=N`` answers after N milliseconds (at most 10 s);
   ``/flaky?fail=N&key=K`` answers 503 to the first N requests with key K, then as
-  usual (a misbehaving backend, for retries); and
+  usual (a misbehaving backend, for retries); ``/__healthz`` answers 200, or 503 after
+  ``/__health?ok=0`` (until ``/__health?ok=1``), while every other path is served as
+  usual: a live but unhealthy backend, for active health checks; and
   ``GET /__count`` says how many other requests the backend has served (mirrors
   are counted too).
 * ``--protocol grpc``: a gRPC server (HTTP/2 in clear text) with one server-streaming
@@ -48,11 +50,17 @@ MAX_FLAKY_KEYS = 1000
 def http_app(name: str, address: str, pod: str | None = None) -> web.Application:
     served = 0
     failures: dict[str, int] = {}
+    healthy = True
 
     async def echo(request: web.Request) -> web.StreamResponse:
-        nonlocal served
+        nonlocal served, healthy
         if request.path == "/__count":
             return web.json_response({"served": served})
+        if request.path == "/__healthz":
+            return web.json_response({"healthy": healthy}, status=200 if healthy else 503)
+        if request.path == "/__health":
+            healthy = request.query.get("ok", "1") == "1"
+            return web.json_response({"healthy": healthy})
         served += 1
         if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()

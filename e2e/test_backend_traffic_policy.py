@@ -221,7 +221,8 @@ def test_an_invalid_policy_is_refused_by_name_and_nothing_stops_serving(
                 ns,
                 "limited",
                 "api",
-                rateLimit={"local": {"rules": [{"limit": {"requests": 1, "unit": "Hour"}}]}},
+                # Compression is Envoy Gateway's, not ours: refused by name.
+                compressor=[{"type": "Gzip"}],
                 retry={"numRetries": 1},
             ),
         )
@@ -248,3 +249,84 @@ def test_an_invalid_policy_is_refused_by_name_and_nothing_stops_serving(
     assert row.split()[2:4] == ["False", "Invalid"]  # the Accepted and Reason columns
     refused = gw.get_yaml(b, "gateway", ns, "gw")  # the Gateway itself is untouched
     assert gw.conditions(refused["status"]["conditions"])["Programmed"][0] == "True"
+
+
+def test_an_active_health_check_ejects_a_live_but_unhealthy_backend(
+    fed: Federation, ns: str
+) -> None:
+    export_with_backends(fed, "a", ns, [86, 87], start=True)
+    address = route_to_echo(fed, ns)
+    gw.apply(
+        fed.env.cluster(CLUSTER_B),
+        policy(
+            ns,
+            "checked",
+            "api",
+            healthCheck={
+                "active": {
+                    "type": "HTTP",
+                    "timeout": "500ms",
+                    "interval": "500ms",
+                    "unhealthyThreshold": 1,
+                    "healthyThreshold": 1,
+                    "http": {"path": "/__healthz", "expectedStatuses": [200]},
+                }
+            },
+        ),
+    )
+    wait_accepted(fed, ns, "checked")
+    a = fed.env.cluster("a")
+    sick, well = f"{a.backend_ip(86)}:8080", f"{a.backend_ip(87)}:8080"
+
+    def backends(count: int) -> Counter[str]:
+        return Counter(str(gw.request(address, "/").json()["backend"]) for _ in range(count))
+
+    wait_until(lambda: len(backends(10)) == 2, timeout=30, what="both backends serving")
+    assert gw.request(sick, "/__health?ok=0").status == 200  # it still serves everything else
+    assert gw.request(sick, "/").status == 200
+    began = time.monotonic()
+    wait_until(lambda: set(backends(10)) == {well}, timeout=30, what="the sick backend ejected")
+    ejected = time.monotonic() - began
+    after = backends(40)
+    print(f"\nactive health check: ejected after {ejected:.2f} s; next 40 requests: {dict(after)}")
+    assert set(after) == {well}
+    gw.request(sick, "/__health?ok=1")
+    wait_until(lambda: len(backends(10)) == 2, timeout=30, what="the backend back once healthy")
+
+
+def test_a_local_rate_limit_answers_429_past_its_budget(fed: Federation, ns: str) -> None:
+    export_with_backends(fed, "a", ns, [88], start=True)
+    address = route_to_echo(fed, ns)
+    gw.apply(
+        fed.env.cluster(CLUSTER_B),
+        policy(
+            ns,
+            "limited",
+            "api",
+            rateLimit={
+                "local": {
+                    "rules": [
+                        {"limit": {"requests": 3, "unit": "Hour"}},
+                        {
+                            "clientSelectors": [{"headers": [{"name": "x-tier", "value": "free"}]}],
+                            "limit": {"requests": 1, "unit": "Hour"},
+                        },
+                    ]
+                }
+            },
+        ),
+    )
+    wait_accepted(fed, ns, "limited")
+    free = {"x-tier": "free"}
+    # Until the policy reaches the Envoy every request passes; then the free tier's one
+    # request an hour goes, and the next is refused.
+    wait_until(
+        lambda: gw.request(address, "/", headers=free).status == 429,
+        timeout=30,
+        what="the free tier limited",
+    )
+    free_again = [gw.request(address, "/", headers=free).status for _ in range(3)]
+    others = [gw.request(address, "/").status for _ in range(5)]
+    print(f"\nlocal rate limit: free tier {free_again}, default bucket {others}")
+    assert free_again == [429, 429, 429]
+    assert others == [200, 200, 200, 429, 429]  # the default bucket: 3 an hour

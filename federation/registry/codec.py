@@ -31,6 +31,11 @@ T = TypeVar("T")
 Unknown = Literal["error", "ignore"]
 
 
+#: A field's JSON name when :func:`camel` does not spell it (``sourceCIDR``):
+#: ``field(default=None, metadata={JSON_NAME: "sourceCIDR"})``.
+JSON_NAME = "json"
+
+
 def camel(name: str) -> str:
     """``backend_refs`` -> ``backendRefs``; a trailing underscore is dropped (``from_``)."""
     head, *rest = name.rstrip("_").split("_")
@@ -44,7 +49,7 @@ def _fields(cls: Any) -> tuple[tuple[str, str, Any, bool], ...]:
     out = []
     for f in dataclasses.fields(cls):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        out.append((f.name, camel(f.name), hints[f.name], required))
+        out.append((f.name, f.metadata.get(JSON_NAME) or camel(f.name), hints[f.name], required))
     return tuple(out)
 
 

@@ -18,8 +18,10 @@ the policy's status, and the record still decodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
+
+from federation.registry.codec import JSON_NAME
 
 #: Envoy Gateway's API group.
 ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
@@ -123,6 +125,154 @@ class LoadBalancer:
 
 
 @dataclass(frozen=True)
+class HealthCheckPayload:
+    #: ``Text`` (only this is implemented) or ``Binary``.
+    type: str
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPActiveHealthChecker:
+    path: str
+    hostname: str | None = None
+    method: str | None = None
+    expected_statuses: tuple[int, ...] = ()
+    expected_response: HealthCheckPayload | None = None
+
+
+@dataclass(frozen=True)
+class TCPActiveHealthChecker:
+    send: HealthCheckPayload | None = None
+    receive: HealthCheckPayload | None = None
+
+
+@dataclass(frozen=True)
+class ActiveHealthCheck:
+    #: ``HTTP`` or ``TCP``.
+    type: str
+    timeout: str | None = None
+    interval: str | None = None
+    unhealthy_threshold: int | None = None
+    healthy_threshold: int | None = None
+    http: HTTPActiveHealthChecker | None = None
+    tcp: TCPActiveHealthChecker | None = None
+
+
+@dataclass(frozen=True)
+class PassiveHealthCheck:
+    split_external_local_origin_errors: bool | None = None
+    interval: str | None = None
+    consecutive_local_origin_failures: int | None = None
+    consecutive_gateway_errors: int | None = None
+    consecutive_5xx_errors: int | None = field(
+        default=None, metadata={JSON_NAME: "consecutive5XxErrors"}
+    )
+    base_ejection_time: str | None = None
+    max_ejection_percent: int | None = None
+    failure_percentage_threshold: int | None = None
+    always_eject_one_endpoint: bool | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+    panic_threshold: int | None = None
+
+
+@dataclass(frozen=True)
+class TCPKeepalive:
+    probes: int | None = None
+    idle_time: str | None = None
+    interval: str | None = None
+
+
+@dataclass(frozen=True)
+class FaultInjectionDelay:
+    fixed_delay: str
+    percentage: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultInjectionAbort:
+    http_status: int | None = None
+    grpc_status: int | None = None
+    percentage: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    delay: FaultInjectionDelay | None = None
+    abort: FaultInjectionAbort | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitHeaderMatch:
+    name: str
+    #: ``Exact`` (the default) or ``RegularExpression``.
+    type: str | None = None
+    value: str | None = None
+    invert: bool | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitMethodMatch:
+    value: str
+    invert: bool | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitPathMatch:
+    value: str
+    #: ``PathPrefix`` (the default), ``Exact`` or ``RegularExpression``.
+    type: str | None = None
+    invert: bool | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitSourceMatch:
+    value: str
+    #: ``Exact`` (the default).
+    type: str | None = None
+    invert: bool | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitSelectCondition:
+    headers: tuple[RateLimitHeaderMatch, ...] = ()
+    methods: tuple[RateLimitMethodMatch, ...] = ()
+    path: RateLimitPathMatch | None = None
+    source_cidr: RateLimitSourceMatch | None = field(
+        default=None, metadata={JSON_NAME: "sourceCIDR"}
+    )
+
+
+@dataclass(frozen=True)
+class RateLimitValue:
+    requests: int
+    #: ``Second``, ``Minute``, ``Hour``, ``Day``, ``Week``, ``Month`` or ``Year``.
+    unit: str
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    limit: RateLimitValue
+    client_selectors: tuple[RateLimitSelectCondition, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalRateLimit:
+    rules: tuple[RateLimitRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    #: Deprecated in Envoy Gateway: ``Local`` (``Global`` is not implemented).
+    type: str | None = None
+    local: LocalRateLimit | None = None
+
+
+@dataclass(frozen=True)
 class BackendTrafficPolicySpec:
     #: The deprecated single form of ``targetRefs``; both may be given.
     target_ref: PolicyTargetReference | None = None
@@ -131,6 +281,10 @@ class BackendTrafficPolicySpec:
     timeout: Timeout | None = None
     circuit_breaker: CircuitBreaker | None = None
     load_balancer: LoadBalancer | None = None
+    health_check: HealthCheck | None = None
+    tcp_keepalive: TCPKeepalive | None = None
+    fault_injection: FaultInjection | None = None
+    rate_limit: RateLimitSpec | None = None
 
     def targets(self) -> tuple[PolicyTargetReference, ...]:
         """Every target, ``targetRef`` first, each once."""

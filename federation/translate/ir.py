@@ -153,6 +153,52 @@ class HashIR:
 
 
 @dataclass(frozen=True)
+class FaultIR:
+    """Injected faults: a delay of ``delay_ms`` for ``delay_percent`` of the requests, and
+    an answer of ``abort_http_status`` (or gRPC ``abort_grpc_status``) instead of the
+    backend's for ``abort_percent`` of them."""
+
+    delay_ms: int | None = None
+    delay_percent: float = 100.0
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class RateLimitMatchIR:
+    """One condition of a rate limit rule: a ``header`` (``name``), the ``method``, the
+    ``path`` or the client's ``source`` address. ``type``: ``Exact``,
+    ``RegularExpression`` or ``PathPrefix`` (paths); ``invert``: the rule counts requests
+    that do *not* match."""
+
+    kind: str
+    value: str
+    name: str = ""
+    type: str = "Exact"
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class RateLimitBucketIR:
+    """``requests`` per ``seconds``, for the requests that match every one of ``matches``
+    (none: every request, the route's default bucket)."""
+
+    requests: int
+    seconds: int
+    matches: tuple[RateLimitMatchIR, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitIR:
+    """A route's local rate limit, counted by each Envoy: the ``default`` bucket (None:
+    unlimited) for requests that no rule's bucket counts; past a budget, 429."""
+
+    default: RateLimitBucketIR | None = None
+    rules: tuple[RateLimitBucketIR, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteIR:
     """One match of one rule of one route, with everything the rule does.
 
@@ -181,6 +227,9 @@ class RouteIR:
     retry: RetryIR | None = None
     #: The key of consistent hashing (a BackendTrafficPolicy's ``loadBalancer``).
     hash_policy: HashIR | None = None
+    #: A BackendTrafficPolicy's ``faultInjection`` and local ``rateLimit``.
+    fault: FaultIR | None = None
+    rate_limit: RateLimitIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500
@@ -257,6 +306,50 @@ class CircuitBreakerIR:
 
 
 @dataclass(frozen=True)
+class HealthCheckIR:
+    """Active health checking of every endpoint: ``HTTP`` (a request for ``path``, healthy
+    when the status is one of ``expected_statuses`` and the body holds
+    ``expected_text``) or ``TCP`` (connect, send ``send_text``, expect ``receive_text``)."""
+
+    type: str
+    timeout_ms: int
+    interval_ms: int
+    unhealthy_threshold: int
+    healthy_threshold: int
+    path: str = ""
+    host: str | None = None
+    method: str | None = None
+    expected_statuses: tuple[int, ...] = ()
+    expected_text: str | None = None
+    send_text: str | None = None
+    receive_text: str | None = None
+
+
+@dataclass(frozen=True)
+class OutlierIR:
+    """Passive health checking (Envoy's outlier detection), in place of the defaults."""
+
+    interval_ms: int | None = None
+    base_ejection_ms: int | None = None
+    max_ejection_percent: int | None = None
+    consecutive_5xx: int | None = None
+    consecutive_gateway_errors: int | None = None
+    consecutive_local_origin_failures: int | None = None
+    split_external_local_origin_errors: bool | None = None
+    failure_percentage_threshold: int | None = None
+    always_eject_one: bool | None = None
+
+
+@dataclass(frozen=True)
+class KeepaliveIR:
+    """TCP keepalive on upstream connections; None keeps the system's setting."""
+
+    probes: int | None = None
+    idle_seconds: int | None = None
+    interval_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class ClusterPolicyIR:
     """A BackendTrafficPolicy's settings of the clusters its routes send to; None keeps
     the data plane's default.
@@ -272,6 +365,11 @@ class ClusterPolicyIR:
     lb_type: str | None = None
     hash_table_size: int | None = None
     slow_start_window_ms: int | None = None
+    health_check: HealthCheckIR | None = None
+    outlier: OutlierIR | None = None
+    #: Percent of healthy hosts under which Envoy spreads over all (ours: 0, never).
+    panic_threshold: int | None = None
+    keepalive: KeepaliveIR | None = None
 
 
 @dataclass(frozen=True)

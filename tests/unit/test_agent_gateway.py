@@ -382,7 +382,8 @@ def test_a_policy_is_published_with_every_field_we_do_not_implement_named() -> N
             "btp",
             "gw",
             retry={"numRetries": 3, "numAttemptsPerPriority": 2},
-            rateLimit={"type": "Local"},
+            rateLimit={"global": {"rules": []}},
+            compressor=[{"type": "Gzip"}],
             loadBalancer={"type": "RoundRobin", "zoneAware": {"preferLocal": {}}},
         ),
     )
@@ -393,8 +394,9 @@ def test_a_policy_is_published_with_every_field_we_do_not_implement_named() -> N
     assert policy.spec.load_balancer == p.LoadBalancer("RoundRobin")
     # Each is named by its path, so that the status says what to remove.
     assert policy.unsupported == (
+        "spec.compressor",
         "spec.loadBalancer.zoneAware",
-        "spec.rateLimit",
+        "spec.rateLimit.global",
         "spec.retry.numAttemptsPerPriority",
     )
 
@@ -410,7 +412,7 @@ async def test_policy_status_has_our_ancestor_entries_and_keeps_other_controller
     ok = _policy("ok", "gw", retry={})
     ok["status"] = {"ancestors": [theirs, stale]}
     agent.on_event("backendtrafficpolicies", "ADDED", ok)
-    agent.on_event("backendtrafficpolicies", "ADDED", _policy("bad", "gw", rateLimit={}))
+    agent.on_event("backendtrafficpolicies", "ADDED", _policy("bad", "gw", requestBuffer={}))
     agent.published = agent.desired({}, {}, {})
     await agent.write_statuses([])
     written = {
@@ -433,4 +435,4 @@ async def test_policy_status_has_our_ancestor_entries_and_keeps_other_controller
     [refused] = written["bad"]
     [accepted] = refused["conditions"]
     assert (accepted["status"], accepted["reason"]) == ("False", "Invalid")
-    assert "spec.rateLimit" in accepted["message"]
+    assert "spec.requestBuffer" in accepted["message"]

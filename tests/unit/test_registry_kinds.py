@@ -133,3 +133,30 @@ def test_a_gateway_carries_certificate_verdicts_optionally_and_strictly() -> Non
         obj["certificateChecks"][0].update(change)
         with pytest.raises(InvalidRecordError, match=message):
             decode_record(Kind.GATEWAY, json.dumps(obj).encode())
+
+
+def test_unknown_fields_are_listed_by_path_however_deep() -> None:
+    from federation.registry import policies as p
+    from federation.registry.codec import unknown_fields
+
+    spec = {
+        "targetRefs": [{"group": "g", "kind": "HTTPRoute", "name": "r", "oops": 1}],
+        "retry": {"numRetries": 1, "numAttemptsPerPriority": 2},
+        "rateLimit": {"local": {"rules": [{"limit": {"requests": 1, "unit": "Hour"}, "cost": {}}]}},
+        "healthCheck": {"passive": {"consecutive5XxErrors": 3}},
+        "compressor": [],
+    }
+    assert unknown_fields(p.BackendTrafficPolicySpec, spec, "spec") == [
+        "spec.compressor",
+        "spec.rateLimit.local.rules[0].cost",
+        "spec.retry.numAttemptsPerPriority",
+        "spec.targetRefs[0].oops",
+    ]
+    # Fields whose JSON name camel case does not spell are known by their own names.
+    decoded = from_json(p.BackendTrafficPolicySpec, spec, unknown="ignore")
+    assert decoded.health_check == p.HealthCheck(
+        passive=p.PassiveHealthCheck(consecutive_5xx_errors=3)
+    )
+    cidr = {"sourceCIDR": {"value": "10.0.0.0/8"}}
+    condition = from_json(p.RateLimitSelectCondition, cidr)
+    assert to_json(condition) == cidr

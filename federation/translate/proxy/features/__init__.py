@@ -20,8 +20,11 @@ from __future__ import annotations
 
 from federation.translate.proxy.features import (
     cors,
+    fault,
     headers,
+    health_check,
     load_balancing,
+    local_rate_limit,
     mirror,
     outlier,
     retry,
@@ -41,15 +44,20 @@ __all__ = [
 ]
 
 #: Every feature, in the order its hooks run. ``timeout`` follows ``retry``: it sets the
-#: per-try timeout of the retry policy that ``retry`` puts on the route. ``router`` is last:
-#: the HTTP filter chain follows this order and must end with the router.
+#: per-try timeout of the retry policy that ``retry`` puts on the route;
+#: ``health_check`` follows ``load_balancing``, whose panic threshold a policy may replace.
+#: ``router`` is last: the HTTP filter chain follows this order and must end with the
+#: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, then rate limits.
 FEATURES: tuple[Feature, ...] = (
+    fault.FEATURE,
     cors.FEATURE,
+    local_rate_limit.FEATURE,
     headers.FEATURE,
     mirror.FEATURE,
     retry.FEATURE,
     timeout.FEATURE,
     load_balancing.FEATURE,
+    health_check.FEATURE,
     outlier.FEATURE,
     upstream_http.FEATURE,
     router.FEATURE,

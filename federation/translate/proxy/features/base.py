@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from federation.translate import names
 from federation.translate.inputs import TranslateOptions
 from federation.translate.ir import ClusterPolicyIR, ListenerIR, RouteIR
 
@@ -24,6 +25,13 @@ class ClusterSource(Protocol):
 
     @property
     def policy(self) -> ClusterPolicyIR | None: ...
+
+
+def serves_policies(listener: ListenerIR) -> bool:
+    """Whether routes of ``listener`` may carry a BackendTrafficPolicy's faults or rate
+    limits: a Gateway's listeners, not the clusterset listener (whose routes are the
+    services' own), which is spared those filters."""
+    return listener.name != names.LISTENER_NAME
 
 
 @dataclass(frozen=True)
