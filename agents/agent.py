@@ -41,6 +41,7 @@ from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import ClusterRecord, ExportedService, InvalidRecordError
 from federation.registry.store import RegistryReader, RegistryWriter
 from federation.registry.watcher import Change, RegistryWatcher, service_names
@@ -333,6 +334,10 @@ class Agent:
                 self.exports.queue.add(key)  # conflicts may have changed
         if services and self.gateway.published:
             self.gateway.dirty.set()  # a route's ServiceImport may have come or gone
+        if self.gateway.published and any(
+            c.ref.kind is Kind.BACKEND_TRAFFIC_POLICY and c.cluster != self.cluster for c in changed
+        ):
+            self.gateway.dirty.set()  # another exporter's policy may win over ours
 
     async def _gateway_loop(self) -> None:
         """Sync the Gateway API side whenever something it depends on changed."""
@@ -350,8 +355,15 @@ class Agent:
 
     async def _sync_gateway(self) -> None:
         await self.gateway.publish(self._desired_gateway_records())
+        views = self.watcher.views.values()
         await self.gateway.write_statuses(
-            e for view in self.watcher.views.values() for e in view.services.values()
+            (e for view in views for e in view.services.values()),
+            (
+                r
+                for view in views
+                for r in view.of(Kind.BACKEND_TRAFFIC_POLICY).values()
+                if isinstance(r, BackendTrafficPolicyRecord)
+            ),
         )
         self.gateway.syncs += 1
 

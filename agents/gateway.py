@@ -280,12 +280,19 @@ class GatewayAgent:
             self._failing_rechecks = 0
         self._recheck = asyncio.get_running_loop().call_later(delay, self.dirty.set)
 
-    async def write_statuses(self, exports: Iterable[ExportedService]) -> None:
-        """Resolve this cluster's Gateway API records (as the hub does) and write statuses."""
+    async def write_statuses(
+        self,
+        exports: Iterable[ExportedService],
+        other_policies: Iterable[p.BackendTrafficPolicyRecord] = (),
+    ) -> None:
+        """Resolve this cluster's Gateway API records (as the hub does) and write statuses;
+        ``other_policies``: the other clusters' BackendTrafficPolicies (whether one of
+        ours on a ServiceImport applies depends on theirs)."""
         records = list(self.published.values())
-        resolved = resolve(
-            cluster_inputs(self.cluster, records, imports_of(exports), self.programmed)
+        inputs = cluster_inputs(
+            self.cluster, records, imports_of(exports), self.programmed, other_policies
         )
+        resolved = resolve(inputs)
         for name in sorted(self.our_classes()):
             gateway_class = self.objects.of(k.GATEWAY_CLASSES)[name]
             await self.status.gateway_class_status(

@@ -24,7 +24,7 @@ from e2e import scenario as sc
 from e2e.federation import Federation
 from e2e.processes import wait_until
 from e2e.test_gateway_api import CLUSTER_B, local_service, make_gateway
-from e2e.traffic import Loop, Outcome, export_with_backends
+from e2e.traffic import Loop, Outcome, export_with_backends, host, wait_served_by
 from federation.translate.gateway.status import CONTROLLER_NAME
 
 pytestmark = pytest.mark.integration
@@ -59,9 +59,11 @@ def policy(ns: str, name: str, route: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def ancestor_conditions(fed: Federation, ns: str, name: str) -> dict[str, tuple[str, str]]:
+def ancestor_conditions(
+    fed: Federation, ns: str, name: str, cluster: str = CLUSTER_B
+) -> dict[str, tuple[str, str]]:
     """Our first ancestor entry's conditions of a policy (empty until written)."""
-    obj = gw.get_yaml(fed.env.cluster(CLUSTER_B), "backendtrafficpolicy", ns, name)
+    obj = gw.get_yaml(fed.env.cluster(cluster), "backendtrafficpolicy", ns, name)
     for ancestor in (obj.get("status") or {}).get("ancestors") or []:
         if ancestor.get("controllerName") == CONTROLLER_NAME:
             return gw.conditions(ancestor.get("conditions"))
@@ -330,3 +332,54 @@ def test_a_local_rate_limit_answers_429_past_its_budget(fed: Federation, ns: str
     print(f"\nlocal rate limit: free tier {free_again}, default bucket {others}")
     assert free_again == [429, 429, 429]
     assert others == [200, 200, 200, 429, 429]  # the default bucket: 3 an hour
+
+
+def _max_connections(envoy: Any, cluster: str) -> int | None:
+    """``max_connections`` of ``cluster`` as an Envoy's admin ``/clusters`` shows it."""
+    prefix = f"{cluster}::default_priority::max_connections::"
+    for line in envoy.admin("/clusters").splitlines():
+        if line.startswith(prefix):
+            return int(line[len(prefix) :])
+    return None
+
+
+def test_a_policy_on_a_serviceimport_is_honoured_by_every_clusters_envoys(
+    fed: Federation, ns: str
+) -> None:
+    """The owner's circuit breaker, set in ``a``, protects the service from ``b`` and
+    ``c``: the extension of Envoy Gateway's attachment model that Federation adds."""
+    export_with_backends(fed, "a", ns, [89], start=True)
+    wait_served_by(fed.envoys["b"], host(ns), "a")
+    a = fed.env.cluster("a")
+    owner = policy(ns, "owner", "echo", circuitBreaker={"maxConnections": 7})
+    owner["spec"]["targetRefs"] = [
+        {"group": "multicluster.x-k8s.io", "kind": "ServiceImport", "name": "echo"}
+    ]
+    gw.apply(a, owner)
+    gw.wait_conditions(
+        lambda: ancestor_conditions(fed, ns, "owner", "a"),
+        {"Accepted": ("True", "Accepted")},
+        "the owner's policy accepted",
+    )
+    obj = gw.get_yaml(a, "backendtrafficpolicy", ns, "owner")
+    cluster = f"clusterset/{ns}/echo/80"
+    for cluster_id in ("b", "c"):
+        envoy = fed.envoys[cluster_id]
+        wait_until(
+            lambda envoy=envoy: _max_connections(envoy, cluster) == 7,  # type: ignore[misc]
+            timeout=30,
+            what=f"{cluster_id}'s Envoy limiting {cluster} to 7 connections",
+        )
+    status = gw.get_yaml(a, "backendtrafficpolicy", ns, "owner")["status"]["ancestors"]
+    print(f"\npolicy on a ServiceImport: b and c limit {cluster} to 7 connections; {status}")
+    assert status[0]["ancestorRef"]["kind"] == "ServiceImport"
+    assert obj["spec"]["targetRefs"][0]["group"] == "multicluster.x-k8s.io"  # the CRD took it
+    # Deleted, the defaults come back everywhere (Envoy's 1024).
+    sc.delete(a, "backendtrafficpolicy", ns, "owner")
+    for cluster_id in ("b", "c"):
+        envoy = fed.envoys[cluster_id]
+        wait_until(
+            lambda envoy=envoy: _max_connections(envoy, cluster) == 1024,  # type: ignore[misc]
+            timeout=30,
+            what=f"{cluster_id}'s Envoy back to the default",
+        )

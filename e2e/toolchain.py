@@ -417,24 +417,64 @@ POLICY_PRINTER_COLUMNS = (
 )
 
 
-def with_printer_columns(crd_text: str) -> str:
-    """An Envoy Gateway policy CRD with :data:`POLICY_PRINTER_COLUMNS` on every version;
-    nothing else changes."""
+#: BackendTrafficPolicy's rules on ``targetRefs``, by their messages, and the rules that
+#: replace them: Federation's extension lets a policy target a ServiceImport
+#: (``multicluster.x-k8s.io``), which then applies in every cluster's Envoys. Nothing else
+#: of Envoy Gateway's validation changes.
+SERVICE_IMPORT_TARGETS = {
+    "this policy can only have a targetRefs[*].group of gateway.networking.k8s.io": (
+        "this policy can only have a targetRefs[*].group of gateway.networking.k8s.io, "
+        "or multicluster.x-k8s.io for a ServiceImport",
+        "has(self.targetRefs) ? self.targetRefs.all(ref, ref.group == "
+        "'gateway.networking.k8s.io' || (ref.group == 'multicluster.x-k8s.io' && "
+        "ref.kind == 'ServiceImport')) : true",
+    ),
+    "this policy can only have a targetRefs[*].kind of "
+    "Gateway/ListenerSet/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute": (
+        "this policy can only have a targetRefs[*].kind of "
+        "Gateway/ListenerSet/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute/ServiceImport",
+        "has(self.targetRefs) ? self.targetRefs.all(ref, ref.kind in ['Gateway', "
+        "'ListenerSet', 'HTTPRoute', 'GRPCRoute', 'UDPRoute', 'TCPRoute', 'TLSRoute', "
+        "'ServiceImport']) : true",
+    ),
+}
+
+
+def adapted_crd(crd_text: str) -> str:
+    """An Envoy Gateway policy CRD as we install it: :data:`POLICY_PRINTER_COLUMNS` on
+    every version and, for BackendTrafficPolicy, :data:`SERVICE_IMPORT_TARGETS`; nothing
+    else changes. Raise if a rule to replace is not there (a new Envoy Gateway release)."""
     crd = yaml.safe_load(crd_text)
     for version in crd["spec"]["versions"]:
         version["additionalPrinterColumns"] = [dict(c) for c in POLICY_PRINTER_COLUMNS]
+        if crd["spec"]["names"]["kind"] != "BackendTrafficPolicy":
+            continue
+        rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"][
+            "x-kubernetes-validations"
+        ]
+        found = 0
+        for rule in rules:
+            replacement = SERVICE_IMPORT_TARGETS.get(rule.get("message", ""))
+            if replacement is not None:
+                rule["message"], rule["rule"] = replacement
+                found += 1
+        if found != len(SERVICE_IMPORT_TARGETS):
+            raise ToolchainError(
+                f"BackendTrafficPolicy {version['name']}: {found} of the "
+                f"{len(SERVICE_IMPORT_TARGETS)} targetRefs rules to extend were found"
+            )
     return str(yaml.safe_dump(crd, sort_keys=False))
 
 
 def stage_chart_crds() -> tuple[Path, ...]:
-    """Envoy Gateway's policy CRDs from the module, with our printer columns, in the CRD
-    chart (rewritten when they differ): ``helm install`` of the chart from this checkout
+    """Envoy Gateway's policy CRDs from the module, as we install them (:func:`adapted_crd`),
+    in the CRD chart (rewritten when they differ): ``helm install`` of the chart from this checkout
     installs them, and the test environment applies the same files."""
     CHART_ENVOY_GATEWAY_DIR.mkdir(parents=True, exist_ok=True)
     staged = []
     for source in envoy_gateway_crd_files():
         target = CHART_ENVOY_GATEWAY_DIR / source.name
-        data = with_printer_columns(source.read_text()).encode()
+        data = adapted_crd(source.read_text()).encode()
         if not target.is_file() or target.read_bytes() != data:
             partial = target.with_name(target.name + ".partial")
             partial.write_bytes(data)

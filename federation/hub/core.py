@@ -31,10 +31,12 @@ from collections.abc import Iterable
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import GatewayResolver, SnapshotBuilder, SnapshotOptions
 from federation.hub.trace import ChangeLog
+from federation.model.imports import merge_exports
 from federation.node_groups import cluster_of_group, gateway_group, parse_group
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
 from federation.registry.kinds import GATEWAY_KINDS, Kind
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.store import RegistryReader
 from federation.registry.watcher import (
     Change,
@@ -45,6 +47,11 @@ from federation.registry.watcher import (
 )
 from federation.translate.gateway import Resolved, resolve
 from federation.translate.gateway.inputs import cluster_inputs
+from federation.translate.gateway.service_policies import (
+    ServicePolicy,
+    service_policies,
+    targets_service_import,
+)
 from federation.translate.inputs import ImportView
 from federation.translate.ir import GatewayIR
 from federation.xds.snapshot import SnapshotCache
@@ -108,6 +115,9 @@ class Hub:
         )
         self.ready = asyncio.Event()
         self._freeze_heap = freeze_heap
+        #: What applies to each ServiceImport of every cluster's BackendTrafficPolicies
+        #: (its exporters'): the cluster settings of its clusters in every node group.
+        self._service_policies: dict[ServiceName, ServicePolicy] = {}
         #: The last update of each service's snapshots, for ``fedctl trace``.
         self.changes = ChangeLog()
 
@@ -132,7 +142,31 @@ class Hub:
         if not exports:
             return None
         stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
-        return ImportView.of(exports, stale)
+        applied = self._service_policies.get(key)
+        return ImportView.of(exports, stale, None if applied is None else applied.settings)
+
+    def _policies_moved(self) -> set[ServiceName]:
+        """Resolve the policies on ServiceImports again; the services whose settings
+        changed (a policy, or which cluster exports the service, did)."""
+        policies = [
+            r
+            for cluster in self.watcher.views
+            for r in self.watcher.records(cluster, Kind.BACKEND_TRAFFIC_POLICY).values()
+            if isinstance(r, BackendTrafficPolicyRecord) and targets_service_import(r)
+        ]
+        before = self._service_policies
+        if not policies and not before:
+            return set()
+        # From the watcher, not the builder: this update's exports are not built yet.
+        targeted = {(p.namespace, t.name) for p in policies for t in p.spec.targets()}
+        imports = {
+            key: merge_exports(exports)
+            for key in targeted
+            if (exports := self.watcher.exports(*key))
+        }
+        after = service_policies(policies, imports).applied
+        self._service_policies = after
+        return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
     def gateway_resolver(self) -> GatewayResolver:
         """A resolver for one update: the first translation stage runs once per cluster
@@ -179,6 +213,8 @@ class Hub:
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
         services = service_names(changed)
+        if services or any(c.ref.kind is Kind.BACKEND_TRAFFIC_POLICY for c in changed):
+            services |= self._policies_moved()
         routes = [c for c in changed if c.ref.kind in GATEWAY_KINDS]
         before = {g: self.cache.generation(g) for g in self.cache.groups()}
         self.builder.update(
@@ -211,6 +247,7 @@ class Hub:
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving."""
         keys = self.watcher.service_names()
+        self._policies_moved()
         self.builder.update(
             {key: self._view(key) for key in keys},
             self._groups(),

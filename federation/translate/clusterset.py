@@ -92,6 +92,7 @@ def service_cluster(view: ImportView, port: ServicePort) -> ServiceClusterIR:
             for e in view.exports
         ),
         single_port=len(view.merged.ports) == 1,
+        policy=view.policy,
     )
 
 

@@ -20,6 +20,7 @@ from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
 from federation.model.imports import MergedImport, merge_exports
 from federation.registry.records import ExportedService
+from federation.translate.ir import ClusterPolicyIR
 
 #: The address families an Envoy node group can be given endpoints of.
 IP_FAMILIES = ("IPv4", "IPv6")
@@ -40,12 +41,15 @@ class ImportView:
     ``stale`` the clusters whose lease expired: their endpoints are kept
     (fail-static: a dead agent says nothing about its pods) and flagged.
     ``stale`` may name clusters that do not export this Service; they are
-    ignored.
+    ignored. ``policy``: the cluster settings of the BackendTrafficPolicy that applies to
+    the ServiceImport clusterset-wide (its exporters', see
+    :mod:`federation.translate.gateway.service_policies`), None for the defaults.
     """
 
     merged: MergedImport
     exports: tuple[ExportedService, ...]
     stale: frozenset[str] = frozenset()
+    policy: ClusterPolicyIR | None = None
 
     def __post_init__(self) -> None:
         exports = tuple(sorted(self.exports, key=lambda e: e.cluster))
@@ -69,9 +73,14 @@ class ImportView:
         object.__setattr__(self, "stale", frozenset(self.stale))
 
     @classmethod
-    def of(cls, exports: Sequence[ExportedService], stale: Iterable[str] = ()) -> ImportView:
+    def of(
+        cls,
+        exports: Sequence[ExportedService],
+        stale: Iterable[str] = (),
+        policy: ClusterPolicyIR | None = None,
+    ) -> ImportView:
         """Merge ``exports`` (all of one Service) and view them; see :func:`merge_exports`."""
-        return cls(merge_exports(exports), tuple(exports), frozenset(stale))
+        return cls(merge_exports(exports), tuple(exports), frozenset(stale), policy)
 
     @property
     def namespace(self) -> str:

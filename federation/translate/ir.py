@@ -454,7 +454,8 @@ class ServiceClusterIR:
     localities: tuple[LocalityIR, ...] = ()
     #: The import has this one port only: a slice with one unnamed port then serves it.
     single_port: bool = False
-    #: None: the defaults (a route's BackendTrafficPolicy makes a :class:`PolicyClusterIR`).
+    #: The cluster settings of the BackendTrafficPolicy on the ServiceImport (its
+    #: exporters'), which every node group gets; None: the defaults.
     policy: ClusterPolicyIR | None = None
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from federation.registry.codec import to_json
 from federation.registry.kinds import Kind, Record, decode_record
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import SCHEMA_VERSION, ExportedService
 from federation.translate.gateway import Resolved, resolve
 from federation.translate.gateway.inputs import ProgrammedFact, cluster_inputs, imports_of
@@ -53,8 +54,11 @@ def load(case: str) -> tuple[str, list[Record], dict[tuple[str, str], Programmed
 
 
 def run(cluster: str, records: list[Record], programmed: Any) -> Resolved:
+    """As the agent assembles it: every cluster's exports, and the other clusters'
+    BackendTrafficPolicies (whether one on a ServiceImport applies depends on them)."""
     exports = [r for r in records if isinstance(r, ExportedService)]
-    return resolve(cluster_inputs(cluster, records, imports_of(exports), programmed))
+    others = [r for r in records if isinstance(r, BackendTrafficPolicyRecord)]
+    return resolve(cluster_inputs(cluster, records, imports_of(exports), programmed, others))
 
 
 def render(resolved: Resolved) -> str:

@@ -52,7 +52,7 @@ def test_the_hub_serves_the_clusterset_golden(case: str) -> None:
         cache,
         SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True),
     )
-    views = translate_golden.views(loaded.records, loaded.stale)
+    views = translate_golden.views(loaded.records, loaded.stale, loaded.policies)
     changed: dict[ServiceName, Any] = {(v.namespace, v.name): v for v in views}
     builder.update(changed, groups={group})
     golden = translate_golden.build(loaded, loaded.records)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e import gateway_conformance, images, toolchain
 
@@ -411,3 +412,43 @@ def test_suite_output_gives_each_tests_result_and_first_error() -> None:
     # No testify assertion: the last line the failed test logged, without its timestamp.
     assert output.first_error("HTTPRouteTimeout") == "timed out waiting for 504, got 200"
     assert output.first_error("Nothing").startswith("(no error line")
+
+
+def _policy_crd(kind: str, messages: list[str]) -> str:
+    rules = [{"message": m, "rule": "upstream"} for m in messages]
+    crd = {
+        "spec": {
+            "names": {"kind": kind},
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "properties": {"spec": {"x-kubernetes-validations": rules}}
+                        }
+                    },
+                }
+            ],
+        }
+    }
+    return str(yaml.safe_dump(crd))
+
+
+def test_policy_crds_get_printer_columns_and_btp_admits_a_serviceimport_target() -> None:
+    other = "mergeType can only be used with xRoute targets"
+    text = toolchain.adapted_crd(
+        _policy_crd("BackendTrafficPolicy", [*toolchain.SERVICE_IMPORT_TARGETS, other])
+    )
+    (version,) = yaml.safe_load(text)["spec"]["versions"]
+    names = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert names == ["Accepted", "Reason", "Gateway", "Age"]
+    rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    assert all("ServiceImport" in r["rule"] for r in rules[:2])
+    assert rules[2] == {"message": other, "rule": "upstream"}  # nothing else changes
+    # Other policies keep their rules; a BackendTrafficPolicy whose rules moved is refused.
+    plain = toolchain.adapted_crd(
+        _policy_crd("SecurityPolicy", list(toolchain.SERVICE_IMPORT_TARGETS))
+    )
+    assert "ServiceImport" not in plain
+    with pytest.raises(toolchain.ToolchainError, match="0 of the 2 targetRefs rules"):
+        toolchain.adapted_crd(_policy_crd("BackendTrafficPolicy", [other]))

@@ -12,7 +12,9 @@ Each case is a pair of files in ``tests/golden/translate``:
     of ``[CLUSTER=]IPv4|IPv6`` flags);
   - ``stale`` (optional): clusters whose lease expired;
   - ``records``: exports in the JSON shape of ``records.service_to_json``
-    without ``"v"``, of one or more Services (grouped and merged here).
+    without ``"v"``, of one or more Services (grouped and merged here);
+  - ``policies`` (optional): BackendTrafficPolicy records of any clusters; those on
+    ServiceImports are resolved as the hub resolves them (``service_policies``).
 
   A leading comment says what the case shows.
 - ``<case>.out.yaml``: what :func:`federation.translate.proxy.node_config` gives the
@@ -40,7 +42,11 @@ import yaml
 from google.protobuf import json_format
 
 from federation.model.imports import group_by_service
+from federation.registry.kinds import Kind, decode_record
+from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import SCHEMA_VERSION, ExportedService, decode_service
+from federation.translate.gateway.inputs import imports_of
+from federation.translate.gateway.service_policies import service_policies
 from federation.translate.inputs import (
     ImportView,
     TranslateOptions,
@@ -62,12 +68,13 @@ class Case:
     options: TranslateOptions
     stale: frozenset[str]
     records: tuple[ExportedService, ...]
+    policies: tuple[BackendTrafficPolicyRecord, ...] = ()
 
 
 def load_case(case: str) -> Case:
     raw = yaml.safe_load((GOLDEN / f"{case}.in.yaml").read_text())
     assert isinstance(raw, dict), f"{case}.in.yaml must hold a mapping"
-    unknown = set(raw) - {"viewer", "listener", "options", "stale", "records"}
+    unknown = set(raw) - {"viewer", "listener", "options", "stale", "records", "policies"}
     assert not unknown, f"{case}.in.yaml: unknown keys {sorted(unknown)}"
     opts = raw.get("options") or {}
     unknown = set(opts) - {
@@ -93,6 +100,17 @@ def load_case(case: str) -> Case:
     records = tuple(
         decode_service(json.dumps({"v": SCHEMA_VERSION, **item})) for item in raw["records"]
     )
+    policies = tuple(
+        p
+        for item in raw.get("policies") or ()
+        if isinstance(
+            p := decode_record(
+                Kind.BACKEND_TRAFFIC_POLICY,
+                json.dumps({"v": SCHEMA_VERSION, "kind": "backendtrafficpolicy", **item}).encode(),
+            ),
+            BackendTrafficPolicyRecord,
+        )
+    )
     listener = raw["listener"]
     return Case(
         viewer=raw["viewer"],
@@ -100,11 +118,23 @@ def load_case(case: str) -> Case:
         options=options,
         stale=frozenset(raw.get("stale") or ()),
         records=records,
+        policies=policies,
     )
 
 
-def views(records: tuple[ExportedService, ...], stale: frozenset[str]) -> list[ImportView]:
-    return [ImportView.of(group, stale) for group in group_by_service(records).values()]
+def views(
+    records: tuple[ExportedService, ...],
+    stale: frozenset[str],
+    policies: tuple[BackendTrafficPolicyRecord, ...] = (),
+) -> list[ImportView]:
+    """One view per Service, with the settings of the policy on its ServiceImport that
+    applies (as the hub resolves them)."""
+    groups = group_by_service(records)
+    applied = service_policies(policies, imports_of(records)).applied
+    return [
+        ImportView.of(group, stale, None if (p := applied.get(key)) is None else p.settings)
+        for key, group in groups.items()
+    ]
 
 
 def shuffled(records: tuple[ExportedService, ...]) -> tuple[ExportedService, ...]:
@@ -121,7 +151,9 @@ def shuffled(records: tuple[ExportedService, ...]) -> tuple[ExportedService, ...
 
 
 def build(case: Case, records: tuple[ExportedService, ...]) -> XdsResources[Any]:
-    return build_node_config(views(records, case.stale), case.viewer, case.listener, case.options)
+    return build_node_config(
+        views(records, case.stale, case.policies), case.viewer, case.listener, case.options
+    )
 
 
 def wire(config: XdsResources[Any]) -> dict[str, dict[str, bytes]]:

@@ -70,6 +70,9 @@ class ClusterInputs:
     grpc_routes: tuple[GRPCRouteRecord, ...] = ()
     grants: tuple[ReferenceGrantRecord, ...] = ()
     policies: tuple[BackendTrafficPolicyRecord, ...] = ()
+    #: The other clusters' BackendTrafficPolicies: whether one of this cluster's on a
+    #: ServiceImport applies depends on theirs (the agent's statuses need them).
+    other_policies: tuple[BackendTrafficPolicyRecord, ...] = ()
     local_services: Mapping[ObjectName, LocalService] = field(default_factory=_empty)
     imports: Mapping[ObjectName, MergedImport] = field(default_factory=_no_imports)
     programmed: Mapping[ObjectName, ProgrammedFact] = field(default_factory=_no_facts)
@@ -85,8 +88,10 @@ def cluster_inputs(
     records: Iterable[Record],
     imports: Mapping[ObjectName, MergedImport],
     programmed: Mapping[ObjectName, ProgrammedFact] | None = None,
+    other_policies: Iterable[BackendTrafficPolicyRecord] = (),
 ) -> ClusterInputs:
-    """The inputs of ``cluster`` from its own records (any kinds: Services are ignored)."""
+    """The inputs of ``cluster`` from its own records (any kinds: Services are ignored),
+    and the BackendTrafficPolicies of the other clusters (``other_policies``)."""
     gateways, http_routes, grpc_routes, grants, policies = [], [], [], [], []
     local: dict[ObjectName, LocalService] = {}
     for record in records:
@@ -114,7 +119,14 @@ def cluster_inputs(
         local_services=MappingProxyType(dict(sorted(local.items()))),
         imports=MappingProxyType(dict(imports)),
         programmed=MappingProxyType(dict(programmed or {})),
+        other_policies=tuple(
+            sorted((p for p in other_policies if p.cluster != cluster), key=_policy_key)
+        ),
     )
+
+
+def _policy_key(policy: BackendTrafficPolicyRecord) -> tuple[str, str, str]:
+    return policy.cluster, policy.namespace, policy.name
 
 
 def _name(
