@@ -415,7 +415,8 @@ def desired_records(
         for obj in objects.of(api_kind).values():
             ns = obj["metadata"].get("namespace") or ""
             labels = tuple(sorted((namespace_labels.get(ns) or {}).items()))
-            records += _convert(cluster, obj, spec, record, {"namespace_labels": labels})
+            extra = {"namespace_labels": labels, "labels": _labels(obj)}
+            records += _convert(cluster, obj, spec, record, extra)
     for obj in objects.of(k.REFERENCE_GRANTS).values():
         records += _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
     for obj in objects.of(k.BACKEND_TRAFFIC_POLICIES).values():
@@ -460,7 +461,9 @@ def our_gateways(cluster: str, objects: GatewayObjects) -> list[g.GatewayRecord]
         if (obj.get("spec") or {}).get("gatewayClassName") in ours:
             found += [
                 r
-                for r in _convert(cluster, obj, g.GatewaySpec, g.GatewayRecord, {})
+                for r in _convert(
+                    cluster, obj, g.GatewaySpec, g.GatewayRecord, {"labels": _labels(obj)}
+                )
                 if isinstance(r, g.GatewayRecord)
             ]
     return found
@@ -482,6 +485,10 @@ def _convert(
         return []
     record: Record = record_cls(spec=spec, **_meta_fields(cluster, obj), **extra)
     return [record]
+
+
+def _labels(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((obj["metadata"].get("labels") or {}).items()))
 
 
 def _service_backends(records: Iterable[Record]) -> set[ObjectName]:

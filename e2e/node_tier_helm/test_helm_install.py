@@ -236,7 +236,11 @@ def test_uninstall_leaves_nothing_of_the_release_but_the_crds(installed: Install
 CRDS = sorted(
     f"customresourcedefinition.apiextensions.k8s.io/{crd}"
     for crd in ("clusterproperties.about.k8s.io", "serviceexports.multicluster.x-k8s.io",
-                "serviceimports.multicluster.x-k8s.io")
+                "serviceimports.multicluster.x-k8s.io",
+                # Envoy Gateway's policy CRDs, which the CRD chart installs too.
+                "backendtrafficpolicies.gateway.envoyproxy.io",
+                "clienttrafficpolicies.gateway.envoyproxy.io",
+                "securitypolicies.gateway.envoyproxy.io")
 )  # fmt: skip
 
 

@@ -424,6 +424,8 @@ class GatewayRecord:
     generation: int = 0
     created: str = ""
     certificate_checks: tuple[CertificateCheck, ...] = ()
+    #: The Gateway's own labels: a policy's ``targetSelectors`` select by them.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -441,6 +443,8 @@ class HTTPRouteRecord:
     generation: int = 0
     created: str = ""
     namespace_labels: tuple[tuple[str, str], ...] = ()
+    #: The route's own labels: a policy's ``targetSelectors`` select by them.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -457,6 +461,8 @@ class GRPCRouteRecord:
     generation: int = 0
     created: str = ""
     namespace_labels: tuple[tuple[str, str], ...] = ()
+    #: The route's own labels: a policy's ``targetSelectors`` select by them.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from federation.registry.codec import JSON_NAME
+from federation.registry.gatewayapi import LabelSelectorRequirement
 
 #: Envoy Gateway's API group.
 ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
@@ -37,6 +38,18 @@ class PolicyTargetReference:
     kind: str
     name: str
     section_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetSelector:
+    """``targetSelectors[]``: every object of ``kind`` in the policy's namespace whose
+    labels match (Kubernetes label selector semantics). Selecting other namespaces
+    (``namespaces``) is not implemented."""
+
+    kind: str
+    group: str | None = None
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,6 +290,7 @@ class BackendTrafficPolicySpec:
     #: The deprecated single form of ``targetRefs``; both may be given.
     target_ref: PolicyTargetReference | None = None
     target_refs: tuple[PolicyTargetReference, ...] = ()
+    target_selectors: tuple[TargetSelector, ...] = ()
     retry: Retry | None = None
     timeout: Timeout | None = None
     circuit_breaker: CircuitBreaker | None = None

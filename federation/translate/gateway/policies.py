@@ -5,7 +5,8 @@ Gateway's attachment model, so that a team's policies mean here what they mean t
 
 * A policy targets (``targetRefs``, or the deprecated ``targetRef``) objects of its own
   namespace: a Gateway of our class, or one of its listeners (``sectionName``), an
-  HTTPRoute or GRPCRoute, or one of its named rules. A target that does not exist, or is
+  HTTPRoute or GRPCRoute, or one of its named rules; ``targetSelectors`` select whole
+  Gateways or routes of its namespace by their labels. A target that does not exist, or is
   not ours, gives the policy no status entry for it (Envoy Gateway does the same).
 * The most specific policy wins, whole: a route rule's, then the route's, then the
   listener's, then the Gateway's. Nothing is merged: a route's policy replaces its
@@ -36,9 +37,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from federation.model.conditions import Condition
-from federation.registry.gatewayapi import GATEWAY_GROUP, GatewayRecord, ParentReference
+from federation.registry.gatewayapi import (
+    GATEWAY_GROUP,
+    GatewayRecord,
+    LabelSelector,
+    ParentReference,
+)
 from federation.registry.policies import BackendTrafficPolicyRecord, PolicyTargetReference
-from federation.translate.gateway.attach import Route, kind_of
+from federation.translate.gateway.attach import Route, kind_of, selects
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName
 from federation.translate.gateway.listeners import ROUTE_KINDS
 from federation.translate.gateway.policy_settings import (
@@ -189,7 +195,7 @@ def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
             invalid = ""
         except PolicyError as err:
             settings, invalid = None, str(err)
-        for target in policy.spec.targets():
+        for target in _targets(policy, gateways, routes):
             found = _target(policy, target, gateways, routes)
             if found is None:
                 continue  # not ours, or not there: no ancestor to report on
@@ -252,6 +258,34 @@ def _scope_name(scope: Scope) -> str:
     if section is not None:
         return f"RouteRule {namespace}/{name}/{section}"
     return f"{kind} {namespace}/{name}"
+
+
+def _targets(
+    policy: BackendTrafficPolicyRecord,
+    gateways: Mapping[ObjectName, GatewayRecord],
+    routes: Mapping[tuple[str, str, str], Route],
+) -> list[PolicyTargetReference]:
+    """What the policy targets, as Envoy Gateway composes it: the objects its
+    ``targetSelectors`` select in its namespace (oldest first), then its ``targetRefs``
+    not among them."""
+    selected: list[tuple[tuple[bool, str], PolicyTargetReference]] = []
+    candidates: list[tuple[str, GatewayRecord | Route]] = [
+        ("Gateway", g) for g in gateways.values()
+    ] + [(kind, r) for (kind, _, _), r in routes.items()]
+    for selector in policy.spec.target_selectors:
+        if (selector.group or GATEWAY_GROUP) != GATEWAY_GROUP:
+            continue
+        labels = LabelSelector(selector.match_labels, selector.match_expressions)
+        for kind, obj in candidates:
+            if (
+                kind == selector.kind
+                and obj.namespace == policy.namespace
+                and selects(labels, dict(obj.labels))
+            ):
+                ref = PolicyTargetReference(GATEWAY_GROUP, kind, obj.name)
+                selected.append(((not obj.created, obj.created), ref))
+    out = [ref for _, ref in sorted(selected, key=lambda item: (item[0], item[1].name))]
+    return list(dict.fromkeys([*out, *policy.spec.targets()]))
 
 
 def _target(
