@@ -10,8 +10,9 @@ What it publishes, under its own cluster's keys:
   ``allowedRoutes`` selector decides on them); routes whose parents are not ours are
   ignored by the translation, which reports nothing for them;
 * every ReferenceGrant;
-* every BackendTrafficPolicy (Envoy Gateway's policy API), naming in its record each field
-  it sets that we do not implement, so that the translation refuses it by name;
+* every BackendTrafficPolicy and SecurityPolicy (Envoy Gateway's policy API), naming in
+  its record each field it sets that we do not implement, so that the translation
+  refuses it by name;
 * every Service of this cluster that a route names as a backend or mirror, with its
   endpoints (a *local* Service: only this cluster's Envoys use it).
 
@@ -91,7 +92,18 @@ WATCHED = (
     k.GRPC_ROUTES,
     k.REFERENCE_GRANTS,
     k.BACKEND_TRAFFIC_POLICIES,
+    k.SECURITY_POLICIES,
 )
+
+#: Envoy Gateway's policy kinds: their API kind, spec and record, by the kind's name.
+POLICY_KINDS = {
+    "BackendTrafficPolicy": (
+        k.BACKEND_TRAFFIC_POLICIES,
+        p.BackendTrafficPolicySpec,
+        p.BackendTrafficPolicyRecord,
+    ),
+    "SecurityPolicy": (k.SECURITY_POLICIES, p.SecurityPolicySpec, p.SecurityPolicyRecord),
+}
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectName:
@@ -314,9 +326,10 @@ class GatewayAgent:
             if obj is not None:
                 await self.status.route_status(obj, route)
         for policy in resolved.statuses.policies:
-            obj = self.objects.of(k.BACKEND_TRAFFIC_POLICIES).get((policy.namespace, policy.name))
+            api_kind = POLICY_KINDS[policy.kind][0]
+            obj = self.objects.of(api_kind).get((policy.namespace, policy.name))
             if obj is not None:
-                await self.status.policy_status(k.BACKEND_TRAFFIC_POLICIES.plural, obj, policy)
+                await self.status.policy_status(api_kind.plural, obj, policy)
 
     def on_config_map(self, namespace: str, name: str) -> None:
         """A ConfigMap changed: sync when a GatewayClass or Gateway takes its parameters
@@ -419,19 +432,12 @@ def desired_records(
             records += _convert(cluster, obj, spec, record, extra)
     for obj in objects.of(k.REFERENCE_GRANTS).values():
         records += _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
-    for obj in objects.of(k.BACKEND_TRAFFIC_POLICIES).values():
-        # Every field we do not implement is named, so that the policy is refused by
-        # name instead of applying part of what it says.
-        unsupported = tuple(
-            unknown_fields(p.BackendTrafficPolicySpec, obj.get("spec") or {}, "spec")
-        )
-        records += _convert(
-            cluster,
-            obj,
-            p.BackendTrafficPolicySpec,
-            p.BackendTrafficPolicyRecord,
-            {"unsupported": unsupported},
-        )
+    for api_kind, spec_cls, record_cls in POLICY_KINDS.values():
+        for obj in objects.of(api_kind).values():
+            # Every field we do not implement is named, so that the policy is refused by
+            # name instead of applying part of what it says.
+            unsupported = tuple(unknown_fields(spec_cls, obj.get("spec") or {}, "spec"))
+            records += _convert(cluster, obj, spec_cls, record_cls, {"unsupported": unsupported})
     for ns, name in sorted(_service_backends(records)):
         service = services.get((ns, name))
         if service is not None:

@@ -93,6 +93,7 @@ GRPC_ROUTES = ApiKind(GATEWAY_GROUP, "v1", "grpcroutes")
 REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
 #: Envoy Gateway's policy API, whose CRDs the federation-crds chart installs.
 BACKEND_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "backendtrafficpolicies")
+SECURITY_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "securitypolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
 SECRETS = ApiKind("", "v1", "secrets")
 
@@ -107,5 +108,6 @@ BY_PLURAL = {
         HTTP_ROUTES,
         GRPC_ROUTES,
         BACKEND_TRAFFIC_POLICIES,
+        SECURITY_POLICIES,
     )
 }

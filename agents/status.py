@@ -22,7 +22,7 @@ from agents import kinds as k
 from agents.kube import Kube, KubeError
 from federation.model.conditions import Condition, ConditionStatus, merge_conditions
 from federation.registry.codec import to_json
-from federation.registry.gatewayapi import GATEWAY_GROUP
+from federation.registry.gatewayapi import GATEWAY_GROUP, ParentReference
 from federation.translate.gateway.features import SUPPORTED_FEATURES
 from federation.translate.gateway.status import (
     CONTROLLER_NAME,
@@ -181,68 +181,60 @@ class StatusWriter:
         or the Gateway is gone or no longer ours) is removed, as Gateway API requires;
         other controllers' entries are kept."""
         plural = "httproutes" if computed.kind == "HTTPRoute" else "grpcroutes"
-        status = self._status(plural, route)
-        existing: list[dict[str, Any]] = status.get("parents") or []
-        others = [p for p in existing if p.get("controllerName") != CONTROLLER_NAME]
-        before = {
-            _ref_key(p.get("parentRef") or {}): p
-            for p in existing
-            if p.get("controllerName") == CONTROLLER_NAME
-        }
-        ours = []
-        for parent in computed.parents:
-            ref = to_json(parent.parent_ref)
-            old = before.get(_ref_key(ref)) or {}
-            ours.append(
-                {
-                    "parentRef": ref,
-                    "controllerName": CONTROLLER_NAME,
-                    "conditions": merge_conditions(
-                        old.get("conditions") or [],
-                        parent.conditions,
-                        observed_generation=_generation(route),
-                        now=_now(),
-                    ),
-                }
-            )
-        parents = others + ours
-        if parents != existing:
-            await self._write(plural, route, {**status, "parents": parents})
+        wanted = [(p.parent_ref, p.conditions) for p in computed.parents]
+        await self._write_entries(plural, route, "parents", "parentRef", wanted)
 
     async def policy_status(
         self, plural: str, policy: Mapping[str, Any], computed: PolicyStatus
     ) -> None:
         """Our ``status.ancestors`` entries of a policy, exactly ``computed.ancestors``
         (entries of ours for ancestors no longer among them are removed; other
-        controllers' entries are kept), as Gateway API's PolicyStatus has them."""
-        status = self._status(plural, policy)
-        existing: list[dict[str, Any]] = status.get("ancestors") or []
-        others = [a for a in existing if a.get("controllerName") != CONTROLLER_NAME]
+        controllers' entries are kept), as Gateway API's PolicyStatus has them, at most
+        :data:`MAX_POLICY_ANCESTORS` in all."""
+        wanted = [(a.ancestor_ref, a.conditions) for a in computed.ancestors]
+        await self._write_entries(
+            plural, policy, "ancestors", "ancestorRef", wanted, limit=MAX_POLICY_ANCESTORS
+        )
+
+    async def _write_entries(
+        self,
+        plural: str,
+        obj: Mapping[str, Any],
+        field: str,
+        ref_field: str,
+        wanted: Sequence[tuple[ParentReference, Sequence[Condition]]],
+        limit: int | None = None,
+    ) -> None:
+        """``status.<field>``: other controllers' entries as they are, then ours, one per
+        reference of ``wanted`` (``<ref_field>``: the reference) with its conditions,
+        keeping the transition times of those that did not change."""
+        status = self._status(plural, obj)
+        existing: list[dict[str, Any]] = status.get(field) or []
+        others = [e for e in existing if e.get("controllerName") != CONTROLLER_NAME]
         before = {
-            _ref_key(a.get("ancestorRef") or {}): a
-            for a in existing
-            if a.get("controllerName") == CONTROLLER_NAME
+            _ref_key(e.get(ref_field) or {}): e
+            for e in existing
+            if e.get("controllerName") == CONTROLLER_NAME
         }
         ours = []
-        for ancestor in computed.ancestors:
-            ref = to_json(ancestor.ancestor_ref)
+        for reference, conditions in wanted:
+            ref = to_json(reference)
             old = before.get(_ref_key(ref)) or {}
             ours.append(
                 {
-                    "ancestorRef": ref,
+                    ref_field: ref,
                     "controllerName": CONTROLLER_NAME,
                     "conditions": merge_conditions(
                         old.get("conditions") or [],
-                        ancestor.conditions,
-                        observed_generation=_generation(policy),
+                        conditions,
+                        observed_generation=_generation(obj),
                         now=_now(),
                     ),
                 }
             )
-        # Gateway API keeps at most 16 ancestors; ours come after other controllers'.
-        ancestors = (others + ours)[:MAX_POLICY_ANCESTORS]
-        if ancestors != existing:
-            await self._write(plural, policy, {**status, "ancestors": ancestors})
+        entries = (others + ours)[:limit]
+        if entries != existing:
+            await self._write(plural, obj, {**status, field: entries})
 
     async def _write(self, plural: str, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
         key = _cache_key(plural, obj)

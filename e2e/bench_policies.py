@@ -23,10 +23,14 @@ from typing import Any
 from kubernetes.client import CustomObjectsApi
 
 from e2e import gateways as gw
-from e2e import scenario as sc
-from e2e.bench_xds import NAMESPACE, rss_mib, synthetic_clusterset, synthetic_route
+from e2e.bench_xds import (
+    NAMESPACE,
+    exported_echo,
+    rss_mib,
+    synthetic_clusterset,
+    synthetic_route,
+)
 from e2e.cluster import LocalEnvironment, free_port
-from e2e.federation import Federation
 from e2e.figures import percentile
 from e2e.fixtures import api_client
 from e2e.processes import wait_until
@@ -104,20 +108,8 @@ def _has_threshold(envoy: Any, cluster: str, wanted: int) -> bool:
 
 def bench_policy_ack(changes: int = 200) -> None:
     with LocalEnvironment(("a", CLUSTER)) as env:
-        fed = Federation(env, check_consistency=False)
-        fed.start()
-        fed.start_hub()
-        fed.wait_hub_ready()
-        a, b = env.cluster("a"), env.cluster(CLUSTER)
-        for cluster in env.clusters.values():
-            sc.apply(cluster, sc.namespace(NAMESPACE))
-        fed.start_backend("a", 7)
-        sc.apply(
-            a,
-            sc.service(NAMESPACE, "echo"),
-            sc.endpoint_slice(a, NAMESPACE, "echo", [7]),
-            sc.export(NAMESPACE, "echo"),
-        )
+        fed = exported_echo(env)
+        b = env.cluster(CLUSTER)
         host = b.envoy_listener.rpartition(":")[0]
         port = free_port(host)
         rule = {"backendRefs": [gw.backend("echo")]}

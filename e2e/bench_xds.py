@@ -556,23 +556,31 @@ def bench_endpoint_ack(changes: int = 200) -> None:
         print(f"  of which kubectl apply: p50 {percentile(applies, 50):.0f} ms")
 
 
+def exported_echo(env: LocalEnvironment) -> Federation:
+    """The federation of ``env`` (clusters ``a`` and ``b``) started, its hub ready, and
+    ``bench/echo`` exported from ``a`` with one backend."""
+    fed = Federation(env, check_consistency=False)
+    fed.start()
+    fed.start_hub()
+    fed.wait_hub_ready()
+    a = env.cluster("a")
+    for cluster in env.clusters.values():
+        sc.apply(cluster, sc.namespace(NAMESPACE))
+    fed.start_backend("a", 7)
+    sc.apply(
+        a,
+        sc.service(NAMESPACE, "echo"),
+        sc.endpoint_slice(a, NAMESPACE, "echo", [7]),
+        sc.export(NAMESPACE, "echo"),
+    )
+    return fed
+
+
 def bench_route_ack(changes: int = 200) -> None:
     """Change an HTTPRoute's path in ``b`` until b's Gateway serves it; p50/p99/max."""
     with LocalEnvironment(("a", "b")) as env:
-        fed = Federation(env, check_consistency=False)
-        fed.start()
-        fed.start_hub()
-        fed.wait_hub_ready()
-        a, b = env.cluster("a"), env.cluster("b")
-        for cluster in env.clusters.values():
-            sc.apply(cluster, sc.namespace(NAMESPACE))
-        fed.start_backend("a", 7)
-        sc.apply(
-            a,
-            sc.service(NAMESPACE, "echo"),
-            sc.endpoint_slice(a, NAMESPACE, "echo", [7]),
-            sc.export(NAMESPACE, "echo"),
-        )
+        fed = exported_echo(env)
+        b = env.cluster("b")
         host = b.envoy_listener.rpartition(":")[0]
         port = free_port(host)
         address = f"{host}:{port}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,22 +22,16 @@ from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.federation import Federation
 from e2e.processes import wait_until
-from e2e.test_gateway_api import CLUSTER_B, local_service, make_gateway
+from e2e.test_gateway_api import CLUSTER_B, fed, local_service, make_gateway
 from e2e.traffic import Loop, Outcome, export_with_backends, host, wait_served_by
 from federation.translate.gateway.status import CONTROLLER_NAME
 
 pytestmark = pytest.mark.integration
 
+#: The shared environment with our GatewayClass in b (the fixture of the Gateway tests).
+__all__ = ["fed"]
+
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-
-
-@pytest.fixture
-def fed(data_plane: Federation) -> Iterator[Federation]:
-    gw.apply(data_plane.env.cluster(CLUSTER_B), gw.gateway_class())
-    yield data_plane
-    for envoy in data_plane.gateway_envoys.values():
-        envoy.stop()
-    data_plane.gateway_envoys.clear()
 
 
 @pytest.fixture

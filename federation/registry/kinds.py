@@ -15,6 +15,7 @@ kind               record                                 seen by
 ``grpcroute``      :class:`~gatewayapi.GRPCRouteRecord`   the hub
 ``referencegrant`` :class:`~gatewayapi.ReferenceGrantRecord`  the hub
 ``backendtrafficpolicy`` :class:`~policies.BackendTrafficPolicyRecord`  the hub
+``securitypolicy`` :class:`~policies.SecurityPolicyRecord`  the hub
 =================  =====================================  ==================================
 
 Every record class names its kind (``KIND``); :data:`_CODECS` is the one list of kinds, and
@@ -38,7 +39,7 @@ from federation.registry.gatewayapi import (
     HTTPRouteRecord,
     ReferenceGrantRecord,
 )
-from federation.registry.policies import BackendTrafficPolicyRecord
+from federation.registry.policies import BackendTrafficPolicyRecord, SecurityPolicyRecord
 from federation.registry.records import (
     SCHEMA_VERSION,
     ExportedService,
@@ -62,6 +63,7 @@ class Kind(StrEnum):
     GRPC_ROUTE = GRPCRouteRecord.KIND
     REFERENCE_GRANT = ReferenceGrantRecord.KIND
     BACKEND_TRAFFIC_POLICY = BackendTrafficPolicyRecord.KIND
+    SECURITY_POLICY = SecurityPolicyRecord.KIND
 
 
 #: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
@@ -73,6 +75,7 @@ GATEWAY_KINDS = (
     Kind.REFERENCE_GRANT,
     Kind.LOCAL_SERVICE,
     Kind.BACKEND_TRAFFIC_POLICY,
+    Kind.SECURITY_POLICY,
 )
 
 
@@ -84,6 +87,7 @@ Record = (
     | GRPCRouteRecord
     | ReferenceGrantRecord
     | BackendTrafficPolicyRecord
+    | SecurityPolicyRecord
 )
 
 
@@ -107,7 +111,9 @@ class _Codec:
 
 
 def _gateway_codec(
-    cls: type[gatewayapi.GatewayAPIRecord] | type[BackendTrafficPolicyRecord],
+    cls: type[gatewayapi.GatewayAPIRecord]
+    | type[BackendTrafficPolicyRecord]
+    | type[SecurityPolicyRecord],
 ) -> _Codec:
     def encode(record: Any) -> bytes:
         return gatewayapi.encode(record, SCHEMA_VERSION)
@@ -131,6 +137,7 @@ _CODECS: dict[Kind, _Codec] = {
         _gateway_codec(GRPCRouteRecord),
         _gateway_codec(ReferenceGrantRecord),
         _gateway_codec(BackendTrafficPolicyRecord),
+        _gateway_codec(SecurityPolicyRecord),
     )
 }
 

@@ -286,11 +286,22 @@ class RateLimitSpec:
 
 
 @dataclass(frozen=True)
-class BackendTrafficPolicySpec:
+class PolicyTargets:
+    """What every Envoy Gateway policy's spec starts with (``PolicyTargetReferences``)."""
+
     #: The deprecated single form of ``targetRefs``; both may be given.
     target_ref: PolicyTargetReference | None = None
     target_refs: tuple[PolicyTargetReference, ...] = ()
     target_selectors: tuple[TargetSelector, ...] = ()
+
+    def targets(self) -> tuple[PolicyTargetReference, ...]:
+        """Every target, ``targetRef`` first, each once."""
+        both = (self.target_ref,) if self.target_ref is not None else ()
+        return tuple(dict.fromkeys((*both, *self.target_refs)))
+
+
+@dataclass(frozen=True)
+class BackendTrafficPolicySpec(PolicyTargets):
     retry: Retry | None = None
     timeout: Timeout | None = None
     circuit_breaker: CircuitBreaker | None = None
@@ -299,11 +310,6 @@ class BackendTrafficPolicySpec:
     tcp_keepalive: TCPKeepalive | None = None
     fault_injection: FaultInjection | None = None
     rate_limit: RateLimitSpec | None = None
-
-    def targets(self) -> tuple[PolicyTargetReference, ...]:
-        """Every target, ``targetRef`` first, each once."""
-        both = (self.target_ref,) if self.target_ref is not None else ()
-        return tuple(dict.fromkeys((*both, *self.target_refs)))
 
 
 @dataclass(frozen=True)
@@ -322,3 +328,79 @@ class BackendTrafficPolicyRecord:
     generation: int = 0
     created: str = ""
     unsupported: tuple[str, ...] = ()
+
+
+# --- SecurityPolicy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecurityCORS:
+    """``spec.cors``: as Gateway API's CORS filter, with ``maxAge`` a duration."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: str | None = None
+    allow_credentials: bool | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationHeaderMatch:
+    name: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_cidrs: tuple[str, ...] = field(default=(), metadata={JSON_NAME: "clientCIDRs"})
+    headers: tuple[AuthorizationHeaderMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class Operation:
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthorizationRule:
+    #: ``Allow`` or ``Deny``.
+    action: str
+    name: str | None = None
+    principal: Principal | None = None
+    operation: Operation | None = None
+
+
+@dataclass(frozen=True)
+class Authorization:
+    rules: tuple[AuthorizationRule, ...] = ()
+    #: ``Allow`` or ``Deny`` (Envoy Gateway's default).
+    default_action: str | None = None
+
+
+@dataclass(frozen=True)
+class SecurityPolicySpec(PolicyTargets):
+    cors: SecurityCORS | None = None
+    authorization: Authorization | None = None
+
+
+@dataclass(frozen=True)
+class SecurityPolicyRecord:
+    """A SecurityPolicy of ``cluster``; ``unsupported`` as for BackendTrafficPolicies.
+    Nothing secret: the fields that name Secrets (basic auth, API keys, OIDC) are not
+    implemented yet, and are refused by name."""
+
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "securitypolicy"
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: SecurityPolicySpec
+    generation: int = 0
+    created: str = ""
+    unsupported: tuple[str, ...] = ()
+
+
+#: Every Envoy Gateway policy record.
+PolicyRecord = BackendTrafficPolicyRecord | SecurityPolicyRecord

@@ -199,6 +199,35 @@ class RateLimitIR:
 
 
 @dataclass(frozen=True)
+class HeaderValuesIR:
+    """A request header with one of ``values``."""
+
+    name: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuthorizationRuleIR:
+    """A request matches when its client address is in one of ``cidrs`` (any when
+    empty), it has every one of ``headers`` (with one of its values) and its method is
+    one of ``methods`` (any when empty); then it is allowed or denied."""
+
+    allow: bool
+    cidrs: tuple[str, ...] = ()
+    headers: tuple[HeaderValuesIR, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthorizationIR:
+    """A SecurityPolicy's ``authorization``: the first rule a request matches decides;
+    without one, ``default_allow``. Denied requests are answered 403."""
+
+    default_allow: bool = False
+    rules: tuple[AuthorizationRuleIR, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteIR:
     """One match of one rule of one route, with everything the rule does.
 
@@ -230,6 +259,8 @@ class RouteIR:
     #: A BackendTrafficPolicy's ``faultInjection`` and local ``rateLimit``.
     fault: FaultIR | None = None
     rate_limit: RateLimitIR | None = None
+    #: A SecurityPolicy's ``authorization``.
+    authorization: AuthorizationIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500

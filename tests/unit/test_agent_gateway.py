@@ -436,3 +436,14 @@ async def test_policy_status_has_our_ancestor_entries_and_keeps_other_controller
     [accepted] = refused["conditions"]
     assert (accepted["status"], accepted["reason"]) == ("False", "Invalid")
     assert "spec.requestBuffer" in accepted["message"]
+
+
+def test_a_security_policy_is_published_with_its_unsupported_fields_named() -> None:
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    body = _policy("sp", "gw", jwt={"providers": []}, cors={"allowOrigins": ["https://a.b"]})
+    agent.on_event("securitypolicies", "ADDED", body)
+    records = desired_records("b", agent.objects, {}, {}, {})
+    policy = records[RecordRef(Kind.SECURITY_POLICY, "shop", "sp")]
+    assert isinstance(policy, p.SecurityPolicyRecord)
+    assert policy.spec.cors == p.SecurityCORS(allow_origins=("https://a.b",))
+    assert policy.unsupported == ("spec.jwt",)

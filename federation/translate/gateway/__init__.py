@@ -162,16 +162,13 @@ def _route(
 
 
 def _policy_applier(policies: PolicyBook, route: Route, compiled: CompiledRoute) -> Adjust:
-    """The route's IR on one listener with the BackendTrafficPolicy that covers it."""
+    """The route's IR on one listener with the policies that cover it."""
     rule_names = [rule.name for rule in route.spec.rules]
 
     def adjust(state: ListenerState, key: Precedence, ir: RouteIR) -> RouteIR:
         gateway = (state.gateway.namespace, state.gateway.name)
         rule = rule_names[key.rule] if key.rule < len(rule_names) else None
-        settings = policies.settings_for(gateway, state.listener.name, route, rule)
-        if settings is None:
-            return ir
-        return policies.apply(gateway, settings, ir, compiled.http2)
+        return policies.apply(gateway, state.listener.name, route, rule, ir, compiled.http2)
 
     return adjust
 

@@ -20,7 +20,7 @@ from federation.registry.gatewayapi import (
     ReferenceGrantRecord,
 )
 from federation.registry.kinds import Record
-from federation.registry.policies import BackendTrafficPolicyRecord
+from federation.registry.policies import BackendTrafficPolicyRecord, SecurityPolicyRecord
 from federation.registry.records import ExportedService, LocalService
 
 ObjectName = tuple[str, str]
@@ -61,7 +61,8 @@ class ClusterInputs:
     ``local_services`` the Services of this cluster that its routes name (keyed by
     namespace and name); ``imports`` every ServiceImport of the clusterset (merged
     exports, keyed the same way); ``programmed`` the hub's ACK state per Gateway;
-    ``policies`` the cluster's BackendTrafficPolicies.
+    ``policies`` and ``security_policies`` the cluster's BackendTrafficPolicies and
+    SecurityPolicies.
     """
 
     cluster: str
@@ -70,6 +71,7 @@ class ClusterInputs:
     grpc_routes: tuple[GRPCRouteRecord, ...] = ()
     grants: tuple[ReferenceGrantRecord, ...] = ()
     policies: tuple[BackendTrafficPolicyRecord, ...] = ()
+    security_policies: tuple[SecurityPolicyRecord, ...] = ()
     #: The other clusters' BackendTrafficPolicies: whether one of this cluster's on a
     #: ServiceImport applies depends on theirs (the agent's statuses need them).
     other_policies: tuple[BackendTrafficPolicyRecord, ...] = ()
@@ -93,6 +95,7 @@ def cluster_inputs(
     """The inputs of ``cluster`` from its own records (any kinds: Services are ignored),
     and the BackendTrafficPolicies of the other clusters (``other_policies``)."""
     gateways, http_routes, grpc_routes, grants, policies = [], [], [], [], []
+    security_policies: list[SecurityPolicyRecord] = []
     local: dict[ObjectName, LocalService] = {}
     for record in records:
         if record.cluster != cluster:
@@ -107,6 +110,8 @@ def cluster_inputs(
             grants.append(record)
         elif isinstance(record, BackendTrafficPolicyRecord):
             policies.append(record)
+        elif isinstance(record, SecurityPolicyRecord):
+            security_policies.append(record)
         elif isinstance(record, LocalService):
             local[record.namespace, record.name] = record
     return ClusterInputs(
@@ -116,6 +121,7 @@ def cluster_inputs(
         grpc_routes=tuple(sorted(grpc_routes, key=_name)),
         grants=tuple(sorted(grants, key=_name)),
         policies=tuple(sorted(policies, key=_name)),
+        security_policies=tuple(sorted(security_policies, key=_name)),
         local_services=MappingProxyType(dict(sorted(local.items()))),
         imports=MappingProxyType(dict(imports)),
         programmed=MappingProxyType(dict(programmed or {})),
@@ -134,6 +140,7 @@ def _name(
     | HTTPRouteRecord
     | GRPCRouteRecord
     | ReferenceGrantRecord
-    | BackendTrafficPolicyRecord,
+    | BackendTrafficPolicyRecord
+    | SecurityPolicyRecord,
 ) -> ObjectName:
     return record.namespace, record.name

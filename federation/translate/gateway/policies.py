@@ -14,9 +14,12 @@ Gateway's attachment model, so that a team's policies mean here what they mean t
 * Two policies on the same target: the older (``creationTimestamp``, then namespace and
   name) applies; the other is ``Accepted=False`` with reason ``Conflicted``.
 * A policy that sets a field this project does not implement, or a value it cannot serve,
-  is ``Accepted=False`` with reason ``Invalid`` and a message naming the field. It applies
-  nowhere: its routes are served as if it did not exist (the next less specific policy,
-  or the defaults), and every other route is untouched.
+  is ``Accepted=False`` with reason ``Invalid`` and a message naming the field. A
+  BackendTrafficPolicy then applies nowhere: its routes are served as if it did not exist
+  (the next less specific policy, or the defaults). A SecurityPolicy fails closed: its
+  targets deny every request (403) until it is fixed, since serving them without the
+  authentication or authorization it asks for would open them. Every other route is
+  untouched either way.
 * Status is written per ancestor, as Gateway API's policy status requires: a policy on a
   Gateway or listener reports that Gateway (with the listener as ``sectionName``); a
   policy on a route reports each of the route's parent Gateways that are ours. An accepted
@@ -33,8 +36,9 @@ cluster that only its routes use (:class:`~federation.translate.ir.PolicyCluster
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from federation.model.conditions import Condition
 from federation.registry.gatewayapi import (
@@ -43,7 +47,12 @@ from federation.registry.gatewayapi import (
     LabelSelector,
     ParentReference,
 )
-from federation.registry.policies import BackendTrafficPolicyRecord, PolicyTargetReference
+from federation.registry.policies import (
+    BackendTrafficPolicyRecord,
+    PolicyRecord,
+    PolicyTargetReference,
+    SecurityPolicyRecord,
+)
 from federation.translate.gateway.attach import Route, kind_of, selects
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName
 from federation.translate.gateway.listeners import ROUTE_KINDS
@@ -51,6 +60,12 @@ from federation.translate.gateway.policy_settings import (
     PolicyError,
     TrafficSettings,
     compile_settings,
+)
+from federation.translate.gateway.security_settings import (
+    DENY_ALL,
+    SecuritySettings,
+    apply_security,
+    compile_security,
 )
 from federation.translate.gateway.service_policies import service_policies
 from federation.translate.gateway.status import (
@@ -63,6 +78,11 @@ from federation.translate.gateway.status import (
 from federation.translate.ir import PolicyClusterIR, RouteIR
 
 BACKEND_TRAFFIC_POLICY = "BackendTrafficPolicy"
+SECURITY_POLICY = "SecurityPolicy"
+
+#: A kind's compiled settings, and its records.
+S = TypeVar("S")
+P = TypeVar("P", BackendTrafficPolicyRecord, SecurityPolicyRecord)
 
 
 # --- attachment -----------------------------------------------------------------------------
@@ -72,7 +92,7 @@ BACKEND_TRAFFIC_POLICY = "BackendTrafficPolicy"
 Scope = tuple[str, str, str, str | None]
 
 
-def policy_rank(policy: BackendTrafficPolicyRecord) -> tuple[bool, str, str, str]:
+def policy_rank(policy: PolicyRecord) -> tuple[bool, str, str, str]:
     """Oldest first (by creationTimestamp; none: last), then namespace and name."""
     return (not policy.created, policy.created, policy.namespace, policy.name)
 
@@ -107,33 +127,55 @@ def _accepted(ok: bool, reason: PolicyReason, message: str) -> Condition:
     return condition(PolicyCondition.ACCEPTED, ok, reason, message)
 
 
+def _most_specific(
+    claims: Mapping[Scope, S], gateway: ObjectName, listener: str, route: Route, rule: str | None
+) -> S | None:
+    """The claim that applies to ``rule`` of ``route`` on ``listener`` of ``gateway``:
+    the rule's, the route's, the listener's or the Gateway's, the first there is."""
+    kind = kind_of(route)
+    scopes: list[Scope] = []
+    if rule is not None:
+        scopes.append((kind, route.namespace, route.name, rule))
+    scopes += [
+        (kind, route.namespace, route.name, None),
+        ("Gateway", gateway[0], gateway[1], listener),
+        ("Gateway", gateway[0], gateway[1], None),
+    ]
+    return next((claims[s] for s in scopes if s in claims), None)
+
+
 @dataclass
 class PolicyBook:
-    """One cluster's BackendTrafficPolicies, resolved: which applies where, their
-    statuses, and the policy clusters that the routes they cover send to."""
+    """One cluster's policies, resolved: which applies where, their statuses, and the
+    policy clusters that the routes BackendTrafficPolicies cover send to."""
 
-    claims: dict[Scope, TrafficSettings] = field(default_factory=dict)
+    traffic: dict[Scope, TrafficSettings] = field(default_factory=dict)
+    security: dict[Scope, SecuritySettings] = field(default_factory=dict)
     statuses: tuple[PolicyStatus, ...] = ()
     #: Gateway -> policy cluster name -> cluster, filled by :meth:`apply`.
     clusters: dict[ObjectName, dict[str, PolicyClusterIR]] = field(default_factory=dict)
 
-    def settings_for(
-        self, gateway: ObjectName, listener: str, route: Route, rule: str | None
-    ) -> TrafficSettings | None:
-        """The policy that applies to ``rule`` of ``route`` on ``listener`` of
-        ``gateway``: the most specific one, or None."""
-        kind = kind_of(route)
-        scopes: list[Scope] = []
-        if rule is not None:
-            scopes.append((kind, route.namespace, route.name, rule))
-        scopes += [
-            (kind, route.namespace, route.name, None),
-            ("Gateway", gateway[0], gateway[1], listener),
-            ("Gateway", gateway[0], gateway[1], None),
-        ]
-        return next((self.claims[s] for s in scopes if s in self.claims), None)
-
     def apply(
+        self,
+        gateway: ObjectName,
+        listener: str,
+        route: Route,
+        rule: str | None,
+        ir: RouteIR,
+        http2: Mapping[str, bool],
+    ) -> RouteIR:
+        """``ir`` (of ``rule`` of ``route``, on ``listener`` of ``gateway``) with the
+        policies that cover it; ``http2``: each backend cluster's upstream protocol,
+        which its policy cluster keeps."""
+        traffic = _most_specific(self.traffic, gateway, listener, route, rule)
+        if traffic is not None:
+            ir = self._traffic(gateway, traffic, ir, http2)
+        security = _most_specific(self.security, gateway, listener, route, rule)
+        if security is not None:
+            ir = apply_security(security, ir)
+        return ir
+
+    def _traffic(
         self,
         gateway: ObjectName,
         settings: TrafficSettings,
@@ -141,8 +183,7 @@ class PolicyBook:
         http2: Mapping[str, bool],
     ) -> RouteIR:
         """``ir`` with ``settings``; the route's own retry and timeouts stay where it sets
-        them (they are more specific). ``http2``: each backend cluster's upstream
-        protocol, which its policy cluster keeps."""
+        them (they are more specific)."""
         if not ir.backends:
             return ir  # a redirect or a fixed status: nothing is sent upstream
         changes: dict[str, object] = {}
@@ -178,59 +219,102 @@ class PolicyBook:
         return tuple(own[name] for name in sorted(own))
 
 
-def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
-    """Attach every BackendTrafficPolicy of the cluster; see the module docstring."""
-    gateways = {(g.namespace, g.name): g for g in inputs.gateways}
-    every: list[Route] = [*inputs.http_routes, *inputs.grpc_routes]
-    routes = {(kind_of(r), r.namespace, r.name): r for r in every}
-    book = PolicyBook()
+@dataclass
+class _Targets:
+    """The cluster's Gateways and routes, as policies target them."""
+
+    gateways: dict[ObjectName, GatewayRecord]
+    routes: dict[tuple[str, str, str], Route]
+    every: list[Route]
+
+    @classmethod
+    def of(cls, inputs: ClusterInputs) -> _Targets:
+        every: list[Route] = [*inputs.http_routes, *inputs.grpc_routes]
+        return cls(
+            {(g.namespace, g.name): g for g in inputs.gateways},
+            {(kind_of(r), r.namespace, r.name): r for r in every},
+            every,
+        )
+
+
+#: One policy being resolved: its record, its status entries, the scopes it claimed.
+_Building = tuple[PolicyRecord, "_Ancestors", list[Scope]]
+
+
+def _attach(
+    kind: str,
+    policies: Iterable[P],
+    compile_policy: Callable[[P], S],
+    targets: _Targets,
+    claims: dict[Scope, S],
+    fail_closed: S | None = None,
+) -> list[_Building]:
+    """Attach every policy of one kind (its scopes into ``claims``, oldest first).
+
+    An invalid policy applies nowhere, unless ``fail_closed`` is given: then it claims
+    its targets with those settings instead (a security policy that cannot be served
+    must not leave its routes open)."""
     owners: dict[Scope, str] = {}
-    building: list[tuple[BackendTrafficPolicyRecord, _Ancestors, list[Scope]]] = []
-    for policy in sorted(inputs.policies, key=policy_rank):
+    building: list[_Building] = []
+    for policy in sorted(policies, key=policy_rank):
         ancestors = _Ancestors()
         claimed: list[Scope] = []
         building.append((policy, ancestors, claimed))
         try:
-            settings: TrafficSettings | None = compile_settings(policy)
+            settings: S | None = compile_policy(policy)
             invalid = ""
         except PolicyError as err:
             settings, invalid = None, str(err)
-        for target in _targets(policy, gateways, routes):
-            found = _target(policy, target, gateways, routes)
+        for target in _targets(policy, targets.gateways, targets.routes):
+            found = _target(policy, target, targets.gateways, targets.routes)
             if found is None:
                 continue  # not ours, or not there: no ancestor to report on
             scope, refs, missing = found
             if missing:
                 ancestors.add(refs, _accepted(False, PolicyReason.TARGET_NOT_FOUND, missing))
-            elif settings is None:
+            elif settings is None and (fail_closed is None or scope in owners):
                 ancestors.add(refs, _accepted(False, PolicyReason.INVALID, invalid))
+            elif settings is None:
+                owners[scope] = f"{policy.namespace}/{policy.name}"
+                claims[scope] = fail_closed  # type: ignore[assignment]
+                claimed.append(scope)
+                message = f"{invalid}; until it is fixed, its targets deny every request (403)"
+                ancestors.add(refs, _accepted(False, PolicyReason.INVALID, message))
             elif scope in owners:
                 message = (
-                    f"Unable to target {_scope_name(scope)}, another BackendTrafficPolicy "
+                    f"Unable to target {_scope_name(scope)}, another {kind} "
                     f"({owners[scope]}) has already attached to it"
                 )
                 ancestors.add(refs, _accepted(False, PolicyReason.CONFLICTED, message))
             else:
                 owners[scope] = f"{policy.namespace}/{policy.name}"
-                book.claims[scope] = settings
+                claims[scope] = settings
                 claimed.append(scope)
                 ancestors.add(
                     refs, _accepted(True, PolicyReason.ACCEPTED, "Policy has been accepted.")
                 )
-    on_services = service_policies((*inputs.policies, *inputs.other_policies), inputs.imports)
-    for policy, ancestors, _ in building:
-        for ref, cond in on_services.ancestors(policy).items():
-            ancestors.add([ref], cond)
-    statuses = []
-    index = _ClaimIndex.of(book.claims)
+    return building
+
+
+def _statuses(
+    kind: str,
+    label: str,
+    building: list[_Building],
+    claims: Mapping[Scope, object],
+    routes: list[Route],
+) -> list[PolicyStatus]:
+    """The statuses of one kind's policies, ``Overridden`` where more specific ones of
+    the same kind (``label``: how Envoy Gateway names them) replace them."""
+    out = []
+    index = _ClaimIndex.of(claims)
     for policy, ancestors, claimed in building:
-        overridden = _overridden(claimed, index, every)
+        overridden = _overridden(claimed, index, routes, label)
         if overridden:
             cond = condition(PolicyCondition.OVERRIDDEN, True, PolicyReason.OVERRIDDEN, overridden)
             ancestors.add(list(ancestors.entries), cond)
-        statuses.append(
+        out.append(
             PolicyStatus(
-                kind=BACKEND_TRAFFIC_POLICY,
+                kind=kind,
                 namespace=policy.namespace,
                 name=policy.name,
                 generation=policy.generation,
@@ -240,7 +324,37 @@ def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
                 ),
             )
         )
-    book.statuses = tuple(sorted(statuses, key=lambda s: (s.namespace, s.name)))
+    return out
+
+
+def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
+    """Attach every BackendTrafficPolicy and SecurityPolicy of the cluster; see the
+    module docstring."""
+    targets = _Targets.of(inputs)
+    book = PolicyBook()
+    traffic = _attach(
+        BACKEND_TRAFFIC_POLICY, inputs.policies, compile_settings, targets, book.traffic
+    )
+    on_services = service_policies((*inputs.policies, *inputs.other_policies), inputs.imports)
+    for policy, ancestors, _ in traffic:
+        if isinstance(policy, BackendTrafficPolicyRecord):
+            for ref, cond in on_services.ancestors(policy).items():
+                ancestors.add([ref], cond)
+    security = _attach(
+        SECURITY_POLICY,
+        inputs.security_policies,
+        compile_security,
+        targets,
+        book.security,
+        fail_closed=DENY_ALL,
+    )
+    statuses = [
+        *_statuses(
+            BACKEND_TRAFFIC_POLICY, "backendTrafficPolic", traffic, book.traffic, targets.every
+        ),
+        *_statuses(SECURITY_POLICY, "securityPolic", security, book.security, targets.every),
+    ]
+    book.statuses = tuple(sorted(statuses, key=lambda s: (s.namespace, s.name, s.kind)))
     return book
 
 
@@ -261,7 +375,7 @@ def _scope_name(scope: Scope) -> str:
 
 
 def _targets(
-    policy: BackendTrafficPolicyRecord,
+    policy: PolicyRecord,
     gateways: Mapping[ObjectName, GatewayRecord],
     routes: Mapping[tuple[str, str, str], Route],
 ) -> list[PolicyTargetReference]:
@@ -289,7 +403,7 @@ def _targets(
 
 
 def _target(
-    policy: BackendTrafficPolicyRecord,
+    policy: PolicyRecord,
     target: PolicyTargetReference,
     gateways: Mapping[ObjectName, GatewayRecord],
     routes: Mapping[tuple[str, str, str], Route],
@@ -358,7 +472,9 @@ class _ClaimIndex:
         return cls(sections, routes)
 
 
-def _overridden(claimed: Sequence[Scope], index: _ClaimIndex, routes: Iterable[Route]) -> str:
+def _overridden(
+    claimed: Sequence[Scope], index: _ClaimIndex, routes: Iterable[Route], label: str
+) -> str:
     """Where more specific policies replace the policy that claimed ``claimed``, as
     Envoy Gateway words it; "" when nowhere."""
     listeners: set[str] = set()
@@ -383,7 +499,7 @@ def _overridden(claimed: Sequence[Scope], index: _ClaimIndex, routes: Iterable[R
                 route_names.add(f"{route.namespace}/{route.name}")
     if rules:
         return (
-            "This policy is being overridden by other backendTrafficPolicy for these route "
+            f"This policy is being overridden by other {label}y for these route "
             f"rules: [{' '.join(sorted(rules))}]"
         )
     parts = []
@@ -393,6 +509,5 @@ def _overridden(claimed: Sequence[Scope], index: _ClaimIndex, routes: Iterable[R
         parts.append(f"these routes: [{' '.join(sorted(route_names))}]")
     if not parts:
         return ""
-    return "This policy is being overridden by other backendTrafficPolicies for " + " and ".join(
-        parts
-    )
+    prefix = f"This policy is being overridden by other {label}ies for "
+    return prefix + " and ".join(parts)

@@ -94,6 +94,12 @@ def _ms(value: str | None, path: str) -> int | None:
         raise PolicyError(str(err)) from None
 
 
+def duration_seconds(value: str | None, path: str) -> int | None:
+    """Whole seconds (rounded up) of a Gateway API duration at ``path``; None if unset."""
+    ms = _ms(value, path)
+    return None if ms is None else (ms + 999) // 1000
+
+
 def _count(value: int | None, path: str, low: int = 0) -> int | None:
     if value is not None and not low <= value <= MAX_UINT32:
         raise PolicyError(f"{path} {value} is not between {low} and {MAX_UINT32}")

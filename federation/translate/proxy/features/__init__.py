@@ -19,6 +19,7 @@ its place in :data:`FEATURES`, and a golden case. Pure: no I/O, no state.
 from __future__ import annotations
 
 from federation.translate.proxy.features import (
+    authorization,
     cors,
     fault,
     headers,
@@ -47,10 +48,12 @@ __all__ = [
 #: per-try timeout of the retry policy that ``retry`` puts on the route;
 #: ``health_check`` follows ``load_balancing``, whose panic threshold a policy may replace.
 #: ``router`` is last: the HTTP filter chain follows this order and must end with the
-#: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, then rate limits.
+#: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, authorization,
+#: then rate limits.
 FEATURES: tuple[Feature, ...] = (
     fault.FEATURE,
     cors.FEATURE,
+    authorization.FEATURE,
     local_rate_limit.FEATURE,
     headers.FEATURE,
     mirror.FEATURE,

@@ -1,0 +1,118 @@
+"""What a SecurityPolicy sets, compiled into IR (:func:`compile_security`), and applied
+to the routes it covers (:func:`apply_security`).
+
+Called by :mod:`.policies`, which decides which policy covers which route. Implemented:
+``cors`` (as Gateway API's CORS filter: the same IR and Envoy filter; a route's own CORS
+filter stays where it has one) and ``authorization`` by client address, request headers
+and method. Every other field, the ones that name Secrets or identity providers (JWT,
+basic auth, API keys, OIDC, external authorization) among them, is refused by name, and
+the policy's targets deny every request meanwhile (:data:`DENY_ALL`): a policy that asks
+for authentication must never be served without it. Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+
+from federation.registry.policies import SecurityCORS, SecurityPolicyRecord
+from federation.translate.gateway.policy_settings import PolicyError, duration_seconds
+from federation.translate.ir import (
+    AuthorizationIR,
+    AuthorizationRuleIR,
+    CorsIR,
+    HeaderValuesIR,
+    RouteIR,
+)
+
+ACTIONS = {"Allow": True, "Deny": False}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """What one accepted SecurityPolicy applies to the routes it covers."""
+
+    cors: CorsIR | None = None
+    authorization: AuthorizationIR | None = None
+
+
+#: What the targets of a SecurityPolicy that cannot be served get: every request denied.
+DENY_ALL = SecuritySettings(authorization=AuthorizationIR(default_allow=False))
+
+
+def _cors(cors: SecurityCORS | None) -> CorsIR | None:
+    if cors is None:
+        return None
+    max_age = duration_seconds(cors.max_age, "spec.cors.maxAge")
+    return CorsIR(
+        allow_origins=cors.allow_origins,
+        allow_credentials=bool(cors.allow_credentials),
+        allow_methods=cors.allow_methods,
+        allow_headers=cors.allow_headers,
+        expose_headers=cors.expose_headers,
+        max_age_seconds=max_age,
+    )
+
+
+def _action(value: str, path: str) -> bool:
+    if value not in ACTIONS:
+        raise PolicyError(f"{path} {value!r} is not Allow or Deny")
+    return ACTIONS[value]
+
+
+def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
+    """The settings of ``policy``; PolicyError names the first field it cannot serve."""
+    if policy.unsupported:
+        fields = ", ".join(policy.unsupported)
+        verb = "is" if len(policy.unsupported) == 1 else "are"
+        raise PolicyError(f"{fields} {verb} not supported by this implementation")
+    spec = policy.spec
+    authorization = None
+    if spec.authorization is not None:
+        rules = []
+        for i, rule in enumerate(spec.authorization.rules):
+            path = f"spec.authorization.rules[{i}]"
+            principal, operation = rule.principal, rule.operation
+            cidrs = () if principal is None else principal.client_cidrs
+            for cidr in cidrs:
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise PolicyError(
+                        f"{path}.principal.clientCIDRs {cidr!r} is not a CIDR"
+                    ) from None
+            headers = () if principal is None else principal.headers
+            for j, header in enumerate(headers):
+                if not header.values:
+                    raise PolicyError(f"{path}.principal.headers[{j}].values is empty")
+            methods = () if operation is None else tuple(m.upper() for m in operation.methods)
+            bad = [m for m in methods if m not in _METHODS]
+            if bad:
+                raise PolicyError(f"{path}.operation.methods {bad} are not HTTP methods")
+            rules.append(
+                AuthorizationRuleIR(
+                    allow=_action(rule.action, f"{path}.action"),
+                    cidrs=tuple(str(ipaddress.ip_network(c, strict=False)) for c in cidrs),
+                    headers=tuple(HeaderValuesIR(h.name.lower(), h.values) for h in headers),
+                    methods=methods,
+                )
+            )
+        default = spec.authorization.default_action or "Deny"
+        authorization = AuthorizationIR(
+            default_allow=_action(default, "spec.authorization.defaultAction"),
+            rules=tuple(rules),
+        )
+    return SecuritySettings(cors=_cors(spec.cors), authorization=authorization)
+
+
+def apply_security(settings: SecuritySettings, ir: RouteIR) -> RouteIR:
+    """``ir`` with ``settings``: a route's own CORS filter stays (it is more specific);
+    authorization applies to every route, redirects and fixed answers included."""
+    changes: dict[str, object] = {}
+    if settings.cors is not None and ir.cors is None:
+        changes["cors"] = settings.cors
+    if settings.authorization is not None:
+        changes["authorization"] = settings.authorization
+    return dataclasses.replace(ir, **changes) if changes else ir  # type: ignore[arg-type]
