@@ -10,7 +10,8 @@ What it publishes, under its own cluster's keys:
   ``allowedRoutes`` selector decides on them); routes whose parents are not ours are
   ignored by the translation, which reports nothing for them;
 * every ReferenceGrant;
-* every BackendTrafficPolicy and SecurityPolicy (Envoy Gateway's policy API), naming in
+* every BackendTrafficPolicy, SecurityPolicy and ClientTrafficPolicy (Envoy Gateway's
+  policy API), naming in
   its record each field it sets that we do not implement, so that the translation
   refuses it by name;
 * every Service of this cluster that a route names as a backend or mirror, with its
@@ -93,6 +94,7 @@ WATCHED = (
     k.REFERENCE_GRANTS,
     k.BACKEND_TRAFFIC_POLICIES,
     k.SECURITY_POLICIES,
+    k.CLIENT_TRAFFIC_POLICIES,
 )
 
 #: Envoy Gateway's policy kinds: their API kind, spec and record, by the kind's name.
@@ -103,6 +105,11 @@ POLICY_KINDS = {
         p.BackendTrafficPolicyRecord,
     ),
     "SecurityPolicy": (k.SECURITY_POLICIES, p.SecurityPolicySpec, p.SecurityPolicyRecord),
+    "ClientTrafficPolicy": (
+        k.CLIENT_TRAFFIC_POLICIES,
+        p.ClientTrafficPolicySpec,
+        p.ClientTrafficPolicyRecord,
+    ),
 }
 
 

@@ -94,6 +94,7 @@ REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
 #: Envoy Gateway's policy API, whose CRDs the federation-crds chart installs.
 BACKEND_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "backendtrafficpolicies")
 SECURITY_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "securitypolicies")
+CLIENT_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "clienttrafficpolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
 SECRETS = ApiKind("", "v1", "secrets")
 
@@ -109,5 +110,6 @@ BY_PLURAL = {
         GRPC_ROUTES,
         BACKEND_TRAFFIC_POLICIES,
         SECURITY_POLICIES,
+        CLIENT_TRAFFIC_POLICIES,
     )
 }

@@ -1,5 +1,5 @@
-"""Envoy Gateway's SecurityPolicy (authorization and CORS), honoured by a Gateway's own
-real Envoy.
+"""Envoy Gateway's SecurityPolicy (authorization and CORS) and ClientTrafficPolicy,
+honoured by a Gateway's own real Envoy.
 
 On the shared three-cluster environment (as :mod:`e2e.test_gateway_api`): a Gateway in
 ``b`` with routes to a ServiceImport exported by ``a``. Clients here connect from
@@ -33,13 +33,20 @@ def ns(fed: Federation) -> str:
     return sc.namespace_everywhere(fed.env.clusters.values(), "sp")
 
 
-def security_policy(ns: str, name: str, kind: str, target: str, **spec: Any) -> dict[str, Any]:
+def envoy_gateway_policy(
+    policy_kind: str, ns: str, name: str, kind: str, target: str, **spec: Any
+) -> dict[str, Any]:
+    """An Envoy Gateway policy of ``policy_kind`` on ``kind`` ``target``, as documented."""
     return {
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
+        "kind": policy_kind,
         "metadata": {"namespace": ns, "name": name},
         "spec": {"targetRefs": [{"group": GATEWAY_GROUP, "kind": kind, "name": target}], **spec},
     }
+
+
+def security_policy(ns: str, name: str, kind: str, target: str, **spec: Any) -> dict[str, Any]:
+    return envoy_gateway_policy("SecurityPolicy", ns, name, kind, target, **spec)
 
 
 def wait_status(fed: Federation, ns: str, name: str, status: str, reason: str) -> None:
@@ -51,7 +58,15 @@ def wait_status(fed: Federation, ns: str, name: str, status: str, reason: str) -
 
 
 def _conditions(fed: Federation, ns: str, name: str) -> dict[str, tuple[str, str]]:
-    obj = gw.get_yaml(fed.env.cluster(CLUSTER_B), "securitypolicy", ns, name)
+    return _policy_conditions(fed, "securitypolicy", ns, name)
+
+
+def _policy_conditions(
+    fed: Federation, kind: str, ns: str, name: str
+) -> dict[str, tuple[str, str]]:
+    """Our first ancestor entry's conditions of a policy of ``kind`` (empty until
+    written)."""
+    obj = gw.get_yaml(fed.env.cluster(CLUSTER_B), kind, ns, name)
     for ancestor in (obj.get("status") or {}).get("ancestors") or []:
         if ancestor.get("controllerName") == CONTROLLER_NAME:
             return gw.conditions(ancestor.get("conditions"))
@@ -205,3 +220,54 @@ def test_a_security_policy_that_cannot_be_served_fails_closed(fed: Federation, n
     assert gw.request(address, "/other").status == 200
     sc.delete(b, "securitypolicy", ns, "basic")
     gw.wait_for_status(address, "/guarded", 200)
+
+
+def test_a_client_traffic_policy_trusts_x_forwarded_for_for_the_client_ip_rule(
+    fed: Federation, ns: str
+) -> None:
+    """A ClientTrafficPolicy on the Gateway trusts one X-Forwarded-For hop (a load
+    balancer in front of it), so a SecurityPolicy's client range sees the real client;
+    it also refuses header names with underscores."""
+    export_with_backends(fed, "a", ns, [93], start=True)
+    address = make_gateway(fed, ns)
+    b = fed.env.cluster(CLUSTER_B)
+    gw.apply(b, gw.http_route(ns, "api", "gw", [{"backendRefs": [gw.backend("echo")]}]))
+    gw.wait_for_status(address, "/", 200)
+    client = envoy_gateway_policy(
+        "ClientTrafficPolicy",
+        ns,
+        "edge",
+        "Gateway",
+        "gw",
+        clientIPDetection={"xForwardedFor": {"numTrustedHops": 1}},
+        headers={"withUnderscoresAction": "RejectRequest"},
+    )
+    gw.apply(
+        b,
+        client,
+        security_policy(
+            ns,
+            "partners",
+            "HTTPRoute",
+            "api",
+            authorization={
+                "defaultAction": "Deny",
+                "rules": [{"action": "Allow", "principal": {"clientCIDRs": ["203.0.113.0/24"]}}],
+            },
+        ),
+    )
+    gw.wait_conditions(
+        lambda: _policy_conditions(fed, "clienttrafficpolicy", ns, "edge"),
+        {"Accepted": ("True", "Accepted")},
+        "the ClientTrafficPolicy accepted",
+    )
+    partner = {"X-Forwarded-For": "203.0.113.7"}
+    gw.wait_for_status(address, "/", 200, headers=partner)
+    answers = {
+        "partner": gw.request(address, "/", headers=partner).status,
+        "other": gw.request(address, "/", headers={"X-Forwarded-For": "198.51.100.1"}).status,
+        "direct": gw.request(address, "/").status,
+        "underscore": gw.request(address, "/", headers={**partner, "x_token": "1"}).status,
+    }
+    print(f"\nclient IP from X-Forwarded-For: {answers}")
+    assert answers == {"partner": 200, "other": 403, "direct": 403, "underscore": 400}

@@ -16,6 +16,7 @@ kind               record                                 seen by
 ``referencegrant`` :class:`~gatewayapi.ReferenceGrantRecord`  the hub
 ``backendtrafficpolicy`` :class:`~policies.BackendTrafficPolicyRecord`  the hub
 ``securitypolicy`` :class:`~policies.SecurityPolicyRecord`  the hub
+``clienttrafficpolicy`` :class:`~policies.ClientTrafficPolicyRecord`  the hub
 =================  =====================================  ==================================
 
 Every record class names its kind (``KIND``); :data:`_CODECS` is the one list of kinds, and
@@ -39,7 +40,11 @@ from federation.registry.gatewayapi import (
     HTTPRouteRecord,
     ReferenceGrantRecord,
 )
-from federation.registry.policies import BackendTrafficPolicyRecord, SecurityPolicyRecord
+from federation.registry.policies import (
+    BackendTrafficPolicyRecord,
+    ClientTrafficPolicyRecord,
+    SecurityPolicyRecord,
+)
 from federation.registry.records import (
     SCHEMA_VERSION,
     ExportedService,
@@ -64,6 +69,7 @@ class Kind(StrEnum):
     REFERENCE_GRANT = ReferenceGrantRecord.KIND
     BACKEND_TRAFFIC_POLICY = BackendTrafficPolicyRecord.KIND
     SECURITY_POLICY = SecurityPolicyRecord.KIND
+    CLIENT_TRAFFIC_POLICY = ClientTrafficPolicyRecord.KIND
 
 
 #: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
@@ -76,6 +82,7 @@ GATEWAY_KINDS = (
     Kind.LOCAL_SERVICE,
     Kind.BACKEND_TRAFFIC_POLICY,
     Kind.SECURITY_POLICY,
+    Kind.CLIENT_TRAFFIC_POLICY,
 )
 
 
@@ -88,6 +95,7 @@ Record = (
     | ReferenceGrantRecord
     | BackendTrafficPolicyRecord
     | SecurityPolicyRecord
+    | ClientTrafficPolicyRecord
 )
 
 
@@ -113,7 +121,8 @@ class _Codec:
 def _gateway_codec(
     cls: type[gatewayapi.GatewayAPIRecord]
     | type[BackendTrafficPolicyRecord]
-    | type[SecurityPolicyRecord],
+    | type[SecurityPolicyRecord]
+    | type[ClientTrafficPolicyRecord],
 ) -> _Codec:
     def encode(record: Any) -> bytes:
         return gatewayapi.encode(record, SCHEMA_VERSION)
@@ -138,6 +147,7 @@ _CODECS: dict[Kind, _Codec] = {
         _gateway_codec(ReferenceGrantRecord),
         _gateway_codec(BackendTrafficPolicyRecord),
         _gateway_codec(SecurityPolicyRecord),
+        _gateway_codec(ClientTrafficPolicyRecord),
     )
 }
 

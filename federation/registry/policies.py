@@ -402,5 +402,86 @@ class SecurityPolicyRecord:
     unsupported: tuple[str, ...] = ()
 
 
+# --- ClientTrafficPolicy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HTTPClientTimeout:
+    request_received_timeout: str | None = None
+    idle_timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientTimeout:
+    http: HTTPClientTimeout | None = None
+
+
+@dataclass(frozen=True)
+class XForwardedFor:
+    num_trusted_hops: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientIPDetection:
+    x_forwarded_for: XForwardedFor | None = None
+
+
+@dataclass(frozen=True)
+class ClientHeaders:
+    #: ``Allow``, ``RejectRequest`` or ``DropHeader``.
+    with_underscores_action: str | None = None
+    preserve_x_request_id: bool | None = field(
+        default=None, metadata={JSON_NAME: "preserveXRequestID"}
+    )
+
+
+@dataclass(frozen=True)
+class ClientHTTP1:
+    enable_trailers: bool | None = None
+    preserve_header_case: bool | None = None
+
+
+@dataclass(frozen=True)
+class ClientHTTP2:
+    max_concurrent_streams: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    #: ``Auto``, ``1.0``, ``1.1``, ``1.2`` or ``1.3``.
+    min_version: str | None = None
+    max_version: str | None = None
+    ciphers: tuple[str, ...] = ()
+    alpn_protocols: tuple[str, ...] = field(default=(), metadata={JSON_NAME: "alpnProtocols"})
+
+
+@dataclass(frozen=True)
+class ClientTrafficPolicySpec(PolicyTargets):
+    timeout: ClientTimeout | None = None
+    client_ip_detection: ClientIPDetection | None = field(
+        default=None, metadata={JSON_NAME: "clientIPDetection"}
+    )
+    headers: ClientHeaders | None = None
+    http1: ClientHTTP1 | None = None
+    http2: ClientHTTP2 | None = None
+    tls: ClientTLS | None = None
+
+
+@dataclass(frozen=True)
+class ClientTrafficPolicyRecord:
+    """A ClientTrafficPolicy of ``cluster``; ``unsupported`` as for BackendTrafficPolicies."""
+
+    #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
+    KIND: ClassVar[str] = "clienttrafficpolicy"
+
+    cluster: str
+    namespace: str
+    name: str
+    spec: ClientTrafficPolicySpec
+    generation: int = 0
+    created: str = ""
+    unsupported: tuple[str, ...] = ()
+
+
 #: Every Envoy Gateway policy record.
-PolicyRecord = BackendTrafficPolicyRecord | SecurityPolicyRecord
+PolicyRecord = BackendTrafficPolicyRecord | SecurityPolicyRecord | ClientTrafficPolicyRecord

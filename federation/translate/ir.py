@@ -300,6 +300,25 @@ class FilterChainIR:
 
 
 @dataclass(frozen=True)
+class ClientIR:
+    """A ClientTrafficPolicy's settings of one Envoy listener; None keeps Envoy's (and our)
+    defaults. TLS versions are Envoy's names (``TLSv1_2``)."""
+
+    request_timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    xff_trusted_hops: int | None = None
+    headers_with_underscores: str | None = None
+    preserve_request_id: bool | None = None
+    http1_trailers: bool | None = None
+    http1_preserve_case: bool | None = None
+    http2_max_streams: int | None = None
+    tls_min_version: str | None = None
+    tls_max_version: str | None = None
+    tls_ciphers: tuple[str, ...] = ()
+    alpn_protocols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ListenerIR:
     """One Envoy listener: every listener of one Gateway on ``port`` (or the clusterset's).
 
@@ -322,6 +341,8 @@ class ListenerIR:
     #: The port it binds, when not ``port``: a Gateway's Envoys run unprivileged, so a
     #: listener port below 1024 is bound above it and its Service maps the two.
     bind_port: int | None = None
+    #: The ClientTrafficPolicy that applies to it.
+    client: ClientIR | None = None
 
 
 @dataclass(frozen=True)

@@ -447,3 +447,22 @@ def test_a_security_policy_is_published_with_its_unsupported_fields_named() -> N
     assert isinstance(policy, p.SecurityPolicyRecord)
     assert policy.spec.cors == p.SecurityCORS(allow_origins=("https://a.b",))
     assert policy.unsupported == ("spec.jwt",)
+
+
+def test_a_client_traffic_policy_is_published_with_its_unsupported_fields_named() -> None:
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    body = _policy(
+        "ctp",
+        "gw",
+        clientIPDetection={"xForwardedFor": {"numTrustedHops": 1}},
+        headers={"preserveXRequestID": True},
+        enableProxyProtocol=True,
+    )
+    agent.on_event("clienttrafficpolicies", "ADDED", body)
+    records = desired_records("b", agent.objects, {}, {}, {})
+    policy = records[RecordRef(Kind.CLIENT_TRAFFIC_POLICY, "shop", "ctp")]
+    assert isinstance(policy, p.ClientTrafficPolicyRecord)
+    detection = policy.spec.client_ip_detection
+    assert detection is not None and detection.x_forwarded_for == p.XForwardedFor(1)
+    assert policy.spec.headers == p.ClientHeaders(preserve_x_request_id=True)
+    assert policy.unsupported == ("spec.enableProxyProtocol",)

@@ -96,7 +96,7 @@ def resolve(inputs: ClusterInputs) -> Resolved:
         irs.append(
             GatewayIR(
                 cluster=inputs.cluster,
-                listeners=listeners_ir(by_gateway.get(key, [])),
+                listeners=policies.with_clients(gateway, listeners_ir(by_gateway.get(key, []))),
                 local_clusters=tuple(local[name] for name in sorted(local)),
                 namespace=gateway.namespace,
                 name=gateway.name,

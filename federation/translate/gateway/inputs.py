@@ -20,7 +20,11 @@ from federation.registry.gatewayapi import (
     ReferenceGrantRecord,
 )
 from federation.registry.kinds import Record
-from federation.registry.policies import BackendTrafficPolicyRecord, SecurityPolicyRecord
+from federation.registry.policies import (
+    BackendTrafficPolicyRecord,
+    ClientTrafficPolicyRecord,
+    SecurityPolicyRecord,
+)
 from federation.registry.records import ExportedService, LocalService
 
 ObjectName = tuple[str, str]
@@ -72,6 +76,7 @@ class ClusterInputs:
     grants: tuple[ReferenceGrantRecord, ...] = ()
     policies: tuple[BackendTrafficPolicyRecord, ...] = ()
     security_policies: tuple[SecurityPolicyRecord, ...] = ()
+    client_policies: tuple[ClientTrafficPolicyRecord, ...] = ()
     #: The other clusters' BackendTrafficPolicies: whether one of this cluster's on a
     #: ServiceImport applies depends on theirs (the agent's statuses need them).
     other_policies: tuple[BackendTrafficPolicyRecord, ...] = ()
@@ -96,6 +101,7 @@ def cluster_inputs(
     and the BackendTrafficPolicies of the other clusters (``other_policies``)."""
     gateways, http_routes, grpc_routes, grants, policies = [], [], [], [], []
     security_policies: list[SecurityPolicyRecord] = []
+    client_policies: list[ClientTrafficPolicyRecord] = []
     local: dict[ObjectName, LocalService] = {}
     for record in records:
         if record.cluster != cluster:
@@ -112,6 +118,8 @@ def cluster_inputs(
             policies.append(record)
         elif isinstance(record, SecurityPolicyRecord):
             security_policies.append(record)
+        elif isinstance(record, ClientTrafficPolicyRecord):
+            client_policies.append(record)
         elif isinstance(record, LocalService):
             local[record.namespace, record.name] = record
     return ClusterInputs(
@@ -122,6 +130,7 @@ def cluster_inputs(
         grants=tuple(sorted(grants, key=_name)),
         policies=tuple(sorted(policies, key=_name)),
         security_policies=tuple(sorted(security_policies, key=_name)),
+        client_policies=tuple(sorted(client_policies, key=_name)),
         local_services=MappingProxyType(dict(sorted(local.items()))),
         imports=MappingProxyType(dict(imports)),
         programmed=MappingProxyType(dict(programmed or {})),
@@ -141,6 +150,7 @@ def _name(
     | GRPCRouteRecord
     | ReferenceGrantRecord
     | BackendTrafficPolicyRecord
-    | SecurityPolicyRecord,
+    | SecurityPolicyRecord
+    | ClientTrafficPolicyRecord,
 ) -> ObjectName:
     return record.namespace, record.name

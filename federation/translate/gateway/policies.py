@@ -49,11 +49,13 @@ from federation.registry.gatewayapi import (
 )
 from federation.registry.policies import (
     BackendTrafficPolicyRecord,
+    ClientTrafficPolicyRecord,
     PolicyRecord,
     PolicyTargetReference,
     SecurityPolicyRecord,
 )
 from federation.translate.gateway.attach import Route, kind_of, selects
+from federation.translate.gateway.client_settings import compile_client
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName
 from federation.translate.gateway.listeners import ROUTE_KINDS
 from federation.translate.gateway.policy_settings import (
@@ -75,14 +77,15 @@ from federation.translate.gateway.status import (
     PolicyStatus,
     condition,
 )
-from federation.translate.ir import PolicyClusterIR, RouteIR
+from federation.translate.ir import ClientIR, ListenerIR, PolicyClusterIR, RouteIR
 
 BACKEND_TRAFFIC_POLICY = "BackendTrafficPolicy"
 SECURITY_POLICY = "SecurityPolicy"
+CLIENT_TRAFFIC_POLICY = "ClientTrafficPolicy"
 
 #: A kind's compiled settings, and its records.
 S = TypeVar("S")
-P = TypeVar("P", BackendTrafficPolicyRecord, SecurityPolicyRecord)
+P = TypeVar("P", BackendTrafficPolicyRecord, SecurityPolicyRecord, ClientTrafficPolicyRecord)
 
 
 # --- attachment -----------------------------------------------------------------------------
@@ -151,6 +154,7 @@ class PolicyBook:
 
     traffic: dict[Scope, TrafficSettings] = field(default_factory=dict)
     security: dict[Scope, SecuritySettings] = field(default_factory=dict)
+    client: dict[Scope, ClientIR] = field(default_factory=dict)
     statuses: tuple[PolicyStatus, ...] = ()
     #: Gateway -> policy cluster name -> cluster, filled by :meth:`apply`.
     clusters: dict[ObjectName, dict[str, PolicyClusterIR]] = field(default_factory=dict)
@@ -214,6 +218,22 @@ class PolicyBook:
             changes["backends"] = tuple(backends)
         return dataclasses.replace(ir, **changes) if changes else ir  # type: ignore[arg-type]
 
+    def with_clients(
+        self, gateway: GatewayRecord, listeners: tuple[ListenerIR, ...]
+    ) -> tuple[ListenerIR, ...]:
+        """``listeners`` (the Envoy listeners of ``gateway``, one per port) with the
+        ClientTrafficPolicy of each: its Gateway listener's, when it is the only one on
+        the port, else the Gateway's."""
+        out = []
+        for ir in listeners:
+            on_port = [lst.name for lst in gateway.spec.listeners if lst.port == ir.port]
+            scopes: list[Scope] = [("Gateway", gateway.namespace, gateway.name, None)]
+            if len(on_port) == 1:
+                scopes.insert(0, ("Gateway", gateway.namespace, gateway.name, on_port[0]))
+            client = next((self.client[s] for s in scopes if s in self.client), None)
+            out.append(ir if client is None else dataclasses.replace(ir, client=client))
+        return tuple(out)
+
     def policy_clusters(self, gateway: ObjectName) -> tuple[PolicyClusterIR, ...]:
         own = self.clusters.get(gateway, {})
         return tuple(own[name] for name in sorted(own))
@@ -248,12 +268,15 @@ def _attach(
     targets: _Targets,
     claims: dict[Scope, S],
     fail_closed: S | None = None,
+    target_kinds: tuple[str, ...] = ("Gateway", *ROUTE_KINDS),
+    refuse: Callable[[Scope], str | None] | None = None,
 ) -> list[_Building]:
     """Attach every policy of one kind (its scopes into ``claims``, oldest first).
 
     An invalid policy applies nowhere, unless ``fail_closed`` is given: then it claims
     its targets with those settings instead (a security policy that cannot be served
-    must not leave its routes open)."""
+    must not leave its routes open). Only targets of ``target_kinds`` count; ``refuse``
+    says why a scope cannot be claimed (``Invalid``), if it cannot."""
     owners: dict[Scope, str] = {}
     building: list[_Building] = []
     for policy in sorted(policies, key=policy_rank):
@@ -270,7 +293,12 @@ def _attach(
             if found is None:
                 continue  # not ours, or not there: no ancestor to report on
             scope, refs, missing = found
-            if missing:
+            if scope[0] not in target_kinds:
+                continue
+            refused = None if refuse is None or missing else refuse(scope)
+            if refused is not None:
+                ancestors.add(refs, _accepted(False, PolicyReason.INVALID, refused))
+            elif missing:
                 ancestors.add(refs, _accepted(False, PolicyReason.TARGET_NOT_FOUND, missing))
             elif settings is None and (fail_closed is None or scope in owners):
                 ancestors.add(refs, _accepted(False, PolicyReason.INVALID, invalid))
@@ -348,14 +376,43 @@ def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
         book.security,
         fail_closed=DENY_ALL,
     )
+    client = _attach(
+        CLIENT_TRAFFIC_POLICY,
+        inputs.client_policies,
+        compile_client,
+        targets,
+        book.client,
+        target_kinds=("Gateway",),
+        refuse=lambda scope: _shared_port(targets.gateways, scope),
+    )
     statuses = [
         *_statuses(
             BACKEND_TRAFFIC_POLICY, "backendTrafficPolic", traffic, book.traffic, targets.every
         ),
         *_statuses(SECURITY_POLICY, "securityPolic", security, book.security, targets.every),
+        *_statuses(CLIENT_TRAFFIC_POLICY, "clientTrafficPolic", client, book.client, targets.every),
     ]
     book.statuses = tuple(sorted(statuses, key=lambda s: (s.namespace, s.name, s.kind)))
     return book
+
+
+def _shared_port(gateways: Mapping[ObjectName, GatewayRecord], scope: Scope) -> str | None:
+    """Why a ClientTrafficPolicy cannot claim listener ``scope``: it shares its port (one
+    Envoy listener) with other listeners, whose clients it would change too."""
+    _, namespace, name, section = scope
+    gateway = gateways.get((namespace, name))
+    if gateway is None or section is None:
+        return None
+    port = next((lst.port for lst in gateway.spec.listeners if lst.name == section), None)
+    others = [
+        lst.name for lst in gateway.spec.listeners if lst.port == port and lst.name != section
+    ]
+    if not others:
+        return None
+    return (
+        f"ClientTrafficPolicy is being applied to listener {section}, which shares port {port} "
+        f"with listeners {', '.join(others)} (one Envoy listener); target the whole Gateway"
+    )
 
 
 def _ref_order(item: tuple[ParentReference, list[Condition]]) -> tuple[str, str, str]:

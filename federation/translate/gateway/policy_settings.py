@@ -94,6 +94,19 @@ def _ms(value: str | None, path: str) -> int | None:
         raise PolicyError(str(err)) from None
 
 
+def refuse_unsupported(unsupported: tuple[str, ...]) -> None:
+    """Refuse a policy that sets fields this project does not implement, naming them
+    (the agent lists their paths in the record)."""
+    if unsupported:
+        verb = "is" if len(unsupported) == 1 else "are"
+        raise PolicyError(f"{', '.join(unsupported)} {verb} not supported by this implementation")
+
+
+def duration_ms_or_none(value: str | None, path: str) -> int | None:
+    """Milliseconds of a Gateway API duration at ``path`` (0: none); None if unset."""
+    return _ms(value, path)
+
+
 def duration_seconds(value: str | None, path: str) -> int | None:
     """Whole seconds (rounded up) of a Gateway API duration at ``path``; None if unset."""
     ms = _ms(value, path)
@@ -496,10 +509,7 @@ def _circuit_breaker(spec: BackendTrafficPolicySpec) -> CircuitBreakerIR | None:
 
 def compile_settings(policy: BackendTrafficPolicyRecord) -> TrafficSettings:
     """The settings of ``policy``; PolicyError names the first field it cannot serve."""
-    if policy.unsupported:
-        fields = ", ".join(policy.unsupported)
-        verb = "is" if len(policy.unsupported) == 1 else "are"
-        raise PolicyError(f"{fields} {verb} not supported by this implementation")
+    refuse_unsupported(policy.unsupported)
     spec = policy.spec
     retry, per_try = _retry(spec.retry)
     request, connection = _timeouts(spec.timeout)

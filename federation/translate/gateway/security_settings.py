@@ -17,7 +17,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from federation.registry.policies import SecurityCORS, SecurityPolicyRecord
-from federation.translate.gateway.policy_settings import PolicyError, duration_seconds
+from federation.translate.gateway.policy_settings import (
+    PolicyError,
+    duration_seconds,
+    refuse_unsupported,
+)
 from federation.translate.ir import (
     AuthorizationIR,
     AuthorizationRuleIR,
@@ -64,10 +68,7 @@ def _action(value: str, path: str) -> bool:
 
 def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
     """The settings of ``policy``; PolicyError names the first field it cannot serve."""
-    if policy.unsupported:
-        fields = ", ".join(policy.unsupported)
-        verb = "is" if len(policy.unsupported) == 1 else "are"
-        raise PolicyError(f"{fields} {verb} not supported by this implementation")
+    refuse_unsupported(policy.unsupported)
     spec = policy.spec
     authorization = None
     if spec.authorization is not None:

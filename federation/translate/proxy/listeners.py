@@ -4,7 +4,8 @@ Called by :mod:`federation.translate.proxy` for every listener it serves, the cl
 and the Gateways'. Every listener's HTTP connection manager (:func:`connection_manager`,
 the only one) gets its routes over RDS, runs the HTTP filters of the features in their
 table's order (:mod:`.features`), allows WebSocket upgrades and applies no request timeout,
-so long streams last as long as client and backend want.
+so long streams last as long as client and backend want. A ClientTrafficPolicy's
+settings change that (:mod:`.client`).
 
 HTTPS: one filter chain per Gateway listener, chosen by SNI (``server_names``; none: the
 catch-all chain), each terminating TLS with its certificates, and each with the
@@ -24,7 +25,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
-from federation.translate.ir import FilterChainIR, ListenerIR, VirtualHostIR
+from federation.translate.ir import ClientIR, FilterChainIR, ListenerIR, VirtualHostIR
+from federation.translate.proxy.client import patch_connection_manager, patch_tls
 from federation.translate.proxy.common import HCM_FILTER, ads
 from federation.translate.proxy.features import HTTP_FILTER_HOOKS
 from federation.translate.proxy.secrets import DEFAULT_SECRET_DIR, secret_name
@@ -67,6 +69,8 @@ def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.Htt
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=routes),
     )
     hcm.upgrade_configs.add(upgrade_type="websocket")
+    if ir.client is not None:
+        patch_connection_manager(ir.client, hcm)
     for hook in HTTP_FILTER_HOOKS:
         http_filter = hook(ir)
         if http_filter is not None:
@@ -74,7 +78,7 @@ def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.Htt
     return hcm
 
 
-def _tls(chain: FilterChainIR) -> tls_pb2.DownstreamTlsContext:
+def _tls(chain: FilterChainIR, client: ClientIR | None) -> tls_pb2.DownstreamTlsContext:
     context = tls_pb2.DownstreamTlsContext()
     for cert in chain.certificates:
         context.common_tls_context.tls_certificate_sds_secret_configs.add(
@@ -84,6 +88,8 @@ def _tls(chain: FilterChainIR) -> tls_pb2.DownstreamTlsContext:
     context.common_tls_context.tls_params.tls_minimum_protocol_version = (
         common_pb2.TlsParameters.TLSv1_2
     )
+    if client is not None:
+        patch_tls(client, context)
     return context
 
 
@@ -114,7 +120,7 @@ def listener(ir: ListenerIR, host: str, secret_dir: str | None = None) -> listen
                 listener_components_pb2.FilterChainMatch(server_names=list(chain_ir.server_names))
             )
             chain.transport_socket.name = TLS_TRANSPORT
-            chain.transport_socket.typed_config.Pack(_tls(chain_ir), deterministic=True)
+            chain.transport_socket.typed_config.Pack(_tls(chain_ir, ir.client), deterministic=True)
         own = None if chain_ir is None else chain_ir.route_config
         hcm = shared if own is None else connection_manager(ir, own)
         hcm_filter = chain.filters.add(name=HCM_FILTER)

@@ -1,0 +1,66 @@
+"""A ClientTrafficPolicy's settings on an Envoy listener: its connection manager and,
+for HTTPS, its TLS context.
+
+Called by :mod:`.listeners` for a listener whose IR has ``client`` (none by default).
+How each maps: ``requestReceivedTimeout`` is the connection manager's
+``request_timeout``, ``idleTimeout`` its connections' idle timeout; trusted
+``X-Forwarded-For`` hops make Envoy take the client's address from that header (and the
+RBAC of SecurityPolicies with it), as Envoy Gateway configures it; underscores in
+header names are allowed, refused or dropped; ``X-Request-ID`` is kept; HTTP/1 trailers
+and header case, HTTP/2 concurrent streams; TLS versions, ciphers and ALPN replace our
+defaults (TLS 1.2 and up; h2 and HTTP/1.1).
+"""
+
+# xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import protocol_pb2
+from envoy.extensions.http.header_formatters.preserve_case.v3 import preserve_case_pb2
+
+from federation.translate.ir import ClientIR
+from federation.translate.proxy.common import duration_ms
+
+PRESERVE_CASE = "envoy.http.stateful_header_formatters.preserve_case"
+
+
+def patch_connection_manager(client: ClientIR, hcm: Any) -> None:
+    if client.request_timeout_ms is not None:
+        hcm.request_timeout.CopyFrom(duration_ms(client.request_timeout_ms))
+    if client.idle_timeout_ms is not None:
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(duration_ms(client.idle_timeout_ms))
+    if client.headers_with_underscores is not None:
+        hcm.common_http_protocol_options.headers_with_underscores_action = (
+            protocol_pb2.HttpProtocolOptions.HeadersWithUnderscoresAction.Value(
+                client.headers_with_underscores
+            )
+        )
+    if client.xff_trusted_hops is not None:
+        hcm.use_remote_address.value = True
+        hcm.xff_num_trusted_hops = client.xff_trusted_hops
+    if client.preserve_request_id is not None:
+        hcm.preserve_external_request_id = client.preserve_request_id
+    if client.http1_trailers is not None:
+        hcm.http_protocol_options.enable_trailers = client.http1_trailers
+    if client.http1_preserve_case:
+        formatter = hcm.http_protocol_options.header_key_format.stateful_formatter
+        formatter.name = PRESERVE_CASE
+        formatter.typed_config.Pack(
+            preserve_case_pb2.PreserveCaseFormatterConfig(), deterministic=True
+        )
+    if client.http2_max_streams is not None:
+        hcm.http2_protocol_options.max_concurrent_streams.value = client.http2_max_streams
+
+
+def patch_tls(client: ClientIR, context: Any) -> None:
+    params = context.common_tls_context.tls_params
+    if client.tls_min_version is not None:
+        params.tls_minimum_protocol_version = type(params).TlsProtocol.Value(client.tls_min_version)
+    if client.tls_max_version is not None:
+        params.tls_maximum_protocol_version = type(params).TlsProtocol.Value(client.tls_max_version)
+    if client.tls_ciphers:
+        params.cipher_suites[:] = list(client.tls_ciphers)
+    if client.alpn_protocols:
+        context.common_tls_context.alpn_protocols[:] = list(client.alpn_protocols)
