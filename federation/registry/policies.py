@@ -456,8 +456,21 @@ class ClientTLS:
 
 
 @dataclass(frozen=True)
+class ConnectionLimit:
+    value: int | None = None
+    close_delay: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientConnection:
+    connection_limit: ConnectionLimit | None = None
+
+
+@dataclass(frozen=True)
 class ClientTrafficPolicySpec(PolicyTargets):
     timeout: ClientTimeout | None = None
+    connection: ClientConnection | None = None
+    tcp_keepalive: TCPKeepalive | None = None
     client_ip_detection: ClientIPDetection | None = field(
         default=None, metadata={JSON_NAME: "clientIPDetection"}
     )

@@ -300,6 +300,15 @@ class FilterChainIR:
 
 
 @dataclass(frozen=True)
+class KeepaliveIR:
+    """TCP keepalive on upstream connections; None keeps the system's setting."""
+
+    probes: int | None = None
+    idle_seconds: int | None = None
+    interval_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class ClientIR:
     """A ClientTrafficPolicy's settings of one Envoy listener; None keeps Envoy's (and our)
     defaults. TLS versions are Envoy's names (``TLSv1_2``)."""
@@ -316,6 +325,11 @@ class ClientIR:
     tls_max_version: str | None = None
     tls_ciphers: tuple[str, ...] = ()
     alpn_protocols: tuple[str, ...] = ()
+    #: At most this many connections at once; past it, new ones are closed after
+    #: ``connection_close_delay_ms``.
+    connection_limit: int | None = None
+    connection_close_delay_ms: int | None = None
+    keepalive: KeepaliveIR | None = None
 
 
 @dataclass(frozen=True)
@@ -390,15 +404,6 @@ class OutlierIR:
     split_external_local_origin_errors: bool | None = None
     failure_percentage_threshold: int | None = None
     always_eject_one: bool | None = None
-
-
-@dataclass(frozen=True)
-class KeepaliveIR:
-    """TCP keepalive on upstream connections; None keeps the system's setting."""
-
-    probes: int | None = None
-    idle_seconds: int | None = None
-    interval_seconds: int | None = None
 
 
 @dataclass(frozen=True)

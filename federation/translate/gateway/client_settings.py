@@ -1,11 +1,12 @@
 """What a ClientTrafficPolicy sets, compiled into IR (:func:`compile_client`).
 
 Called by :mod:`.policies`, which decides which policy covers which Gateway listener.
-Implemented: HTTP request and idle timeouts, client IP detection from
+Implemented: HTTP request and idle timeouts, connection limits, TCP keepalive, client IP
+detection from
 ``X-Forwarded-For`` (trusted hops), header handling (underscores, keeping
 ``X-Request-ID``), HTTP/1 trailers and header case, HTTP/2 concurrent streams, and TLS
-versions, ciphers and ALPN. Every other field (keepalive, connection limits, proxy
-protocol, client certificate validation, ...) is refused by name. Pure.
+versions, ciphers and ALPN. Every other field (buffer limits, proxy protocol, client
+certificate validation, ...) is refused by name. Pure.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from federation.translate.gateway.envoy_limits import MAX_UINT32
 from federation.translate.gateway.policy_settings import (
     PolicyError,
     duration_ms_or_none,
+    keepalive,
     refuse_unsupported,
 )
 from federation.translate.ir import ClientIR
@@ -118,4 +120,16 @@ def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
         )
         values["tls_ciphers"] = tls.ciphers
         values["alpn_protocols"] = tls.alpn_protocols
+    limit = None if spec.connection is None else spec.connection.connection_limit
+    if limit is not None:
+        if limit.value is None or not 1 <= limit.value <= MAX_UINT32:
+            raise PolicyError(
+                f"spec.connection.connectionLimit.value must be from 1 to {MAX_UINT32}"
+            )
+        values["connection_limit"] = limit.value
+        values["connection_close_delay_ms"] = duration_ms_or_none(
+            limit.close_delay, "spec.connection.connectionLimit.closeDelay"
+        )
+    if spec.tcp_keepalive is not None:
+        values["keepalive"] = keepalive(spec.tcp_keepalive)
     return ClientIR(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from federation.registry.policies import (
     PassiveHealthCheck,
     RateLimitSelectCondition,
     Retry,
+    TCPKeepalive,
     Timeout,
 )
 from federation.translate.gateway.envoy_limits import MAX_UINT32
@@ -360,17 +361,22 @@ def _health(spec: BackendTrafficPolicySpec) -> dict[str, object]:
         if hc.panic_threshold is not None:
             _percent(hc.panic_threshold, "spec.healthCheck.panicThreshold")
             out["panic_threshold"] = hc.panic_threshold
-    keepalive = spec.tcp_keepalive
-    if keepalive is not None:
-        path = "spec.tcpKeepalive"
-        idle = _ms(keepalive.idle_time, f"{path}.idleTime")
-        interval = _ms(keepalive.interval, f"{path}.interval")
-        out["keepalive"] = KeepaliveIR(
-            probes=_count(keepalive.probes, f"{path}.probes"),
-            idle_seconds=None if idle is None else max(idle // 1000, 1),
-            interval_seconds=None if interval is None else max(interval // 1000, 1),
-        )
+    if spec.tcp_keepalive is not None:
+        out["keepalive"] = keepalive(spec.tcp_keepalive)
     return out
+
+
+def keepalive(settings: TCPKeepalive) -> KeepaliveIR:
+    """``spec.tcpKeepalive`` (of a BackendTrafficPolicy or a ClientTrafficPolicy), in
+    whole seconds as the kernel takes them."""
+    path = "spec.tcpKeepalive"
+    idle = _ms(settings.idle_time, f"{path}.idleTime")
+    interval = _ms(settings.interval, f"{path}.interval")
+    return KeepaliveIR(
+        probes=_count(settings.probes, f"{path}.probes"),
+        idle_seconds=None if idle is None else max(idle // 1000, 1),
+        interval_seconds=None if interval is None else max(interval // 1000, 1),
+    )
 
 
 def _fault(spec: BackendTrafficPolicySpec) -> FaultIR | None:

@@ -2,7 +2,9 @@
 for HTTPS, its TLS context.
 
 Called by :mod:`.listeners` for a listener whose IR has ``client`` (none by default).
-How each maps: ``requestReceivedTimeout`` is the connection manager's
+How each maps: a connection limit is Envoy's connection limit network filter ahead of
+the connection manager, TCP keepalive the listening socket's options;
+``requestReceivedTimeout`` is the connection manager's
 ``request_timeout``, ``idleTimeout`` its connections' idle timeout; trusted
 ``X-Forwarded-For`` hops make Envoy take the client's address from that header (and the
 RBAC of SecurityPolicies with it), as Envoy Gateway configures it; underscores in
@@ -17,13 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.core.v3 import protocol_pb2
+from envoy.config.core.v3 import protocol_pb2, socket_option_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.http.header_formatters.preserve_case.v3 import preserve_case_pb2
 
 from federation.translate.ir import ClientIR
 from federation.translate.proxy.common import duration_ms
 
 PRESERVE_CASE = "envoy.http.stateful_header_formatters.preserve_case"
+CONNECTION_LIMIT = "envoy.filters.network.connection_limit"
+#: Linux's socket option levels and names for TCP keepalive (Envoy passes them through).
+_SOL_SOCKET, _SO_KEEPALIVE = 1, 9
+_IPPROTO_TCP, _TCP_KEEPIDLE, _TCP_KEEPINTVL, _TCP_KEEPCNT = 6, 4, 5, 6
 
 
 def patch_connection_manager(client: ClientIR, hcm: Any) -> None:
@@ -64,3 +71,40 @@ def patch_tls(client: ClientIR, context: Any) -> None:
         params.cipher_suites[:] = list(client.tls_ciphers)
     if client.alpn_protocols:
         context.common_tls_context.alpn_protocols[:] = list(client.alpn_protocols)
+
+
+def connection_limit_filter(client: ClientIR, stat_prefix: str) -> Any | None:
+    """The network filter that caps the listener's connections, before its connection
+    manager; None without a limit."""
+    if client.connection_limit is None:
+        return None
+    config = connection_limit_pb2.ConnectionLimit(stat_prefix=stat_prefix)
+    config.max_connections.value = client.connection_limit
+    if client.connection_close_delay_ms is not None:
+        config.delay.CopyFrom(duration_ms(client.connection_close_delay_ms))
+    return config
+
+
+def keepalive_options(client: ClientIR) -> list[Any]:
+    """TCP keepalive on the listening socket (accepted sockets inherit it)."""
+    keepalive = client.keepalive
+    if keepalive is None:
+        return []
+    listening = socket_option_pb2.SocketOption.STATE_LISTENING
+    options = [
+        socket_option_pb2.SocketOption(
+            level=_SOL_SOCKET, name=_SO_KEEPALIVE, int_value=1, state=listening
+        )
+    ]
+    for name, value in (
+        (_TCP_KEEPCNT, keepalive.probes),
+        (_TCP_KEEPIDLE, keepalive.idle_seconds),
+        (_TCP_KEEPINTVL, keepalive.interval_seconds),
+    ):
+        if value is not None:
+            options.append(
+                socket_option_pb2.SocketOption(
+                    level=_IPPROTO_TCP, name=name, int_value=value, state=listening
+                )
+            )
+    return options

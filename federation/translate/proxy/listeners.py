@@ -26,7 +26,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from federation.translate.ir import ClientIR, FilterChainIR, ListenerIR, VirtualHostIR
-from federation.translate.proxy.client import patch_connection_manager, patch_tls
+from federation.translate.proxy.client import (
+    CONNECTION_LIMIT,
+    connection_limit_filter,
+    keepalive_options,
+    patch_connection_manager,
+    patch_tls,
+)
 from federation.translate.proxy.common import HCM_FILTER, ads
 from federation.translate.proxy.features import HTTP_FILTER_HOOKS
 from federation.translate.proxy.secrets import DEFAULT_SECRET_DIR, secret_name
@@ -108,6 +114,8 @@ def listener(ir: ListenerIR, host: str, secret_dir: str | None = None) -> listen
             )
         ),
     )
+    if ir.client is not None:
+        out.socket_options.extend(keepalive_options(ir.client))
     shared = connection_manager(ir)
     chains: list[FilterChainIR | None] = list(ir.tls) if ir.tls else [None]
     if ir.tls:
@@ -123,6 +131,9 @@ def listener(ir: ListenerIR, host: str, secret_dir: str | None = None) -> listen
             chain.transport_socket.typed_config.Pack(_tls(chain_ir, ir.client), deterministic=True)
         own = None if chain_ir is None else chain_ir.route_config
         hcm = shared if own is None else connection_manager(ir, own)
+        limit = None if ir.client is None else connection_limit_filter(ir.client, hcm.stat_prefix)
+        if limit is not None:
+            chain.filters.add(name=CONNECTION_LIMIT).typed_config.Pack(limit, deterministic=True)
         hcm_filter = chain.filters.add(name=HCM_FILTER)
         hcm_filter.typed_config.Pack(hcm, deterministic=True)
     return out
