@@ -466,3 +466,19 @@ def test_a_client_traffic_policy_is_published_with_its_unsupported_fields_named(
     assert detection is not None and detection.x_forwarded_for == p.XForwardedFor(1)
     assert policy.spec.headers == p.ClientHeaders(preserve_x_request_id=True)
     assert policy.unsupported == ("spec.enableProxyProtocol",)
+
+
+def test_a_security_policys_cors_gets_the_cors_filters_checks() -> None:
+    import pytest
+
+    from federation.translate.gateway.policy_settings import PolicyError
+    from federation.translate.gateway.security_settings import compile_security
+
+    bad = p.SecurityPolicyRecord(
+        "b",
+        "shop",
+        "sp",
+        p.SecurityPolicySpec(cors=p.SecurityCORS(allow_headers=("x token",))),
+    )
+    with pytest.raises(PolicyError, match=r"spec\.cors\.allowHeaders\[0\]"):
+        compile_security(bad)

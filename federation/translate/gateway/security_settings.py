@@ -16,7 +16,10 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
+from federation.registry.gatewayapi import CORS
 from federation.registry.policies import SecurityCORS, SecurityPolicyRecord
+from federation.translate.gateway.filters import FilterError
+from federation.translate.gateway.filters import cors as cors_filter
 from federation.translate.gateway.policy_settings import (
     PolicyError,
     duration_seconds,
@@ -47,17 +50,22 @@ DENY_ALL = SecuritySettings(authorization=AuthorizationIR(default_allow=False))
 
 
 def _cors(cors: SecurityCORS | None) -> CorsIR | None:
+    """``spec.cors`` through the CORS filter's own checks (origins, methods and headers
+    Envoy would refuse are refused here, by path)."""
     if cors is None:
         return None
-    max_age = duration_seconds(cors.max_age, "spec.cors.maxAge")
-    return CorsIR(
+    as_filter = CORS(
         allow_origins=cors.allow_origins,
-        allow_credentials=bool(cors.allow_credentials),
+        allow_credentials=cors.allow_credentials,
         allow_methods=cors.allow_methods,
         allow_headers=cors.allow_headers,
         expose_headers=cors.expose_headers,
-        max_age_seconds=max_age,
+        max_age=duration_seconds(cors.max_age, "spec.cors.maxAge"),
     )
+    try:
+        return cors_filter(as_filter, "spec.cors")
+    except FilterError as err:
+        raise PolicyError(str(err)) from None
 
 
 def _action(value: str, path: str) -> bool:
