@@ -505,17 +505,23 @@ def _labels(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def _service_backends(records: Iterable[Record]) -> set[ObjectName]:
-    """Services of this cluster that routes name as backends or mirrors."""
+    """Services of this cluster that routes name as backends or mirrors, and that
+    SecurityPolicies name as external authorization services."""
     out: set[ObjectName] = set()
     for record in records:
-        if not isinstance(record, (g.HTTPRouteRecord, g.GRPCRouteRecord)):
-            continue
-        for rule in record.spec.rules:
-            refs: list[Any] = list(rule.backend_refs)
-            refs += [f.request_mirror.backend_ref for f in rule.filters if f.request_mirror]
-            for ref in refs:
-                if (ref.group or "") == "" and (ref.kind or "Service") == "Service":
-                    out.add((ref.namespace or record.namespace, ref.name))
+        refs: list[Any] = []
+        if isinstance(record, (g.HTTPRouteRecord, g.GRPCRouteRecord)):
+            for rule in record.spec.rules:
+                refs += rule.backend_refs
+                refs += [f.request_mirror.backend_ref for f in rule.filters if f.request_mirror]
+        elif isinstance(record, p.SecurityPolicyRecord) and record.spec.ext_auth is not None:
+            for service in (record.spec.ext_auth.grpc, record.spec.ext_auth.http):
+                if service is not None:
+                    refs += [*service.backend_refs]
+                    refs += [service.backend_ref] if service.backend_ref is not None else []
+        for ref in refs:
+            if (ref.group or "") == "" and (ref.kind or "Service") == "Service":
+                out.add((ref.namespace or record.namespace, ref.name))
     return out
 
 

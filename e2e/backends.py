@@ -14,11 +14,14 @@ through an Envoy shows which cluster served it:
   ``/__health?ok=0`` (until ``/__health?ok=1``), while every other path is served as
   usual: a live but unhealthy backend, for active health checks; and
   ``GET /__count`` says how many other requests the backend has served (mirrors
-  are counted too).
+  are counted too); under ``/__authz`` it is an HTTP external authorization service:
+  200 with ``x-authz`` for ``x-user: alice``, 403 for anyone else.
 * ``--protocol grpc``: a gRPC server (HTTP/2 in clear text) with one server-streaming
   method, ``/federation.test.Echo/Count``: the request is ``COUNT,INTERVAL_MS`` in
   ASCII, and the answer is COUNT messages ``<cluster> <i>``, INTERVAL_MS apart. No
-  protobuf schema is needed: messages are raw bytes.
+  protobuf schema is needed: messages are raw bytes. It is also Envoy's gRPC external
+  authorization service (``envoy.service.auth.v3.Authorization/Check``), deciding as
+  the HTTP one does.
 
 ``python -m e2e.backends --listen 127.1.0.10:8080 --name a [--protocol grpc]``: as a
 process on the host it listens on loopback only. The node tier's ``echo`` image runs it in
@@ -45,6 +48,11 @@ MAX_GRPC_COUNT = 1000
 
 #: Bound on the keys ``/flaky`` remembers (each test uses a few).
 MAX_FLAKY_KEYS = 1000
+#: The path under which the HTTP backend answers as an external authorization service,
+#: the gRPC service it implements, and the one user they allow (header ``x-user``).
+AUTHZ_PATH = "/__authz"
+AUTHZ_GRPC_SERVICE = "envoy.service.auth.v3.Authorization"
+AUTHZ_USER = "alice"
 
 
 def http_app(name: str, address: str, pod: str | None = None) -> web.Application:
@@ -61,6 +69,8 @@ def http_app(name: str, address: str, pod: str | None = None) -> web.Application
         if request.path == "/__health":
             healthy = request.query.get("ok", "1") == "1"
             return web.json_response({"healthy": healthy})
+        if request.path.startswith(AUTHZ_PATH):
+            return _authz_answer(name, request.headers.get("x-user", ""))
         served += 1
         if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()
@@ -95,6 +105,14 @@ def http_app(name: str, address: str, pod: str | None = None) -> web.Application
     return app
 
 
+def _authz_answer(name: str, user: str) -> web.Response:
+    """An HTTP external authorization service's answer: allow ``alice`` (naming this
+    backend in ``x-authz``), deny everyone else with 403."""
+    if user == AUTHZ_USER:
+        return web.Response(status=200, headers={"x-authz": f"allowed by {name}"})
+    return web.Response(status=403, text=f"denied by {name}\n")
+
+
 async def serve_http(
     name: str, host: str, port: int, stop: asyncio.Event, pod: str | None = None
 ) -> None:
@@ -127,12 +145,44 @@ def _count_handler(name: str) -> grpc.RpcMethodHandler:
     return grpc.unary_stream_rpc_method_handler(count)
 
 
+def _check(name: str) -> grpc.RpcMethodHandler:
+    """Envoy's external authorization service over gRPC, deciding as
+    :func:`_authz_answer` does. Its protobuf modules are read at the first call: the
+    echo image has only what echoing needs."""
+
+    async def check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        from envoy.service.auth.v3 import external_auth_pb2 as auth
+        from envoy.type.v3 import http_status_pb2
+        from google.rpc import code_pb2
+
+        asked = auth.CheckRequest.FromString(request)
+        headers = asked.attributes.request.http.headers
+        reply = auth.CheckResponse()
+        if headers.get("x-user") == AUTHZ_USER:
+            reply.status.code = code_pb2.OK
+            added = reply.ok_response.headers.add()
+            added.header.key, added.header.value = "x-authz", f"allowed by {name} over gRPC"
+        else:
+            reply.status.code = code_pb2.PERMISSION_DENIED
+            reply.denied_response.status.code = http_status_pb2.Forbidden
+            reply.denied_response.body = f"denied by {name} over gRPC\n"
+        out: bytes = reply.SerializeToString()
+        return out
+
+    return grpc.unary_unary_rpc_method_handler(check)
+
+
 async def serve_grpc(
     name: str, host: str, port: int, stop: asyncio.Event, pod: str | None = None
 ) -> None:
     server = grpc.aio.server()
     handlers = {"Count": _count_handler(f"{name}/{pod}" if pod else name)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, handlers),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(GRPC_SERVICE, handlers),
+            grpc.method_handlers_generic_handler(AUTHZ_GRPC_SERVICE, {"Check": _check(name)}),
+        )
+    )
     if not server.add_insecure_port(f"{host}:{port}"):
         raise SystemExit(f"cannot listen on {host}:{port}")
     await server.start()

@@ -1,4 +1,4 @@
-"""Envoy Gateway's SecurityPolicy (authorization and CORS) and ClientTrafficPolicy,
+"""Envoy Gateway's SecurityPolicy (authorization, CORS and JWT) and ClientTrafficPolicy,
 honoured by a Gateway's own real Envoy.
 
 On the shared three-cluster environment (as :mod:`e2e.test_gateway_api`): a Gateway in
@@ -9,6 +9,7 @@ and up.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.federation import Federation
+from e2e.jwks import JwksServer
+from e2e.processes import wait_until
 from e2e.test_gateway_api import CLUSTER_B, fed, make_gateway
 from e2e.traffic import export_with_backends
 from federation.translate.gateway.status import CONTROLLER_NAME
@@ -271,3 +274,268 @@ def test_a_client_traffic_policy_trusts_x_forwarded_for_for_the_client_ip_rule(
     }
     print(f"\nclient IP from X-Forwarded-For: {answers}")
     assert answers == {"partner": 200, "other": 403, "direct": 403, "underscore": 400}
+
+
+def test_jwt_authentication_with_a_remote_jwks_claims_and_an_optional_token(
+    fed: Federation, ns: str
+) -> None:
+    """JWTs checked against a JWKS served on loopback: a valid token passes with its
+    subject copied into a header; expired, wrong-issuer and missing tokens get 401, a
+    token for another audience 403; an optional policy (with a local JWKS) lets a request without a
+    token through; an authorization rule reads a claim of the verified token."""
+    export_with_backends(fed, "a", ns, [94], start=True)
+    address = make_gateway(fed, ns)
+    b = fed.env.cluster(CLUSTER_B)
+    rule = {"backendRefs": [gw.backend("echo")]}
+    gw.apply(
+        b,
+        *(
+            gw.http_route(ns, name, "gw", [{**rule, "matches": [gw.prefix(f"/{name}")]}])
+            for name in ("api", "open", "team")
+        ),
+    )
+    gw.wait_for_status(address, "/team", 200)
+    issuer = "https://issuer.e2e.test"
+    with JwksServer() as jwks:
+        corp = {"name": "corp", "issuer": issuer, "audiences": ["shop"]}
+        remote = {**corp, "remoteJWKS": {"uri": jwks.uri}}
+        gw.apply(
+            b,
+            security_policy(
+                ns,
+                "api-jwt",
+                "HTTPRoute",
+                "api",
+                jwt={
+                    "providers": [
+                        {**remote, "claimToHeaders": [{"header": "x-user", "claim": "sub"}]}
+                    ]
+                },
+            ),
+            security_policy(
+                ns,
+                "open-jwt",
+                "HTTPRoute",
+                "open",
+                jwt={
+                    "optional": True,
+                    "providers": [{**corp, "localJWKS": {"type": "Inline", "inline": jwks.jwks}}],
+                },
+            ),
+            security_policy(
+                ns,
+                "team-only",
+                "HTTPRoute",
+                "team",
+                jwt={"providers": [remote]},
+                authorization={
+                    "defaultAction": "Deny",
+                    "rules": [
+                        {
+                            "action": "Allow",
+                            "principal": {
+                                "jwt": {
+                                    "provider": "corp",
+                                    "claims": [{"name": "team", "values": ["ops"]}],
+                                }
+                            },
+                        }
+                    ],
+                },
+            ),
+        )
+        for name in ("api-jwt", "open-jwt", "team-only"):
+            wait_status(fed, ns, name, "True", "Accepted")
+        good = {"iss": issuer, "aud": "shop", "sub": "alice"}
+
+        def bearer(**claims: Any) -> dict[str, str]:
+            lifetime = claims.pop("lifetime", 300.0)
+            return {"Authorization": f"Bearer {jwks.token(lifetime=lifetime, **claims)}"}
+
+        # Each policy in force: its denying answer (the routes answered 200 before).
+        # Expired well past Envoy's 60 s allowance for clock skew.
+        expired = bearer(**good, lifetime=-600)
+        gw.wait_for_status(address, "/api", 401)
+        gw.wait_for_status(address, "/open", 401, headers=expired)
+        gw.wait_for_status(address, "/team", 403, headers=bearer(**good, team="dev"))
+        valid = gw.request(address, "/api", headers=bearer(**good))
+        answers = {
+            "valid": valid.status,
+            "expired": gw.request(address, "/api", headers=expired).status,
+            "wrong issuer": gw.request(
+                address, "/api", headers=bearer(**{**good, "iss": "https://evil.test"})
+            ).status,
+            "wrong audience": gw.request(
+                address, "/api", headers=bearer(**{**good, "aud": "other"})
+            ).status,
+            "missing": gw.request(address, "/api").status,
+            "optional, missing": gw.request(address, "/open").status,
+            "optional, valid": gw.request(address, "/open", headers=bearer(**good)).status,
+            "optional, expired": gw.request(address, "/open", headers=expired).status,
+            "team ops": gw.request(address, "/team", headers=bearer(**good, team="ops")).status,
+            "team dev": gw.request(address, "/team", headers=bearer(**good, team="dev")).status,
+        }
+        user = valid.json()["headers"].get("x-user")
+        print(f"\nJWT: {answers}; x-user={user!r}; JWKS fetched {jwks.fetches} time(s)")
+        assert answers == {
+            "valid": 200,
+            "expired": 401,
+            "wrong issuer": 401,
+            "wrong audience": 403,  # Envoy's answer to a token not meant for this API
+            "missing": 401,
+            "optional, missing": 200,
+            "optional, valid": 200,
+            "optional, expired": 401,
+            "team ops": 200,
+            "team dev": 403,
+        }
+        assert user == "alice"
+        assert jwks.fetches >= 1
+
+
+def test_external_authorization_over_http_and_grpc(fed: Federation, ns: str) -> None:
+    """Two SecurityPolicies with ``extAuth``: an HTTP service that is a ServiceImport
+    exported by another cluster, and a gRPC service that is a Service of the Gateway's
+    own cluster. Each allows ``x-user: alice`` (adding a header the backend sees) and
+    denies everyone else."""
+    export_with_backends(fed, "a", ns, [95], start=True)
+    a, b = fed.env.cluster("a"), fed.env.cluster(CLUSTER_B)
+    fed.start_backend("a", 96)
+    sc.apply(
+        a,
+        sc.service(ns, "authz", ports=(("http", 80, "TCP"),)),
+        sc.endpoint_slice(a, ns, "authz", [96]),
+        sc.export(ns, "authz"),
+    )
+    fed.start_backend(CLUSTER_B, 97, 9091, protocol="grpc")
+    sc.apply(
+        b,
+        sc.service(ns, "grpc-authz", ports=(("grpc", 9090, "TCP"),)),
+        sc.endpoint_slice(b, ns, "grpc-authz", [97], ports=(("grpc", 9091),)),
+    )
+    address = make_gateway(fed, ns)
+    rule = {"backendRefs": [gw.backend("echo")]}
+    gw.apply(
+        b,
+        *(
+            gw.http_route(ns, name, "gw", [{**rule, "matches": [gw.prefix(f"/{name}")]}])
+            for name in ("http", "grpc")
+        ),
+    )
+    gw.wait_for_status(address, "/grpc", 200)
+    authz = {"group": "multicluster.x-k8s.io", "kind": "ServiceImport", "name": "authz"}
+    gw.apply(
+        b,
+        security_policy(
+            ns,
+            "http-authz",
+            "HTTPRoute",
+            "http",
+            extAuth={
+                "http": {
+                    "backendRefs": [{**authz, "port": 80}],
+                    "path": "/__authz",
+                    "headersToBackend": ["x-authz"],
+                },
+                "headersToExtAuth": ["x-user"],
+            },
+        ),
+        security_policy(
+            ns,
+            "grpc-authz",
+            "HTTPRoute",
+            "grpc",
+            extAuth={"grpc": {"backendRefs": [{"name": "grpc-authz", "port": 9090}]}},
+        ),
+    )
+    for name in ("http-authz", "grpc-authz"):
+        wait_status(fed, ns, name, "True", "Accepted")
+    alice, bob = {"x-user": "alice"}, {"x-user": "bob"}
+    for path in ("/http", "/grpc"):  # each policy in force: its denying answer
+        gw.wait_for_status(address, path, 403, headers=bob)
+    allowed = {path: gw.request(address, path, headers=alice) for path in ("/http", "/grpc")}
+    answers = {
+        f"{path} {who}": gw.request(address, path, headers=headers).status
+        for path in ("/http", "/grpc")
+        for who, headers in (("alice", alice), ("bob", bob), ("nobody", {}))
+    }
+    seen = {path: reply.json()["headers"].get("x-authz") for path, reply in allowed.items()}
+    denied = gw.request(address, "/grpc", headers=bob).body.decode().strip()
+    print(f"\nexternal authorization: {answers}; backend saw x-authz {seen}; denial {denied!r}")
+    assert answers == {
+        "/http alice": 200,
+        "/http bob": 403,
+        "/http nobody": 403,
+        "/grpc alice": 200,
+        "/grpc bob": 403,
+        "/grpc nobody": 403,
+    }
+    assert seen == {"/http": "allowed by a", "/grpc": f"allowed by {CLUSTER_B} over gRPC"}
+    assert denied == f"denied by {CLUSTER_B} over gRPC"
+
+
+def _through_proxy(address: str, client: str, path: str = "/") -> int | None:
+    """The status of a request sent with a PROXY protocol (v1) header saying it comes
+    from ``client``, as a load balancer in front of the Gateway would send it (None: no
+    answer)."""
+    host, _, port = address.rpartition(":")
+    header = f"PROXY TCP4 {client} {host} 40000 {port}\r\n"
+    request = f"GET {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n"
+    reply = b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall((header + request).encode())
+            while chunk := conn.recv(65536):
+                reply += chunk
+    except OSError:
+        return None
+    parts = reply.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def test_a_client_traffic_policy_reads_the_proxy_protocol_for_the_client_ip_rule(
+    fed: Federation, ns: str
+) -> None:
+    """A ClientTrafficPolicy that requires the PROXY protocol: the address in the header
+    is the client's, which a SecurityPolicy's client range then sees; a connection
+    without the header is refused."""
+    export_with_backends(fed, "a", ns, [98], start=True)
+    address = make_gateway(fed, ns)
+    b = fed.env.cluster(CLUSTER_B)
+    gw.apply(b, gw.http_route(ns, "api", "gw", [{"backendRefs": [gw.backend("echo")]}]))
+    gw.wait_for_status(address, "/", 200)
+    gw.apply(
+        b,
+        envoy_gateway_policy("ClientTrafficPolicy", ns, "lb", "Gateway", "gw", proxyProtocol={}),
+        security_policy(
+            ns,
+            "partners",
+            "HTTPRoute",
+            "api",
+            authorization={
+                "defaultAction": "Deny",
+                "rules": [{"action": "Allow", "principal": {"clientCIDRs": ["203.0.113.0/24"]}}],
+            },
+        ),
+    )
+    gw.wait_conditions(
+        lambda: _policy_conditions(fed, "clienttrafficpolicy", ns, "lb"),
+        {"Accepted": ("True", "Accepted")},
+        "the ClientTrafficPolicy accepted",
+    )
+    wait_until(
+        lambda: gw.try_request(address, "/") is None,
+        timeout=gw.DEADLINE,
+        what="a request without the PROXY header refused",
+    )
+    wait_until(
+        lambda: _through_proxy(address, "198.51.100.1") == 403,
+        timeout=gw.DEADLINE,
+        what="the client range rule in force",
+    )
+    answers = {
+        "partner": _through_proxy(address, "203.0.113.9"),
+        "other": _through_proxy(address, "198.51.100.1"),
+    }
+    print(f"\nclient IP from the PROXY protocol: {answers}; without the header: refused")
+    assert answers == {"partner": 200, "other": 403}

@@ -20,6 +20,7 @@ from e2e import scenario as sc
 from e2e.federation import Federation, fedctl
 from e2e.processes import wait_until
 from e2e.traffic import DEADLINE, export_with_backends, host, wait_served_by
+from federation.registry.gatewayapi import GATEWAY_GROUP
 
 pytestmark = pytest.mark.integration
 
@@ -152,4 +153,27 @@ def test_a_route_is_traced_to_its_gateways_envoy_only(fed: Federation, ns: str) 
     shared = ("envoy-a:", "envoy-b:", "envoy-c:")
     assert not [s for s in found["steps"] if s["what"].startswith(shared)]
     assert not [s for s in found["steps"] if s["who"] in ("a", "c")]
+    # One of Envoy Gateway's policies on that route is followed the same way.
+    gw.apply(
+        b,
+        {
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "BackendTrafficPolicy",
+            "metadata": {"namespace": ns, "name": "timeouts"},
+            "spec": {
+                "targetRefs": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": "api"}],
+                "timeout": {"http": {"requestTimeout": "3s"}},
+            },
+        },
+    )
+    policy = ("backendtrafficpolicy", "timeouts", "--cluster", "b")
+    wait_until(
+        lambda: trace(fed, ns, what=policy)["complete"], timeout=DEADLINE, what="the policy's trace"
+    )
+    found = trace(fed, ns, what=policy)
+    print(trace(fed, ns, "text", policy))
+    entry = found["change"].removeprefix("b@")
+    published = step(found, "b", f"registry entry {entry} published")["at"]
+    acked = step(found, group, f"{node}: ACKed")["at"]
+    assert published <= acked
     envoy.stop()

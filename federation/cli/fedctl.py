@@ -52,6 +52,7 @@ from federation.dns.explain import parse_question
 from federation.dns.explain import render as render_dns
 from federation.errors import FederationError, InvalidInputError
 from federation.pki import DEFAULT_TRUST_DOMAIN
+from federation.registry.kinds import Kind
 
 DEFAULT_HUB = "http://127.0.0.1:18080"
 TYPES = (
@@ -150,13 +151,25 @@ async def _add_user(args: argparse.Namespace) -> dict[str, Any]:
     return members.secret_manifest(args.secret_name or "federation-registry", args.namespace, user)
 
 
+#: What ``fedctl trace`` follows: an export, or a Gateway API record of one cluster (a
+#: route, or one of Envoy Gateway's policies).
+TRACED_KINDS = (
+    "service",
+    "httproute",
+    "grpcroute",
+    Kind.BACKEND_TRAFFIC_POLICY.value,
+    Kind.SECURITY_POLICY.value,
+    Kind.CLIENT_TRAFFIC_POLICY.value,
+)
+
+
 def _trace(args: argparse.Namespace) -> trace.Trace:
     namespace, sep, name = args.name.partition("/")
     if not sep or not namespace or not name:
         raise InvalidInputError(f"{args.name!r}: expected NAMESPACE/NAME")
     if (args.kind == "service") == bool(args.cluster):
         raise InvalidInputError(
-            "--cluster names a route's cluster: required for a route, not for a service"
+            "--cluster names a route's or policy's cluster: required for one, not for a service"
         )
     fields = {"namespace": namespace, "name": name, "kind": args.kind}
     query = urllib.parse.urlencode(fields | ({"cluster": args.cluster} if args.cluster else {}))
@@ -247,9 +260,9 @@ def _inspect_arguments(sub: Any) -> None:
     follow = _command(
         sub, "trace", "where the latest change of one export went, step by step", trace, hub=True
     )
-    follow.add_argument("kind", choices=("service", "httproute", "grpcroute"), help="what to trace")
+    follow.add_argument("kind", choices=TRACED_KINDS, help="what to trace")
     follow.add_argument("name", metavar="NAMESPACE/NAME")
-    follow.add_argument("--cluster", help="the cluster of a route (not for a service)")
+    follow.add_argument("--cluster", help="the cluster of a route or policy (not for a service)")
     follow.add_argument(
         "--agent", action="append", default=[], metavar="CLUSTER=URL",
         help="an agent's metrics address (repeatable: every cluster you want in the trace)",

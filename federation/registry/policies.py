@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from federation.registry.codec import JSON_NAME
-from federation.registry.gatewayapi import LabelSelectorRequirement
+from federation.registry.gatewayapi import BackendObjectReference, LabelSelectorRequirement
 
 #: Envoy Gateway's API group.
 ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
@@ -352,9 +352,29 @@ class AuthorizationHeaderMatch:
 
 
 @dataclass(frozen=True)
+class JWTClaim:
+    """A claim an authorization rule matches: ``name`` (dots for nested claims), of
+    ``valueType`` ``String`` (the default) or ``StringArray``, one of ``values``."""
+
+    name: str
+    values: tuple[str, ...] = ()
+    value_type: str | None = None
+
+
+@dataclass(frozen=True)
+class JWTPrincipal:
+    """The client as its JWT (verified by ``provider``, one of the same policy's) says."""
+
+    provider: str
+    claims: tuple[JWTClaim, ...] = ()
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Principal:
     client_cidrs: tuple[str, ...] = field(default=(), metadata={JSON_NAME: "clientCIDRs"})
     headers: tuple[AuthorizationHeaderMatch, ...] = ()
+    jwt: JWTPrincipal | None = None
 
 
 @dataclass(frozen=True)
@@ -379,16 +399,133 @@ class Authorization:
 
 
 @dataclass(frozen=True)
+class RemoteJWKS:
+    """Where a provider's keys are fetched: an ``http`` or ``https`` URI, how long they
+    are kept, and how soon a failed fetch is retried (``backendRefs`` and
+    ``backendSettings`` are not implemented). The CRD defaults ``cacheDuration``."""
+
+    uri: str
+    cache_duration: str | None = None
+    failed_refetch_duration: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalJWKS:
+    """A provider's keys, given inline (``type: Inline``); ``ValueRef`` (a ConfigMap) is
+    not implemented."""
+
+    type: str | None = None
+    inline: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimToHeader:
+    header: str
+    claim: str
+
+
+@dataclass(frozen=True)
+class JWTHeaderExtractor:
+    name: str
+    value_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class JWTExtractor:
+    headers: tuple[JWTHeaderExtractor, ...] = ()
+    cookies: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JWTProvider:
+    name: str
+    issuer: str | None = None
+    audiences: tuple[str, ...] = ()
+    remote_jwks: RemoteJWKS | None = field(default=None, metadata={JSON_NAME: "remoteJWKS"})
+    local_jwks: LocalJWKS | None = field(default=None, metadata={JSON_NAME: "localJWKS"})
+    claim_to_headers: tuple[ClaimToHeader, ...] = ()
+    recompute_route: bool | None = None
+    extract_from: JWTExtractor | None = None
+
+
+@dataclass(frozen=True)
+class JWT:
+    """``spec.jwt``: a request must carry a JWT that one of ``providers`` verifies (or
+    none at all, when ``optional``)."""
+
+    providers: tuple[JWTProvider, ...] = ()
+    optional: bool | None = None
+
+
+@dataclass(frozen=True)
+class PolicyBackendRef(BackendObjectReference):
+    """``backendRefs[]`` of Envoy Gateway's ``BackendCluster``: a backend and its weight."""
+
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class GRPCExtAuthService:
+    """``extAuth.grpc``: the authorization service, as a backend (``backendSettings`` is
+    not implemented)."""
+
+    backend_ref: BackendObjectReference | None = None
+    backend_refs: tuple[PolicyBackendRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPExtAuthService(GRPCExtAuthService):
+    """``extAuth.http``: as the gRPC service, with the path checks are sent under and the
+    headers of its answer that go on to the backend."""
+
+    path: str | None = None
+    headers_to_backend: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BodyToExtAuth:
+    max_request_bytes: int
+
+
+@dataclass(frozen=True)
+class ContextExtension:
+    """A key and value sent with every check (``type: Value``; ``valueRef`` is not
+    implemented)."""
+
+    name: str
+    type: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtAuth:
+    """``spec.extAuth``: every request is first checked by an HTTP or gRPC service."""
+
+    grpc: GRPCExtAuthService | None = None
+    http: HTTPExtAuthService | None = None
+    headers_to_ext_auth: tuple[str, ...] = ()
+    body_to_ext_auth: BodyToExtAuth | None = None
+    timeout: str | None = None
+    fail_open: bool | None = None
+    recompute_route: bool | None = None
+    status_on_error: int | None = None
+    context_extensions: tuple[ContextExtension, ...] = ()
+
+
+@dataclass(frozen=True)
 class SecurityPolicySpec(PolicyTargets):
     cors: SecurityCORS | None = None
+    jwt: JWT | None = None
+    ext_auth: ExtAuth | None = None
     authorization: Authorization | None = None
 
 
 @dataclass(frozen=True)
 class SecurityPolicyRecord:
     """A SecurityPolicy of ``cluster``; ``unsupported`` as for BackendTrafficPolicies.
-    Nothing secret: the fields that name Secrets (basic auth, API keys, OIDC) are not
-    implemented yet, and are refused by name."""
+    Nothing secret: JWT keys are public, and the fields that name Secrets (basic auth,
+    API keys, OIDC) are not implemented yet, and are refused by name."""
 
     #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
     KIND: ClassVar[str] = "securitypolicy"
@@ -422,8 +559,17 @@ class XForwardedFor:
 
 
 @dataclass(frozen=True)
+class CustomHeader:
+    """``clientIPDetection.customHeader``: the client's address is this header's value."""
+
+    name: str
+    fail_closed: bool | None = None
+
+
+@dataclass(frozen=True)
 class ClientIPDetection:
     x_forwarded_for: XForwardedFor | None = None
+    custom_header: CustomHeader | None = None
 
 
 @dataclass(frozen=True)
@@ -467,8 +613,16 @@ class ClientConnection:
 
 
 @dataclass(frozen=True)
+class ProxyProtocolSettings:
+    optional: bool | None = None
+
+
+@dataclass(frozen=True)
 class ClientTrafficPolicySpec(PolicyTargets):
     timeout: ClientTimeout | None = None
+    #: Deprecated by Envoy Gateway in favour of ``proxyProtocol``, which wins.
+    enable_proxy_protocol: bool | None = None
+    proxy_protocol: ProxyProtocolSettings | None = None
     connection: ClientConnection | None = None
     tcp_keepalive: TCPKeepalive | None = None
     client_ip_detection: ClientIPDetection | None = field(

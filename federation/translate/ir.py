@@ -207,15 +207,30 @@ class HeaderValuesIR:
 
 
 @dataclass(frozen=True)
+class JwtClaimIR:
+    """A claim of a verified JWT (``path``: its keys, nested ones in order) equal to one
+    of ``values``; ``array``: the claim is a list holding one of them."""
+
+    path: tuple[str, ...]
+    values: tuple[str, ...]
+    array: bool = False
+
+
+@dataclass(frozen=True)
 class AuthorizationRuleIR:
     """A request matches when its client address is in one of ``cidrs`` (any when
-    empty), it has every one of ``headers`` (with one of its values) and its method is
-    one of ``methods`` (any when empty); then it is allowed or denied."""
+    empty), it has every one of ``headers`` (with one of its values), its method is one
+    of ``methods`` (any when empty), and the JWT that provider ``jwt_provider`` verified
+    has every one of ``jwt_claims`` and ``jwt_scopes``; then it is allowed or denied."""
 
     allow: bool
     cidrs: tuple[str, ...] = ()
     headers: tuple[HeaderValuesIR, ...] = ()
     methods: tuple[str, ...] = ()
+    #: Where that provider leaves the verified payload (:attr:`JwtProviderIR.payload_key`).
+    jwt_provider: str | None = None
+    jwt_claims: tuple[JwtClaimIR, ...] = ()
+    jwt_scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,81 @@ class AuthorizationIR:
 
     default_allow: bool = False
     rules: tuple[AuthorizationRuleIR, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoteJwksIR:
+    """Where a JWT provider fetches its keys: ``uri``, through a cluster of its own
+    (``cluster``) that reaches ``host``:``port``, over TLS when ``tls``."""
+
+    uri: str
+    cluster: str
+    host: str
+    port: int
+    tls: bool = False
+    #: How long fetched keys are kept; how soon a failed fetch is tried again.
+    cache_ms: int = 300_000
+    refetch_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class JwtProviderIR:
+    """One JWT provider of a SecurityPolicy. ``name`` is unique across the Gateway
+    (``<namespace>/<policy>/<provider>``); ``payload_key`` (the provider's own name) is
+    where the verified payload is left for authorization rules. Exactly one of
+    ``remote_jwks`` and ``local_jwks`` (a JWKS document) is set."""
+
+    name: str
+    payload_key: str
+    issuer: str = ""
+    audiences: tuple[str, ...] = ()
+    remote_jwks: RemoteJwksIR | None = None
+    local_jwks: str | None = None
+    #: (header, claim) pairs: each claim's value is copied into that request header.
+    claim_to_headers: tuple[tuple[str, str], ...] = ()
+    recompute_route: bool = False
+    #: (header, value prefix) pairs, cookies and query parameters the token is read
+    #: from; all empty: ``Authorization: Bearer`` and ``access_token``, Envoy's default.
+    from_headers: tuple[tuple[str, str], ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    from_params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JwtIR:
+    """A SecurityPolicy's ``jwt``: a request needs a JWT one of ``providers`` verifies,
+    or none at all when ``optional`` (an invalid one is refused either way). Requests
+    refused are answered 401 (403: a token for another audience). ``requirement``: the
+    policy's ``<namespace>/<name>``."""
+
+    requirement: str
+    providers: tuple[JwtProviderIR, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ExtAuthIR:
+    """A SecurityPolicy's ``extAuth``: every request is first checked by the HTTP or
+    (``grpc``) gRPC service behind ``cluster``; ``name`` is the policy's
+    ``<namespace>/<name>``, which names its filter."""
+
+    name: str
+    cluster: str
+    grpc: bool = False
+    #: The service's host name, for the check request's authority.
+    authority: str = ""
+    #: HTTP: the path prefix checks are sent under.
+    path: str = ""
+    #: Request headers sent with a check (none: the service kind's default).
+    headers_to_ext_auth: tuple[str, ...] = ()
+    #: HTTP: headers of an allowing answer that go on to the backend.
+    headers_to_backend: tuple[str, ...] = ()
+    timeout_ms: int = 10_000
+    fail_open: bool = False
+    recompute_route: bool = False
+    status_on_error: int | None = None
+    max_request_bytes: int | None = None
+    context_extensions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,6 +351,10 @@ class RouteIR:
     rate_limit: RateLimitIR | None = None
     #: A SecurityPolicy's ``authorization``.
     authorization: AuthorizationIR | None = None
+    #: A SecurityPolicy's JWT authentication; None: none.
+    jwt: JwtIR | None = None
+    #: A SecurityPolicy's external authorization; None: none.
+    ext_auth: ExtAuthIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500
@@ -316,6 +410,10 @@ class ClientIR:
     request_timeout_ms: int | None = None
     idle_timeout_ms: int | None = None
     xff_trusted_hops: int | None = None
+    #: The client's address comes from this header; ``client_ip_fail_closed``: a request
+    #: without a valid one is refused (403).
+    client_ip_header: str | None = None
+    client_ip_fail_closed: bool | None = None
     headers_with_underscores: str | None = None
     preserve_request_id: bool | None = None
     http1_trailers: bool | None = None
@@ -330,6 +428,10 @@ class ClientIR:
     connection_limit: int | None = None
     connection_close_delay_ms: int | None = None
     keepalive: KeepaliveIR | None = None
+    #: Read the PROXY protocol header ahead of each connection (its client address then
+    #: is the client's); ``proxy_protocol_optional``: accept connections without one.
+    proxy_protocol: bool | None = None
+    proxy_protocol_optional: bool | None = None
 
 
 @dataclass(frozen=True)

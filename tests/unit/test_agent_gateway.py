@@ -440,13 +440,38 @@ async def test_policy_status_has_our_ancestor_entries_and_keeps_other_controller
 
 def test_a_security_policy_is_published_with_its_unsupported_fields_named() -> None:
     agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
-    body = _policy("sp", "gw", jwt={"providers": []}, cors={"allowOrigins": ["https://a.b"]})
+    body = _policy(
+        "sp",
+        "gw",
+        oidc={"provider": {}},
+        jwt={"providers": []},
+        cors={"allowOrigins": ["https://a.b"]},
+    )
     agent.on_event("securitypolicies", "ADDED", body)
     records = desired_records("b", agent.objects, {}, {}, {})
     policy = records[RecordRef(Kind.SECURITY_POLICY, "shop", "sp")]
     assert isinstance(policy, p.SecurityPolicyRecord)
     assert policy.spec.cors == p.SecurityCORS(allow_origins=("https://a.b",))
-    assert policy.unsupported == ("spec.jwt",)
+    assert policy.spec.jwt == p.JWT()
+    assert policy.unsupported == ("spec.oidc",)
+
+
+def test_the_services_security_policies_authorize_with_are_published() -> None:
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    grpc = {"grpc": {"backendRefs": [{"name": "grpc-authz", "port": 9000}]}}
+    http = {"http": {"backendRef": {"name": "http-authz", "namespace": "sec", "port": 80}}}
+    agent.on_event("securitypolicies", "ADDED", _policy("one", "gw", extAuth=grpc))
+    agent.on_event("securitypolicies", "ADDED", _policy("two", "gw", extAuth=http))
+    services = {
+        ("shop", "grpc-authz"): service("grpc-authz"),
+        ("sec", "http-authz"): {**service("http-authz"), "metadata": meta("http-authz", "sec")},
+        ("shop", "unused"): service("unused"),
+    }
+    records = desired_records("b", agent.objects, services, {}, {})
+    assert {ref for ref in records if ref.kind == Kind.LOCAL_SERVICE} == {
+        RecordRef(Kind.LOCAL_SERVICE, "shop", "grpc-authz"),
+        RecordRef(Kind.LOCAL_SERVICE, "sec", "http-authz"),
+    }
 
 
 def test_a_client_traffic_policy_is_published_with_its_unsupported_fields_named() -> None:
@@ -457,6 +482,7 @@ def test_a_client_traffic_policy_is_published_with_its_unsupported_fields_named(
         clientIPDetection={"xForwardedFor": {"numTrustedHops": 1}},
         headers={"preserveXRequestID": True},
         enableProxyProtocol=True,
+        http3={},
     )
     agent.on_event("clienttrafficpolicies", "ADDED", body)
     records = desired_records("b", agent.objects, {}, {}, {})
@@ -465,12 +491,14 @@ def test_a_client_traffic_policy_is_published_with_its_unsupported_fields_named(
     detection = policy.spec.client_ip_detection
     assert detection is not None and detection.x_forwarded_for == p.XForwardedFor(1)
     assert policy.spec.headers == p.ClientHeaders(preserve_x_request_id=True)
-    assert policy.unsupported == ("spec.enableProxyProtocol",)
+    assert policy.spec.enable_proxy_protocol is True
+    assert policy.unsupported == ("spec.http3",)
 
 
 def test_a_security_policys_cors_gets_the_cors_filters_checks() -> None:
     import pytest
 
+    from federation.translate.gateway.inputs import ClusterInputs
     from federation.translate.gateway.policy_settings import PolicyError
     from federation.translate.gateway.security_settings import compile_security
 
@@ -481,4 +509,4 @@ def test_a_security_policys_cors_gets_the_cors_filters_checks() -> None:
         p.SecurityPolicySpec(cors=p.SecurityCORS(allow_headers=("x token",))),
     )
     with pytest.raises(PolicyError, match=r"spec\.cors\.allowHeaders\[0\]"):
-        compile_security(bad)
+        compile_security(bad, ClusterInputs("b"))

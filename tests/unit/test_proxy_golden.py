@@ -75,7 +75,13 @@ def build(case: str) -> XdsResources[Any]:
 
 
 #: Protobuf map fields: their JSON order is the map's, which varies between processes.
-MAP_FIELDS = ("typed_per_filter_config", "typed_extension_protocol_options", "policies")
+MAP_FIELDS = (
+    "typed_per_filter_config",
+    "typed_extension_protocol_options",
+    "policies",
+    "providers",
+    "requirement_map",
+)
 
 
 def _sorted_maps(value: Any) -> Any:

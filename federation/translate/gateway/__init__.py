@@ -92,7 +92,7 @@ def resolve(inputs: ClusterInputs) -> Resolved:
     irs = []
     for gateway in gateways:
         key = (gateway.namespace, gateway.name)
-        local = local_clusters.get(key, {})
+        local = {**policies.local_clusters.get(key, {}), **local_clusters.get(key, {})}
         irs.append(
             GatewayIR(
                 cluster=inputs.cluster,

@@ -2,17 +2,16 @@
 
 Called by :mod:`.policies`, which decides which policy covers which Gateway listener.
 Implemented: HTTP request and idle timeouts, connection limits, TCP keepalive, client IP
-detection from
-``X-Forwarded-For`` (trusted hops), header handling (underscores, keeping
-``X-Request-ID``), HTTP/1 trailers and header case, HTTP/2 concurrent streams, and TLS
-versions, ciphers and ALPN. Every other field (buffer limits, proxy protocol, client
-certificate validation, ...) is refused by name. Pure.
+detection from ``X-Forwarded-For`` (trusted hops) or a custom header, header handling
+(underscores, keeping ``X-Request-ID``), HTTP/1 trailers and header case, HTTP/2
+concurrent streams, TLS versions, ciphers and ALPN, and the PROXY protocol. Every other
+field (buffer limits, client certificate validation, ...) is refused by name. Pure.
 """
 
 from __future__ import annotations
 
-from federation.registry.policies import ClientTrafficPolicyRecord
-from federation.translate.gateway.envoy_limits import MAX_UINT32
+from federation.registry.policies import ClientTLS, ClientTrafficPolicyRecord
+from federation.translate.gateway.envoy_limits import MAX_UINT32, header_name
 from federation.translate.gateway.policy_settings import (
     PolicyError,
     duration_ms_or_none,
@@ -63,6 +62,28 @@ CIPHERS = (
 )
 
 
+def _tls(tls: ClientTLS) -> dict[str, object]:
+    """The IR values of ``spec.tls``."""
+    out: dict[str, object] = {}
+    for name, version in (("minVersion", tls.min_version), ("maxVersion", tls.max_version)):
+        if version is not None and version not in TLS_VERSIONS:
+            raise PolicyError(f"spec.tls.{name} {version!r} is not one of {list(TLS_VERSIONS)}")
+    unknown = [c for c in tls.ciphers if c not in CIPHERS]
+    if unknown:
+        raise PolicyError(
+            f"spec.tls.ciphers {unknown} are not cipher suites Envoy can be configured "
+            "with (TLS 1.2 and below; TLS 1.3 suites are not configurable)"
+        )
+    bad = [p for p in tls.alpn_protocols if p not in ALPN]
+    if bad:
+        raise PolicyError(f"spec.tls.alpnProtocols {bad} are not among {list(ALPN)}")
+    out["tls_min_version"] = None if tls.min_version is None else TLS_VERSIONS[tls.min_version]
+    out["tls_max_version"] = None if tls.max_version is None else TLS_VERSIONS[tls.max_version]
+    out["tls_ciphers"] = tls.ciphers
+    out["alpn_protocols"] = tls.alpn_protocols
+    return out
+
+
 def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
     """The settings of ``policy``; PolicyError names the first field it cannot serve."""
     refuse_unsupported(policy.unsupported)
@@ -76,7 +97,19 @@ def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
         values["idle_timeout_ms"] = duration_ms_or_none(
             http.idle_timeout, "spec.timeout.http.idleTimeout"
         )
-    xff = None if spec.client_ip_detection is None else spec.client_ip_detection.x_forwarded_for
+    detection = spec.client_ip_detection
+    custom = None if detection is None else detection.custom_header
+    if custom is not None:
+        if detection is not None and detection.x_forwarded_for is not None:
+            raise PolicyError(
+                "spec.clientIPDetection: customHeader and xForwardedFor cannot both be given"
+            )
+        problem = header_name(custom.name)
+        if problem is not None:
+            raise PolicyError(f"spec.clientIPDetection.customHeader.name {custom.name!r} {problem}")
+        values["client_ip_header"] = custom.name.lower()
+        values["client_ip_fail_closed"] = custom.fail_closed
+    xff = None if detection is None else detection.x_forwarded_for
     if xff is not None and xff.num_trusted_hops is not None:
         if not 0 <= xff.num_trusted_hops <= MAX_UINT32:
             raise PolicyError("spec.clientIPDetection.xForwardedFor.numTrustedHops is out of range")
@@ -98,28 +131,8 @@ def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
         if not 1 <= spec.http2.max_concurrent_streams <= 2**31 - 1:
             raise PolicyError("spec.http2.maxConcurrentStreams must be from 1 to 2147483647")
         values["http2_max_streams"] = spec.http2.max_concurrent_streams
-    tls = spec.tls
-    if tls is not None:
-        for name, version in (("minVersion", tls.min_version), ("maxVersion", tls.max_version)):
-            if version is not None and version not in TLS_VERSIONS:
-                raise PolicyError(f"spec.tls.{name} {version!r} is not one of {list(TLS_VERSIONS)}")
-        unknown = [c for c in tls.ciphers if c not in CIPHERS]
-        if unknown:
-            raise PolicyError(
-                f"spec.tls.ciphers {unknown} are not cipher suites Envoy can be configured "
-                "with (TLS 1.2 and below; TLS 1.3 suites are not configurable)"
-            )
-        bad = [p for p in tls.alpn_protocols if p not in ALPN]
-        if bad:
-            raise PolicyError(f"spec.tls.alpnProtocols {bad} are not among {list(ALPN)}")
-        values["tls_min_version"] = (
-            None if tls.min_version is None else TLS_VERSIONS[tls.min_version]
-        )
-        values["tls_max_version"] = (
-            None if tls.max_version is None else TLS_VERSIONS[tls.max_version]
-        )
-        values["tls_ciphers"] = tls.ciphers
-        values["alpn_protocols"] = tls.alpn_protocols
+    if spec.tls is not None:
+        values.update(_tls(spec.tls))
     limit = None if spec.connection is None else spec.connection.connection_limit
     if limit is not None:
         if limit.value is None or not 1 <= limit.value <= MAX_UINT32:
@@ -132,4 +145,9 @@ def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
         )
     if spec.tcp_keepalive is not None:
         values["keepalive"] = keepalive(spec.tcp_keepalive)
+    if spec.proxy_protocol is not None:
+        values["proxy_protocol"] = True
+        values["proxy_protocol_optional"] = spec.proxy_protocol.optional
+    elif spec.enable_proxy_protocol:
+        values["proxy_protocol"] = True
     return ClientIR(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]

@@ -77,11 +77,19 @@ from federation.translate.gateway.status import (
     PolicyStatus,
     condition,
 )
-from federation.translate.ir import ClientIR, ListenerIR, PolicyClusterIR, RouteIR
+from federation.translate.ir import (
+    ClientIR,
+    ListenerIR,
+    LocalClusterIR,
+    PolicyClusterIR,
+    RouteIR,
+)
 
 BACKEND_TRAFFIC_POLICY = "BackendTrafficPolicy"
 SECURITY_POLICY = "SecurityPolicy"
 CLIENT_TRAFFIC_POLICY = "ClientTrafficPolicy"
+#: How Envoy Gateway's Overridden messages name ClientTrafficPolicies (they get their own).
+CLIENT_LABEL = "clientTrafficPolic"
 
 #: A kind's compiled settings, and its records.
 S = TypeVar("S")
@@ -158,6 +166,9 @@ class PolicyBook:
     statuses: tuple[PolicyStatus, ...] = ()
     #: Gateway -> policy cluster name -> cluster, filled by :meth:`apply`.
     clusters: dict[ObjectName, dict[str, PolicyClusterIR]] = field(default_factory=dict)
+    #: Gateway -> the local clusters of the external authorization services its routes
+    #: use, by name; filled by :meth:`apply`.
+    local_clusters: dict[ObjectName, dict[str, LocalClusterIR]] = field(default_factory=dict)
 
     def apply(
         self,
@@ -177,6 +188,9 @@ class PolicyBook:
         security = _most_specific(self.security, gateway, listener, route, rule)
         if security is not None:
             ir = apply_security(security, ir)
+            local = security.ext_auth_cluster
+            if local is not None:
+                self.local_clusters.setdefault(gateway, {})[local.name] = local
         return ir
 
     def _traffic(
@@ -371,7 +385,7 @@ def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
     security = _attach(
         SECURITY_POLICY,
         inputs.security_policies,
-        compile_security,
+        lambda policy: compile_security(policy, inputs),
         targets,
         book.security,
         fail_closed=DENY_ALL,
@@ -390,7 +404,7 @@ def resolve_policies(inputs: ClusterInputs) -> PolicyBook:
             BACKEND_TRAFFIC_POLICY, "backendTrafficPolic", traffic, book.traffic, targets.every
         ),
         *_statuses(SECURITY_POLICY, "securityPolic", security, book.security, targets.every),
-        *_statuses(CLIENT_TRAFFIC_POLICY, "clientTrafficPolic", client, book.client, targets.every),
+        *_statuses(CLIENT_TRAFFIC_POLICY, CLIENT_LABEL, client, book.client, targets.every),
     ]
     book.statuses = tuple(sorted(statuses, key=lambda s: (s.namespace, s.name, s.kind)))
     return book
@@ -558,6 +572,14 @@ def _overridden(
         return (
             f"This policy is being overridden by other {label}y for these route "
             f"rules: [{' '.join(sorted(rules))}]"
+        )
+    if label == CLIENT_LABEL:  # Envoy Gateway's own wording: bare listener names
+        if not listeners:
+            return ""
+        sections = sorted({name.rpartition("/")[2] for name in listeners})
+        return (
+            "There are existing ClientTrafficPolicies that are overriding these sections "
+            f"[{' '.join(sections)}]"
         )
     parts = []
     if listeners:

@@ -28,6 +28,7 @@ from federation.registry.records import LocalService, ServicePort
 from federation.translate import names
 from federation.translate.gateway.inputs import ClusterInputs
 from federation.translate.gateway.status import RouteReason
+from federation.translate.ir import LocalClusterIR
 from federation.translate.protocols import PortProtocol, port_protocol
 
 MCS_GROUP = "multicluster.x-k8s.io"
@@ -37,6 +38,7 @@ CORE_GROUP = ""
 def granted(
     grants: Iterable[ReferenceGrantRecord],
     *,
+    from_group: str = GATEWAY_GROUP,
     from_kind: str,
     from_namespace: str,
     to_group: str,
@@ -49,7 +51,7 @@ def granted(
         if grant.namespace != to_namespace:
             continue
         if not any(
-            f.group == GATEWAY_GROUP and f.kind == from_kind and f.namespace == from_namespace
+            f.group == from_group and f.kind == from_kind and f.namespace == from_namespace
             for f in grant.spec.from_
         ):
             continue
@@ -72,6 +74,26 @@ class Backend:
     problem: RouteReason | None = None
     message: str = ""
 
+    @property
+    def http2(self) -> bool:
+        """Whether the backend's port speaks HTTP/2 (its cluster does then)."""
+        return self.port is not None and port_protocol(self.port) is PortProtocol.HTTP2
+
+    def local_cluster(self, cluster: str) -> LocalClusterIR | None:
+        """The cluster of a Service of member cluster ``cluster`` (None: not one)."""
+        if self.local is None or self.cluster is None or self.port is None:
+            return None
+        return LocalClusterIR(
+            name=self.cluster,
+            cluster=cluster,
+            namespace=self.local.namespace,
+            service=self.local.name,
+            port=self.port,
+            ports=self.local.ports,
+            http2=self.http2,
+            endpoints=self.local.endpoints,
+        )
+
 
 def local_cluster_name(namespace: str, name: str, port: int) -> str:
     return f"local/{namespace}/{name}/{port}"
@@ -80,6 +102,7 @@ def local_cluster_name(namespace: str, name: str, port: int) -> str:
 def resolve_backend(
     inputs: ClusterInputs,
     *,
+    route_group: str = GATEWAY_GROUP,
     route_kind: str,
     route_namespace: str,
     group: str | None,
@@ -88,7 +111,8 @@ def resolve_backend(
     name: str,
     port: int | None,
 ) -> Backend:
-    """Resolve one backendRef (or mirror backendRef) of a route in ``route_namespace``."""
+    """Resolve one backendRef (or mirror backendRef) of a route (or, with
+    ``route_group`` and ``route_kind``, another referring object) in ``route_namespace``."""
     group = CORE_GROUP if group is None else group
     kind = "Service" if kind is None else kind
     target_ns = namespace or route_namespace
@@ -101,6 +125,7 @@ def resolve_backend(
         )
     if target_ns != route_namespace and not granted(
         inputs.grants,
+        from_group=route_group,
         from_kind=route_kind,
         from_namespace=route_namespace,
         to_group=group,
@@ -111,7 +136,7 @@ def resolve_backend(
         return _bad(
             RouteReason.REF_NOT_PERMITTED,
             f"{what} is in another namespace and no ReferenceGrant in {target_ns} allows "
-            f"{route_kind}s of {route_namespace} to refer to it",
+            f"{_plural(route_kind)} of {route_namespace} to refer to it",
         )
     if port is None:
         return _bad(RouteReason.BACKEND_NOT_FOUND, f"{what}: the backendRef needs a port")
@@ -139,6 +164,11 @@ def resolve_backend(
     if problem is not None:
         return problem
     return Backend(names.cluster_name(target_ns, name, port), port=found)
+
+
+def _plural(kind: str) -> str:
+    """``HTTPRoutes``, ``SecurityPolicies``."""
+    return f"{kind[:-1]}ies" if kind.endswith("y") else f"{kind}s"
 
 
 def _port(ports: Iterable[ServicePort], number: int) -> ServicePort | None:

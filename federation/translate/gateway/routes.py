@@ -70,7 +70,6 @@ from federation.translate.ir import (
     RetryIR,
     RouteIR,
 )
-from federation.translate.protocols import PortProtocol, port_protocol
 
 #: The status answered for a share of requests that has no usable backend, by route kind.
 INVALID_BACKEND_STATUS = {"HTTPRoute": 500, "GRPCRoute": 503}
@@ -244,20 +243,10 @@ def _resolve(
         return backend
     if backend.cluster is None or backend.port is None:
         return backend
-    http2 = port_protocol(backend.port) is PortProtocol.HTTP2
-    out.http2[backend.cluster] = http2
-    if backend.local is not None:
-        local = backend.local
-        out.local_clusters[backend.cluster] = LocalClusterIR(
-            name=backend.cluster,
-            cluster=inputs.cluster,
-            namespace=local.namespace,
-            service=local.name,
-            port=backend.port,
-            ports=local.ports,
-            http2=http2,
-            endpoints=local.endpoints,
-        )
+    out.http2[backend.cluster] = backend.http2
+    local = backend.local_cluster(inputs.cluster)
+    if local is not None:
+        out.local_clusters[backend.cluster] = local
     return backend
 
 

@@ -3,9 +3,10 @@ to the routes it covers (:func:`apply_security`).
 
 Called by :mod:`.policies`, which decides which policy covers which route. Implemented:
 ``cors`` (as Gateway API's CORS filter: the same IR and Envoy filter; a route's own CORS
-filter stays where it has one) and ``authorization`` by client address, request headers
-and method. Every other field, the ones that name Secrets or identity providers (JWT,
-basic auth, API keys, OIDC, external authorization) among them, is refused by name, and
+filter stays where it has one), ``jwt`` (:mod:`.jwt_settings`), ``extAuth``
+(:mod:`.ext_auth_settings`) and ``authorization`` by client address, request headers,
+method and JWT claims and scopes. Every other field, the ones that name Secrets (basic
+auth, API keys, OIDC) among them, is refused by name, and
 the policy's targets deny every request meanwhile (:data:`DENY_ALL`): a policy that asks
 for authentication must never be served without it. Pure.
 """
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 
 from federation.registry.gatewayapi import CORS
 from federation.registry.policies import SecurityCORS, SecurityPolicyRecord
+from federation.translate.gateway.ext_auth_settings import compile_ext_auth
 from federation.translate.gateway.filters import FilterError
 from federation.translate.gateway.filters import cors as cors_filter
+from federation.translate.gateway.inputs import ClusterInputs
+from federation.translate.gateway.jwt_settings import compile_jwt, jwt_principal
 from federation.translate.gateway.policy_settings import (
     PolicyError,
     duration_seconds,
@@ -29,7 +33,10 @@ from federation.translate.ir import (
     AuthorizationIR,
     AuthorizationRuleIR,
     CorsIR,
+    ExtAuthIR,
     HeaderValuesIR,
+    JwtIR,
+    LocalClusterIR,
     RouteIR,
 )
 
@@ -43,6 +50,10 @@ class SecuritySettings:
 
     cors: CorsIR | None = None
     authorization: AuthorizationIR | None = None
+    jwt: JwtIR | None = None
+    ext_auth: ExtAuthIR | None = None
+    #: The cluster of ``ext_auth``'s service when it is a Service of this cluster.
+    ext_auth_cluster: LocalClusterIR | None = None
 
 
 #: What the targets of a SecurityPolicy that cannot be served get: every request denied.
@@ -74,10 +85,13 @@ def _action(value: str, path: str) -> bool:
     return ACTIONS[value]
 
 
-def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
-    """The settings of ``policy``; PolicyError names the first field it cannot serve."""
+def compile_security(policy: SecurityPolicyRecord, inputs: ClusterInputs) -> SecuritySettings:
+    """The settings of ``policy`` (its references resolved in ``inputs``); PolicyError
+    names the first field it cannot serve."""
     refuse_unsupported(policy.unsupported)
     spec = policy.spec
+    jwt = compile_jwt(policy, spec.jwt)
+    ext_auth, ext_auth_cluster = compile_ext_auth(policy, spec.ext_auth, inputs)
     authorization = None
     if spec.authorization is not None:
         rules = []
@@ -96,6 +110,9 @@ def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
             for j, header in enumerate(headers):
                 if not header.values:
                     raise PolicyError(f"{path}.principal.headers[{j}].values is empty")
+            jwt_provider, claims, scopes = jwt_principal(
+                None if principal is None else principal.jwt, jwt, f"{path}.principal.jwt"
+            )
             methods = () if operation is None else tuple(m.upper() for m in operation.methods)
             bad = [m for m in methods if m not in _METHODS]
             if bad:
@@ -106,6 +123,9 @@ def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
                     cidrs=tuple(str(ipaddress.ip_network(c, strict=False)) for c in cidrs),
                     headers=tuple(HeaderValuesIR(h.name.lower(), h.values) for h in headers),
                     methods=methods,
+                    jwt_provider=jwt_provider,
+                    jwt_claims=claims,
+                    jwt_scopes=scopes,
                 )
             )
         default = spec.authorization.default_action or "Deny"
@@ -113,15 +133,26 @@ def compile_security(policy: SecurityPolicyRecord) -> SecuritySettings:
             default_allow=_action(default, "spec.authorization.defaultAction"),
             rules=tuple(rules),
         )
-    return SecuritySettings(cors=_cors(spec.cors), authorization=authorization)
+    return SecuritySettings(
+        cors=_cors(spec.cors),
+        authorization=authorization,
+        jwt=jwt,
+        ext_auth=ext_auth,
+        ext_auth_cluster=ext_auth_cluster,
+    )
 
 
 def apply_security(settings: SecuritySettings, ir: RouteIR) -> RouteIR:
     """``ir`` with ``settings``: a route's own CORS filter stays (it is more specific);
-    authorization applies to every route, redirects and fixed answers included."""
+    authorization and authentication apply to every route, redirects and fixed answers
+    included."""
     changes: dict[str, object] = {}
     if settings.cors is not None and ir.cors is None:
         changes["cors"] = settings.cors
     if settings.authorization is not None:
         changes["authorization"] = settings.authorization
+    if settings.jwt is not None:
+        changes["jwt"] = settings.jwt
+    if settings.ext_auth is not None:
+        changes["ext_auth"] = settings.ext_auth
     return dataclasses.replace(ir, **changes) if changes else ir  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ from federation.translate.proxy.clusters import (
     policy_cluster,
 )
 from federation.translate.proxy.consistency import consistent
+from federation.translate.proxy.features.jwt import jwks_cluster, jwks_clusters
 from federation.translate.proxy.listeners import listener, route_configs
 from federation.translate.proxy.routes import route_configuration
 from federation.translate.proxy.secrets import (
@@ -199,6 +200,8 @@ def render_group(
         out.listeners[ir.clusterset_listener.name] = listener(ir.clusterset_listener, host)
     for li in gateway.listeners:
         out.listeners[li.name] = listener(li, host)
+        for name, jwks in jwks_clusters(li).items():
+            out.clusters[name] = jwks_cluster(jwks)
         for chain in li.tls:
             for cert in chain.certificates:
                 out.secrets[secret_name(cert)] = certificate_secret(cert, secret_dir)

@@ -3,11 +3,14 @@ for HTTPS, its TLS context.
 
 Called by :mod:`.listeners` for a listener whose IR has ``client`` (none by default).
 How each maps: a connection limit is Envoy's connection limit network filter ahead of
-the connection manager, TCP keepalive the listening socket's options;
+the connection manager, TCP keepalive the listening socket's options, the PROXY
+protocol a listener filter ahead of TLS inspection;
 ``requestReceivedTimeout`` is the connection manager's
 ``request_timeout``, ``idleTimeout`` its connections' idle timeout; trusted
 ``X-Forwarded-For`` hops make Envoy take the client's address from that header (and the
-RBAC of SecurityPolicies with it), as Envoy Gateway configures it; underscores in
+RBAC of SecurityPolicies with it), as Envoy Gateway configures it, and so does a custom
+header (Envoy's original IP detection extension, refusing requests without one with 403
+when ``failClosed``); underscores in
 header names are allowed, refused or dropped; ``X-Request-ID`` is kept; HTTP/1 trailers
 and header case, HTTP/2 concurrent streams; TLS versions, ciphers and ALPN replace our
 defaults (TLS 1.2 and up; h2 and HTTP/1.1).
@@ -20,14 +23,19 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.core.v3 import protocol_pb2, socket_option_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.http.header_formatters.preserve_case.v3 import preserve_case_pb2
+from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
+from envoy.type.v3 import http_status_pb2
 
 from federation.translate.ir import ClientIR
 from federation.translate.proxy.common import duration_ms
 
 PRESERVE_CASE = "envoy.http.stateful_header_formatters.preserve_case"
 CONNECTION_LIMIT = "envoy.filters.network.connection_limit"
+PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
+CUSTOM_HEADER = "envoy.extensions.http.original_ip_detection.custom_header"
 #: Linux's socket option levels and names for TCP keepalive (Envoy passes them through).
 _SOL_SOCKET, _SO_KEEPALIVE = 1, 9
 _IPPROTO_TCP, _TCP_KEEPIDLE, _TCP_KEEPINTVL, _TCP_KEEPCNT = 6, 4, 5, 6
@@ -47,6 +55,16 @@ def patch_connection_manager(client: ClientIR, hcm: Any) -> None:
     if client.xff_trusted_hops is not None:
         hcm.use_remote_address.value = True
         hcm.xff_num_trusted_hops = client.xff_trusted_hops
+    if client.client_ip_header is not None:
+        # As Envoy Gateway: the extension decides the address, not the connection.
+        hcm.use_remote_address.value = False
+        config = custom_header_pb2.CustomHeaderConfig(
+            header_name=client.client_ip_header, allow_extension_to_set_address_as_trusted=True
+        )
+        if client.client_ip_fail_closed:
+            config.reject_with_status.code = http_status_pb2.Forbidden
+        extension = hcm.original_ip_detection_extensions.add(name=CUSTOM_HEADER)
+        extension.typed_config.Pack(config, deterministic=True)
     if client.preserve_request_id is not None:
         hcm.preserve_external_request_id = client.preserve_request_id
     if client.http1_trailers is not None:
@@ -83,6 +101,15 @@ def connection_limit_filter(client: ClientIR, stat_prefix: str) -> Any | None:
     if client.connection_close_delay_ms is not None:
         config.delay.CopyFrom(duration_ms(client.connection_close_delay_ms))
     return config
+
+
+def proxy_protocol_filter(client: ClientIR) -> Any | None:
+    """The listener filter that reads the PROXY protocol header (None: not asked for)."""
+    if not client.proxy_protocol:
+        return None
+    return proxy_protocol_pb2.ProxyProtocol(
+        allow_requests_without_proxy_protocol=bool(client.proxy_protocol_optional)
+    )
 
 
 def keepalive_options(client: ClientIR) -> list[Any]:

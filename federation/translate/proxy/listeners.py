@@ -28,10 +28,12 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from federation.translate.ir import ClientIR, FilterChainIR, ListenerIR, VirtualHostIR
 from federation.translate.proxy.client import (
     CONNECTION_LIMIT,
+    PROXY_PROTOCOL,
     connection_limit_filter,
     keepalive_options,
     patch_connection_manager,
     patch_tls,
+    proxy_protocol_filter,
 )
 from federation.translate.proxy.common import HCM_FILTER, ads
 from federation.translate.proxy.features import HTTP_FILTER_HOOKS
@@ -78,9 +80,7 @@ def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.Htt
     if ir.client is not None:
         patch_connection_manager(ir.client, hcm)
     for hook in HTTP_FILTER_HOOKS:
-        http_filter = hook(ir)
-        if http_filter is not None:
-            hcm.http_filters.append(http_filter)
+        hcm.http_filters.extend(hook(ir))
     return hcm
 
 
@@ -116,6 +116,10 @@ def listener(ir: ListenerIR, host: str, secret_dir: str | None = None) -> listen
     )
     if ir.client is not None:
         out.socket_options.extend(keepalive_options(ir.client))
+        proxy_protocol = proxy_protocol_filter(ir.client)
+        if proxy_protocol is not None:  # first: the header precedes the TLS handshake
+            added = out.listener_filters.add(name=PROXY_PROTOCOL)
+            added.typed_config.Pack(proxy_protocol, deterministic=True)
     shared = connection_manager(ir)
     chains: list[FilterChainIR | None] = list(ir.tls) if ir.tls else [None]
     if ir.tls:

@@ -6,8 +6,9 @@ each feature of :data:`FEATURES`, in that order, contribute its part. A feature 
 module that exports ``FEATURE``, a :class:`Feature` with up to three hooks:
 
 * ``http_filter(listener)``: its HTTP filter in a listener's connection manager (None:
-  not on that listener). Filters run in the table's order; the router comes last, since
-  it sends the request upstream and nothing after it runs.
+  not on that listener); or ``http_filters(listener)``: its filters, for a feature with
+  one per policy. Filters run in the table's order; the router comes last, since it sends
+  the request upstream and nothing after it runs.
 * ``patch_route(ir, route)``: patches a rendered route with what the feature's IR fields
   say.
 * ``patch_cluster(ir, cluster, options)``: patches a rendered cluster.
@@ -18,12 +19,18 @@ its place in :data:`FEATURES`, and a golden case. Pure: no I/O, no state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from federation.translate.ir import ListenerIR
 from federation.translate.proxy.features import (
     authorization,
     cors,
+    ext_authz,
     fault,
     headers,
     health_check,
+    jwt,
     load_balancing,
     local_rate_limit,
     mirror,
@@ -48,11 +55,14 @@ __all__ = [
 #: per-try timeout of the retry policy that ``retry`` puts on the route;
 #: ``health_check`` follows ``load_balancing``, whose panic threshold a policy may replace.
 #: ``router`` is last: the HTTP filter chain follows this order and must end with the
-#: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, authorization,
+#: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, external
+#: authorization, JWT authentication, authorization (which reads the verified JWT),
 #: then rate limits.
 FEATURES: tuple[Feature, ...] = (
     fault.FEATURE,
     cors.FEATURE,
+    ext_authz.FEATURE,
+    jwt.FEATURE,
     authorization.FEATURE,
     local_rate_limit.FEATURE,
     headers.FEATURE,
@@ -66,7 +76,19 @@ FEATURES: tuple[Feature, ...] = (
     router.FEATURE,
 )
 
-#: The hooks of :data:`FEATURES` by kind, in table order (looked up once, not per route).
-HTTP_FILTER_HOOKS = tuple(f.http_filter for f in FEATURES if f.http_filter is not None)
+
+def _filters(feature: Feature) -> Callable[[ListenerIR], list[Any]] | None:
+    """A feature's HTTP filter hook, as one that returns a list of filters."""
+    if feature.http_filters is not None:
+        return feature.http_filters
+    single = feature.http_filter
+    if single is None:
+        return None
+    return lambda listener: [f] if (f := single(listener)) is not None else []
+
+
+#: The hooks of :data:`FEATURES` by kind, in table order (looked up once, not per route);
+#: each HTTP filter hook returns the feature's filters of a listener, in order.
+HTTP_FILTER_HOOKS = tuple(hook for f in FEATURES if (hook := _filters(f)) is not None)
 ROUTE_HOOKS = tuple(f.patch_route for f in FEATURES if f.patch_route is not None)
 CLUSTER_HOOKS = tuple(f.patch_cluster for f in FEATURES if f.patch_cluster is not None)

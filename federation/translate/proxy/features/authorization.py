@@ -7,7 +7,9 @@ like the policy's default is dropped, and each other rule becomes an RBAC policy
 matches its own conditions *and none of the rules before it*: with a default of Deny, an
 ALLOW set of the Allow rules; with a default of Allow, a DENY set of the Deny rules.
 A rule's conditions: the client's address (``remote_ip``, Envoy's view of the client)
-in one of its ranges, each header with one of its values, the method one of its own.
+in one of its ranges, each header with one of its values, the method one of its own,
+and each JWT claim and scope it names in the payload its provider verified (the
+``jwt_authn`` filter, which runs before this one, leaves it in the request's metadata).
 
 The filter is on every Gateway listener, without rules of its own (it lets everything
 through without a route's configuration), like CORS: a route that gains a policy
@@ -24,11 +26,12 @@ from typing import Any
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
 from federation.translate.ir import AuthorizationIR, AuthorizationRuleIR, ListenerIR, RouteIR
 from federation.translate.proxy.common import http_filter
 from federation.translate.proxy.features.base import Feature, serves_policies
+from federation.translate.proxy.features.jwt import JWT_FILTER
 
 RBAC_FILTER = "envoy.filters.http.rbac"
 
@@ -48,6 +51,21 @@ def _any_of(principals: list[Any]) -> Any:
 def _header(name: str, value: str) -> Any:
     matcher = rc.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=value))
     return rbac_config.Principal(header=matcher)
+
+
+def _claim(provider: str, path: tuple[str, ...], values: tuple[str, ...], array: bool) -> Any:
+    """A principal whose JWT, as ``provider`` left it in the request's metadata, has
+    claim ``path`` equal to one of ``values`` (``array``: a list holding one of them)."""
+    options = []
+    for value in values:
+        exact = value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=value))
+        if array:
+            exact = value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=exact))
+        matcher = metadata_pb2.MetadataMatcher(filter=JWT_FILTER, value=exact)
+        for key in (provider, *path):
+            matcher.path.add(key=key)
+        options.append(rbac_config.Principal(metadata=matcher))
+    return _any_of(options)
 
 
 def _matches(rule: AuthorizationRuleIR) -> Any:
@@ -70,6 +88,11 @@ def _matches(rule: AuthorizationRuleIR) -> Any:
         parts.append(_any_of([_header(header.name, v) for v in header.values]))
     if rule.methods:
         parts.append(_any_of([_header(":method", m) for m in rule.methods]))
+    if rule.jwt_provider is not None:
+        for claim in rule.jwt_claims:
+            parts.append(_claim(rule.jwt_provider, claim.path, claim.values, claim.array))
+        for scope in rule.jwt_scopes:
+            parts.append(_claim(rule.jwt_provider, ("scope",), (scope,), array=True))
     if not parts:
         return rbac_config.Principal(any=True)
     if len(parts) == 1:

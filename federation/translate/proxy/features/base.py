@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,11 +34,21 @@ def serves_policies(listener: ListenerIR) -> bool:
     return listener.name != names.LISTENER_NAME
 
 
+def listener_routes(listener: ListenerIR) -> Iterator[RouteIR]:
+    """Every route of ``listener``: of its plain virtual hosts and of its TLS chains'."""
+    hosts = [*listener.virtual_hosts, *(h for c in listener.tls for h in c.virtual_hosts)]
+    for host in hosts:
+        yield from host.routes
+
+
 @dataclass(frozen=True)
 class Feature:
-    """One feature's hooks; see the package docstring. ``name`` is for errors and docs."""
+    """One feature's hooks; see the package docstring. ``name`` is for errors and docs.
+    A feature with one HTTP filter per something (a policy) gives ``http_filters``,
+    which returns them in order, instead of ``http_filter``."""
 
     name: str
     http_filter: Callable[[ListenerIR], Any | None] | None = None
+    http_filters: Callable[[ListenerIR], list[Any]] | None = None
     patch_route: Callable[[RouteIR, Any], None] | None = None
     patch_cluster: Callable[[ClusterSource, Any, TranslateOptions], None] | None = None
