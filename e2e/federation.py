@@ -389,6 +389,20 @@ class Federation:
     def agent_log(self, cluster_id: str) -> str:
         return (self.agents[cluster_id].cluster.dir / "agent.log").read_text(errors="replace")
 
+    def diagnosis(self, lines: int = 25) -> str:
+        """Whether the hub and each agent still run, with the tail of their logs: what a
+        failed test's report carries (:func:`e2e.fixtures.pytest_runtest_makereport`)."""
+        processes = [("hub", self.hub)]
+        processes += [(f"agent {c}", h.process) for c, h in sorted(self.agents.items())]
+        out = []
+        for name, process in processes:
+            if process is None:
+                out.append(f"--- {name}: not started")
+                continue
+            state = "running" if process.running() else f"exited ({process.popen.returncode})"
+            out.append(f"--- {name}: {state}\n{process.log_tail(lines)}")
+        return "\n".join(out)
+
     def _env(self, registry_url: str) -> dict[str, str]:
         """A hub's or agent's environment: the registry URL with its credentials, and the
         TLS files, go there, never into argv."""

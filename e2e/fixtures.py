@@ -17,7 +17,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from kubernetes.client import ApiClient
@@ -107,3 +107,18 @@ def api_client(cluster: LocalCluster, identity: Identity | None = None) -> ApiCl
 def admin_a(cluster_a: LocalCluster) -> Iterator[ApiClient]:
     with api_client(cluster_a) as client:
         yield client
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test on a shared environment reports whether its hub and agents still
+    run, and their last log lines: the environment is gone once the run ends."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        fed = funcargs.get("fed") or funcargs.get("data_plane")
+        if isinstance(fed, Federation):
+            report.sections.append(("federation components", fed.diagnosis()))
+    return report
