@@ -140,7 +140,8 @@ class Agent:
             self.gateway.dirty.set()  # a route sends to this Service
 
     def on_config_map_event(self, kind: str | None, body: KubeObject) -> None:
-        """A ConfigMap changed: Gateway parameters may come from it."""
+        """A ConfigMap changed: Gateway parameters or client CA certificates may come
+        from it."""
         self.gateway.on_config_map(*k.key_of(body))
 
     def on_infra_event(self, plural: str, kind: str | None, body: KubeObject) -> None:

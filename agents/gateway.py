@@ -47,6 +47,7 @@ from typing import Any
 
 from agents import k8s_objects as objs
 from agents import kinds as k
+from agents.ca_certificates import CACertificates
 from agents.certificates import CertificateChecker, secret_granted
 from agents.infra import GatewayInfra, InfraManager
 from agents.infra_objects import InvalidParameters
@@ -179,6 +180,8 @@ class GatewayAgent:
         self.syncs = 0
         #: The verdicts on the certificate Secrets the Gateways name, read at each sync.
         self.certificates = CertificateChecker(kube)
+        #: The CA ConfigMaps of their client certificate validation, read at each sync.
+        self.ca_certificates = CACertificates(kube)
         self.recheck_interval = recheck_interval
         self._recheck: asyncio.TimerHandle | None = None
         self._failing_rechecks = 0
@@ -212,9 +215,12 @@ class GatewayAgent:
                 key = item["metadata"]["name"] if plural == k.GATEWAY_CLASSES.plural else _key(item)
                 listed.tables[plural][key] = item
         try:
-            await self.certificates.refresh(
-                our_gateways(self.cluster, listed), grant_records(self.cluster, listed)
+            gateways, grants = (
+                our_gateways(self.cluster, listed),
+                grant_records(self.cluster, listed),
             )
+            await self.certificates.refresh(gateways, grants)
+            await self.ca_certificates.refresh(gateways, grants)
         except KubeError as err:  # the first sync reads them again, retried
             log.warning("cannot read the Gateways' certificate Secrets yet: %s", err)
         return listing
@@ -237,6 +243,7 @@ class GatewayAgent:
             slices,
             namespace_labels,
             certificate_checks=self.certificates.checks_for,
+            ca_certificates=self.ca_certificates.for_gateway,
         )
 
     # --- syncing -------------------------------------------------------------------------------
@@ -267,20 +274,26 @@ class GatewayAgent:
     async def _with_certificate_checks(
         self, desired: Mapping[RecordRef, Record]
     ) -> dict[RecordRef, Record]:
-        """``desired`` with each Gateway record's verdicts on its Secrets, read now."""
-        await self.certificates.refresh(
-            [r for r in desired.values() if isinstance(r, g.GatewayRecord)],
-            [r for r in desired.values() if isinstance(r, g.ReferenceGrantRecord)],
-        )
+        """``desired`` with each Gateway record's verdicts on its Secrets and the CA
+        certificates it names, read now."""
+        gateways = [r for r in desired.values() if isinstance(r, g.GatewayRecord)]
+        grants = [r for r in desired.values() if isinstance(r, g.ReferenceGrantRecord)]
+        clients = [r for r in desired.values() if isinstance(r, p.ClientTrafficPolicyRecord)]
+        await self.certificates.refresh(gateways, grants)
+        await self.ca_certificates.refresh(gateways, grants, clients)
         self._schedule_recheck()
-        return {
-            ref: (
-                dataclasses.replace(r, certificate_checks=self.certificates.checks_for(r))
-                if isinstance(r, g.GatewayRecord)
-                else r
-            )
-            for ref, r in desired.items()
-        }
+        out: dict[RecordRef, Record] = {}
+        for ref, r in desired.items():
+            if isinstance(r, g.GatewayRecord):
+                r = dataclasses.replace(
+                    r,
+                    certificate_checks=self.certificates.checks_for(r),
+                    ca_certificates=self.ca_certificates.for_gateway(r),
+                )
+            elif isinstance(r, p.ClientTrafficPolicyRecord):
+                r = dataclasses.replace(r, ca_certificates=self.ca_certificates.for_policy(r))
+            out[ref] = r
+        return out
 
     def _schedule_recheck(self) -> None:
         """Queue the next sync that re-reads the certificate Secrets (see the module
@@ -339,8 +352,11 @@ class GatewayAgent:
                 await self.status.policy_status(api_kind.plural, obj, policy)
 
     def on_config_map(self, namespace: str, name: str) -> None:
-        """A ConfigMap changed: sync when a GatewayClass or Gateway takes its parameters
-        from it."""
+        """A ConfigMap changed: sync when a Gateway's client certificate validation names
+        it, or a GatewayClass or Gateway takes its parameters from it."""
+        if self.ca_certificates.names(namespace, name):
+            self.dirty.set()
+            return
         if self.infra is None:
             return
         for class_obj in self.objects.of(k.GATEWAY_CLASSES).values():
@@ -420,6 +436,7 @@ def desired_records(
     namespace_labels: Mapping[str, Mapping[str, str]],
     *,
     certificate_checks: Callable[[g.GatewayRecord], tuple[g.CertificateCheck, ...]] | None = None,
+    ca_certificates: Callable[[g.GatewayRecord], tuple[g.CACertificate, ...]] | None = None,
 ) -> dict[RecordRef, Record]:
     """Every Gateway API record ``cluster`` should have in the registry (see the module
     docstring), from its objects and its Services, slices and namespace labels; each
@@ -427,7 +444,8 @@ def desired_records(
     records: list[Record] = []
     for gateway in our_gateways(cluster, objects):
         checks = () if certificate_checks is None else certificate_checks(gateway)
-        records.append(dataclasses.replace(gateway, certificate_checks=checks))
+        cas = () if ca_certificates is None else ca_certificates(gateway)
+        records.append(dataclasses.replace(gateway, certificate_checks=checks, ca_certificates=cas))
     for api_kind, spec, record in (
         (k.HTTP_ROUTES, g.HTTPRouteSpec, g.HTTPRouteRecord),
         (k.GRPC_ROUTES, g.GRPCRouteSpec, g.GRPCRouteRecord),

@@ -72,7 +72,7 @@ DEPLOYMENTS = k.ApiKind("apps", "v1", "deployments")
 SERVICE_ACCOUNTS = k.ApiKind("", "v1", "serviceaccounts")
 PDBS = k.ApiKind("policy", "v1", "poddisruptionbudgets")
 SECRETS = k.ApiKind("", "v1", "secrets")
-CONFIG_MAPS = k.ApiKind("", "v1", "configmaps")
+CONFIG_MAPS = k.CONFIG_MAPS
 SERVICES = k.SERVICES
 #: Every kind the infra manager owns, in the order they are applied.
 OWNED = (SERVICE_ACCOUNTS, SECRETS, SERVICES, DEPLOYMENTS, PDBS)

@@ -97,6 +97,7 @@ SECURITY_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "securitypolicies")
 CLIENT_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "clienttrafficpolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
 SECRETS = ApiKind("", "v1", "secrets")
+CONFIG_MAPS = ApiKind("", "v1", "configmaps")
 
 #: Every kind the agent writes a status to, by plural.
 BY_PLURAL = {

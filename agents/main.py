@@ -189,11 +189,12 @@ def build_registry(
     )
     for kind, handler in handlers:
         kopf.on.event(kind.group, kind.version, kind.plural, registry=registry)(route(handler))
-    if gateway_api and agent.gateway.infra is not None:
-        configmaps = infra_objects.CONFIG_MAPS
+    if gateway_api:  # client CA certificates, and the Envoys' parameters
+        configmaps = k.CONFIG_MAPS
         kopf.on.event(configmaps.group, configmaps.version, configmaps.plural, registry=registry)(
             route(agent.on_config_map_event)
         )
+    if gateway_api and agent.gateway.infra is not None:
         for kind in infra_objects.WATCHED:
             if kind is k.SERVICES:
                 continue  # already watched; on_service_event passes ours on

@@ -10,6 +10,8 @@ and up.
 from __future__ import annotations
 
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +20,9 @@ from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.federation import Federation
 from e2e.jwks import JwksServer
+from e2e.pki import CertificateAuthority
 from e2e.processes import wait_until
-from e2e.test_gateway_api import CLUSTER_B, fed, make_gateway
+from e2e.test_gateway_api import CLUSTER_B, fed, gateway_address, make_gateway
 from e2e.traffic import export_with_backends
 from federation.translate.gateway.status import CONTROLLER_NAME
 
@@ -539,3 +542,90 @@ def test_a_client_traffic_policy_reads_the_proxy_protocol_for_the_client_ip_rule
     }
     print(f"\nclient IP from the PROXY protocol: {answers}; without the header: refused")
     assert answers == {"partner": 200, "other": 403}
+
+
+def _https_status(
+    address: str, hostname: str, server_ca: bytes, client: tuple[Path, Path] | None
+) -> int | None:
+    """The status of GET / over TLS (SNI ``hostname``), with the client certificate
+    ``client`` (certificate and key files) or none; None: no answer (the handshake or
+    the connection refused)."""
+    context = ssl.create_default_context(cadata=server_ca.decode())
+    if client is not None:
+        context.load_cert_chain(*client)
+    host, _, port = address.rpartition(":")
+    request = f"GET / HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=2) as raw,
+            context.wrap_socket(raw, server_hostname=hostname) as tls,
+        ):
+            tls.sendall(request)
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+    except OSError:
+        return None
+    parts = reply.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def test_client_certificates_are_checked_as_the_gateway_and_a_client_traffic_policy_say(
+    fed: Federation, ns: str, tmp_path: Path
+) -> None:
+    """A Gateway whose spec.tls.frontend names a ConfigMap's CA: a client with a
+    certificate from that CA is served, one without a certificate or with another CA's
+    is refused in the handshake; then a ClientTrafficPolicy makes the certificate
+    optional on that listener."""
+    export_with_backends(fed, "a", ns, [99], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    hostname = "mtls.example.com"
+    server_ca, client_ca, rogue_ca = (
+        CertificateAuthority(name) for name in ("server-ca", "client-ca", "rogue-ca")
+    )
+    directory = fed.secret_dir / ns / "mtls-cert"
+    directory.mkdir(parents=True)
+    crt, key = server_ca.server_for(hostname).write(directory, "tls")
+    b.kubectl("create", "secret", "tls", "mtls-cert", f"--cert={crt}", f"--key={key}", "-n", ns)
+    (tmp_path / "ca.crt").write_bytes(client_ca.cert_pem)
+    b.kubectl("create", "configmap", "client-ca", f"--from-file={tmp_path / 'ca.crt'}", "-n", ns)
+    trusted = client_ca.client("alice").write(tmp_path, "alice")
+    rogue = rogue_ca.client("mallory").write(tmp_path, "mallory")
+    address = gateway_address(fed)
+    gateway = gw.gateway(
+        ns, "mtls", int(address.rpartition(":")[2]), hostname=hostname, certificate="mtls-cert"
+    )
+    ref = {"group": "", "kind": "ConfigMap", "name": "client-ca"}
+    gateway["spec"]["tls"] = {"frontend": {"default": {"validation": {"caCertificateRefs": [ref]}}}}
+    gw.apply(b, gateway, gw.http_route(ns, "api", "mtls", [{"backendRefs": [gw.backend("echo")]}]))
+    fed.start_gateway_envoy(CLUSTER_B, ns, "mtls")
+
+    def status(client: tuple[Path, Path] | None) -> int | None:
+        return _https_status(address, hostname, server_ca.cert_pem, client)
+
+    wait_until(lambda: status(trusted) == 200, timeout=gw.DEADLINE, what="a trusted client served")
+    required = {
+        "trusted": status(trusted),
+        "no certificate": status(None),
+        "other CA": status(rogue),
+    }
+    gw.apply(
+        b,
+        envoy_gateway_policy(
+            "ClientTrafficPolicy",
+            ns,
+            "optional-certs",
+            "Gateway",
+            "mtls",
+            tls={"clientValidation": {"optional": True, "caCertificateRefs": [ref]}},
+        ),
+    )
+    wait_until(
+        lambda: status(None) == 200,
+        timeout=gw.DEADLINE,
+        what="a client without a certificate served",
+    )
+    optional = {"trusted": status(trusted), "no certificate": status(None)}
+    print(f"\nclient certificates required: {required}; optional: {optional}")
+    assert required == {"trusted": 200, "no certificate": None, "other CA": None}
+    assert optional == {"trusted": 200, "no certificate": 200}

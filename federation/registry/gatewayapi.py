@@ -351,8 +351,8 @@ class FrontendTLSPerPort:
 
 @dataclass(frozen=True)
 class FrontendTLS:
-    """Client certificate validation (``spec.tls.frontend``): recorded so that it is
-    refused, never silently ignored."""
+    """Client certificate validation (``spec.tls.frontend``): a default for every HTTPS
+    port, and per port."""
 
     default: FrontendTLSConfig | None = None
     per_port: tuple[FrontendTLSPerPort, ...] = ()
@@ -406,6 +406,18 @@ class CertificateCheck:
 
 
 @dataclass(frozen=True)
+class CACertificate:
+    """The agent's reading of one ConfigMap that its Gateway's client certificate
+    validation names: its ``ca.crt`` (``pem``, public certificates only) when it holds
+    PEM certificates, else why not (``message``)."""
+
+    namespace: str
+    name: str
+    pem: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class GatewayRecord:
     """A Gateway of our GatewayClass in ``cluster``.
 
@@ -424,6 +436,9 @@ class GatewayRecord:
     generation: int = 0
     created: str = ""
     certificate_checks: tuple[CertificateCheck, ...] = ()
+    #: The CA certificates its client certificate validation names, as the agent read
+    #: them, sorted by namespace and name (none read: not yet, or not granted).
+    ca_certificates: tuple[CACertificate, ...] = ()
     #: The Gateway's own labels: a policy's ``targetSelectors`` select by them.
     labels: tuple[tuple[str, str], ...] = ()
 

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from federation.registry.codec import JSON_NAME
-from federation.registry.gatewayapi import BackendObjectReference, LabelSelectorRequirement
+from federation.registry.gatewayapi import (
+    BackendObjectReference,
+    CACertificate,
+    LabelSelectorRequirement,
+    SecretObjectReference,
+)
 
 #: Envoy Gateway's API group.
 ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
@@ -593,12 +598,25 @@ class ClientHTTP2:
 
 
 @dataclass(frozen=True)
+class ClientValidationContext:
+    """``tls.clientValidation``: client certificates verified against the CA
+    certificates of ConfigMaps (``ca.crt``); ``optional``: clients without one too."""
+
+    optional: bool | None = None
+    mode: str | None = None
+    ca_certificate_refs: tuple[SecretObjectReference, ...] = field(
+        default=(), metadata={JSON_NAME: "caCertificateRefs"}
+    )
+
+
+@dataclass(frozen=True)
 class ClientTLS:
     #: ``Auto``, ``1.0``, ``1.1``, ``1.2`` or ``1.3``.
     min_version: str | None = None
     max_version: str | None = None
     ciphers: tuple[str, ...] = ()
     alpn_protocols: tuple[str, ...] = field(default=(), metadata={JSON_NAME: "alpnProtocols"})
+    client_validation: ClientValidationContext | None = None
 
 
 @dataclass(frozen=True)
@@ -648,6 +666,8 @@ class ClientTrafficPolicyRecord:
     generation: int = 0
     created: str = ""
     unsupported: tuple[str, ...] = ()
+    #: The agent's reading of the CA ConfigMaps ``tls.clientValidation`` names.
+    ca_certificates: tuple[CACertificate, ...] = ()
 
 
 #: Every Envoy Gateway policy record.

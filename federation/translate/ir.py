@@ -378,6 +378,16 @@ class CertificateIR:
 
 
 @dataclass(frozen=True)
+class ClientValidationIR:
+    """Client certificates on an HTTPS listener: verified against ``ca`` (PEM
+    certificates); ``optional``: a client without one, or with one that does not
+    verify, is let in all the same (Gateway API's ``AllowInsecureFallback``)."""
+
+    ca: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class FilterChainIR:
     """HTTPS: the certificates served for ``server_names`` (SNI; empty: any).
 
@@ -391,6 +401,8 @@ class FilterChainIR:
     #: The route configuration it gets over RDS (None: its listener's).
     route_config: str | None = None
     virtual_hosts: tuple[VirtualHostIR, ...] = ()
+    #: Client certificate validation; None: clients present no certificate.
+    client_validation: ClientValidationIR | None = None
 
 
 @dataclass(frozen=True)
@@ -428,6 +440,8 @@ class ClientIR:
     connection_limit: int | None = None
     connection_close_delay_ms: int | None = None
     keepalive: KeepaliveIR | None = None
+    #: HTTPS: client certificates (replacing the Gateway's ``spec.tls.frontend``).
+    client_validation: ClientValidationIR | None = None
     #: Read the PROXY protocol header ahead of each connection (its client address then
     #: is the client's); ``proxy_protocol_optional``: accept connections without one.
     proxy_protocol: bool | None = None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from federation.registry import gatewayapi as g
 from federation.registry import policies as p
 from federation.registry.codec import from_json
 from federation.registry.records import LocalService, ServicePort
@@ -125,3 +126,37 @@ def test_a_client_ip_header_and_x_forwarded_for_together_are_refused() -> None:
     )
     with pytest.raises(PolicyError, match=r"customHeader\.name 'x ip'"):
         compile_client(p.ClientTrafficPolicyRecord("b", "shop", "ctp", bad))
+
+
+def _client_validation(refs: list[dict[str, Any]], **read: Any) -> p.ClientTrafficPolicyRecord:
+    spec = from_json(
+        p.ClientTrafficPolicySpec, {"tls": {"clientValidation": {"caCertificateRefs": refs}}}
+    )
+    cas = tuple(from_json(g.CACertificate, c) for c in read.get("cas", []))
+    return p.ClientTrafficPolicyRecord("b", "shop", "ctp", spec, ca_certificates=cas)
+
+
+@pytest.mark.parametrize(
+    ("refs", "cas", "named"),
+    [
+        ([{"kind": "Secret", "name": "ca"}], [], r"caCertificateRefs\[0\]: only ConfigMaps"),
+        (
+            [{"name": "ca", "namespace": "other"}],
+            [],
+            r"caCertificateRefs\[0\]: a ConfigMap of another",
+        ),
+        ([{"name": "ca"}], [], r"ConfigMap shop/ca is not read yet"),
+        (
+            [{"name": "ca"}],
+            [{"namespace": "shop", "name": "ca", "message": "ConfigMap shop/ca has no ca.crt"}],
+            r"caCertificateRefs\[0\]: ConfigMap shop/ca has no ca\.crt",
+        ),
+    ],
+)
+def test_a_client_traffic_policys_client_validation_is_refused_by_name(
+    refs: list[dict[str, Any]], cas: list[dict[str, Any]], named: str
+) -> None:
+    from federation.translate.gateway.client_settings import compile_client
+
+    with pytest.raises(PolicyError, match=rf"spec\.tls\.clientValidation\..*{named}"):
+        compile_client(_client_validation(refs, cas=cas))

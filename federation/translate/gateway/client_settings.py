@@ -4,14 +4,16 @@ Called by :mod:`.policies`, which decides which policy covers which Gateway list
 Implemented: HTTP request and idle timeouts, connection limits, TCP keepalive, client IP
 detection from ``X-Forwarded-For`` (trusted hops) or a custom header, header handling
 (underscores, keeping ``X-Request-ID``), HTTP/1 trailers and header case, HTTP/2
-concurrent streams, TLS versions, ciphers and ALPN, and the PROXY protocol. Every other
-field (buffer limits, client certificate validation, ...) is refused by name. Pure.
+concurrent streams, TLS versions, ciphers, ALPN and client certificates (CA ConfigMaps,
+:func:`.frontend_tls.policy_client_validation`), and the PROXY protocol. Every other
+field (buffer limits, ...) is refused by name. Pure.
 """
 
 from __future__ import annotations
 
 from federation.registry.policies import ClientTLS, ClientTrafficPolicyRecord
 from federation.translate.gateway.envoy_limits import MAX_UINT32, header_name
+from federation.translate.gateway.frontend_tls import policy_client_validation
 from federation.translate.gateway.policy_settings import (
     PolicyError,
     duration_ms_or_none,
@@ -145,6 +147,7 @@ def compile_client(policy: ClientTrafficPolicyRecord) -> ClientIR:
         )
     if spec.tcp_keepalive is not None:
         values["keepalive"] = keepalive(spec.tcp_keepalive)
+    values["client_validation"] = policy_client_validation(policy)
     if spec.proxy_protocol is not None:
         values["proxy_protocol"] = True
         values["proxy_protocol_optional"] = spec.proxy_protocol.optional

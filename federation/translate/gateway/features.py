@@ -13,6 +13,8 @@ CORE = ("Gateway", "GRPCRoute", "HTTPRoute", "ReferenceGrant")
 
 #: Extended features, each passing its conformance tests.
 EXTENDED = (
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayInfrastructure",

@@ -10,7 +10,9 @@ anything (Gateway API names no winner):
 * ``HostnameConflict``: the same port and protocol and the same hostname (or both none).
 
 A listener serves HTTP or HTTPS (TLS terminated with certificates from Secrets, which the
-Envoy reads from its own disk); any other protocol is ``UnsupportedProtocol``.
+Envoy reads from its own disk, and client certificates checked as the Gateway's
+``spec.tls.frontend`` says, :mod:`.frontend_tls`); any other protocol is
+``UnsupportedProtocol``.
 
 A Gateway's Envoys run as non-root without capabilities, and cannot bind ports below 1024:
 such a listener port is bound :data:`PRIVILEGED_PORT_OFFSET` higher
@@ -29,10 +31,11 @@ from federation.registry.gatewayapi import (
     Listener,
     RouteGroupKind,
 )
+from federation.translate.gateway.frontend_tls import client_validation
 from federation.translate.gateway.inputs import ClusterInputs
 from federation.translate.gateway.refs import CORE_GROUP, granted
 from federation.translate.gateway.status import ListenerReason
-from federation.translate.ir import CertificateIR, RouteIR
+from federation.translate.ir import CertificateIR, ClientValidationIR, RouteIR
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
 #: Listener ports below 1024 are bound this much higher by the Gateway's Envoys.
@@ -77,6 +80,8 @@ class ListenerState:
     listener: Listener
     supported_kinds: tuple[RouteGroupKind, ...] = ()
     certificates: tuple[CertificateIR, ...] = ()
+    #: HTTPS: the client certificate validation its port asks for (:mod:`.frontend_tls`).
+    client_validation: ClientValidationIR | None = None
     #: (reason, message) of each failed check; empty lists: the check passed.
     unaccepted: list[tuple[ListenerReason, str]] = field(default_factory=list)
     unresolved: list[tuple[ListenerReason, str]] = field(default_factory=list)
@@ -176,32 +181,12 @@ def _check(
         return state
     state.supported_kinds = _kinds(state, listener)
     if listener.protocol == "HTTPS":
-        if _client_validation(gateway, listener.port):
-            # Serving HTTPS without the client certificate check the Gateway asks for
-            # would let in clients it means to keep out.
-            state.unaccepted.append(
-                (
-                    ListenerReason.INVALID,
-                    "client certificate validation (spec.tls.frontend) is not supported; "
-                    "the listener is not served rather than served without it",
-                )
-            )
-            return state
+        validation, unresolved, unaccepted = client_validation(inputs, gateway, listener.port)
+        state.client_validation = validation
+        state.unresolved += unresolved
+        state.unaccepted += unaccepted
         state.certificates = _certificates(inputs, state, gateway, listener)
     return state
-
-
-def _client_validation(gateway: GatewayRecord, port: int) -> bool:
-    tls = gateway.spec.tls
-    frontend = None if tls is None else tls.frontend
-    if frontend is None:
-        return False
-    if frontend.default is not None and frontend.default.validation is not None:
-        return True
-    return any(
-        p.port == port and p.tls is not None and p.tls.validation is not None
-        for p in frontend.per_port
-    )
 
 
 def _kinds(state: ListenerState, listener: Listener) -> tuple[RouteGroupKind, ...]:

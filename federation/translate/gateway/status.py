@@ -98,6 +98,9 @@ class ListenerReason(StrEnum):
     PROGRAMMED = "Programmed"
     PENDING = "Pending"
     INVALID = "Invalid"
+    INVALID_CA_CERTIFICATE_REF = "InvalidCACertificateRef"
+    INVALID_CA_CERTIFICATE_KIND = "InvalidCACertificateKind"
+    NO_VALID_CA_CERTIFICATE = "NoValidCACertificate"
 
 
 def condition(type_: StrEnum, ok: bool, reason: StrEnum, message: str) -> Condition:

@@ -75,7 +75,9 @@ def _listener(port: int, listeners: Sequence[ListenerState]) -> ListenerIR:
 def _shared_chain(state: ListenerState) -> FilterChainIR:
     hostname = state.listener.hostname
     return FilterChainIR(
-        server_names=() if hostname is None else (hostname,), certificates=state.certificates
+        server_names=() if hostname is None else (hostname,),
+        certificates=state.certificates,
+        client_validation=state.client_validation,
     )
 
 
@@ -98,6 +100,7 @@ def _chain(
         certificates=state.certificates,
         route_config=f"{listener_name(port)}/{hostname or ANY}",
         virtual_hosts=tuple(hosts),
+        client_validation=state.client_validation,
     )
 
 

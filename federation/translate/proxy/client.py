@@ -13,7 +13,8 @@ header (Envoy's original IP detection extension, refusing requests without one w
 when ``failClosed``); underscores in
 header names are allowed, refused or dropped; ``X-Request-ID`` is kept; HTTP/1 trailers
 and header case, HTTP/2 concurrent streams; TLS versions, ciphers and ALPN replace our
-defaults (TLS 1.2 and up; h2 and HTTP/1.1).
+defaults (TLS 1.2 and up; h2 and HTTP/1.1); client certificate validation replaces the
+Gateway's.
 """
 
 # xds-protos ships no type stubs: its modules are untyped (Any) to mypy.
@@ -27,9 +28,10 @@ from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_p
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.http.header_formatters.preserve_case.v3 import preserve_case_pb2
 from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2
 from envoy.type.v3 import http_status_pb2
 
-from federation.translate.ir import ClientIR
+from federation.translate.ir import ClientIR, ClientValidationIR
 from federation.translate.proxy.common import duration_ms
 
 PRESERVE_CASE = "envoy.http.stateful_header_formatters.preserve_case"
@@ -89,6 +91,9 @@ def patch_tls(client: ClientIR, context: Any) -> None:
         params.cipher_suites[:] = list(client.tls_ciphers)
     if client.alpn_protocols:
         context.common_tls_context.alpn_protocols[:] = list(client.alpn_protocols)
+    if client.client_validation is not None:  # the policy's replaces the Gateway's
+        context.common_tls_context.ClearField("validation_context")
+        validate_clients(context, client.client_validation)
 
 
 def connection_limit_filter(client: ClientIR, stat_prefix: str) -> Any | None:
@@ -101,6 +106,16 @@ def connection_limit_filter(client: ClientIR, stat_prefix: str) -> Any | None:
     if client.connection_close_delay_ms is not None:
         config.delay.CopyFrom(duration_ms(client.connection_close_delay_ms))
     return config
+
+
+def validate_clients(context: Any, validation: ClientValidationIR) -> None:
+    """Ask clients of the TLS ``context`` for a certificate verified against
+    ``validation``'s CA certificates (public: inline, not a Secret of their own)."""
+    checked = context.common_tls_context.validation_context
+    checked.trusted_ca.inline_string = validation.ca
+    if validation.optional:  # AllowInsecureFallback: the check decides nothing
+        checked.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    context.require_client_certificate.value = not validation.optional
 
 
 def proxy_protocol_filter(client: ClientIR) -> Any | None:

@@ -34,6 +34,7 @@ from federation.translate.proxy.client import (
     patch_connection_manager,
     patch_tls,
     proxy_protocol_filter,
+    validate_clients,
 )
 from federation.translate.proxy.common import HCM_FILTER, ads
 from federation.translate.proxy.features import HTTP_FILTER_HOOKS
@@ -94,6 +95,8 @@ def _tls(chain: FilterChainIR, client: ClientIR | None) -> tls_pb2.DownstreamTls
     context.common_tls_context.tls_params.tls_minimum_protocol_version = (
         common_pb2.TlsParameters.TLSv1_2
     )
+    if chain.client_validation is not None:
+        validate_clients(context, chain.client_validation)
     if client is not None:
         patch_tls(client, context)
     return context
