@@ -26,28 +26,12 @@ from agents.kube import Kube, KubeError
 from federation.registry import gatewayapi as g
 from federation.registry import policies as p
 from federation.translate.gateway.frontend_tls import ca_references, policy_ca_references
-from federation.translate.gateway.refs import granted
+from federation.translate.gateway.refs import gateway_may_use
 
 log = logging.getLogger(__name__)
 
 CA_KEY = "ca.crt"
 PARALLEL_READS = 8
-
-
-def ca_granted(
-    grants: Iterable[g.ReferenceGrantRecord], gateway_namespace: str, namespace: str, name: str
-) -> bool:
-    """Whether a ReferenceGrant in ``namespace`` lets Gateways of ``gateway_namespace``
-    refer to ConfigMap ``name`` (the first stage's own rule)."""
-    return granted(
-        grants,
-        from_kind="Gateway",
-        from_namespace=gateway_namespace,
-        to_group="",
-        to_kind="ConfigMap",
-        to_namespace=namespace,
-        to_name=name,
-    )
 
 
 def read_ca(namespace: str, name: str, config_map: KubeObject | None) -> g.CACertificate:
@@ -85,7 +69,7 @@ class CACertificates:
             (ns, name)
             for gateway in gateways
             for ns, name in ca_references(gateway)
-            if ns == gateway.namespace or ca_granted(grants, gateway.namespace, ns, name)
+            if gateway_may_use(grants, gateway.namespace, "ConfigMap", ns, name)
         }
         found |= {key for policy in policies for key in policy_ca_references(policy)}
         return sorted(found)

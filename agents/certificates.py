@@ -46,7 +46,7 @@ from agents import kinds as k
 from agents.kinds import KubeObject, resource_version
 from agents.kube import Kube, KubeError
 from federation.registry import gatewayapi as g
-from federation.translate.gateway.refs import granted
+from federation.translate.gateway.refs import gateway_may_use
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +60,6 @@ MIN_RSA_BITS = 2048
 EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 #: Secrets read at once.
 PARALLEL_READS = 8
-
-
-def secret_granted(
-    grants: Iterable[g.ReferenceGrantRecord], gateway_namespace: str, namespace: str, name: str
-) -> bool:
-    """Whether a ReferenceGrant in ``namespace`` lets Gateways of ``gateway_namespace``
-    refer to Secret ``name`` (the first stage's own rule)."""
-    return granted(
-        grants,
-        from_kind="Gateway",
-        from_namespace=gateway_namespace,
-        to_group="",
-        to_kind="Secret",
-        to_namespace=namespace,
-        to_name=name,
-    )
 
 
 def referenced(gateway: g.GatewayRecord) -> list[ObjectName]:
@@ -186,7 +170,7 @@ class CertificateChecker:
                 (ns, name)
                 for gateway in gateways
                 for ns, name in referenced(gateway)
-                if ns == gateway.namespace or secret_granted(grants, gateway.namespace, ns, name)
+                if gateway_may_use(grants, gateway.namespace, "Secret", ns, name)
             }
         )
         limit = asyncio.Semaphore(PARALLEL_READS)

@@ -48,7 +48,7 @@ from typing import Any
 from agents import k8s_objects as objs
 from agents import kinds as k
 from agents.ca_certificates import CACertificates
-from agents.certificates import CertificateChecker, secret_granted
+from agents.certificates import CertificateChecker
 from agents.infra import GatewayInfra, InfraManager
 from agents.infra_objects import InvalidParameters
 from agents.kinds import KubeObject
@@ -74,6 +74,7 @@ from federation.translate.gateway.inputs import (
     cluster_inputs,
     imports_of,
 )
+from federation.translate.gateway.refs import gateway_may_use
 from federation.translate.gateway.status import (
     CONTROLLER_NAME,
     GatewayStatus,
@@ -394,8 +395,8 @@ class GatewayAgent:
         grants = [r for r in self.published.values() if isinstance(r, g.ReferenceGrantRecord)]
 
         def copyable(gateway_namespace: str, namespace: str, name: str) -> bool:
-            return secret_granted(
-                grants, gateway_namespace, namespace, name
+            return gateway_may_use(
+                grants, gateway_namespace, "Secret", namespace, name
             ) and self.certificates.usable(namespace, name)
 
         return await self.infra.sync(gateways, self.objects.of(k.GATEWAY_CLASSES), copyable)

@@ -55,6 +55,21 @@ def security_policy(ns: str, name: str, kind: str, target: str, **spec: Any) -> 
     return envoy_gateway_policy("SecurityPolicy", ns, name, kind, target, **spec)
 
 
+def partners_only(ns: str, route: str) -> dict[str, Any]:
+    """A SecurityPolicy letting only clients of 203.0.113.0/24 (a partner's range, as
+    the Gateway sees the client) reach HTTPRoute ``route``."""
+    return security_policy(
+        ns,
+        "partners",
+        "HTTPRoute",
+        route,
+        authorization={
+            "defaultAction": "Deny",
+            "rules": [{"action": "Allow", "principal": {"clientCIDRs": ["203.0.113.0/24"]}}],
+        },
+    )
+
+
 def wait_status(fed: Federation, ns: str, name: str, status: str, reason: str) -> None:
     gw.wait_conditions(
         lambda: _conditions(fed, ns, name),
@@ -251,16 +266,7 @@ def test_a_client_traffic_policy_trusts_x_forwarded_for_for_the_client_ip_rule(
     gw.apply(
         b,
         client,
-        security_policy(
-            ns,
-            "partners",
-            "HTTPRoute",
-            "api",
-            authorization={
-                "defaultAction": "Deny",
-                "rules": [{"action": "Allow", "principal": {"clientCIDRs": ["203.0.113.0/24"]}}],
-            },
-        ),
+        partners_only(ns, "api"),
     )
     gw.wait_conditions(
         lambda: _policy_conditions(fed, "clienttrafficpolicy", ns, "edge"),
@@ -510,16 +516,7 @@ def test_a_client_traffic_policy_reads_the_proxy_protocol_for_the_client_ip_rule
     gw.apply(
         b,
         envoy_gateway_policy("ClientTrafficPolicy", ns, "lb", "Gateway", "gw", proxyProtocol={}),
-        security_policy(
-            ns,
-            "partners",
-            "HTTPRoute",
-            "api",
-            authorization={
-                "defaultAction": "Deny",
-                "rules": [{"action": "Allow", "principal": {"clientCIDRs": ["203.0.113.0/24"]}}],
-            },
-        ),
+        partners_only(ns, "api"),
     )
     gw.wait_conditions(
         lambda: _policy_conditions(fed, "clienttrafficpolicy", ns, "lb"),

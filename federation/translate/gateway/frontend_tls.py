@@ -22,7 +22,7 @@ from federation.registry.gatewayapi import FrontendTLSValidation, GatewayRecord
 from federation.registry.policies import ClientTrafficPolicyRecord
 from federation.translate.gateway.inputs import ClusterInputs
 from federation.translate.gateway.policy_settings import PolicyError
-from federation.translate.gateway.refs import CORE_GROUP, granted
+from federation.translate.gateway.refs import CORE_GROUP, gateway_ref_problem
 from federation.translate.gateway.status import ListenerReason
 from federation.translate.ir import ClientValidationIR
 
@@ -69,36 +69,18 @@ def client_validation(
     unresolved: list[Problem] = []
     certificates = []
     for ref in validation.ca_certificate_refs:
-        group = CORE_GROUP if ref.group is None else ref.group
-        kind = "ConfigMap" if ref.kind is None else ref.kind
-        namespace = ref.namespace or gateway.namespace
-        what = f"{group or 'core'}/{kind} {namespace}/{ref.name}"
-        if (group, kind) != (CORE_GROUP, "ConfigMap"):
-            unresolved.append(
-                (
-                    ListenerReason.INVALID_CA_CERTIFICATE_KIND,
-                    f"caCertificateRef {what} is not a ConfigMap",
-                )
-            )
-            continue
-        if namespace != gateway.namespace and not granted(
+        problem = gateway_ref_problem(
             inputs.grants,
-            from_kind="Gateway",
-            from_namespace=gateway.namespace,
-            to_group=CORE_GROUP,
-            to_kind="ConfigMap",
-            to_namespace=namespace,
-            to_name=ref.name,
-        ):
-            unresolved.append(
-                (
-                    ListenerReason.REF_NOT_PERMITTED,
-                    f"ConfigMap {namespace}/{ref.name} is in another namespace and no "
-                    f"ReferenceGrant in {namespace} allows Gateways of {gateway.namespace} "
-                    "to refer to it",
-                )
-            )
+            gateway.namespace,
+            ref,
+            "ConfigMap",
+            ListenerReason.INVALID_CA_CERTIFICATE_KIND,
+            "caCertificateRef",
+        )
+        if problem is not None:
+            unresolved.append(problem)
             continue
+        namespace = ref.namespace or gateway.namespace
         found = read.get((namespace, ref.name))
         if found is None or found.pem is None:
             message = (
@@ -106,6 +88,7 @@ def client_validation(
                 if found is None
                 else found.message
             )
+            what = f"ConfigMap {namespace}/{ref.name} cannot be used"
             unresolved.append((ListenerReason.INVALID_CA_CERTIFICATE_REF, message or what))
             continue
         certificates.append(found.pem.strip() + "\n")

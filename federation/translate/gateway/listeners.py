@@ -33,7 +33,7 @@ from federation.registry.gatewayapi import (
 )
 from federation.translate.gateway.frontend_tls import client_validation
 from federation.translate.gateway.inputs import ClusterInputs
-from federation.translate.gateway.refs import CORE_GROUP, granted
+from federation.translate.gateway.refs import gateway_ref_problem
 from federation.translate.gateway.status import ListenerReason
 from federation.translate.ir import CertificateIR, ClientValidationIR, RouteIR
 
@@ -230,35 +230,18 @@ def _certificates(
     checks = {(c.namespace, c.name): c for c in gateway.certificate_checks}
     found = []
     for ref in tls.certificate_refs:
-        group = CORE_GROUP if ref.group is None else ref.group
-        kind = "Secret" if ref.kind is None else ref.kind
-        namespace = ref.namespace or gateway.namespace
-        if (group, kind) != (CORE_GROUP, "Secret"):
-            state.unresolved.append(
-                (
-                    ListenerReason.INVALID_CERTIFICATE_REF,
-                    f"certificateRef {group or 'core'}/{kind} {ref.name} is not a Secret",
-                )
-            )
-            continue
-        if namespace != gateway.namespace and not granted(
+        problem = gateway_ref_problem(
             inputs.grants,
-            from_kind="Gateway",
-            from_namespace=gateway.namespace,
-            to_group=CORE_GROUP,
-            to_kind="Secret",
-            to_namespace=namespace,
-            to_name=ref.name,
-        ):
-            state.unresolved.append(
-                (
-                    ListenerReason.REF_NOT_PERMITTED,
-                    f"Secret {namespace}/{ref.name} is in another namespace and no "
-                    f"ReferenceGrant in {namespace} allows Gateways of {gateway.namespace} "
-                    "to refer to it",
-                )
-            )
+            gateway.namespace,
+            ref,
+            "Secret",
+            ListenerReason.INVALID_CERTIFICATE_REF,
+            "certificateRef",
+        )
+        if problem is not None:
+            state.unresolved.append(problem)
             continue
+        namespace = ref.namespace or gateway.namespace
         check = checks.get((namespace, ref.name))
         if check is not None and not check.usable:
             # The agent found the Secret unusable (missing, malformed, or one the

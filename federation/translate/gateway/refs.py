@@ -23,11 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from federation.registry.gatewayapi import GATEWAY_GROUP, ReferenceGrantRecord
+from federation.registry.gatewayapi import (
+    GATEWAY_GROUP,
+    ReferenceGrantRecord,
+    SecretObjectReference,
+)
 from federation.registry.records import LocalService, ServicePort
 from federation.translate import names
 from federation.translate.gateway.inputs import ClusterInputs
-from federation.translate.gateway.status import RouteReason
+from federation.translate.gateway.status import ListenerReason, RouteReason
 from federation.translate.ir import LocalClusterIR
 from federation.translate.protocols import PortProtocol, port_protocol
 
@@ -93,6 +97,52 @@ class Backend:
             http2=self.http2,
             endpoints=self.local.endpoints,
         )
+
+
+def gateway_may_use(
+    grants: Iterable[ReferenceGrantRecord],
+    gateway_namespace: str,
+    kind: str,
+    namespace: str,
+    name: str,
+) -> bool:
+    """Whether a Gateway of ``gateway_namespace`` may refer to core ``kind`` (a Secret, a
+    ConfigMap) ``namespace``/``name``: its own namespace's, or a ReferenceGrant there
+    allows it."""
+    return namespace == gateway_namespace or granted(
+        grants,
+        from_kind="Gateway",
+        from_namespace=gateway_namespace,
+        to_group=CORE_GROUP,
+        to_kind=kind,
+        to_namespace=namespace,
+        to_name=name,
+    )
+
+
+def gateway_ref_problem(
+    grants: Iterable[ReferenceGrantRecord],
+    gateway_namespace: str,
+    ref: SecretObjectReference,
+    kind: str,
+    wrong_kind: ListenerReason,
+    field: str,
+) -> tuple[ListenerReason, str] | None:
+    """Why a Gateway's reference ``ref`` (in ``field``, which must name a core ``kind``)
+    cannot be used: another kind (``wrong_kind``), or another namespace that grants
+    nothing (``RefNotPermitted``); None when it can."""
+    group = CORE_GROUP if ref.group is None else ref.group
+    found = kind if ref.kind is None else ref.kind
+    namespace = ref.namespace or gateway_namespace
+    if (group, found) != (CORE_GROUP, kind):
+        return wrong_kind, f"{field} {group or 'core'}/{found} {ref.name} is not a {kind}"
+    if not gateway_may_use(grants, gateway_namespace, kind, namespace, ref.name):
+        return (
+            ListenerReason.REF_NOT_PERMITTED,
+            f"{kind} {namespace}/{ref.name} is in another namespace and no ReferenceGrant in "
+            f"{namespace} allows Gateways of {gateway_namespace} to refer to it",
+        )
+    return None
 
 
 def local_cluster_name(namespace: str, name: str, port: int) -> str:
