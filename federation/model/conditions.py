@@ -50,6 +50,8 @@ class ConditionType(StrEnum):
     #: ServiceExport: ``spec.exportedLabels`` and ``spec.exportedAnnotations`` are exported
     #: as written (False: one of them is held back and the last valid one is exported).
     EXPORTED_METADATA_VALID = "ExportedMetadataValid"
+    #: Gateway: written only while it holds, so it is dropped once it no longer does.
+    INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
 
 
 class ValidReason(StrEnum):

@@ -96,3 +96,24 @@ def test_the_config_maps_read_are_those_gateways_and_client_policies_may_use() -
         ("pki", "shared"),
         ("shop", "ca"),
     ]
+
+
+def test_the_insecure_frontend_condition_names_where_clients_are_let_in() -> None:
+    from federation.registry import gatewayapi as g
+    from federation.registry.codec import from_json
+    from federation.translate.gateway.frontend_tls import insecure_ports
+
+    def where(frontend: dict[str, object]) -> str:
+        spec = {"gatewayClassName": "federation", "tls": {"frontend": frontend}}
+        return insecure_ports(g.GatewayRecord("b", "shop", "gw", from_json(g.GatewaySpec, spec)))
+
+    fallback = {
+        "validation": {"caCertificateRefs": [{"name": "ca"}], "mode": "AllowInsecureFallback"}
+    }
+    strict = {"validation": {"caCertificateRefs": [{"name": "ca"}]}}
+    assert where({"default": strict}) == ""
+    assert where({"default": fallback}) == "every port"
+    assert where({"default": fallback, "perPort": [{"port": 443, "tls": strict}]}) == (
+        "every port but 443"
+    )
+    assert where({"default": strict, "perPort": [{"port": 9443, "tls": fallback}]}) == "port 9443"

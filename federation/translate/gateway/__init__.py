@@ -37,6 +37,7 @@ from federation.translate.gateway.attach import (
     route_rank,
     selects,
 )
+from federation.translate.gateway.frontend_tls import insecure_ports
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName, ProgrammedFact
 from federation.translate.gateway.listeners import ListenerState, evaluate
 from federation.translate.gateway.matches import Precedence
@@ -204,14 +205,23 @@ def _gateway_status(
             GatewayReason.LISTENERS_NOT_VALID,
             f"listeners not served: {bad}",
         )
+    conditions = [accepted, condition(GatewayCondition.PROGRAMMED, programmed, reason, message)]
+    insecure = insecure_ports(gateway)
+    if insecure:
+        conditions.append(
+            condition(
+                GatewayCondition.INSECURE_FRONTEND_VALIDATION_MODE,
+                True,
+                GatewayReason.CONFIGURATION_CHANGED,
+                "client certificate validation lets clients without a valid certificate in "
+                f"(AllowInsecureFallback) on {insecure}",
+            )
+        )
     return GatewayStatus(
         namespace=gateway.namespace,
         name=gateway.name,
         generation=gateway.generation,
-        conditions=(
-            accepted,
-            condition(GatewayCondition.PROGRAMMED, programmed, reason, message),
-        ),
+        conditions=tuple(conditions),
         listeners=tuple(_listener_status(s, programmed) for s in states),
     )
 

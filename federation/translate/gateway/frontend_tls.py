@@ -156,6 +156,28 @@ def policy_ca_references(policy: ClientTrafficPolicyRecord) -> list[tuple[str, s
     )
 
 
+def insecure_ports(gateway: GatewayRecord) -> str:
+    """Where the Gateway's client certificate validation is ``AllowInsecureFallback``
+    (``"every port"``, ``"every port but 443"``, ``"ports 8443, 9443"``; "" where
+    nowhere): the message of its ``InsecureFrontendValidationMode`` condition."""
+    tls = gateway.spec.tls
+    frontend = None if tls is None else tls.frontend
+    if frontend is None:
+        return ""
+
+    def insecure(validation: FrontendTLSValidation | None) -> bool:
+        return validation is not None and validation.mode == "AllowInsecureFallback"
+
+    per_port = {p.port: insecure(p.tls.validation if p.tls else None) for p in frontend.per_port}
+    if insecure(frontend.default.validation if frontend.default else None):
+        strict = sorted(port for port, fallback in per_port.items() if not fallback)
+        return "every port" + (f" but {', '.join(map(str, strict))}" if strict else "")
+    ports = sorted(port for port, fallback in per_port.items() if fallback)
+    if not ports:
+        return ""
+    return f"port{'s' if len(ports) > 1 else ''} {', '.join(map(str, ports))}"
+
+
 def ca_references(gateway: GatewayRecord) -> list[tuple[str, str]]:
     """(namespace, name) of every ConfigMap the Gateway's client certificate validation
     names, sorted: what its agent reads."""

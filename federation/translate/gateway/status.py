@@ -67,6 +67,9 @@ class RouteReason(StrEnum):
 class GatewayCondition(StrEnum):
     ACCEPTED = "Accepted"
     PROGRAMMED = "Programmed"
+    #: Set only while client certificate validation lets clients in without a valid
+    #: certificate somewhere (``AllowInsecureFallback``).
+    INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
 
 
 class GatewayReason(StrEnum):
@@ -75,6 +78,7 @@ class GatewayReason(StrEnum):
     PROGRAMMED = "Programmed"
     PENDING = "Pending"
     INVALID = "Invalid"
+    CONFIGURATION_CHANGED = "ConfigurationChanged"
 
 
 class ListenerCondition(StrEnum):
