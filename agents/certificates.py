@@ -23,28 +23,27 @@ and nothing of it is read); a pod mounts Secrets of its own namespace only, so t
 manager copies such a Secret next to the Gateway (:mod:`agents.infra`).
 
 Reading: one GET per referenced Secret (the agent may not list or watch Secrets), on every
-sync of the Gateway side. Nothing watches a Secret, so :class:`GatewayAgent
-<agents.gateway.GatewayAgent>` also re-checks on a timer. A verdict is kept per Secret and
-``resourceVersion``, so an unchanged Secret is not parsed again; the material itself is
-dropped as soon as it is checked.
+sync of the Gateway side (:mod:`agents.secret_reads`). Nothing watches a Secret, so
+:class:`GatewayAgent <agents.gateway.GatewayAgent>` also re-checks on a timer. A verdict
+is kept per Secret and ``resourceVersion``, so an unchanged Secret is not parsed again; the
+material itself is dropped as soon as it is checked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from agents import kinds as k
-from agents.kinds import KubeObject, resource_version
-from agents.kube import Kube, KubeError
+from agents.kinds import KubeObject
+from agents.kube import Kube
+from agents.secret_reads import SecretReads
 from federation.registry import gatewayapi as g
 from federation.translate.gateway.refs import gateway_may_use
 
@@ -58,8 +57,6 @@ TLS_KEYS = ("tls.crt", "tls.key")
 MIN_RSA_BITS = 2048
 #: The ECDSA curves Envoy serves.
 EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-#: Secrets read at once.
-PARALLEL_READS = 8
 
 
 def referenced(gateway: g.GatewayRecord) -> list[ObjectName]:
@@ -147,13 +144,17 @@ def _unsupported_key(public: object) -> str | None:
     return f"the certificate's key is {kind}; Envoy serves RSA, ECDSA and Ed25519 keys"
 
 
+def _forbidden(namespace: str, name: str) -> g.CertificateCheck:
+    message = f"Secret {namespace}/{name} cannot be checked: the agent may not get it"
+    return g.CertificateCheck(namespace, name, usable=False, message=message)
+
+
 class CertificateChecker:
     """The verdicts on the Secrets this cluster's Gateways name, refreshed by GETs."""
 
     def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        #: (namespace, name) -> (the Secret's resourceVersion, its verdict).
-        self._checked: dict[ObjectName, tuple[str, g.CertificateCheck]] = {}
+        self._reads = SecretReads(kube, lambda ns, n, s: check_secret(ns, n, s), _forbidden)
+        self._checked: Mapping[ObjectName, g.CertificateCheck] = {}
 
     async def refresh(
         self,
@@ -161,66 +162,40 @@ class CertificateChecker:
         grants: Iterable[g.ReferenceGrantRecord] = (),
     ) -> None:
         """Read every Secret a Gateway names in its own namespace, or in another whose
-        ReferenceGrants allow it, and keep only their verdicts. A 403 is a verdict (the
-        agent may not read it); another failure keeps the last verdict on that Secret,
-        or raises if it has none yet."""
+        ReferenceGrants allow it, and keep only their verdicts (:class:`SecretReads
+        <agents.secret_reads.SecretReads>`: a 403 is a verdict, another failure keeps the
+        last one)."""
         grants = list(grants)
-        wanted = sorted(
-            {
-                (ns, name)
-                for gateway in gateways
-                for ns, name in referenced(gateway)
-                if gateway_may_use(grants, gateway.namespace, "Secret", ns, name)
-            }
-        )
-        limit = asyncio.Semaphore(PARALLEL_READS)
-
-        async def one(key: ObjectName) -> tuple[str, g.CertificateCheck]:
-            async with limit:
-                return await self._read(*key)
-
-        results = await asyncio.gather(*(one(key) for key in wanted))
-        checked = dict(zip(wanted, results, strict=True))
-        for key, (_, check) in checked.items():
+        wanted = {
+            (ns, name)
+            for gateway in gateways
+            for ns, name in referenced(gateway)
+            if gateway_may_use(grants, gateway.namespace, "Secret", ns, name)
+        }
+        checked = await self._reads.refresh(wanted)
+        for key, check in checked.items():
             before = self._checked.get(key)
-            if before is None or before[1] != check:
+            if before is None or before != check:
                 if check.usable:
                     log.info("certificate Secret %s/%s is usable", *key)
                 else:
                     log.warning("certificate Secret %s/%s: %s", *key, check.message)
         self._checked = checked
 
-    async def _read(self, namespace: str, name: str) -> tuple[str, g.CertificateCheck]:
-        before = self._checked.get((namespace, name))
-        try:
-            secret = await self.kube.get(k.SECRETS.path(namespace, name))
-        except KubeError as err:
-            if err.status == 403:
-                message = f"Secret {namespace}/{name} cannot be checked: the agent may not get it"
-                return "", g.CertificateCheck(namespace, name, usable=False, message=message)
-            if before is not None:
-                log.warning("keeping the last verdict on Secret %s/%s: %s", namespace, name, err)
-                return before
-            raise
-        version = "" if secret is None else resource_version(secret)
-        if before is not None and version and before[0] == version:
-            return before
-        return version, check_secret(namespace, name, secret)
-
     def checks_for(self, gateway: g.GatewayRecord) -> tuple[g.CertificateCheck, ...]:
         """The verdicts on the Secrets ``gateway`` names, sorted (none for a Secret not
         read: not yet, or of another namespace that grants nothing)."""
-        return tuple(self._checked[key][1] for key in referenced(gateway) if key in self._checked)
+        return tuple(self._checked[key] for key in referenced(gateway) if key in self._checked)
 
     def usable(self, namespace: str, name: str) -> bool:
         """Whether the Secret was read and found usable."""
         found = self._checked.get((namespace, name))
-        return found is not None and found[1].usable
+        return found is not None and found.usable
 
     @property
     def failing(self) -> bool:
         """Whether a Secret read is unusable (re-checked sooner)."""
-        return any(not check.usable for _, check in self._checked.values())
+        return any(not check.usable for check in self._checked.values())
 
     @property
     def watched(self) -> bool:

@@ -28,9 +28,11 @@ ancestor entries under our controller name (entries of other controllers are kep
 seconds.
 
 Each Gateway record carries the agent's verdict on every certificate Secret its HTTPS
-listeners name (:mod:`agents.certificates`), never the Secret itself. Every sync reads
-those Secrets again (one GET each: the agent may not watch Secrets), and a timer queues a
-sync while any is named: after ``recheck_interval`` seconds, or sooner (from
+listeners name (:mod:`agents.certificates`), and each SecurityPolicy's its verdict on the
+Secrets of its basic auth and API keys (:mod:`agents.credentials`, whose server gives the
+Gateways' Envoys those credentials after each resolution), never the Secrets themselves.
+Every sync reads those Secrets again (one GET each: the agent may not watch Secrets), and
+a timer queues a sync while any is named: after ``recheck_interval`` seconds, or sooner (from
 :data:`RECHECK_FIRST` seconds, doubling) while one is unusable, so that a Secret created,
 fixed or broken after its Gateway shows within that time.
 """
@@ -49,6 +51,7 @@ from agents import k8s_objects as objs
 from agents import kinds as k
 from agents.ca_certificates import CACertificates
 from agents.certificates import CertificateChecker
+from agents.credentials import Credentials, CredentialServer
 from agents.infra import GatewayInfra, InfraManager
 from agents.infra_objects import InvalidParameters
 from agents.kinds import KubeObject
@@ -183,6 +186,11 @@ class GatewayAgent:
         self.certificates = CertificateChecker(kube)
         #: The CA ConfigMaps of their client certificate validation, read at each sync.
         self.ca_certificates = CACertificates(kube)
+        #: The Secrets of the SecurityPolicies' basic auth and API keys, read at each sync.
+        self.credentials = Credentials(kube)
+        #: Serves the Gateways' Envoys those credentials (None: not served, and policies
+        #: that need them are refused).
+        self.credential_server: CredentialServer | None = None
         self.recheck_interval = recheck_interval
         self._recheck: asyncio.TimerHandle | None = None
         self._failing_rechecks = 0
@@ -280,8 +288,10 @@ class GatewayAgent:
         gateways = [r for r in desired.values() if isinstance(r, g.GatewayRecord)]
         grants = [r for r in desired.values() if isinstance(r, g.ReferenceGrantRecord)]
         clients = [r for r in desired.values() if isinstance(r, p.ClientTrafficPolicyRecord)]
+        security = [r for r in desired.values() if isinstance(r, p.SecurityPolicyRecord)]
         await self.certificates.refresh(gateways, grants)
         await self.ca_certificates.refresh(gateways, grants, clients)
+        await self.credentials.refresh(security, grants, serving=self.credential_server is not None)
         self._schedule_recheck()
         out: dict[RecordRef, Record] = {}
         for ref, r in desired.items():
@@ -293,6 +303,8 @@ class GatewayAgent:
                 )
             elif isinstance(r, p.ClientTrafficPolicyRecord):
                 r = dataclasses.replace(r, ca_certificates=self.ca_certificates.for_policy(r))
+            elif isinstance(r, p.SecurityPolicyRecord):
+                r = dataclasses.replace(r, secret_checks=self.credentials.checks_for(r))
             out[ref] = r
         return out
 
@@ -302,10 +314,10 @@ class GatewayAgent:
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
-        if not self.certificates.watched:
+        if not (self.certificates.watched or self.credentials.watched):
             self._failing_rechecks = 0
             return
-        if self.certificates.failing:
+        if self.certificates.failing or self.credentials.failing:
             delay = min(RECHECK_FIRST * 2**self._failing_rechecks, self.recheck_interval)
             self._failing_rechecks += 1
         else:
@@ -326,6 +338,8 @@ class GatewayAgent:
             self.cluster, records, imports_of(exports), self.programmed, other_policies
         )
         resolved = resolve(inputs)
+        if self.credential_server is not None:
+            self.credential_server.update(resolved.gateways, self.credentials.configs)
         for name in sorted(self.our_classes()):
             gateway_class = self.objects.of(k.GATEWAY_CLASSES)[name]
             await self.status.gateway_class_status(

@@ -110,6 +110,9 @@ class InfraSettings:
     namespace: str = "federation-system"
     image_pull_policy: str = "IfNotPresent"
     delta: bool = False
+    #: HOST:PORT of this agent's credential server as the Envoys reach it (its Service);
+    #: None: the agent serves no credentials.
+    agent_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,8 @@ def _bootstrap_args(
             args.append(f"--tls-server-name={settings.tls_server_name}")
     if settings.delta:
         args.append("--delta")
+    if settings.agent_address:
+        args.append(f"--agent-address={settings.agent_address}")
     return [*args, "--output=json", "--file=/etc/envoy/bootstrap.json"]
 
 

@@ -17,6 +17,10 @@ credentials, comes from ``FEDERATION_REGISTRY_URL``, never from the command line
 ``FEDERATION_REGISTRY_CA_FILE``, ``FEDERATION_REGISTRY_CERT_FILE`` and
 ``FEDERATION_REGISTRY_KEY_FILE`` (:mod:`federation.registry.location`). A certificate that
 does not verify stops the agent at start-up with a one-line message.
+
+With ``--credentials-address`` the agent also serves its Gateways' Envoys the
+configuration of their basic auth and API key filters (:mod:`agents.credentials`), over
+mTLS with ``--credentials-tls-dir``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -37,6 +42,7 @@ from kubernetes.client import Configuration
 from agents import gateway, infra_objects, metrics
 from agents import kinds as k
 from agents.agent import Agent, AgentOptions
+from agents.credentials import CredentialServer
 from agents.dns import DnsServer
 from agents.identity import read_cluster_id
 from agents.infra import InfraManager
@@ -48,6 +54,8 @@ from federation.process import configure_logging, run_until_stopped
 from federation.registry.hub_state import RedisHubState
 from federation.registry.location import registry_location
 from federation.registry.redis_store import RedisReader, RedisWriter
+from federation.xds.peers import CertificateGroup
+from federation.xds.tls import TlsFiles, reloading_credentials
 
 log = logging.getLogger("agents")
 
@@ -117,8 +125,66 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("POD_NAMESPACE", "federation-system"),
         help="the agent's namespace (default: $POD_NAMESPACE)",
     )
+    creds = parser.add_argument_group(
+        "Credentials",
+        "the agent serves its Gateways' Envoys the configuration of their basic auth and "
+        "API key filters, credentials included (they never leave the cluster), over ECDS; "
+        "off unless --credentials-address is given, and SecurityPolicies that need it "
+        "are refused meanwhile",
+    )
+    creds.add_argument(
+        "--credentials-address", default="", help="HOST:PORT to serve them on (gRPC)"
+    )
+    creds.add_argument(
+        "--credentials-tls-dir",
+        default="",
+        help="tls.crt and tls.key (the agent's certificate: spiffe://<trust domain>/"
+        "cluster/<id>/agent, as 'fedctl pki' writes agents/<id>) and ca.crt (the CA "
+        "of the Envoys' client certificates); Envoys must present their cluster's",
+    )
+    creds.add_argument(
+        "--credentials-insecure-plaintext",
+        action="store_true",
+        help="serve them without TLS, to any client that claims a Gateway: trusted networks only",
+    )
+    creds.add_argument(
+        "--gateway-agent-address",
+        default="",
+        help="HOST:PORT at which the Gateway Envoys the infra manager runs reach "
+        "--credentials-address (the agent's Service)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+async def start_credential_server(
+    args: argparse.Namespace, cluster: str
+) -> CredentialServer | None:
+    """The agent's credential server, started (None: --credentials-address not given)."""
+    if not args.credentials_address:
+        if args.credentials_tls_dir or args.credentials_insecure_plaintext:
+            raise FederationError(
+                "--credentials-tls-dir and --credentials-insecure-plaintext "
+                "need --credentials-address"
+            )
+        return None
+    if bool(args.credentials_tls_dir) == args.credentials_insecure_plaintext:
+        raise FederationError(
+            "--credentials-address needs --credentials-tls-dir (mTLS) or "
+            "--credentials-insecure-plaintext, not both"
+        )
+    server = CredentialServer(cluster)
+    if args.credentials_insecure_plaintext:
+        await server.start(args.credentials_address, None)
+        return server
+    directory = Path(args.credentials_tls_dir)
+    files = TlsFiles(directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
+    await server.start(
+        args.credentials_address,
+        reloading_credentials(files),
+        CertificateGroup(args.gateway_trust_domain),
+    )
+    return server
 
 
 def infra_settings(args: argparse.Namespace, cluster: str) -> InfraSettings | None:
@@ -140,6 +206,7 @@ def infra_settings(args: argparse.Namespace, cluster: str) -> InfraSettings | No
         namespace=args.namespace,
         image_pull_policy=args.gateway_image_pull_policy,
         delta=args.gateway_delta,
+        agent_address=args.gateway_agent_address or None,
     )
 
 
@@ -272,6 +339,7 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
 
     on_signals()
     runner = await metrics.serve(agent, args.metrics_address)
+    agent.gateway.credential_server = await start_credential_server(args, cluster)
     if args.dns_address:
         agent.dns = DnsServer(agent.imports.zone, args.dns_address)
         await agent.dns.start()
@@ -289,6 +357,8 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
         await runner.cleanup()
         if agent.dns is not None:
             await agent.dns.close()
+        if agent.gateway.credential_server is not None:
+            await agent.gateway.credential_server.stop()
 
     if agent_task.done():  # start-up failed (e.g. the registry's certificate): no kopf
         await close()

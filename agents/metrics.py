@@ -78,6 +78,7 @@ def samples(agent: Agent) -> list[Sample]:
         ),
     ]
     rows += dns_samples(agent)
+    rows += credential_samples(agent)
     for queue in (agent.exports.queue, agent.imports.queue):
         labels = {"queue": queue.name}
         rows += [
@@ -126,6 +127,46 @@ def dns_samples(agent: Agent) -> list[Sample]:
                 "DNS messages by transport, query type and response code (dropped: no response)",
                 count,
                 {"transport": transport, "qtype": qtype, "rcode": rcode},
+            )
+        )
+    return rows
+
+
+def credential_samples(agent: Agent) -> list[Sample]:
+    """The credential server's counters (none when the agent does not serve credentials):
+    a NACK means an Envoy refused the credentials it was sent and keeps its last ones."""
+    server = agent.gateway.credential_server
+    if server is None:
+        return []
+    metrics = server.metrics
+    rows = [
+        Sample(
+            "federation_agent_credential_configs",
+            "gauge",
+            "basic auth and API key configurations served to this cluster's Gateway Envoys",
+            len(agent.gateway.credentials.configs),
+        ),
+        Sample(
+            "federation_agent_credential_streams",
+            "gauge",
+            "Gateway Envoys' streams open to the credential server",
+            metrics.streams_active,
+        ),
+        Sample(
+            "federation_agent_credential_nacks_total",
+            "counter",
+            "credential configurations an Envoy refused",
+            metrics.nacks,
+        ),
+    ]
+    for reason, count in sorted(metrics.refusals.items()):
+        rows.append(
+            Sample(
+                "federation_agent_credential_streams_refused_total",
+                "counter",
+                "streams the credential server refused, by reason",
+                count,
+                {"reason": reason},
             )
         )
     return rows

@@ -117,8 +117,10 @@ class Envoy(EnvoyClient):
         tls: BootstrapTls | None = None,
         node_cluster: str | None = None,
         gateway: str | None = None,
+        agent_address: str | None = None,
     ) -> None:
         """``tls``: the client certificate it presents to the hub (None: plain text).
+        ``agent_address``: a Gateway's Envoy's cluster agent, serving its credentials.
         ``node_cluster``: the node.cluster it claims, when not ``cluster`` (an impostor).
         ``gateway``: ``NAMESPACE/NAME`` of the Gateway whose own Envoy this is (None: one
         of the cluster's shared Envoys, which serve the clusterset listener)."""
@@ -138,6 +140,7 @@ class Envoy(EnvoyClient):
                 tls=tls,
                 insecure_plaintext=tls is None,
                 gateway=gateway,
+                agent_address=agent_address,
             )
         )
         self.name = f"envoy-{cluster}" + (f"-{gateway.replace('/', '-')}" if gateway else "")

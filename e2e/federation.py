@@ -53,6 +53,8 @@ class AgentHandle:
     metrics_port: int
     #: Where the agent serves clusterset.local, UDP and TCP, on the host's loopback.
     dns_port: int
+    #: Where it serves its Gateways' Envoys their credentials (mTLS), on loopback.
+    credentials_port: int = 0
     process: Process | None = None
     #: On the node tier: whether the node's CoreDNS reaches the agent's DNS server yet.
     dns_forwarded: bool = False
@@ -117,7 +119,12 @@ class Federation:
             cluster.kubectl("apply", "-f", "-", input=json.dumps(agent_rbac()))
             identity = cluster.mint_identity("federation-agent", [AGENTS_GROUP])
             self.agents[cluster.id] = AgentHandle(
-                cluster, secrets.token_urlsafe(18), identity.kubeconfig, free_port(), free_port()
+                cluster,
+                secrets.token_urlsafe(18),
+                identity.kubeconfig,
+                free_port(),
+                free_port(),
+                free_port(),
             )
         self.create_users()
         for cluster_id in self.agents:
@@ -173,6 +180,9 @@ class Federation:
                 "--gateway-bootstrap-image", "federation.local/federation:test",
                 "--gateway-hub-address", "federation-hub.federation-system:18000",
                 "--namespace", "federation-system",
+                # Its Gateways' Envoys (processes of the tests) get their credentials here.
+                "--credentials-address", self.agent_credentials_address(cluster_id),
+                "--credentials-tls-dir", str(self.agent_tls_dir(cluster_id)),
             ]  # fmt: skip
         env = self._env(self.agent_url(cluster_id))
         handle.process = self.env.group.start(
@@ -188,6 +198,15 @@ class Federation:
             )
             handle.dns_forwarded = True
         return handle.process
+
+    def agent_credentials_address(self, cluster_id: str) -> str:
+        """Where ``cluster_id``'s agent serves its Gateways' Envoys their credentials."""
+        return f"127.0.0.1:{self.agents[cluster_id].credentials_port}"
+
+    def agent_tls_dir(self, cluster_id: str) -> Path:
+        """The agent's serving certificate (``fedctl pki`` layout: agents/<id>)."""
+        self.xds_tls_dir(cluster_id)  # mints the cluster's certificates, its agent's too
+        return self.pki / "agents" / cluster_id
 
     def agent_dns_address(self, cluster_id: str) -> str:
         """Where ``cluster_id``'s agent serves clusterset.local (UDP and TCP)."""
@@ -363,6 +382,7 @@ class Federation:
             listener_address=cluster.envoy_listener,
             tls=tls,
             gateway=f"{namespace}/{name}",
+            agent_address=self.agent_credentials_address(cluster_id),
         )
         envoy.start()
         self.gateway_envoys[cluster_id, namespace, name] = envoy

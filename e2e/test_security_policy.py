@@ -9,8 +9,12 @@ and up.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +22,13 @@ import pytest
 
 from e2e import gateways as gw
 from e2e import scenario as sc
-from e2e.federation import Federation
+from e2e.federation import Federation, metric
 from e2e.jwks import JwksServer
 from e2e.pki import CertificateAuthority
 from e2e.processes import wait_until
 from e2e.test_gateway_api import CLUSTER_B, fed, gateway_address, make_gateway
 from e2e.traffic import export_with_backends
+from federation.node_groups import GATEWAY_METADATA
 from federation.translate.gateway.status import CONTROLLER_NAME
 
 pytestmark = pytest.mark.integration
@@ -626,3 +631,202 @@ def test_client_certificates_are_checked_as_the_gateway_and_a_client_traffic_pol
     print(f"\nclient certificates required: {required}; optional: {optional}")
     assert required == {"trusted": 200, "no certificate": None, "other CA": None}
     assert optional == {"trusted": 200, "no certificate": 200}
+
+
+def _registry_text(fed: Federation) -> str:
+    """Every key and value of the registry, as text (values of any Redis type)."""
+    client = fed.redis.admin_client()
+    readers: dict[str, Callable[[Any], Any]] = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "stream": client.xrange,
+        "set": client.smembers,
+        "zset": lambda key: client.zrange(key, 0, -1),
+        "list": lambda key: client.lrange(key, 0, -1),
+    }
+    try:
+        found = []
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key)
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            found.append(f"{key!r} {readers[kind](key)!r}")
+        return "\n".join(found)
+    finally:
+        client.close()
+
+
+def test_basic_auth_and_api_keys_from_secrets_that_stay_in_their_cluster(
+    fed: Federation, ns: str
+) -> None:
+    """A SecurityPolicy with ``basicAuth`` (an htpasswd Secret) on one route, one with
+    ``apiKeyAuth`` (a Secret of client keys) on another: right credentials pass, wrong
+    or missing ones get 401, the user and the client id reach the backend and the key
+    does not. The credentials reach the Gateway's Envoy from b's agent only: the
+    registry holds none of them. A policy naming a Secret that does not exist is
+    refused by name, and its route denies every request."""
+    export_with_backends(fed, "a", ns, [100], start=True)
+    b = fed.env.cluster(CLUSTER_B)
+    address = make_gateway(fed, ns)
+    rule = {"backendRefs": [gw.backend("echo")]}
+    gw.apply(
+        b,
+        *(
+            gw.http_route(ns, name, "gw", [{**rule, "matches": [gw.prefix(f"/{name}")]}])
+            for name in ("basic", "keys", "missing", "open")
+        ),
+    )
+    gw.wait_for_status(address, "/missing", 200)
+    password, key = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    htpasswd = f"alice:{{SHA}}{digest}\n"
+    b.kubectl(
+        "create", "secret", "generic", "users", f"--from-literal=.htpasswd={htpasswd}", "-n", ns
+    )
+    b.kubectl("create", "secret", "generic", "api-keys", f"--from-literal=bob={key}", "-n", ns)
+    gw.apply(
+        b,
+        security_policy(
+            ns,
+            "basic",
+            "HTTPRoute",
+            "basic",
+            basicAuth={"users": {"name": "users"}, "forwardUsernameHeader": "x-user"},
+        ),
+        security_policy(
+            ns,
+            "keys",
+            "HTTPRoute",
+            "keys",
+            apiKeyAuth={
+                "credentialRefs": [{"name": "api-keys"}],
+                "extractFrom": [{"headers": ["x-api-key"]}],
+                "forwardClientIDHeader": "x-client-id",
+                "sanitize": True,
+            },
+        ),
+        security_policy(
+            ns, "missing", "HTTPRoute", "missing", basicAuth={"users": {"name": "no-such"}}
+        ),
+    )
+    for name in ("basic", "keys"):
+        wait_status(fed, ns, name, "True", "Accepted")
+    wait_status(fed, ns, "missing", "False", "Invalid")
+
+    def basic(user: str, secret: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        return {"authorization": f"Basic {token}"}
+
+    right_basic, right_key = basic("alice", password), {"x-api-key": key}
+    # The agent's configuration has reached the Envoy once the right credentials pass.
+    passed = {
+        "/basic": gw.wait_for_status(address, "/basic", 200, headers=right_basic),
+        "/keys": gw.wait_for_status(address, "/keys", 200, headers=right_key),
+    }
+    cases = {
+        "/basic alice": ("/basic", right_basic),
+        "/basic wrong password": ("/basic", basic("alice", "wrong")),
+        "/basic unknown user": ("/basic", basic("mallory", password)),
+        "/basic none": ("/basic", {}),
+        "/keys bob": ("/keys", right_key),
+        "/keys wrong key": ("/keys", {"x-api-key": "not-" + key}),
+        "/keys none": ("/keys", {}),
+        "/open none": ("/open", {}),
+        "/missing alice": ("/missing", right_basic),
+    }
+    answers = {
+        label: gw.request(address, path, headers=headers).status
+        for label, (path, headers) in cases.items()
+    }
+    seen = {path: reply.json()["headers"] for path, reply in passed.items()}
+    message = _policy_message(fed, ns, "missing")
+    text = fed.metrics(CLUSTER_B)
+    served = {
+        name: metric(text, f"federation_agent_credential_{name}")
+        for name in ("configs", "streams", "nacks_total")
+    }
+    print(
+        f"\nbasic auth and API keys: {answers}; policy 'missing': {message!r}; b's agent: {served}"
+    )
+    assert answers == {
+        "/basic alice": 200,
+        "/basic wrong password": 401,
+        "/basic unknown user": 401,
+        "/basic none": 401,
+        "/keys bob": 200,
+        "/keys wrong key": 401,
+        "/keys none": 401,
+        "/open none": 200,
+        "/missing alice": 403,
+    }
+    assert seen["/basic"].get("x-user") == "alice"
+    assert seen["/keys"].get("x-client-id") == "bob"
+    assert "x-api-key" not in seen["/keys"]
+    assert "no-such" in message and "does not exist" in message
+    assert served["configs"] >= 2 and served["streams"] >= 1 and served["nacks_total"] == 0
+    # Only b's Envoys get b's credentials: cluster a's certificate, claiming b's Gateway
+    # or a Gateway of a, gets nothing.
+    names = [f"envoy.filters.http.basic_auth/{ns}/basic"]
+    gateway = f"{ns}/gw"
+    asked = {
+        "b for b": _ask_agent_for_credentials(fed, CLUSTER_B, CLUSTER_B, CLUSTER_B, gateway, names),
+        "a as b": _ask_agent_for_credentials(fed, CLUSTER_B, "a", CLUSTER_B, gateway, names),
+        "a for a": _ask_agent_for_credentials(fed, CLUSTER_B, "a", "a", gateway, names),
+    }
+    print(f"credential server answers: {asked}")
+    assert asked == {
+        "b for b": ("OK", 1),
+        "a as b": ("PERMISSION_DENIED", 0),
+        "a for a": ("NOT_FOUND", 0),
+    }
+    registry = _registry_text(fed)
+    assert "securitypolicy" in registry.lower()  # the policies are there...
+    for credential in (password, digest, key):  # ...and none of their credentials
+        assert credential not in registry
+
+
+def _ask_agent_for_credentials(
+    fed: Federation, agent: str, certificate: str, node_cluster: str, gateway: str, names: list[str]
+) -> tuple[str, int]:
+    """Open an ECDS stream to ``agent``'s credential server with ``certificate``'s
+    cluster certificate, claiming to be an Envoy of ``node_cluster``'s ``gateway``; the
+    gRPC status it ends with (or OK) and how many configurations it got."""
+    import grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+    from envoy.service.extension.v3 import config_discovery_pb2_grpc
+    from google.protobuf import struct_pb2
+
+    directory = fed.xds_tls_dir(certificate)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(directory / "ca.crt").read_bytes(),
+        private_key=(directory / "tls.key").read_bytes(),
+        certificate_chain=(directory / "tls.crt").read_bytes(),
+    )
+    # The agent's certificate names no host: match what it carries.
+    options = [("grpc.ssl_target_name_override", f"federation-agent-{agent}")]
+    metadata = struct_pb2.Struct()
+    metadata.update({GATEWAY_METADATA: gateway})
+    node = base_pb2.Node(id="probe", cluster=node_cluster, metadata=metadata)
+    request = discovery_pb2.DiscoveryRequest(
+        node=node,
+        type_url="type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        resource_names=names,
+    )
+    with grpc.secure_channel(fed.agent_credentials_address(agent), credentials, options) as ch:
+        stub = config_discovery_pb2_grpc.ExtensionConfigDiscoveryServiceStub(ch)
+        try:
+            for response in stub.StreamExtensionConfigs(iter([request]), timeout=5):
+                return "OK", len(response.resources)
+        except grpc.RpcError as err:
+            return err.code().name, 0
+    return "OK", 0
+
+
+def _policy_message(fed: Federation, ns: str, name: str) -> str:
+    obj = gw.get_yaml(fed.env.cluster(CLUSTER_B), "securitypolicy", ns, name)
+    for ancestor in (obj.get("status") or {}).get("ancestors") or []:
+        if ancestor.get("controllerName") == CONTROLLER_NAME:
+            for cond in ancestor.get("conditions") or []:
+                if cond.get("type") == "Accepted":
+                    return str(cond.get("message"))
+    return ""

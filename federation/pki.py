@@ -40,6 +40,7 @@ DEFAULT_TRUST_DOMAIN = "federation.local"
 DEFAULT_VALIDITY = datetime.timedelta(days=365)
 _CLUSTER_PATH = "/cluster/"
 _HUB_PATH = "/hub"
+_AGENT_PATH = "/agent"
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -76,6 +77,13 @@ def hub_uri(trust_domain: str) -> str:
     return f"spiffe://{trust_domain}{_HUB_PATH}"
 
 
+def agent_uri(trust_domain: str, cluster: str) -> str:
+    """The identity of a member cluster's agent serving its Gateways' Envoys: not a
+    cluster's (:func:`cluster_of` reads no cluster from it), so an agent's certificate
+    never reads the hub's configuration, nor an Envoy's serves credentials."""
+    return f"{cluster_uri(trust_domain, cluster)}{_AGENT_PATH}"
+
+
 def cluster_of(uris: Iterable[str], trust_domain: str) -> str | None:
     """The member cluster named by the first URI ``spiffe://<trust_domain>/cluster/<id>``
     of ``uris``; None when there is none (another trust domain counts as none)."""
@@ -86,6 +94,16 @@ def cluster_of(uris: Iterable[str], trust_domain: str) -> str | None:
             if cluster and "/" not in cluster:
                 return cluster
     return None
+
+
+def _checked_ips(ips: Sequence[str], flag: str) -> list[str]:
+    """``ips``, each an IP address (InvalidInputError naming ``flag`` when not)."""
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError as err:
+            raise InvalidInputError(f"{flag} {ip!r} is not an IP address") from err
+    return list(ips)
 
 
 @dataclass(frozen=True)
@@ -233,14 +251,9 @@ class CertificateAuthority:
                 "the hub's certificate needs at least one DNS name or IP address that "
                 "Envoys dial (--hub-name, --hub-ip)"
             )
-        for ip in ips:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError as err:
-                raise InvalidInputError(f"--hub-ip {ip!r} is not an IP address") from err
         return self.server_pair(
             "federation-hub",
-            ips=ips,
+            ips=_checked_ips(ips, "--hub-ip"),
             names=names,
             uris=[hub_uri(check_trust_domain(trust_domain))],
             validity=validity,
@@ -257,6 +270,26 @@ class CertificateAuthority:
             [ExtendedKeyUsageOID.CLIENT_AUTH],
             [x509.UniformResourceIdentifier(uri)],
             validity,
+        )
+
+    def agent(
+        self,
+        trust_domain: str,
+        cluster: str,
+        names: Sequence[str] = (),
+        ips: Sequence[str] = (),
+        validity: datetime.timedelta = DEFAULT_VALIDITY,
+    ) -> KeyPair:
+        """A member cluster's agent's serving certificate: it serves the cluster's
+        Gateway Envoys their credentials (basic auth, API keys) and proves itself with
+        ``spiffe://<trust domain>/cluster/<id>/agent``."""
+        cluster_id = parse_cluster_id(cluster)
+        return self.server_pair(
+            f"federation-agent-{cluster_id}",
+            ips=_checked_ips(ips, "--agent-ip"),
+            names=list(names),
+            uris=[agent_uri(check_trust_domain(trust_domain), cluster_id)],
+            validity=validity,
         )
 
     def client(self, user: str, groups: Sequence[str] = ()) -> KeyPair:

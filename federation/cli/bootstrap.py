@@ -45,8 +45,9 @@ from typing import Any
 from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
 from federation.node_groups import GATEWAY_METADATA, parse_gateway_ref
-from federation.pki import DEFAULT_TRUST_DOMAIN, check_trust_domain, hub_uri
+from federation.pki import DEFAULT_TRUST_DOMAIN, agent_uri, check_trust_domain, hub_uri
 from federation.process import split_host_port
+from federation.translate.proxy.features.credential_auth import AGENT_CLUSTER
 
 XDS_CLUSTER = "federation-xds"
 #: The static cluster and listener of ``--ready``.
@@ -77,6 +78,8 @@ class BootstrapTls:
     ca: str
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     server_name: str | None = None
+    #: SNI sent to the agent (default: the agent's host name).
+    agent_server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,15 @@ class BootstrapOptions:
     #: own ``/ready`` (200 once Envoy has its first configuration) and nothing else: what
     #: a kubelet probes, while the admin interface stays on loopback (None: none).
     ready_address: str | None = None
+    #: ``HOST:PORT`` of the cluster's agent, which serves a Gateway's Envoys the
+    #: configuration of their basic auth and API key filters, credentials included (they
+    #: never leave the cluster). Without it those filters refuse every request.
+    agent_address: str | None = None
 
 
-def _transport_socket(tls: BootstrapTls, xds_host: str) -> dict[str, Any]:
+def _transport_socket(tls: BootstrapTls, host: str, peer_uri: str) -> dict[str, Any]:
+    """mTLS to ``host``: the cluster's certificate, and a peer signed by the CA that
+    carries ``peer_uri``."""
     context: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
@@ -112,18 +121,56 @@ def _transport_socket(tls: BootstrapTls, xds_host: str) -> dict[str, Any]:
             "validation_context": {
                 "trusted_ca": {"filename": tls.ca},
                 "match_typed_subject_alt_names": [
-                    {
-                        "san_type": "URI",
-                        "matcher": {"exact": hub_uri(check_trust_domain(tls.trust_domain))},
-                    }
+                    {"san_type": "URI", "matcher": {"exact": peer_uri}}
                 ],
             },
         },
     }
-    server_name = tls.server_name or (None if _is_ip(xds_host) else xds_host)
+    server_name = tls.server_name or (None if _is_ip(host) else host)
     if server_name:
         context["sni"] = server_name
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _grpc_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    """A static cluster of one HTTP/2 server (an xDS server) at ``host``: an IP address
+    or a name (see the module docstring)."""
+    discovery = (
+        {"type": "STATIC"} if _is_ip(host) else {"type": "LOGICAL_DNS", "dns_lookup_family": "ALL"}
+    )
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": name,
+        **discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": KEEPALIVE}
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def agent_cluster(cluster: str, address: str, tls: BootstrapTls | None) -> dict[str, Any]:
+    """The static cluster of a Gateway's Envoy that reaches its cluster's agent, which
+    serves the configuration of its basic auth and API key filters
+    (:mod:`federation.translate.proxy.features.credential_auth`); mTLS with the
+    cluster's certificate, the agent's carrying ``spiffe://<trust domain>/cluster/<id>/agent``."""
+    host, port = split_host_port(address, "--agent-address")
+    out = _grpc_cluster(AGENT_CLUSTER, host, port)
+    if tls is not None:
+        uri = agent_uri(check_trust_domain(tls.trust_domain), parse_cluster_id(cluster))
+        agent_tls = BootstrapTls(tls.cert, tls.key, tls.ca, tls.trust_domain, tls.agent_server_name)
+        out["transport_socket"] = _transport_socket(agent_tls, host, uri)
+    return out
 
 
 def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
@@ -139,43 +186,11 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             if options.tls is None
             else "--insecure-plaintext contradicts the --tls-* files: give one or the other"
         )
-    discovery = (
-        {"type": "STATIC"}
-        if _is_ip(xds_host)
-        else {"type": "LOGICAL_DNS", "dns_lookup_family": "ALL"}
-    )
-    xds_cluster: dict[str, Any] = {
-        "name": XDS_CLUSTER,
-        **discovery,
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/"
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"connection_keepalive": KEEPALIVE}
-                },
-            }
-        },
-        "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": xds_host, "port_value": xds_port}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
+    xds_cluster = _grpc_cluster(XDS_CLUSTER, xds_host, xds_port)
     if options.tls is not None:
-        xds_cluster["transport_socket"] = _transport_socket(options.tls, xds_host)
+        xds_cluster["transport_socket"] = _transport_socket(
+            options.tls, xds_host, hub_uri(check_trust_domain(options.tls.trust_domain))
+        )
     ads: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
     if options.gateway:
         # A Gateway's Envoy is ready (its pod receives traffic, a rollout goes on) only
@@ -187,6 +202,10 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         node["metadata"] = {GATEWAY_METADATA: f"{namespace}/{name}"}
         node["id"] = options.node_id or f"envoy-{cluster}-{namespace}-{name}"
     static: dict[str, Any] = {"clusters": [xds_cluster]}
+    if options.agent_address:
+        if not options.gateway:
+            raise InvalidInputError("--agent-address is for a Gateway's Envoys: give --gateway")
+        static["clusters"].append(agent_cluster(cluster, options.agent_address, options.tls))
     if options.ready_address:
         host, port = split_host_port(options.ready_address, "--ready")
         if (host, port) == (admin_host, admin_port):

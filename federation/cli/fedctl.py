@@ -221,7 +221,12 @@ def _bootstrap_tls(args: argparse.Namespace) -> BootstrapTls | None:
     if not all(files):
         raise InvalidInputError("--tls-cert, --tls-key and --tls-ca go together")
     return BootstrapTls(
-        args.tls_cert, args.tls_key, args.tls_ca, args.trust_domain, args.tls_server_name
+        args.tls_cert,
+        args.tls_key,
+        args.tls_ca,
+        args.trust_domain,
+        args.tls_server_name,
+        args.agent_server_name,
     )
 
 
@@ -292,6 +297,46 @@ def _coredns_arguments(sub: Any) -> None:
                              help="the agent's DNS Service")  # fmt: skip
 
 
+def _bootstrap_arguments(sub: Any) -> None:
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a member cluster")
+    boot.add_argument("--cluster", required=True, help="member cluster id (node.cluster)")
+    boot.add_argument("--xds", required=True, help="HOST:PORT of the hub's xDS server")
+    boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
+    boot.add_argument("--node-id", help="default: envoy-<cluster>[-<namespace>-<name>]")
+    boot.add_argument(
+        "--ready",
+        metavar="HOST:PORT",
+        help="also answer GET /ready there (the admin interface's readiness, for a "
+        "kubelet probe), the admin interface staying where --admin says",
+    )
+    boot.add_argument(
+        "--gateway",
+        metavar="NAMESPACE/NAME",
+        help="an Envoy of this Gateway's own, served that Gateway only "
+        "(default: a shared Envoy of the cluster, served its clusterset listener)",
+    )
+    boot.add_argument(
+        "--agent-address",
+        metavar="HOST:PORT",
+        help="with --gateway: the cluster's agent, which serves the Envoy its basic auth "
+        "and API key credentials (without it, routes that need them refuse every request)",
+    )
+    boot.add_argument("--agent-server-name", help="SNI to the agent (default: its host name)")
+    boot.add_argument("--delta", action="store_true", help="use delta xDS")
+    boot.add_argument("--tls-cert", help="the cluster's client certificate, as Envoy reads it")
+    boot.add_argument("--tls-key", help="its private key, as Envoy reads it")
+    boot.add_argument("--tls-ca", help="the CA that signed the hub's certificate")
+    boot.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    boot.add_argument("--tls-server-name", help="SNI (default: the hub's host name)")
+    boot.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="reach a hub started with --insecure-xds-plaintext, without TLS",
+    )
+    boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    boot.add_argument("--file", help="write it to this file instead of standard output")
+
+
 def _pki_arguments(sub: Any) -> None:
     pki_parser = _command(sub, "pki", "mint a CA and the hub's and clusters' xDS certificates", pki)
     actions = pki_parser.add_subparsers(dest="action", required=True)
@@ -302,17 +347,20 @@ def _pki_arguments(sub: Any) -> None:
     init.add_argument("--hub-ip", action="append", default=[], help="IP address Envoys dial")
     init.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
     init.add_argument("--days", type=int, default=365, help="validity (default 365)")
-    add = actions.add_parser("add-cluster", help="a new or renewed cluster certificate")
+    add = actions.add_parser(
+        "add-cluster", help="a new or renewed cluster certificate, and its agent's"
+    )
     add.add_argument("--dir", required=True)
     add.add_argument("cluster")
     add.add_argument("--days", type=int, default=365)
     secret = actions.add_parser("secret", help="print hub's or a cluster's Secret as YAML")
     secret.add_argument("--dir", required=True)
-    secret.add_argument("who", help="hub, or clusters/<id>")
+    secret.add_argument("who", help="hub, clusters/<id> or agents/<id>")
     secret.add_argument(
         "--name",
         help=f"default: {pki.HUB_SECRET} for the hub, {pki.CLUSTER_SECRET} for a cluster "
-        "(different, since the hub's cluster is often a member too)",
+        f"(different, since the hub's cluster is often a member too), {pki.AGENT_SECRET} "
+        "for its agent",
     )
     secret.add_argument("--namespace", default="federation")
 
@@ -331,10 +379,10 @@ def _pki(args: argparse.Namespace) -> None:
             print(f"wrote {path}/tls.crt, tls.key, ca.crt")
         print(f"wrote {directory}/ca.crt and {directory}/ca.key (keep the key offline)")
     elif args.action == "add-cluster":
-        path = pki.add_cluster(directory, args.cluster, days=args.days)
-        print(f"wrote {path}/tls.crt, tls.key, ca.crt")
+        for path in pki.add_cluster(directory, args.cluster, days=args.days):
+            print(f"wrote {path}/tls.crt, tls.key, ca.crt")
     else:
-        name = args.name or (pki.HUB_SECRET if args.who == "hub" else pki.CLUSTER_SECRET)
+        name = args.name or pki.default_secret_name(args.who)
         manifest = pki.secret_manifest(directory, args.who, name, args.namespace)
         print(yaml.safe_dump(manifest, sort_keys=False), end="")
 
@@ -344,36 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="fedctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a member cluster")
-    boot.add_argument("--cluster", required=True, help="member cluster id (node.cluster)")
-    boot.add_argument("--xds", required=True, help="HOST:PORT of the hub's xDS server")
-    boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
-    boot.add_argument("--node-id", help="default: envoy-<cluster>[-<namespace>-<name>]")
-    boot.add_argument(
-        "--ready",
-        metavar="HOST:PORT",
-        help="also answer GET /ready there (the admin interface's readiness, for a "
-        "kubelet probe), the admin interface staying where --admin says",
-    )
-    boot.add_argument(
-        "--gateway",
-        metavar="NAMESPACE/NAME",
-        help="an Envoy of this Gateway's own, served that Gateway only "
-        "(default: a shared Envoy of the cluster, served its clusterset listener)",
-    )
-    boot.add_argument("--delta", action="store_true", help="use delta xDS")
-    boot.add_argument("--tls-cert", help="the cluster's client certificate, as Envoy reads it")
-    boot.add_argument("--tls-key", help="its private key, as Envoy reads it")
-    boot.add_argument("--tls-ca", help="the CA that signed the hub's certificate")
-    boot.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
-    boot.add_argument("--tls-server-name", help="SNI (default: the hub's host name)")
-    boot.add_argument(
-        "--insecure-plaintext",
-        action="store_true",
-        help="reach a hub started with --insecure-xds-plaintext, without TLS",
-    )
-    boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    boot.add_argument("--file", help="write it to this file instead of standard output")
+    _bootstrap_arguments(sub)
     status = _command(sub, "proxy-status", "which Envoys are in sync, and with what", hub=True)
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     for name, what in (("add-cluster", "a member cluster's agent"), ("add-hub", "the hub")):
@@ -435,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     insecure_plaintext=args.insecure_plaintext,
                     gateway=args.gateway,
                     ready_address=args.ready,
+                    agent_address=args.agent_address,
                 )
             )
             text = (

@@ -519,18 +519,65 @@ class ExtAuth:
 
 
 @dataclass(frozen=True)
+class BasicAuth:
+    """``spec.basicAuth``: users and their SHA-1 password hashes in the ``.htpasswd`` key
+    of a Secret."""
+
+    users: SecretObjectReference
+    forward_username_header: str | None = None
+
+
+@dataclass(frozen=True)
+class APIKeyExtractFrom:
+    """Where a request carries its API key: exactly one of the three lists."""
+
+    headers: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class APIKeyAuth:
+    """``spec.apiKeyAuth``: API keys in Secrets, each key of a Secret's data a client id
+    and its value that client's key."""
+
+    credential_refs: tuple[SecretObjectReference, ...] = ()
+    extract_from: tuple[APIKeyExtractFrom, ...] = ()
+    forward_client_id_header: str | None = field(
+        default=None, metadata={JSON_NAME: "forwardClientIDHeader"}
+    )
+    sanitize: bool | None = None
+
+
+@dataclass(frozen=True)
+class SecretCheck:
+    """The agent's verdict on one Secret a SecurityPolicy names for basic auth or API
+    keys: whether the agent can serve it to its Gateways' Envoys and, when not, why
+    (``message``). Never anything of the Secret's content: the credentials stay in their
+    cluster, served by its agent."""
+
+    namespace: str
+    name: str
+    usable: bool
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class SecurityPolicySpec(PolicyTargets):
     cors: SecurityCORS | None = None
     jwt: JWT | None = None
     ext_auth: ExtAuth | None = None
     authorization: Authorization | None = None
+    basic_auth: BasicAuth | None = None
+    api_key_auth: APIKeyAuth | None = field(default=None, metadata={JSON_NAME: "apiKeyAuth"})
 
 
 @dataclass(frozen=True)
 class SecurityPolicyRecord:
     """A SecurityPolicy of ``cluster``; ``unsupported`` as for BackendTrafficPolicies.
-    Nothing secret: JWT keys are public, and the fields that name Secrets (basic auth,
-    API keys, OIDC) are not implemented yet, and are refused by name."""
+    Nothing secret: JWT keys are public, and of the Secrets that basic auth and API keys
+    name the record holds only the agent's verdicts (``secret_checks``); their content
+    reaches the Gateway's Envoys from the agent itself. OIDC is refused by name."""
 
     #: The record's kind in the registry (:class:`federation.registry.kinds.Kind`).
     KIND: ClassVar[str] = "securitypolicy"
@@ -542,6 +589,7 @@ class SecurityPolicyRecord:
     generation: int = 0
     created: str = ""
     unsupported: tuple[str, ...] = ()
+    secret_checks: tuple[SecretCheck, ...] = ()
 
 
 # --- ClientTrafficPolicy -----------------------------------------------------------------------

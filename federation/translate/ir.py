@@ -318,6 +318,16 @@ class ExtAuthIR:
 
 
 @dataclass(frozen=True)
+class CredentialAuthIR:
+    """A SecurityPolicy's ``basicAuth`` or ``apiKeyAuth``: a request must carry
+    credentials that the policy's Secrets hold. Only the policy is named (``name``,
+    ``<namespace>/<name>``, which names its filter): the credentials stay in their
+    cluster, and its agent gives the Gateway's Envoys the filter's configuration."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class RouteIR:
     """One match of one rule of one route, with everything the rule does.
 
@@ -355,6 +365,9 @@ class RouteIR:
     jwt: JwtIR | None = None
     #: A SecurityPolicy's external authorization; None: none.
     ext_auth: ExtAuthIR | None = None
+    #: A SecurityPolicy's basic auth and API key authentication; None: none.
+    basic_auth: CredentialAuthIR | None = None
+    api_key_auth: CredentialAuthIR | None = None
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500

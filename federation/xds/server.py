@@ -74,6 +74,15 @@ from federation.xds.stream import Stream, StreamSettings
 log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+#: The extension config discovery service (ECDS) on a stream of its own: the agent serves
+#: it to its Gateways' Envoys (:mod:`agents.credentials`). The same protocol and streams
+#: as ADS, restricted by the client to one type.
+EXTENSION_SERVICE = "envoy.service.extension.v3.ExtensionConfigDiscoveryService"
+#: The methods of each service, state of the world then delta.
+_METHODS = {
+    SERVICE: ("StreamAggregatedResources", "DeltaAggregatedResources"),
+    EXTENSION_SERVICE: ("StreamExtensionConfigs", "DeltaExtensionConfigs"),
+}
 
 
 class XdsServeError(FederationError):
@@ -109,8 +118,11 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         settings: StreamSettings | None = None,
         limits: ServerLimits | None = None,
         node_group: NodeGroup = claimed_group,
+        server_name: str = "the hub",
     ) -> None:
         self.cache = cache
+        #: Who serves, in refusals: the hub, or a cluster's agent.
+        self.server_name = server_name
         self.sync = sync
         self.metrics = metrics if metrics is not None else XdsMetrics()
         self.settings = settings if settings is not None else StreamSettings()
@@ -118,19 +130,21 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         self.node_group = node_group
         self.peers = PeerSlots(self.limits.max_streams_per_peer, self.limits.max_names_per_peer)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server, service: str = SERVICE) -> None:
+        """Serve the snapshots as ``service``: ADS (the hub) or ECDS (the agent)."""
+        sotw, delta = _METHODS[service]
         handlers = {
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            sotw: grpc.stream_stream_rpc_method_handler(
                 self.StreamAggregatedResources,
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
             ),
-            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            delta: grpc.stream_stream_rpc_method_handler(
                 self.DeltaAggregatedResources,
                 request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
             ),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        server.add_registered_method_handlers(SERVICE, handlers)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        server.add_registered_method_handlers(service, handlers)
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -198,13 +212,13 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
                     grpc.StatusCode.NOT_FOUND,
                     "unknown-gateway",
                     f"cluster {parsed.cluster!r} has no Gateway {'/'.join(parsed.gateway)} "
-                    "of our GatewayClass in the registry (yet): the hub has no configuration "
-                    "for its Envoys",
+                    f"of our GatewayClass that {self.server_name} knows (yet): it has no "
+                    "configuration for its Envoys",
                 )
             raise Refusal(
                 grpc.StatusCode.NOT_FOUND,
                 "unknown-cluster",
-                f"{group!r} is no member cluster of this clusterset: the hub has no "
+                f"{group!r} is no member cluster that {self.server_name} serves: it has no "
                 "configuration for it (is its agent running and connected to the registry?)",
             )
 
@@ -322,8 +336,11 @@ async def serve(
     node_group: NodeGroup = claimed_group,
     settings: StreamSettings | None = None,
     limits: ServerLimits | None = None,
+    service: str = SERVICE,
+    server_name: str = "the hub",
 ) -> grpc.aio.Server:
-    """Start the ADS server on ``address`` (``host:port``) and return it, started.
+    """Start the ADS server (or ``service``) on ``address`` (``host:port``) and return it,
+    started.
 
     ``credentials`` (:func:`federation.xds.tls.reloading_credentials`) turn on mTLS, and
     ``node_group`` (:class:`federation.xds.peers.CertificateGroup`) then binds each stream
@@ -334,10 +351,16 @@ async def serve(
     """
     limits = limits if limits is not None else ServerLimits()
     servicer = AggregatedDiscoveryServicer(
-        cache, sync, metrics, settings=settings, limits=limits, node_group=node_group
+        cache,
+        sync,
+        metrics,
+        settings=settings,
+        limits=limits,
+        node_group=node_group,
+        server_name=server_name,
     )
     server = grpc.aio.server(options=limits.grpc_options())
-    servicer.add_to_server(server)
+    servicer.add_to_server(server, service)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -349,7 +372,8 @@ async def serve(
         raise XdsServeError(f"cannot listen for xDS on {address}")
     await server.start()
     log.info(
-        "xDS server listening on %s (port %d, %s)",
+        "xDS server (%s) listening on %s (port %d, %s)",
+        service.rpartition(".")[2],
         address,
         port,
         "mTLS" if credentials else "PLAIN TEXT: any client may claim any cluster",

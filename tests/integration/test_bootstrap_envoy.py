@@ -26,17 +26,22 @@ SYNC_DEADLINE = 15.0
 
 
 @pytest.mark.parametrize(
-    ("delta", "xds", "tls"),
+    ("delta", "xds", "tls", "agent"),
     [
-        (False, "127.0.0.1:18000", True),
-        (True, "127.0.0.1:18000", True),
-        (False, "localhost:18000", True),
-        (False, "127.0.0.1:18000", False),
+        (False, "127.0.0.1:18000", True, None),
+        (True, "127.0.0.1:18000", True, None),
+        (False, "localhost:18000", True, None),
+        (False, "127.0.0.1:18000", False, None),
+        (False, "127.0.0.1:18000", True, "localhost:18443"),
+        (False, "127.0.0.1:18000", False, "127.0.0.1:18443"),
     ],
 )
-def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool, xds: str, tls: bool) -> None:
+def test_real_envoy_accepts_the_bootstrap(
+    tmp_path: Path, delta: bool, xds: str, tls: bool, agent: str | None
+) -> None:
     """By IP (STATIC) and by name (LOGICAL_DNS, as the hub's Service in a pod); with the
-    cluster's client certificate (files minted by fedctl pki) and in plain text."""
+    cluster's client certificate (files minted by fedctl pki) and in plain text; a
+    Gateway's Envoy with the cluster's agent, which serves it credentials."""
     pki.init(tmp_path / "pki", clusters=["a"], hub_names=["localhost"])
     files = tmp_path / "pki" / "clusters" / "a"
     config = tmp_path / "bootstrap.json"
@@ -54,6 +59,8 @@ def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, delta: bool, xds: str,
                     if tls
                     else None,
                     insecure_plaintext=not tls,
+                    gateway="shop/gw" if agent else None,
+                    agent_address=agent,
                 )
             )
         )

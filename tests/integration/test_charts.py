@@ -631,6 +631,43 @@ def test_the_agent_serves_clusterset_dns_behind_a_service_on_port_53() -> None:
     )
 
 
+def test_the_agent_serves_credentials_to_gateway_envoys_only_when_asked() -> None:
+    """Basic auth and API keys: opt-in; the agent listens with its own certificate from
+    a Secret, behind a Service that the infra manager's Envoys are told to dial."""
+
+    def agent_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        (agent,) = [
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-federation-agent"
+        ]
+        return agent
+
+    values = GOOD_VALUES["federation-agent"]
+    off = render("federation-agent", values)
+    assert not [d for d in off if d["metadata"]["name"] == "t-federation-agent-credentials"]
+    args = agent_of(off)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if "credentials" in a or "agent-address" in a]
+    docs = render("federation-agent", [*values, "gatewayEnvoys.credentials.enabled=true"])
+    (service,) = [d for d in docs if d["metadata"]["name"] == "t-federation-agent-credentials"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (18443, "credentials")
+    ]
+    pod = agent_of(docs)["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert {
+        "--credentials-address=0.0.0.0:18443",
+        "--credentials-tls-dir=/etc/federation/credentials-tls",
+        "--gateway-agent-address=t-federation-agent-credentials.federation.svc:18443",
+    } <= set(container["args"])
+    assert ("credentials", 18443) in {(p["name"], p["containerPort"]) for p in container["ports"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["credentials-tls"] == "/etc/federation/credentials-tls"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["credentials-tls"]["secret"]["secretName"] == "federation-agent-tls"
+
+
 def test_the_coredns_hooks_are_opt_in_and_may_touch_only_corednss_configmap() -> None:
     values = GOOD_VALUES["federation-agent"]
     assert not [d for d in render("federation-agent", values) if "coredns" in d["metadata"]["name"]]

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from e2e import toolchain
 from e2e.pki import CertificateAuthority
+from federation.cli.bootstrap import agent_cluster
 from federation.registry.codec import from_json
 from federation.translate.clusterset import clusterset_listener
 from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR
@@ -93,6 +94,20 @@ def _certificates(ir: GatewayIR, secret_dir: Path) -> None:
                 ca.serving("127.0.0.1").write(directory, "tls")
 
 
+def _assert_envoy_accepts(bootstrap: dict[str, Any], tmp_path: Path) -> None:
+    """Envoy loads ``bootstrap`` in validation mode."""
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(bootstrap))
+    proc = subprocess.run(
+        [str(toolchain.locate().envoy), "--mode", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("case", sorted(IRS))
 def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> None:
     document, host = IRS[case]
@@ -150,20 +165,13 @@ def test_real_envoy_accepts_the_gateway_config(case: str, tmp_path: Path) -> Non
                         ],
                     },
                 },
+                # Where a Gateway's Envoys discover their basic auth and API key filters.
+                agent_cluster(ir.cluster, "127.0.0.1:1", None),
                 *(_json(c) for c in resources.clusters.values()),
             ],
         },
     }
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap))
-    proc = subprocess.run(
-        [str(toolchain.locate().envoy), "--mode", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _assert_envoy_accepts(bootstrap, tmp_path)
 
 
 def test_every_case_is_validated() -> None:
@@ -172,3 +180,55 @@ def test_every_case_is_validated() -> None:
     wanted = {f"proxy/{c}" for c in golden_files.cases(GOLDEN)}
     wanted |= {f"gateway/{c}" for c in golden_files.cases(GATEWAY_GOLDEN)}
     assert covered == wanted
+
+
+def test_real_envoy_accepts_what_the_agent_serves_for_credentials(tmp_path: Path) -> None:
+    """The basic auth and API key configurations an agent serves over ECDS (built from a
+    policy and its Secrets as the agent does) load in Envoy: a NACK there would leave
+    the routes refusing every request."""
+    import base64
+    import hashlib
+
+    from agents.credentials import SecretData, policy_credentials
+    from federation.registry import policies as p
+
+    sha = base64.b64encode(hashlib.sha1(b"pw").digest()).decode()
+    spec = {
+        "basicAuth": {"users": {"name": "users"}, "forwardUsernameHeader": "x-user"},
+        "apiKeyAuth": {
+            "credentialRefs": [{"name": "keys"}],
+            "extractFrom": [
+                {"headers": ["x-api-key", "x-key"]},
+                {"params": ["api_key"]},
+                {"cookies": ["key"]},
+            ],
+            "forwardClientIDHeader": "x-client-id",
+            "sanitize": True,
+        },
+    }
+    record = p.SecurityPolicyRecord("b", "shop", "auth", from_json(p.SecurityPolicySpec, spec))
+    secrets = {
+        ("shop", "users"): SecretData(data={".htpasswd": f"# team\nalice:{{SHA}}{sha}\n"}),
+        ("shop", "keys"): SecretData(data={"alice": "k1", "bob": "k2"}),
+    }
+    configs = policy_credentials(record, [], secrets).configs
+    assert len(configs) == 2
+    filters = []
+    for name, config in sorted(configs.items()):
+        typed = _json(config)
+        typed["@type"] = "type.googleapis.com/" + config.DESCRIPTOR.full_name
+        filters.append({"name": name, "typed_config": typed})
+    router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": router}})
+    hcm = {
+        "@type": HCM,
+        "stat_prefix": "credentials",
+        "http_filters": filters,
+        "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"]}]},
+    }
+    listener = {
+        "name": "credentials",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+        "filter_chains": [{"filters": [{"name": "hcm", "typed_config": hcm}]}],
+    }
+    _assert_envoy_accepts({"static_resources": {"listeners": [listener]}}, tmp_path)

@@ -24,6 +24,8 @@ from e2e.redis_server import RedisServer
 from federation.errors import InvalidInputError
 from federation.registry import gatewayapi as g
 from federation.registry import keys
+from federation.registry import policies as p
+from federation.registry.codec import from_json
 from federation.registry.kinds import (
     Kind,
     Record,
@@ -328,6 +330,39 @@ async def test_a_gateways_certificate_verdicts_go_through_the_store_and_change_i
     assert b"certificateChecks" not in stored
     decoded = decode_record(Kind.GATEWAY, stored)
     assert isinstance(decoded, g.GatewayRecord) and decoded.certificate_checks == ()
+
+
+async def test_a_security_policys_secret_verdicts_go_through_the_store(backend: Backend) -> None:
+    """A SecurityPolicy with basic auth and API keys is stored with the agent's verdict
+    on each Secret it names (``secretChecks``) and the Secrets' names: nothing else of
+    them, since the credentials stay in their cluster."""
+    writer, reader = backend.writer("a"), backend.reader()
+    spec = from_json(
+        p.SecurityPolicySpec,
+        {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}],
+            "basicAuth": {"users": {"name": "users"}, "forwardUsernameHeader": "x-user"},
+            "apiKeyAuth": {
+                "credentialRefs": [{"name": "keys"}],
+                "extractFrom": [{"headers": ["x-api-key"]}, {"cookies": ["key"]}],
+                "forwardClientIDHeader": "x-client",
+                "sanitize": True,
+            },
+        },
+    )
+    checks = (
+        p.SecretCheck("demo", "keys", True),
+        p.SecretCheck("demo", "users", False, "it does not exist"),
+    )
+    record = p.SecurityPolicyRecord("a", "demo", "auth", spec, secret_checks=checks)
+    await writer.publish(record)
+    ref = ref_of(record)
+    stored = (await reader.snapshot("a")).records[ref.field]
+    assert decode_record(Kind.SECURITY_POLICY, stored) == record
+    assert json.loads(stored)["secretChecks"] == [
+        {"namespace": "demo", "name": "keys", "usable": True},
+        {"namespace": "demo", "name": "users", "usable": False, "message": "it does not exist"},
+    ]
 
 
 async def test_join_members_and_cluster_records(backend: Backend) -> None:

@@ -119,6 +119,14 @@ def test_plain_text_hub_needs_no_secret_copy() -> None:
     assert "Secret" not in objects
     args = objects["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert "--insecure-plaintext" in args
+    assert not [a for a in args if a.startswith("--agent-address")]
+
+
+def test_envoys_are_told_where_their_agent_serves_credentials() -> None:
+    settings = InfraSettings("b", "e", "f", "hub:1", agent_address="agent.sys.svc:18443")
+    objects = by_kind(infra.desired_objects(gateway(), settings, Parameters()))
+    args = objects["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert "--agent-address=agent.sys.svc:18443" in args
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,32 @@ def test_bootstrap_presents_the_cluster_certificate_and_pins_the_hub_identity() 
     ]
 
 
+def test_a_gateways_bootstrap_reaches_its_agent_with_the_clusters_certificate() -> None:
+    tls = BootstrapTls(
+        "/c/tls.crt", "/c/tls.key", "/c/ca.crt", trust_domain="example.org", agent_server_name="ag"
+    )
+    options = BootstrapOptions(
+        cluster="a",
+        xds_address="hub.fed.svc:18000",
+        tls=tls,
+        gateway="shop/gw",
+        agent_address="agent.fed.svc:18443",
+    )
+    _, agent = bootstrap(options)["static_resources"]["clusters"]
+    assert agent["name"] == "federation-agent" and agent["type"] == "LOGICAL_DNS"
+    socket = agent["transport_socket"]["typed_config"]
+    assert socket["sni"] == "ag"
+    common = socket["common_tls_context"]
+    assert common["tls_certificates"][0]["certificate_chain"] == {"filename": "/c/tls.crt"}
+    # The agent, not the hub nor another cluster's agent.
+    assert common["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://example.org/cluster/a/agent"}}
+    ]
+    shared = BootstrapOptions(cluster="a", xds_address="h:1", tls=tls, agent_address="x:1")
+    with pytest.raises(InvalidInputError, match="--agent-address is for a Gateway's Envoys"):
+        bootstrap(shared)
+
+
 def test_proxy_status_shows_refused_and_unknown_nodes_with_their_reason() -> None:
     refused = [
         {

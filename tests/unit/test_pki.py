@@ -118,7 +118,13 @@ def test_fedctl_pki_writes_secret_shaped_directories_and_never_overwrites_a_ca(
     tmp_path: Path,
 ) -> None:
     written = pki_cli.init(tmp_path, clusters=["a", "b"], hub_names=["hub.fed.svc"])
-    assert written == [tmp_path / "hub", tmp_path / "clusters" / "a", tmp_path / "clusters" / "b"]
+    assert written == [
+        tmp_path / "hub",
+        tmp_path / "clusters" / "a",
+        tmp_path / "clusters" / "b",
+        tmp_path / "agents" / "a",
+        tmp_path / "agents" / "b",
+    ]
     for directory in written:
         assert sorted(p.name for p in directory.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
         assert (directory / "tls.key").stat().st_mode & 0o077 == 0
@@ -128,6 +134,11 @@ def test_fedctl_pki_writes_secret_shaped_directories_and_never_overwrites_a_ca(
     assert uris_of((tmp_path / "clusters" / "c" / "tls.crt").read_bytes()) == [
         "spiffe://federation.local/cluster/c"
     ]
+    # The agent's serving certificate names the cluster's agent, which is no cluster.
+    agent = (tmp_path / "agents" / "c" / "tls.crt").read_bytes()
+    assert uris_of(agent) == ["spiffe://federation.local/cluster/c/agent"]
+    assert cluster_of(uris_of(agent), "federation.local") is None
+    assert pki_cli.default_secret_name("agents/c") == pki_cli.AGENT_SECRET
     secret = pki_cli.secret_manifest(tmp_path, "clusters/c", "xds", "federation")
     assert secret["type"] == "kubernetes.io/tls"
     assert sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]

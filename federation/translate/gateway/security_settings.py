@@ -4,9 +4,9 @@ to the routes it covers (:func:`apply_security`).
 Called by :mod:`.policies`, which decides which policy covers which route. Implemented:
 ``cors`` (as Gateway API's CORS filter: the same IR and Envoy filter; a route's own CORS
 filter stays where it has one), ``jwt`` (:mod:`.jwt_settings`), ``extAuth``
-(:mod:`.ext_auth_settings`) and ``authorization`` by client address, request headers,
-method and JWT claims and scopes. Every other field, the ones that name Secrets (basic
-auth, API keys, OIDC) among them, is refused by name, and
+(:mod:`.ext_auth_settings`), ``basicAuth`` and ``apiKeyAuth`` (:mod:`.credential_settings`)
+and ``authorization`` by client address, request headers, method and JWT claims and
+scopes. Every other field (OIDC among them) is refused by name, and
 the policy's targets deny every request meanwhile (:data:`DENY_ALL`): a policy that asks
 for authentication must never be served without it. Pure.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from federation.registry.gatewayapi import CORS
 from federation.registry.policies import SecurityCORS, SecurityPolicyRecord
+from federation.translate.gateway.credential_settings import compile_credentials
 from federation.translate.gateway.ext_auth_settings import compile_ext_auth
 from federation.translate.gateway.filters import FilterError
 from federation.translate.gateway.filters import cors as cors_filter
@@ -33,6 +34,7 @@ from federation.translate.ir import (
     AuthorizationIR,
     AuthorizationRuleIR,
     CorsIR,
+    CredentialAuthIR,
     ExtAuthIR,
     HeaderValuesIR,
     JwtIR,
@@ -54,6 +56,8 @@ class SecuritySettings:
     ext_auth: ExtAuthIR | None = None
     #: The cluster of ``ext_auth``'s service when it is a Service of this cluster.
     ext_auth_cluster: LocalClusterIR | None = None
+    basic_auth: CredentialAuthIR | None = None
+    api_key_auth: CredentialAuthIR | None = None
 
 
 #: What the targets of a SecurityPolicy that cannot be served get: every request denied.
@@ -92,6 +96,7 @@ def compile_security(policy: SecurityPolicyRecord, inputs: ClusterInputs) -> Sec
     spec = policy.spec
     jwt = compile_jwt(policy, spec.jwt)
     ext_auth, ext_auth_cluster = compile_ext_auth(policy, spec.ext_auth, inputs)
+    basic_auth, api_key_auth = compile_credentials(policy, inputs.grants)
     authorization = None
     if spec.authorization is not None:
         rules = []
@@ -139,6 +144,8 @@ def compile_security(policy: SecurityPolicyRecord, inputs: ClusterInputs) -> Sec
         jwt=jwt,
         ext_auth=ext_auth,
         ext_auth_cluster=ext_auth_cluster,
+        basic_auth=basic_auth,
+        api_key_auth=api_key_auth,
     )
 
 
@@ -155,4 +162,8 @@ def apply_security(settings: SecuritySettings, ir: RouteIR) -> RouteIR:
         changes["jwt"] = settings.jwt
     if settings.ext_auth is not None:
         changes["ext_auth"] = settings.ext_auth
+    if settings.basic_auth is not None:
+        changes["basic_auth"] = settings.basic_auth
+    if settings.api_key_auth is not None:
+        changes["api_key_auth"] = settings.api_key_auth
     return dataclasses.replace(ir, **changes) if changes else ir  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from federation.translate.ir import ListenerIR
 from federation.translate.proxy.features import (
     authorization,
     cors,
+    credential_auth,
     ext_authz,
     fault,
     headers,
@@ -56,12 +57,14 @@ __all__ = [
 #: ``health_check`` follows ``load_balancing``, whose panic threshold a policy may replace.
 #: ``router`` is last: the HTTP filter chain follows this order and must end with the
 #: router. The HTTP filters go in Envoy Gateway's order: faults, CORS, external
-#: authorization, JWT authentication, authorization (which reads the verified JWT),
-#: then rate limits.
+#: authorization, API keys, basic auth, JWT authentication, authorization (which reads
+#: the verified JWT), then rate limits.
 FEATURES: tuple[Feature, ...] = (
     fault.FEATURE,
     cors.FEATURE,
     ext_authz.FEATURE,
+    credential_auth.API_KEY_FEATURE,
+    credential_auth.BASIC_FEATURE,
     jwt.FEATURE,
     authorization.FEATURE,
     local_rate_limit.FEATURE,
