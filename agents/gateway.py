@@ -11,7 +11,7 @@ What it publishes, under its own cluster's keys:
   ignored by the translation, which reports nothing for them;
 * every ReferenceGrant;
 * every BackendTrafficPolicy, SecurityPolicy and ClientTrafficPolicy (Envoy Gateway's
-  policy API), naming in
+  policy API) and every FailoverPolicy (ours: :mod:`federation.translate.failover`), naming in
   its record each field it sets that we do not implement, so that the translation
   refuses it by name;
 * every Service of this cluster that a route names as a backend or mirror, with its
@@ -65,11 +65,13 @@ from federation.programmed import merged_facts
 from federation.registry import gatewayapi as g
 from federation.registry import policies as p
 from federation.registry.codec import from_json, unknown_fields
+from federation.registry.failover import FailoverPolicyRecord, FailoverPolicySpec
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Record, RecordRef, ref_of
 from federation.registry.records import ExportedService, InvalidRecordError
 from federation.registry.store import RegistryWriter
 from federation.retry import Backoff, retry_call
+from federation.translate.failover import failover_policies
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import (
     ObjectName,
@@ -100,9 +102,11 @@ WATCHED = (
     k.BACKEND_TRAFFIC_POLICIES,
     k.SECURITY_POLICIES,
     k.CLIENT_TRAFFIC_POLICIES,
+    k.FAILOVER_POLICIES,
 )
 
-#: Envoy Gateway's policy kinds: their API kind, spec and record, by the kind's name.
+#: The policy kinds (Envoy Gateway's, and our FailoverPolicy): their API kind, spec and
+#: record, by the kind's name.
 POLICY_KINDS = {
     "BackendTrafficPolicy": (
         k.BACKEND_TRAFFIC_POLICIES,
@@ -115,6 +119,7 @@ POLICY_KINDS = {
         p.ClientTrafficPolicySpec,
         p.ClientTrafficPolicyRecord,
     ),
+    "FailoverPolicy": (k.FAILOVER_POLICIES, FailoverPolicySpec, FailoverPolicyRecord),
 }
 
 
@@ -360,7 +365,9 @@ class GatewayAgent:
             obj = self.objects.of(api_kind).get((route.namespace, route.name))
             if obj is not None:
                 await self.status.route_status(obj, route)
-        for policy in resolved.statuses.policies:
+        failover = [r for r in records if isinstance(r, FailoverPolicyRecord)]
+        book = failover_policies(failover, inputs.imports)
+        for policy in (*resolved.statuses.policies, *(book.status(r) for r in failover)):
             api_kind = POLICY_KINDS[policy.kind][0]
             obj = self.objects.of(api_kind).get((policy.namespace, policy.name))
             if obj is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 from urllib.parse import quote
 
+from federation.registry.failover import FAILOVER_GROUP
 from federation.registry.gatewayapi import GATEWAY_GROUP
 from federation.registry.policies import ENVOY_GATEWAY_GROUP
 
@@ -95,6 +96,8 @@ REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
 BACKEND_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "backendtrafficpolicies")
 SECURITY_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "securitypolicies")
 CLIENT_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "clienttrafficpolicies")
+#: This project's FailoverPolicy (crds/policy.federation.io_failoverpolicies.yaml).
+FAILOVER_POLICIES = ApiKind(FAILOVER_GROUP, "v1alpha1", "failoverpolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
 SECRETS = ApiKind("", "v1", "secrets")
 CONFIG_MAPS = ApiKind("", "v1", "configmaps")
@@ -112,5 +115,6 @@ BY_PLURAL = {
         BACKEND_TRAFFIC_POLICIES,
         SECURITY_POLICIES,
         CLIENT_TRAFFIC_POLICIES,
+        FAILOVER_POLICIES,
     )
 }

@@ -219,12 +219,13 @@ def _kopf_settings() -> kopf.OperatorSettings:
 
 
 def build_registry(
-    agent: Agent, conf: Configuration, *, gateway_api: bool = True
+    agent: Agent, conf: Configuration, *, gateway_api: bool = True, failover_api: bool = True
 ) -> kopf.OperatorRegistry:
     """kopf handlers, registered on an explicit registry (no import-time globals).
 
     ``gateway_api``: whether the Gateway API CRDs are installed (their kinds are watched
-    only then; a cluster without them simply has no Gateways).
+    only then; a cluster without them simply has no Gateways); ``failover_api``: whether
+    the FailoverPolicy CRD is (the federation-crds chart installs it).
     """
     registry = kopf.OperatorRegistry()
 
@@ -278,8 +279,12 @@ def build_registry(
                 labels={infra_objects.MANAGED_BY: infra_objects.MANAGER},
                 registry=registry,
             )(on_infra_event)
-    if gateway_api:
+    if gateway_api or failover_api:
         for kind in gateway.WATCHED:
+            if not gateway_api and kind is not k.FAILOVER_POLICIES:
+                continue  # without Gateway API, only FailoverPolicies
+            if kind is k.FAILOVER_POLICIES and not failover_api:
+                continue
 
             def on_gateway_event(
                 type: str | None, body: kopf.Body, plural: str = kind.plural, **_: Any
@@ -330,6 +335,9 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
     gateway_api = await agent.kube.get(k.GATEWAY_CLASSES.path()) is not None
     if not gateway_api:
         log.info("the Gateway API CRDs are not installed: no Gateways to serve")
+    failover_api = await agent.kube.get(k.FAILOVER_POLICIES.path()) is not None
+    if not failover_api:
+        log.warning("the FailoverPolicy CRD is not installed (federation-crds chart)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -366,7 +374,9 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
     kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
     kopf_task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(agent, kube.configuration, gateway_api=gateway_api),
+            registry=build_registry(
+                agent, kube.configuration, gateway_api=gateway_api, failover_api=failover_api
+            ),
             settings=_kopf_settings(),
             clusterwide=True,
             standalone=True,

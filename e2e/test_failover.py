@@ -21,6 +21,7 @@ import aiohttp
 import grpc
 import pytest
 
+from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.backends import GRPC_METHOD
 from e2e.envoy import Envoy
@@ -311,3 +312,51 @@ def test_a_websocket_echo_works_through_the_listener(fed: Federation, ns: str) -
             return replies
 
     assert asyncio.run(echo()) == ["a: hello", "a: again"]
+
+
+def test_a_failover_policy_orders_the_clusters_its_own_envoys_prefer(
+    fed: Federation, ns: str
+) -> None:
+    """echo is exported by a, b and c. b's Envoy prefers b's own endpoints (local first)
+    until a FailoverPolicy of b says c, then a: it sends to c, and when c's endpoints go
+    not ready, to a, never to b. a's Envoy, which no policy of a's covers, keeps local
+    first."""
+    for cluster_id in ("a", "b", "c"):
+        export_with_backends(fed, cluster_id, ns, [57], start=True)
+    b, a = fed.envoys["b"], fed.envoys["a"]
+    wait_served_by(b, host(ns), "b")
+    target = {"group": "multicluster.x-k8s.io", "kind": "ServiceImport", "name": "echo"}
+    policy = {
+        "apiVersion": "policy.federation.io/v1alpha1",
+        "kind": "FailoverPolicy",
+        "metadata": {"namespace": ns, "name": "prefer-c"},
+        "spec": {"targetRefs": [target], "order": ["c", "a"]},
+    }
+    sc.apply(fed.env.cluster("b"), policy)
+    wait_served_by(b, host(ns), "c")
+
+    def accepted() -> str | None:
+        obj = gw.get_yaml(fed.env.cluster("b"), "failoverpolicy", ns, "prefer-c")
+        for ancestor in (obj.get("status") or {}).get("ancestors") or []:
+            return gw.conditions(ancestor.get("conditions")).get("Accepted", ("", ""))[0]
+        return None
+
+    wait_until(lambda: accepted() == "True", timeout=DEADLINE, what="prefer-c Accepted")
+    with Loop(b, host(ns), count=100, seconds=30) as preferred:
+        preferred.wait_for(40)
+    c = fed.env.cluster("c")
+    sc.apply(c, sc.endpoint_slice(c, ns, "echo", [57], ready=False))
+    wait_served_by(b, host(ns), "a")
+    with Loop(b, host(ns), count=100, seconds=30) as next_level:
+        next_level.wait_for(40)
+    with Loop(a, host(ns), count=100, seconds=30) as elsewhere:
+        elsewhere.wait_for(40)
+    print(
+        f"\nb's FailoverPolicy (c, then a): b's Envoy served by {preferred.served()}, "
+        f"with c not ready by {next_level.served()}; a's Envoy by {elsewhere.served()}; "
+        f"failures {preferred.failures() + next_level.failures() + elsewhere.failures()}"
+    )
+    assert set(preferred.served()) == {"c"}
+    assert set(next_level.served()) == {"a"}
+    assert set(elsewhere.served()) == {"a"}
+    assert preferred.failures() == next_level.failures() == elsewhere.failures() == 0

@@ -6,6 +6,7 @@ or a store exercises them; ``every_kind`` gives one record of each kind for a cl
 
 from __future__ import annotations
 
+from federation.registry import failover as f
 from federation.registry import gatewayapi as g
 from federation.registry import policies as p
 from federation.registry.kinds import Record
@@ -221,6 +222,23 @@ def backend_traffic_policy(cluster: str, name: str = "btp") -> p.BackendTrafficP
     )
 
 
+def failover_policy(cluster: str, name: str = "prefer") -> f.FailoverPolicyRecord:
+    """A FailoverPolicy on ServiceImport ``echo``: c first, then a."""
+    return f.FailoverPolicyRecord(
+        cluster=cluster,
+        namespace=NS,
+        name=name,
+        generation=1,
+        created="2026-01-01T00:00:00Z",
+        spec=f.FailoverPolicySpec(
+            target_refs=(
+                p.PolicyTargetReference("multicluster.x-k8s.io", "ServiceImport", "echo"),
+            ),
+            order=("c", "a"),
+        ),
+    )
+
+
 def every_kind(cluster: str) -> list[Record]:
     """One record of each kind, all of ``cluster``."""
     return [
@@ -231,4 +249,5 @@ def every_kind(cluster: str) -> list[Record]:
         grpc_route(cluster),
         reference_grant(cluster),
         backend_traffic_policy(cluster),
+        failover_policy(cluster),
     ]

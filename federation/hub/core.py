@@ -31,8 +31,9 @@ from collections.abc import Iterable
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import GatewayResolver, SnapshotBuilder, SnapshotOptions
 from federation.hub.trace import ChangeLog
-from federation.model.imports import merge_exports
+from federation.model.imports import MergedImport, merge_exports
 from federation.node_groups import cluster_of_group, gateway_group, parse_group
+from federation.registry.failover import FailoverPolicyRecord
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
 from federation.registry.kinds import GATEWAY_KINDS, Kind
@@ -45,6 +46,7 @@ from federation.registry.watcher import (
     changed_clusters,
     service_names,
 )
+from federation.translate.failover import failover_policies, targets_of
 from federation.translate.gateway import Resolved, resolve
 from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.gateway.service_policies import (
@@ -53,7 +55,7 @@ from federation.translate.gateway.service_policies import (
     targets_service_import,
 )
 from federation.translate.inputs import ImportView
-from federation.translate.ir import GatewayIR
+from federation.translate.ir import FailoverIR, GatewayIR
 from federation.xds.snapshot import SnapshotCache
 from federation.xds.status import SyncRegistry
 
@@ -118,6 +120,8 @@ class Hub:
         #: What applies to each ServiceImport of every cluster's BackendTrafficPolicies
         #: (its exporters'): the cluster settings of its clusters in every node group.
         self._service_policies: dict[ServiceName, ServicePolicy] = {}
+        #: The FailoverPolicies that apply to each ServiceImport, one per viewing cluster.
+        self._failover: dict[ServiceName, tuple[FailoverIR, ...]] = {}
         #: The last update of each service's snapshots, for ``fedctl trace``.
         self.changes = ChangeLog()
 
@@ -143,7 +147,33 @@ class Hub:
             return None
         stale = self.watcher.stale_clusters() & {e.cluster for e in exports}
         applied = self._service_policies.get(key)
-        return ImportView.of(exports, stale, None if applied is None else applied.settings)
+        settings = None if applied is None else applied.settings
+        return ImportView.of(exports, stale, settings, self._failover.get(key, ()))
+
+    def _merged(self, services: Iterable[ServiceName]) -> dict[ServiceName, MergedImport]:
+        """The merged imports of those of ``services`` someone exports, from the watcher,
+        not the builder: this update's exports are not built yet."""
+        return {
+            key: merge_exports(exports)
+            for key in services
+            if (exports := self.watcher.exports(*key))
+        }
+
+    def _failover_moved(self) -> set[ServiceName]:
+        """Resolve the FailoverPolicies again; the services whose preferences changed."""
+        policies = [
+            r
+            for cluster in self.watcher.views
+            for r in self.watcher.records(cluster, Kind.FAILOVER_POLICY).values()
+            if isinstance(r, FailoverPolicyRecord)
+        ]
+        before = self._failover
+        if not policies and not before:
+            return set()
+        imports = self._merged({key for p in policies for key in targets_of(p)})
+        after = failover_policies(policies, imports).applied
+        self._failover = after
+        return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
     def _policies_moved(self) -> set[ServiceName]:
         """Resolve the policies on ServiceImports again; the services whose settings
@@ -157,14 +187,8 @@ class Hub:
         before = self._service_policies
         if not policies and not before:
             return set()
-        # From the watcher, not the builder: this update's exports are not built yet.
         targeted = {(p.namespace, t.name) for p in policies for t in p.spec.targets()}
-        imports = {
-            key: merge_exports(exports)
-            for key in targeted
-            if (exports := self.watcher.exports(*key))
-        }
-        after = service_policies(policies, imports).applied
+        after = service_policies(policies, self._merged(targeted)).applied
         self._service_policies = after
         return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
@@ -215,6 +239,8 @@ class Hub:
         services = service_names(changed)
         if services or any(c.ref.kind is Kind.BACKEND_TRAFFIC_POLICY for c in changed):
             services |= self._policies_moved()
+        if services or any(c.ref.kind is Kind.FAILOVER_POLICY for c in changed):
+            services |= self._failover_moved()
         routes = [c for c in changed if c.ref.kind in GATEWAY_KINDS]
         before = {g: self.cache.generation(g) for g in self.cache.groups()}
         self.builder.update(
@@ -248,6 +274,7 @@ class Hub:
         """Build every node group's snapshot from the loaded registry, then start serving."""
         keys = self.watcher.service_names()
         self._policies_moved()
+        self._failover_moved()
         self.builder.update(
             {key: self._view(key) for key in keys},
             self._groups(),

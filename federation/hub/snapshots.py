@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from federation.errors import InvalidInputError
 from federation.model.imports import MergedImport
@@ -188,7 +189,7 @@ class SnapshotBuilder:
                 reshaped = True
             if old is None or _versions(old.rendered.clusters) != _versions(new.rendered.clusters):
                 structural = True
-            elif (old.rendered.shared, old.rendered.own) != (new.rendered.shared, new.rendered.own):
+            elif _variants(old.rendered) != _variants(new.rendered):
                 endpoint_updates.append(new)
         routes_changed = self._update_routes() if reshaped or self._routes is None else False
         dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
@@ -335,3 +336,8 @@ class SnapshotBuilder:
 
 def _versions(resources: Mapping[str, Resource]) -> dict[str, str]:
     return {name: r.version for name, r in resources.items()}
+
+
+def _variants(rendered: RenderedService[Resource]) -> tuple[Any, ...]:
+    """Every assignment variant of a service: any change is an endpoint push."""
+    return rendered.shared, rendered.own, rendered.preferred

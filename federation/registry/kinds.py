@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from federation.registry import gatewayapi
+from federation.registry.failover import FailoverPolicyRecord
 from federation.registry.gatewayapi import (
     GatewayRecord,
     GRPCRouteRecord,
@@ -70,6 +71,7 @@ class Kind(StrEnum):
     BACKEND_TRAFFIC_POLICY = BackendTrafficPolicyRecord.KIND
     SECURITY_POLICY = SecurityPolicyRecord.KIND
     CLIENT_TRAFFIC_POLICY = ClientTrafficPolicyRecord.KIND
+    FAILOVER_POLICY = FailoverPolicyRecord.KIND
 
 
 #: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
@@ -96,6 +98,7 @@ Record = (
     | BackendTrafficPolicyRecord
     | SecurityPolicyRecord
     | ClientTrafficPolicyRecord
+    | FailoverPolicyRecord
 )
 
 
@@ -122,7 +125,8 @@ def _gateway_codec(
     cls: type[gatewayapi.GatewayAPIRecord]
     | type[BackendTrafficPolicyRecord]
     | type[SecurityPolicyRecord]
-    | type[ClientTrafficPolicyRecord],
+    | type[ClientTrafficPolicyRecord]
+    | type[FailoverPolicyRecord],
 ) -> _Codec:
     def encode(record: Any) -> bytes:
         return gatewayapi.encode(record, SCHEMA_VERSION)
@@ -148,6 +152,7 @@ _CODECS: dict[Kind, _Codec] = {
         _gateway_codec(BackendTrafficPolicyRecord),
         _gateway_codec(SecurityPolicyRecord),
         _gateway_codec(ClientTrafficPolicyRecord),
+        _gateway_codec(FailoverPolicyRecord),
     )
 }
 

@@ -93,6 +93,7 @@ def service_cluster(view: ImportView, port: ServicePort) -> ServiceClusterIR:
         ),
         single_port=len(view.merged.ports) == 1,
         policy=view.policy,
+        failover=view.failover,
     )
 
 

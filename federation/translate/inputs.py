@@ -20,7 +20,7 @@ from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
 from federation.model.imports import MergedImport, merge_exports
 from federation.registry.records import ExportedService
-from federation.translate.ir import ClusterPolicyIR
+from federation.translate.ir import ClusterPolicyIR, FailoverIR
 
 #: The address families an Envoy node group can be given endpoints of.
 IP_FAMILIES = ("IPv4", "IPv6")
@@ -50,6 +50,9 @@ class ImportView:
     exports: tuple[ExportedService, ...]
     stale: frozenset[str] = frozenset()
     policy: ClusterPolicyIR | None = None
+    #: The FailoverPolicies that apply to the ServiceImport, one per viewing cluster
+    #: (:mod:`federation.translate.failover`), sorted by viewer.
+    failover: tuple[FailoverIR, ...] = ()
 
     def __post_init__(self) -> None:
         exports = tuple(sorted(self.exports, key=lambda e: e.cluster))
@@ -78,9 +81,11 @@ class ImportView:
         exports: Sequence[ExportedService],
         stale: Iterable[str] = (),
         policy: ClusterPolicyIR | None = None,
+        failover: Iterable[FailoverIR] = (),
     ) -> ImportView:
         """Merge ``exports`` (all of one Service) and view them; see :func:`merge_exports`."""
-        return cls(merge_exports(exports), tuple(exports), frozenset(stale), policy)
+        ordered = tuple(sorted(failover, key=lambda f: f.viewer))
+        return cls(merge_exports(exports), tuple(exports), frozenset(stale), policy, ordered)
 
     @property
     def namespace(self) -> str:

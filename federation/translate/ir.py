@@ -623,6 +623,19 @@ class LocalityIR:
 
 
 @dataclass(frozen=True)
+class FailoverIR:
+    """How the Envoys of member cluster ``viewer`` fail over between a service's
+    exporters (a FailoverPolicy of ``viewer``), instead of local first: ``order``, the
+    exporters most preferred first, a priority level each, the others sharing the level
+    after; or ``weights``, one level of weighted exporters, the others after. A cluster
+    that does not export the service is skipped."""
+
+    viewer: str
+    order: tuple[str, ...] = ()
+    weights: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class ServiceClusterIR:
     """The Envoy cluster of one port of a ServiceImport, with one locality per source
     cluster, named ``clusterset/<namespace>/<name>/<port>``.
@@ -643,6 +656,9 @@ class ServiceClusterIR:
     #: The cluster settings of the BackendTrafficPolicy on the ServiceImport (its
     #: exporters'), which every node group gets; None: the defaults.
     policy: ClusterPolicyIR | None = None
+    #: The member clusters whose FailoverPolicy orders the localities for their Envoys,
+    #: sorted by viewer; every other cluster's Envoys see local first.
+    failover: tuple[FailoverIR, ...] = ()
 
 
 @dataclass(frozen=True)

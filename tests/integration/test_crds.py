@@ -19,6 +19,7 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster import LocalCluster, kubectl_table
+from federation.translate.gateway.status import CONTROLLER_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +281,77 @@ def test_printer_columns_make_kubectl_useful(
         cluster_a.kubectl("get", "svcexport", "-n", namespace, "-o", "wide").stdout
     )
     assert (wide["VALID-REASON"], wide["CONFLICT-REASON"]) == ("Valid", "PortConflict,TypeConflict")
+
+
+def _failover(name: str, **spec: Any) -> dict[str, Any]:
+    target = {"group": MCS, "kind": "ServiceImport", "name": "web"}
+    return {
+        "apiVersion": "policy.federation.io/v1alpha1",
+        "kind": "FailoverPolicy",
+        "metadata": {"name": name},
+        "spec": {"targetRefs": [target], **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"order": ["b"], "weights": [{"cluster": "b", "weight": 1}]}, "exactly one of order"),
+        ({}, "exactly one of order and weights"),
+        ({"order": ["b", "b"]}, "Duplicate value"),
+        ({"weights": [{"cluster": "b", "weight": 0}]}, "should be greater than or equal to 1"),
+        (
+            {"order": ["b"], "targetRefs": [{"group": "", "kind": "Service", "name": "web"}]},
+            "a FailoverPolicy targets ServiceImports",
+        ),
+    ],
+)
+def test_invalid_failover_policies_are_refused_with_the_apiservers_reason(
+    admin_a: ApiClient, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    api = CustomObjectsApi(admin_a)
+    with pytest.raises(ApiException) as err:
+        api.create_namespaced_custom_object(
+            "policy.federation.io",
+            "v1alpha1",
+            namespace,
+            "failoverpolicies",
+            _failover("bad", **spec),
+        )
+    assert err.value.status == 422
+    assert message in _message(err.value)
+
+
+def test_failover_policies_show_their_target_and_acceptance(
+    cluster_a: LocalCluster, admin_a: ApiClient, namespace: str
+) -> None:
+    api = CustomObjectsApi(admin_a)
+    group, version, plural = "policy.federation.io", "v1alpha1", "failoverpolicies"
+    api.create_namespaced_custom_object(
+        group, version, namespace, plural, _failover("prefer-c", order=["c", "a"])
+    )
+    ancestor = {
+        "ancestorRef": {"group": MCS, "kind": "ServiceImport", "name": "web"},
+        "controllerName": CONTROLLER_NAME,
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "Policy has been accepted.",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    api.patch_namespaced_custom_object_status(
+        group, version, namespace, plural, "prefer-c", {"status": {"ancestors": [ancestor]}}
+    )
+    (row,) = kubectl_table(cluster_a.kubectl("get", "failoverpolicies", "-n", namespace).stdout)
+    assert list(row) == ["NAME", "TARGET", "ACCEPTED", "REASON", "AGE"]
+    assert [row[k] for k in ("NAME", "TARGET", "ACCEPTED", "REASON")] == [
+        "prefer-c", "web", "True", "Accepted",
+    ]  # fmt: skip
+    (wide,) = kubectl_table(
+        cluster_a.kubectl("get", "failoverpolicies", "-n", namespace, "-o", "wide").stdout
+    )
+    assert wide["ORDER"] == '["c","a"]'

@@ -28,6 +28,7 @@ from federation.translate.clusterset import clusterset_listener
 from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR
 from federation.translate.proxy import node_config
 from tests import golden_files
+from tests.unit import test_translate_golden as translate_golden
 from tests.unit.test_gateway_golden import CASES as GATEWAY_CASES
 from tests.unit.test_gateway_golden import GOLDEN as GATEWAY_GOLDEN
 from tests.unit.test_proxy_golden import CASES, GOLDEN
@@ -232,3 +233,25 @@ def test_real_envoy_accepts_what_the_agent_serves_for_credentials(tmp_path: Path
         "filter_chains": [{"filters": [{"name": "hcm", "typed_config": hcm}]}],
     }
     _assert_envoy_accepts({"static_resources": {"listeners": [listener]}}, tmp_path)
+
+
+@pytest.mark.parametrize("case", translate_golden.CASES)
+def test_real_envoy_accepts_the_clusterset_config(case: str, tmp_path: Path) -> None:
+    """Every clusterset golden (``tests/golden/translate``), as its viewer's Envoys get
+    it, with each EDS cluster made static with the assignment it would be sent: the
+    priorities and locality weights of local first and of FailoverPolicies included."""
+    loaded = translate_golden.load_case(case)
+    resources = translate_golden.build(loaded, loaded.records)
+    clusters = []
+    for name, message in resources.clusters.items():
+        cluster = _json(message)
+        cluster.pop("eds_cluster_config", None)
+        cluster["type"] = "STATIC"
+        cluster["load_assignment"] = _json(resources.endpoints[name])
+        clusters.append(cluster)
+    routes = {name: _json(r) for name, r in resources.routes.items()}
+    listeners = [_json(listener) for listener in resources.listeners.values()]
+    for listener in listeners:
+        _inline_routes(listener, routes)
+    bootstrap = {"static_resources": {"listeners": listeners, "clusters": clusters}}
+    _assert_envoy_accepts(bootstrap, tmp_path)

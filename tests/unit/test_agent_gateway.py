@@ -456,6 +456,23 @@ def test_a_security_policy_is_published_with_its_unsupported_fields_named() -> N
     assert policy.unsupported == ("spec.oidc",)
 
 
+def test_a_failover_policy_is_published_as_a_record_of_its_own_kind() -> None:
+    from federation.registry.failover import ClusterWeight, FailoverPolicyRecord
+
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    target = {"group": "multicluster.x-k8s.io", "kind": "ServiceImport", "name": "web"}
+    body = {
+        "metadata": meta("prefer", uid="uid-prefer"),
+        "spec": {"targetRefs": [target], "weights": [{"cluster": "a", "weight": 3}], "x": 1},
+    }
+    agent.on_event("failoverpolicies", "ADDED", body)
+    records = desired_records("b", agent.objects, {}, {}, {})
+    policy = records[RecordRef(Kind.FAILOVER_POLICY, "shop", "prefer")]
+    assert isinstance(policy, FailoverPolicyRecord)
+    assert policy.spec.weights == (ClusterWeight("a", 3),)
+    assert policy.unsupported == ("spec.x",)
+
+
 def test_the_services_security_policies_authorize_with_are_published() -> None:
     agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
     grpc = {"grpc": {"backendRefs": [{"name": "grpc-authz", "port": 9000}]}}

@@ -52,11 +52,37 @@ def test_the_hub_serves_the_clusterset_golden(case: str) -> None:
         cache,
         SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True),
     )
-    views = translate_golden.views(loaded.records, loaded.stale, loaded.policies)
+    views = translate_golden.views(loaded.records, loaded.stale, loaded.policies, loaded.failover)
     changed: dict[ServiceName, Any] = {(v.namespace, v.name): v for v in views}
     builder.update(changed, groups={group})
     golden = translate_golden.build(loaded, loaded.records)
     assert _served(cache, group) == _wire(golden)
+
+
+@pytest.mark.parametrize("case", ["failover-order", "failover-weights"])
+def test_a_failover_policy_that_comes_and_goes_is_pushed_as_endpoints(case: str) -> None:
+    """A FailoverPolicy changes only the viewer's assignments: the builder pushes them
+    when it appears (what the golden shows) and when it goes (back to the defaults)."""
+    loaded = translate_golden.load_case(case)
+    group = loaded.viewer or OUTSIDER
+    host, port = loaded.listener
+    cache = SnapshotCache()
+    builder = SnapshotBuilder(
+        cache,
+        SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True),
+    )
+
+    def update(failover: tuple[Any, ...]) -> None:
+        views = translate_golden.views(loaded.records, loaded.stale, loaded.policies, failover)
+        builder.update({(v.namespace, v.name): v for v in views}, groups={group})
+
+    update(())
+    without = _served(cache, group)
+    update(loaded.failover)
+    assert _served(cache, group) == _wire(translate_golden.build(loaded, loaded.records))
+    assert _served(cache, group) != without
+    update(())
+    assert _served(cache, group) == without
 
 
 @pytest.mark.parametrize("case", proxy_golden.CASES)

@@ -14,7 +14,9 @@ Each case is a pair of files in ``tests/golden/translate``:
   - ``records``: exports in the JSON shape of ``records.service_to_json``
     without ``"v"``, of one or more Services (grouped and merged here);
   - ``policies`` (optional): BackendTrafficPolicy records of any clusters; those on
-    ServiceImports are resolved as the hub resolves them (``service_policies``).
+    ServiceImports are resolved as the hub resolves them (``service_policies``);
+  - ``failover`` (optional): FailoverPolicy records of any clusters, resolved as the hub
+    resolves them (``failover_policies``).
 
   A leading comment says what the case shows.
 - ``<case>.out.yaml``: what :func:`federation.translate.proxy.node_config` gives the
@@ -42,9 +44,11 @@ import yaml
 from google.protobuf import json_format
 
 from federation.model.imports import group_by_service
+from federation.registry.failover import FailoverPolicyRecord
 from federation.registry.kinds import Kind, decode_record
 from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import SCHEMA_VERSION, ExportedService, decode_service
+from federation.translate.failover import failover_policies
 from federation.translate.gateway.inputs import imports_of
 from federation.translate.gateway.service_policies import service_policies
 from federation.translate.inputs import (
@@ -69,12 +73,14 @@ class Case:
     stale: frozenset[str]
     records: tuple[ExportedService, ...]
     policies: tuple[BackendTrafficPolicyRecord, ...] = ()
+    failover: tuple[FailoverPolicyRecord, ...] = ()
 
 
 def load_case(case: str) -> Case:
     raw = yaml.safe_load((GOLDEN / f"{case}.in.yaml").read_text())
     assert isinstance(raw, dict), f"{case}.in.yaml must hold a mapping"
-    unknown = set(raw) - {"viewer", "listener", "options", "stale", "records", "policies"}
+    keys = {"viewer", "listener", "options", "stale", "records", "policies", "failover"}
+    unknown = set(raw) - keys
     assert not unknown, f"{case}.in.yaml: unknown keys {sorted(unknown)}"
     opts = raw.get("options") or {}
     unknown = set(opts) - {
@@ -102,14 +108,13 @@ def load_case(case: str) -> Case:
     )
     policies = tuple(
         p
-        for item in raw.get("policies") or ()
-        if isinstance(
-            p := decode_record(
-                Kind.BACKEND_TRAFFIC_POLICY,
-                json.dumps({"v": SCHEMA_VERSION, "kind": "backendtrafficpolicy", **item}).encode(),
-            ),
-            BackendTrafficPolicyRecord,
-        )
+        for p in _decoded(raw.get("policies"), Kind.BACKEND_TRAFFIC_POLICY)
+        if isinstance(p, BackendTrafficPolicyRecord)
+    )
+    failover = tuple(
+        p
+        for p in _decoded(raw.get("failover"), Kind.FAILOVER_POLICY)
+        if isinstance(p, FailoverPolicyRecord)
     )
     listener = raw["listener"]
     return Case(
@@ -119,20 +124,36 @@ def load_case(case: str) -> Case:
         stale=frozenset(raw.get("stale") or ()),
         records=records,
         policies=policies,
+        failover=failover,
     )
+
+
+def _decoded(items: list[dict[str, Any]] | None, kind: Kind) -> list[Any]:
+    """Records of ``kind`` through the registry codec, as real records are read."""
+    return [
+        decode_record(kind, json.dumps({"v": SCHEMA_VERSION, "kind": kind.value, **i}).encode())
+        for i in items or ()
+    ]
 
 
 def views(
     records: tuple[ExportedService, ...],
     stale: frozenset[str],
     policies: tuple[BackendTrafficPolicyRecord, ...] = (),
+    failover: tuple[FailoverPolicyRecord, ...] = (),
 ) -> list[ImportView]:
     """One view per Service, with the settings of the policy on its ServiceImport that
-    applies (as the hub resolves them)."""
+    applies and the FailoverPolicies that apply (as the hub resolves them)."""
     groups = group_by_service(records)
     applied = service_policies(policies, imports_of(records)).applied
+    preferences = failover_policies(failover, imports_of(records)).applied
     return [
-        ImportView.of(group, stale, None if (p := applied.get(key)) is None else p.settings)
+        ImportView.of(
+            group,
+            stale,
+            None if (p := applied.get(key)) is None else p.settings,
+            preferences.get(key, ()),
+        )
         for key, group in groups.items()
     ]
 
@@ -152,7 +173,10 @@ def shuffled(records: tuple[ExportedService, ...]) -> tuple[ExportedService, ...
 
 def build(case: Case, records: tuple[ExportedService, ...]) -> XdsResources[Any]:
     return build_node_config(
-        views(records, case.stale, case.policies), case.viewer, case.listener, case.options
+        views(records, case.stale, case.policies, case.failover),
+        case.viewer,
+        case.listener,
+        case.options,
     )
 
 

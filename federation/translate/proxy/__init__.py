@@ -124,25 +124,38 @@ class RenderedService(Generic[T]):
     clusters: dict[str, T] = field(default_factory=dict)
     shared: dict[str, dict[str, T]] = field(default_factory=dict)
     own: dict[str, dict[str, dict[str, T]]] = field(default_factory=dict)
+    #: By viewing cluster and family: the variants of clusters with a FailoverPolicy.
+    preferred: dict[str, dict[str, dict[str, T]]] = field(default_factory=dict)
 
     def seen_by(self, group: str | None, family: str) -> dict[str, T]:
-        """The assignments, by cluster name, of the Envoys of ``group``, whose address
-        family is ``family`` (``TranslateOptions.ip_family(group)``)."""
-        own = self.own.get(group) if group is not None else None
-        return own[family] if own is not None else self.shared[family]
+        """The assignments, by cluster name, of the Envoys of ``group`` (a member
+        cluster), whose address family is ``family`` (``TranslateOptions.ip_family``):
+        its FailoverPolicy's variant, else its own as an exporter, else the shared one."""
+        if group is not None:
+            for variants in (self.preferred, self.own):
+                found = variants.get(group)
+                if found is not None:
+                    return found[family]
+        return self.shared[family]
 
     def mapped(self, convert: Callable[[T, str], U]) -> RenderedService[U]:
         def each(by_name: dict[str, T]) -> dict[str, U]:
             return {name: convert(item, name) for name, item in by_name.items()}
 
+        def per_cluster(
+            variants: dict[str, dict[str, dict[str, T]]],
+        ) -> dict[str, dict[str, dict[str, U]]]:
+            return {
+                cluster: {family: each(by_name) for family, by_name in families.items()}
+                for cluster, families in variants.items()
+            }
+
         return RenderedService(
             self.ir,
             each(self.clusters),
             {family: each(by_name) for family, by_name in self.shared.items()},
-            {
-                exporter: {family: each(by_name) for family, by_name in families.items()}
-                for exporter, families in self.own.items()
-            },
+            per_cluster(self.own),
+            per_cluster(self.preferred),
         )
 
 
@@ -153,7 +166,10 @@ def render_service(ir: ServiceIR, options: TranslateOptions) -> RenderedService[
         name = cluster_ir.name
         out.clusters[name] = cluster(cluster_ir, options)
         for variant, cla in assignments(cluster_ir, options).items():
-            if variant.local is None:
+            if variant.preferred is not None:
+                by_family = out.preferred.setdefault(variant.preferred, {})
+                by_family.setdefault(variant.family, {})[name] = cla
+            elif variant.local is None:
                 out.shared.setdefault(variant.family, {})[name] = cla
             else:
                 out.own.setdefault(variant.local, {}).setdefault(variant.family, {})[name] = cla

@@ -18,6 +18,11 @@ Rules the endpoints keep:
   (:func:`variant_for`), never one per member cluster. Envoy's default overprovisioning
   factor (1.4) moves traffic to priority 1 progressively as the local endpoints become
   unhealthy or ejected.
+* Unless the viewer's own FailoverPolicy says otherwise (:class:`FailoverIR
+  <federation.translate.ir.FailoverIR>`): then its Envoys get a variant of their own,
+  the exporters it lists first (``order``: a priority level each; ``weights``: one level
+  with those weights), the others at the level after. Only clusters with such a policy
+  add variants.
 * One address family per node group (``TranslateOptions.ip_families``): a dual-stack
   Service's pods are listed once, never once per family.
 * Unhealthy endpoints stay listed, so that they count against their priority level's
@@ -42,7 +47,12 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from federation.model.imports import exposes
 from federation.registry.records import EndpointSet, ServicePort
 from federation.translate.inputs import AddressMap, TranslateOptions
-from federation.translate.ir import LocalClusterIR, PolicyClusterIR, ServiceClusterIR
+from federation.translate.ir import (
+    FailoverIR,
+    LocalClusterIR,
+    PolicyClusterIR,
+    ServiceClusterIR,
+)
 from federation.translate.proxy.common import ads
 from federation.translate.proxy.features import CLUSTER_HOOKS, ClusterSource
 
@@ -205,11 +215,13 @@ class ClaVariant(NamedTuple):
     """A key of one distinct ClusterLoadAssignment of a clusterset cluster.
 
     ``local`` is the exporter whose locality alone has priority 0 (None: every locality at
-    priority 0); ``family`` the address family of the endpoints.
+    priority 0); ``family`` the address family of the endpoints; ``preferred`` the member
+    cluster whose FailoverPolicy decides the priorities instead (its Envoys' variant).
     """
 
     local: str | None
     family: str
+    preferred: str | None = None
 
 
 def variant_for(
@@ -227,6 +239,35 @@ def variant_for(
     if options.local_first and len(exporters) > 1 and viewer in exporters:
         local = viewer
     return ClaVariant(local, options.ip_family(viewer))
+
+
+def failover_levels(failover: FailoverIR, present: Collection[str]) -> dict[str, tuple[int, int]]:
+    """Each of the ``present`` exporters' (priority, weight) under ``failover``: weight 0
+    keeps the cluster's default weight. Levels are contiguous from 0, as Envoy needs."""
+    if failover.order:
+        listed = [c for c in dict.fromkeys(failover.order) if c in present]
+        levels = {c: (i, 0) for i, c in enumerate(listed)}
+        rest = len(listed)
+    else:
+        weighted = [(c, w) for c, w in failover.weights if c in present]
+        levels = {c: (0, w) for c, w in weighted}
+        rest = 1 if weighted else 0
+    for cluster in present:
+        levels.setdefault(cluster, (rest, 0))
+    return levels
+
+
+def _preferred(base: Any, failover: FailoverIR) -> Any:
+    """``base`` (the shared variant) with the priorities and weights of ``failover``."""
+    cla = endpoint_pb2.ClusterLoadAssignment()
+    cla.CopyFrom(base)
+    levels = failover_levels(failover, [loc.locality.sub_zone for loc in cla.endpoints])
+    for locality in cla.endpoints:
+        priority, weight = levels[locality.locality.sub_zone]
+        locality.priority = priority
+        if weight:
+            locality.load_balancing_weight.value = weight
+    return cla
 
 
 def _priority(cluster_id: str, local: str | None) -> int:
@@ -268,6 +309,9 @@ def assignments(
     for family in options.families():
         base = assignment(ir, ClaVariant(None, family), options)
         out[ClaVariant(None, family)] = base
+        for failover in ir.failover:
+            if options.ip_family(failover.viewer) == family:
+                out[ClaVariant(None, family, failover.viewer)] = _preferred(base, failover)
         if not options.local_first or len(ir.localities) < 2:
             continue
         for source in ir.localities:
