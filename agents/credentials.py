@@ -52,7 +52,7 @@ from federation.translate.proxy.features.credential_auth import (
     basic_auth_name,
     extension_config,
 )
-from federation.xds.peers import NodeGroup, claimed_group
+from federation.xds.peers import NodeGroup, ServerLimits, claimed_group
 from federation.xds.server import EXTENSION_SERVICE, serve
 from federation.xds.snapshot import Resource, Snapshot, SnapshotCache
 from federation.xds.status import SyncRegistry, XdsMetrics
@@ -67,23 +67,34 @@ SHA1_BASE64_LENGTH = 28
 
 @dataclass(frozen=True)
 class SecretData:
-    """A Secret as read: its data decoded (None: it does not exist), or why it cannot be
-    used at all (``problem``)."""
+    """A Secret as read: its data (None: it does not exist), or why it cannot be used at
+    all (``problem``). Values are decoded as text where they are used, so that a key
+    nobody reads never makes the Secret unusable."""
 
-    data: Mapping[str, str] | None = None
+    data: Mapping[str, str | bytes] | None = None
     problem: str | None = None
+
+    def text(self, key: str) -> tuple[str | None, str]:
+        """(why ``key`` cannot be used or None, its value as text)."""
+        value = (self.data or {}).get(key, "")
+        if isinstance(value, str):
+            return None, value
+        try:
+            return None, value.decode()
+        except UnicodeDecodeError:
+            return f"its key {key!r} is not UTF-8 text", ""
 
 
 def read_secret(namespace: str, name: str, secret: KubeObject | None) -> SecretData:
-    """What :class:`SecretReads` keeps of a Secret: its decoded data (text)."""
+    """What :class:`SecretReads` keeps of a Secret: its data, base64-decoded."""
     if secret is None:
         return SecretData(problem="it does not exist")
-    decoded = {}
+    decoded: dict[str, str | bytes] = {}
     for key, value in (secret.get("data") or {}).items():
         try:
-            decoded[key] = base64.b64decode(value, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return SecretData(problem=f"its key {key!r} is not base64 of UTF-8 text")
+            decoded[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            return SecretData(problem=f"its key {key!r} is not base64")
     return SecretData(data=decoded)
 
 
@@ -116,6 +127,9 @@ def htpasswd_users(text: str) -> tuple[str | None, str]:
             return f"{where}: the user is named twice", ""
         seen.add(user)
         lines.append(line)
+    if not lines:
+        # Envoy refuses an empty user list and would keep the previous users in force.
+        return f"{HTPASSWD_KEY} holds no user", ""
     return None, "".join(f"{line}\n" for line in lines)
 
 
@@ -152,7 +166,9 @@ def policy_credentials(
             if HTPASSWD_KEY not in read.data:
                 problem = f"it has no {HTPASSWD_KEY!r} key"
             else:
-                problem, users = htpasswd_users(read.data[HTPASSWD_KEY])
+                problem, text = read.text(HTPASSWD_KEY)
+                if problem is None:
+                    problem, users = htpasswd_users(text)
         checks.append(_check(ref, problem))
         if problem is None:
             forward = spec.basic_auth.forward_username_header
@@ -201,7 +217,10 @@ def _api_keys(read: SecretData, clients: dict[str, str], owners: dict[str, str])
     if not read.data:
         return "it holds no API key"
     added: dict[str, str] = {}
-    for client, key in sorted(read.data.items()):
+    for client in sorted(read.data):
+        problem, key = read.text(client)
+        if problem is not None:
+            return problem
         if not key:
             return f"the key of client {client!r} is empty"
         if client in clients:
@@ -307,6 +326,12 @@ class Credentials:
         return any(not c.usable for p in self._policies.values() for c in p.checks)
 
 
+#: Every Envoy opens one stream per discovered filter (Envoy's gRPC subscriptions are not
+#: aggregated), and all the Envoys of a cluster share its certificate, so they count as
+#: one peer: allow Gateways x replicas x policies streams.
+CREDENTIAL_LIMITS = ServerLimits(max_streams_per_peer=65_536)
+
+
 class CredentialServer:
     """ECDS for this cluster's Gateway Envoys: each Gateway's group holds the filter
     configurations its routes need (:func:`gateway_resources`). Nothing is served before
@@ -330,6 +355,7 @@ class CredentialServer:
             self.cache,
             self.sync,
             address,
+            limits=CREDENTIAL_LIMITS,
             metrics=self.metrics,
             credentials=credentials,
             node_group=node_group,

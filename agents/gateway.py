@@ -235,6 +235,13 @@ class GatewayAgent:
             )
             await self.certificates.refresh(gateways, grants)
             await self.ca_certificates.refresh(gateways, grants)
+            # Read now, so that the first full publish carries the SecurityPolicies'
+            # verdicts: without them the hub would refuse the policies until the next sync.
+            await self.credentials.refresh(
+                security_records(self.cluster, listed),
+                grants,
+                serving=self.credential_server is not None,
+            )
         except KubeError as err:  # the first sync reads them again, retried
             log.warning("cannot read the Gateways' certificate Secrets yet: %s", err)
         return listing
@@ -258,6 +265,7 @@ class GatewayAgent:
             namespace_labels,
             certificate_checks=self.certificates.checks_for,
             ca_certificates=self.ca_certificates.for_gateway,
+            secret_checks=self.credentials.checks_for,
         )
 
     # --- syncing -------------------------------------------------------------------------------
@@ -459,6 +467,7 @@ def desired_records(
     *,
     certificate_checks: Callable[[g.GatewayRecord], tuple[g.CertificateCheck, ...]] | None = None,
     ca_certificates: Callable[[g.GatewayRecord], tuple[g.CACertificate, ...]] | None = None,
+    secret_checks: Callable[[p.SecurityPolicyRecord], tuple[p.SecretCheck, ...]] | None = None,
 ) -> dict[RecordRef, Record]:
     """Every Gateway API record ``cluster`` should have in the registry (see the module
     docstring), from its objects and its Services, slices and namespace labels; each
@@ -484,7 +493,10 @@ def desired_records(
             # Every field we do not implement is named, so that the policy is refused by
             # name instead of applying part of what it says.
             unsupported = tuple(unknown_fields(spec_cls, obj.get("spec") or {}, "spec"))
-            records += _convert(cluster, obj, spec_cls, record_cls, {"unsupported": unsupported})
+            for r in _convert(cluster, obj, spec_cls, record_cls, {"unsupported": unsupported}):
+                if isinstance(r, p.SecurityPolicyRecord) and secret_checks is not None:
+                    r = dataclasses.replace(r, secret_checks=secret_checks(r))
+                records.append(r)
     for ns, name in sorted(_service_backends(records)):
         service = services.get((ns, name))
         if service is not None:
@@ -503,6 +515,16 @@ def grant_records(cluster: str, objects: GatewayObjects) -> list[g.ReferenceGran
         for obj in objects.of(k.REFERENCE_GRANTS).values()
         for r in _convert(cluster, obj, g.ReferenceGrantSpec, g.ReferenceGrantRecord, {})
         if isinstance(r, g.ReferenceGrantRecord)
+    ]
+
+
+def security_records(cluster: str, objects: GatewayObjects) -> list[p.SecurityPolicyRecord]:
+    """The records of the cluster's SecurityPolicies, without verdicts."""
+    return [
+        r
+        for obj in objects.of(k.SECURITY_POLICIES).values()
+        for r in _convert(cluster, obj, p.SecurityPolicySpec, p.SecurityPolicyRecord, {})
+        if isinstance(r, p.SecurityPolicyRecord)
     ]
 
 

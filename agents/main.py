@@ -168,6 +168,13 @@ async def start_credential_server(
                 "need --credentials-address"
             )
         return None
+    if args.gateway_envoy_image and not args.gateway_agent_address:
+        # The Envoys would get listeners whose credential filters name a cluster their
+        # bootstrap lacks, and refuse them.
+        raise FederationError(
+            "--credentials-address with the infra manager (--gateway-envoy-image) needs "
+            "--gateway-agent-address: where the Gateways' Envoys reach it"
+        )
     if bool(args.credentials_tls_dir) == args.credentials_insecure_plaintext:
         raise FederationError(
             "--credentials-address needs --credentials-tls-dir (mTLS) or "

@@ -179,6 +179,7 @@ class Federation:
                 "--gateway-envoy-image", "federation.local/envoy:test",
                 "--gateway-bootstrap-image", "federation.local/federation:test",
                 "--gateway-hub-address", "federation-hub.federation-system:18000",
+                "--gateway-agent-address", "federation-agent-credentials.federation-system:18443",
                 "--namespace", "federation-system",
                 # Its Gateways' Envoys (processes of the tests) get their credentials here.
                 "--credentials-address", self.agent_credentials_address(cluster_id),

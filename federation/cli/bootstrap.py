@@ -101,7 +101,8 @@ class BootstrapOptions:
     ready_address: str | None = None
     #: ``HOST:PORT`` of the cluster's agent, which serves a Gateway's Envoys the
     #: configuration of their basic auth and API key filters, credentials included (they
-    #: never leave the cluster). Without it those filters refuse every request.
+    #: never leave the cluster). Without it the Envoy refuses a listener that has such a
+    #: filter (its configuration source names this static cluster).
     agent_address: str | None = None
 
 

@@ -319,7 +319,7 @@ def _bootstrap_arguments(sub: Any) -> None:
         "--agent-address",
         metavar="HOST:PORT",
         help="with --gateway: the cluster's agent, which serves the Envoy its basic auth "
-        "and API key credentials (without it, routes that need them refuse every request)",
+        "and API key credentials (without it, the Envoy refuses a listener that needs them)",
     )
     boot.add_argument("--agent-server-name", help="SNI to the agent (default: its host name)")
     boot.add_argument("--delta", action="store_true", help="use delta xDS")

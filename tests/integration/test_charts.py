@@ -666,6 +666,16 @@ def test_the_agent_serves_credentials_to_gateway_envoys_only_when_asked() -> Non
     assert mounts["credentials-tls"] == "/etc/federation/credentials-tls"
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["credentials-tls"]["secret"]["secretName"] == "federation-agent-tls"
+    # Credentials travel over mTLS only.
+    plain = helm(
+        "template",
+        "t",
+        str(CHARTS / "federation-agent"),
+        *sets(
+            [*values, "gatewayEnvoys.credentials.enabled=true", "gateway.insecurePlaintext=true"]
+        ),
+    )
+    assert plain.returncode != 0 and "over mTLS only" in plain.stderr
 
 
 def test_the_coredns_hooks_are_opt_in_and_may_touch_only_corednss_configmap() -> None:

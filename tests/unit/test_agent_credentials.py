@@ -164,3 +164,63 @@ def test_a_gateways_envoys_get_only_the_configurations_of_its_routes() -> None:
     served = gateway_resources(gateway("gw", route), configs)
     assert [r.name for r in served] == [BASIC]
     assert gateway_resources(gateway("other"), configs) == []
+
+
+def test_no_users_is_refused_since_envoy_would_keep_the_previous_ones() -> None:
+    assert htpasswd_users("")[0] == ".htpasswd holds no user"
+    assert htpasswd_users("# everyone removed\n\n")[0] == ".htpasswd holds no user"
+
+
+def test_only_the_keys_used_must_be_text() -> None:
+    raw = {".htpasswd": f"a:{sha('a')}", "logo.png": "\x89PNG"}
+    secret = {"data": {k: base64.b64encode(v.encode("latin-1")).decode() for k, v in raw.items()}}
+    read = read_secret("shop", "users", secret)
+    basic = policy({"basicAuth": {"users": {"name": "users"}}})
+    assert policy_credentials(basic, [], {("shop", "users"): read}).checks[0].usable
+    keys = policy(
+        {"apiKeyAuth": {"credentialRefs": [{"name": "users"}], "extractFrom": [{"headers": ["k"]}]}}
+    )
+    found = policy_credentials(keys, [], {("shop", "users"): read})
+    assert found.checks[0].message == "its key 'logo.png' is not UTF-8 text"
+    assert read_secret("shop", "x", {"data": {"k": "%%%"}}).problem == "its key 'k' is not base64"
+
+
+def test_one_secret_for_users_and_api_keys_is_refused_by_the_first_stage() -> None:
+    from federation.translate.gateway.credential_settings import compile_credentials
+    from federation.translate.gateway.policy_settings import PolicyError
+
+    both = policy(
+        {
+            "basicAuth": {"users": {"name": "shared"}},
+            "apiKeyAuth": {
+                "credentialRefs": [{"name": "shared"}],
+                "extractFrom": [{"headers": ["k"]}],
+            },
+        }
+    )
+    try:
+        compile_credentials(both, [])
+    except PolicyError as err:
+        assert str(err).startswith("spec.apiKeyAuth.credentialRefs[0]: Secret shop/shared is")
+    else:
+        raise AssertionError("a Secret used for both was accepted")
+
+
+def test_the_agent_will_not_run_gateway_envoys_that_cannot_reach_it() -> None:
+    import asyncio
+
+    import pytest
+
+    from agents.main import parse_args, start_credential_server
+    from federation.errors import FederationError
+
+    args = parse_args(
+        ["--credentials-address", "127.0.0.1:0", "--credentials-insecure-plaintext",
+         "--gateway-envoy-image", "envoy", "--gateway-bootstrap-image", "f",
+         "--gateway-hub-address", "hub:1"]
+    )  # fmt: skip
+    with pytest.raises(FederationError, match="needs --gateway-agent-address"):
+        asyncio.run(start_credential_server(args, "b"))
+    args = parse_args(["--credentials-address", "127.0.0.1:0"])
+    with pytest.raises(FederationError, match="--credentials-tls-dir"):
+        asyncio.run(start_credential_server(args, "b"))

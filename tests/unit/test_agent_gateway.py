@@ -456,6 +456,19 @@ def test_a_security_policy_is_published_with_its_unsupported_fields_named() -> N
     assert policy.unsupported == ("spec.oidc",)
 
 
+def test_a_full_publish_carries_the_security_policies_secret_verdicts() -> None:
+    """The records a (re)start publishes at once carry the verdicts read while listing,
+    so that the hub never sees the policy without them."""
+    agent = GatewayAgent("b", None, None, None, None)  # type: ignore[arg-type]
+    agent.on_event(
+        "securitypolicies", "ADDED", _policy("sp", "gw", basicAuth={"users": {"name": "u"}})
+    )
+    verdict = (p.SecretCheck("shop", "u", True),)
+    records = desired_records("b", agent.objects, {}, {}, {}, secret_checks=lambda r: verdict)
+    policy = records[RecordRef(Kind.SECURITY_POLICY, "shop", "sp")]
+    assert isinstance(policy, p.SecurityPolicyRecord) and policy.secret_checks == verdict
+
+
 def test_a_failover_policy_is_published_as_a_record_of_its_own_kind() -> None:
     from federation.registry.failover import ClusterWeight, FailoverPolicyRecord
 

@@ -145,6 +145,13 @@ def compile_credentials(
     PolicyError names the first field or Secret it cannot serve."""
     spec = policy.spec
     basic_refs, key_refs = credential_secrets(policy, grants)
+    users = {(r.namespace, r.name) for r in basic_refs}
+    for ref in key_refs:
+        if (ref.namespace, ref.name) in users:
+            raise PolicyError(
+                f"{ref.field}: Secret {ref.namespace}/{ref.name} is spec.basicAuth.users too; "
+                "a Secret holds users or API keys, not both"
+            )
     name = f"{policy.namespace}/{policy.name}"
     basic = keys = None
     if spec.basic_auth is not None:

@@ -17,7 +17,9 @@ Until the agent has answered, and whenever it cannot be reached at first, the fi
 its default configuration, which knows no credentials: every request of its routes is
 refused (401). The listener does not wait for it (``apply_default_config_without_warming``),
 so the Gateway's other routes serve meanwhile. Once answered, a lost agent leaves the last
-configuration in place.
+configuration in place. An Envoy whose bootstrap lacks :data:`AGENT_CLUSTER` refuses such
+a listener (NACK) and keeps its previous one, which is why the agent refuses to run the
+Gateways' Envoys without telling them where it is (``--gateway-agent-address``).
 
 Like ``ext_authz``, each filter is disabled on the listener and turned on by the routes
 under its policy (Envoy Gateway's layout), in Envoy Gateway's order: API keys, then basic
