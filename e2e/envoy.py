@@ -171,6 +171,21 @@ class Envoy(EnvoyClient):
             check=self._check_running,
         )
 
+    def access_log(self) -> list[dict[str, Any]]:
+        """The access-log lines this Envoy wrote on its standard output so far (JSON
+        objects, one per request; its own log lines are skipped)."""
+        entries = []
+        for line in (self.dir / "envoy.log").read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and "response_code" in entry:
+                entries.append(entry)
+        return entries
+
     def _check_running(self) -> None:
         if self.process is not None and not self.process.running():
             raise HarnessError(f"{self.name} exited:\n{self.process.log_tail()}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -152,6 +154,32 @@ def test_restarted_envoy_gets_its_full_configuration(fed: Federation, ns: str) -
     fed.envoys["b"].stop()
     fed.start_envoy("b")
     wait_served_by(fed.envoys["b"], host(ns), "a")
+
+
+def test_each_request_is_logged_with_the_cluster_that_served_it(fed: Federation, ns: str) -> None:
+    """b's Envoy, asked for a service only a exports, writes a JSON access-log line on
+    its standard output naming a as the source cluster of the endpoint that answered."""
+    fed.start_backend("a", 14)
+    export_with_backend(fed, "a", ns, 14)
+    envoy = fed.envoys["b"]
+    wait_served_by(envoy, host(ns), "a")
+    path = f"/access-log/{uuid.uuid4().hex}"
+    assert envoy.request(host(ns), path).status == 200
+    found: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        found[:] = [e for e in envoy.access_log() if e.get("path") == path]
+        return bool(found)
+
+    wait_until(logged, timeout=DEADLINE, what=f"b's Envoy to log {path}")
+    (entry,) = found
+    print(f"\nb's access log for a request served by a: {json.dumps(entry, sort_keys=True)}")
+    assert entry["source_cluster"] == "a"
+    assert entry["upstream_cluster"] == f"clusterset/{ns}/echo/80"
+    assert entry["route"] == f"clusterset/{ns}/echo/80"
+    assert (entry["method"], entry["response_code"], entry["response_flags"]) == ("GET", 200, "-")
+    assert entry["authority"] == host(ns) and isinstance(entry["duration_ms"], int)
+    assert entry["upstream_host"] == f"{fed.env.cluster('a').backend_ip(14)}:8080"
 
 
 def test_fresh_hub_sends_nothing_until_the_registry_is_loaded(fed: Federation) -> None:

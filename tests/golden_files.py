@@ -8,10 +8,35 @@ diff before committing them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent / "golden"
+
+#: Protobuf map fields (and Structs): their JSON order is the map's, which varies between
+#: processes.
+MAP_FIELDS = (
+    "typed_per_filter_config",
+    "typed_extension_protocol_options",
+    "policies",
+    "providers",
+    "requirement_map",
+    "json_format",
+)
+
+
+def sorted_maps(value: Any) -> Any:
+    """``value`` (a message in its JSON mapping) with the entries of every
+    :data:`MAP_FIELDS` map sorted by key."""
+    if isinstance(value, list):
+        return [sorted_maps(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: dict(sorted(sorted_maps(v).items())) if k in MAP_FIELDS else sorted_maps(v)
+        for k, v in value.items()
+    }
 
 
 def cases(directory: Path) -> list[str]:

@@ -237,6 +237,7 @@ CRDS = sorted(
     f"customresourcedefinition.apiextensions.k8s.io/{crd}"
     for crd in ("clusterproperties.about.k8s.io", "serviceexports.multicluster.x-k8s.io",
                 "serviceimports.multicluster.x-k8s.io",
+                "failoverpolicies.policy.federation.io",
                 # Envoy Gateway's policy CRDs, which the CRD chart installs too.
                 "backendtrafficpolicies.gateway.envoyproxy.io",
                 "clienttrafficpolicies.gateway.envoyproxy.io",

@@ -74,32 +74,10 @@ def build(case: str) -> XdsResources[Any]:
     return node_config(ClustersetIR(), group, raw["host"], options, secret_dir=secret_dir)
 
 
-#: Protobuf map fields: their JSON order is the map's, which varies between processes.
-MAP_FIELDS = (
-    "typed_per_filter_config",
-    "typed_extension_protocol_options",
-    "policies",
-    "providers",
-    "requirement_map",
-)
-
-
-def _sorted_maps(value: Any) -> Any:
-    """``value`` with the entries of every :data:`MAP_FIELDS` map sorted by key."""
-    if isinstance(value, list):
-        return [_sorted_maps(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    return {
-        k: dict(sorted(_sorted_maps(v).items())) if k in MAP_FIELDS else _sorted_maps(v)
-        for k, v in value.items()
-    }
-
-
 def render(resources: XdsResources[Any]) -> str:
     doc: dict[str, Any] = {
         kind: {
-            name: _sorted_maps(
+            name: golden_files.sorted_maps(
                 json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
             )
             for name, msg in sorted(getattr(resources, kind).items())

@@ -194,7 +194,9 @@ def render(config: XdsResources[Any]) -> str:
     doc: dict[str, Any] = {
         kind: {
             # Through JSON: Any fields come back as OrderedDicts, which safe_dump refuses.
-            name: json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+            name: golden_files.sorted_maps(
+                json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+            )
             for name, msg in sorted(getattr(config, kind).items())
         }
         for kind in ("clusters", "endpoints", "listeners", "routes")

@@ -3,8 +3,9 @@
 Called by :mod:`federation.translate.proxy` for every listener it serves, the clusterset's
 and the Gateways'. Every listener's HTTP connection manager (:func:`connection_manager`,
 the only one) gets its routes over RDS, runs the HTTP filters of the features in their
-table's order (:mod:`.features`), allows WebSocket upgrades and applies no request timeout,
-so long streams last as long as client and backend want. A ClientTrafficPolicy's
+table's order (:mod:`.features`), allows WebSocket upgrades, applies no request timeout,
+so long streams last as long as client and backend want, and logs every request as a
+JSON line on Envoy's standard output (:mod:`.access_log`). A ClientTrafficPolicy's
 settings change that (:mod:`.client`).
 
 HTTPS: one filter chain per Gateway listener, chosen by SNI (``server_names``; none: the
@@ -26,6 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from federation.translate.ir import ClientIR, FilterChainIR, ListenerIR, VirtualHostIR
+from federation.translate.proxy.access_log import add_access_log
 from federation.translate.proxy.client import (
     CONNECTION_LIMIT,
     PROXY_PROTOCOL,
@@ -78,6 +80,7 @@ def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.Htt
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=routes),
     )
     hcm.upgrade_configs.add(upgrade_type="websocket")
+    add_access_log(hcm)
     if ir.client is not None:
         patch_connection_manager(ir.client, hcm)
     for hook in HTTP_FILTER_HOOKS:
