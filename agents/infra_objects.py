@@ -8,7 +8,8 @@ namespace and owned by it:
   run non-root, with no capabilities and a read-only root filesystem; a listener port
   below 1024 is bound above it
   (:func:`federation.translate.gateway.listeners.container_port`), and ports 19000
-  (admin, loopback) and 19001 (``GET /ready``, the readiness probe) are their own;
+  (admin, loopback) and 19001 (``GET /ready``, the readiness probe, and ``GET
+  /stats/prometheus``, which the pods' Prometheus annotations name) are their own;
 * a Service exposing exactly the listener ports the Envoy can bind (``LoadBalancer``
   unless the parameters say ``ClusterIP`` or ``NodePort``), whose address becomes the
   Gateway's ``status.addresses`` (:func:`gateway_addresses`);
@@ -41,6 +42,7 @@ from agents import kinds as k
 from agents.kinds import KubeObject, meta
 from federation.translate.gateway.listeners import (
     ADMIN_PORT,
+    METRICS_PATH,
     READY_PORT,
     SUPPORTED_PROTOCOLS,
     bindable_ports,
@@ -61,6 +63,13 @@ SECRETS_ANNOTATION = "gateway.federation.io/secrets"
 XDS_TLS_CHECKSUM = "gateway.federation.io/xds-tls-checksum"
 #: On a copy of a certificate Secret: the Secret it copies.
 COPY_OF = "gateway.federation.io/copy-of"
+#: Prometheus' conventional pod annotations: it scrapes Envoy's metrics from the ready
+#: port, which passes ``GET /stats/prometheus`` to the admin interface (on loopback).
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(READY_PORT),
+    "prometheus.io/path": METRICS_PATH,
+}
 #: Where the Envoys read Secrets: the hub's ``--secret-dir`` default.
 SECRET_DIR = "/etc/federation/secrets"
 XDS_TLS_DIR = "/etc/federation/xds-tls"
@@ -488,7 +497,8 @@ def _deployment(
             "template": {
                 "metadata": {
                     "labels": {**labels, **selector},
-                    **({"annotations": dict(annotations)} if annotations else {}),
+                    # The Gateway's own infrastructure annotations win over ours.
+                    "annotations": {**SCRAPE_ANNOTATIONS, **annotations},
                 },
                 "spec": {
                     "serviceAccountName": name,

@@ -47,6 +47,7 @@ from federation.identity import parse_cluster_id
 from federation.node_groups import GATEWAY_METADATA, parse_gateway_ref
 from federation.pki import DEFAULT_TRUST_DOMAIN, agent_uri, check_trust_domain, hub_uri
 from federation.process import split_host_port
+from federation.translate.gateway.listeners import METRICS_PATH
 from federation.translate.proxy.features.credential_auth import AGENT_CLUSTER
 
 XDS_CLUSTER = "federation-xds"
@@ -96,8 +97,9 @@ class BootstrapOptions:
     #: only (None: one of the cluster's shared Envoys, served the clusterset listener).
     gateway: str | None = None
     #: ``HOST:PORT`` of a listener that answers ``GET /ready`` with the admin interface's
-    #: own ``/ready`` (200 once Envoy has its first configuration) and nothing else: what
-    #: a kubelet probes, while the admin interface stays on loopback (None: none).
+    #: own ``/ready`` (200 once Envoy has its first configuration) and ``GET
+    #: /stats/prometheus`` with Envoy's metrics, and nothing else: what a kubelet probes
+    #: and Prometheus scrapes, while the admin interface stays on loopback (None: none).
     ready_address: str | None = None
     #: ``HOST:PORT`` of the cluster's agent, which serves a Gateway's Envoys the
     #: configuration of their basic auth and API key filters, credentials included (they
@@ -250,24 +252,27 @@ def _admin_cluster(host: str, port: int) -> dict[str, Any]:
     }
 
 
+#: The admin paths the ready listener passes on (``GET`` only): a kubelet's readiness
+#: probe, and Prometheus scraping Envoy's own metrics.
+READY_PATHS = ("/ready", METRICS_PATH)
+
+
 def _ready_listener(host: str, port: int) -> dict[str, Any]:
-    """Only ``GET /ready`` goes to the admin interface; anything else answers 404."""
+    """Only ``GET`` of :data:`READY_PATHS` goes to the admin interface; anything else
+    answers 404."""
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
     routes = {
         "virtual_hosts": [
             {
                 "name": "ready",
                 "domains": ["*"],
                 "routes": [
-                    {
-                        "match": {"path": "/ready", "headers": [
-                            {"name": ":method", "string_match": {"exact": "GET"}}
-                        ]},
-                        "route": {"cluster": ADMIN_CLUSTER},
-                    }
+                    {"match": {"path": path, "headers": get}, "route": {"cluster": ADMIN_CLUSTER}}
+                    for path in READY_PATHS
                 ],
             }
         ]
-    }  # fmt: skip
+    }
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",

@@ -307,7 +307,8 @@ def _bootstrap_arguments(sub: Any) -> None:
         "--ready",
         metavar="HOST:PORT",
         help="also answer GET /ready there (the admin interface's readiness, for a "
-        "kubelet probe), the admin interface staying where --admin says",
+        "kubelet probe) and GET /stats/prometheus (Envoy's metrics, for Prometheus), the "
+        "admin interface staying where --admin says",
     )
     boot.add_argument(
         "--gateway",

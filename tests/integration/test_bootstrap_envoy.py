@@ -169,8 +169,8 @@ async def test_the_ready_listener_answers_ready_only_once_configured_and_nothing
 ) -> None:
     """``fedctl bootstrap --ready``: a kubelet probes ``GET /ready`` there. Until the hub's
     first configuration arrived it does not answer (Envoy opens its listeners once
-    initialized), then 200; no other admin path is reachable through it (the admin
-    interface stays on loopback)."""
+    initialized), then 200; Prometheus scrapes ``GET /stats/prometheus``; no other admin
+    path is reachable through it (the admin interface stays on loopback)."""
     port = _free_loopback_port("127.0.0.1")
     ready = f"127.0.0.1:{free_port()}"
     admin = f"127.0.0.1:{free_port()}"
@@ -218,6 +218,11 @@ async def test_the_ready_listener_answers_ready_only_once_configured_and_nothing
                 await asyncio.sleep(0.05)  # polling Envoy's readiness, with a deadline
         assert await asyncio.to_thread(status, "/stats") == 404
         assert await asyncio.to_thread(status, "/quitquitquit", "POST") == 404
+        # Prometheus scrapes Envoy's own metrics there, and only with GET.
+        with urllib.request.urlopen(f"http://{ready}/stats/prometheus", timeout=2) as resp:
+            metrics = resp.read().decode()
+        assert "# TYPE envoy_server_live gauge" in metrics
+        assert await asyncio.to_thread(status, "/stats/prometheus", "POST") == 404
         assert envoy.poll() is None
     finally:
         envoy.terminate()

@@ -732,3 +732,29 @@ def test_the_crd_chart_installs_envoy_gateways_policy_crds_unless_told_not_to() 
     assert btp["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     columns = [c["name"] for c in btp["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Accepted", "Reason", "Gateway", "Age"]
+
+
+def test_every_pod_the_charts_make_is_scraped_by_prometheus() -> None:
+    """The hub and the agent on their /metrics, the cluster's Envoys on the ready port's
+    /stats/prometheus (the admin interface stays on loopback); a pod annotation given in
+    the values wins."""
+    scraped = {}
+    for chart, values in GOOD_VALUES.items():
+        extra = ["agent.podAnnotations.prometheus\\.io/path=/custom"]
+        for doc in render(chart, [*values, *(extra if chart == "federation-agent" else [])]):
+            if doc["kind"] != "Deployment":
+                continue
+            pod = doc["spec"]["template"]
+            annotations = pod["metadata"].get("annotations") or {}
+            ports = {p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+            scrape = {k.removeprefix("prometheus.io/"): v for k, v in annotations.items()}
+            assert int(scrape["port"]) in ports, (doc["metadata"]["name"], scrape)
+            scraped[doc["metadata"]["name"]] = (scrape["scrape"], scrape["path"])
+            args = [a for c in pod["spec"].get("initContainers", []) for a in c["args"]]
+            if scrape["path"] == "/stats/prometheus":  # Envoy: its bootstrap has the listener
+                assert f"--ready=0.0.0.0:{scrape['port']}" in args
+    assert scraped == {
+        "t-federation-hub": ("true", "/metrics"),
+        "t-federation-agent": ("true", "/custom"),
+        "t-federation-agent-gateway": ("true", "/stats/prometheus"),
+    }

@@ -109,6 +109,12 @@ def test_more_replicas_get_a_disruption_budget_and_parameters_apply() -> None:
     assert objects["Service"]["metadata"]["annotations"] == {"x": "y", "a": "b"}
     template = objects["Deployment"]["spec"]["template"]["metadata"]
     assert template["labels"]["team"] == "shop" and template["annotations"]["x"] == "y"
+    # Prometheus scrapes Envoy's metrics from the ready port.
+    assert {k: v for k, v in template["annotations"].items() if k.startswith("prometheus")} == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "19001",
+        "prometheus.io/path": "/stats/prometheus",
+    }
     # A renewed xDS certificate rolls the pods: its digest is on the template.
     assert infra.XDS_TLS_CHECKSUM in template["annotations"]
 

@@ -48,6 +48,9 @@ UNPRIVILEGED_PORT_START = 1024
 #: readiness listener the kubelet probes.
 ADMIN_PORT = 19000
 READY_PORT = 19001
+#: Where Envoy's admin interface serves its metrics in Prometheus' format (passed on by
+#: the ready listener, and named by the Envoys' pods' Prometheus annotations).
+METRICS_PATH = "/stats/prometheus"
 RESERVED_PORTS = (ADMIN_PORT, READY_PORT)
 
 
