@@ -36,8 +36,7 @@ from federation.model.conditions import Condition
 from federation.model.imports import MergedImport
 from federation.registry.failover import FAILOVER_POLICY, FailoverPolicyRecord
 from federation.translate.gateway.service_policies import (
-    SERVICE_IMPORT,
-    SERVICE_IMPORT_GROUP,
+    is_service_import,
     service_import_ref,
 )
 from federation.translate.gateway.status import (
@@ -118,10 +117,6 @@ def compile_failover(policy: FailoverPolicyRecord) -> FailoverIR:
     )
 
 
-def _is_service_import(group: str, kind: str) -> bool:
-    return (group, kind) == (SERVICE_IMPORT_GROUP, SERVICE_IMPORT)
-
-
 def _message(ir: FailoverIR, merged: MergedImport) -> str:
     named = [*ir.order, *(c for c, _ in ir.weights)]
     absent = [c for c in named if c not in merged.clusters]
@@ -176,5 +171,5 @@ def targets_of(policy: FailoverPolicyRecord) -> list[ObjectName]:
     return [
         (policy.namespace, t.name)
         for t in policy.spec.target_refs
-        if _is_service_import(t.group, t.kind)
+        if is_service_import(t.group, t.kind)
     ]

@@ -42,16 +42,21 @@ def _served(cache: SnapshotCache, group: str) -> dict[str, dict[str, bytes]]:
     return {t: {n: r.body for n, r in snapshot.of(t).items()} for t in TYPES}
 
 
-@pytest.mark.parametrize("case", translate_golden.CASES)
-def test_the_hub_serves_the_clusterset_golden(case: str) -> None:
-    loaded = translate_golden.load_case(case)
+def _clusterset_builder(
+    loaded: translate_golden.Case,
+) -> tuple[str, SnapshotCache, SnapshotBuilder]:
+    """The node group a clusterset golden case views from, and a builder serving it."""
     group = loaded.viewer or OUTSIDER
     host, port = loaded.listener
     cache = SnapshotCache()
-    builder = SnapshotBuilder(
-        cache,
-        SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True),
-    )
+    options = SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True)
+    return group, cache, SnapshotBuilder(cache, options)
+
+
+@pytest.mark.parametrize("case", translate_golden.CASES)
+def test_the_hub_serves_the_clusterset_golden(case: str) -> None:
+    loaded = translate_golden.load_case(case)
+    group, cache, builder = _clusterset_builder(loaded)
     views = translate_golden.views(loaded.records, loaded.stale, loaded.policies, loaded.failover)
     changed: dict[ServiceName, Any] = {(v.namespace, v.name): v for v in views}
     builder.update(changed, groups={group})
@@ -64,13 +69,7 @@ def test_a_failover_policy_that_comes_and_goes_is_pushed_as_endpoints(case: str)
     """A FailoverPolicy changes only the viewer's assignments: the builder pushes them
     when it appears (what the golden shows) and when it goes (back to the defaults)."""
     loaded = translate_golden.load_case(case)
-    group = loaded.viewer or OUTSIDER
-    host, port = loaded.listener
-    cache = SnapshotCache()
-    builder = SnapshotBuilder(
-        cache,
-        SnapshotOptions(loaded.options, {group: f"{host}:{port}"}, check_consistency=True),
-    )
+    group, cache, builder = _clusterset_builder(loaded)
 
     def update(failover: tuple[Any, ...]) -> None:
         views = translate_golden.views(loaded.records, loaded.stale, loaded.policies, failover)

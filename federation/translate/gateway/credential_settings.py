@@ -18,7 +18,7 @@ fails closed like any other it cannot serve. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from federation.registry.gatewayapi import ReferenceGrantRecord, SecretObjectReference
@@ -80,7 +80,7 @@ def _ref(
 
 
 def credential_secrets(
-    policy: SecurityPolicyRecord, grants: Iterable[ReferenceGrantRecord]
+    policy: SecurityPolicyRecord, grants: Sequence[ReferenceGrantRecord]
 ) -> tuple[tuple[SecretRef, ...], tuple[SecretRef, ...]]:
     """The Secrets of ``policy``'s ``basicAuth`` and of its ``apiKeyAuth``, in order."""
     spec = policy.spec
@@ -139,7 +139,7 @@ def _api_keys(keys: APIKeyAuth) -> None:
 
 
 def compile_credentials(
-    policy: SecurityPolicyRecord, grants: Iterable[ReferenceGrantRecord]
+    policy: SecurityPolicyRecord, grants: Sequence[ReferenceGrantRecord]
 ) -> tuple[CredentialAuthIR | None, CredentialAuthIR | None]:
     """``policy``'s basic auth and API key authentication (None: it sets none);
     PolicyError names the first field or Secret it cannot serve."""

@@ -88,10 +88,11 @@ def service_import_ref(service: ObjectName) -> ParentReference:
 
 
 def targets_service_import(policy: BackendTrafficPolicyRecord) -> bool:
-    return any(_is_service_import(t.group, t.kind) for t in policy.spec.targets())
+    return any(is_service_import(t.group, t.kind) for t in policy.spec.targets())
 
 
-def _is_service_import(group: str, kind: str) -> bool:
+def is_service_import(group: str, kind: str) -> bool:
+    """Whether a policy target of ``group`` and ``kind`` is a ServiceImport."""
     return (group, kind) == (SERVICE_IMPORT_GROUP, SERVICE_IMPORT)
 
 
@@ -125,7 +126,7 @@ def service_policies(
         services = [
             ((policy.namespace, t.name), t.section_name)
             for t in policy.spec.targets()
-            if _is_service_import(t.group, t.kind)
+            if is_service_import(t.group, t.kind)
         ]
         if not services:
             continue
