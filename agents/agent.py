@@ -346,15 +346,30 @@ class Agent:
             await self.gateway.dirty.wait()
             await asyncio.sleep(0.02)  # let a burst of events settle: one sync for all of it
             self.gateway.dirty.clear()
-            # Each attempt syncs the latest state; failures back off (up to 5 s).
+            # Each attempt syncs the latest state; failures back off (up to 5 s). An
+            # unexpected error is retried too (logged with its traceback): one Gateway
+            # API object the code trips over must not stop the agent's exports, DNS and
+            # every other Gateway with it.
             await retry_call(
                 "gateway-sync",
                 self._sync_gateway,
-                retry_if=lambda err: isinstance(err, FederationError),
+                retry_if=lambda err: isinstance(err, Exception),
                 logger=log,
+                level=lambda err: (
+                    logging.WARNING if isinstance(err, FederationError) else logging.ERROR
+                ),
             )
 
     async def _sync_gateway(self) -> None:
+        try:
+            await self._sync_gateway_once()
+        except FederationError:
+            raise
+        except Exception:
+            log.exception("gateway-sync: unexpected error (retried)")
+            raise
+
+    async def _sync_gateway_once(self) -> None:
         await self.gateway.publish(self._desired_gateway_records())
         views = self.watcher.views.values()
         await self.gateway.write_statuses(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -69,6 +70,23 @@ def metric(text: str, name: str, default: float | None = None) -> float:
     if default is not None:
         return default
     raise AssertionError(f"{name} not in the metrics:\n{text}")
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def prometheus_values(text: str, name: str, labels: Mapping[str, str]) -> list[float]:
+    """The values of ``name``'s samples whose labels include ``labels`` (in any order),
+    in a Prometheus text exposition."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, _, value = line.rpartition(" ")
+        have = dict(_LABEL.findall(head[len(name) :]))
+        if all(have.get(k) == v for k, v in labels.items()):
+            found.append(float(value))
+    return found
 
 
 class Federation:
@@ -410,9 +428,11 @@ class Federation:
     def agent_log(self, cluster_id: str) -> str:
         return (self.agents[cluster_id].cluster.dir / "agent.log").read_text(errors="replace")
 
-    def diagnosis(self, lines: int = 25) -> str:
+    def diagnosis(self, lines: int = 25, *, exited_only: bool = False) -> str:
         """Whether the hub and each agent still run, with the tail of their logs: what a
-        failed test's report carries (:func:`e2e.fixtures.pytest_runtest_makereport`)."""
+        failed test's report carries (:func:`e2e.fixtures.pytest_runtest_makereport`).
+        ``exited_only``: the tails of exited components only, each line cut to 400
+        characters (the end-of-run summary, which must stay short)."""
         processes = [("hub", self.hub)]
         processes += [(f"agent {c}", h.process) for c, h in sorted(self.agents.items())]
         out = []
@@ -420,8 +440,12 @@ class Federation:
             if process is None:
                 out.append(f"--- {name}: not started")
                 continue
-            state = "running" if process.running() else f"exited ({process.popen.returncode})"
-            out.append(f"--- {name}: {state}\n{process.log_tail(lines)}")
+            running = process.running()
+            state = "running" if running else f"exited ({process.popen.returncode})"
+            out.append(f"--- {name}: {state}")
+            if not (running and exited_only):
+                tail = process.log_tail(lines).splitlines()
+                out += [line[:400] for line in tail] if exited_only else tail
         return "\n".join(out)
 
     def _env(self, registry_url: str) -> dict[str, str]:

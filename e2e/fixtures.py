@@ -121,4 +121,22 @@ def pytest_runtest_makereport(
         fed = funcargs.get("fed") or funcargs.get("data_plane")
         if isinstance(fed, Federation):
             report.sections.append(("federation components", fed.diagnosis()))
+            if not _FIRST_FAILURE:
+                _FIRST_FAILURE.append((item.nodeid, fed.diagnosis(15, exited_only=True)))
     return report
+
+
+#: The first failed test on a shared environment, with its components' state then.
+_FIRST_FAILURE: list[tuple[str, str]] = []
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None]:
+    """The components' state at the first failure, written last: a CI log that keeps
+    only the head and tail of the output still shows whether the hub or an agent had
+    exited, and why."""
+    yield
+    for nodeid, diagnosis in _FIRST_FAILURE:
+        terminalreporter.section("federation components at the first failure", sep="-")
+        terminalreporter.line(nodeid)
+        terminalreporter.line(diagnosis)
