@@ -70,6 +70,7 @@ from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Record, RecordRef, ref_of
 from federation.registry.records import ExportedService, InvalidRecordError
 from federation.registry.store import RegistryWriter
+from federation.registry.telemetry import ProxyAccessLog
 from federation.retry import Backoff, retry_call
 from federation.translate.failover import failover_policies
 from federation.translate.gateway import resolve
@@ -313,6 +314,7 @@ class GatewayAgent:
                     r,
                     certificate_checks=self.certificates.checks_for(r),
                     ca_certificates=self.ca_certificates.for_gateway(r),
+                    access_log=await self._access_log(ref, r),
                 )
             elif isinstance(r, p.ClientTrafficPolicyRecord):
                 r = dataclasses.replace(r, ca_certificates=self.ca_certificates.for_policy(r))
@@ -320,6 +322,19 @@ class GatewayAgent:
                 r = dataclasses.replace(r, secret_checks=self.credentials.checks_for(r))
             out[ref] = r
         return out
+
+    async def _access_log(self, ref: RecordRef, gateway: g.GatewayRecord) -> ProxyAccessLog | None:
+        """The Gateway's ``accessLog`` parameters, read now. Parameters that cannot be
+        read keep what was published (the Gateway says ``InvalidParameters``): a broken
+        ConfigMap never resets how its Envoys log."""
+        obj = self.objects.of(k.GATEWAYS).get((gateway.namespace, gateway.name))
+        if self.infra is None or obj is None:
+            return None
+        try:
+            return await self.infra.access_log(obj, self.objects.of(k.GATEWAY_CLASSES))
+        except (InvalidParameters, KubeError):
+            before = self.published.get(ref)
+            return before.access_log if isinstance(before, g.GatewayRecord) else None
 
     def _schedule_recheck(self) -> None:
         """Queue the next sync that re-reads the certificate Secrets (see the module

@@ -65,6 +65,7 @@ from agents.infra_objects import (
 from agents.kinds import KubeObject, meta
 from agents.kube import Kube, KubeError
 from federation.model.conditions import Condition
+from federation.registry.telemetry import ProxyAccessLog
 from federation.translate.gateway.status import GatewayCondition, GatewayReason, condition
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,13 @@ class InfraManager:
             return Parameters()
         where = f"GatewayClass parametersRef {ref.get('kind')} {ref.get('name')}"
         return await self._config_map(ref, ref.get("namespace"), where, Parameters())
+
+    async def access_log(
+        self, gateway: KubeObject, classes: Mapping[str, KubeObject]
+    ) -> ProxyAccessLog | None:
+        """The ``accessLog`` of the Gateway's parameters (None: none given); raises
+        InvalidParameters or KubeError when they cannot be read."""
+        return (await self._parameters(gateway, classes)).access_log
 
     async def _parameters(
         self, gateway: KubeObject, classes: Mapping[str, KubeObject]

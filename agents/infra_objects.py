@@ -40,6 +40,8 @@ import yaml
 
 from agents import kinds as k
 from agents.kinds import KubeObject, meta
+from federation.errors import InvalidInputError
+from federation.registry.telemetry import ACCESS_LOG_KEY, ProxyAccessLog, parse_access_log
 from federation.translate.gateway.listeners import (
     ADMIN_PORT,
     METRICS_PATH,
@@ -74,7 +76,7 @@ SCRAPE_ANNOTATIONS = {
 SECRET_DIR = "/etc/federation/secrets"
 XDS_TLS_DIR = "/etc/federation/xds-tls"
 SERVICE_TYPES = ("LoadBalancer", "ClusterIP", "NodePort")
-PARAMETER_KEYS = ("replicas", "serviceType", "serviceAnnotations", "resources")
+PARAMETER_KEYS = ("replicas", "serviceType", "serviceAnnotations", "resources", ACCESS_LOG_KEY)
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 
 DEPLOYMENTS = k.ApiKind("apps", "v1", "deployments")
@@ -130,6 +132,9 @@ class Parameters:
     service_type: str = "LoadBalancer"
     service_annotations: Mapping[str, str] = field(default_factory=dict)
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
+    #: ``accessLog``: how the Gateway's Envoys log requests (None: the default JSON line
+    #: on standard output). The hub renders it, from the Gateway's record.
+    access_log: ProxyAccessLog | None = None
 
 
 def parse_parameters(data: Mapping[str, str], where: str, base: Parameters) -> Parameters:
@@ -165,6 +170,11 @@ def parse_parameters(data: Mapping[str, str], where: str, base: Parameters) -> P
             if key == "resources" and set(value) - {"requests", "limits"}:
                 raise InvalidParameters(f"{where}: resources has only requests and limits")
             out = _replace(out, **{attr: value})
+    if ACCESS_LOG_KEY in data:
+        try:
+            out = _replace(out, access_log=parse_access_log(data[ACCESS_LOG_KEY], where))
+        except InvalidInputError as err:
+            raise InvalidParameters(str(err)) from err
     return out
 
 

@@ -39,6 +39,7 @@ and carries ``spiffe://<trust domain>/hub``. Plain text must be asked for
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,7 +200,13 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         # A Gateway's Envoy is ready (its pod receives traffic, a rollout goes on) only
         # once it has the hub's configuration: never after Envoy's default 15 s without.
         ads["initial_fetch_timeout"] = "0s"
-    node: dict[str, Any] = {"id": options.node_id or f"envoy-{cluster}", "cluster": cluster}
+    node: dict[str, Any] = {
+        "id": options.node_id or f"envoy-{cluster}",
+        "cluster": cluster,
+        # With the endpoints' zones (their member cluster ids), Envoy counts requests per
+        # source cluster; see stats_config.
+        "locality": {"zone": cluster},
+    }
     if options.gateway:
         namespace, name = parse_gateway_ref(options.gateway, "--gateway")
         node["metadata"] = {GATEWAY_METADATA: f"{namespace}/{name}"}
@@ -236,6 +243,26 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "lds_config": ads,
         },
         "static_resources": static,
+        "stats_config": stats_config(cluster),
+    }
+
+
+def stats_config(cluster: str) -> dict[str, Any]:
+    """Tags for Envoy's zone statistics, ``cluster.<name>.zone.<own>.<source>.upstream_rq_*``
+    (the zones are member cluster ids: the node's own, and each endpoint's source
+    cluster): ``local_cluster`` and ``source_cluster``, so that the metric names stay the
+    same in every cluster (``envoy_cluster_zone_upstream_rq_xx{source_cluster="a"}``).
+    A cluster id may hold dots: the source is what lies between the Envoy's own id and
+    ``.upstream_rq``."""
+    own = re.escape(cluster)
+    return {
+        "stats_tags": [
+            {"tag_name": "local_cluster", "regex": rf"^cluster\..*?\.zone\.(({own})\.)"},
+            {
+                "tag_name": "source_cluster",
+                "regex": rf"^cluster\..*?\.zone\.{own}\.((.+?)\.)upstream_rq",
+            },
+        ]
     }
 
 

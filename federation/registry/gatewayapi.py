@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from federation.registry.codec import from_json, to_json
 from federation.registry.records import InvalidRecordError
+from federation.registry.telemetry import ProxyAccessLog
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
@@ -441,6 +442,9 @@ class GatewayRecord:
     ca_certificates: tuple[CACertificate, ...] = ()
     #: The Gateway's own labels: a policy's ``targetSelectors`` select by them.
     labels: tuple[tuple[str, str], ...] = ()
+    #: The ``accessLog`` of its parameters, as the agent parsed them (None: none given,
+    #: or the agent does not run the Gateways' Envoys and reads no parameters).
+    access_log: ProxyAccessLog | None = None
 
 
 @dataclass(frozen=True)

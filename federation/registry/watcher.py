@@ -95,6 +95,17 @@ class WatcherStats:
     reloads: int = 0
     bad_records: int = 0
     errors: int = 0
+    #: Seconds from each applied entry's append (its stream id is the registry's clock
+    #: then) to this process applying it, summed; and the last one.
+    lag_seconds_sum: float = 0.0
+    last_lag_seconds: float = 0.0
+
+    def applied(self, entry_id: str, now: float) -> None:
+        """Count one applied stream entry and how long it took to reach us."""
+        self.entries += 1
+        lag = max(0.0, now - parse_id(entry_id)[0] / 1000)
+        self.lag_seconds_sum += lag
+        self.last_lag_seconds = lag
 
 
 @dataclass
@@ -322,7 +333,7 @@ class RegistryWatcher:
         view = self.views.get(entry.cluster)
         if view is None or parse_id(entry.id) <= parse_id(view.position):
             return set()  # already covered by a snapshot loaded after this entry
-        self.stats.entries += 1
+        self.stats.applied(entry.id, time.time())
         view.position, view.read_at = entry.id, time.time()
         ref = entry.ref
         if entry.op is Op.RESYNC or ref is None:
@@ -507,6 +518,19 @@ def registry_samples(watcher: RegistryWatcher) -> list[Sample]:
         ),
         Sample(
             "federation_registry_entries_total", "counter", "stream entries applied", stats.entries
+        ),
+        Sample(
+            "federation_registry_lag_seconds_total",
+            "counter",
+            "seconds from each entry's append to the registry to its application here, "
+            "summed (divided by the entries' rate: the mean lag)",
+            stats.lag_seconds_sum,
+        ),
+        Sample(
+            "federation_registry_last_lag_seconds",
+            "gauge",
+            "seconds from the last applied entry's append to the registry to its application",
+            stats.last_lag_seconds,
         ),
         Sample(
             "federation_registry_reloads_total",

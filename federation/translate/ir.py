@@ -462,6 +462,20 @@ class ClientIR:
 
 
 @dataclass(frozen=True)
+class AccessLoggerIR:
+    """One access log of a connection manager: ``text`` (Envoy's command operators, ending
+    in a newline) or JSON ``fields`` (empty: the default fields), written to ``file`` or
+    sent to the OTLP/gRPC collector at ``otel_host``:``otel_port`` with ``resources``."""
+
+    text: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    file: str | None = None
+    otel_host: str | None = None
+    otel_port: int | None = None
+    resources: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ListenerIR:
     """One Envoy listener: every listener of one Gateway on ``port`` (or the clusterset's).
 
@@ -486,6 +500,9 @@ class ListenerIR:
     bind_port: int | None = None
     #: The ClientTrafficPolicy that applies to it.
     client: ClientIR | None = None
+    #: How its requests are logged, replacing the default JSON line on standard output
+    #: (None: the default; empty: no access log).
+    access_logs: tuple[AccessLoggerIR, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -143,11 +143,51 @@ def test_envoys_are_told_where_their_agent_serves_credentials() -> None:
         ({"serviceAnnotations": "[1, 2]"}, "serviceAnnotations"),
         ({"resources": "cpu: 1"}, "resources"),
         ({"colour": "blue"}, "colour"),
+        ({"accessLog": "settings: [{sinks: []}]"}, r"accessLog\.settings\[0\]: sinks"),
+        (
+            {"accessLog": "settings: [{matches: [x], sinks: [{type: File, file: {path: /a}}]}]"},
+            r"not supported: accessLog\.settings\[0\]\.matches",
+        ),
+        (
+            {"accessLog": "settings: [{sinks: [{type: ALS}]}]"},
+            r"accessLog\.settings\[0\]\.sinks\[0\]\.type: 'ALS' is not one of",
+        ),
+        (
+            {"accessLog": "settings: [{sinks: [{type: OpenTelemetry, openTelemetry: {port: 1}}]}]"},
+            r"openTelemetry\.host: required",
+        ),
+        ({"accessLog": "disable: [yes"}, "accessLog is not YAML"),
     ],
 )
 def test_bad_parameters_are_refused_by_name(data: dict[str, str], named: str) -> None:
     with pytest.raises(InvalidParameters, match=named):
         parse_parameters(data, "ConfigMap shop/params", Parameters())
+
+
+def test_access_log_parameters_follow_envoy_gateways_shape() -> None:
+    data = {
+        "accessLog": """
+settings:
+  - format: {type: JSON, json: {path: "%REQ(:PATH)%"}}
+    sinks:
+      - {type: File, file: {path: /dev/stdout}}
+      - type: OpenTelemetry
+        openTelemetry: {host: otel.monitoring.svc, port: 4317, resources: {a: b}}
+"""
+    }
+    log = parse_parameters(data, "ConfigMap shop/params", Parameters()).access_log
+    assert log is not None and not log.disable
+    (setting,) = log.settings
+    assert setting.format is not None and setting.format.json == (("path", "%REQ(:PATH)%"),)
+    file_sink, otel_sink = setting.sinks
+    assert file_sink.file is not None and file_sink.file.path == "/dev/stdout"
+    otel = otel_sink.open_telemetry
+    assert otel is not None and (otel.host, otel.port, otel.attributes) == (
+        "otel.monitoring.svc",
+        4317,
+        (("a", "b"),),
+    )
+    assert parse_parameters({}, "x", Parameters()).access_log is None
 
 
 def test_long_names_fit_a_dns_label_and_a_label_value() -> None:

@@ -17,7 +17,7 @@ def test_bootstrap_names_the_node_by_cluster_and_reaches_the_hub_over_ads() -> N
             cluster="b", xds_address="127.0.0.1:18000", delta=True, insecure_plaintext=True
         )
     )
-    assert config["node"] == {"id": "envoy-b", "cluster": "b"}
+    assert config["node"] == {"id": "envoy-b", "cluster": "b", "locality": {"zone": "b"}}
     assert config["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
@@ -29,6 +29,7 @@ def test_a_gateways_envoy_names_its_gateway_in_the_node_metadata() -> None:
     assert bootstrap(options)["node"] == {
         "id": "envoy-b-shop-gw",
         "cluster": "b",
+        "locality": {"zone": "b"},
         "metadata": {"federation.gateway": "shop/gw"},
     }
     for bad in ("shop", "shop/gw/x", "Shop/gw"):

@@ -32,6 +32,8 @@ from federation.translate.inputs import (
     address_maps_from_flags,
     parse_address_map_flag,
 )
+from federation.translate.ir import ServiceIR
+from federation.translate.proxy import render_service
 from federation.translate.proxy.clusters import ClaVariant
 from tests.translation import (
     build_cla,
@@ -156,7 +158,8 @@ def test_localities_carry_weights_and_stale_flag() -> None:
     assert got["b"][0] == 1
     assert got["b"][1] is not None and got["b"][1].bool_value is True
     for loc in cla.endpoints:
-        assert (loc.locality.region, loc.locality.zone) == ("", "")
+        # zone repeats the cluster id for Envoy's per-source-cluster statistics.
+        assert (loc.locality.region, loc.locality.zone) == ("", loc.locality.sub_zone)
 
 
 # --- determinism ----------------------------------------------------------------------
@@ -444,3 +447,13 @@ def _assert_not_deprecated(msg: Any, path: str) -> None:
             items = [value]
         for item in items:
             _assert_not_deprecated(item, where)
+
+
+def test_a_service_without_clusters_has_no_assignments_for_any_group() -> None:
+    """A service left without a port (its exporters withdrawing, say) renders no cluster;
+    every node group, exporter or not, then sees no assignment instead of an error (the
+    hub once crashed on it)."""
+    rendered = render_service(ServiceIR("shop", "gone", exporters=("a", "b")), OPTIONS)
+    assert rendered.clusters == {}
+    for group in ("a", "b", "z", None):
+        assert rendered.seen_by(group, "IPv4") == {}

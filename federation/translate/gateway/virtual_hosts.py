@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from federation.translate.gateway.hostnames import ANY, meet
 from federation.translate.gateway.listeners import ListenerState, container_port
 from federation.translate.gateway.matches import Precedence
+from federation.translate.gateway.telemetry import access_loggers
 from federation.translate.ir import (
     FilterChainIR,
     ListenerIR,
@@ -63,12 +64,14 @@ def _listener(port: int, listeners: Sequence[ListenerState]) -> ListenerIR:
         for s in https
     )
     bind = container_port(port)
+    gateway = listeners[0].gateway
     return ListenerIR(
         listener_name(port),
         port,
         () if own_routes else tuple(vhosts.values()),
         tls,
         bind_port=bind if bind != port else None,
+        access_logs=access_loggers(gateway.access_log, gateway.cluster),
     )
 
 

@@ -40,6 +40,7 @@ from federation.errors import InvalidInputError
 from federation.translate import names
 from federation.translate.inputs import TranslateOptions
 from federation.translate.ir import ClustersetIR, GatewayIR, NodeGroupIR, ServiceIR
+from federation.translate.proxy.access_log import otel_clusters
 from federation.translate.proxy.clusters import (
     assignments,
     cluster,
@@ -130,13 +131,15 @@ class RenderedService(Generic[T]):
     def seen_by(self, group: str | None, family: str) -> dict[str, T]:
         """The assignments, by cluster name, of the Envoys of ``group`` (a member
         cluster), whose address family is ``family`` (``TranslateOptions.ip_family``):
-        its FailoverPolicy's variant, else its own as an exporter, else the shared one."""
+        its FailoverPolicy's variant, else its own as an exporter, else the shared one.
+        A service without clusters (no port left, say, while its exporters withdraw) has
+        no assignments at all."""
         if group is not None:
             for variants in (self.preferred, self.own):
                 found = variants.get(group)
-                if found is not None:
+                if found is not None and family in found:
                     return found[family]
-        return self.shared[family]
+        return self.shared.get(family, {})
 
     def mapped(self, convert: Callable[[T, str], U]) -> RenderedService[U]:
         def each(by_name: dict[str, T]) -> dict[str, U]:
@@ -218,6 +221,7 @@ def render_group(
         out.listeners[li.name] = listener(li, host)
         for name, jwks in jwks_clusters(li).items():
             out.clusters[name] = jwks_cluster(jwks)
+        out.clusters.update(otel_clusters(li))
         for chain in li.tls:
             for cert in chain.certificates:
                 out.secrets[secret_name(cert)] = certificate_secret(cert, secret_dir)

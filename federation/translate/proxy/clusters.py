@@ -8,9 +8,13 @@ cluster has beyond EDS over ADS comes from the features (:mod:`.features`).
 
 Rules the endpoints keep:
 
-* A locality is ``region="" zone="" sub_zone=<cluster id>``: region and zone stay free for
-  real topology later, and Envoy's zone-aware routing (which reads region and zone) is
-  not involved; failover is done with priorities.
+* A locality is ``region="" zone=<cluster id> sub_zone=<cluster id>``. ``sub_zone`` is
+  what the translation and the access log read. ``zone`` is there for Envoy's zone
+  statistics: with the Envoy's own cluster id as its node's zone (``fedctl bootstrap``),
+  Envoy counts requests, response classes and upstream times per source cluster
+  (``cluster.<name>.zone.<own>.<source>.upstream_rq_*``, tagged ``source_cluster`` by the
+  bootstrap's tag extractors). Envoy's zone-aware routing stays off (it needs a
+  ``local_cluster_name``, which we never set): failover is done with priorities.
 * Local first: for an Envoy in an *exporting* cluster, its own cluster's locality has
   priority 0 and every other cluster's priority 1. An Envoy in a cluster that does not
   export the Service sees everything at priority 0, so all non-exporters share one
@@ -183,7 +187,7 @@ def add_locality(
 ) -> Any:
     """Add ``cluster_id``'s locality with the endpoints of ``source`` for ``port``."""
     locality = cla.endpoints.add(priority=priority)
-    locality.locality.sub_zone = cluster_id
+    locality.locality.zone = locality.locality.sub_zone = cluster_id
     locality.load_balancing_weight.value = options.weight(cluster_id)
     add = locality.lb_endpoints.add
     amap = options.address_maps.get(cluster_id)

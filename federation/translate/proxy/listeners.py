@@ -80,7 +80,7 @@ def connection_manager(ir: ListenerIR, routes: str | None = None) -> hcm_pb2.Htt
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=routes),
     )
     hcm.upgrade_configs.add(upgrade_type="websocket")
-    add_access_log(hcm)
+    add_access_log(hcm, ir.access_logs)
     if ir.client is not None:
         patch_connection_manager(ir.client, hcm)
     for hook in HTTP_FILTER_HOOKS:
