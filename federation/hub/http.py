@@ -77,7 +77,8 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
         Sample(
             "federation_hub_translation_errors_total",
             "counter",
-            "node group updates that failed in translation (logged; the group kept what it served)",
+            "node group or service updates that failed in translation (logged; what was "
+            "served stays)",
             hub.builder.translation_errors,
         ),
         *(

@@ -121,7 +121,7 @@ class SnapshotBuilder:
         self.endpoint_pushes = 0
         self.route_pushes = 0
         self.gateway_pushes = 0
-        #: Node group updates that failed in translation (each logged with its error).
+        #: Node group and service updates that failed in translation (each logged).
         self.translation_errors = 0
 
     def _build(self, view: ImportView) -> _ImportResources:
@@ -171,26 +171,8 @@ class SnapshotBuilder:
         with Gateways is resolved again too (its backends may resolve differently).
         """
         groups = set(groups)
-        structural = groups != self._groups or self._routes is None
-        reshaped = False
-        endpoint_updates: list[_ImportResources] = []
-        for key, view in sorted(changed.items()):
-            old = self._imports.get(key)
-            if view is None:
-                if old is not None:
-                    del self._imports[key]
-                    del self._merged[key]
-                    structural = reshaped = True
-                continue
-            new = self._build(view)
-            self._imports[key] = new
-            self._merged[key] = view.merged
-            if old is None or old.view.merged != new.view.merged:
-                reshaped = True
-            if old is None or _versions(old.rendered.clusters) != _versions(new.rendered.clusters):
-                structural = True
-            elif _variants(old.rendered) != _variants(new.rendered):
-                endpoint_updates.append(new)
+        structural, reshaped, endpoint_updates = self._apply_imports(changed)
+        structural = structural or groups != self._groups or self._routes is None
         routes_changed = self._update_routes() if reshaped or self._routes is None else False
         dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
         group_changes = self._update_groups(groups, dirty, resolve_gateway)
@@ -224,6 +206,40 @@ class SnapshotBuilder:
                 self.endpoint_pushes += 1
             else:
                 self.gateway_pushes += 1
+
+    def _apply_imports(
+        self, changed: Mapping[ServiceName, ImportView | None]
+    ) -> tuple[bool, bool, list[_ImportResources]]:
+        """Render the changed imports: whether clusters came or went (a full push), whether
+        an import's shape changed (routes and Gateways resolve again), and the imports
+        whose assignments alone changed."""
+        structural = reshaped = False
+        endpoint_updates: list[_ImportResources] = []
+        for key, view in sorted(changed.items()):
+            old = self._imports.get(key)
+            if view is None:
+                if old is not None:
+                    del self._imports[key]
+                    del self._merged[key]
+                    structural = reshaped = True
+                continue
+            try:
+                new = self._build(view)
+            except Exception:
+                # A translation bug (an import no check foresaw) must cost this service its
+                # update, never the hub: every other change still reaches the Envoys.
+                log.exception("cannot translate %s/%s: keeping what is served for it", *key)
+                self.translation_errors += 1
+                continue
+            self._imports[key] = new
+            self._merged[key] = view.merged
+            if old is None or old.view.merged != new.view.merged:
+                reshaped = True
+            if old is None or _versions(old.rendered.clusters) != _versions(new.rendered.clusters):
+                structural = True
+            elif _variants(old.rendered) != _variants(new.rendered):
+                endpoint_updates.append(new)
+        return structural, reshaped, endpoint_updates
 
     def _update_routes(self) -> bool:
         """Render the shared clusterset route configuration again; whether it changed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from typing import Any
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
@@ -18,15 +19,17 @@ from envoy.config.route.v3 import route_pb2
 
 from federation.cli import hub as hub_main
 from federation.errors import InvalidInputError
+from federation.hub import snapshots
 from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
-from federation.translate.inputs import TranslateOptions
-from federation.translate.ir import GatewayIR, ListenerIR
+from federation.translate.inputs import ImportView, TranslateOptions
+from federation.translate.ir import GatewayIR, ListenerIR, ServiceIR
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
 from tests.memory_store import MemoryRegistry
 from tests.unit.test_registry_watcher import join, svc
+from tests.unit.test_translate import export
 
 WEB_CLUSTER = "clusterset/shop/web/80"
 
@@ -326,3 +329,31 @@ async def test_a_deleted_gateways_group_is_no_longer_served_nor_shown() -> None:
     assert hub.cache.get(GW_GROUP) is None
     assert GW_GROUP not in set(hub.cache.groups())
     assert hub.cache.get("b") is not None  # the cluster's shared Envoys go on
+
+
+def test_a_service_that_fails_translation_costs_its_own_update_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An import whose translation raises (an input no check foresaw) keeps what was
+    served for it; the other imports of the same update are served, and the hub lives."""
+    cache = SnapshotCache()
+    builder = SnapshotBuilder(
+        cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
+    )
+    render = snapshots.render_service
+
+    def failing(ir: ServiceIR, options: TranslateOptions) -> Any:
+        if ir.name == "bad":
+            raise KeyError("a bug")
+        return render(ir, options)
+
+    monkeypatch.setattr(snapshots, "render_service", failing)
+    views = {
+        ("shop", name): ImportView.of([export("a", name=name, addresses=("10.1.0.1",))])
+        for name in ("bad", "good")
+    }
+    builder.update(views, {"b"})
+    assert builder.translation_errors == 1
+    served = cache.get("b")
+    assert served is not None
+    assert {n.split("/")[2] for n in served.of(CLUSTER)} == {"good"}
