@@ -39,6 +39,7 @@ from agents.status import StatusWriter
 from agents.trace import publish_time
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
+from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
 from federation.registry.policies import BackendTrafficPolicyRecord
@@ -109,6 +110,9 @@ class Agent:
         )
         self.gateway = GatewayAgent(options.cluster, kube, writer, self.status, hub_state)
         self.ready = asyncio.Event()
+        #: The kind of the last unexpected error of a Gateway sync (its traceback is logged
+        #: once); None after a sync that succeeded.
+        self._gateway_bug: str | None = None
         #: The clusterset.local server, when the agent serves the zone (``--dns-address``).
         self.dns: DnsServer | None = None
         self._token = uuid.uuid4().hex
@@ -197,15 +201,16 @@ class Agent:
         return self.gateway.desired(caches.services, caches.slices, caches.namespace_labels)
 
     async def remember_published(self) -> None:
-        """Read what the registry holds of this cluster's exports, so that an export whose
-        exported labels or annotations went invalid while the agent was down keeps the
-        last valid ones it published (a restart must not drop them)."""
+        """Read what the registry holds of this cluster's exports and Gateways, so that
+        what went invalid while the agent was down keeps the last valid value it
+        published (a restart must not drop them): an export's exported labels and
+        annotations, a Gateway's access-log settings whose parameters cannot be read."""
         snapshot = await self.reader.snapshot(self.cluster)
         published = []
         for name, data in snapshot.records.items():
             try:
                 ref = parse_field(name)
-                if ref.kind is not Kind(ExportedService.KIND):
+                if ref.kind not in (Kind.SERVICE, Kind.GATEWAY):
                     continue
                 record = decode_record(ref.kind, data)
             except InvalidRecordError as err:
@@ -213,6 +218,8 @@ class Agent:
                 continue
             if isinstance(record, ExportedService):
                 published.append(record)
+            elif isinstance(record, GatewayRecord):
+                self.gateway.remember_access_log(record)
         self.exports.remember_published(published)
 
     async def publish_everything(self) -> None:
@@ -365,9 +372,13 @@ class Agent:
             await self._sync_gateway_once()
         except FederationError:
             raise
-        except Exception:
-            log.exception("gateway-sync: unexpected error (retried)")
+        except Exception as err:
+            # Its traceback once per kind of error, not on every retry.
+            if self._gateway_bug != type(err).__name__:
+                self._gateway_bug = type(err).__name__
+                log.exception("gateway-sync: unexpected error (retried)")
             raise
+        self._gateway_bug = None
 
     async def _sync_gateway_once(self) -> None:
         await self.gateway.publish(self._desired_gateway_records())

@@ -194,6 +194,9 @@ class GatewayAgent:
         self.ca_certificates = CACertificates(kube)
         #: The Secrets of the SecurityPolicies' basic auth and API keys, read at each sync.
         self.credentials = Credentials(kube)
+        #: Each Gateway's ``accessLog`` parameters as last read (absent or None: the
+        #: default log); what every publish, a full one too, puts on its record.
+        self.access_logs: dict[ObjectName, ProxyAccessLog | None] = {}
         #: Serves the Gateways' Envoys those credentials (None: not served, and policies
         #: that need them are refused).
         self.credential_server: CredentialServer | None = None
@@ -236,6 +239,8 @@ class GatewayAgent:
             )
             await self.certificates.refresh(gateways, grants)
             await self.ca_certificates.refresh(gateways, grants)
+            for gateway in gateways:
+                await self._read_access_log(gateway, listed)
             # Read now, so that the first full publish carries the SecurityPolicies'
             # verdicts: without them the hub would refuse the policies until the next sync.
             await self.credentials.refresh(
@@ -267,6 +272,7 @@ class GatewayAgent:
             certificate_checks=self.certificates.checks_for,
             ca_certificates=self.ca_certificates.for_gateway,
             secret_checks=self.credentials.checks_for,
+            access_logs=self._known_access_log,
         )
 
     # --- syncing -------------------------------------------------------------------------------
@@ -314,7 +320,7 @@ class GatewayAgent:
                     r,
                     certificate_checks=self.certificates.checks_for(r),
                     ca_certificates=self.ca_certificates.for_gateway(r),
-                    access_log=await self._access_log(ref, r),
+                    access_log=await self._read_access_log(r, self.objects),
                 )
             elif isinstance(r, p.ClientTrafficPolicyRecord):
                 r = dataclasses.replace(r, ca_certificates=self.ca_certificates.for_policy(r))
@@ -323,18 +329,31 @@ class GatewayAgent:
             out[ref] = r
         return out
 
-    async def _access_log(self, ref: RecordRef, gateway: g.GatewayRecord) -> ProxyAccessLog | None:
-        """The Gateway's ``accessLog`` parameters, read now. Parameters that cannot be
-        read keep what was published (the Gateway says ``InvalidParameters``): a broken
-        ConfigMap never resets how its Envoys log."""
-        obj = self.objects.of(k.GATEWAYS).get((gateway.namespace, gateway.name))
+    async def _read_access_log(
+        self, gateway: g.GatewayRecord, objects: GatewayObjects
+    ) -> ProxyAccessLog | None:
+        """The Gateway's ``accessLog`` parameters, read now and remembered. Parameters that
+        cannot be read keep what was last read (the Gateway says ``InvalidParameters``):
+        a broken ConfigMap never resets how its Envoys log."""
+        key = (gateway.namespace, gateway.name)
+        obj = objects.of(k.GATEWAYS).get(key)
         if self.infra is None or obj is None:
             return None
         try:
-            return await self.infra.access_log(obj, self.objects.of(k.GATEWAY_CLASSES))
+            found = await self.infra.access_log(obj, objects.of(k.GATEWAY_CLASSES))
         except (InvalidParameters, KubeError):
-            before = self.published.get(ref)
-            return before.access_log if isinstance(before, g.GatewayRecord) else None
+            return self._known_access_log(gateway)
+        self.access_logs[key] = found
+        return found
+
+    def _known_access_log(self, gateway: g.GatewayRecord) -> ProxyAccessLog | None:
+        """The Gateway's ``accessLog`` as last read (or remembered), None if never."""
+        return self.access_logs.get((gateway.namespace, gateway.name))
+
+    def remember_access_log(self, published: g.GatewayRecord) -> None:
+        """At start: the access-log settings of a Gateway record this cluster had
+        published, kept while its parameters cannot be read (read ones win)."""
+        self.access_logs.setdefault((published.namespace, published.name), published.access_log)
 
     def _schedule_recheck(self) -> None:
         """Queue the next sync that re-reads the certificate Secrets (see the module
@@ -483,15 +502,22 @@ def desired_records(
     certificate_checks: Callable[[g.GatewayRecord], tuple[g.CertificateCheck, ...]] | None = None,
     ca_certificates: Callable[[g.GatewayRecord], tuple[g.CACertificate, ...]] | None = None,
     secret_checks: Callable[[p.SecurityPolicyRecord], tuple[p.SecretCheck, ...]] | None = None,
+    access_logs: Callable[[g.GatewayRecord], ProxyAccessLog | None] | None = None,
 ) -> dict[RecordRef, Record]:
     """Every Gateway API record ``cluster`` should have in the registry (see the module
     docstring), from its objects and its Services, slices and namespace labels; each
-    Gateway's with ``certificate_checks`` of it (None: without verdicts)."""
+    Gateway's with ``certificate_checks`` of it (None: without verdicts) and its
+    ``access_logs`` settings."""
     records: list[Record] = []
     for gateway in our_gateways(cluster, objects):
         checks = () if certificate_checks is None else certificate_checks(gateway)
         cas = () if ca_certificates is None else ca_certificates(gateway)
-        records.append(dataclasses.replace(gateway, certificate_checks=checks, ca_certificates=cas))
+        log = None if access_logs is None else access_logs(gateway)
+        records.append(
+            dataclasses.replace(
+                gateway, certificate_checks=checks, ca_certificates=cas, access_log=log
+            )
+        )
     for api_kind, spec, record in (
         (k.HTTP_ROUTES, g.HTTPRouteSpec, g.HTTPRouteRecord),
         (k.GRPC_ROUTES, g.GRPCRouteSpec, g.GRPCRouteRecord),

@@ -172,8 +172,12 @@ class Envoy(EnvoyClient):
         )
 
     def access_log(self) -> list[dict[str, Any]]:
-        """The access-log lines this Envoy wrote on its standard output so far (JSON
-        objects, one per request; its own log lines are skipped)."""
+        """The default access-log lines this Envoy wrote on its standard output so far
+        (JSON objects, one per request; its own log lines are skipped)."""
+        return [e for e in self.json_lines() if "response_code" in e]
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every JSON object line of its output so far (access logs of any format)."""
         entries = []
         for line in (self.dir / "envoy.log").read_text(errors="replace").splitlines():
             if not line.startswith("{"):
@@ -182,7 +186,7 @@ class Envoy(EnvoyClient):
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and "response_code" in entry:
+            if isinstance(entry, dict):
                 entries.append(entry)
         return entries
 

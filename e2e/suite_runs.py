@@ -35,6 +35,10 @@ def run_logged(command: Sequence[str], workdir: Path, *, prefix: str, timeout: f
                 f"{prefix} the suite ran over {timeout:.0f}s and was killed; its output is in "
                 f"{workdir / 'suite.log'}"
             ) from None
+        except BaseException:  # interrupted (Ctrl-C): the suite must not outlive the run
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             tee.join(timeout=30)
     return code

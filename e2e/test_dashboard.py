@@ -2,9 +2,11 @@
 
 The dashboard JSON is taken from the ConfigMap ``helm template`` renders from the hub
 chart. Every query's metric names, and the labels it groups or filters by, are checked
-against what the shared three-cluster environment's hub, b's agent and b's Envoy expose
-(``/metrics``, ``/stats/prometheus``) after b's Envoy served a request from a's pod: a
-renamed metric or label fails here, not on a user's empty panel.
+against what the shared three-cluster environment's hub, b's agent, b's Envoy and a
+Gateway's Envoy in b expose (``/metrics``, ``/stats/prometheus``) after each served a
+request from a's pod (the Gateway's route under a BackendTrafficPolicy with
+``routeStatName``, for the per-route panels): a renamed metric or label fails here, not
+on a user's empty panel.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e import toolchain
 from e2e.cluster import REPO_ROOT
 from e2e.federation import Federation
 from e2e.processes import wait_until
+from e2e.test_gateway_api import CLUSTER_B, fed, make_gateway
+from e2e.test_security_policy import envoy_gateway_policy
 from e2e.traffic import DEADLINE, export_with_backend, host, wait_served_by
 
 pytestmark = pytest.mark.integration
@@ -38,9 +43,7 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'(\w+)="')
 
 
-@pytest.fixture
-def fed(data_plane: Federation) -> Federation:
-    return data_plane
+__all__ = ["fed"]
 
 
 @pytest.fixture
@@ -104,7 +107,32 @@ def test_every_dashboard_query_names_metrics_and_labels_that_are_exported(
         timeout=DEADLINE,
         what="b's Envoy to count requests per source cluster",
     )
-    metrics = exported(fed.hub_http("/metrics"), fed.metrics("b"), envoy.admin("/stats/prometheus"))
+    address = make_gateway(fed, ns)
+    b = fed.env.cluster(CLUSTER_B)
+    rule = {"matches": [gw.prefix("/api")], "backendRefs": [gw.backend("echo")]}
+    pattern = "%ROUTE_KIND%/%ROUTE_NAMESPACE%/%ROUTE_NAME%"
+    gw.apply(
+        b,
+        gw.http_route(ns, "api", "gw", [rule]),
+        envoy_gateway_policy(
+            "BackendTrafficPolicy", ns, "stats", "HTTPRoute", "api",
+            telemetry={"metrics": {"routeStatName": pattern}},
+        ),
+    )  # fmt: skip
+    gateway_envoy = fed.gateway_envoys[CLUSTER_B, ns, "gw"]
+    route = f"httproute/{ns}/api"
+
+    def counted_per_route() -> bool:
+        gw.try_request(address, "/api/dashboard")
+        return f'envoy_route="{route}"' in gateway_envoy.admin("/stats/prometheus")
+
+    wait_until(counted_per_route, timeout=DEADLINE, what=f"the Gateway's Envoy to count {route}")
+    metrics = exported(
+        fed.hub_http("/metrics"),
+        fed.metrics("b"),
+        envoy.admin("/stats/prometheus"),
+        gateway_envoy.admin("/stats/prometheus"),
+    )
     exprs = queries(dashboard())
     assert len(exprs) >= 10, exprs
     problems = []

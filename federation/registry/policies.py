@@ -199,6 +199,21 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class BackendMetrics:
+    """``spec.telemetry.metrics``: ``routeStatName``, the pattern of the Envoy stat
+    prefix of the routes under the policy (per-route statistics, off by default)."""
+
+    route_stat_name: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendTelemetry:
+    """``spec.telemetry``: ``metrics`` only (``tracing`` is refused by name)."""
+
+    metrics: BackendMetrics | None = None
+
+
+@dataclass(frozen=True)
 class TCPKeepalive:
     probes: int | None = None
     idle_time: str | None = None
@@ -315,6 +330,7 @@ class BackendTrafficPolicySpec(PolicyTargets):
     tcp_keepalive: TCPKeepalive | None = None
     fault_injection: FaultInjection | None = None
     rate_limit: RateLimitSpec | None = None
+    telemetry: BackendTelemetry | None = None
 
 
 @dataclass(frozen=True)

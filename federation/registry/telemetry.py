@@ -11,12 +11,16 @@ What is supported, and how it differs from Envoy Gateway:
 
 * ``disable: true``: no access log at all.
 * ``settings[]``, each with a ``format`` and one or more ``sinks``. ``format.type``
-  ``Text`` (``text``, Envoy command operators; a newline is added when missing) or
-  ``JSON`` (``json``, field name to command operator); no format: our default JSON line.
-* Sinks: ``File`` (``file.path``, ``/dev/stdout`` included) and ``OpenTelemetry``
-  (``openTelemetry.host`` and ``port``, a collector speaking OTLP/gRPC; ``resources`` or
-  ``resourceAttributes`` become the log's resource attributes, ``k8s.cluster.name``
-  defaulting to the Gateway's member cluster).
+  ``Text`` (``text``, Envoy command operators; a file line gets a newline when missing)
+  or ``JSON`` (``json``, field name to command operator); without ``type``, exactly one
+  of ``text`` and ``json``; no format: our default JSON line.
+* Sinks: ``File`` with ``file.path`` ``/dev/stdout`` or ``/dev/stderr`` only: a
+  Gateway's Envoys run with a read-only root file system, and their log streams are
+  what the cluster's log agent collects. ``OpenTelemetry``: ``openTelemetry.host`` (a
+  DNS name or an IP address) and ``port`` (4317 by default, as in Envoy Gateway), a
+  collector speaking OTLP/gRPC; ``resourceAttributes`` (or the deprecated
+  ``resources``, not both) become the log's resource attributes, ``k8s.cluster.name``
+  defaulting to the Gateway's member cluster.
 * Refused by name, so that nothing is silently dropped: ``settings[].matches`` (a CEL
   expression Envoy would refuse only when the listener arrives, failing the whole
   listener), ``settings[].type`` other than ``Route`` (the Listener and Upstream
@@ -25,6 +29,8 @@ What is supported, and how it differs from Envoy Gateway:
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,6 +43,13 @@ from federation.registry.records import InvalidRecordError
 
 #: The parameters ConfigMap key that holds the settings.
 ACCESS_LOG_KEY = "accessLog"
+#: The files a ``File`` sink may name: the Envoy container's log streams.
+LOG_STREAMS = ("/dev/stdout", "/dev/stderr")
+#: Envoy Gateway's default OpenTelemetry collector port (OTLP/gRPC).
+OTLP_PORT = 4317
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 class FormatType(StrEnum):
@@ -61,8 +74,12 @@ class AccessLogFormat:
             raise ValueError("text is required when type is Text")
         if self.type is FormatType.JSON and not self.json:
             raise ValueError("json is required when type is JSON")
-        if self.type is None and not self.text and not self.json:
-            raise ValueError("give type with text or json")
+        if self.type is None and bool(self.text) == bool(self.json):
+            raise ValueError("without type, give exactly one of text and json")
+        if self.type is FormatType.TEXT and self.json:
+            raise ValueError("json is not used when type is Text")
+        if self.type is FormatType.JSON and self.text:
+            raise ValueError("text is not used when type is JSON")
 
     @property
     def is_text(self) -> bool:
@@ -75,22 +92,28 @@ class FileSink:
     path: str
 
     def __post_init__(self) -> None:
-        if not self.path or "\n" in self.path or "\0" in self.path:
-            raise ValueError("path must be a file path")
+        if self.path not in LOG_STREAMS:
+            raise ValueError(
+                f"path {self.path!r} is not supported: only {' and '.join(LOG_STREAMS)} "
+                "(a Gateway's Envoys have a read-only file system; the cluster's log agent "
+                "collects their log streams)"
+            )
 
 
 @dataclass(frozen=True)
 class OpenTelemetrySink:
     host: str
-    port: int
+    port: int = OTLP_PORT
     resources: tuple[tuple[str, str], ...] = ()
     resource_attributes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.host or any(c in self.host for c in "/: \n"):
-            raise ValueError(f"host {self.host!r} must be a host name or IPv4 address")
+        if not _is_host(self.host):
+            raise ValueError(f"host {self.host!r} must be a DNS name or an IP address")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be 1 to 65535, got {self.port}")
+        if self.resources and self.resource_attributes:
+            raise ValueError("give resourceAttributes or the deprecated resources, not both")
 
     @property
     def attributes(self) -> tuple[tuple[str, str], ...]:
@@ -135,7 +158,15 @@ class ProxyAccessLog:
 
 
 #: Fields of Envoy Gateway's shape we do not implement, refused by name.
-UNSUPPORTED = ("matches", "als", "backendRefs", "headers", "logName")
+UNSUPPORTED = ("matches", "als", "backendRefs", "headers")
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_DNS_NAME.match(host))
+    return True
 
 
 def parse_access_log(text: str, where: str) -> ProxyAccessLog:

@@ -529,7 +529,8 @@ def registry_samples(watcher: RegistryWatcher) -> list[Sample]:
         Sample(
             "federation_registry_last_lag_seconds",
             "gauge",
-            "seconds from the last applied entry's append to the registry to its application",
+            "seconds from the last applied entry's append to the registry to its application "
+            "(kept until the next entry)",
             stats.last_lag_seconds,
         ),
         Sample(

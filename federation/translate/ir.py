@@ -371,6 +371,9 @@ class RouteIR:
     #: What answers the share of an invalid backend: 500 for HTTP, 503 for gRPC (which
     #: clients read as UNAVAILABLE, as GRPCRoute requires).
     invalid_status: int = 500
+    #: The Envoy stat prefix of the route (a BackendTrafficPolicy's ``routeStatName``):
+    #: per-route statistics; None: none.
+    stat_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -463,9 +466,10 @@ class ClientIR:
 
 @dataclass(frozen=True)
 class AccessLoggerIR:
-    """One access log of a connection manager: ``text`` (Envoy's command operators, ending
-    in a newline) or JSON ``fields`` (empty: the default fields), written to ``file`` or
-    sent to the OTLP/gRPC collector at ``otel_host``:``otel_port`` with ``resources``."""
+    """One access log of a connection manager: ``text`` (Envoy's command operators) or
+    JSON ``fields`` (empty: the default fields), written to ``file`` (a text line ends in
+    a newline there) or sent to the OTLP/gRPC collector at ``otel_host``:``otel_port``
+    with ``resources``."""
 
     text: str | None = None
     fields: tuple[tuple[str, str], ...] = ()

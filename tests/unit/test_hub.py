@@ -26,6 +26,7 @@ from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.translate.ir import GatewayIR, ListenerIR, ServiceIR
+from federation.translate.proxy import render_service
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
 from tests.memory_store import MemoryRegistry
 from tests.unit.test_registry_watcher import join, svc
@@ -340,12 +341,10 @@ def test_a_service_that_fails_translation_costs_its_own_update_only(
     builder = SnapshotBuilder(
         cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
     )
-    render = snapshots.render_service
-
     def failing(ir: ServiceIR, options: TranslateOptions) -> Any:
         if ir.name == "bad":
             raise KeyError("a bug")
-        return render(ir, options)
+        return render_service(ir, options)
 
     monkeypatch.setattr(snapshots, "render_service", failing)
     views = {

@@ -62,6 +62,7 @@ from federation.translate.gateway.policy_settings import (
     PolicyError,
     TrafficSettings,
     compile_settings,
+    route_stat_name,
 )
 from federation.translate.gateway.security_settings import (
     DENY_ALL,
@@ -217,6 +218,9 @@ class PolicyBook:
             changes["fault"] = settings.fault
         if settings.rate_limit is not None:
             changes["rate_limit"] = settings.rate_limit
+        if settings.route_stat_name is not None:
+            kind, namespace, name = ir.name.split("/")[:3]
+            changes["stat_name"] = route_stat_name(settings.route_stat_name, kind, namespace, name)
         if settings.cluster is not None:
             own = self.clusters.setdefault(gateway, {})
             backends = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from federation.registry.policies import (
@@ -81,6 +82,8 @@ class TrafficSettings:
     cluster: ClusterPolicyIR | None = None
     fault: FaultIR | None = None
     rate_limit: RateLimitIR | None = None
+    #: ``telemetry.metrics.routeStatName``: the pattern of the routes' stat prefix.
+    route_stat_name: str | None = None
 
 
 # --- compiling a policy's settings ---------------------------------------------------------
@@ -542,4 +545,36 @@ def compile_settings(policy: BackendTrafficPolicyRecord) -> TrafficSettings:
         cluster=cluster,
         fault=_fault(spec),
         rate_limit=_rate_limit(spec),
+        route_stat_name=_route_stat_name(spec),
     )
+
+
+#: The operators ``routeStatName`` may use (Envoy Gateway's for a route's stat name).
+ROUTE_STAT_OPERATORS = ("%ROUTE_KIND%", "%ROUTE_NAMESPACE%", "%ROUTE_NAME%")
+_OPERATOR = re.compile(r"%[A-Z_]*%?")
+
+
+def _route_stat_name(spec: BackendTrafficPolicySpec) -> str | None:
+    metrics = None if spec.telemetry is None else spec.telemetry.metrics
+    pattern = None if metrics is None else metrics.route_stat_name
+    if not pattern:
+        return None
+    unknown = [op for op in _OPERATOR.findall(pattern) if op not in ROUTE_STAT_OPERATORS]
+    if unknown:
+        raise PolicyError(
+            f"spec.telemetry.metrics.routeStatName: unsupported operator(s) "
+            f"{', '.join(unknown)}; supported: {', '.join(ROUTE_STAT_OPERATORS)}"
+        )
+    return pattern
+
+
+def route_stat_name(pattern: str, route_kind: str, namespace: str, name: str) -> str:
+    """``pattern`` for one route: ``%ROUTE_KIND%`` lower case (``httproute``), as Envoy
+    Gateway writes it, and every dot ``_``, since Envoy reads a route's stat name up to
+    the first dot."""
+    out = (
+        pattern.replace("%ROUTE_KIND%", route_kind.lower())
+        .replace("%ROUTE_NAMESPACE%", namespace)
+        .replace("%ROUTE_NAME%", name)
+    )
+    return out.replace(".", "_")

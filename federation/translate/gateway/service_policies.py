@@ -51,6 +51,7 @@ _ROUTE_SETTINGS = {
     "hash_policy": "spec.loadBalancer.consistentHash",
     "fault": "spec.faultInjection",
     "rate_limit": "spec.rateLimit",
+    "route_stat_name": "spec.telemetry.metrics.routeStatName",
 }
 
 #: One policy, by cluster, namespace and name.

@@ -33,7 +33,6 @@ def _loggers(setting: AccessLogSetting, cluster: str) -> list[AccessLoggerIR]:
     if setting.format is not None:
         if setting.format.is_text:
             text = setting.format.text or ""
-            text = text if text.endswith("\n") else text + "\n"
         else:
             fields = setting.format.json
     out = []

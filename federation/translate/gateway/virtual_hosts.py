@@ -43,6 +43,13 @@ def listener_name(port: int) -> str:
     return f"gateway/{port}"
 
 
+def vhost_name(port: int, hostname: str) -> str:
+    """The virtual host of ``hostname`` on ``port``: its dots become ``_`` (no hostname
+    has one), since Envoy names a virtual host's statistics ``vhost.<name>.`` and reads
+    the name up to the first dot."""
+    return f"{listener_name(port)}/{hostname.replace('.', '_')}"
+
+
 def listeners_ir(states: Iterable[ListenerState]) -> tuple[ListenerIR, ...]:
     """The IR listeners of one Gateway's listener states, by port."""
     by_port: dict[int, list[ListenerState]] = {}
@@ -113,7 +120,7 @@ def _misdirected(port: int, hostname: str) -> VirtualHostIR:
         match=MatchIR(PathMatchIR("PathPrefix", "/")),
         direct_status=MISDIRECTED_STATUS,
     )
-    return VirtualHostIR(f"{listener_name(port)}/{hostname}", (hostname,), (route,))
+    return VirtualHostIR(vhost_name(port, hostname), (hostname,), (route,))
 
 
 def _specificity(hostname: str | None) -> tuple[int, int]:
@@ -151,7 +158,7 @@ def _virtual_host(port: int, hostname: str, owner: ListenerState) -> VirtualHost
             chosen[ir.name] = entry
     ordered = sorted(chosen.values(), key=lambda e: (e[0], e[1]))
     return VirtualHostIR(
-        name=f"{listener_name(port)}/{hostname}",
+        name=vhost_name(port, hostname),
         domains=(hostname,),
         routes=tuple(ir for _, _, ir in ordered),
     )

@@ -137,7 +137,7 @@ class RenderedService(Generic[T]):
         if group is not None:
             for variants in (self.preferred, self.own):
                 found = variants.get(group)
-                if found is not None and family in found:
+                if found is not None:
                     return found[family]
         return self.shared.get(family, {})
 

@@ -1,5 +1,5 @@
-"""The access log of every connection manager: one JSON object per request on the Envoy's
-standard output, the clusterset listener and the Gateways' alike.
+"""The access logs of every connection manager: by default one JSON object per request on
+the Envoy's standard output, the clusterset listener and the Gateways' alike.
 
 Called by :func:`federation.translate.proxy.listeners.connection_manager`. Beside what
 every access log has (method, path, authority, status, response flags, bytes and
@@ -93,7 +93,8 @@ def _logger(ir: AccessLoggerIR) -> Any:
         return _otel_logger(ir, ir.otel_host, ir.otel_port)
     config = file_pb2.FileAccessLog(path=ir.file or "/dev/stdout")
     if ir.text is not None:
-        config.log_format.text_format_source.inline_string = ir.text
+        line = ir.text if ir.text.endswith("\n") else ir.text + "\n"
+        config.log_format.text_format_source.inline_string = line
     else:
         config.log_format.json_format.update(dict(ir.fields) or FIELDS)
     out = accesslog_pb2.AccessLog(name=FILE_LOGGER)
@@ -149,6 +150,8 @@ def _collector_cluster(host: str, port: int) -> Any:
     name = otel_cluster_name(host, port)
     out = cluster_pb2.Cluster(
         name=name,
+        # Envoy reads a cluster's stat name up to its first dot: a host name has some.
+        alt_stat_name=name.replace(".", "_"),
         type=kind,
         connect_timeout=duration_pb2.Duration(seconds=2),
         dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,

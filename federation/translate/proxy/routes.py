@@ -182,6 +182,8 @@ def route(
     """One route: its match and what answers, then every feature's part. ``host``: its
     virtual host's one exact hostname, if it has one."""
     out = rc.Route(name=ir.name, match=route_match(ir.match))
+    if ir.stat_name is not None:
+        out.stat_prefix = ir.stat_name
     if ir.redirect is not None:
         out.redirect.CopyFrom(_redirect(ir.redirect, listener_port, default_port, host))
     elif ir.direct_status is not None:
