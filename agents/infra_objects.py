@@ -124,6 +124,8 @@ class InfraSettings:
     #: HOST:PORT of this agent's credential server as the Envoys reach it (its Service);
     #: None: the agent serves no credentials.
     agent_address: str | None = None
+    #: ``fedctl bootstrap --source-cluster-stats`` for the Envoys.
+    source_cluster_stats: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,6 +430,8 @@ def _bootstrap_args(
         args.append("--delta")
     if settings.agent_address:
         args.append(f"--agent-address={settings.agent_address}")
+    if settings.source_cluster_stats:
+        args.append("--source-cluster-stats")
     return [*args, "--output=json", "--file=/etc/envoy/bootstrap.json"]
 
 

@@ -121,6 +121,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     infra.add_argument("--gateway-image-pull-policy", default="IfNotPresent")
     infra.add_argument("--gateway-delta", action="store_true", help="delta xDS")
     infra.add_argument(
+        "--gateway-source-cluster-stats",
+        action="store_true",
+        help="fedctl bootstrap --source-cluster-stats for the Gateways' Envoys",
+    )
+    infra.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE", "federation-system"),
         help="the agent's namespace (default: $POD_NAMESPACE)",
@@ -214,6 +219,7 @@ def infra_settings(args: argparse.Namespace, cluster: str) -> InfraSettings | No
         image_pull_policy=args.gateway_image_pull_policy,
         delta=args.gateway_delta,
         agent_address=args.gateway_agent_address or None,
+        source_cluster_stats=args.gateway_source_cluster_stats,
     )
 
 

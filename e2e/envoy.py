@@ -13,6 +13,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,12 @@ class Envoy(EnvoyClient):
         tls: BootstrapTls | None = None,
         node_cluster: str | None = None,
         gateway: str | None = None,
-        agent_address: str | None = None,
+        bootstrap_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``tls``: the client certificate it presents to the hub (None: plain text).
-        ``agent_address``: a Gateway's Envoy's cluster agent, serving its credentials.
+        ``bootstrap_options``: more :class:`BootstrapOptions` fields, such as a Gateway's
+        Envoy's ``agent_address`` (its cluster agent, serving its credentials) or
+        ``source_cluster_stats``.
         ``node_cluster``: the node.cluster it claims, when not ``cluster`` (an impostor).
         ``gateway``: ``NAMESPACE/NAME`` of the Gateway whose own Envoy this is (None: one
         of the cluster's shared Envoys, which serve the clusterset listener)."""
@@ -140,7 +143,7 @@ class Envoy(EnvoyClient):
                 tls=tls,
                 insecure_plaintext=tls is None,
                 gateway=gateway,
-                agent_address=agent_address,
+                **(bootstrap_options or {}),
             )
         )
         self.name = f"envoy-{cluster}" + (f"-{gateway.replace('/', '-')}" if gateway else "")

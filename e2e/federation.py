@@ -383,11 +383,14 @@ class Federation:
         self.envoys[cluster_id] = envoy
         return envoy
 
-    def start_gateway_envoy(self, cluster_id: str, namespace: str, name: str) -> Envoy:
+    def start_gateway_envoy(
+        self, cluster_id: str, namespace: str, name: str, *, source_cluster_stats: bool = False
+    ) -> Envoy:
         """The own Envoy of Gateway ``namespace/name`` of ``cluster_id``, as a process on
         the cluster's loopback address (where the hub binds its listeners). In a real
         cluster the agent runs it as the Gateway's Deployment; the apiserver-only tier has
-        no kubelet, so tests start it here. Stopped with the environment."""
+        no kubelet, so tests start it here. Stopped with the environment.
+        ``source_cluster_stats``: as ``fedctl bootstrap --source-cluster-stats``."""
         cluster = self.env.cluster(cluster_id)
         host = cluster.envoy_admin.rpartition(":")[0]
         tls = self.xds_tls(cluster_id) if self.hub_tls else None
@@ -401,7 +404,10 @@ class Federation:
             listener_address=cluster.envoy_listener,
             tls=tls,
             gateway=f"{namespace}/{name}",
-            agent_address=self.agent_credentials_address(cluster_id),
+            bootstrap_options={
+                "agent_address": self.agent_credentials_address(cluster_id),
+                "source_cluster_stats": source_cluster_stats,
+            },
         )
         envoy.start()
         self.gateway_envoys[cluster_id, namespace, name] = envoy

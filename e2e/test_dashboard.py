@@ -3,10 +3,10 @@
 The dashboard JSON is taken from the ConfigMap ``helm template`` renders from the hub
 chart. Every query's metric names, and the labels it groups or filters by, are checked
 against what the shared three-cluster environment's hub, b's agent, b's Envoy and a
-Gateway's Envoy in b expose (``/metrics``, ``/stats/prometheus``) after each served a
-request from a's pod (the Gateway's route under a BackendTrafficPolicy with
-``routeStatName``, for the per-route panels): a renamed metric or label fails here, not
-on a user's empty panel.
+Gateway's Envoy in b (with ``--source-cluster-stats``) expose (``/metrics``,
+``/stats/prometheus``) after each served a request from a's pod (the Gateway's route
+under a BackendTrafficPolicy with ``routeStatName``, for the per-route panels): a
+renamed metric or label fails here, not on a user's empty panel.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e import toolchain
 from e2e.cluster import REPO_ROOT
-from e2e.federation import Federation
+from e2e.federation import Federation, prometheus_values
 from e2e.processes import wait_until
-from e2e.test_gateway_api import CLUSTER_B, fed, make_gateway
+from e2e.test_gateway_api import CLUSTER_B, fed, gateway_address
 from e2e.test_security_policy import envoy_gateway_policy
 from e2e.traffic import DEADLINE, export_with_backend, host, wait_served_by
 
@@ -102,13 +102,11 @@ def test_every_dashboard_query_names_metrics_and_labels_that_are_exported(
     envoy = fed.envoys["b"]
     wait_served_by(envoy, host(ns), "a")
     assert envoy.request(host(ns), "/dashboard").status == 200
-    wait_until(
-        lambda: "source_cluster=" in envoy.admin("/stats/prometheus"),
-        timeout=DEADLINE,
-        what="b's Envoy to count requests per source cluster",
-    )
-    address = make_gateway(fed, ns)
+    # The Gateway's Envoy tags its statistics per source cluster (--source-cluster-stats).
     b = fed.env.cluster(CLUSTER_B)
+    address = gateway_address(fed)
+    gw.apply(b, gw.gateway(ns, "gw", int(address.rpartition(":")[2])))
+    fed.start_gateway_envoy(CLUSTER_B, ns, "gw", source_cluster_stats=True)
     rule = {"matches": [gw.prefix("/api")], "backendRefs": [gw.backend("echo")]}
     pattern = "%ROUTE_KIND%/%ROUTE_NAMESPACE%/%ROUTE_NAME%"
     gw.apply(
@@ -127,6 +125,11 @@ def test_every_dashboard_query_names_metrics_and_labels_that_are_exported(
         return f'envoy_route="{route}"' in gateway_envoy.admin("/stats/prometheus")
 
     wait_until(counted_per_route, timeout=DEADLINE, what=f"the Gateway's Envoy to count {route}")
+    # Its requests were answered by a's pod: counted per source cluster.
+    from_a = {"local_cluster": "b", "source_cluster": "a", "envoy_response_code_class": "2"}
+    stats = gateway_envoy.admin("/stats/prometheus")
+    (answered,) = prometheus_values(stats, "envoy_cluster_zone_upstream_rq_xx", from_a)
+    assert answered >= 1, stats
     metrics = exported(
         fed.hub_http("/metrics"),
         fed.metrics("b"),

@@ -107,6 +107,11 @@ class BootstrapOptions:
     #: never leave the cluster). Without it the Envoy refuses a listener that has such a
     #: filter (its configuration source names this static cluster).
     agent_address: str | None = None
+    #: Tag Envoy's zone statistics with ``local_cluster`` and ``source_cluster``
+    #: (:func:`stats_config`). Off by default: Envoy runs each custom tag's regular
+    #: expression on every statistic it creates, which measured 1.4 s -> 7-8 s for an
+    #: Envoy taking 3,000 clusters at once.
+    source_cluster_stats: bool = False
 
 
 def _transport_socket(tls: BootstrapTls, host: str, peer_uri: str) -> dict[str, Any]:
@@ -204,7 +209,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         "id": options.node_id or f"envoy-{cluster}",
         "cluster": cluster,
         # With the endpoints' zones (their member cluster ids), Envoy counts requests per
-        # source cluster; see stats_config.
+        # source cluster (cluster.<name>.zone.<own>.<source>.*); see stats_config.
         "locality": {"zone": cluster},
     }
     if options.gateway:
@@ -243,7 +248,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "lds_config": ads,
         },
         "static_resources": static,
-        "stats_config": stats_config(cluster),
+        **({"stats_config": stats_config(cluster)} if options.source_cluster_stats else {}),
     }
 
 

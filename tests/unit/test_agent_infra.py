@@ -133,6 +133,14 @@ def test_envoys_are_told_where_their_agent_serves_credentials() -> None:
     objects = by_kind(infra.desired_objects(gateway(), settings, Parameters()))
     args = objects["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert "--agent-address=agent.sys.svc:18443" in args
+    assert "--source-cluster-stats" not in args
+
+
+def test_source_cluster_stats_reach_the_envoys_bootstrap_when_asked() -> None:
+    settings = InfraSettings("b", "e", "f", "hub:1", source_cluster_stats=True)
+    objects = by_kind(infra.desired_objects(gateway(), settings, Parameters()))
+    args = objects["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert "--source-cluster-stats" in args
 
 
 @pytest.mark.parametrize(

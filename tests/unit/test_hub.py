@@ -341,6 +341,7 @@ def test_a_service_that_fails_translation_costs_its_own_update_only(
     builder = SnapshotBuilder(
         cache, SnapshotOptions(translate=TranslateOptions(), listener_addresses={})
     )
+
     def failing(ir: ServiceIR, options: TranslateOptions) -> Any:
         if ir.name == "bad":
             raise KeyError("a bug")

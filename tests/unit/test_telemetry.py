@@ -3,11 +3,12 @@ registry lag a watcher counts, and the access loggers a Gateway's settings becom
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from federation.cli.bootstrap import stats_config
+from federation.cli.bootstrap import BootstrapOptions, bootstrap, stats_config
 from federation.registry.telemetry import parse_access_log
 from federation.registry.watcher import WatcherStats
 from federation.translate.gateway.telemetry import CLUSTER_ATTRIBUTE, access_loggers
@@ -84,3 +85,11 @@ def test_disabled_and_absent_settings() -> None:
     assert access_loggers(None, "b") is None
     assert access_loggers(parse_access_log("disable: true", "w"), "b") == ()
     assert access_loggers(parse_access_log("{}", "w"), "b") is None
+
+
+def test_the_tags_are_opt_in_since_envoy_pays_for_them_on_every_statistic() -> None:
+    options = BootstrapOptions(cluster="b", xds_address="127.0.0.1:1", insecure_plaintext=True)
+    assert "stats_config" not in bootstrap(options)
+    assert bootstrap(options)["node"]["locality"] == {"zone": "b"}  # the zone stats stay
+    tagged = bootstrap(dataclasses.replace(options, source_cluster_stats=True))
+    assert tagged["stats_config"] == stats_config("b")

@@ -13,8 +13,8 @@ Rules the endpoints keep:
   statistics: with the Envoy's own cluster id as its node's zone (``fedctl bootstrap``),
   Envoy counts requests, response classes and upstream times per source cluster
   (``cluster.<name>.zone.<own>.<source>.upstream_rq_*``, tagged ``source_cluster`` by the
-  bootstrap's tag extractors). Envoy's zone-aware routing stays off (it needs a
-  ``local_cluster_name``, which we never set): failover is done with priorities.
+  bootstrap's tag extractors when asked). Envoy's zone-aware routing stays off (it needs
+  a ``local_cluster_name``, which we never set): failover is done with priorities.
 * Local first: for an Envoy in an *exporting* cluster, its own cluster's locality has
   priority 0 and every other cluster's priority 1. An Envoy in a cluster that does not
   export the Service sees everything at priority 0, so all non-exporters share one
