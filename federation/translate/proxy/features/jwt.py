@@ -137,6 +137,8 @@ def jwks_cluster(ir: RemoteJwksIR) -> Any:
         kind, san = cluster_pb2.Cluster.STRICT_DNS, common_pb2.SubjectAltNameMatcher.DNS
     out = cluster_pb2.Cluster(
         name=ir.cluster,
+        # Envoy reads a cluster's stat name up to its first dot: a host name has some.
+        alt_stat_name=ir.cluster.replace(".", "_"),
         type=kind,
         connect_timeout=duration_ms(CONNECT_TIMEOUT_MS),
         dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
