@@ -20,20 +20,18 @@ own (``accesslog/otel/<host>/<port>``, HTTP/2; a name is resolved by DNS). Pure.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import duration_pb2
 
 from federation.translate.ir import AccessLoggerIR, ListenerIR
+from federation.translate.proxy.common import host_cluster
 from federation.translate.proxy.features.upstream_http import HTTP_PROTOCOL_OPTIONS
 
 STDOUT_LOGGER = "envoy.access_loggers.stdout"
@@ -41,6 +39,8 @@ FILE_LOGGER = "envoy.access_loggers.file"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 #: The OpenTelemetry logs' ``log_name`` (the collector sees it as the instrumentation scope).
 OTEL_LOG_NAME = "federation-gateway"
+#: Connecting to an OpenTelemetry collector.
+COLLECTOR_TIMEOUT_MS = 2_000
 
 #: The fields of a line and the Envoy command operator of each, in the order logged.
 FIELDS: dict[str, str] = {
@@ -142,24 +142,6 @@ def otel_clusters(listener: ListenerIR) -> dict[str, Any]:
 
 
 def _collector_cluster(host: str, port: int) -> Any:
-    try:
-        ipaddress.ip_address(host)
-        kind = cluster_pb2.Cluster.STATIC
-    except ValueError:
-        kind = cluster_pb2.Cluster.STRICT_DNS
-    name = otel_cluster_name(host, port)
-    out = cluster_pb2.Cluster(
-        name=name,
-        # Envoy reads a cluster's stat name up to its first dot: a host name has some.
-        alt_stat_name=name.replace(".", "_"),
-        type=kind,
-        connect_timeout=duration_pb2.Duration(seconds=2),
-        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
-    )
+    out = host_cluster(otel_cluster_name(host, port), host, port, COLLECTOR_TIMEOUT_MS)
     out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(_HTTP2, deterministic=True)
-    out.load_assignment.cluster_name = name
-    endpoint = out.load_assignment.endpoints.add().lb_endpoints.add().endpoint
-    endpoint.address.CopyFrom(
-        address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
-    )
     return out

@@ -29,15 +29,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, http_uri_pb2
+from envoy.config.core.v3 import base_pb2, http_uri_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import empty_pb2
 
 from federation.translate.ir import JwtIR, JwtProviderIR, ListenerIR, RemoteJwksIR, RouteIR
-from federation.translate.proxy.common import duration_ms, http_filter
+from federation.translate.proxy.common import duration_ms, host_cluster, http_filter
 from federation.translate.proxy.features.base import Feature, listener_routes, serves_policies
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -130,27 +129,13 @@ def jwks_clusters(listener: ListenerIR) -> dict[str, RemoteJwksIR]:
 
 def jwks_cluster(ir: RemoteJwksIR) -> Any:
     """The cluster that reaches a remote JWKS's host."""
-    try:
-        ipaddress.ip_address(ir.host)
-        kind, san = cluster_pb2.Cluster.STATIC, common_pb2.SubjectAltNameMatcher.IP_ADDRESS
-    except ValueError:
-        kind, san = cluster_pb2.Cluster.STRICT_DNS, common_pb2.SubjectAltNameMatcher.DNS
-    out = cluster_pb2.Cluster(
-        name=ir.cluster,
-        # Envoy reads a cluster's stat name up to its first dot: a host name has some.
-        alt_stat_name=ir.cluster.replace(".", "_"),
-        type=kind,
-        connect_timeout=duration_ms(CONNECT_TIMEOUT_MS),
-        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
-    )
-    out.load_assignment.cluster_name = ir.cluster
-    endpoint = out.load_assignment.endpoints.add().lb_endpoints.add().endpoint
-    endpoint.address.CopyFrom(
-        address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=ir.host, port_value=ir.port)
-        )
-    )
+    out = host_cluster(ir.cluster, ir.host, ir.port, CONNECT_TIMEOUT_MS)
     if ir.tls:
+        try:
+            ipaddress.ip_address(ir.host)
+            san = common_pb2.SubjectAltNameMatcher.IP_ADDRESS
+        except ValueError:
+            san = common_pb2.SubjectAltNameMatcher.DNS
         context = tls_pb2.UpstreamTlsContext(sni=ir.host)
         validation = context.common_tls_context.validation_context
         validation.trusted_ca.CopyFrom(base_pb2.DataSource(filename=TRUST_BUNDLE))
