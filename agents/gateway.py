@@ -61,13 +61,14 @@ from agents.trace import TraceBook, publish_time
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
 from federation.model.conditions import Condition
-from federation.programmed import merged_facts
+from federation.programmed import HubFacts, merged_facts
 from federation.registry import gatewayapi as g
 from federation.registry import policies as p
 from federation.registry.codec import from_json, unknown_fields
 from federation.registry.failover import FailoverPolicyRecord, FailoverPolicySpec
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Record, RecordRef, ref_of
+from federation.registry.patches import EnvoyPatchPolicyRecord, EnvoyPatchPolicySpec
 from federation.registry.records import ExportedService, InvalidRecordError
 from federation.registry.store import RegistryWriter
 from federation.registry.telemetry import ProxyAccessLog
@@ -76,7 +77,6 @@ from federation.translate.failover import failover_policies
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import (
     ObjectName,
-    ProgrammedFact,
     cluster_inputs,
     imports_of,
 )
@@ -104,6 +104,7 @@ WATCHED = (
     k.SECURITY_POLICIES,
     k.CLIENT_TRAFFIC_POLICIES,
     k.FAILOVER_POLICIES,
+    k.ENVOY_PATCH_POLICIES,
 )
 
 #: The policy kinds (Envoy Gateway's, and our FailoverPolicy): their API kind, spec and
@@ -121,6 +122,7 @@ POLICY_KINDS = {
         p.ClientTrafficPolicyRecord,
     ),
     "FailoverPolicy": (k.FAILOVER_POLICIES, FailoverPolicySpec, FailoverPolicyRecord),
+    "EnvoyPatchPolicy": (k.ENVOY_PATCH_POLICIES, EnvoyPatchPolicySpec, EnvoyPatchPolicyRecord),
 }
 
 
@@ -145,9 +147,11 @@ class GatewayObjects:
 
 
 def _spec(cls: type[Any], obj: Mapping[str, Any]) -> Any:
-    return from_json(
-        cls, obj.get("spec") or {}, path=f"{obj['metadata']['name']}.spec", unknown="ignore"
-    )
+    spec = obj.get("spec") or {}
+    prepare = getattr(cls, "prepare_json", None)  # a spec with free-form JSON values
+    if prepare is not None:
+        spec = prepare(spec)
+    return from_json(cls, spec, path=f"{obj['metadata']['name']}.spec", unknown="ignore")
 
 
 def _meta_fields(cluster: str, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,7 +187,8 @@ class GatewayAgent:
         self.published: dict[RecordRef, Record] = {}
         #: When each record was last published, and its entry: ``fedctl trace httproute``.
         self.trace: TraceBook[ExportStep] = TraceBook()
-        self.programmed: dict[ObjectName, ProgrammedFact] = {}
+        #: What the hub replicas say of this cluster's Gateways and EnvoyPatchPolicies.
+        self.hub_facts = HubFacts()
         #: Runs each Gateway's own Envoys (None: someone else runs them, as in tests).
         self.infra: InfraManager | None = None
         self.dirty = asyncio.Event()
@@ -382,7 +387,12 @@ class GatewayAgent:
         ours on a ServiceImport applies depends on theirs)."""
         records = list(self.published.values())
         inputs = cluster_inputs(
-            self.cluster, records, imports_of(exports), self.programmed, other_policies
+            self.cluster,
+            records,
+            imports_of(exports),
+            self.hub_facts.gateways,
+            other_policies,
+            self.hub_facts.patches,
         )
         resolved = resolve(inputs)
         if self.credential_server is not None:
@@ -477,8 +487,8 @@ class GatewayAgent:
                 backoff=Backoff(maximum=self.poll_interval),
                 logger=log,
             )
-            if facts != self.programmed:
-                self.programmed = facts
+            if facts != self.hub_facts:
+                self.hub_facts = facts
                 self.dirty.set()
             await asyncio.sleep(self.poll_interval)  # the polling period, not synchronisation
 

@@ -96,6 +96,7 @@ REFERENCE_GRANTS = ApiKind(GATEWAY_GROUP, "v1beta1", "referencegrants")
 BACKEND_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "backendtrafficpolicies")
 SECURITY_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "securitypolicies")
 CLIENT_TRAFFIC_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "clienttrafficpolicies")
+ENVOY_PATCH_POLICIES = ApiKind(ENVOY_GATEWAY_GROUP, "v1alpha1", "envoypatchpolicies")
 #: This project's FailoverPolicy (crds/policy.federation.io_failoverpolicies.yaml).
 FAILOVER_POLICIES = ApiKind(FAILOVER_GROUP, "v1alpha1", "failoverpolicies")
 #: Read one by one (GET, never list or watch): listener certificates (:mod:`agents.certificates`).
@@ -115,6 +116,7 @@ BY_PLURAL = {
         BACKEND_TRAFFIC_POLICIES,
         SECURITY_POLICIES,
         CLIENT_TRAFFIC_POLICIES,
+        ENVOY_PATCH_POLICIES,
         FAILOVER_POLICIES,
     )
 }

@@ -118,6 +118,8 @@ class Federation:
         self.hub_password = secrets.token_urlsafe(18)
         self.agents: dict[str, AgentHandle] = {}
         self.hub: Process | None = None
+        #: Flags every start of the hub gets (the shared environment allows patches).
+        self.hub_flags: list[str] = []
         self.hub_tls = True
         self.hub_xds_port = 0
         self.hub_http_port = 0
@@ -319,6 +321,7 @@ class Federation:
             str(self.secret_dir),
             *(self.hub_tls_args() if tls else ["--insecure-xds-plaintext"]),
             *(["--check-consistency"] if self.check_consistency else []),
+            *self.hub_flags,
             *extra_args,
         ]
         for cluster in self.env.clusters.values():

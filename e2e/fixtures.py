@@ -25,6 +25,7 @@ from kubernetes.config import new_client_from_config
 
 from e2e.cluster import Identity, LocalCluster, LocalEnvironment
 from e2e.federation import Federation
+from federation.translate.gateway.patches import ENABLE_FLAG
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +67,11 @@ def control_plane_clients(control_plane: Federation) -> Iterator[dict[str, ApiCl
 @pytest.fixture(scope="session")
 def data_plane() -> Iterator[Federation]:
     """Member clusters ``a``, ``b`` and ``c``, each with its agent and a real Envoy (``c``'s
-    speaks delta xDS), and the hub serving them; shared by the data-plane tests, which
-    work in namespaces of their own."""
+    speaks delta xDS), and the hub serving them (EnvoyPatchPolicies allowed); shared by
+    the data-plane tests, which work in namespaces of their own."""
     with LocalEnvironment(("a", "b", "c")) as env:
         federation = Federation(env, lease_ttl=3.0)
+        federation.hub_flags.append(ENABLE_FLAG)  # EnvoyPatchPolicy tests
         federation.start()
         federation.start_hub()
         federation.wait_hub_ready()

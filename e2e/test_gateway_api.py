@@ -793,7 +793,7 @@ def test_a_renewed_certificate_is_served_without_a_failed_request(fed: Federatio
         f"after the swap; failed: {loop.failed[:3]}"
     )
     assert loop.failures() == 0, loop.failed
-    assert {who for t, who in loop.results if refused <= t < swapped} == {serial(first)}
+    assert loop.served_within(refused, swapped) == {serial(first)}
     assert set(loop.served(since=switched)) == {serial(renewed)}
     assert get(kept) == 200  # a connection from before the renewal goes on
     kept.close()

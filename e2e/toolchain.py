@@ -71,7 +71,12 @@ GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 ENVOY_GATEWAY_MODULE = "github.com/envoyproxy/gateway"
 ENVOY_GATEWAY_VERSION = "v1.9.1"
 #: The plural names of the Envoy Gateway CRDs we install (the rest of its API is not ours).
-ENVOY_GATEWAY_CRDS = ("backendtrafficpolicies", "clienttrafficpolicies", "securitypolicies")
+ENVOY_GATEWAY_CRDS = (
+    "backendtrafficpolicies",
+    "clienttrafficpolicies",
+    "envoypatchpolicies",
+    "securitypolicies",
+)
 #: The CoreDNS release Kubernetes v1.36 ships (build/dependencies.yaml, coredns-kubeadm).
 COREDNS_VERSION = "v1.14.2"
 #: The mcs-api release the conformance suite's ``replace sigs.k8s.io/mcs-api => ..``

@@ -133,6 +133,8 @@ class Loop:
     pause: float = 0.02
     probe: Callable[[], Outcome] | None = None
     results: list[tuple[float, str | None]] = field(default_factory=list)
+    #: When each request of ``results`` (same index) had its answer.
+    answered: list[float] = field(default_factory=list)
     #: Why each failed request failed, with its time.
     failed: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -187,6 +189,7 @@ class Loop:
                     self._state.notify_all()
             if outcome.served_by is None:
                 self.failed.append((began, outcome.why))
+            self.answered.append(time.monotonic())
             self.results.append((began, outcome.served_by))
             if self.pause:
                 time.sleep(self.pause)
@@ -210,6 +213,15 @@ class Loop:
             if t >= since:
                 out[who] = out.get(who, 0) + 1
         return out
+
+    def served_within(self, start: float, end: float) -> set[str | None]:
+        """Who served the requests that both began after ``start`` and were answered
+        before ``end``: a request in flight across a change may see either side of it."""
+        return {
+            who
+            for (began, who), answered in zip(self.results, self.answered, strict=True)
+            if start <= began and answered < end
+        }
 
     def wait_for(self, requests: int, since: float = 0.0) -> None:
         """Return once ``requests`` requests were made after ``since``."""

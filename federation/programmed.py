@@ -1,7 +1,8 @@
 """The registry format of the Gateways' ``Programmed`` state, shared by hub and agents.
 
 The hub (:mod:`federation.hub.programmed`) writes, per member cluster, which generation of
-each Gateway that cluster's Envoys have applied (:func:`encode`); the cluster's agent
+each Gateway that cluster's Envoys have applied, and its verdict on each of the cluster's
+EnvoyPatchPolicies (:func:`encode`); the cluster's agent
 reads every hub replica's entry back and merges them (:func:`merged_facts`) to write the
 Gateways' ``Programmed`` condition. Kept out of ``federation.hub`` so that agents depend
 on the shared library only.
@@ -9,13 +10,15 @@ on the shared library only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from federation.registry.hub_state import HubStateReader
-from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
+from federation.translate.gateway.inputs import ObjectName, PatchFact, ProgrammedFact
 
 log = logging.getLogger("federation.programmed")
 
@@ -23,7 +26,21 @@ log = logging.getLogger("federation.programmed")
 STALE_AFTER = 60.0
 
 
-def encode(hub_id: str, group_facts: Mapping[ObjectName, ProgrammedFact], at: float) -> bytes:
+@dataclass(frozen=True)
+class HubFacts:
+    """What the hub replicas say of one cluster: its Gateways' ACK state and the
+    verdicts on its EnvoyPatchPolicies."""
+
+    gateways: Mapping[ObjectName, ProgrammedFact] = field(default_factory=dict)
+    patches: Mapping[ObjectName, PatchFact] = field(default_factory=dict)
+
+
+def encode(
+    hub_id: str,
+    group_facts: Mapping[ObjectName, ProgrammedFact],
+    at: float,
+    patches: Mapping[ObjectName, PatchFact] | None = None,
+) -> bytes:
     doc = {
         "hub": hub_id,
         "at": at,
@@ -37,11 +54,15 @@ def encode(hub_id: str, group_facts: Mapping[ObjectName, ProgrammedFact], at: fl
             }
             for (ns, name), fact in sorted(group_facts.items())
         ],
+        "patches": [
+            {"namespace": ns, "name": name, **dataclasses.asdict(fact)}
+            for (ns, name), fact in sorted((patches or {}).items())
+        ],
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> tuple[float, dict[ObjectName, ProgrammedFact]]:
+def decode(data: bytes) -> tuple[float, HubFacts]:
     """(time written, facts); raises ValueError on anything malformed."""
     doc = json.loads(data)
     out = {}
@@ -52,7 +73,21 @@ def decode(data: bytes) -> tuple[float, dict[ObjectName, ProgrammedFact]]:
         out[str(g["namespace"]), str(g["name"])] = ProgrammedFact(
             generation, g.get("rejected"), int(g.get("envoys") or 0)
         )
-    return float(doc["at"]), out
+    patches = {}
+    for entry in doc.get("patches") or ():  # none from hubs older than EnvoyPatchPolicy
+        patches[str(entry["namespace"]), str(entry["name"])] = PatchFact(
+            generation=int(entry["generation"]),
+            disabled=bool(entry.get("disabled")),
+            invalid=_text(entry.get("invalid")),
+            rejected=_text(entry.get("rejected")),
+            programmed=bool(entry.get("programmed")),
+            envoys=int(entry.get("envoys") or 0),
+        )
+    return float(doc["at"]), HubFacts(out, patches)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def merge(
@@ -79,18 +114,44 @@ def merge(
     return out
 
 
-async def merged_facts(
-    reader: HubStateReader, cluster: str, now: float | None = None
-) -> dict[ObjectName, ProgrammedFact]:
-    """What the hub replicas say of ``cluster``'s Gateways; stale or bad entries skipped."""
+def merge_patches(
+    replicas: Iterable[Mapping[ObjectName, PatchFact]],
+) -> dict[ObjectName, PatchFact]:
+    """One verdict per EnvoyPatchPolicy from every hub replica's: about the oldest
+    generation they report; any refusal or rejection wins; programmed only when every
+    replica with Envoys of the cluster says so."""
+    out: dict[ObjectName, PatchFact] = {}
+    for replica in replicas:
+        for key, fact in replica.items():
+            seen = out.get(key)
+            if seen is None or (seen.envoys == 0 and fact.generation <= seen.generation):
+                out[key] = fact
+                continue
+            if fact.generation != seen.generation:
+                out[key] = min(seen, fact, key=lambda f: f.generation)
+                continue
+            with_envoys = [f for f in (seen, fact) if f.envoys] or [seen, fact]
+            out[key] = PatchFact(
+                generation=seen.generation,
+                disabled=seen.disabled or fact.disabled,
+                invalid=seen.invalid or fact.invalid,
+                rejected=seen.rejected or fact.rejected,
+                programmed=all(f.programmed for f in with_envoys),
+                envoys=seen.envoys + fact.envoys,
+            )
+    return out
+
+
+async def merged_facts(reader: HubStateReader, cluster: str, now: float | None = None) -> HubFacts:
+    """What the hub replicas say of ``cluster``; stale or bad entries skipped."""
     now = time.time() if now is None else now
     replicas = []
     for hub_id, data in sorted((await reader.states(cluster)).items()):
         try:
-            at, group_facts = decode(data)
+            at, facts = decode(data)
         except (ValueError, KeyError, TypeError) as err:
             log.warning("skipping bad hub state", extra={"hub": hub_id, "error": str(err)})
             continue
         if now - at <= STALE_AFTER:
-            replicas.append(group_facts)
-    return merge(replicas)
+            replicas.append(facts)
+    return HubFacts(merge(r.gateways for r in replicas), merge_patches(r.patches for r in replicas))

@@ -46,6 +46,7 @@ from federation.registry.hub_state import RedisHubState
 from federation.registry.location import registry_location
 from federation.registry.redis_store import RedisReader
 from federation.translate.clusterset import check_listener_address
+from federation.translate.gateway.patches import ENABLE_FLAG
 from federation.translate.inputs import (
     DEFAULT_IP_FAMILY,
     TranslateOptions,
@@ -142,6 +143,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the address family of the endpoints a cluster's Envoys are given (repeatable; "
         f"without CLUSTER= it is the default, {DEFAULT_IP_FAMILY}). One family per cluster: "
         "a dual-stack Service's pods are listed once, not once per family",
+    )
+    parser.add_argument(
+        ENABLE_FLAG,
+        action="store_true",
+        help="apply the Gateways' EnvoyPatchPolicies (JSON patches on the generated Envoy "
+        "configuration); off by default, as in Envoy Gateway: a patch can change anything",
     )
     parser.add_argument(
         "--no-local-first",
@@ -261,6 +268,7 @@ async def run(args: argparse.Namespace) -> None:
         default_listener=default_listener or DEFAULT_LISTENER,
         secret_dir=args.secret_dir,
         check_consistency=args.check_consistency,
+        patches_allowed=args.enable_envoy_patch_policy,
     )
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)

@@ -103,7 +103,11 @@ class Hub:
             None
             if hub_state is None or sync is None
             else ProgrammedPublisher(
-                hub_state, sync, lambda: self.gateway_generations, uuid.uuid4().hex[:12]
+                hub_state,
+                sync,
+                lambda: self.gateway_generations,
+                uuid.uuid4().hex[:12],
+                patches=lambda: self.builder.patch_outcomes,
             )
         )
         self.builder = SnapshotBuilder(cache, options)

@@ -7,6 +7,8 @@ sees ACKs, and only the cluster's agent writes the Gateway, so:
 
 * :func:`facts` computes, per cluster, a :class:`ProgrammedFact` for each Gateway from
   the sync state of that Gateway's Envoys (pure);
+* :func:`patch_facts` the verdict on each EnvoyPatchPolicy of a Gateway, from what the
+  snapshot builder did with it (:mod:`federation.hub.patches`) and the same sync state;
 * :class:`ProgrammedPublisher` (run by the hub) writes the facts of every cluster to the
   registry's hub state whenever they change, and again every ``heartbeat`` seconds;
 * :func:`federation.programmed.merged_facts` (called by the agent) reads them back,
@@ -24,14 +26,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from federation.errors import FederationError
-from federation.node_groups import gateway_group
+from federation.hub.patches import PatchOutcome
+from federation.node_groups import cluster_of_group, gateway_group
 from federation.programmed import encode
 from federation.registry.hub_state import HubStateWriter
 from federation.retry import Backoff, retry_call
-from federation.translate.gateway.inputs import ObjectName, ProgrammedFact
+from federation.translate.gateway.inputs import ObjectName, PatchFact, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE, SECRET
 from federation.xds.status import ProxyStatus, SyncRegistry, SyncState
 
@@ -74,11 +77,43 @@ def facts(
     return out
 
 
+def patch_facts(
+    outcomes: Mapping[ObjectName, PatchOutcome], proxies: Iterable[ProxyStatus]
+) -> dict[ObjectName, PatchFact]:
+    """The verdicts on one Gateway's EnvoyPatchPolicies: what the hub did with each
+    (``outcomes``) and, for those applied, the sync state of the Gateway's Envoys on the
+    resource types the policy changed (a NACK of one of them is the policy's)."""
+    streams = list(proxies)
+    out = {}
+    for key, outcome in sorted(outcomes.items()):
+        rejected = None
+        synced = bool(streams)
+        for proxy in streams:
+            for type_url in sorted(outcome.types):
+                status = proxy.type(type_url)
+                if status is None or status.state is not SyncState.SYNCED:
+                    synced = False
+                if status is not None and status.state is SyncState.NACKED and rejected is None:
+                    nack = status.last_nack
+                    rejected = f"{proxy.node_id}: {nack.message if nack else 'rejected'}"
+        applied = not outcome.disabled and outcome.invalid is None
+        out[key] = PatchFact(
+            generation=outcome.generation,
+            disabled=outcome.disabled,
+            invalid=outcome.invalid,
+            rejected=rejected if applied else None,
+            programmed=applied and synced and rejected is None,
+            envoys=len(streams),
+        )
+    return out
+
+
 @dataclass
 class _Cluster:
     applied: dict[ObjectName, int]
     published: dict[ObjectName, ProgrammedFact]
     at: float = 0.0
+    patches: dict[ObjectName, PatchFact] = field(default_factory=dict)
 
 
 class ProgrammedPublisher:
@@ -91,6 +126,7 @@ class ProgrammedPublisher:
         generations: Callable[[], Mapping[str, Mapping[ObjectName, int]]],
         hub_id: str,
         *,
+        patches: Callable[[], Mapping[str, Mapping[ObjectName, PatchOutcome]]] | None = None,
         interval: float = 0.1,
         heartbeat: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -98,6 +134,8 @@ class ProgrammedPublisher:
         self._writer = writer
         self._sync = sync
         self._generations = generations
+        #: Per node group, what became of its EnvoyPatchPolicies.
+        self._patches = patches or dict
         self.hub_id = hub_id
         self._interval = interval
         self._heartbeat = heartbeat
@@ -115,17 +153,28 @@ class ProgrammedPublisher:
         """Compute every cluster's facts and write those that changed (or are due)."""
         now = self._clock()
         current = self._generations()
+        outcomes = self._patches()
         for cluster, generations in sorted(current.items()):
             state = self._clusters.setdefault(cluster, _Cluster({}, {}))
             cluster_facts = facts(generations, self._proxies_of(cluster), state.applied)
             state.applied = {
                 k: f.generation for k, f in cluster_facts.items() if f.generation is not None
             }
-            if cluster_facts != state.published or now - state.at >= self._heartbeat:
+            patches = {
+                key: fact
+                for group, of_group in sorted(outcomes.items())
+                if cluster_of_group(group) == cluster
+                for key, fact in patch_facts(of_group, self._sync.list(group)).items()
+            }
+            if (
+                cluster_facts != state.published
+                or patches != state.patches
+                or now - state.at >= self._heartbeat
+            ):
                 await self._writer.put(
-                    cluster, self.hub_id, encode(self.hub_id, cluster_facts, now)
+                    cluster, self.hub_id, encode(self.hub_id, cluster_facts, now, patches)
                 )
-                state.published, state.at = cluster_facts, now
+                state.published, state.patches, state.at = cluster_facts, patches, now
                 self.writes += 1
         for cluster in sorted(set(self._clusters) - set(current)):
             await self._writer.drop(cluster, self.hub_id)

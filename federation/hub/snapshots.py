@@ -36,14 +36,16 @@ from types import MappingProxyType
 from typing import Any
 
 from federation.errors import InvalidInputError
+from federation.hub.patches import PatchOutcome, apply_patches
 from federation.model.imports import MergedImport
 from federation.node_groups import cluster_of_group, parse_group
 from federation.process import split_host_port
 from federation.registry.watcher import ServiceName
 from federation.translate import names
 from federation.translate.clusterset import clusterset_listener, service_ir
+from federation.translate.gateway.inputs import ObjectName
 from federation.translate.inputs import ImportView, TranslateOptions
-from federation.translate.ir import GatewayIR, NodeGroupIR
+from federation.translate.ir import GatewayIR, NodeGroupIR, PatchPolicyIR
 from federation.translate.proxy import (
     DEFAULT_SECRET_DIR,
     RenderedService,
@@ -91,6 +93,9 @@ class SnapshotOptions:
     #: Check every snapshot with :func:`~federation.translate.proxy.consistent` before it
     #: is served, and refuse it when broken (costs a decode of every resource: tests).
     check_consistency: bool = False
+    #: Apply the Gateways' EnvoyPatchPolicies (off unless the hub is started with
+    #: ``--enable-envoy-patch-policy``, as in Envoy Gateway).
+    patches_allowed: bool = False
 
 
 #: The resource types of a snapshot, in push order (the order of ``XdsResources``' kinds).
@@ -123,6 +128,11 @@ class SnapshotBuilder:
         self.gateway_pushes = 0
         #: Node group and service updates that failed in translation (each logged).
         self.translation_errors = 0
+        #: The groups whose Gateway has EnvoyPatchPolicies: a change of any of their
+        #: resources rebuilds their whole snapshot (patches apply to the assembled one).
+        self._patched: set[str] = set()
+        #: What became of each patched group's policies in its last snapshot.
+        self.patch_outcomes: dict[str, dict[ObjectName, PatchOutcome]] = {}
 
     def _build(self, view: ImportView) -> _ImportResources:
         rendered = render_service(service_ir(view), self._options.translate)
@@ -175,22 +185,25 @@ class SnapshotBuilder:
         structural = structural or groups != self._groups or self._routes is None
         routes_changed = self._update_routes() if reshaped or self._routes is None else False
         dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
-        group_changes = self._update_groups(groups, dirty, resolve_gateway)
+        group_changes, rebuild = self._update_groups(groups, dirty, resolve_gateway)
         if structural:
             for group in sorted(groups):
                 self._cache.set(group, self._snapshot(group))
             self._groups = groups
             self.full_pushes += 1
             return
+        # A patched group's snapshot is rebuilt whole on any change (below).
+        patched = self._patched & groups
         if routes_changed:
             assert self._routes is not None
-            for group in sorted(groups):
+            for group in sorted(groups - patched):
                 if parse_group(group).gateway is None:  # only shared Envoys have it
                     self._update_type(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
             self.route_pushes += 1
         if endpoint_updates:
+            rebuild |= patched
             options = self._options.translate
-            for group in sorted(groups):
+            for group in sorted(groups - patched):
                 upserts = {}
                 cluster = cluster_of_group(group)
                 family = options.ip_family(cluster)
@@ -201,10 +214,17 @@ class SnapshotBuilder:
         for group, changes in sorted(group_changes.items()):
             if self._cache.get(group) is None:
                 continue
+            if group in patched or group in rebuild:
+                rebuild.add(group)
+                continue
             self._push(group, changes)
             if set(changes) == {ENDPOINT}:
                 self.endpoint_pushes += 1
             else:
+                self.gateway_pushes += 1
+        for group in sorted(rebuild & groups):
+            if self._cache.get(group) is not None:
+                self._cache.set(group, self._snapshot(group))
                 self.gateway_pushes += 1
 
     def _apply_imports(
@@ -253,14 +273,18 @@ class SnapshotBuilder:
 
     def _update_groups(
         self, groups: set[str], dirty: set[str], resolve: GatewayResolver | None
-    ) -> dict[str, dict[str, tuple[dict[str, Resource], list[str]]]]:
+    ) -> tuple[dict[str, dict[str, tuple[dict[str, Resource], list[str]]]], set[str]]:
         """Render the groups that are new or whose Gateways are dirty; what changed in the
-        groups' own resources, by group and type."""
+        groups' own resources, by group and type, and the groups whose EnvoyPatchPolicies
+        changed (their snapshots are rebuilt whole)."""
         out: dict[str, dict[str, tuple[dict[str, Resource], list[str]]]] = {}
+        repatched: set[str] = set()
         todo = dirty & groups if resolve is not None else set()
         if groups != self._groups:  # groups came or went: O(groups) only then
             for group in self._own.keys() - groups:
                 del self._own[group]
+                self._patched.discard(group)
+                self.patch_outcomes.pop(group, None)
                 if parse_group(group).gateway is not None:
                     # The Gateway is gone: nothing of it stays served or shown. (Its
                     # Envoys, going with it, keep what they have.)
@@ -291,8 +315,14 @@ class SnapshotBuilder:
                     continue
                 new = self._render(NodeGroupIR(group, listener, None))
             self._own[group] = new
+            if _patches(new.ir):
+                self._patched.add(group)
+            else:
+                self._patched.discard(group)
             if old is None:
                 continue  # a new group gets a full snapshot
+            if _patches(old.ir) != _patches(new.ir):
+                repatched.add(group)
             changes = {}
             for type_url, before, after in zip(
                 TYPES, old.own.by_kind(), new.own.by_kind(), strict=True
@@ -303,7 +333,7 @@ class SnapshotBuilder:
                     changes[type_url] = (upserts, removals)
             if changes:
                 out[group] = changes
-        return out
+        return out, repatched
 
     def _assembled(self, group: str) -> XdsResources[Resource]:
         return assemble(
@@ -316,6 +346,14 @@ class SnapshotBuilder:
 
     def _snapshot(self, group: str) -> Snapshot:
         assembled = self._assembled(group)
+        own = self._own.get(group)
+        policies = () if own is None else _patches(own.ir)
+        if policies:
+            allowed = self._options.patches_allowed
+            assembled, outcomes = apply_patches(assembled, policies, allowed=allowed)
+            self.patch_outcomes[group] = outcomes
+        else:
+            self.patch_outcomes.pop(group, None)
         resources = dict(zip(TYPES, assembled.by_kind(), strict=True))
         snapshot = Snapshot(resources=resources)
         self._check(group, snapshot)
@@ -348,6 +386,10 @@ class SnapshotBuilder:
             raise InvalidInputError(
                 f"inconsistent snapshot for node group {group}: " + "; ".join(problems)
             )
+
+
+def _patches(ir: NodeGroupIR) -> tuple[PatchPolicyIR, ...]:
+    return () if ir.gateway is None else ir.gateway.patches
 
 
 def _versions(resources: Mapping[str, Resource]) -> dict[str, str]:

@@ -17,6 +17,7 @@ kind               record                                 seen by
 ``backendtrafficpolicy`` :class:`~policies.BackendTrafficPolicyRecord`  the hub
 ``securitypolicy`` :class:`~policies.SecurityPolicyRecord`  the hub
 ``clienttrafficpolicy`` :class:`~policies.ClientTrafficPolicyRecord`  the hub
+``envoypatchpolicy`` :class:`~patches.EnvoyPatchPolicyRecord`  the hub
 =================  =====================================  ==================================
 
 Every record class names its kind (``KIND``); :data:`_CODECS` is the one list of kinds, and
@@ -41,6 +42,7 @@ from federation.registry.gatewayapi import (
     HTTPRouteRecord,
     ReferenceGrantRecord,
 )
+from federation.registry.patches import EnvoyPatchPolicyRecord
 from federation.registry.policies import (
     BackendTrafficPolicyRecord,
     ClientTrafficPolicyRecord,
@@ -72,6 +74,7 @@ class Kind(StrEnum):
     SECURITY_POLICY = SecurityPolicyRecord.KIND
     CLIENT_TRAFFIC_POLICY = ClientTrafficPolicyRecord.KIND
     FAILOVER_POLICY = FailoverPolicyRecord.KIND
+    ENVOY_PATCH_POLICY = EnvoyPatchPolicyRecord.KIND
 
 
 #: The kinds that make up a cluster's Gateway configuration: what its agent publishes for
@@ -85,6 +88,7 @@ GATEWAY_KINDS = (
     Kind.BACKEND_TRAFFIC_POLICY,
     Kind.SECURITY_POLICY,
     Kind.CLIENT_TRAFFIC_POLICY,
+    Kind.ENVOY_PATCH_POLICY,
 )
 
 
@@ -99,6 +103,7 @@ Record = (
     | SecurityPolicyRecord
     | ClientTrafficPolicyRecord
     | FailoverPolicyRecord
+    | EnvoyPatchPolicyRecord
 )
 
 
@@ -126,7 +131,8 @@ def _gateway_codec(
     | type[BackendTrafficPolicyRecord]
     | type[SecurityPolicyRecord]
     | type[ClientTrafficPolicyRecord]
-    | type[FailoverPolicyRecord],
+    | type[FailoverPolicyRecord]
+    | type[EnvoyPatchPolicyRecord],
 ) -> _Codec:
     def encode(record: Any) -> bytes:
         return gatewayapi.encode(record, SCHEMA_VERSION)
@@ -153,6 +159,7 @@ _CODECS: dict[Kind, _Codec] = {
         _gateway_codec(SecurityPolicyRecord),
         _gateway_codec(ClientTrafficPolicyRecord),
         _gateway_codec(FailoverPolicyRecord),
+        _gateway_codec(EnvoyPatchPolicyRecord),
     )
 }
 

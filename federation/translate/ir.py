@@ -611,6 +611,30 @@ class LocalClusterIR:
 
 
 @dataclass(frozen=True)
+class JSONPatchIR:
+    """One RFC 6902 operation on the resource of type ``type_url`` named ``name``;
+    ``value`` is JSON text. ``path`` None with ``op`` add: ``value`` is a whole new
+    resource."""
+
+    type_url: str
+    name: str
+    op: str
+    path: str | None = None
+    from_: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class PatchPolicyIR:
+    """One accepted EnvoyPatchPolicy: its patches, applied all or none."""
+
+    namespace: str
+    name: str
+    generation: int
+    patches: tuple[JSONPatchIR, ...]
+
+
+@dataclass(frozen=True)
 class GatewayIR:
     """What one Gateway's Envoys serve, routes sorted and resolved: its listeners and the
     local Services its routes send to. ``namespace`` and ``name`` name the Gateway."""
@@ -622,6 +646,9 @@ class GatewayIR:
     name: str = ""
     #: The clusters of the BackendTrafficPolicies its routes are under, sorted by name.
     policy_clusters: tuple[PolicyClusterIR, ...] = ()
+    #: Its EnvoyPatchPolicies, in the order they apply (applied by the hub after the
+    #: second stage, when it allows patches: :mod:`federation.hub.patches`).
+    patches: tuple[PatchPolicyIR, ...] = ()
 
 
 # --- the clusterset --------------------------------------------------------------------------

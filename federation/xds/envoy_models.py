@@ -154,17 +154,25 @@ def normalise(type_url: str, resource: Mapping[str, Any]) -> dict[str, Any]:
     field names such as ``consecutive_5xx``), importing the modules of the ``Any`` types
     it meets."""
     body = {k: v for k, v in resource.items() if k != "@type"}
+    try:
+        message = parse(type_url, body)
+    except json_format.ParseError as err:
+        raise InvalidInputError(f"Envoy's {type_url} does not parse: {err}") from err
+    return decode(type_url, name_of(type_url, body), message.SerializeToString())
+
+
+def parse(type_url: str, resource: Mapping[str, Any]) -> Any:
+    """A resource in proto JSON as its (upb) protobuf message, importing the modules of
+    the ``Any`` types it meets; json_format.ParseError says which field is wrong."""
     tried: set[str] = set()
     while True:
         try:
-            message = json_format.ParseDict(body, MESSAGE_TYPES[type_url]())
-            break
+            return json_format.ParseDict(resource, MESSAGE_TYPES[type_url]())
         except json_format.ParseError as err:
             match = _NO_DESCRIPTOR.search(str(err))
             if match is None or match.group(1) in tried or not _import_protos(match.group(1)):
-                raise InvalidInputError(f"Envoy's {type_url} does not parse: {err}") from err
+                raise
             tried.add(match.group(1))
-    return decode(type_url, name_of(type_url, body), message.SerializeToString())
 
 
 def name_of(type_url: str, resource: Mapping[str, Any]) -> str:

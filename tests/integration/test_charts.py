@@ -720,6 +720,7 @@ def test_the_crd_chart_installs_envoy_gateways_policy_crds_unless_told_not_to() 
     policies = {
         "backendtrafficpolicies.gateway.envoyproxy.io",
         "clienttrafficpolicies.gateway.envoyproxy.io",
+        "envoypatchpolicies.gateway.envoyproxy.io",
         "securitypolicies.gateway.envoyproxy.io",
     }
     assert policies <= names

@@ -19,26 +19,33 @@ review their diff.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import yaml
 
+from federation.programmed import HubFacts
 from federation.registry.codec import to_json
 from federation.registry.kinds import Kind, Record, decode_record
 from federation.registry.policies import BackendTrafficPolicyRecord
 from federation.registry.records import SCHEMA_VERSION, ExportedService
 from federation.translate.gateway import Resolved, resolve
-from federation.translate.gateway.inputs import ProgrammedFact, cluster_inputs, imports_of
+from federation.translate.gateway.inputs import (
+    PatchFact,
+    ProgrammedFact,
+    cluster_inputs,
+    imports_of,
+)
 from tests import golden_files
 
 GOLDEN = golden_files.ROOT / "gateway"
 CASES = golden_files.cases(GOLDEN)
 
 
-def load(case: str) -> tuple[str, list[Record], dict[tuple[str, str], ProgrammedFact]]:
+def load(case: str) -> tuple[str, list[Record], HubFacts]:
+    """A case's cluster, records and what the hub says (``programmed``: Gateways' ACK
+    state; ``patches``: verdicts on EnvoyPatchPolicies, PatchFact's fields)."""
     raw = yaml.safe_load((GOLDEN / f"{case}.in.yaml").read_text())
-    unknown = set(raw) - {"cluster", "programmed", "records"}
+    unknown = set(raw) - {"cluster", "programmed", "patches", "records"}
     assert not unknown, f"{case}.in.yaml: unknown keys {sorted(unknown)}"
     records = [
         decode_record(Kind(item["kind"]), json.dumps({"v": SCHEMA_VERSION, **item}).encode())
@@ -50,15 +57,21 @@ def load(case: str) -> tuple[str, list[Record], dict[tuple[str, str], Programmed
         )
         for p in raw.get("programmed") or []
     }
-    return raw["cluster"], records, programmed
+    patches = {
+        (p.pop("namespace"), p.pop("name")): PatchFact(**p) for p in raw.get("patches") or []
+    }
+    return raw["cluster"], records, HubFacts(programmed, patches)
 
 
-def run(cluster: str, records: list[Record], programmed: Any) -> Resolved:
+def run(cluster: str, records: list[Record], facts: HubFacts) -> Resolved:
     """As the agent assembles it: every cluster's exports, and the other clusters'
     BackendTrafficPolicies (whether one on a ServiceImport applies depends on them)."""
     exports = [r for r in records if isinstance(r, ExportedService)]
     others = [r for r in records if isinstance(r, BackendTrafficPolicyRecord)]
-    return resolve(cluster_inputs(cluster, records, imports_of(exports), programmed, others))
+    inputs = cluster_inputs(
+        cluster, records, imports_of(exports), facts.gateways, others, facts.patches
+    )
+    return resolve(inputs)
 
 
 def render(resolved: Resolved) -> str:

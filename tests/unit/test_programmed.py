@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from federation.hub.programmed import ProgrammedPublisher, facts
-from federation.programmed import decode, encode, merge, merged_facts
+from federation.programmed import HubFacts, decode, encode, merge, merged_facts
 from federation.registry.hub_state import MemoryHubState
-from federation.translate.gateway.inputs import ProgrammedFact
+from federation.translate.gateway.inputs import PatchFact, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE, SECRET
 from federation.xds.status import SyncRegistry
 
@@ -60,8 +60,12 @@ def test_a_rejected_certificate_is_a_rejected_gateway_and_none_asked_is_none_mis
 
 def test_the_codec_round_trips_and_refuses_garbage() -> None:
     given = {GW: ProgrammedFact(3, None, 2), ("shop", "other"): ProgrammedFact(None, "x", 1)}
-    at, got = decode(encode("hub-1", given, 123.5))
-    assert (at, got) == (123.5, given)
+    patches = {("shop", "hdr"): PatchFact(2, invalid="jsonPatches[0]: no", envoys=1)}
+    at, got = decode(encode("hub-1", given, 123.5, patches))
+    assert (at, got) == (123.5, HubFacts(given, patches))
+    # A hub of a version before EnvoyPatchPolicy wrote no "patches".
+    older = b'{"at": 1, "gateways": [], "hub": "h"}'
+    assert decode(older) == (1.0, HubFacts({}, {}))
     for bad in (b"{", b"{}", b'{"at": 1, "gateways": [{"namespace": "a"}]}'):
         with pytest.raises((ValueError, KeyError)):
             decode(bad)
@@ -90,7 +94,7 @@ async def test_one_gateways_nack_is_that_gateways_alone() -> None:
     state = MemoryHubState()
     publisher = ProgrammedPublisher(state, sync, lambda: {"b": {GW: 2, other: 5}}, "hub-1")
     await publisher.publish_once()
-    got = await merged_facts(state, "b")
+    got = (await merged_facts(state, "b")).gateways
     assert got[GW] == ProgrammedFact(2, None, 1)
     assert got[other].generation is None and "address in use" in (got[other].rejected or "")
 
@@ -102,7 +106,8 @@ async def test_the_publisher_writes_changes_and_agents_read_them_back() -> None:
     now = [1000.0]
     publisher = ProgrammedPublisher(state, sync, lambda: generations, "hub-1", clock=lambda: now[0])
     await publisher.publish_once()
-    assert await merged_facts(state, "b", now=now[0]) == {GW: ProgrammedFact(4, None, 1)}
+    got = await merged_facts(state, "b", now=now[0])
+    assert got == HubFacts({GW: ProgrammedFact(4, None, 1)}, {})
     await publisher.publish_once()
     assert publisher.writes == 1  # nothing changed, no heartbeat due: no write
     now[0] += 11
@@ -110,7 +115,7 @@ async def test_the_publisher_writes_changes_and_agents_read_them_back() -> None:
     assert publisher.writes == 2  # the heartbeat
     # A replica that stopped writing is ignored once stale, and a cluster that left is
     # dropped.
-    assert await merged_facts(state, "b", now=now[0] + 61) == {}
+    assert await merged_facts(state, "b", now=now[0] + 61) == HubFacts()
     generations.clear()
     await publisher.publish_once()
     assert await state.states("b") == {}

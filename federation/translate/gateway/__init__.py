@@ -18,7 +18,8 @@ virtual hosts are those hostnames, each with its routes in Gateway API precedenc
 (``virtual_hosts``). The modules: ``listeners`` (validity, conflicts), ``attach``,
 ``hostnames``, ``virtual_hosts``, ``routes`` (rules to IR), ``matches`` (and
 precedence), ``filters``, ``refs`` (backends, ReferenceGrants), ``policies`` (Envoy
-Gateway's BackendTrafficPolicies, applied to the routes on each listener they cover) and
+Gateway's BackendTrafficPolicies, applied to the routes on each listener they cover),
+``patches`` (EnvoyPatchPolicies, which the hub applies after the second stage) and
 ``status``.
 """
 
@@ -41,6 +42,7 @@ from federation.translate.gateway.frontend_tls import insecure_ports
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName, ProgrammedFact
 from federation.translate.gateway.listeners import ListenerState, evaluate
 from federation.translate.gateway.matches import Precedence
+from federation.translate.gateway.patches import resolve_patches
 from federation.translate.gateway.policies import PolicyBook, resolve_policies
 from federation.translate.gateway.routes import CompiledRoute, compile_route
 from federation.translate.gateway.status import (
@@ -76,6 +78,7 @@ class Resolved:
 def resolve(inputs: ClusterInputs) -> Resolved:
     listeners = evaluate(inputs)
     policies = resolve_policies(inputs)
+    patches = resolve_patches(inputs)
     by_gateway: dict[ObjectName, list[ListenerState]] = {}
     for state in listeners:
         by_gateway.setdefault((state.gateway.namespace, state.gateway.name), []).append(state)
@@ -102,13 +105,16 @@ def resolve(inputs: ClusterInputs) -> Resolved:
                 namespace=gateway.namespace,
                 name=gateway.name,
                 policy_clusters=policies.policy_clusters(key),
+                patches=patches.of(key),
             )
         )
     gateway_statuses = tuple(
         _gateway_status(inputs, gateway, by_gateway.get((gateway.namespace, gateway.name), []))
         for gateway in gateways
     )
-    statuses = Statuses(gateway_statuses, tuple(route_statuses), policies.statuses)
+    statuses = Statuses(
+        gateway_statuses, tuple(route_statuses), (*policies.statuses, *patches.statuses)
+    )
     return Resolved(tuple(irs), statuses)
 
 

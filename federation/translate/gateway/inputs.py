@@ -20,6 +20,7 @@ from federation.registry.gatewayapi import (
     ReferenceGrantRecord,
 )
 from federation.registry.kinds import Record
+from federation.registry.patches import EnvoyPatchPolicyRecord
 from federation.registry.policies import (
     BackendTrafficPolicyRecord,
     ClientTrafficPolicyRecord,
@@ -45,11 +46,33 @@ class ProgrammedFact:
     envoys: int = 0
 
 
+@dataclass(frozen=True)
+class PatchFact:
+    """What the hub did with one EnvoyPatchPolicy (its published verdict).
+
+    ``generation``: the policy's generation the verdict is about. ``disabled``: the hub
+    does not allow patches. ``invalid``: why its patches were not applied (None: they
+    were). ``rejected``: an Envoy's NACK of the patched configuration now offered.
+    ``programmed``: every connected Envoy of its Gateway ACKed it; ``envoys``: how many.
+    """
+
+    generation: int
+    disabled: bool = False
+    invalid: str | None = None
+    rejected: str | None = None
+    programmed: bool = False
+    envoys: int = 0
+
+
 def _empty() -> Mapping[ObjectName, LocalService]:
     return MappingProxyType({})
 
 
 def _no_imports() -> Mapping[ObjectName, MergedImport]:
+    return MappingProxyType({})
+
+
+def _no_patch_facts() -> Mapping[ObjectName, PatchFact]:
     return MappingProxyType({})
 
 
@@ -83,6 +106,9 @@ class ClusterInputs:
     local_services: Mapping[ObjectName, LocalService] = field(default_factory=_empty)
     imports: Mapping[ObjectName, MergedImport] = field(default_factory=_no_imports)
     programmed: Mapping[ObjectName, ProgrammedFact] = field(default_factory=_no_facts)
+    patch_policies: tuple[EnvoyPatchPolicyRecord, ...] = ()
+    #: The hub's verdict on each EnvoyPatchPolicy (the agent's statuses need them).
+    patch_facts: Mapping[ObjectName, PatchFact] = field(default_factory=_no_patch_facts)
 
 
 def imports_of(exports: Iterable[ExportedService]) -> dict[ObjectName, MergedImport]:
@@ -96,12 +122,15 @@ def cluster_inputs(
     imports: Mapping[ObjectName, MergedImport],
     programmed: Mapping[ObjectName, ProgrammedFact] | None = None,
     other_policies: Iterable[BackendTrafficPolicyRecord] = (),
+    patch_facts: Mapping[ObjectName, PatchFact] | None = None,
 ) -> ClusterInputs:
     """The inputs of ``cluster`` from its own records (any kinds: Services are ignored),
-    and the BackendTrafficPolicies of the other clusters (``other_policies``)."""
+    the BackendTrafficPolicies of the other clusters (``other_policies``) and what the hub
+    says of its Gateways (``programmed``) and EnvoyPatchPolicies (``patch_facts``)."""
     gateways, http_routes, grpc_routes, grants, policies = [], [], [], [], []
     security_policies: list[SecurityPolicyRecord] = []
     client_policies: list[ClientTrafficPolicyRecord] = []
+    patch_policies: list[EnvoyPatchPolicyRecord] = []
     local: dict[ObjectName, LocalService] = {}
     for record in records:
         if record.cluster != cluster:
@@ -120,6 +149,8 @@ def cluster_inputs(
             security_policies.append(record)
         elif isinstance(record, ClientTrafficPolicyRecord):
             client_policies.append(record)
+        elif isinstance(record, EnvoyPatchPolicyRecord):
+            patch_policies.append(record)
         elif isinstance(record, LocalService):
             local[record.namespace, record.name] = record
     return ClusterInputs(
@@ -134,6 +165,8 @@ def cluster_inputs(
         local_services=MappingProxyType(dict(sorted(local.items()))),
         imports=MappingProxyType(dict(imports)),
         programmed=MappingProxyType(dict(programmed or {})),
+        patch_policies=tuple(sorted(patch_policies, key=_name)),
+        patch_facts=MappingProxyType(dict(patch_facts or {})),
         other_policies=tuple(
             sorted((p for p in other_policies if p.cluster != cluster), key=_policy_key)
         ),
@@ -151,6 +184,7 @@ def _name(
     | ReferenceGrantRecord
     | BackendTrafficPolicyRecord
     | SecurityPolicyRecord
-    | ClientTrafficPolicyRecord,
+    | ClientTrafficPolicyRecord
+    | EnvoyPatchPolicyRecord,
 ) -> ObjectName:
     return record.namespace, record.name

@@ -151,6 +151,8 @@ class PolicyCondition(StrEnum):
     ACCEPTED = "Accepted"
     #: Envoy Gateway's: more specific policies replace this one somewhere.
     OVERRIDDEN = "Overridden"
+    #: Envoy Gateway's, of EnvoyPatchPolicies: the Gateway's Envoys serve the patches.
+    PROGRAMMED = "Programmed"
 
 
 class PolicyReason(StrEnum):
@@ -159,6 +161,10 @@ class PolicyReason(StrEnum):
     CONFLICTED = "Conflicted"
     TARGET_NOT_FOUND = "TargetNotFound"
     OVERRIDDEN = "Overridden"
+    #: Envoy Gateway's, of EnvoyPatchPolicies the control plane does not allow.
+    DISABLED = "Disabled"
+    PROGRAMMED = "Programmed"
+    PENDING = "Pending"
 
 
 @dataclass(frozen=True)
