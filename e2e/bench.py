@@ -30,6 +30,9 @@ time its Envoy Deployment takes to become Available (:mod:`e2e.bench_gateways`).
 ``policy-translation``, ``policy-ack``: a Gateway's 1,000 routes translated with and without
 a BackendTrafficPolicy each, and a policy change until the Gateway's Envoy has it
 (:mod:`e2e.bench_policies`).
+``patch-translation``, ``extension-ack``: the same Gateway translated with 0 and 10
+EnvoyPatchPolicies, and a route change until the Gateway's Envoy has it, without and
+with an extension server taking 1 ms per call (:mod:`e2e.bench_extensions`).
 
 Benchmarks never assert on time: they print, and people compare.
 """
@@ -44,7 +47,15 @@ from collections.abc import Callable, Sequence
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from e2e import bench_ceiling, bench_dns, bench_gateways, bench_policies, bench_xds, pods
+from e2e import (
+    bench_ceiling,
+    bench_dns,
+    bench_extensions,
+    bench_gateways,
+    bench_policies,
+    bench_xds,
+    pods,
+)
 from e2e import scenario as sc
 from e2e.cluster import LocalEnvironment
 from e2e.federation import Federation
@@ -239,6 +250,8 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "gateways": lambda args: bench_gateways.bench_gateways(args.gateways),
     "policy-translation": lambda args: bench_policies.bench_policy_translation(),
     "policy-ack": lambda args: bench_policies.bench_policy_ack(args.changes),
+    "patch-translation": lambda args: bench_extensions.bench_patch_translation(),
+    "extension-ack": lambda args: bench_extensions.bench_extension_ack(min(args.changes, 100)),
 }
 
 

@@ -44,7 +44,7 @@ from kubernetes.client import CustomObjectsApi
 
 from e2e import gateways as gw
 from e2e import scenario as sc
-from e2e.cluster import REPO_ROOT, LocalEnvironment, free_port
+from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
 from e2e.federation import Federation
 from e2e.figures import percentile
 from e2e.fixtures import api_client
@@ -576,6 +576,48 @@ def exported_echo(env: LocalEnvironment) -> Federation:
     return fed
 
 
+def echo_route(path: str) -> dict[str, Any]:
+    """HTTPRoute ``api`` of Gateway ``gw``: ``path`` to ServiceImport echo."""
+    rule = {"matches": [gw.prefix(path)], "backendRefs": [gw.backend("echo")]}
+    return gw.http_route(NAMESPACE, "api", "gw", [rule])
+
+
+def route_changes(
+    b: LocalCluster, address: str, changes: int, first: int = 1
+) -> tuple[list[float], list[float]]:
+    """PATCH route ``api``'s path to ``/v<first>``, ``/v<first+1>``, ... (``changes``
+    times, at most 10 minutes) and wait until the Gateway at ``address`` serves each: the
+    milliseconds from the apiserver's answer, and those of the PATCHes."""
+    latencies: list[float] = []
+    patches: list[float] = []
+    deadline = time.monotonic() + 600
+    with api_client(b) as client:
+        api = CustomObjectsApi(client)
+        for i in range(first, first + changes):
+            if time.monotonic() > deadline:
+                break
+            path = f"/v{i}"
+            began = time.monotonic()
+            api.patch_namespaced_custom_object(
+                "gateway.networking.k8s.io",
+                "v1",
+                NAMESPACE,
+                "httproutes",
+                "api",
+                {"spec": {"rules": echo_route(path)["spec"]["rules"]}},
+            )
+            written = time.monotonic()
+            patches.append((written - began) * 1000)
+            wait_until(
+                functools.partial(_serves, address, path),
+                timeout=30,
+                what=f"{path} at b's Gateway",
+                interval=0.002,
+            )
+            latencies.append((time.monotonic() - written) * 1000)
+    return latencies, patches
+
+
 def bench_route_ack(changes: int = 200) -> None:
     """Change an HTTPRoute's path in ``b`` until b's Gateway serves it; p50/p99/max."""
     with LocalEnvironment(("a", "b")) as env:
@@ -584,41 +626,10 @@ def bench_route_ack(changes: int = 200) -> None:
         host = b.envoy_listener.rpartition(":")[0]
         port = free_port(host)
         address = f"{host}:{port}"
-
-        def route(path: str) -> dict[str, Any]:
-            rule = {"matches": [gw.prefix(path)], "backendRefs": [gw.backend("echo")]}
-            return gw.http_route(NAMESPACE, "api", "gw", [rule])
-
-        gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), route("/v0"))
+        gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), echo_route("/v0"))
         fed.start_gateway_envoy("b", NAMESPACE, "gw")  # the Gateway's own Envoy
         gw.wait_for_status(address, "/v0", 200)
-        latencies: list[float] = []
-        patches: list[float] = []
-        deadline = time.monotonic() + 600
-        with api_client(b) as client:
-            api = CustomObjectsApi(client)
-            for i in range(1, changes + 1):
-                if time.monotonic() > deadline:
-                    break
-                path = f"/v{i}"
-                began = time.monotonic()
-                api.patch_namespaced_custom_object(
-                    "gateway.networking.k8s.io",
-                    "v1",
-                    NAMESPACE,
-                    "httproutes",
-                    "api",
-                    {"spec": {"rules": route(path)["spec"]["rules"]}},
-                )
-                written = time.monotonic()
-                patches.append((written - began) * 1000)
-                wait_until(
-                    functools.partial(_serves, address, path),
-                    timeout=30,
-                    what=f"{path} at b's Gateway",
-                    interval=0.002,
-                )
-                latencies.append((time.monotonic() - written) * 1000)
+        latencies, patches = route_changes(b, address, changes)
         print(
             f"route change in b (PATCH of an HTTPRoute) -> b's Gateway serves it, "
             f"{len(latencies)} sequential changes, from the apiserver's answer:"

@@ -33,7 +33,7 @@ import yaml
 from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
 from e2e.envoy import Envoy
 from e2e.nodes import NodeCluster
-from e2e.processes import HarnessError, Process, wait_until
+from e2e.processes import HarnessError, Process, check_alive, wait_until
 from e2e.redis_server import RedisServer
 from federation.cli import pki
 from federation.cli.bootstrap import BootstrapTls
@@ -456,6 +456,22 @@ class Federation:
                 tail = process.log_tail(lines).splitlines()
                 out += [line[:400] for line in tail] if exited_only else tail
         return "\n".join(out)
+
+    def start_extension_server(self, port: int, *, delay_ms: float = 0.0) -> Process:
+        """The tests' extension server (:mod:`e2e.extension_server`) on 127.0.0.1:``port``,
+        once it accepts connections."""
+        argv = [sys.executable, "-m", "e2e.extension_server", "--port", str(port)]
+        argv += ["--delay-ms", str(delay_ms)]
+        log = self.env.workdir / f"extension-server-{port}.log"
+        proc = self.env.group.start("extension-server", argv, log, env=project_env())
+        address = f"127.0.0.1:{port}"
+        wait_until(
+            lambda: _port_open(address),
+            timeout=30,
+            what=f"the extension server on {address}",
+            check=lambda: check_alive(proc),
+        )
+        return proc
 
     def _env(self, registry_url: str) -> dict[str, str]:
         """A hub's or agent's environment: the registry URL with its credentials, and the

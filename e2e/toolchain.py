@@ -488,6 +488,16 @@ def stage_chart_crds() -> tuple[Path, ...]:
     return tuple(staged)
 
 
+def stage_extension_stubs() -> tuple[Path, ...]:
+    """Envoy Gateway's extension protocol stubs, generated from its module
+    (:mod:`e2e.extension_stubs`) into :data:`federation.extension_api.GENERATED`."""
+    from e2e.extension_stubs import generate
+    from federation.extension_api import GENERATED
+
+    info = module_info(ENVOY_GATEWAY_MODULE, ENVOY_GATEWAY_VERSION)
+    return generate(Path(info["Dir"]), GENERATED)
+
+
 def staged_chart_crds() -> tuple[Path, ...]:
     """The files :func:`stage_chart_crds` wrote; raise if they are missing."""
     files = tuple(
@@ -830,6 +840,11 @@ def ensure_all(*, nodes: bool = True, test_tools: bool = True) -> Tools:
         _say(
             f"envoy-gateway {ENVOY_GATEWAY_VERSION}: policy CRDs staged in "
             f"{CHART_ENVOY_GATEWAY_DIR}"
+        )
+        stubs = stage_extension_stubs()
+        _say(
+            f"envoy-gateway {ENVOY_GATEWAY_VERSION}: extension protocol stubs generated in "
+            f"{stubs[0].parent}"
         )
     tools = locate()
     for label, cmd in (

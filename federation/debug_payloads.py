@@ -9,7 +9,7 @@ seconds of the answering process's clock; stream entry ids are Redis's ``<ms>-<s
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # --- /debug/config-dump?cluster= (hub) ------------------------------------------------------
 
@@ -22,6 +22,25 @@ class ServedResource(TypedDict):
     body: str
 
 
+class HookChange(TypedDict):
+    """One resource an extension server's hook changed: before and after (base64 bytes;
+    None: it did not exist, or was removed)."""
+
+    type: str
+    name: str
+    before: str | None
+    after: str | None
+
+
+class ExtensionRun(TypedDict):
+    """The group's last run through the extension server."""
+
+    #: Why it failed (None: it did not), and what each hook changed in the last run
+    #: that succeeded (the one whose result is served), by hook name.
+    error: str | None
+    hooks: dict[str, list[HookChange]]
+
+
 class ConfigDump(TypedDict):
     """A node group's current snapshot."""
 
@@ -31,6 +50,8 @@ class ConfigDump(TypedDict):
     #: Per type URL, the version the group's Envoys are offered.
     versions: dict[str, str]
     resources: dict[str, list[ServedResource]]
+    #: With an extension server: what it did to this group.
+    extension: NotRequired[ExtensionRun]
 
 
 # --- /debug/trace (agents) ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ renders them: one ``# HELP`` and ``# TYPE`` per metric name, then its samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,10 +15,34 @@ from typing import Literal
 @dataclass(frozen=True)
 class Sample:
     name: str
-    kind: Literal["counter", "gauge"]
+    kind: Literal["counter", "gauge", "histogram"]
     help: str
     value: float
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The metric a histogram's ``_bucket``, ``_sum`` and ``_count`` samples belong to.
+    family: str = ""
+
+
+def histogram(
+    name: str,
+    help: str,
+    bounds: Sequence[float],
+    counts: Sequence[int],
+    total: float,
+    labels: Mapping[str, str] | None = None,
+) -> list[Sample]:
+    """The samples of one histogram: ``counts`` per bucket (one more than ``bounds``: the
+    last is above every bound), made cumulative, then the sum and the count."""
+    out = []
+    running = 0
+    for bound, count in zip((*map(str, bounds), "+Inf"), counts, strict=True):
+        running += count
+        le = {**(labels or {}), "le": bound}
+        out.append(Sample(f"{name}_bucket", "histogram", help, running, le, name))
+    base = dict(labels or {})
+    out.append(Sample(f"{name}_sum", "histogram", help, total, base, name))
+    out.append(Sample(f"{name}_count", "histogram", help, running, base, name))
+    return out
 
 
 def _escape(value: str) -> str:
@@ -30,9 +54,10 @@ def exposition(samples: Iterable[Sample], common: Mapping[str, str] | None = Non
     lines: list[str] = []
     seen: set[str] = set()
     for sample in samples:
-        if sample.name not in seen:
-            seen.add(sample.name)
-            lines += [f"# HELP {sample.name} {sample.help}", f"# TYPE {sample.name} {sample.kind}"]
+        family = sample.family or sample.name
+        if family not in seen:
+            seen.add(family)
+            lines += [f"# HELP {family} {sample.help}", f"# TYPE {family} {sample.kind}"]
         labels = {**(common or {}), **sample.labels}
         text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
         lines.append(

@@ -82,6 +82,7 @@ def decode(data: bytes) -> tuple[float, HubFacts]:
             rejected=_text(entry.get("rejected")),
             programmed=bool(entry.get("programmed")),
             envoys=int(entry.get("envoys") or 0),
+            missing=bool(entry.get("missing")),
         )
     return float(doc["at"]), HubFacts(out, patches)
 
@@ -138,6 +139,7 @@ def merge_patches(
                 rejected=seen.rejected or fact.rejected,
                 programmed=all(f.programmed for f in with_envoys),
                 envoys=seen.envoys + fact.envoys,
+                missing=seen.missing or fact.missing,
             )
     return out
 

@@ -26,6 +26,7 @@ from e2e.helm_install import (
 )
 from e2e.nodes import NodeCluster
 from e2e.processes import HarnessError, wait_until
+from e2e.toolchain import ENVOY_GATEWAY_CRDS
 from e2e.traffic import DEADLINE, Loop, Outcome, host
 from federation.dns import coredns
 
@@ -223,11 +224,16 @@ def test_uninstall_leaves_nothing_of_the_release_but_the_crds(installed: Install
         helm(cluster, "uninstall", "federation-crds", "--wait")
         kinds = cluster.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
         # Pods of a deleted Deployment take their grace period to go.
-        wait_until(
-            functools.partial(_only_crds_left, cluster, kinds),
-            timeout=DEADLINE * 3,
-            what=f"only the CRDs left of the releases in {cluster_id}",
-        )
+        seen: list[list[str]] = [[]]
+        try:
+            wait_until(
+                functools.partial(_only_crds_left, cluster, kinds, seen),
+                timeout=DEADLINE * 3,
+                what=f"only the CRDs left of the releases in {cluster_id}",
+            )
+        except HarnessError as err:
+            left, gone = sorted(set(seen[0]) - set(CRDS)), sorted(set(CRDS) - set(seen[0]))
+            raise AssertionError(f"{err}; left: {left}; CRDs not kept: {gone}") from err
         # The pre-delete hook took CoreDNS's clusterset.local block out, and only it.
         corefile = _corefile(cluster)
         assert coredns.BEGIN not in corefile and "kubernetes cluster.local" in corefile
@@ -239,17 +245,16 @@ CRDS = sorted(
                 "serviceimports.multicluster.x-k8s.io",
                 "failoverpolicies.policy.federation.io",
                 # Envoy Gateway's policy CRDs, which the CRD chart installs too.
-                "backendtrafficpolicies.gateway.envoyproxy.io",
-                "clienttrafficpolicies.gateway.envoyproxy.io",
-                "securitypolicies.gateway.envoyproxy.io")
+                *(f"{plural}.gateway.envoyproxy.io" for plural in ENVOY_GATEWAY_CRDS))
 )  # fmt: skip
 
 
-def _only_crds_left(cluster: NodeCluster, kinds: list[str]) -> bool:
+def _only_crds_left(cluster: NodeCluster, kinds: list[str], seen: list[list[str]]) -> bool:
     """Whether the CRDs (kept by their resource policy) are all that is left of the
-    releases, of every kind the cluster lists."""
+    releases, of every kind the cluster lists; what is left goes into ``seen``."""
     left = cluster.kubectl(
         "get", ",".join(k for k in kinds if not k.startswith("events")), "-A",
         "-l", f"app.kubernetes.io/instance in ({','.join(RELEASES)})", "-o", "name",
     ).stdout.split()  # fmt: skip
+    seen[:] = [sorted(left)]
     return sorted(left) == CRDS

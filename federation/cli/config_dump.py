@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from federation.debug_payloads import ConfigDump
+from federation.debug_payloads import ConfigDump, HookChange
 from federation.errors import InvalidInputError
 from federation.xds.envoy_models import DecodeError, decode, name_of, normalise
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -60,14 +60,28 @@ class Served:
     error: DecodeError | None = None
 
 
+@dataclass(frozen=True)
+class HookDiff:
+    """What one extension server hook changed in one resource: a unified diff of its
+    YAML (``before`` first)."""
+
+    type_url: str
+    name: str
+    diff: str
+
+
 @dataclass
 class Dump:
-    """What the hub serves one node group, by type URL, decoded."""
+    """What the hub serves one node group, by type URL, decoded; with an extension
+    server, its last error and what each hook changed (by hook name)."""
 
     cluster: str
     ready: bool
     versions: dict[str, str]
     resources: dict[str, list[Served]] = field(default_factory=dict)
+    extended: bool = False
+    extension_error: str | None = None
+    hooks: dict[str, list[HookDiff]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[DecodeError]:
@@ -98,7 +112,29 @@ def dump_of(payload: ConfigDump, types: Sequence[str] = tuple(TYPES.values())) -
             except DecodeError as err:
                 found.append(Served(name, version, None, err))
         dump.resources[type_url] = sorted(found, key=lambda s: s.name)
+    extension = payload.get("extension")
+    if extension is not None:
+        dump.extended = True
+        dump.extension_error = extension.get("error")
+        for hook, changes in sorted((extension.get("hooks") or {}).items()):
+            dump.hooks[hook] = [_hook_diff(hook, change) for change in changes]
     return dump
+
+
+def _hook_diff(hook: str, change: HookChange) -> HookDiff:
+    type_url, name = change["type"], change["name"]
+    sides = []
+    for side in (change["before"], change["after"]):
+        try:
+            body = None if side is None else decode(type_url, name, base64.b64decode(side))
+        except DecodeError as err:
+            body = {"error": str(err)}
+        sides.append(_yaml(body))
+    label = f"{_short(type_url)}/{name}"
+    diff = difflib.unified_diff(
+        sides[0], sides[1], f"{label} before {hook}", f"{label} after {hook}"
+    )
+    return HookDiff(type_url, name, "".join(diff))
 
 
 def _short(type_url: str) -> str:
@@ -121,9 +157,29 @@ def render(dump: Dump, output: str = "yaml") -> str:
                 for s in served
             ],
         }
+    if dump.extended:
+        document["extension"] = {
+            "error": dump.extension_error,
+            "hooks": {
+                hook: [{"type": _short(d.type_url), "name": d.name, "diff": d.diff} for d in diffs]
+                for hook, diffs in dump.hooks.items()
+            },
+        }
     if output == "json":
         return json.dumps(document, indent=2) + "\n"
-    return yaml.safe_dump(document, sort_keys=False, width=100)
+    return yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=100)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """YAML with multi-line strings (the hook diffs) as literal blocks."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _string)
 
 
 def render_node(dump: Dump, proxy: Mapping[str, Any]) -> str:

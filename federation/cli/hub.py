@@ -38,6 +38,13 @@ import grpc
 
 from federation.errors import InvalidInputError
 from federation.hub.core import Hub
+from federation.hub.extension import (
+    DEFAULT_TRANSLATION_TYPES,
+    TRANSLATION_TYPES,
+    ExtensionSettings,
+    ExtensionStage,
+    Hook,
+)
 from federation.hub.http import serve_hub_http
 from federation.hub.snapshots import DEFAULT_LISTENER, SnapshotOptions
 from federation.pki import DEFAULT_TRUST_DOMAIN, check_trust_domain
@@ -163,8 +170,73 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: never; fail-static)",
     )
     _xds_arguments(parser)
+    _extension_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def _extension_arguments(parser: argparse.ArgumentParser) -> None:
+    ext = parser.add_argument_group(
+        "extension server (Envoy Gateway's extension protocol; none unless --extension-server)"
+    )
+    ext.add_argument("--extension-server", metavar="HOST:PORT", help="where it listens (gRPC)")
+    ext.add_argument(
+        "--extension-hook",
+        action="append",
+        default=[],
+        choices=[h.value for h in Hook],
+        help="a hook to call (repeatable; Envoy Gateway's hooks.xdsTranslator.post names)",
+    )
+    ext.add_argument(
+        "--extension-timeout", type=float, default=1.0, help="seconds per call (default 1)"
+    )
+    ext.add_argument(
+        "--extension-fail-open",
+        action="store_true",
+        help="when it fails, serve the translation unmodified (default: fail closed, keeping "
+        "the last result it accepted)",
+    )
+    ext.add_argument(
+        "--extension-translation-type",
+        action="append",
+        default=[],
+        choices=list(TRANSLATION_TYPES),
+        help="what PostTranslateModify sends and replaces (repeatable; default clusters and "
+        "secrets, as Envoy Gateway)",
+    )
+    ext.add_argument("--extension-tls-ca", help="CA of its serving certificate (default: plain)")
+    ext.add_argument("--extension-tls-cert", help="the hub's client certificate (PEM)")
+    ext.add_argument("--extension-tls-key", help="its private key (PEM)")
+    ext.add_argument("--extension-server-name", help="the name its certificate must carry")
+
+
+def extension_settings(args: argparse.Namespace) -> ExtensionSettings | None:
+    """The extension server the flags name (None: none); InvalidInputError when they
+    do not fit together."""
+    if not args.extension_server:
+        used = [a for a in ("extension_hook", "extension_tls_ca") if getattr(args, a)]
+        if used:
+            raise InvalidInputError("--extension-* flags need --extension-server HOST:PORT")
+        return None
+    split_host_port(args.extension_server, "--extension-server")
+
+    def path(value: str | None) -> Path | None:
+        return None if value is None else Path(value)
+
+    types = args.extension_translation_type
+    return ExtensionSettings(
+        address=args.extension_server,
+        hooks=tuple(Hook(h) for h in dict.fromkeys(args.extension_hook)),
+        timeout=args.extension_timeout,
+        fail_open=args.extension_fail_open,
+        translation_types=(
+            frozenset(TRANSLATION_TYPES[t] for t in types) if types else DEFAULT_TRANSLATION_TYPES
+        ),
+        tls_ca=path(args.extension_tls_ca),
+        tls_cert=path(args.extension_tls_cert),
+        tls_key=path(args.extension_tls_key),
+        server_name=args.extension_server_name,
+    )
 
 
 def _xds_arguments(parser: argparse.ArgumentParser) -> None:
@@ -270,6 +342,7 @@ async def run(args: argparse.Namespace) -> None:
         check_consistency=args.check_consistency,
         patches_allowed=args.enable_envoy_patch_policy,
     )
+    extension = extension_settings(args)
     cache = SnapshotCache()
     sync = SyncRegistry(cache.snapshot_versions)
     registry = registry_location()  # the URL and its TLS files, from the environment
@@ -283,6 +356,7 @@ async def run(args: argparse.Namespace) -> None:
         withdraw_stale_after=args.withdraw_stale_after,
         hub_state=hub_state,
         sync=sync,
+        extension=None if extension is None else ExtensionStage(extension),
     )
     xds = XdsMetrics()
     limits, settings = xds_limits(args)

@@ -28,6 +28,8 @@ import logging
 import uuid
 from collections.abc import Iterable
 
+from federation.errors import InvalidInputError
+from federation.hub.extension import ExtensionStage
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import GatewayResolver, SnapshotBuilder, SnapshotOptions
 from federation.hub.trace import ChangeLog
@@ -56,7 +58,8 @@ from federation.translate.gateway.service_policies import (
 )
 from federation.translate.inputs import ImportView
 from federation.translate.ir import FailoverIR, GatewayIR
-from federation.xds.snapshot import SnapshotCache
+from federation.translate.proxy import XdsResources
+from federation.xds.snapshot import Resource, SnapshotCache
 from federation.xds.status import SyncRegistry
 
 log = logging.getLogger("federation.hub")
@@ -94,6 +97,8 @@ class Hub:
         freeze_heap: bool = True,
         hub_state: HubStateWriter | None = None,
         sync: SyncRegistry | None = None,
+        extension: ExtensionStage | None = None,
+        extension_retry: float = 2.0,
     ) -> None:
         self.cache = cache
         self.options = options
@@ -111,6 +116,12 @@ class Hub:
             )
         )
         self.builder = SnapshotBuilder(cache, options)
+        #: The extension server's stage: every group's translation goes through it before
+        #: it is served (the builder holds them for it).
+        self.extension = extension
+        self.builder.hold = extension is not None
+        self._extension_retry = extension_retry
+        self._post_lock = asyncio.Lock()
         self.watcher = RegistryWatcher(
             reader,
             self._on_change,
@@ -237,7 +248,7 @@ class Hub:
     async def _on_change(self, changed: set[Change]) -> None:
         if not self.ready.is_set():
             if self.watcher.loaded.is_set() and self.watcher.views:
-                self.publish_loaded()  # the first member joined an empty registry
+                await self.serve_loaded()  # the first member joined an empty registry
             return  # otherwise the initial build covers everything
         # ``changed`` may be empty: a member joined without exports, a new node group.
         services = service_names(changed)
@@ -247,12 +258,14 @@ class Hub:
             services |= self._failover_moved()
         routes = [c for c in changed if c.ref.kind in GATEWAY_KINDS]
         before = {g: self.cache.generation(g) for g in self.cache.groups()}
+        groups = self._groups()
         self.builder.update(
             {key: self._view(key) for key in services},
-            self._groups(),
+            groups,
             self._gateway_groups(changed_clusters(changed, GATEWAY_KINDS)),
             self.gateway_resolver(),
         )
+        await self._post_translate(groups)
         if services or routes:  # for fedctl trace: which groups this update changed
             after = {g: self.cache.generation(g) for g in self.cache.groups()}
             moved = {g: gen for g, gen in after.items() if gen != before.get(g)}
@@ -274,8 +287,62 @@ class Hub:
                 [(change.cluster, ref.kind.value, ref.namespace, ref.name)], own, read
             )
 
+    async def _post_translate(self, groups: set[str]) -> None:
+        """Run the groups the builder held through the extension server, and serve what
+        it gives (per its fail policy: :mod:`federation.hub.extension`)."""
+        if self.extension is None:
+            return
+        async with self._post_lock:
+            held = self.builder.take_held()
+            for group in set(self.extension.last) - groups:
+                self.extension.forget(group)
+            await asyncio.gather(*(self._extend(g, r) for g, r in sorted(held.items())))
+
+    async def _extend(self, group: str, resources: XdsResources[Resource]) -> None:
+        assert self.extension is not None
+        run = await self.extension.run(group, resources)
+        if run.resources is None:
+            return  # failed closed: what the group's Envoys have stays
+        try:
+            self.builder.commit(group, run.resources)
+        except InvalidInputError as err:  # an inconsistent result (checked in tests)
+            log.error("the extension server's result for %s is refused: %s", group, err)
+
+    async def _retry_extension_forever(self) -> None:
+        """Run the groups whose last run failed again, every ``extension_retry`` seconds,
+        until they succeed (a newer translation of a group replaces the one retried)."""
+        while True:
+            await asyncio.sleep(self._extension_retry)  # the retry period
+            await self.retry_extension()
+
+    async def retry_extension(self) -> None:
+        """Run each group whose last run through the extension server failed again."""
+        assert self.extension is not None
+        if not self.extension.due():
+            return
+        async with self._post_lock:
+            current = self._groups()
+            for group in sorted(self.extension.due()):
+                if group not in current:
+                    self.extension.forget(group)
+                else:  # its translation now (assignments may have moved since)
+                    await self._extend(group, self.builder.resources(group))
+
     def publish_loaded(self) -> None:
-        """Build every node group's snapshot from the loaded registry, then start serving."""
+        """Build every node group's snapshot from the loaded registry, then start serving
+        (tests; with an extension server, the hub's own run awaits its calls first)."""
+        self._build_loaded()
+        if self.extension is None:
+            self._mark_ready()
+
+    async def serve_loaded(self) -> None:
+        """:meth:`publish_loaded`, every group run through the extension server first
+        when there is one."""
+        self._build_loaded()
+        await self._post_translate(self._groups())
+        self._mark_ready()
+
+    def _build_loaded(self) -> None:
         keys = self.watcher.service_names()
         self._policies_moved()
         self._failover_moved()
@@ -294,11 +361,16 @@ class Hub:
         self._record_update(
             keys, routes, {g: self.cache.generation(g) for g in self.cache.groups()}
         )
+
+    def _mark_ready(self) -> None:
         if self._freeze_heap:
             freeze_loaded_heap()
         self.cache.mark_ready()
         self.ready.set()
-        log.info("hub ready", extra={"services": len(keys), "groups": len(self._groups())})
+        log.info(
+            "hub ready",
+            extra={"services": len(self.watcher.service_names()), "groups": len(self._groups())},
+        )
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")
@@ -306,6 +378,11 @@ class Hub:
             None
             if self.publisher is None
             else asyncio.create_task(self.publisher.run(), name="programmed-publisher")
+        )
+        retries = (
+            None
+            if self.extension is None
+            else asyncio.create_task(self._retry_extension_forever(), name="extension-retries")
         )
         try:
             # The watcher raises before loading on a TLS misconfiguration: stop with it.
@@ -316,7 +393,7 @@ class Hub:
                 await watcher
                 return
             if self.watcher.views:
-                self.publish_loaded()
+                await self.serve_loaded()
             else:
                 log.warning(
                     "the registry has no member clusters: serving nothing until one joins "
@@ -325,7 +402,9 @@ class Hub:
                 )
             await watcher
         finally:
-            tasks = [t for t in (watcher, publisher) if t is not None]
+            tasks = [t for t in (watcher, publisher, retries) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.extension is not None:
+                await self.extension.close()

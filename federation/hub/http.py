@@ -20,8 +20,9 @@ from aiohttp import web
 
 from federation.hub.config_dump import payload
 from federation.hub.core import Hub
+from federation.hub.extension import BUCKETS, ExtensionStage
 from federation.hub.trace import trace_payload
-from federation.metrics import Sample, exposition
+from federation.metrics import Sample, exposition, histogram
 from federation.process import serve_http
 from federation.registry.kinds import Kind
 from federation.registry.watcher import registry_samples
@@ -97,7 +98,59 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
         ),
         *registry_samples(hub.watcher),
         *RETRIES.samples(),
+        *([] if hub.extension is None else extension_samples(hub.extension)),
     ]
+
+
+def extension_samples(stage: ExtensionStage) -> list[Sample]:
+    """The extension server's calls (by hook and outcome), their latency, the group runs
+    (by outcome) and the groups whose last run failed."""
+    stats = stage.stats
+    out = [
+        Sample(
+            "federation_hub_extension_calls_total",
+            "counter",
+            "calls of the extension server, by hook and outcome (ok, error, timeout, invalid)",
+            count,
+            {"hook": hook, "outcome": outcome},
+        )
+        for (hook, outcome), count in sorted(stats.calls.items())
+    ]
+    for hook, counts in sorted(stats.buckets.items()):
+        out += histogram(
+            "federation_hub_extension_call_seconds",
+            "latency of the extension server's calls, by hook",
+            BUCKETS,
+            counts,
+            stats.seconds.get(hook, 0.0),
+            {"hook": hook},
+        )
+    out += [
+        Sample(
+            "federation_hub_extension_remembered_total",
+            "counter",
+            "hook requests answered from what the server said before (the input was the same)",
+            stats.remembered,
+        ),
+        *(
+            Sample(
+                "federation_hub_extension_runs_total",
+                "counter",
+                "node group runs through the extension server, by outcome (ok, unchanged, "
+                "failed_open: served unmodified, failed_closed: kept what it served)",
+                count,
+                {"outcome": outcome},
+            )
+            for outcome, count in sorted(stats.runs.items())
+        ),
+        Sample(
+            "federation_hub_extension_failing_groups",
+            "gauge",
+            "node groups whose last run through the extension server failed (retried)",
+            len(stage.due()),
+        ),
+    ]
+    return out
 
 
 _XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
@@ -136,9 +189,13 @@ async def serve_hub_http(
         group = request.query.get("cluster", "")
         if not group:
             raise web.HTTPBadRequest(text="?cluster=<member cluster id> is required\n")
-        found = payload(hub.cache, group)
+        run = None if hub.extension is None else hub.extension.last.get(group)
+        found = payload(hub.cache, group, run)
         if found is None:
-            raise web.HTTPNotFound(text=f"the hub serves no configuration to cluster {group!r}\n")
+            why = "" if run is None or run.error is None else f" (extension server: {run.error})"
+            raise web.HTTPNotFound(
+                text=f"the hub serves no configuration to cluster {group!r}{why}\n"
+            )
         return web.Response(text=json.dumps(found), content_type="application/json")
 
     async def trace(request: web.Request) -> web.Response:

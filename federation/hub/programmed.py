@@ -104,6 +104,7 @@ def patch_facts(
             rejected=rejected if applied else None,
             programmed=applied and synced and rejected is None,
             envoys=len(streams),
+            missing=outcome.missing,
         )
     return out
 

@@ -133,6 +133,11 @@ class SnapshotBuilder:
         self._patched: set[str] = set()
         #: What became of each patched group's policies in its last snapshot.
         self.patch_outcomes: dict[str, dict[ObjectName, PatchOutcome]] = {}
+        #: Set by the hub when an extension server post-processes every group: each
+        #: group's whole translation is then held (:meth:`take_held`) for the hub to run
+        #: through it and :meth:`commit`, instead of being served.
+        self.hold = False
+        self._held: dict[str, XdsResources[Resource]] = {}
 
     def _build(self, view: ImportView) -> _ImportResources:
         rendered = render_service(service_ir(view), self._options.translate)
@@ -188,22 +193,26 @@ class SnapshotBuilder:
         group_changes, rebuild = self._update_groups(groups, dirty, resolve_gateway)
         if structural:
             for group in sorted(groups):
-                self._cache.set(group, self._snapshot(group))
+                self._publish(group)
             self._groups = groups
             self.full_pushes += 1
             return
-        # A patched group's snapshot is rebuilt whole on any change (below).
-        patched = self._patched & groups
+        # A patched group's snapshot is rebuilt whole (below) when its routes or own
+        # resources change, and so is every group's while an extension server
+        # post-processes them; its assignments too, when a patch may change them (or the
+        # extension server has not given it a snapshot yet). One push per group.
+        patched = set(groups) if self.hold else self._patched & groups
         if routes_changed:
             assert self._routes is not None
-            for group in sorted(groups - patched):
+            rebuild |= {g for g in patched if parse_group(g).gateway is None}
+            for group in sorted(groups - patched - rebuild):
                 if parse_group(group).gateway is None:  # only shared Envoys have it
                     self._update_type(group, ROUTE, {names.ROUTE_CONFIG_NAME: self._routes})
             self.route_pushes += 1
         if endpoint_updates:
-            rebuild |= patched
+            rebuild |= {g for g in patched if self._whole_on_endpoints(g)}
             options = self._options.translate
-            for group in sorted(groups - patched):
+            for group in sorted(groups - rebuild):
                 upserts = {}
                 cluster = cluster_of_group(group)
                 family = options.ip_family(cluster)
@@ -212,7 +221,7 @@ class SnapshotBuilder:
                 self._update_type(group, ENDPOINT, upserts)
             self.endpoint_pushes += 1
         for group, changes in sorted(group_changes.items()):
-            if self._cache.get(group) is None:
+            if self._cache.get(group) is None and not self.hold:
                 continue
             if group in patched or group in rebuild:
                 rebuild.add(group)
@@ -223,8 +232,8 @@ class SnapshotBuilder:
             else:
                 self.gateway_pushes += 1
         for group in sorted(rebuild & groups):
-            if self._cache.get(group) is not None:
-                self._cache.set(group, self._snapshot(group))
+            if self.hold or self._cache.get(group) is not None:
+                self._publish(group)
                 self.gateway_pushes += 1
 
     def _apply_imports(
@@ -285,6 +294,7 @@ class SnapshotBuilder:
                 del self._own[group]
                 self._patched.discard(group)
                 self.patch_outcomes.pop(group, None)
+                self._held.pop(group, None)
                 if parse_group(group).gateway is not None:
                     # The Gateway is gone: nothing of it stays served or shown. (Its
                     # Envoys, going with it, keep what they have.)
@@ -344,20 +354,63 @@ class SnapshotBuilder:
             self._options.translate,
         )
 
-    def _snapshot(self, group: str) -> Snapshot:
+    def _whole_on_endpoints(self, group: str) -> bool:
+        """Whether an assignment change rebuilds the group whole: a patch of its may
+        change assignments, or (held groups) it has no snapshot to update yet."""
+        if self.hold and self._cache.get(group) is None:
+            return True
+        own = self._own.get(group)
+        policies = () if own is None else _patches(own.ir)
+        return any(p.type_url == ENDPOINT for policy in policies for p in policy.patches)
+
+    def resources(self, group: str) -> XdsResources[Resource]:
+        """The group's whole translation now: assembled, then patched."""
         assembled = self._assembled(group)
         own = self._own.get(group)
         policies = () if own is None else _patches(own.ir)
-        if policies:
-            allowed = self._options.patches_allowed
-            assembled, outcomes = apply_patches(assembled, policies, allowed=allowed)
-            self.patch_outcomes[group] = outcomes
-        else:
+        if not policies:
             self.patch_outcomes.pop(group, None)
-        resources = dict(zip(TYPES, assembled.by_kind(), strict=True))
-        snapshot = Snapshot(resources=resources)
+            return assembled
+        allowed = self._options.patches_allowed
+        try:
+            patched, outcomes = apply_patches(assembled, policies, allowed=allowed)
+            problems = self._problems(patched) if allowed else []
+        except Exception:
+            # A bug (an input no check foresaw) must cost the group its patches, never
+            # the hub: the unpatched translation is served.
+            log.exception("cannot apply the EnvoyPatchPolicies of %s: serving it unpatched", group)
+            self.translation_errors += 1
+            patched, problems = assembled, []
+            why = "the hub could not apply it (an internal error, in the hub's log)"
+            outcomes = {(p.namespace, p.name): PatchOutcome(p.generation, why) for p in policies}
+        if problems:
+            why = "the patched configuration is inconsistent: " + "; ".join(problems[:3])
+            outcomes = {
+                key: o if o.invalid or o.disabled else PatchOutcome(o.generation, why)
+                for key, o in outcomes.items()
+            }
+            patched = assembled
+        self.patch_outcomes[group] = outcomes
+        return patched
+
+    def _publish(self, group: str) -> None:
+        """Serve the group's whole translation, or hand it over when :attr:`hold`."""
+        resources = self.resources(group)
+        if self.hold:
+            self._held[group] = resources
+        else:
+            self.commit(group, resources)
+
+    def commit(self, group: str, resources: XdsResources[Resource]) -> None:
+        """Serve ``resources`` as the group's snapshot (checked first, when told to)."""
+        snapshot = Snapshot(resources=dict(zip(TYPES, resources.by_kind(), strict=True)))
         self._check(group, snapshot)
-        return snapshot
+        self._cache.set(group, snapshot)
+
+    def take_held(self) -> dict[str, XdsResources[Resource]]:
+        """The groups' translations held since the last call (see :attr:`hold`)."""
+        held, self._held = self._held, {}
+        return held
 
     def _update_type(self, group: str, type_url: str, upserts: dict[str, Resource]) -> None:
         """Change some resources of one type in O(changed) (``SnapshotCache.update``)."""
@@ -375,13 +428,17 @@ class SnapshotBuilder:
         self._check(group, snapshot)
         self._cache.set(group, snapshot)
 
+    def _problems(self, resources: XdsResources[Resource]) -> list[str]:
+        """What :func:`~federation.translate.proxy.consistent` finds wrong (nothing
+        unless ``check_consistency``)."""
+        if not self._options.check_consistency:
+            return []
+        return consistent(resources.mapped(lambda r, _: decode(r)))
+
     def _check(self, group: str, snapshot: Snapshot) -> None:
         if not self._options.check_consistency:
             return
-        typed = XdsResources.of_kinds(
-            *({n: decode(r) for n, r in snapshot.of(t).items()} for t in TYPES)
-        )
-        problems = consistent(typed)
+        problems = self._problems(XdsResources.of_kinds(*(dict(snapshot.of(t)) for t in TYPES)))
         if problems:
             raise InvalidInputError(
                 f"inconsistent snapshot for node group {group}: " + "; ".join(problems)

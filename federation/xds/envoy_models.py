@@ -25,7 +25,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import Secret
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format, message_factory
 
 from federation.errors import FederationError, InvalidInputError
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, MESSAGE_TYPES, ROUTE, SECRET
@@ -127,10 +127,20 @@ def decode(type_url: str, name: str, body: bytes) -> dict[str, Any]:
         raise DecodeError(name, _failing_field(message, model.__name__), str(err)) from err
 
 
+#: The packages whose protobuf modules an ``Any`` in a resource may name: the xds-protos
+#: wheel's (and protobuf's own). A type name comes from input (a patch, Envoy's admin):
+#: no other module is ever imported for it.
+PROTO_ROOTS = ("envoy", "xds", "udpa", "validate", "google")
+
+
 def _import_protos(type_name: str) -> bool:
     """Import the protobuf modules of ``type_name``'s package (registering its messages
-    for json_format's ``Any``); False when there are none."""
+    for json_format's ``Any``); False when there are none or it is not one of
+    :data:`PROTO_ROOTS`'."""
     package = type_name.rsplit(".", 1)[0]
+    parts = package.split(".")
+    if parts[0] not in PROTO_ROOTS or not all(p.isidentifier() for p in parts):
+        return False
     try:
         module = importlib.import_module(package)
     except ImportError:
@@ -167,12 +177,50 @@ def parse(type_url: str, resource: Mapping[str, Any]) -> Any:
     tried: set[str] = set()
     while True:
         try:
-            return json_format.ParseDict(resource, MESSAGE_TYPES[type_url]())
+            message = json_format.ParseDict(resource, MESSAGE_TYPES[type_url]())
         except json_format.ParseError as err:
             match = _NO_DESCRIPTOR.search(str(err))
             if match is None or match.group(1) in tried or not _import_protos(match.group(1)):
                 raise
             tried.add(match.group(1))
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            # json_format lets some malformed input through as these ("@type": 5).
+            raise json_format.ParseError(f"{type(err).__name__}: {err}") from err
+        else:
+            _repack(message)
+            return message
+
+
+def _repack(message: Any) -> None:
+    """Re-pack every ``Any`` inside ``message`` deterministically (json_format packs map
+    entries in whatever order): equal content must serialize to equal bytes, and so to
+    one version, in every hub process."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            entry_value = field.message_type.fields_by_name["value"]
+            if entry_value.message_type is not None:
+                for item in value.values():
+                    _repack(item)
+            continue
+        for item in value if field.is_repeated else (value,):
+            if item.DESCRIPTOR.full_name == "google.protobuf.Any":
+                _repack_any(item)
+            else:
+                _repack(item)
+
+
+def _repack_any(packed: Any) -> None:
+    name = packed.type_url.rpartition("/")[2]
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
+    except KeyError:
+        return  # a type this process does not know: left as it came
+    inner = message_factory.GetMessageClass(descriptor)()
+    inner.ParseFromString(packed.value)
+    _repack(inner)
+    packed.value = inner.SerializeToString(deterministic=True)
 
 
 def name_of(type_url: str, resource: Mapping[str, Any]) -> str:

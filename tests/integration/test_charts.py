@@ -760,3 +760,42 @@ def test_every_pod_the_charts_make_is_scraped_by_prometheus() -> None:
         "t-federation-agent": ("true", "/custom"),
         "t-federation-agent-gateway": ("true", "/stats/prometheus"),
     }
+
+
+def test_the_hubs_extension_server_and_patch_flags_are_what_the_hub_parses() -> None:
+    """The hub chart's extensionServer and envoyPatchPolicy values become flags the hub's
+    own parser accepts as one valid extension server (its TLS files mounted from the
+    Secret), and an address without hooks is refused at install."""
+    from federation.cli import hub as hub_main
+
+    values = [
+        *GOOD_VALUES["federation-hub"],
+        "envoyPatchPolicy.enabled=true",
+        "extensionServer.address=ext.shop.svc:5005",
+        "extensionServer.hooks={Route,Translation}",
+        "extensionServer.translationTypes={clusters,routes}",
+        "extensionServer.failOpen=true",
+        "extensionServer.tls.secretName=ext-tls",
+        "extensionServer.tls.clientCertificate=true",
+    ]
+    pod = _deployment(render("federation-hub", values), "hub")
+    (container,) = pod["containers"]
+    args = hub_main.parse_args(
+        [a for a in container["args"] if not a.startswith(("--xds-", "--trust-domain"))]
+    )
+    settings = hub_main.extension_settings(args)
+    assert args.enable_envoy_patch_policy
+    assert settings is not None and settings.address == "ext.shop.svc:5005"
+    assert [h.value for h in settings.hooks] == ["Route", "Translation"] and settings.fail_open
+    assert str(settings.tls_key) == "/etc/federation/extension-tls/tls.key"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["extension-tls"] == "/etc/federation/extension-tls"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["extension-tls"]["secret"]["secretName"] == "ext-tls"
+    plain = _deployment(render("federation-hub", GOOD_VALUES["federation-hub"]), "hub")
+    assert not [a for a in plain["containers"][0]["args"] if "extension" in a or "patch" in a]
+    done = helm(
+        "template", "t", str(CHARTS / "federation-hub"),
+        *sets([*GOOD_VALUES["federation-hub"], "extensionServer.address=ext:5005"]),
+    )  # fmt: skip
+    assert done.returncode != 0 and "extensionServer.hooks: name at least one hook" in done.stderr

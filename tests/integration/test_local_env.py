@@ -20,6 +20,7 @@ from agents.kube import Kube, load_configuration
 from e2e.cluster import LocalCluster, LocalEnvironment
 from e2e.fixtures import api_client
 from e2e.processes import pid_alive, wait_until
+from e2e.toolchain import ENVOY_GATEWAY_CRDS
 from federation.errors import ClusterIdentityError
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def test_envoy_gateways_policy_crds_are_installed_with_our_printer_columns(
     local_env: LocalEnvironment,
 ) -> None:
     cluster = local_env.cluster("a")
-    for plural in ("backendtrafficpolicies", "clienttrafficpolicies", "securitypolicies"):
+    for plural in ENVOY_GATEWAY_CRDS:
         crd = json.loads(
             cluster.kubectl("get", "crd", f"{plural}.gateway.envoyproxy.io", "-o", "json").stdout
         )

@@ -27,7 +27,7 @@ from federation.registry.policies import PolicyTargetReference
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import ClusterInputs, PatchFact
 from federation.translate.inputs import TranslateOptions
-from federation.xds.snapshot import CLUSTER, LISTENER, ROUTE, SnapshotCache
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
 from tests.memory_store import MemoryRegistry
 from tests.unit.test_hub import GATEWAY, GW_GROUP, _route, _route_config
 from tests.unit.test_programmed import registry_with
@@ -194,7 +194,11 @@ def statuses(
     inputs = dataclasses.replace(inputs, patch_facts=facts or {})
     resolved = resolve(inputs)
     return {
-        s.name: [(c.type, c.status, c.reason, c.message) for c in s.ancestors[0].conditions]
+        s.name: [
+            (c.type, c.status, c.reason, c.message)
+            for ancestor in s.ancestors
+            for c in ancestor.conditions
+        ]
         for s in resolved.statuses.policies
         if s.kind == "EnvoyPatchPolicy"
     }
@@ -218,8 +222,11 @@ def test_a_spec_that_cannot_apply_is_refused_by_name_and_patches_nothing() -> No
     assert "HTTPRoute of group" in found["route"][0][3]
     resolved = resolve(ClusterInputs("b", gateways=(GATEWAY,), patch_policies=tuple(given)))
     assert resolved.gateways[0].patches == ()
-    # A policy on a Gateway that is not ours gets no status from us.
-    assert statuses(policy(ADD_HEADER, target="elsewhere")) == {}
+    # A policy on a Gateway that is not ours, or on Envoy Gateway's GatewayClass, gets
+    # no ancestor of ours (and one written before is removed).
+    assert statuses(policy(ADD_HEADER, target="elsewhere")) == {"hdr": []}
+    merged = policy(ADD_HEADER, kind="GatewayClass", target="envoy-gateway")
+    assert statuses(merged) == {"hdr": []}
 
 
 def test_status_follows_the_hubs_verdict_on_the_current_generation() -> None:
@@ -234,7 +241,15 @@ def test_status_follows_the_hubs_verdict_on_the_current_generation() -> None:
     assert of(None) == [accepted, ("Programmed", "False", "Pending")]
     assert of(PatchFact(0, invalid="old")) == of(None)  # about another generation
     assert of(PatchFact(1, disabled=True)) == [("Accepted", "False", "Disabled")]
-    assert of(PatchFact(1, invalid="jsonPatches[0]: x")) == [("Accepted", "False", "Invalid")]
+    assert of(PatchFact(1, invalid="jsonPatches[0]: x")) == [
+        ("Accepted", "False", "Invalid"),
+        ("Programmed", "False", "Invalid"),
+    ]
+    assert of(PatchFact(1, invalid="no such", missing=True))[1] == (
+        "Programmed",
+        "False",
+        "ResourceNotFound",
+    )
     assert of(PatchFact(1, rejected="envoy-1: bad", envoys=1)) == [
         accepted,
         ("Programmed", "False", "Invalid"),
@@ -286,3 +301,95 @@ def test_hub_replicas_merge_to_the_oldest_verdict_and_any_refusal() -> None:
     nack = {key: PatchFact(2, rejected="envoy-2: no", envoys=1)}
     merged = merge_patches([done, nack])[key]
     assert (merged.rejected, merged.programmed, merged.envoys) == ("envoy-2: no", False, 2)
+
+
+# --- what users can get wrong ------------------------------------------------------------
+
+
+async def test_bad_input_costs_its_policy_never_the_hub() -> None:
+    """Inputs that once escaped as exceptions (found by review): each is refused on its
+    own policy; no module named in an ``@type`` is imported; the hub goes on."""
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "clusterset/shop/nowhere/80"}}
+    bad = {
+        "noname": op("add", None, {"type": "STATIC"}, type_url=CLUSTER, name="x"),
+        "number-type": op("add", "/typed_per_filter_config", {"f": {"@type": 5}}),
+        "module": op("add", "/typed_per_filter_config", {"f": {"@type": "t/this.Foo"}}),
+        "main": op("add", "/typed_per_filter_config", {"f": {"@type": "t/unittest.__main__.X"}}),
+        "dots": op("add", "/typed_per_filter_config", {"f": {"@type": "t/..Foo"}}),
+        "nowhere": op("add", "/virtual_hosts/0/routes/0", route),
+    }
+    _, hub = await started(*(policy(patch, name=name) for name, patch in bad.items()))
+    found = outcomes(hub)
+    assert {name for (_, name), o in found.items() if o.invalid} == set(bad)
+    assert "has no name" in (found["shop", "noname"].invalid or "")
+    assert "inconsistent" in (found["shop", "nowhere"].invalid or "")
+    assert headers(hub) == []  # the unpatched translation is served
+    import sys
+
+    assert "this" not in sys.modules  # ``import this`` prints the Zen of Python
+
+
+async def test_add_makes_the_parents_its_path_needs() -> None:
+    """As Envoy Gateway: proto JSON leaves empty fields out, and ``add`` creates them."""
+    header = {"header": {"key": "x-added", "value": "1"}}
+    typed = {
+        "@type": "type.googleapis.com/xds.type.v3.TypedStruct",
+        "type_url": "type.googleapis.com/some.Filter",
+        "value": {"on": True},
+    }
+    _, hub = await started(
+        policy(op("add", "/response_headers_to_add/-", header), name="append"),
+        policy(op("add", "/typed_per_filter_config/custom.filter", typed), name="typed"),
+    )
+    assert {o.invalid for o in outcomes(hub).values()} == {None}
+    assert headers(hub) == ["x-added"]
+    assert "custom.filter" in _route_config(hub, GW_GROUP).typed_per_filter_config
+
+
+async def test_an_error_does_not_quote_the_whole_resource() -> None:
+    _, hub = await started(policy(op("replace", "/virtual_hosts/0/routes/7/name", "x")))
+    invalid = outcomes(hub)["shop", "hdr"].invalid or ""
+    assert len(invalid) < 400 and "clusterset/shop/web/80" not in invalid, invalid
+
+
+def test_a_patched_resource_has_one_version_in_every_process() -> None:
+    """json_format packs an ``Any``'s map entries in any order: they are packed again
+    deterministically, so hub replicas and restarts serve one version."""
+    import subprocess
+    import sys
+
+    script = (
+        "from federation.xds import envoy_models\n"
+        "from federation.xds.snapshot import LISTENER, Resource\n"
+        "doc = {'name': 'l', 'access_log': [{'name': 'a', 'typed_config': {"
+        "'@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3."
+        "StdoutAccessLog', 'log_format': {'json_format': {k: k for k in 'abcdefghij'}}}}]}\n"
+        "print(Resource.of(envoy_models.parse(LISTENER, doc), 'l').version)\n"
+    )
+    versions = {
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(3)
+    }
+    assert len(versions) == 1, versions
+
+
+async def test_an_endpoint_change_of_a_patched_gateway_is_still_an_endpoint_push() -> None:
+    """Patches that do not touch assignments leave them to the incremental push."""
+    registry = MemoryRegistry()
+    options = SnapshotOptions(TranslateOptions(), {}, check_consistency=True, patches_allowed=True)
+    hub = Hub(
+        registry.reader(), SnapshotCache(), options, block_ms=0, check_interval=0, freeze_heap=False
+    )
+    await join(registry, "a", [svc("a", "web")])
+    await join(registry, "b", [GATEWAY, _route("/api"), policy(ADD_HEADER)])
+    await hub.watcher.load()
+    hub.publish_loaded()
+    pushes = hub.builder.gateway_pushes
+    await registry.writer("a").publish(svc("a", "web", address="10.0.0.9"))
+    await hub.watcher.step()
+    assert hub.builder.gateway_pushes == pushes and headers(hub) == ["x-patched"]
+    snapshot = hub.cache.get(GW_GROUP)
+    assert snapshot is not None
+    assert any(b"10.0.0.9" in r.body for r in snapshot.of(ENDPOINT).values())

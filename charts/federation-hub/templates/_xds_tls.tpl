@@ -11,6 +11,11 @@ the hub container's volumes.
   mountPath: /etc/federation/xds-tls
   readOnly: true
 {{- end }}
+{{- if and .Values.extensionServer.address .Values.extensionServer.tls.secretName }}
+- name: extension-tls
+  mountPath: /etc/federation/extension-tls
+  readOnly: true
+{{- end }}
 {{ include "federation-hub.registryTlsVolumeMounts" . }}
 {{- end -}}
 
@@ -20,6 +25,12 @@ the hub container's volumes.
   secret:
     secretName: {{ .Values.xds.tls.secretName }}
     items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}, {key: ca.crt, path: ca.crt}]
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.extensionServer.address .Values.extensionServer.tls.secretName }}
+- name: extension-tls
+  secret:
+    secretName: {{ .Values.extensionServer.tls.secretName }}
     defaultMode: 0440
 {{- end }}
 {{ include "federation-hub.registryTlsVolumes" . }}

@@ -62,6 +62,8 @@ class PatchFact:
     rejected: str | None = None
     programmed: bool = False
     envoys: int = 0
+    #: ``invalid`` because a resource it names is not there.
+    missing: bool = False
 
 
 def _empty() -> Mapping[ObjectName, LocalService]:

@@ -18,7 +18,10 @@ patches allowed, and publishes its verdict on each
   (``Pending``) until then.
 
 A policy whose target is not one of our Gateways gets no status from us (it may be
-another implementation's), as with the other policies.
+another implementation's), as with the other policies. Envoy Gateway reports a patch
+that does not apply as ``Accepted=True`` with ``Programmed=False``; here the policy is
+not accepted (``Accepted=False``, naming the patch), and ``Programmed=False`` carries
+Envoy Gateway's reason (``Invalid`` or ``ResourceNotFound``) for tools that read it.
 """
 
 from __future__ import annotations
@@ -83,8 +86,14 @@ def resolve_patches(inputs: ClusterInputs) -> PatchBook:
     for policy in sorted(inputs.patch_policies, key=patch_rank):
         ref = policy.spec.target_ref
         gateway = (policy.namespace, ref.name)
-        if (ref.group, ref.kind) == (GATEWAY_GROUP, "Gateway") and gateway not in ours:
-            continue  # not ours, or not there: no ancestor to report on
+        if gateway not in ours:
+            # Not ours (another implementation's, a GatewayClass of Envoy Gateway's merged
+            # Gateways), or not there (any more): no ancestor of ours to report on, and
+            # entries we wrote before are removed.
+            statuses.append(
+                PolicyStatus(KIND, policy.namespace, policy.name, policy.generation, ())
+            )
+            continue
         try:
             ir = compile_patches(policy)
         except PatchSpecError as err:
@@ -181,7 +190,13 @@ def _conditions(
             ),
         )
     if fact is not None and fact.invalid is not None:
-        return (_accepted(False, PolicyReason.INVALID, fact.invalid),)
+        # Refused as the issue of its patches, and (for tools that read Envoy Gateway's
+        # contract) not programmed, with its reason.
+        reason = PolicyReason.RESOURCE_NOT_FOUND if fact.missing else PolicyReason.INVALID
+        return (
+            _accepted(False, PolicyReason.INVALID, fact.invalid),
+            _programmed(False, reason, "its patches were not applied: see Accepted"),
+        )
     accepted = _accepted(True, PolicyReason.ACCEPTED, "Policy has been accepted.")
     envoys = f"Envoy of the Gateway in cluster {cluster}"
     if fact is None:

@@ -165,6 +165,8 @@ class PolicyReason(StrEnum):
     DISABLED = "Disabled"
     PROGRAMMED = "Programmed"
     PENDING = "Pending"
+    #: Envoy Gateway's, of an EnvoyPatchPolicy naming a resource that is not there.
+    RESOURCE_NOT_FOUND = "ResourceNotFound"
 
 
 @dataclass(frozen=True)
