@@ -19,7 +19,7 @@ from e2e import scenario as sc
 from e2e.federation import Federation
 from e2e.processes import wait_until
 from e2e.test_gateway_api import CLUSTER_B, fed, make_gateway
-from e2e.traffic import Loop, Outcome, export_with_backends
+from e2e.traffic import Loop, Outcome, export_with_backends, host, wait_served_by
 from federation.translate.gateway.status import CONTROLLER_NAME
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,44 @@ def test_a_patch_envoy_rejects_shows_programmed_false_with_the_nack(
     assert "rejected the patched configuration" in message
     assert f"envoy-{CLUSTER_B}-{ns}-gw" in message and "unclosed" in message
     assert gw.request(address, "/").status == 200  # the Envoy serves what it had
+
+
+def test_our_extension_patches_the_clusterset_listener_of_its_own_cluster(
+    fed: Federation, ns: str
+) -> None:
+    """A policy on ``ClusterSetListener`` ``b`` (policy.federation.io): b's shared Envoy
+    adds the header to what it serves from the clusterset; a's does not."""
+    export_with_backends(fed, "a", ns, [113], start=True)
+    wait_served_by(fed.envoys["b"], host(ns), "a")
+    shared = patch_policy(
+        ns,
+        "shared",
+        "clusterset",
+        {
+            "op": "add",
+            "path": "/response_headers_to_add/-",
+            "value": {"header": {"key": "x-clusterset-patch", "value": "b"}},
+        },
+    )
+    shared["spec"]["targetRef"] = {
+        "group": "policy.federation.io",
+        "kind": "ClusterSetListener",
+        "name": "b",
+    }
+    b = fed.env.cluster(CLUSTER_B)
+    gw.apply(b, shared)
+    try:
+        wait_policy(
+            fed, ns, "shared", Accepted=("True", "Accepted"), Programmed=("True", "Programmed")
+        )
+        replies = [fed.envoys[c].request(host(ns), timeout=2) for c in ("b", "a")]
+        print(f"\nclusterset patch: b {replies[0].headers.get('x-clusterset-patch')}")
+        assert replies[0].status == 200 and replies[0].headers.get("x-clusterset-patch") == "b"
+        assert replies[1].status == 200 and "x-clusterset-patch" not in replies[1].headers
+    finally:
+        sc.delete(b, "envoypatchpolicy", ns, "shared")  # b's shared Envoy serves every test
+    wait_until(
+        lambda: "x-clusterset-patch" not in fed.envoys["b"].request(host(ns), timeout=2).headers,
+        timeout=gw.DEADLINE,
+        what="b's shared Envoy without the patch",
+    )

@@ -49,6 +49,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """Every digit of a count (``:g`` would print 1234567 as 1.23457e+06)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
 def exposition(samples: Iterable[Sample], common: Mapping[str, str] | None = None) -> str:
     """The text format of ``samples``; ``common`` labels are added to every sample."""
     lines: list[str] = []
@@ -60,9 +67,6 @@ def exposition(samples: Iterable[Sample], common: Mapping[str, str] | None = Non
             lines += [f"# HELP {family} {sample.help}", f"# TYPE {family} {sample.kind}"]
         labels = {**(common or {}), **sample.labels}
         text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        lines.append(
-            f"{sample.name}{{{text}}} {sample.value:g}"
-            if text
-            else f"{sample.name} {sample.value:g}"
-        )
+        value = _number(sample.value)
+        lines.append(f"{sample.name}{{{text}}} {value}" if text else f"{sample.name} {value}")
     return "\n".join(lines) + "\n"

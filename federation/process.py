@@ -10,7 +10,10 @@ without an id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -75,10 +78,33 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
+def log_tasks() -> None:
+    """Log where every asyncio task of this process is waiting (``kill -USR1 <pid>``):
+    what a process that seems stuck is doing, without stopping it."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    for task in tasks:
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        logging.getLogger("federation.process").warning(
+            "task %s (%d of %d):\n%s",
+            task.get_name(),
+            tasks.index(task) + 1,
+            len(tasks),
+            stack.getvalue(),
+        )
+
+
+async def _with_task_dump(main: Coroutine[Any, Any, None]) -> None:
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
+    await main
+
+
 def run_until_stopped(prog: str, main: Coroutine[Any, Any, None]) -> int:
-    """Run ``main`` to its end and return the process exit code."""
+    """Run ``main`` to its end and return the process exit code. SIGUSR1 logs every
+    task's stack (:func:`log_tasks`)."""
     try:
-        asyncio.run(main)
+        asyncio.run(_with_task_dump(main))
     except FederationError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1

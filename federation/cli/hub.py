@@ -201,8 +201,8 @@ def _extension_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         choices=list(TRANSLATION_TYPES),
-        help="what PostTranslateModify sends and replaces (repeatable; default clusters and "
-        "secrets, as Envoy Gateway)",
+        help="what PostTranslateModify also sends and replaces (repeatable: listeners, "
+        "routes; clusters and secrets always, as Envoy Gateway's defaults)",
     )
     ext.add_argument("--extension-tls-ca", help="CA of its serving certificate (default: plain)")
     ext.add_argument("--extension-tls-cert", help="the hub's client certificate (PEM)")
@@ -229,9 +229,7 @@ def extension_settings(args: argparse.Namespace) -> ExtensionSettings | None:
         hooks=tuple(Hook(h) for h in dict.fromkeys(args.extension_hook)),
         timeout=args.extension_timeout,
         fail_open=args.extension_fail_open,
-        translation_types=(
-            frozenset(TRANSLATION_TYPES[t] for t in types) if types else DEFAULT_TRANSLATION_TYPES
-        ),
+        translation_types=DEFAULT_TRANSLATION_TYPES | {TRANSLATION_TYPES[t] for t in types},
         tls_ca=path(args.extension_tls_ca),
         tls_cert=path(args.extension_tls_cert),
         tls_key=path(args.extension_tls_key),

@@ -31,7 +31,12 @@ from collections.abc import Iterable
 from federation.errors import InvalidInputError
 from federation.hub.extension import ExtensionStage
 from federation.hub.programmed import ProgrammedPublisher
-from federation.hub.snapshots import GatewayResolver, SnapshotBuilder, SnapshotOptions
+from federation.hub.snapshots import (
+    GatewayResolver,
+    PatchResolver,
+    SnapshotBuilder,
+    SnapshotOptions,
+)
 from federation.hub.trace import ChangeLog
 from federation.model.imports import MergedImport, merge_exports
 from federation.node_groups import cluster_of_group, gateway_group, parse_group
@@ -51,13 +56,14 @@ from federation.registry.watcher import (
 from federation.translate.failover import failover_policies, targets_of
 from federation.translate.gateway import Resolved, resolve
 from federation.translate.gateway.inputs import cluster_inputs
+from federation.translate.gateway.patches import resolve_patches
 from federation.translate.gateway.service_policies import (
     ServicePolicy,
     service_policies,
     targets_service_import,
 )
 from federation.translate.inputs import ImportView
-from federation.translate.ir import FailoverIR, GatewayIR
+from federation.translate.ir import FailoverIR, GatewayIR, PatchPolicyIR
 from federation.translate.proxy import XdsResources
 from federation.xds.snapshot import Resource, SnapshotCache
 from federation.xds.status import SyncRegistry
@@ -113,6 +119,7 @@ class Hub:
                 lambda: self.gateway_generations,
                 uuid.uuid4().hex[:12],
                 patches=lambda: self.builder.patch_outcomes,
+                held_back=lambda: {} if extension is None else extension.failing_closed(),
             )
         )
         self.builder = SnapshotBuilder(cache, options)
@@ -121,7 +128,6 @@ class Hub:
         self.extension = extension
         self.builder.hold = extension is not None
         self._extension_retry = extension_retry
-        self._post_lock = asyncio.Lock()
         self.watcher = RegistryWatcher(
             reader,
             self._on_change,
@@ -150,11 +156,22 @@ class Hub:
         return groups
 
     def _gateway_groups(self, clusters: Iterable[str]) -> set[str]:
-        """The node groups of the Gateways of ``clusters``, as far as the hub knows them."""
+        """The node groups of the Gateways of ``clusters``, as far as the hub knows them,
+        and the clusters' shared groups (their clusterset listener's patches)."""
         wanted = set(clusters)
-        return {
-            g for g in self._groups() if parse_group(g).gateway and cluster_of_group(g) in wanted
-        }
+        return {g for g in self._groups() if cluster_of_group(g) in wanted}
+
+    def clusterset_patches(self) -> PatchResolver:
+        """For one update: the EnvoyPatchPolicies on each cluster's clusterset listener."""
+
+        def of(group: str) -> tuple[PatchPolicyIR, ...]:
+            cluster = cluster_of_group(group)
+            records = list(self.watcher.records(cluster, Kind.ENVOY_PATCH_POLICY).values())
+            if not records:
+                return ()
+            return resolve_patches(cluster_inputs(cluster, records, {})).clusterset
+
+        return of
 
     def _view(self, key: ServiceName) -> ImportView | None:
         exports = self.watcher.exports(*key)
@@ -264,6 +281,7 @@ class Hub:
             groups,
             self._gateway_groups(changed_clusters(changed, GATEWAY_KINDS)),
             self.gateway_resolver(),
+            self.clusterset_patches(),
         )
         await self._post_translate(groups)
         if services or routes:  # for fedctl trace: which groups this update changed
@@ -289,44 +307,58 @@ class Hub:
 
     async def _post_translate(self, groups: set[str]) -> None:
         """Run the groups the builder held through the extension server, and serve what
-        it gives (per its fail policy: :mod:`federation.hub.extension`)."""
+        it gives (per its fail policy: :mod:`federation.hub.extension`). No lock: a
+        result whose group changed meanwhile is not committed (the builder's stamps)."""
         if self.extension is None:
             return
-        async with self._post_lock:
-            held = self.builder.take_held()
-            for group in set(self.extension.last) - groups:
-                self.extension.forget(group)
-            await asyncio.gather(*(self._extend(g, r) for g, r in sorted(held.items())))
+        held = self.builder.take_held()
+        for group in set(self.extension.last) - groups:
+            self.extension.forget(group)
+        await asyncio.gather(
+            *(self._extend(g, resources, stamp) for g, (resources, stamp) in sorted(held.items()))
+        )
 
-    async def _extend(self, group: str, resources: XdsResources[Resource]) -> None:
-        assert self.extension is not None
-        run = await self.extension.run(group, resources)
+    async def _extend(self, group: str, resources: XdsResources[Resource], stamp: int) -> None:
+        """One group through the extension server, and what to serve of it."""
+        extension = self.extension
+        assert extension is not None
+        run = await extension.run(group, resources)
         if run.resources is None:
             return  # failed closed: what the group's Envoys have stays
         try:
-            self.builder.commit(group, run.resources)
+            committed = self.builder.commit(group, run.resources, stamp)
         except InvalidInputError as err:  # an inconsistent result (checked in tests)
             log.error("the extension server's result for %s is refused: %s", group, err)
+            refused = extension.refused(group, resources, str(err))
+            committed = refused.resources is None or self.builder.commit(
+                group, refused.resources, stamp
+            )
+        if not committed and self.builder.stamp(group) is not None:
+            extension.retry(group)  # newer input was served meanwhile: run it again
 
     async def _retry_extension_forever(self) -> None:
         """Run the groups whose last run failed again, every ``extension_retry`` seconds,
-        until they succeed (a newer translation of a group replaces the one retried)."""
+        until they succeed; an error is logged, never the end of the retries."""
         while True:
             await asyncio.sleep(self._extension_retry)  # the retry period
-            await self.retry_extension()
+            try:
+                await self.retry_extension()
+            except Exception:
+                log.exception("retrying the extension server's failed groups failed")
 
     async def retry_extension(self) -> None:
-        """Run each group whose last run through the extension server failed again."""
-        assert self.extension is not None
-        if not self.extension.due():
-            return
-        async with self._post_lock:
-            current = self._groups()
-            for group in sorted(self.extension.due()):
-                if group not in current:
-                    self.extension.forget(group)
-                else:  # its translation now (assignments may have moved since)
-                    await self._extend(group, self.builder.resources(group))
+        """Run each group whose last run through the extension server failed again, on
+        its translation now (assignments may have moved since), all at once."""
+        extension = self.extension
+        assert extension is not None
+        runs = []
+        for group in sorted(extension.due()):
+            stamp = self.builder.stamp(group)
+            if stamp is None:
+                extension.forget(group)  # gone
+            else:
+                runs.append(self._extend(group, self.builder.resources(group), stamp))
+        await asyncio.gather(*runs)
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving
@@ -351,6 +383,7 @@ class Hub:
             self._groups(),
             self._groups(),
             self.gateway_resolver(),
+            self.clusterset_patches(),
         )
         routes = [
             Change(cluster, ref)

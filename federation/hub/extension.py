@@ -72,7 +72,7 @@ TRANSLATION_TYPES = {"clusters": CLUSTER, "secrets": SECRET, "listeners": LISTEN
 DEFAULT_TRANSLATION_TYPES = frozenset({CLUSTER, SECRET})
 #: Latency buckets of the calls, in seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-#: Calls of one group in flight at once.
+#: Calls in flight at once, over every node group.
 CONCURRENCY = 32
 #: Envoy Gateway's default maximum message size is 4 MiB; a group's clusters can be more.
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -196,6 +196,8 @@ class ExtensionStage:
         self._caller = caller
         self._channel: grpc.aio.Channel | None = None
         self._memory: dict[str, _Memory] = {}
+        #: Calls in flight at once, over every group (made in the event loop).
+        self._semaphore: asyncio.Semaphore | None = None
         #: Each group's last run (for config-dump), and the groups to run again.
         self.last: dict[str, GroupRun] = {}
         self._retry: set[str] = set()
@@ -224,6 +226,11 @@ class ExtensionStage:
                     options.append(("grpc.ssl_target_name_override", s.server_name))
                 self._channel = grpc.aio.secure_channel(s.address, credentials, options=options)
         return self._channel
+
+    def _limit(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(CONCURRENCY)
+        return self._semaphore
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -269,18 +276,33 @@ class ExtensionStage:
             return response_class.FromString(remembered)
         began = self._clock()
         try:
-            response = await self._call(hook, method, request, response_class, metadata)
+            async with self._limit():
+                response = await self._call(hook, method, request, response_class, metadata)
         except grpc.aio.AioRpcError as err:
             elapsed = self._clock() - began
             timeout = err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             outcome = "timeout" if timeout else "error"
             self.stats.count(hook, outcome, elapsed)
             raise ExtensionError(hook, outcome, f"{err.code().name}: {err.details()}") from err
+        except (grpc.RpcError, OSError) as err:
+            self.stats.count(hook, "error", self._clock() - began)
+            raise ExtensionError(hook, "error", f"{type(err).__name__}: {err}") from err
+        if response is None:  # grpc.aio's answer to a response it cannot deserialize
+            self.stats.count(hook, "invalid", self._clock() - began)
+            raise ExtensionError(hook, "invalid", f"the {method} response does not parse")
         self.stats.count(hook, "ok", self._clock() - began)
         answers[key] = response.SerializeToString(deterministic=True)
         return response
 
     # --- one group ---------------------------------------------------------------------------
+
+    def failing_closed(self) -> dict[str, str]:
+        """The groups that keep an older result because their last run failed, and why."""
+        return {
+            group: run.error
+            for group, run in self.last.items()
+            if run.error is not None and run.resources is None
+        }
 
     def due(self) -> set[str]:
         """The groups whose last run failed: to run again on their translation then."""
@@ -311,6 +333,9 @@ class ExtensionStage:
             output, changed = await self._hooks(group, resources, memory, answers)
         except (ExtensionError, InvalidInputError) as err:
             return self._failed(group, resources, memory, str(err))
+        except Exception as err:  # a response no check foresaw: the group's failure
+            log.exception("extension run of %s failed", group)
+            return self._failed(group, resources, memory, f"{type(err).__name__}: {err}")
         memory.input_versions, memory.output, memory.changed = versions, output, changed
         memory.responses = answers  # only what this run used: memory stays bounded
         self._retry.discard(group)
@@ -318,6 +343,18 @@ class ExtensionStage:
         run = GroupRun(output, None, changed, self._clock())
         self.last[group] = run
         return run
+
+    def refused(self, group: str, resources: XdsResources[Resource], why: str) -> GroupRun:
+        """The hub refused the run's result (it is not consistent): a failure of the
+        group, as :meth:`run`'s are, on ``resources`` (its translation)."""
+        memory = self._memory.setdefault(group, _Memory())
+        memory.input_versions = memory.output = None  # never the fast path to it again
+        memory.changed = {}
+        return self._failed(group, resources, memory, f"its result is refused: {why}")
+
+    def retry(self, group: str) -> None:
+        """Run the group again (its result came too late: newer input was served)."""
+        self._retry.add(group)
 
     def _failed(
         self, group: str, resources: XdsResources[Resource], memory: _Memory, error: str
@@ -362,13 +399,11 @@ class ExtensionStage:
         context = c.ExtensionResource(unstructured_bytes=_node_group_resource(group))
         current = {t: dict(kind) for t, kind in zip(ORDER, resources.by_kind(), strict=True)}
         changed: dict[Hook, dict[tuple[str, str], Change]] = {}
-        limit = asyncio.Semaphore(CONCURRENCY)
 
         async def send(hook: Hook, method: str, request: Any, response_class: Any) -> Any:
-            async with limit:
-                return await self._send(
-                    memory, answers, hook, method, request, response_class, metadata
-                )
+            return await self._send(
+                memory, answers, hook, method, request, response_class, metadata
+            )
 
         if Hook.ROUTE in hooks or Hook.VIRTUAL_HOST in hooks:
             for name, resource in sorted(current[ROUTE].items()):
@@ -381,7 +416,7 @@ class ExtensionStage:
                     resource = after
                 if Hook.VIRTUAL_HOST in hooks:
                     before = resource
-                    hosts = await asyncio.gather(
+                    hosts = await _all(
                         *(
                             send(
                                 Hook.VIRTUAL_HOST,
@@ -404,7 +439,7 @@ class ExtensionStage:
                 current[ROUTE][name] = resource
         if Hook.HTTP_LISTENER in hooks:
             names = sorted(current[LISTENER])
-            replies = await asyncio.gather(
+            replies = await _all(
                 *(
                     send(
                         Hook.HTTP_LISTENER,
@@ -424,6 +459,7 @@ class ExtensionStage:
                 if not reply.HasField("listener"):
                     continue
                 if reply.listener.name != name:
+                    self.stats.count(Hook.HTTP_LISTENER, "invalid", 0.0)
                     raise ExtensionError(
                         Hook.HTTP_LISTENER,
                         "invalid",
@@ -441,7 +477,7 @@ class ExtensionStage:
         """Every route of one route configuration through ``PostRouteModify``."""
         m, c = self._stubs.messages, self._stubs.context
         slots = [(host, i) for host in config.virtual_hosts for i in range(len(host.routes))]
-        replies = await asyncio.gather(
+        replies = await _all(
             *(
                 send(
                     Hook.ROUTE,
@@ -489,6 +525,7 @@ class ExtensionStage:
             replaced: dict[str, Resource] = {}
             for message in getattr(reply, field_name):
                 if not message.name:
+                    self.stats.count(Hook.TRANSLATION, "invalid", 0.0)
                     raise ExtensionError(
                         Hook.TRANSLATION, "invalid", f"a {field_name[:-1]} came back without a name"
                     )
@@ -501,6 +538,22 @@ class ExtensionStage:
                         replaced.get(name),
                     )
             current[type_url] = replaced
+
+
+async def _all(*calls: Awaitable[Any]) -> list[Any]:
+    """Every call's result, in order; on the first failure the others are cancelled
+    (they would go on calling a server that is failing) and it is raised."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    failed = next((t for t in tasks if t in done and t.exception() is not None), None)
+    if failed is not None:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise failed.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
 
 
 def _note(

@@ -128,6 +128,7 @@ class ProgrammedPublisher:
         hub_id: str,
         *,
         patches: Callable[[], Mapping[str, Mapping[ObjectName, PatchOutcome]]] | None = None,
+        held_back: Callable[[], Mapping[str, str]] | None = None,
         interval: float = 0.1,
         heartbeat: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -137,6 +138,9 @@ class ProgrammedPublisher:
         self._generations = generations
         #: Per node group, what became of its EnvoyPatchPolicies.
         self._patches = patches or dict
+        #: The node groups whose newest translation is not served, and why (an extension
+        #: server failing closed): their Gateways are not Programmed, whatever the ACKs.
+        self._held_back = held_back or dict
         self.hub_id = hub_id
         self._interval = interval
         self._heartbeat = heartbeat
@@ -153,11 +157,22 @@ class ProgrammedPublisher:
     async def publish_once(self) -> None:
         """Compute every cluster's facts and write those that changed (or are due)."""
         now = self._clock()
-        current = self._generations()
         outcomes = self._patches()
+        # Clusters with Gateways, and those with patches on their clusterset listener only.
+        current: dict[str, Mapping[ObjectName, int]] = {cluster_of_group(g): {} for g in outcomes}
+        current.update(self._generations())
         for cluster, generations in sorted(current.items()):
             state = self._clusters.setdefault(cluster, _Cluster({}, {}))
             cluster_facts = facts(generations, self._proxies_of(cluster), state.applied)
+            held_back = self._held_back()
+            for key, fact in cluster_facts.items():
+                why = held_back.get(gateway_group(cluster, *key))
+                if why is not None:
+                    cluster_facts[key] = ProgrammedFact(
+                        state.applied.get(key),
+                        f"not served: the extension server failed ({why})",
+                        fact.envoys,
+                    )
             state.applied = {
                 k: f.generation for k, f in cluster_facts.items() if f.generation is not None
             }

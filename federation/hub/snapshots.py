@@ -45,7 +45,7 @@ from federation.translate import names
 from federation.translate.clusterset import clusterset_listener, service_ir
 from federation.translate.gateway.inputs import ObjectName
 from federation.translate.inputs import ImportView, TranslateOptions
-from federation.translate.ir import GatewayIR, NodeGroupIR, PatchPolicyIR
+from federation.translate.ir import GatewayIR, ListenerIR, NodeGroupIR, PatchPolicyIR
 from federation.translate.proxy import (
     DEFAULT_SECRET_DIR,
     RenderedService,
@@ -103,6 +103,8 @@ TYPES = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
 #: Resolves a node group's Gateway configuration, None for a group without a Gateway
 #: (see :meth:`SnapshotBuilder.update`).
 GatewayResolver = Callable[[str], GatewayIR | None]
+#: The EnvoyPatchPolicies on the clusterset listener of a shared group's cluster.
+PatchResolver = Callable[[str], tuple[PatchPolicyIR, ...]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,11 @@ class SnapshotBuilder:
         #: group's whole translation is then held (:meth:`take_held`) for the hub to run
         #: through it and :meth:`commit`, instead of being served.
         self.hold = False
-        self._held: dict[str, XdsResources[Resource]] = {}
+        self._held: dict[str, tuple[XdsResources[Resource], int]] = {}
+        #: Each group's stamp: moved by everything that changes what it serves, so that
+        #: a result computed from older input is never committed over newer.
+        self._stamps: dict[str, int] = {}
+        self._stamped = 0
 
     def _build(self, view: ImportView) -> _ImportResources:
         rendered = render_service(service_ir(view), self._options.translate)
@@ -178,19 +184,25 @@ class SnapshotBuilder:
         groups: Iterable[str],
         gateway_groups: Iterable[str] = (),
         resolve_gateway: GatewayResolver | None = None,
+        clusterset_patches: PatchResolver | None = None,
     ) -> None:
         """Apply changed imports (None: removed) and Gateway changes; push what changed.
 
         ``gateway_groups``: groups whose Gateway API records changed; ``resolve_gateway``
-        gives a group's IR. When an import appears, goes or changes shape, every group
-        with Gateways is resolved again too (its backends may resolve differently).
+        gives a group's IR, and ``clusterset_patches`` a cluster's shared group the
+        EnvoyPatchPolicies on its clusterset listener (shared groups among
+        ``gateway_groups`` ask it again). When an import appears, goes or changes shape,
+        every group with Gateways is resolved again too (its backends may resolve
+        differently).
         """
         groups = set(groups)
         structural, reshaped, endpoint_updates = self._apply_imports(changed)
         structural = structural or groups != self._groups or self._routes is None
         routes_changed = self._update_routes() if reshaped or self._routes is None else False
         dirty = set(gateway_groups) | (self.gateway_groups() if reshaped else set())
-        group_changes, rebuild = self._update_groups(groups, dirty, resolve_gateway)
+        group_changes, rebuild = self._update_groups(
+            groups, dirty, resolve_gateway, clusterset_patches
+        )
         if structural:
             for group in sorted(groups):
                 self._publish(group)
@@ -281,7 +293,11 @@ class SnapshotBuilder:
         return changed
 
     def _update_groups(
-        self, groups: set[str], dirty: set[str], resolve: GatewayResolver | None
+        self,
+        groups: set[str],
+        dirty: set[str],
+        resolve: GatewayResolver | None,
+        clusterset_patches: PatchResolver | None,
     ) -> tuple[dict[str, dict[str, tuple[dict[str, Resource], list[str]]]], set[str]]:
         """Render the groups that are new or whose Gateways are dirty; what changed in the
         groups' own resources, by group and type, and the groups whose EnvoyPatchPolicies
@@ -295,6 +311,7 @@ class SnapshotBuilder:
                 self._patched.discard(group)
                 self.patch_outcomes.pop(group, None)
                 self._held.pop(group, None)
+                self._stamps.pop(group, None)
                 if parse_group(group).gateway is not None:
                     # The Gateway is gone: nothing of it stays served or shown. (Its
                     # Envoys, going with it, keep what they have.)
@@ -309,10 +326,8 @@ class SnapshotBuilder:
             else:
                 listener = clusterset_listener(*self._host_port(group))
             try:
-                gateway = resolve(group) if resolve is not None and group in dirty else None
-                if gateway is not None and not (gateway.listeners or gateway.local_clusters):
-                    gateway = None
-                ir = NodeGroupIR(group, listener, gateway)
+                refresh = group in dirty
+                ir = _group_ir(group, listener, old, refresh, resolve, clusterset_patches)
                 if old is not None and old.ir == ir:
                     continue
                 new = self._render(ir)
@@ -393,22 +408,40 @@ class SnapshotBuilder:
         self.patch_outcomes[group] = outcomes
         return patched
 
+    def _stamp(self, group: str) -> int:
+        self._stamped += 1
+        self._stamps[group] = self._stamped
+        return self._stamped
+
+    def stamp(self, group: str) -> int | None:
+        """The group's stamp now (None: no such group)."""
+        return self._stamps.get(group) if group in self._own else None
+
     def _publish(self, group: str) -> None:
         """Serve the group's whole translation, or hand it over when :attr:`hold`."""
         resources = self.resources(group)
         if self.hold:
-            self._held[group] = resources
+            self._held[group] = (resources, self._stamp(group))
         else:
             self.commit(group, resources)
 
-    def commit(self, group: str, resources: XdsResources[Resource]) -> None:
-        """Serve ``resources`` as the group's snapshot (checked first, when told to)."""
+    def commit(
+        self, group: str, resources: XdsResources[Resource], stamp: int | None = None
+    ) -> bool:
+        """Serve ``resources`` as the group's snapshot (checked first, when told to:
+        InvalidInputError). With ``stamp`` (from :meth:`take_held` or :meth:`stamp`),
+        only if nothing changed the group since: False when it is gone or was."""
+        if stamp is not None and (group not in self._own or self._stamps.get(group) != stamp):
+            return False
         snapshot = Snapshot(resources=dict(zip(TYPES, resources.by_kind(), strict=True)))
         self._check(group, snapshot)
         self._cache.set(group, snapshot)
+        self._stamp(group)
+        return True
 
-    def take_held(self) -> dict[str, XdsResources[Resource]]:
-        """The groups' translations held since the last call (see :attr:`hold`)."""
+    def take_held(self) -> dict[str, tuple[XdsResources[Resource], int]]:
+        """The groups' translations held since the last call, with their stamps (see
+        :attr:`hold`)."""
         held, self._held = self._held, {}
         return held
 
@@ -419,6 +452,7 @@ class SnapshotBuilder:
             assert snapshot is not None
             self._check(group, snapshot.with_changes(type_url, upserts))
         self._cache.update(group, type_url, upserts, ())
+        self._stamp(group)
 
     def _push(self, group: str, changes: dict[str, tuple[dict[str, Resource], list[str]]]) -> None:
         snapshot = self._cache.get(group)
@@ -427,6 +461,7 @@ class SnapshotBuilder:
             snapshot = snapshot.with_changes(type_url, upserts, removals)
         self._check(group, snapshot)
         self._cache.set(group, snapshot)
+        self._stamp(group)
 
     def _problems(self, resources: XdsResources[Resource]) -> list[str]:
         """What :func:`~federation.translate.proxy.consistent` finds wrong (nothing
@@ -445,8 +480,30 @@ class SnapshotBuilder:
             )
 
 
+def _group_ir(
+    group: str,
+    listener: ListenerIR | None,
+    old: _GroupResources | None,
+    refresh: bool,
+    resolve: GatewayResolver | None,
+    clusterset_patches: PatchResolver | None,
+) -> NodeGroupIR:
+    """A group's IR: its Gateway's (resolved again when ``refresh``) or its clusterset
+    listener with the EnvoyPatchPolicies on it (asked again when ``refresh``)."""
+    gateway = resolve(group) if resolve is not None and refresh else None
+    if gateway is not None and not (gateway.listeners or gateway.local_clusters):
+        gateway = None
+    if listener is None:
+        patches: tuple[PatchPolicyIR, ...] = ()
+    elif refresh and clusterset_patches is not None:
+        patches = clusterset_patches(group)
+    else:
+        patches = () if old is None else old.ir.patches
+    return NodeGroupIR(group, listener, gateway, patches)
+
+
 def _patches(ir: NodeGroupIR) -> tuple[PatchPolicyIR, ...]:
-    return () if ir.gateway is None else ir.gateway.patches
+    return ir.patches + (() if ir.gateway is None else ir.gateway.patches)
 
 
 def _versions(resources: Mapping[str, Resource]) -> dict[str, str]:

@@ -24,7 +24,8 @@ Clients must return bytes (``decode_responses=False``): records are handed
 to readers raw, and only ids, ops and keys are decoded here. Needs Redis 7
 (XINFO STREAM fields used below; ACL selectors in :mod:`acl`). A blocking
 ``read`` holds a connection for up to ``block_ms``, so a client's
-``socket_timeout``, if set, must be longer than the longest block.
+``socket_timeout`` (:data:`SOCKET_TIMEOUT` by default) must be longer than the
+longest block.
 
 Nothing here retries. Clients made by ``from_url`` do not either (redis-py's
 default there), so after a Redis restart the first call on a pooled
@@ -106,12 +107,27 @@ def _check_bytes_client(client: Redis) -> None:
         raise ValueError("the registry needs a Redis client with decode_responses=False")
 
 
+#: Seconds a command may wait for its reply before it fails (and is retried by its
+#: caller): without it, a reply lost on the way (a half-open connection, a forwarder that
+#: dropped it) leaves the caller waiting forever, while every other connection of the
+#: pool works. Far above the longest block of a stream read (``block_ms``, 500 ms).
+SOCKET_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+#: A connection idle this long is checked (PING) before it is used again.
+HEALTH_CHECK_INTERVAL = 30
+
+
 def client_from_url(url: str, options: dict[str, Any]) -> Redis:
     """A bytes client for ``url``; ``options`` go to ``Redis.from_url`` (for TLS,
-    :meth:`federation.registry.location.RegistryLocation.client_options`)."""
+    :meth:`federation.registry.location.RegistryLocation.client_options`), with
+    :data:`SOCKET_TIMEOUT` and TCP keepalive unless they say otherwise."""
     if options.get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
     options["decode_responses"] = False
+    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
+    options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
+    options.setdefault("socket_keepalive", True)
+    options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
     return Redis.from_url(url, **options)
 
 

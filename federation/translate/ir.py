@@ -741,3 +741,6 @@ class NodeGroupIR:
     group: str | None
     clusterset_listener: ListenerIR | None = None
     gateway: GatewayIR | None = None
+    #: EnvoyPatchPolicies on the cluster's clusterset listener (shared Envoys only), in
+    #: the order they apply; a Gateway's are its own (:attr:`GatewayIR.patches`).
+    patches: tuple[PatchPolicyIR, ...] = ()

@@ -674,3 +674,35 @@ async def test_redis_restart_loses_data_and_renewal_reports_it(redis_server: Red
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_reply_that_never_comes_is_an_error_not_a_hang() -> None:
+    """A server that takes the command and never answers (a reply lost on the way): the
+    call fails within the socket timeout, as RegistryUnavailableError, which callers
+    retry; clients get that timeout (and keepalive) by default."""
+    from federation.registry import redis_store
+
+    received = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        received.set()
+        await asyncio.sleep(30)  # never answers (bounded: the test ends long before)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        writer = RedisWriter.from_url(f"redis://127.0.0.1:{port}/0", "a", socket_timeout=0.3)
+        began = time.monotonic()
+        with pytest.raises(RegistryUnavailableError):
+            await writer.renew_lease(1000, "token")
+        assert received.is_set() and time.monotonic() - began < 5
+        await writer.close()
+    finally:
+        server.close()
+    options: dict[str, object] = {}
+    client = redis_store.client_from_url("redis://127.0.0.1:1/0", options)
+    assert options["socket_timeout"] == redis_store.SOCKET_TIMEOUT
+    assert client.connection_pool.connection_kwargs["socket_keepalive"] is True
+    await client.aclose()

@@ -21,12 +21,11 @@ from federation.hub.config_dump import payload
 from federation.hub.core import Hub
 from federation.hub.extension import ExtensionSettings, ExtensionStage, Hook
 from federation.hub.http import extension_samples
-from federation.hub.snapshots import SnapshotOptions
 from federation.metrics import exposition
-from federation.translate.inputs import TranslateOptions
-from federation.xds.snapshot import CLUSTER, ENDPOINT, ROUTE, SnapshotCache
+from federation.registry.kinds import Kind, RecordRef
+from federation.xds.snapshot import CLUSTER, ENDPOINT, ROUTE, SECRET
 from tests.memory_store import MemoryRegistry
-from tests.unit.test_hub import GATEWAY, GW_GROUP, _route
+from tests.unit.test_hub import GATEWAY, GW_GROUP, _route, hub_of
 from tests.unit.test_registry_watcher import join, svc
 
 
@@ -63,15 +62,7 @@ async def started(
     settings = ExtensionSettings(
         f"127.0.0.1:{server.port}", hooks, timeout=timeout, fail_open=fail_open
     )
-    hub = Hub(
-        registry.reader(),
-        SnapshotCache(),
-        SnapshotOptions(TranslateOptions(), {}, check_consistency=True),
-        block_ms=0,
-        check_interval=0,
-        freeze_heap=False,
-        extension=ExtensionStage(settings),
-    )
+    hub = hub_of(registry, extension=ExtensionStage(settings))
     await join(registry, "a", [svc("a", "web")])
     writer = await join(registry, "b", [GATEWAY, _route("/api"), *more])
     await hub.watcher.load()
@@ -228,4 +219,68 @@ def test_the_flags_are_checked_together() -> None:
     server = ["--extension-server", "ext:5005", "--extension-hook", "Translation"]
     args = hub_main.parse_args([*server, "--extension-translation-type", "routes"])
     settings = hub_main.extension_settings(args)
-    assert settings is not None and settings.translation_types == {ROUTE}
+    assert settings is not None and settings.translation_types == {CLUSTER, SECRET, ROUTE}
+
+
+async def test_a_result_from_older_input_is_never_committed(extension: Server) -> None:
+    """Found by review: a run still in flight when its group changed (an endpoint
+    update) or went (its Gateway deleted) must not bring the older state back."""
+    registry, writer, hub = await started(extension, Hook.ROUTE)
+    builder = hub.builder
+    stamp = builder.stamp(GW_GROUP)
+    assert stamp is not None
+    before = builder.resources(GW_GROUP)
+    await registry.writer("a").publish(svc("a", "web", address="10.0.0.9"))
+    await hub.watcher.step()  # an endpoint update served directly: the stamp moves
+    assert builder.commit(GW_GROUP, before, stamp) is False
+    stamp = builder.stamp(GW_GROUP)
+    await writer.withdraw(RecordRef(Kind.GATEWAY, "shop", "gw"))
+    await hub.watcher.step()
+    assert hub.cache.get(GW_GROUP) is None and builder.stamp(GW_GROUP) is None
+    assert builder.commit(GW_GROUP, before, stamp) is False
+    assert hub.cache.get(GW_GROUP) is None  # not served again
+
+
+async def test_an_unreadable_answer_fails_the_group_not_the_hub() -> None:
+    """grpc.aio gives None for a response it cannot deserialize (found by review)."""
+
+    async def unreadable(*_: Any) -> Any:
+        return None
+
+    stage = ExtensionStage(
+        ExtensionSettings("127.0.0.1:1", (Hook.ROUTE,), fail_open=True), caller=unreadable
+    )
+    registry = MemoryRegistry()
+    hub = hub_of(registry, extension=stage)
+    await join(registry, "a", [svc("a", "web")])
+    await hub.watcher.load()
+    await hub.serve_loaded()
+    assert stage.stats.calls["Route", "invalid"] >= 1 and stage.due() == {"a"}
+    assert hub.cache.get("a") is not None  # fail open: served unmodified
+
+
+async def test_a_gateway_held_back_by_a_failing_extension_is_not_programmed(
+    extension: Server,
+) -> None:
+    from federation.hub.programmed import ProgrammedPublisher
+    from federation.programmed import merged_facts
+    from federation.registry.hub_state import MemoryHubState
+    from federation.xds.status import SyncRegistry
+
+    _, writer, hub = await started(extension, Hook.ROUTE)
+    assert hub.extension is not None
+    await extension.stop()
+    await writer.publish(_route("/v2"))
+    await hub.watcher.step()
+    state = MemoryHubState()
+    publisher = ProgrammedPublisher(
+        state,
+        SyncRegistry(hub.cache.snapshot_versions),
+        lambda: {"b": {("shop", "gw"): 1}},
+        "hub-1",
+        held_back=hub.extension.failing_closed,
+    )
+    await publisher.publish_once()
+    fact = (await merged_facts(state, "b")).gateways["shop", "gw"]
+    assert fact.generation is None
+    assert (fact.rejected or "").startswith("not served: the extension server failed (Route:")

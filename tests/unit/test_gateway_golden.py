@@ -79,6 +79,8 @@ def render(resolved: Resolved) -> str:
         "gateways": [to_json(g) for g in resolved.gateways],
         "statuses": to_json(resolved.statuses),
     }
+    if resolved.clusterset_patches:
+        doc["clustersetPatches"] = [to_json(p) for p in resolved.clusterset_patches]
     return yaml.safe_dump(doc, sort_keys=False, width=10_000, allow_unicode=True)
 
 

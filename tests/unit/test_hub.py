@@ -35,17 +35,23 @@ from tests.unit.test_translate import export
 WEB_CLUSTER = "clusterset/shop/web/80"
 
 
-def make_hub() -> tuple[MemoryRegistry, Hub]:
-    registry = MemoryRegistry()
-    hub = Hub(
+def hub_of(registry: MemoryRegistry, *, extension: Any = None, **options: Any) -> Hub:
+    """A hub on ``registry`` driven by hand (no blocking reads, no heap freeze), its
+    snapshots checked; ``options``: more SnapshotOptions."""
+    return Hub(
         registry.reader(),
         SnapshotCache(),
-        SnapshotOptions(TranslateOptions(), {}, check_consistency=True),
+        SnapshotOptions(TranslateOptions(), {}, check_consistency=True, **options),
         block_ms=0,
         check_interval=0,
         freeze_heap=False,
+        extension=extension,
     )
-    return registry, hub
+
+
+def make_hub() -> tuple[MemoryRegistry, Hub]:
+    registry = MemoryRegistry()
+    return registry, hub_of(registry)
 
 
 async def test_nothing_is_served_until_the_registry_is_loaded() -> None:

@@ -8,11 +8,11 @@ import dataclasses
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
 
 from federation.hub.core import Hub
 from federation.hub.patches import PatchOutcome
 from federation.hub.programmed import patch_facts
-from federation.hub.snapshots import SnapshotOptions
 from federation.programmed import merge_patches
 from federation.registry.kinds import Kind, RecordRef
 from federation.registry.patches import (
@@ -26,10 +26,9 @@ from federation.registry.patches import (
 from federation.registry.policies import PolicyTargetReference
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import ClusterInputs, PatchFact
-from federation.translate.inputs import TranslateOptions
-from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
+from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.memory_store import MemoryRegistry
-from tests.unit.test_hub import GATEWAY, GW_GROUP, _route, _route_config
+from tests.unit.test_hub import GATEWAY, GW_GROUP, _route, _route_config, hub_of
 from tests.unit.test_programmed import registry_with
 from tests.unit.test_registry_watcher import join, svc
 
@@ -67,12 +66,7 @@ ADD_HEADER = op("add", "/response_headers_to_add", HEADER)
 
 async def started(*policies: EnvoyPatchPolicyRecord, allowed: bool = True) -> tuple[Any, Hub]:
     registry = MemoryRegistry()
-    options = SnapshotOptions(
-        TranslateOptions(), {}, check_consistency=True, patches_allowed=allowed
-    )
-    hub = Hub(
-        registry.reader(), SnapshotCache(), options, block_ms=0, check_interval=0, freeze_heap=False
-    )
+    hub = hub_of(registry, patches_allowed=allowed)
     await join(registry, "a", [svc("a", "web")])
     writer = await join(registry, "b", [GATEWAY, _route("/api"), *policies])
     await hub.watcher.load()
@@ -378,10 +372,7 @@ def test_a_patched_resource_has_one_version_in_every_process() -> None:
 async def test_an_endpoint_change_of_a_patched_gateway_is_still_an_endpoint_push() -> None:
     """Patches that do not touch assignments leave them to the incremental push."""
     registry = MemoryRegistry()
-    options = SnapshotOptions(TranslateOptions(), {}, check_consistency=True, patches_allowed=True)
-    hub = Hub(
-        registry.reader(), SnapshotCache(), options, block_ms=0, check_interval=0, freeze_heap=False
-    )
+    hub = hub_of(registry, patches_allowed=True)
     await join(registry, "a", [svc("a", "web")])
     await join(registry, "b", [GATEWAY, _route("/api"), policy(ADD_HEADER)])
     await hub.watcher.load()
@@ -393,3 +384,45 @@ async def test_an_endpoint_change_of_a_patched_gateway_is_still_an_endpoint_push
     snapshot = hub.cache.get(GW_GROUP)
     assert snapshot is not None
     assert any(b"10.0.0.9" in r.body for r in snapshot.of(ENDPOINT).values())
+
+
+async def test_our_extension_patches_a_clusters_clusterset_listener() -> None:
+    """A policy on ``ClusterSetListener`` ``b`` (policy.federation.io) patches b's shared
+    Envoys' resources only; its verdict is published for b even without a Gateway."""
+    from federation.hub.programmed import ProgrammedPublisher
+    from federation.programmed import merged_facts
+    from federation.registry.hub_state import MemoryHubState
+    from federation.xds.status import SyncRegistry
+
+    shared = policy(
+        op("add", "/response_headers_to_add/-", HEADER[0], name="clusterset"),
+        name="shared",
+        group="policy.federation.io",
+        kind="ClusterSetListener",
+        target="b",
+    )
+    registry = MemoryRegistry()
+    hub = hub_of(registry, patches_allowed=True)
+    await join(registry, "a", [svc("a", "web")])
+    writer = await join(registry, "b", [shared])  # no Gateway in b
+    await hub.watcher.load()
+    hub.publish_loaded()
+
+    def shared_headers(group: str) -> list[str]:
+        snapshot = hub.cache.get(group)
+        assert snapshot is not None
+        config = route_pb2.RouteConfiguration.FromString(snapshot.of(ROUTE)["clusterset"].body)
+        return [h.header.key for h in config.response_headers_to_add]
+
+    assert shared_headers("b") == ["x-patched"] and shared_headers("a") == []
+    state = MemoryHubState()
+    sync = SyncRegistry(hub.cache.snapshot_versions)
+    publisher = ProgrammedPublisher(
+        state, sync, lambda: {}, "hub-1", patches=lambda: hub.builder.patch_outcomes
+    )
+    await publisher.publish_once()
+    facts = await merged_facts(state, "b")
+    assert facts.patches["shop", "shared"].invalid is None
+    await writer.withdraw(RecordRef(Kind.ENVOY_PATCH_POLICY, "shop", "shared"))
+    await hub.watcher.step()
+    assert shared_headers("b") == []

@@ -60,7 +60,7 @@ from federation.translate.gateway.status import (
     condition,
 )
 from federation.translate.gateway.virtual_hosts import listener_name, listeners_ir
-from federation.translate.ir import GatewayIR, LocalClusterIR, RouteIR
+from federation.translate.ir import GatewayIR, LocalClusterIR, PatchPolicyIR, RouteIR
 
 __all__ = ["Resolved", "listener_name", "resolve", "selects"]
 
@@ -70,6 +70,8 @@ class Resolved:
     #: One per Gateway of our class, sorted by namespace and name.
     gateways: tuple[GatewayIR, ...]
     statuses: Statuses
+    #: The EnvoyPatchPolicies on the cluster's clusterset listener, in order.
+    clusterset_patches: tuple[PatchPolicyIR, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> GatewayIR | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
@@ -115,7 +117,7 @@ def resolve(inputs: ClusterInputs) -> Resolved:
     statuses = Statuses(
         gateway_statuses, tuple(route_statuses), (*policies.statuses, *patches.statuses)
     )
-    return Resolved(tuple(irs), statuses)
+    return Resolved(tuple(irs), statuses, patches.clusterset)
 
 
 # --- routes --------------------------------------------------------------------------------

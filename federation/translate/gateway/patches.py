@@ -17,6 +17,10 @@ patches allowed, and publishes its verdict on each
   ACKed the patched configuration, False (``Invalid``) with an Envoy's NACK message, False
   (``Pending``) until then.
 
+Our extension: a policy whose ``targetRef`` is ``{group: policy.federation.io, kind:
+ClusterSetListener, name: <its cluster's id>}`` patches the clusterset listener of its
+own cluster (the resources of the cluster's shared Envoys), in the same way.
+
 A policy whose target is not one of our Gateways gets no status from us (it may be
 another implementation's), as with the other policies. Envoy Gateway reports a patch
 that does not apply as ``Accepted=True`` with ``Programmed=False``; here the policy is
@@ -29,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from federation.model.conditions import Condition
+from federation.registry.failover import FAILOVER_GROUP
 from federation.registry.gatewayapi import GATEWAY_GROUP, ParentReference
 from federation.registry.patches import JSON_PATCH, EnvoyPatchPolicyRecord
 from federation.translate.gateway.inputs import ClusterInputs, ObjectName, PatchFact
@@ -63,11 +68,19 @@ class PatchSpecError(ValueError):
     """Why a policy's spec cannot apply anywhere."""
 
 
+#: Our extension: a policy on the clusterset listener of its own cluster (the cluster's
+#: shared Envoys) names it so, with the cluster's id as the name.
+CLUSTERSET_GROUP = FAILOVER_GROUP
+CLUSTERSET_KIND = "ClusterSetListener"
+
+
 @dataclass(frozen=True)
 class PatchBook:
     #: Each Gateway's accepted policies, in the order they apply.
     by_gateway: dict[ObjectName, tuple[PatchPolicyIR, ...]] = field(default_factory=dict)
     statuses: tuple[PolicyStatus, ...] = ()
+    #: The accepted policies on the cluster's clusterset listener, in order.
+    clusterset: tuple[PatchPolicyIR, ...] = ()
 
     def of(self, gateway: ObjectName) -> tuple[PatchPolicyIR, ...]:
         return self.by_gateway.get(gateway, ())
@@ -79,14 +92,17 @@ def patch_rank(policy: EnvoyPatchPolicyRecord) -> tuple[int, bool, str, str]:
 
 
 def resolve_patches(inputs: ClusterInputs) -> PatchBook:
-    """Every EnvoyPatchPolicy of the cluster: the Gateways' patches and the statuses."""
+    """Every EnvoyPatchPolicy of the cluster: the Gateways' patches, those of the
+    cluster's clusterset listener, and the statuses."""
     ours = {(g.namespace, g.name) for g in inputs.gateways}
     by_gateway: dict[ObjectName, list[PatchPolicyIR]] = {}
+    clusterset: list[PatchPolicyIR] = []
     statuses = []
     for policy in sorted(inputs.patch_policies, key=patch_rank):
         ref = policy.spec.target_ref
         gateway = (policy.namespace, ref.name)
-        if gateway not in ours:
+        on_clusterset = (ref.group, ref.kind) == (CLUSTERSET_GROUP, CLUSTERSET_KIND)
+        if not on_clusterset and gateway not in ours:
             # Not ours (another implementation's, a GatewayClass of Envoy Gateway's merged
             # Gateways), or not there (any more): no ancestor of ours to report on, and
             # entries we wrote before are removed.
@@ -94,18 +110,34 @@ def resolve_patches(inputs: ClusterInputs) -> PatchBook:
                 PolicyStatus(KIND, policy.namespace, policy.name, policy.generation, ())
             )
             continue
+        what = (
+            f"Envoy of cluster {inputs.cluster}'s clusterset listener"
+            if on_clusterset
+            else f"Envoy of the Gateway in cluster {inputs.cluster}"
+        )
         try:
             ir = compile_patches(policy)
+            if on_clusterset and ref.name != inputs.cluster:
+                raise PatchSpecError(
+                    f"spec.targetRef: {CLUSTERSET_KIND} {ref.name!r} is not this cluster's "
+                    f"({inputs.cluster!r}): a policy patches its own cluster's listener only"
+                )
         except PatchSpecError as err:
             conditions: tuple[Condition, ...] = (_accepted(False, PolicyReason.INVALID, str(err)),)
         else:
             fact = inputs.patch_facts.get((policy.namespace, policy.name))
             if fact is not None and fact.generation != policy.generation:
                 fact = None  # about an older generation
-            conditions = _conditions(inputs.cluster, policy, fact)
-            by_gateway.setdefault(gateway, []).append(ir)
+            conditions = _conditions(policy, fact, what)
+            if on_clusterset:
+                clusterset.append(ir)
+            else:
+                by_gateway.setdefault(gateway, []).append(ir)
+        group, kind = (
+            (CLUSTERSET_GROUP, CLUSTERSET_KIND) if on_clusterset else (GATEWAY_GROUP, "Gateway")
+        )
         ancestor = ParentReference(
-            name=ref.name, group=GATEWAY_GROUP, kind="Gateway", namespace=policy.namespace
+            name=ref.name, group=group, kind=kind, namespace=policy.namespace
         )
         statuses.append(
             PolicyStatus(
@@ -116,7 +148,9 @@ def resolve_patches(inputs: ClusterInputs) -> PatchBook:
                 (PolicyAncestorStatus(ancestor, conditions),),
             )
         )
-    return PatchBook({k: tuple(v) for k, v in by_gateway.items()}, tuple(statuses))
+    return PatchBook(
+        {k: tuple(v) for k, v in by_gateway.items()}, tuple(statuses), tuple(clusterset)
+    )
 
 
 def compile_patches(policy: EnvoyPatchPolicyRecord) -> PatchPolicyIR:
@@ -127,10 +161,13 @@ def compile_patches(policy: EnvoyPatchPolicyRecord) -> PatchPolicyIR:
     if spec.type != JSON_PATCH:
         raise PatchSpecError(f"spec.type: {spec.type!r} is not supported (only {JSON_PATCH})")
     ref = spec.target_ref
-    if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
+    if (ref.group, ref.kind) not in (
+        (GATEWAY_GROUP, "Gateway"),
+        (CLUSTERSET_GROUP, CLUSTERSET_KIND),
+    ):
         raise PatchSpecError(
-            f"spec.targetRef: {ref.kind} of group {ref.group!r} cannot be patched "
-            f"(only a Gateway of {GATEWAY_GROUP})"
+            f"spec.targetRef: {ref.kind} of group {ref.group!r} cannot be patched (only a "
+            f"Gateway of {GATEWAY_GROUP}, or the {CLUSTERSET_KIND} of {CLUSTERSET_GROUP})"
         )
     patches = []
     for i, patch in enumerate(spec.json_patches):
@@ -178,9 +215,10 @@ def _programmed(ok: bool, reason: PolicyReason, message: str) -> Condition:
 
 
 def _conditions(
-    cluster: str, policy: EnvoyPatchPolicyRecord, fact: PatchFact | None
+    policy: EnvoyPatchPolicyRecord, fact: PatchFact | None, envoys: str
 ) -> tuple[Condition, ...]:
-    """An applicable policy's conditions, from the hub's verdict on its generation."""
+    """An applicable policy's conditions, from the hub's verdict on its generation;
+    ``envoys`` says whose (``Envoy of the Gateway in cluster b``)."""
     if fact is not None and fact.disabled:
         return (
             _accepted(
@@ -198,7 +236,6 @@ def _conditions(
             _programmed(False, reason, "its patches were not applied: see Accepted"),
         )
     accepted = _accepted(True, PolicyReason.ACCEPTED, "Policy has been accepted.")
-    envoys = f"Envoy of the Gateway in cluster {cluster}"
     if fact is None:
         message = f"waiting for the hub to apply generation {policy.generation}"
         return accepted, _programmed(False, PolicyReason.PENDING, message)
