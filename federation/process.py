@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -82,21 +82,34 @@ def log_tasks() -> None:
     """Log where every asyncio task of this process is waiting (``kill -USR1 <pid>``):
     what a process that seems stuck is doing, without stopping it."""
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
-    for task in tasks:
-        stack = io.StringIO()
-        task.print_stack(file=stack)
+    for number, task in enumerate(tasks, start=1):
         logging.getLogger("federation.process").warning(
-            "task %s (%d of %d):\n%s",
+            "task %s (%d of %d), awaiting:\n%s",
             task.get_name(),
-            tasks.index(task) + 1,
+            number,
             len(tasks),
-            stack.getvalue(),
+            "".join(traceback.format_list(_awaiting(task.get_coro()))),
         )
 
 
+def _awaiting(coro: Any) -> list[traceback.FrameSummary]:
+    """Every frame of a suspended coroutine, outermost first, down the chain of what each
+    awaits (``Task.print_stack`` shows the outermost alone)."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            frames.append(traceback.FrameSummary(code.co_filename, frame.f_lineno, code.co_name))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
 async def _with_task_dump(main: Coroutine[Any, Any, None]) -> None:
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
+    usr1 = getattr(signal, "SIGUSR1", None)  # not on every platform
+    if usr1 is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(usr1, log_tasks)
     await main
 
 

@@ -119,7 +119,7 @@ class Hub:
                 lambda: self.gateway_generations,
                 uuid.uuid4().hex[:12],
                 patches=lambda: self.builder.patch_outcomes,
-                held_back=lambda: {} if extension is None else extension.failing_closed(),
+                held_back=self.held_back,
             )
         )
         self.builder = SnapshotBuilder(cache, options)
@@ -128,6 +128,8 @@ class Hub:
         self.extension = extension
         self.builder.hold = extension is not None
         self._extension_retry = extension_retry
+        #: The groups the extension server is working on now.
+        self._in_flight: set[str] = set()
         self.watcher = RegistryWatcher(
             reader,
             self._on_change,
@@ -318,10 +320,32 @@ class Hub:
             *(self._extend(g, resources, stamp) for g, (resources, stamp) in sorted(held.items()))
         )
 
+    def held_back(self) -> dict[str, str]:
+        """The groups whose newest translation is not served yet, and why: the extension
+        server failed closed on it (its error), or works on it, or it is to be run
+        again ("")."""
+        if self.extension is None:
+            return {}
+        waiting = self._in_flight | self.extension.due()
+        failed = {
+            g: f"not served: the extension server failed ({why})"
+            for g, why in self.extension.failing_closed().items()
+        }
+        return {**{g: "" for g in waiting}, **failed}
+
     async def _extend(self, group: str, resources: XdsResources[Resource], stamp: int) -> None:
         """One group through the extension server, and what to serve of it."""
         extension = self.extension
         assert extension is not None
+        self._in_flight.add(group)
+        try:
+            await self._extend_once(extension, group, resources, stamp)
+        finally:
+            self._in_flight.discard(group)
+
+    async def _extend_once(
+        self, extension: ExtensionStage, group: str, resources: XdsResources[Resource], stamp: int
+    ) -> None:
         run = await extension.run(group, resources)
         if run.resources is None:
             return  # failed closed: what the group's Envoys have stays
@@ -351,14 +375,15 @@ class Hub:
         its translation now (assignments may have moved since), all at once."""
         extension = self.extension
         assert extension is not None
-        runs = []
-        for group in sorted(extension.due()):
+
+        async def again(group: str) -> None:
             stamp = self.builder.stamp(group)
             if stamp is None:
                 extension.forget(group)  # gone
             else:
-                runs.append(self._extend(group, self.builder.resources(group), stamp))
-        await asyncio.gather(*runs)
+                await self._extend(group, self.builder.resources(group), stamp)
+
+        await asyncio.gather(*(again(g) for g in sorted(extension.due())))
 
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving

@@ -546,14 +546,16 @@ async def _all(*calls: Awaitable[Any]) -> list[Any]:
     tasks = [asyncio.ensure_future(c) for c in calls]
     if not tasks:
         return []
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    failed = next((t for t in tasks if t in done and t.exception() is not None), None)
-    if failed is not None:
-        for task in pending:
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also when this is cancelled (the hub stopping): no call outlives it
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        raise failed.exception()  # type: ignore[misc]
-    return [t.result() for t in tasks]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
+    return list(outcomes)
 
 
 def _note(

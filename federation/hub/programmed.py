@@ -23,6 +23,7 @@ either type is reported with Envoy's message until an ACK replaces it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -138,8 +139,9 @@ class ProgrammedPublisher:
         self._generations = generations
         #: Per node group, what became of its EnvoyPatchPolicies.
         self._patches = patches or dict
-        #: The node groups whose newest translation is not served, and why (an extension
-        #: server failing closed): their Gateways are not Programmed, whatever the ACKs.
+        #: The node groups whose newest translation is not served yet, and why ("" while
+        #: an extension server works on it; its error when it failed closed): their
+        #: Gateways and patches are not Programmed, whatever the ACKs.
         self._held_back = held_back or dict
         self.hub_id = hub_id
         self._interval = interval
@@ -168,16 +170,15 @@ class ProgrammedPublisher:
             for key, fact in cluster_facts.items():
                 why = held_back.get(gateway_group(cluster, *key))
                 if why is not None:
+                    # Its Envoys ACK what they have, which is not this generation.
                     cluster_facts[key] = ProgrammedFact(
-                        state.applied.get(key),
-                        f"not served: the extension server failed ({why})",
-                        fact.envoys,
+                        state.applied.get(key), why or None, fact.envoys
                     )
             state.applied = {
                 k: f.generation for k, f in cluster_facts.items() if f.generation is not None
             }
             patches = {
-                key: fact
+                key: fact if group not in held_back else dataclasses.replace(fact, programmed=False)
                 for group, of_group in sorted(outcomes.items())
                 if cluster_of_group(group) == cluster
                 for key, fact in patch_facts(of_group, self._sync.list(group)).items()

@@ -230,6 +230,11 @@ class SnapshotBuilder:
                 family = options.ip_family(cluster)
                 for res in endpoint_updates:
                     upserts.update(res.rendered.seen_by(cluster, family))
+                if self.hold and not self._serves_assignments(group, upserts):
+                    # What it serves is an older result (an extension server failing
+                    # closed) without some of these clusters: the whole group again.
+                    rebuild.add(group)
+                    continue
                 self._update_type(group, ENDPOINT, upserts)
             self.endpoint_pushes += 1
         for group, changes in sorted(group_changes.items()):
@@ -367,6 +372,13 @@ class SnapshotBuilder:
             self._routes,
             self._own[group].own,
             self._options.translate,
+        )
+
+    def _serves_assignments(self, group: str, upserts: Mapping[str, Resource]) -> bool:
+        """Whether the group's served snapshot has every one of these assignments."""
+        snapshot = self._cache.get(group)
+        return snapshot is not None and all(
+            snapshot.get(ENDPOINT, name) is not None for name in upserts
         )
 
     def _whole_on_endpoints(self, group: str) -> bool:

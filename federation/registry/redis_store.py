@@ -108,11 +108,12 @@ def _check_bytes_client(client: Redis) -> None:
 
 
 #: Seconds a command may wait for its reply before it fails (and is retried by its
-#: caller): without it, a reply lost on the way (a half-open connection, a forwarder that
-#: dropped it) leaves the caller waiting forever, while every other connection of the
-#: pool works. Far above the longest block of a stream read (``block_ms``, 500 ms).
-SOCKET_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 10.0
+#: caller): without one, a reply lost on the way (a half-open connection) leaves the
+#: caller waiting forever. redis-py 8 defaults to 5 s; older releases (which
+#: ``redis>=5`` allows) to none. Far above the longest block of a stream read
+#: (``block_ms``, 500 ms).
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
 #: A connection idle this long is checked (PING) before it is used again.
 HEALTH_CHECK_INTERVAL = 30
 
@@ -120,13 +121,13 @@ HEALTH_CHECK_INTERVAL = 30
 def client_from_url(url: str, options: dict[str, Any]) -> Redis:
     """A bytes client for ``url``; ``options`` go to ``Redis.from_url`` (for TLS,
     :meth:`federation.registry.location.RegistryLocation.client_options`), with
-    :data:`SOCKET_TIMEOUT` and TCP keepalive unless they say otherwise."""
+    :data:`SOCKET_TIMEOUT` and a health check of idle connections unless they say
+    otherwise."""
     if options.get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
     options["decode_responses"] = False
     options.setdefault("socket_timeout", SOCKET_TIMEOUT)
     options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
-    options.setdefault("socket_keepalive", True)
     options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
     return Redis.from_url(url, **options)
 

@@ -278,9 +278,30 @@ async def test_a_gateway_held_back_by_a_failing_extension_is_not_programmed(
         SyncRegistry(hub.cache.snapshot_versions),
         lambda: {"b": {("shop", "gw"): 1}},
         "hub-1",
-        held_back=hub.extension.failing_closed,
+        held_back=hub.held_back,
     )
     await publisher.publish_once()
     fact = (await merged_facts(state, "b")).gateways["shop", "gw"]
     assert fact.generation is None
     assert (fact.rejected or "").startswith("not served: the extension server failed (Route:")
+
+
+async def test_an_endpoint_change_never_lands_in_an_older_result_without_its_cluster(
+    extension: Server,
+) -> None:
+    """Found by review: failing closed, a group serves an older result; a service that
+    came since has no cluster there, so its assignments rebuild the group (held again)
+    instead of going into that result (an assignment without its cluster)."""
+    registry, _, hub = await started(extension, Hook.ROUTE)
+    assert hub.extension is not None
+    await extension.stop()
+    a = registry.writer("a")
+    await a.publish(svc("a", "api"))  # a new service: every group is held, and fails
+    await hub.watcher.step()
+    served = hub.cache.get("b")
+    assert served is not None and "clusterset/shop/api/80" not in served.of(CLUSTER)
+    await a.publish(svc("a", "api", address="10.0.0.7"))  # its endpoints change
+    await hub.watcher.step()  # (raised InvalidInputError out of the watcher before)
+    served = hub.cache.get("b")
+    assert served is not None and "clusterset/shop/api/80" not in served.of(ENDPOINT)
+    assert "b" in hub.extension.due()
