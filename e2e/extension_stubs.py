@@ -16,7 +16,6 @@ only what changed.
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2
+
+from e2e.toolchain import write_if_changed
 
 #: The extension protocol's files, inside the Envoy Gateway module.
 PROTOS = ("proto/extension/context.proto", "proto/extension/service.proto")
@@ -93,10 +94,6 @@ def generate(module_dir: Path, target: Path) -> tuple[Path, ...]:
             source = work / "proto" / "extension" / name
             text = "" if name == "__init__.py" else source.read_text()
             text = text.replace("from proto.extension import", f"from {PACKAGE} import")
-            out = target / name
-            if not out.is_file() or out.read_text() != text:
-                partial = out.with_name(out.name + ".partial")
-                partial.write_text(text)
-                os.replace(partial, out)
-            written.append(out)
+            write_if_changed(target / name, text.encode())
+            written.append(target / name)
     return tuple(written)

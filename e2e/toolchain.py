@@ -479,13 +479,17 @@ def stage_chart_crds() -> tuple[Path, ...]:
     staged = []
     for source in envoy_gateway_crd_files():
         target = CHART_ENVOY_GATEWAY_DIR / source.name
-        data = adapted_crd(source.read_text()).encode()
-        if not target.is_file() or target.read_bytes() != data:
-            partial = target.with_name(target.name + ".partial")
-            partial.write_bytes(data)
-            os.replace(partial, target)
+        write_if_changed(target, adapted_crd(source.read_text()).encode())
         staged.append(target)
     return tuple(staged)
+
+
+def write_if_changed(target: Path, data: bytes) -> None:
+    """``data`` into ``target`` (atomically) unless it holds exactly that already."""
+    if not target.is_file() or target.read_bytes() != data:
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
 
 
 def stage_extension_stubs() -> tuple[Path, ...]:

@@ -136,14 +136,21 @@ async def test_only_what_changed_is_sent_again(extension: Server) -> None:
     assert any(b"10.0.0.9" in r.body for r in snapshot.of(ENDPOINT).values())
 
 
-async def test_failing_closed_keeps_the_last_result_until_the_server_is_back(
-    extension: Server,
-) -> None:
+async def failed_closed(extension: Server) -> Hub:
+    """A hub whose Gateway's route changed to /v2 after the extension server stopped."""
     _, writer, hub = await started(extension, Hook.ROUTE)
     assert hub.extension is not None
     await extension.stop()
     await writer.publish(_route("/v2"))
     await hub.watcher.step()
+    return hub
+
+
+async def test_failing_closed_keeps_the_last_result_until_the_server_is_back(
+    extension: Server,
+) -> None:
+    hub = await failed_closed(extension)
+    assert hub.extension is not None
     assert served(hub) == [("/api", ["b"])]  # what the extension accepted last
     assert hub.extension.due() >= {GW_GROUP}
     assert hub.extension.stats.runs["failed_closed"] >= 1
@@ -267,11 +274,7 @@ async def test_a_gateway_held_back_by_a_failing_extension_is_not_programmed(
     from federation.registry.hub_state import MemoryHubState
     from federation.xds.status import SyncRegistry
 
-    _, writer, hub = await started(extension, Hook.ROUTE)
-    assert hub.extension is not None
-    await extension.stop()
-    await writer.publish(_route("/v2"))
-    await hub.watcher.step()
+    hub = await failed_closed(extension)
     state = MemoryHubState()
     publisher = ProgrammedPublisher(
         state,
