@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from e2e import gateways as gw
 from e2e.bench_xds import (
     NAMESPACE,
-    echo_route,
-    exported_echo,
     route_changes,
+    routed_gateway,
     synthetic_clusterset,
     synthetic_route,
 )
@@ -96,14 +95,7 @@ def bench_patch_translation(routes: int = 1000, runs: int = 20) -> None:
 
 def bench_extension_ack(changes: int = 100) -> None:
     with LocalEnvironment(("a", CLUSTER)) as env:
-        fed = exported_echo(env)
-        b = env.cluster(CLUSTER)
-        host = b.envoy_listener.rpartition(":")[0]
-        port = free_port(host)
-        address = f"{host}:{port}"
-        gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), echo_route("/v0"))
-        fed.start_gateway_envoy(CLUSTER, NAMESPACE, "gw")
-        gw.wait_for_status(address, "/v0", 200)
+        fed, b, address = routed_gateway(env)
         alone, _ = route_changes(b, address, changes)
         extension_port = free_port()
         fed.start_extension_server(extension_port, delay_ms=1.0)

@@ -618,17 +618,24 @@ def route_changes(
     return latencies, patches
 
 
+def routed_gateway(env: LocalEnvironment) -> tuple[Federation, LocalCluster, str]:
+    """:func:`exported_echo`, then Gateway ``gw`` in ``b`` with route ``api`` at ``/v0``,
+    served by its own Envoy: the federation, ``b`` and the Gateway's address."""
+    fed = exported_echo(env)
+    b = env.cluster("b")
+    host = b.envoy_listener.rpartition(":")[0]
+    port = free_port(host)
+    address = f"{host}:{port}"
+    gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), echo_route("/v0"))
+    fed.start_gateway_envoy("b", NAMESPACE, "gw")  # the Gateway's own Envoy
+    gw.wait_for_status(address, "/v0", 200)
+    return fed, b, address
+
+
 def bench_route_ack(changes: int = 200) -> None:
     """Change an HTTPRoute's path in ``b`` until b's Gateway serves it; p50/p99/max."""
     with LocalEnvironment(("a", "b")) as env:
-        fed = exported_echo(env)
-        b = env.cluster("b")
-        host = b.envoy_listener.rpartition(":")[0]
-        port = free_port(host)
-        address = f"{host}:{port}"
-        gw.apply(b, gw.gateway_class(), gw.gateway(NAMESPACE, "gw", port), echo_route("/v0"))
-        fed.start_gateway_envoy("b", NAMESPACE, "gw")  # the Gateway's own Envoy
-        gw.wait_for_status(address, "/v0", 200)
+        _, b, address = routed_gateway(env)
         latencies, patches = route_changes(b, address, changes)
         print(
             f"route change in b (PATCH of an HTTPRoute) -> b's Gateway serves it, "

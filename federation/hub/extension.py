@@ -153,7 +153,6 @@ class GroupRun:
     resources: XdsResources[Resource] | None
     error: str | None = None
     changed: dict[Hook, dict[tuple[str, str], Change]] = field(default_factory=dict)
-    at: float = 0.0
 
     def changes(self) -> dict[str, list[tuple[str, str, Change]]]:
         """Per hook name, each changed resource (type URL, name, before and after)."""
@@ -323,7 +322,6 @@ class ExtensionStage:
             # new assignments.
             self.stats.ran("unchanged")
             run = GroupRun(_with_endpoints(memory.output, resources), None, memory.changed)
-            run.at = self._clock()
             self.last[group] = run
             self._retry.discard(group)
             memory.output = run.resources
@@ -340,7 +338,7 @@ class ExtensionStage:
         memory.responses = answers  # only what this run used: memory stays bounded
         self._retry.discard(group)
         self.stats.ran("ok")
-        run = GroupRun(output, None, changed, self._clock())
+        run = GroupRun(output, None, changed)
         self.last[group] = run
         return run
 
@@ -368,7 +366,7 @@ class ExtensionStage:
                 group,
                 error,
             )
-            run = GroupRun(resources, error, {}, self._clock())
+            run = GroupRun(resources, error, {})
             # What is now served is the unmodified translation: the next run must call.
             memory.input_versions, memory.output = None, None
         else:
@@ -378,7 +376,7 @@ class ExtensionStage:
                 group,
                 error,
             )
-            run = GroupRun(None, error, memory.changed, self._clock())
+            run = GroupRun(None, error, memory.changed)
         self.last[group] = run
         return run
 

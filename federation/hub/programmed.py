@@ -160,13 +160,13 @@ class ProgrammedPublisher:
         """Compute every cluster's facts and write those that changed (or are due)."""
         now = self._clock()
         outcomes = self._patches()
+        held_back = self._held_back()
         # Clusters with Gateways, and those with patches on their clusterset listener only.
         current: dict[str, Mapping[ObjectName, int]] = {cluster_of_group(g): {} for g in outcomes}
         current.update(self._generations())
         for cluster, generations in sorted(current.items()):
             state = self._clusters.setdefault(cluster, _Cluster({}, {}))
             cluster_facts = facts(generations, self._proxies_of(cluster), state.applied)
-            held_back = self._held_back()
             for key, fact in cluster_facts.items():
                 why = held_back.get(gateway_group(cluster, *key))
                 if why is not None:

@@ -383,9 +383,8 @@ class SnapshotBuilder:
 
     def _whole_on_endpoints(self, group: str) -> bool:
         """Whether an assignment change rebuilds the group whole: a patch of its may
-        change assignments, or (held groups) it has no snapshot to update yet."""
-        if self.hold and self._cache.get(group) is None:
-            return True
+        change assignments (a held group without those assignments is
+        :meth:`_serves_assignments`')."""
         own = self._own.get(group)
         policies = () if own is None else _patches(own.ir)
         return any(p.type_url == ENDPOINT for policy in policies for p in policy.patches)
