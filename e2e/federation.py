@@ -35,10 +35,20 @@ from e2e.envoy import Envoy
 from e2e.nodes import NodeCluster
 from e2e.processes import HarnessError, Process, check_alive, wait_until
 from e2e.redis_server import RedisServer
+from e2e.redis_topologies import RedisClusterServers, RedisSentinelSet
 from federation.cli import pki
 from federation.cli.bootstrap import BootstrapTls
-from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
+from federation.registry.acl import (
+    agent_user,
+    agent_user_rules,
+    apply_users_everywhere,
+    hub_user_rules,
+)
 from federation.registry.location import REGISTRY_URL_ENV
+
+#: Which Redis an environment's registry is.
+RegistryKind = Literal["server", "cluster", "sentinel"]
+Registry = RedisServer | RedisClusterServers | RedisSentinelSet
 
 #: The agent chart's ClusterRole rules: the local agents run with exactly what the chart grants.
 AGENT_RULES = REPO_ROOT / "charts" / "federation-agent" / "files" / "clusterrole-rules.yaml"
@@ -101,20 +111,31 @@ class Federation:
         resync_interval: float = 30.0,
         registry_tls: bool = False,
         check_consistency: bool = True,
+        registry: RegistryKind = "server",
     ) -> None:
+        """``registry``: one redis-server (``server``), a Redis Cluster (``cluster``) or a
+        primary and replica under Sentinel (``sentinel``)."""
         self.env = env
         #: Start the hub with ``--check-consistency`` (off for benchmarks: it costs CPU).
         self.check_consistency = check_consistency
         self.lease_ttl = lease_ttl
         self.withdraw_stale_after = withdraw_stale_after
         self.resync_interval = resync_interval
-        # TLS-only with client certificates required: the hub and agents must present theirs.
-        self.redis = RedisServer(
-            env.group, env.workdir / "redis", tls=registry_tls, client_certs="required"
-        )
+        self.registry: Registry
+        if registry == "server":
+            # TLS-only with client certificates required: the hub and agents present theirs.
+            self.registry = RedisServer(
+                env.group, env.workdir / "redis", tls=registry_tls, client_certs="required"
+            )
+        elif registry_tls:
+            raise HarnessError(f"a {registry} registry runs in clear text here")
+        elif registry == "cluster":
+            self.registry = RedisClusterServers(env.group, env.workdir / "redis-cluster")
+        else:
+            self.registry = RedisSentinelSet(env.group, env.workdir / "redis-sentinel")
         #: The registry's TLS variables (CA, client certificate) for the hub and agents
         #: started from now on; empty without TLS. Tests may replace it (a wrong CA).
-        self.registry_tls_env: dict[str, str] = self.redis.tls_env()
+        self.registry_tls_env: dict[str, str] = self.registry.tls_env()
         self.hub_password = secrets.token_urlsafe(18)
         self.agents: dict[str, AgentHandle] = {}
         self.hub: Process | None = None
@@ -132,8 +153,15 @@ class Federation:
         #: Gateways' own Envoys, by (cluster, namespace, name).
         self.gateway_envoys: dict[tuple[str, str, str], Envoy] = {}
 
+    @property
+    def redis(self) -> RedisServer:
+        """The registry's one redis-server (tests that restart or inspect it)."""
+        if not isinstance(self.registry, RedisServer):
+            raise HarnessError(f"this environment's registry is a {type(self.registry).__name__}")
+        return self.registry
+
     def start(self) -> None:
-        self.redis.start()
+        self.registry.start()
         self.create_users()
         for cluster in self.env.clusters.values():
             cluster.kubectl("apply", "-f", "-", input=json.dumps(agent_rbac()))
@@ -157,21 +185,15 @@ class Federation:
         rules = [agent_user_rules(c, h.password) for c, h in self.agents.items()]
         rules.append(hub_user_rules(HUB_USER, self.hub_password))
 
-        async def apply() -> None:
-            client = self.redis.async_admin_client()
-            try:
-                await apply_users(client, rules)
-            finally:
-                await client.aclose()
-
-        asyncio.run(apply())
+        admin = self.registry
+        asyncio.run(apply_users_everywhere(admin.admin_url, admin.client_options(), rules))
 
     def agent_url(self, cluster_id: str) -> str:
         handle = self.agents[cluster_id]
-        return self.redis.url(agent_user(cluster_id), handle.password)
+        return self.registry.url(agent_user(cluster_id), handle.password)
 
     def hub_url(self) -> str:
-        return self.redis.url(HUB_USER, self.hub_password)
+        return self.registry.url(HUB_USER, self.hub_password)
 
     def start_agent(self, cluster_id: str) -> Process:
         handle = self.agents[cluster_id]

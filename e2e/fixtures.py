@@ -80,6 +80,28 @@ def data_plane() -> Iterator[Federation]:
         yield federation
 
 
+@pytest.fixture(scope="session", params=["cluster", "sentinel"])
+def distributed_plane(request: pytest.FixtureRequest) -> Iterator[Federation]:
+    """Member clusters ``a``, ``b`` and ``c`` with their agents, the hub and a real Envoy
+    each, like ``data_plane``, with the control plane's lease and resync settings; but
+    the registry is a Redis Cluster (3 masters, a replica each) or a primary with a
+    replica under 3 sentinels. The federation and Gateway API stories run on it again
+    (``e2e/test_distributed_registry_*.py``), and a master is killed under them."""
+    with LocalEnvironment(("a", "b", "c")) as env:
+        federation = Federation(
+            env,
+            lease_ttl=CONTROL_PLANE_LEASE_TTL,
+            resync_interval=CONTROL_PLANE_RESYNC_INTERVAL,
+            registry=request.param,
+        )
+        federation.start()
+        federation.start_hub()
+        federation.wait_hub_ready()
+        for cluster_id in env.clusters:
+            federation.start_envoy(cluster_id)
+        yield federation
+
+
 @pytest.fixture(scope="session")
 def cluster_a(local_env: LocalEnvironment) -> LocalCluster:
     return local_env.cluster("a")

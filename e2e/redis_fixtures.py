@@ -1,4 +1,5 @@
-"""pytest fixtures for a real redis-server, in clear text or TLS-only.
+"""pytest fixtures for a real redis-server, in clear text or TLS-only, and for a
+Redis Cluster and a sentinel set of real redis-server processes.
 
 Registered for every test run with ``-p e2e.redis_fixtures`` (pyproject.toml).
 The server is started on first use, shared by the session and stopped at its
@@ -14,6 +15,7 @@ import pytest
 
 from e2e.processes import ProcessGroup
 from e2e.redis_server import RedisServer
+from e2e.redis_topologies import RedisClusterServers, RedisSentinelSet
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +37,27 @@ def tls_redis_server() -> Iterator[RedisServer]:
     try:
         with RedisServer(group, tls=True, name="redis-tls") as server:
             yield server
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster: 3 masters with a replica each."""
+    group = ProcessGroup()
+    try:
+        with RedisClusterServers(group) as cluster:
+            yield cluster
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """A primary with a replica, under 3 sentinels."""
+    group = ProcessGroup()
+    try:
+        with RedisSentinelSet(group) as sentinel:
+            yield sentinel
     finally:
         group.stop_all()

@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -106,8 +107,12 @@ class RedisServer(Supervised):
         name: str = "redis",
         tls: bool = False,
         client_certs: Literal["optional", "required"] = "optional",
+        extra_config: Sequence[str] = (),
     ) -> None:
+        """``extra_config``: more redis.conf lines (cluster mode, replication: see
+        :mod:`e2e.redis_topologies`)."""
         self._group = group
+        self.extra_config = list(extra_config)
         self._own_dir = directory is None
         self.dir = directory or Path(tempfile.mkdtemp(prefix="federation-redis-"))
         self.admin_password = admin_password or secrets.token_urlsafe(24)
@@ -151,6 +156,7 @@ class RedisServer(Supervised):
             lines += ["appendonly yes", "appendfsync always", 'save ""']
         else:
             lines += ["appendonly no", 'save ""']
+        lines += self.extra_config
         config = self.dir / "redis.conf"
         config.write_text("\n".join(lines) + "\n")
         config.chmod(0o600)
@@ -204,6 +210,11 @@ class RedisServer(Supervised):
         self.stop_process()
         self.start()
 
+    @property
+    def nodes(self) -> list[RedisServer]:
+        """The data nodes (as a Redis Cluster or sentinel set has several): this one."""
+        return [self]
+
     # --- clients --------------------------------------------------------------
 
     def url(self, user: str = "default", password: str | None = None, db: int = 0) -> str:
@@ -219,7 +230,8 @@ class RedisServer(Supervised):
         """The FEDERATION_REGISTRY_* TLS variables for a hub or agent (none without TLS)."""
         return {} if self.tls is None else self.tls.env()
 
-    def _client_options(self) -> dict[str, Any]:
+    def client_options(self) -> dict[str, Any]:
+        """The admin's redis-py keyword arguments besides its URL (TLS files)."""
         return {} if self.tls is None else self.tls.client_options()
 
     @property
@@ -234,7 +246,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=5,
             socket_timeout=10,
-            **self._client_options(),
+            **self.client_options(),
         )
 
     def async_admin_client(self) -> redis.asyncio.Redis:
@@ -245,7 +257,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=5,
             socket_timeout=10,
-            **self._client_options(),
+            **self.client_options(),
         )
 
     def ping(self) -> bool:
@@ -256,7 +268,7 @@ class RedisServer(Supervised):
             password=self.admin_password,
             socket_connect_timeout=1,
             socket_timeout=1,
-            **self._client_options(),
+            **self.client_options(),
         )
         try:
             return bool(client.ping())

@@ -204,7 +204,7 @@ def test_fresh_hub_sends_nothing_until_the_registry_is_loaded(fed: Federation) -
 
     asyncio.run(fill())
     second = Federation(fed.env)
-    second.redis, second.hub_password = fed.redis, fed.hub_password
+    second.registry, second.hub_password = fed.registry, fed.hub_password
     second.start_hub(tls=False)  # readiness is the subject here, not identity
 
     async def first_cds() -> int:

@@ -344,8 +344,8 @@ def test_an_agent_paused_for_less_than_its_lease_ttl_is_never_stale(
     assert seen and set(seen) == {"False"}, f"Stale while a was paused: {seen.count('True')}"
 
 
-def _admin(fed: Federation) -> redis.Redis:
-    return fed.redis.admin_client()
+def _admin(fed: Federation) -> redis.Redis | redis.RedisCluster:
+    return fed.registry.admin_client()
 
 
 @pytest.mark.parametrize("loss", ["restart", "flushall"])

@@ -23,15 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from federation.errors import InvalidInputError
 from federation.identity import parse_cluster_id
-from federation.registry.acl import agent_user, agent_user_rules, apply_users, hub_user_rules
+from federation.registry.acl import (
+    agent_user,
+    agent_user_rules,
+    apply_users_everywhere,
+    hub_user_rules,
+)
 from federation.registry.location import SCHEMES, location_of, registry_url
-from federation.registry.store import RegistryUnavailableError
-from federation.registry.tls_errors import tls_failure
+from federation.registry.topology import parse as parse_topology
 
 ADMIN_URL_ENV = "FEDERATION_REGISTRY_ADMIN_URL"
 SECRET_KEY = "url"
@@ -47,12 +48,16 @@ class RegistryUser:
 
 
 def _user_url(address: str, user: str, password: str) -> str:
-    """``address`` (``redis[s]://HOST:PORT/DB``, no credentials) with the user's."""
+    """``address`` (``redis[s]://HOST:PORT/DB``, a cluster's or sentinels'
+    ``redis+cluster://HOST:PORT,...``, ``redis+sentinel://HOST:PORT,.../SERVICE``; no
+    credentials) with the user's."""
     parts = urlsplit(address)
-    if parts.scheme not in SCHEMES or not parts.hostname:
+    if parts.scheme not in SCHEMES or not parts.netloc:
         raise InvalidInputError(
-            f"--registry-address must be redis://HOST:PORT/DB or rediss://…, got {address!r}"
+            "--registry-address must be redis://HOST:PORT/DB, rediss://…, "
+            f"redis+cluster://HOST:PORT,… or redis+sentinel://HOST:PORT,…/SERVICE, got {address!r}"
         )
+    parse_topology(address, "--registry-address")
     if parts.username or parts.password:
         raise InvalidInputError("--registry-address must not hold credentials")
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
@@ -105,22 +110,12 @@ async def create(
 ) -> None:
     """Create or replace ``users`` in the registry behind ``admin``.
 
-    A ``rediss://`` admin URL connects over TLS with the files of ``FEDERATION_REGISTRY_CA_FILE``,
+    On a Redis Cluster or a sentinel set, on every data node. A ``rediss://`` admin URL
+    (or ``rediss+…``) connects over TLS with the files of ``FEDERATION_REGISTRY_CA_FILE``,
     ``FEDERATION_REGISTRY_CERT_FILE`` and ``FEDERATION_REGISTRY_KEY_FILE`` in ``environ``
     (the process's environment by default): the admin's own, like the URL.
     """
     location = location_of(admin, environ, ADMIN_URL_ENV)
-    client: Redis = Redis.from_url(admin, **location.client_options())
-    try:
-        await apply_users(client, [u.rules for u in users])
-        # A registry with an ACL file (the hub chart's bundled one) keeps users across
-        # restarts only once they are saved there.
-        config = await client.config_get("aclfile")
-        if config.get("aclfile"):
-            await client.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
-    except (RedisError, OSError) as err:
-        raise tls_failure(err, client) or RegistryUnavailableError(
-            f"creating registry users failed: {err}"
-        ) from err
-    finally:
-        await client.aclose()
+    # Every data node: a Redis Cluster's or a sentinel set's replicas need the users
+    # before a failover promotes them.
+    await apply_users_everywhere(admin, location.client_options(), [u.rules for u in users])

@@ -15,9 +15,11 @@ What an agent (user ``agent-<cluster>``) gets:
 * on ``fed:v2:members``, SADD and nothing else, through an ACL selector: the
   root permissions give that key read access only, so SREM, DEL or SPOP on it
   are refused, and one agent cannot remove another cluster from the set;
+* on ``fed:v2:{_doorbell}:stream``, XADD and nothing else, through a second
+  selector: on a Redis Cluster the agent rings it after each change;
 * only the command categories its writer and reader use: streams, hashes,
   sets, strings, keyspace commands (DEL, EXISTS), transactions and
-  connection commands.
+  connection commands, and CLUSTER SLOTS (a Redis Cluster client's slot map).
 
 The hub user gets read access to ``fed:v2:*``, and may write (HSET, HDEL) only its
 own keys under ``fed:v2:{_hub}:``, where it publishes what the Envoys applied.
@@ -35,18 +37,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from federation.errors import InvalidInputError
 from federation.registry import keys
 from federation.registry.store import RegistryUnavailableError
 from federation.registry.tls_errors import tls_failure
+from federation.registry.topology import (
+    CLIENT_ERRORS,
+    client_from_url,
+    data_nodes,
+    node_client,
+)
 
 #: Commands denied by name to every registry user (see the module docstring).
 DENIED_COMMANDS = ("keys", "scan", "randomkey", "flushall", "flushdb")
 DENIED_CATEGORIES = ("@dangerous", "@admin", "@scripting")
+#: What a Redis Cluster client asks a node before its first command: the slot map.
+_CLUSTER_CLIENT = ("+cluster|slots",)
 
 # A cluster id is an RFC 1123 subdomain (federation.identity). Checked
 # again here because the id becomes a key *pattern*: a glob character such as
@@ -90,11 +100,14 @@ def agent_user_rules(cluster: str, password: str) -> list[str]:
         "+@keyspace",
         "+@transaction",
         "+@connection",
+        *_CLUSTER_CLIENT,
         # Denials come after the grants: ACL rules apply left to right.
         *_denials(),
         # A selector is checked on its own: SADD (only) with write access to
         # the members key, which the root permissions above leave read-only.
         f"(%W~{keys.MEMBERS} +sadd)",
+        # On a Redis Cluster, rings of the doorbell: XADD to that one key.
+        f"(%W~{keys.DOORBELL} +xadd)",
     ]
 
 
@@ -114,6 +127,7 @@ def hub_user_rules(user: str, password: str) -> list[str]:
         "+hdel",
         "+@transaction",
         "+@connection",
+        *_CLUSTER_CLIENT,
         *_denials(),
     ]
 
@@ -132,10 +146,52 @@ async def apply_users(admin_client: Redis, rules_list: Iterable[Sequence[str]]) 
             await admin_client.execute_command(  # type: ignore[no-untyped-call]
                 "ACL", "SETUSER", *rules
             )
-        except (RedisError, OSError) as err:
+        except CLIENT_ERRORS as err:
             raise tls_failure(err, admin_client) or RegistryUnavailableError(
                 f"ACL SETUSER {user} failed: {_redact(str(err), rules)}"
             ) from err
+
+
+async def apply_users_everywhere(
+    admin_url: str, options: dict[str, Any], rules_list: Sequence[Sequence[str]]
+) -> int:
+    """Create or replace each user on every data node behind ``admin_url``; the number
+    of nodes. Redis keeps ACL users per node, unreplicated: a replica promoted by a
+    failover must have them already. A node with an ACL file (the hub chart's bundled
+    one) keeps them across restarts once they are saved there (ACL SAVE).
+
+    ``options`` are the admin's redis-py keyword arguments (TLS files). A node added to
+    the cluster later has none of them: run this again (``fedctl add-cluster`` does).
+    """
+    try:
+        nodes = await data_nodes(admin_url, options)
+    except CLIENT_ERRORS as err:
+        raise RegistryUnavailableError(f"finding the registry's nodes failed: {err}") from err
+    clients = (
+        [node_client(admin_url, node, options) for node in nodes]
+        if nodes
+        else [client_from_url(admin_url, options)]
+    )
+    try:
+        for client in clients:
+            assert isinstance(client, Redis)
+            await apply_users(client, rules_list)
+            await _save_if_acl_file(client)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return len(clients)
+
+
+async def _save_if_acl_file(client: Redis) -> None:
+    try:
+        config = await client.config_get("aclfile")
+        if config.get("aclfile") or config.get(b"aclfile"):  # type: ignore[call-overload]
+            await client.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
+    except CLIENT_ERRORS as err:
+        raise tls_failure(err, client) or RegistryUnavailableError(
+            f"saving registry users failed: {err}"
+        ) from err
 
 
 def _redact(message: str, rules: Sequence[str]) -> str:

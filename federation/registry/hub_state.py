@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from federation.registry import keys
-from federation.registry.redis_store import client_from_url, unavailable
+from federation.registry.redis_store import unavailable
+from federation.registry.topology import RegistryClient, client_from_url
 
 
 class HubStateWriter(Protocol):
@@ -43,7 +42,7 @@ def _field(cluster: str, hub_id: str) -> str:
 class RedisHubState:
     """Both sides on Redis: the hub writes with its own user, agents read with theirs."""
 
-    def __init__(self, client: Redis, *, owns_client: bool = False) -> None:
+    def __init__(self, client: RegistryClient, *, owns_client: bool = False) -> None:
         self._client = client
         self._owns_client = owns_client
 

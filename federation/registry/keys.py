@@ -21,6 +21,15 @@ key                            type    contents
                                        ``key`` (``namespace/name``), ``record``
                                        (JSON, on upsert)
 ``fed:v2:{c}:lease``           string  the agent's liveness, with a TTL
+``fed:v2:{c}:seq``             string  a counter every transaction of ``c``'s
+                                       writer increments: a count that is not
+                                       the writer's tells it that a failover
+                                       lost writes it had been told were done
+``fed:v2:{_doorbell}:stream``  stream  on a Redis Cluster only, ``c`` after each
+                                       change of ``c``: what wakes readers, who
+                                       cannot block on every stream in one
+                                       command there (see doorbell.py); agents
+                                       may only XADD it
 ``fed:v2:{_hub}:programmed``   hash    ``<cluster>/<hub id>`` -> what that hub
                                        replica saw the cluster's Envoys apply of
                                        its Gateways (see hub_state.py); written
@@ -48,6 +57,12 @@ def cluster_prefix(cluster: str) -> str:
     return f"{PREFIX}{{{cluster}}}:"
 
 
+#: On a Redis Cluster: which clusters changed, a hint for readers (doorbell.py).
+DOORBELL = f"{PREFIX}{{_doorbell}}:stream"
+#: The doorbell is a hint, so a short history does: a reader that misses rings
+#: polls every stream anyway.
+DOORBELL_MAXLEN = 1_000
+
 #: The hub's own keys. ``_hub`` is no cluster id: ids are RFC 1123 subdomains.
 HUB_PREFIX = f"{PREFIX}{{_hub}}:"
 
@@ -70,3 +85,7 @@ def stream(cluster: str) -> str:
 
 def lease(cluster: str) -> str:
     return cluster_prefix(cluster) + "lease"
+
+
+def seq(cluster: str) -> str:
+    return cluster_prefix(cluster) + "seq"

@@ -8,18 +8,21 @@ Secret (``env.valueFrom.secretKeyRef``) and mounted files; locally, from the she
 the harness.
 
 * ``FEDERATION_REGISTRY_URL``: ``redis://USER:PASSWORD@HOST:PORT/DB``, or ``rediss://…``
-  for TLS (``fedctl`` reads its admin URL from ``FEDERATION_REGISTRY_ADMIN_URL``).
+  for TLS; ``redis+cluster://`` for a Redis Cluster and ``redis+sentinel://`` for a
+  primary under Sentinel, each with a ``rediss+`` form (see :mod:`topology`).
+  ``fedctl`` reads its admin URL from ``FEDERATION_REGISTRY_ADMIN_URL``.
 * ``FEDERATION_REGISTRY_CA_FILE``: a PEM bundle of the CA(s) that must have signed the
   server's certificate; without it the system's trusted CAs are used.
 * ``FEDERATION_REGISTRY_CERT_FILE`` and ``FEDERATION_REGISTRY_KEY_FILE``: a client
   certificate and its (unencrypted) key, for a server that asks for one; both or neither.
 
-With ``rediss://`` the server's certificate is always verified, its host name or IP
-address included: nothing here or in the URL turns that off (``ssl_*`` query parameters
-are refused). The files are set only with ``rediss://``: a ``redis://`` URL with a CA
-would otherwise connect in clear text without anyone noticing. Files are checked (read
-and parsed) when the settings are read, so that a wrong path stops the process at
-start-up with the variable's name; a process reads them again only when it restarts.
+With ``rediss://`` (or ``rediss+…``) the server's certificate is always verified, its
+host name or IP address included: nothing here or in the URL turns that off (``ssl_*``
+query parameters are refused). The files are set only with ``rediss://``: a
+``redis://`` URL with a CA would otherwise connect in clear text without anyone
+noticing. Files are checked (read and parsed) when the settings are read, so that a
+wrong path stops the process at start-up with the variable's name; a process reads them
+again only when it restarts.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from federation.errors import InvalidInputError
+from federation.registry.topology import SCHEMES as TOPOLOGY_SCHEMES
+from federation.registry.topology import parse as parse_topology
 
 REGISTRY_URL_ENV = "FEDERATION_REGISTRY_URL"
 CA_FILE_ENV = "FEDERATION_REGISTRY_CA_FILE"
 CERT_FILE_ENV = "FEDERATION_REGISTRY_CERT_FILE"
 KEY_FILE_ENV = "FEDERATION_REGISTRY_KEY_FILE"
 TLS_ENVS = (CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV)
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = tuple(TOPOLOGY_SCHEMES)
 TLS_SCHEME = "rediss"
+
+
+def _tls(scheme: str) -> bool:
+    return TOPOLOGY_SCHEMES.get(scheme, ("server", False))[1]
 
 
 def registry_url(
@@ -80,7 +89,7 @@ class RegistryLocation:
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == TLS_SCHEME
+        return _tls(urlsplit(self.url).scheme)
 
     @property
     def address(self) -> str:
@@ -126,7 +135,7 @@ def location_of(
     ca, cert, key = (env.get(name, "").strip() or None for name in TLS_ENVS)
     parts = urlsplit(url)
     given = [name for name, value in zip(TLS_ENVS, (ca, cert, key), strict=True) if value]
-    if given and parts.scheme != TLS_SCHEME:
+    if given and not _tls(parts.scheme):
         raise InvalidInputError(
             f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but {variable} "
             f"is a {parts.scheme}:// URL, which connects without TLS: use "
@@ -138,6 +147,7 @@ def location_of(
             f"{variable} must not set {', '.join(query)} in its query: TLS is configured "
             f"with {', '.join(TLS_ENVS)}, and certificates are always verified"
         )
+    parse_topology(url, variable)  # a cluster or sentinel URL's nodes, service and query
     if bool(cert) != bool(key):
         have, lack = (CERT_FILE_ENV, KEY_FILE_ENV) if cert else (KEY_FILE_ENV, CERT_FILE_ENV)
         raise InvalidInputError(

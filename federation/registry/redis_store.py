@@ -40,18 +40,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import CrossSlotTransactionError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from federation.errors import InvalidInputError
-from federation.registry import keys
+from federation.registry import doorbell, keys
 from federation.registry.kinds import Kind, Record, RecordRef, encode_record, ref_of
 from federation.registry.records import ClusterRecord, encode_cluster
+from federation.registry.replies import xread_streams
 from federation.registry.store import (
     START,
     ClusterSnapshot,
@@ -62,6 +63,12 @@ from federation.registry.store import (
     parse_id,
 )
 from federation.registry.tls_errors import refusal_hint, tls_failure
+from federation.registry.topology import (
+    CLIENT_ERRORS,
+    RegistryClient,
+    client_from_url,
+    connection_kwargs,
+)
 from federation.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,7 @@ _MAX_SEQ = 2**64 - 1
 
 
 @contextlib.contextmanager
-def unavailable(what: str, client: Redis | None = None) -> Iterator[None]:
+def unavailable(what: str, client: RegistryClient | None = None) -> Iterator[None]:
     """Translate redis and socket errors into RegistryUnavailableError.
 
     A TLS misconfiguration (a certificate that does not verify, see
@@ -85,7 +92,9 @@ def unavailable(what: str, client: Redis | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (RedisError, OSError) as err:
+    except CrossSlotTransactionError:
+        raise  # a transaction spanning clusters' slots is a bug here, not an outage
+    except CLIENT_ERRORS as err:
         # builtins ConnectionError and TimeoutError (asyncio's too) are OSErrors.
         tls = tls_failure(err, client)
         if tls is not None:
@@ -102,34 +111,9 @@ def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _check_bytes_client(client: Redis) -> None:
-    if client.connection_pool.connection_kwargs.get("decode_responses"):
+def _check_bytes_client(client: RegistryClient) -> None:
+    if connection_kwargs(client).get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
-
-
-#: Seconds a command may wait for its reply before it fails (and is retried by its
-#: caller): without one, a reply lost on the way (a half-open connection) leaves the
-#: caller waiting forever. redis-py 8 defaults to 5 s; older releases (which
-#: ``redis>=5`` allows) to none. Far above the longest block of a stream read
-#: (``block_ms``, 500 ms).
-SOCKET_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 5.0
-#: A connection idle this long is checked (PING) before it is used again.
-HEALTH_CHECK_INTERVAL = 30
-
-
-def client_from_url(url: str, options: dict[str, Any]) -> Redis:
-    """A bytes client for ``url``; ``options`` go to ``Redis.from_url`` (for TLS,
-    :meth:`federation.registry.location.RegistryLocation.client_options`), with
-    :data:`SOCKET_TIMEOUT` and a health check of idle connections unless they say
-    otherwise."""
-    if options.get("decode_responses"):
-        raise ValueError("the registry needs a Redis client with decode_responses=False")
-    options["decode_responses"] = False
-    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
-    options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
-    return Redis.from_url(url, **options)
 
 
 def _unique(clusters: Iterable[str]) -> list[str]:
@@ -181,21 +165,16 @@ def _stream_entry(cluster: str, entry_id: bytes | str, fields: Mapping[Any, Any]
     return StreamEntry(cluster, eid, op, ref, record if op is Op.UPSERT else None)
 
 
-def _xread_streams(response: Any) -> list[tuple[bytes | str, list[Any]]]:
-    """(stream key, entries) pairs from XREAD, whichever RESP shape redis-py returns."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        pairs = list(response.items())
-    else:
-        pairs = [(item[0], item[1]) for item in response]
-    out: list[tuple[bytes | str, list[Any]]] = []
-    for name, entries in pairs:
-        # RESP3's legacy shape wraps the list of (id, fields) tuples in one more list.
-        if entries and isinstance(entries[0], list):
-            entries = entries[0]
-        out.append((name, list(entries or [])))
-    return out
+def _entries(response: Any, positions: Mapping[str, str]) -> list[StreamEntry]:
+    """The stream entries of an XREAD reply over the streams of ``positions``' clusters."""
+    clusters = {keys.stream(c): c for c in positions}
+    entries: list[StreamEntry] = []
+    for name, items in xread_streams(response):
+        cluster = clusters[_text(name)]
+        entries.extend(
+            _stream_entry(cluster, eid, fields or {}) for eid, fields in items if eid is not None
+        )
+    return entries
 
 
 def _stream_state(info: Mapping[Any, Any]) -> StreamState:
@@ -226,10 +205,51 @@ def _stream_state(info: Mapping[Any, Any]) -> StreamState:
     return StreamState(exists=True, last_id=last_id, max_deleted_id=deleted)
 
 
-class RedisWriter:
-    """One cluster's agent writing its own keys (a :class:`~store.RegistryWriter`)."""
+#: Counter answers a writer remembers (the most recent), to notice one answered twice.
+_ANSWERS_KEPT = 4096
 
-    def __init__(self, client: Redis, cluster: str, *, owns_client: bool = False) -> None:
+
+class _Counted:
+    """One transaction's check of the cluster's counter (see :class:`RedisWriter`)."""
+
+    def __init__(self, writer: RedisWriter, high_at_start: int | None) -> None:
+        self._writer = writer
+        self._start = high_at_start
+
+    def answer(self, raw: Any, *, baseline: bool = False) -> None:
+        """The counter this transaction was answered; a ``baseline`` (everything was
+        written again) is the new mark, whatever came before it."""
+        seq, writer = int(raw), self._writer
+        if baseline:
+            writer._high, writer._answers = seq, {seq}
+            return
+        if self._start is not None and seq <= self._start:
+            writer._lost_writes(f"counter {seq}, at least {self._start + 1} expected")
+        elif seq in writer._answers:
+            # Two transactions answered one value: the counter went back in between
+            # (transactions that overlapped a failover, which the first check misses).
+            writer._lost_writes(f"counter {seq} answered twice")
+        writer._answers.add(seq)
+        writer._high = seq if writer._high is None else max(writer._high, seq)
+        if len(writer._answers) > _ANSWERS_KEPT:
+            floor = writer._high - _ANSWERS_KEPT // 2
+            writer._answers = {a for a in writer._answers if a > floor}
+
+
+class RedisWriter:
+    """One cluster's agent writing its own keys (a :class:`~store.RegistryWriter`).
+
+    Every transaction also increments the cluster's counter (:func:`keys.seq`), and
+    the writer remembers the highest value it was answered. The counter never goes
+    down, so a transaction started after an answer of ``n`` must be answered more than
+    ``n`` (whatever runs concurrently), and the counter is at least the highest answer.
+    Anything less means writes we were told were done are gone: a failover promoted a
+    replica that had not received them (Redis replicates asynchronously).
+    :meth:`renew_lease` then says the registry lost the cluster's data, and the agent
+    republishes everything, as after a restart.
+    """
+
+    def __init__(self, client: RegistryClient, cluster: str, *, owns_client: bool = False) -> None:
         """Write ``cluster``'s keys through ``client``.
 
         ``close`` closes the client only if ``owns_client`` (as with
@@ -241,6 +261,17 @@ class RedisWriter:
         self._owns_client = owns_client
         self._records = keys.records(cluster)
         self._stream = keys.stream(cluster)
+        self._seq_key = keys.seq(cluster)
+        #: On a Redis Cluster, readers wait on the doorbell, not on our stream.
+        self._cluster_client = client if isinstance(client, RedisCluster) else None
+        #: The highest counter a transaction of ours was answered (None: none yet).
+        self._high: int | None = None
+        #: The counter values we were answered (recent ones): each is answered once.
+        self._answers: set[int] = set()
+        #: Set when the counter showed lost writes; cleared by a replace_all that
+        #: succeeded with no new loss seen meanwhile.
+        self._lost = False
+        self._losses = 0
 
     @classmethod
     def from_url(cls, url: str, cluster: str, **options: Any) -> RedisWriter:
@@ -263,7 +294,11 @@ class RedisWriter:
             )
 
     def _append(
-        self, pipe: Pipeline, op: Op, ref: RecordRef | None = None, record: bytes | None = None
+        self,
+        pipe: Pipeline | ClusterPipeline,
+        op: Op,
+        ref: RecordRef | None = None,
+        record: bytes | None = None,
     ) -> None:
         fields: dict[FieldT, EncodableT] = {"op": op.value}
         if ref is not None:
@@ -272,6 +307,29 @@ class RedisWriter:
         if record is not None:
             fields["record"] = record
         pipe.xadd(self._stream, fields, maxlen=keys.STREAM_MAXLEN, approximate=True)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, what: str) -> AsyncIterator[_Counted]:
+        """One transaction of ours: errors become RegistryUnavailableError; the caller
+        gives the counter it was answered to the yielded :class:`_Counted`."""
+        counted = _Counted(self, self._high)
+        with unavailable(what, self._client):
+            yield counted
+
+    def _lost_writes(self, why: str) -> None:
+        self._losses += 1
+        if not self._lost:
+            log.warning(
+                "registry lost writes of cluster %s (%s): a failover to a replica that had "
+                "not received them? republishing at the next lease renewal",
+                self._cluster,
+                why,
+            )
+        self._lost = True
+
+    async def _ring(self) -> None:
+        if self._cluster_client is not None:
+            await doorbell.ring(self._cluster_client, self._cluster)
 
     async def _add_member(self) -> None:
         # Not in the cluster's transactions: the members key has a slot of its own.
@@ -288,48 +346,58 @@ class RedisWriter:
         ref = ref_of(record)
         self._own(f"{ref.kind} {ref.namespace}/{ref.name}", record.cluster)
         data = encode_record(record)
-        with unavailable(f"publish of {self._cluster}/{ref.field}", self._client):
+        async with self._writing(f"publish of {self._cluster}/{ref.field}") as counted:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._records, ref.field, data)
                 self._append(pipe, Op.UPSERT, ref, data)
-                _, entry_id = await pipe.execute()
+                pipe.incr(self._seq_key)
+                _, entry_id, seq = await pipe.execute()
+            counted.answer(seq)
+        await self._ring()
         return _text(entry_id)
 
     async def withdraw(self, ref: RecordRef) -> str | None:
         key = ref.field
-        with unavailable(f"withdraw of {self._cluster}/{key}", self._client):
-            async with self._client.pipeline(transaction=True) as pipe:
+        async with (
+            self._writing(f"withdraw of {self._cluster}/{key}") as counted,
+            self._client.pipeline(transaction=True) as pipe,
+        ):
 
-                async def attempt() -> str | None:
-                    # WATCH puts the pipeline in immediate mode until multi(): HEXISTS
-                    # runs now, and EXEC fails (WatchError) if the hash changed since.
-                    await pipe.watch(self._records)
-                    if not await pipe.hexists(self._records, key):
-                        return None  # leaving the pipeline UNWATCHes
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hdel(self._records, key)
-                    self._append(pipe, Op.DELETE, ref)
-                    _, entry_id = await pipe.execute()
-                    return _text(entry_id)
+            async def attempt() -> str | None:
+                # WATCH puts the pipeline in immediate mode until multi(): HEXISTS
+                # runs now, and EXEC fails (WatchError) if the hash changed since.
+                await pipe.watch(self._records)
+                if not await pipe.hexists(self._records, key):
+                    return None  # leaving the pipeline UNWATCHes
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hdel(self._records, key)
+                self._append(pipe, Op.DELETE, ref)
+                pipe.incr(self._seq_key)
+                _, entry_id, seq = await pipe.execute()
+                counted.answer(seq)
+                return _text(entry_id)
 
-                try:
-                    # Optimistic concurrency: a conflict is retried after a short backoff
-                    # (logged at debug level: it is no failure), a bounded number of times.
-                    return await retry_call(
-                        "registry-withdraw",
-                        attempt,
-                        retry_if=lambda err: isinstance(err, WatchError),
-                        backoff=Backoff(initial=0.001, maximum=0.05, jitter=0.005),
-                        attempts=_WATCH_RETRIES,
-                        logger=log,
-                        level=lambda _: logging.DEBUG,
-                    )
-                except WatchError:
-                    pass
-        raise RegistryUnavailableError(
-            f"withdraw of {self._cluster}/{key}: the hash kept changing "
-            f"({_WATCH_RETRIES} attempts); is another writer using cluster {self._cluster!r}?"
-        )
+            try:
+                # Optimistic concurrency: a conflict is retried after a short backoff
+                # (logged at debug level: it is no failure), a bounded number of times.
+                entry_id = await retry_call(
+                    "registry-withdraw",
+                    attempt,
+                    retry_if=lambda err: isinstance(err, WatchError),
+                    backoff=Backoff(initial=0.001, maximum=0.05, jitter=0.005),
+                    attempts=_WATCH_RETRIES,
+                    logger=log,
+                    level=lambda _: logging.DEBUG,
+                )
+            except WatchError:
+                raise RegistryUnavailableError(
+                    f"withdraw of {self._cluster}/{key}: the hash kept changing, or the "
+                    f"connection kept failing ({_WATCH_RETRIES} attempts); is another "
+                    f"writer using cluster {self._cluster!r}, or is the registry failing over?"
+                ) from None
+        if entry_id is not None:
+            await self._ring()
+        return entry_id
 
     async def replace_all(self, records: Sequence[Record], record: ClusterRecord) -> str:
         self._own("the cluster record", record.cluster)
@@ -338,7 +406,8 @@ class RedisWriter:
             ref = ref_of(rec)
             self._own(f"{ref.kind} {ref.namespace}/{ref.name}", rec.cluster)
             mapping[ref.field] = encode_record(rec)
-        with unavailable(f"replace_all of {self._cluster}", self._client):
+        losses = self._losses
+        async with self._writing(f"replace_all of {self._cluster}") as counted:
             await self._add_member()
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(self._records)
@@ -346,16 +415,27 @@ class RedisWriter:
                     pipe.hset(self._records, mapping=mapping)
                 pipe.set(keys.cluster_record(self._cluster), encode_cluster(record))
                 self._append(pipe, Op.RESYNC)
+                pipe.incr(self._seq_key)
                 results = await pipe.execute()
-        return _text(results[-1])
+            counted.answer(results[-1], baseline=True)
+        if self._losses == losses:
+            self._lost = False  # what was lost is in what this wrote
+        await self._ring()
+        return _text(results[-2])
 
     async def renew_lease(self, ttl_ms: int, token: str) -> bool:
+        # The mark before sending: a transaction answered while this one is on its way
+        # may have incremented the counter after this one read it.
+        high = self._high
         with unavailable(f"lease renewal of {self._cluster}", self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(keys.lease(self._cluster), token, px=ttl_ms)
                 pipe.exists(keys.cluster_record(self._cluster))
-                _, exists = await pipe.execute()
-        return bool(exists)
+                pipe.get(self._seq_key)
+                _, exists, seq = await pipe.execute()
+        if high is not None and (seq is None or int(seq) < high):
+            self._lost_writes(f"counter {None if seq is None else int(seq)}, ours {high}")
+        return bool(exists) and not self._lost
 
     async def release_lease(self) -> None:
         with unavailable(f"lease release of {self._cluster}", self._client):
@@ -368,13 +448,21 @@ class RedisWriter:
 
 
 class RedisReader:
-    """A reader of every cluster's keys (a :class:`~store.RegistryReader`)."""
+    """A reader of every cluster's keys (a :class:`~store.RegistryReader`).
 
-    def __init__(self, client: Redis, *, owns_client: bool = False) -> None:
+    On a Redis Cluster no command spans slots: streams are read one XREAD each,
+    pipelined per node, woken by the doorbell (:mod:`doorbell`); cluster records are
+    read one GET each, pipelined the same way.
+    """
+
+    def __init__(self, client: RegistryClient, *, owns_client: bool = False) -> None:
         """Read through ``client``; ``close`` closes it only if ``owns_client``."""
         _check_bytes_client(client)
         self._client = client
         self._owns_client = owns_client
+        self._doorbell = doorbell.DoorbellTail(client) if isinstance(client, RedisCluster) else None
+        #: Clusters whose last per-stream read was cut at ``count``: read again at once.
+        self._more: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisReader:
@@ -410,21 +498,47 @@ class RedisReader:
             # Nothing to wait on; sleeping keeps a caller's tail loop from spinning.
             await asyncio.sleep(block_ms / 1000)
             return []
-        clusters = {keys.stream(c): c for c in positions}
+        if self._doorbell is not None:
+            return await self._read_per_slot(self._doorbell, positions, block_ms, count)
         streams: dict[KeyT, StreamIdT] = {keys.stream(c): p for c, p in positions.items()}
         with unavailable("read", self._client):
             # BLOCK 0 means "forever" to Redis; block_ms == 0 means "do not block" here.
             response = await self._client.xread(
                 streams, count=count, block=block_ms if block_ms > 0 else None
             )
+        return _entries(response, positions)
+
+    async def _read_per_slot(
+        self, bell: doorbell.DoorbellTail, positions: Mapping[str, str], block_ms: int, count: int
+    ) -> list[StreamEntry]:
+        """One XREAD per stream, pipelined per node: the streams that rang the doorbell,
+        or every stream (see :meth:`doorbell.DoorbellTail.wait`)."""
+        with unavailable("read", self._client):
+            more = sorted(self._more & positions.keys())
+            if more:
+                return await self._read_streams(more, positions, count)
+            while True:
+                rang = await bell.wait(positions, block_ms)
+                wanted = list(positions) if rang is None else sorted(rang)
+                entries = await self._read_streams(wanted, positions, count)
+                # The first wait only finds the doorbell's end: block once more.
+                if entries or bell.waited or block_ms <= 0:
+                    return entries
+
+    async def _read_streams(
+        self, clusters: list[str], positions: Mapping[str, str], count: int
+    ) -> list[StreamEntry]:
+        if not clusters:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for cluster in clusters:
+                pipe.xread({keys.stream(cluster): positions[cluster]}, count=count)
+            responses = await pipe.execute()
         entries: list[StreamEntry] = []
-        for name, items in _xread_streams(response):
-            cluster = clusters[_text(name)]
-            entries.extend(
-                _stream_entry(cluster, eid, fields or {})
-                for eid, fields in items
-                if eid is not None
-            )
+        for cluster, response in zip(clusters, responses, strict=True):
+            read = _entries(response, positions)
+            (self._more.add if len(read) >= count else self._more.discard)(cluster)
+            entries.extend(read)
         return entries
 
     async def stream_states(self, clusters: Iterable[str]) -> dict[str, StreamState]:
@@ -463,8 +577,15 @@ class RedisReader:
         wanted = _unique(clusters)
         if not wanted:
             return {}  # MGET with no keys is a syntax error
+        names = [keys.cluster_record(c) for c in wanted]
         with unavailable("cluster records", self._client):
-            values = await self._client.mget([keys.cluster_record(c) for c in wanted])
+            if self._doorbell is None:
+                values = await self._client.mget(names)
+            else:  # one slot per cluster: a GET each, pipelined per node
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.get(name)
+                    values = await pipe.execute()
         return {c: None if v is None else _raw(v) for c, v in zip(wanted, values, strict=True)}
 
     async def close(self) -> None:

@@ -20,11 +20,9 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection
-
 from federation.registry.location import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV
 from federation.registry.store import RegistryTlsError
+from federation.registry.topology import RegistryClient, connection_kwargs, uses_tls
 
 #: OpenSSL verify codes meaning "no trusted CA signed this certificate".
 _UNTRUSTED = frozenset({2, 7, 18, 19, 20, 21})
@@ -57,7 +55,9 @@ def _where(kwargs: dict[str, Any]) -> str:
     return f"registry at {kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def tls_failure(err: BaseException, client: Redis | None = None) -> RegistryTlsError | None:
+def tls_failure(
+    err: BaseException, client: RegistryClient | None = None
+) -> RegistryTlsError | None:
     """A RegistryTlsError for ``err`` if a TLS misconfiguration caused it, else None.
 
     ``client`` is the client that failed; its address and files go into the message.
@@ -65,7 +65,7 @@ def tls_failure(err: BaseException, client: Redis | None = None) -> RegistryTlsE
     ssl_err = next((e for e in _chain(err) if isinstance(e, ssl.SSLError)), None)
     if ssl_err is None:
         return None
-    kwargs: dict[str, Any] = {} if client is None else client.connection_pool.connection_kwargs
+    kwargs: dict[str, Any] = {} if client is None else connection_kwargs(client)
     where = _where(kwargs)
     ca = kwargs.get("ssl_ca_certs")
     if isinstance(ssl_err, ssl.SSLCertVerificationError):
@@ -94,14 +94,14 @@ def tls_failure(err: BaseException, client: Redis | None = None) -> RegistryTlsE
     return None
 
 
-def refusal_hint(err: BaseException, client: Redis | None) -> str:
+def refusal_hint(err: BaseException, client: RegistryClient | None) -> str:
     """A hint for a TLS connection ``client`` had reset: the server may refuse its
     certificate (or want one). Empty for other errors and clients without TLS."""
-    if client is None or not issubclass(client.connection_pool.connection_class, SSLConnection):
+    if client is None or not uses_tls(client):
         return ""
     if not any(isinstance(e, ConnectionResetError) for e in _chain(err)):
         return ""
-    cert = client.connection_pool.connection_kwargs.get("ssl_certfile")
+    cert = connection_kwargs(client).get("ssl_certfile")
     if cert:
         return (
             " (if this persists, the server may refuse the client certificate in "

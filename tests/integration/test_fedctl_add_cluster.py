@@ -3,6 +3,8 @@ URL connects as a user with exactly the agent's (or hub's) rights."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import yaml
 from redis import Redis
@@ -10,7 +12,10 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from e2e.federation import fedctl
 from e2e.redis_server import RedisServer
+from e2e.redis_topologies import RedisClusterServers, RedisSentinelSet
 from federation.cli.members import ADMIN_URL_ENV
+from federation.registry.records import ClusterRecord
+from federation.registry.redis_store import RedisWriter
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +58,30 @@ def test_without_the_admin_url_it_says_where_it_belongs() -> None:
     done = fedctl("add-cluster", "a", env={ADMIN_URL_ENV: ""})
     assert done.returncode == 1
     assert f"{ADMIN_URL_ENV} is not set" in done.stderr
+
+
+@pytest.mark.parametrize("registry_name", ["redis_cluster", "redis_sentinel"])
+def test_add_cluster_creates_the_user_on_every_node_of_a_distributed_registry(
+    registry_name: str, request: pytest.FixtureRequest
+) -> None:
+    """Redis keeps ACL users per node: a replica a failover promotes must know the
+    agent already. The printed URL names the same cluster or sentinels."""
+    registry: RedisClusterServers | RedisSentinelSet = request.getfixturevalue(registry_name)
+    admin = registry.url()
+    done = fedctl("add-cluster", "north", env={ADMIN_URL_ENV: admin})
+    assert done.returncode == 0, done.stderr
+    url = yaml.safe_load(done.stdout)["stringData"]["url"]
+    assert url.startswith(f"{registry.scheme}://agent-north:")
+    assert url.endswith(admin.rsplit("@", 1)[1])
+    for node in registry.running():
+        with node.admin_client() as client:
+            assert client.acl_getuser("agent-north"), f"{node.name} lacks the agent's user"
+
+    async def publish() -> None:
+        writer = RedisWriter.from_url(url, "north")
+        try:
+            await writer.join(ClusterRecord("north", "test", 1.0, "e1"))
+        finally:
+            await writer.close()
+
+    asyncio.run(publish())

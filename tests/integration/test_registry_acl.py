@@ -298,3 +298,13 @@ async def test_apply_users_reports_refused_rules_without_the_password(
     finally:
         await admin.execute_command("ACL", "DELUSER", "broken-user")  # type: ignore[no-untyped-call]
         await admin.aclose()
+
+
+async def test_agent_may_only_ring_the_doorbell(users: Users, agent_a: Redis) -> None:
+    """The doorbell (a Redis Cluster's change hint): agents XADD it and nothing else,
+    so no agent can delete it or read-modify it for the others."""
+    await agent_a.xadd(keys.DOORBELL, {"c": "a"}, maxlen=keys.DOORBELL_MAXLEN, approximate=True)
+    for command in (("DEL", keys.DOORBELL), ("XTRIM", keys.DOORBELL, "MAXLEN", "0")):
+        with pytest.raises(NoPermissionError):
+            await agent_a.execute_command(*command)  # type: ignore[no-untyped-call]
+    assert await agent_a.xlen(keys.DOORBELL) == 1  # and may read it, as readers do

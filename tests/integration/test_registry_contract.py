@@ -18,12 +18,14 @@ from typing import Protocol, TypeVar
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from e2e.cluster import free_port
 from e2e.redis_server import RedisServer
+from e2e.redis_topologies import RedisClusterServers, RedisSentinelSet
 from federation.errors import InvalidInputError
+from federation.registry import doorbell, keys
 from federation.registry import gatewayapi as g
-from federation.registry import keys
 from federation.registry import policies as p
 from federation.registry.codec import from_json
 from federation.registry.kinds import (
@@ -53,6 +55,7 @@ from federation.registry.store import (
     StreamEntry,
     parse_id,
 )
+from federation.registry.topology import client_from_url
 from tests import samples
 from tests.memory_store import MemoryRegistry
 
@@ -185,25 +188,29 @@ class MemoryBackend:
 
 
 class RedisBackend:
-    name = "redis"
+    """A real registry: one redis-server, a Redis Cluster or a sentinel set, by URL."""
 
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
-        self.admin: Redis = server.async_admin_client()
+    def __init__(self, name: str, registry: RedisServer | RedisClusterServers | RedisSentinelSet):
+        self.name = name
+        self.registry = registry
+        self.admin = client_from_url(registry.admin_url, {})
         self._stores: list[RedisWriter | RedisReader] = []
 
     def writer(self, cluster: str) -> RegistryWriter:
-        writer = RedisWriter.from_url(self.server.admin_url, cluster)
+        writer = RedisWriter.from_url(self.registry.admin_url, cluster)
         self._stores.append(writer)
         return writer
 
     def reader(self) -> RegistryReader:
-        reader = RedisReader.from_url(self.server.admin_url)
+        reader = RedisReader.from_url(self.registry.admin_url)
         self._stores.append(reader)
         return reader
 
     async def flush(self) -> None:
-        await self.admin.flushall()
+        if isinstance(self.admin, RedisCluster):
+            await self.admin.flushall(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self.admin.flushall()
 
     async def trim(self, cluster: str, keep: int) -> None:
         await self.admin.xtrim(keys.stream(cluster), maxlen=keep, approximate=False)
@@ -215,10 +222,19 @@ class RedisBackend:
             entry = {"op": "upsert", "kind": kind, "key": key, "record": data}
             pipe.xadd(keys.stream(cluster), entry)  # type: ignore[arg-type]
             await pipe.execute()
+        if isinstance(self.admin, RedisCluster):
+            await doorbell.ring(self.admin, cluster)
 
     async def blocked_readers(self) -> int:
-        info = await self.admin.info("clients")
-        return int(info["blocked_clients"])
+        blocked = 0
+        for node in self.registry.nodes:
+            if node.process is not None and node.process.running():
+                client = node.async_admin_client()
+                try:
+                    blocked += int((await client.info("clients"))["blocked_clients"])
+                finally:
+                    await client.aclose()
+        return blocked
 
     def let_time_pass(self, ms: int) -> None:
         pass  # Redis's own clock expires keys; tests poll for it
@@ -229,14 +245,23 @@ class RedisBackend:
         await self.admin.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+#: The Redis registries every contract test also runs on (fixture name by backend).
+REDIS_BACKENDS = {
+    "redis": "redis_server",
+    "redis-cluster": "redis_cluster",
+    "redis-sentinel": "redis_sentinel",
+}
+
+
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     store: MemoryBackend | RedisBackend
     if request.param == "memory":
         store = MemoryBackend()
     else:
         # Looked up here, not as an argument, so memory-only runs start no Redis.
-        store = RedisBackend(request.getfixturevalue("redis_server"))
+        registry = request.getfixturevalue(REDIS_BACKENDS[request.param])
+        store = RedisBackend(request.param, registry)
         await store.flush()
     try:
         yield store
@@ -681,7 +706,7 @@ async def test_a_reply_that_never_comes_is_an_error_not_a_hang() -> None:
     call fails within the socket timeout, as RegistryUnavailableError, which callers
     retry; clients get a timeout (and a health check of idle connections) by default,
     whatever redis-py's own defaults."""
-    from federation.registry import redis_store
+    from federation.registry import topology
 
     received = asyncio.Event()
 
@@ -702,8 +727,27 @@ async def test_a_reply_that_never_comes_is_an_error_not_a_hang() -> None:
         await writer.close()
     finally:
         server.close()
-    options: dict[str, object] = {}
-    client = redis_store.client_from_url("redis://127.0.0.1:1/0", options)
-    assert options["socket_timeout"] == redis_store.SOCKET_TIMEOUT
-    assert client.connection_pool.connection_kwargs["health_check_interval"] == 30
+    client = topology.client_from_url("redis://127.0.0.1:1/0", {})
+    kwargs = topology.connection_kwargs(client)
+    assert kwargs["socket_timeout"] == topology.SOCKET_TIMEOUT
+    assert kwargs["health_check_interval"] == topology.HEALTH_CHECK_INTERVAL
     await client.aclose()
+
+
+async def test_on_a_redis_cluster_every_change_rings_the_doorbell(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """Readers of a Redis Cluster wait on the doorbell: each publish, withdraw and
+    replace_all appends its cluster's id to it (after its transaction)."""
+    backend = RedisBackend("redis-cluster", redis_cluster)
+    await backend.flush()
+    writer = backend.writer("a")
+    try:
+        await writer.replace_all([], cluster_record("a"))
+        await writer.publish(service("a", "x"))
+        assert await writer.withdraw(svc_ref("x")) is not None
+        assert await writer.withdraw(svc_ref("x")) is None  # nothing changed: no ring
+        rings = await backend.admin.xrange(keys.DOORBELL) or []
+        assert [(fields or {}).get(b"c") for _, fields in rings] == [b"a", b"a", b"a"]
+    finally:
+        await backend.close()
