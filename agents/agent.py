@@ -39,6 +39,7 @@ from agents.status import StatusWriter
 from agents.trace import publish_time
 from federation.debug_payloads import ExportStep
 from federation.errors import FederationError
+from federation.process import stop_tasks
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateReader
 from federation.registry.kinds import Kind, Record, RecordRef, decode_record, parse_field
@@ -313,9 +314,7 @@ class Agent:
                 running.append(asyncio.create_task(self._zone_loaded(self.dns), name="dns"))
             await asyncio.gather(*running)
         finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await stop_tasks(running)
             with contextlib.suppress(FederationError):
                 await self.writer.release_lease()
 

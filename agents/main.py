@@ -410,7 +410,7 @@ async def _run(args: argparse.Namespace, kube: Kube) -> None:
     on_signals()
     await asyncio.wait([agent_task, kopf_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
     stop_task.cancel()
-    agent_task.cancel()
+    agent_task.cancel()  # once: its own cleanup stops its tasks (stop_tasks) and the lease
     agent_result = (await asyncio.gather(agent_task, return_exceptions=True))[0]
     kopf_stop.set()
     results = [agent_result, *(await asyncio.gather(kopf_task, return_exceptions=True))]

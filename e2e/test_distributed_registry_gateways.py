@@ -26,7 +26,7 @@ from e2e import test_gateway_api as story
 from e2e.federation import Federation
 from e2e.processes import HarnessError, wait_until
 from e2e.redis_server import RedisServer
-from e2e.traffic import Loop, Outcome, export_with_backends
+from e2e.traffic import Loop, export_with_backends, gateway_attempt
 from federation.registry import keys
 from federation.registry.store import RegistryUnavailableError
 
@@ -100,19 +100,10 @@ def test_a_master_killed_mid_burst_fails_no_request_and_imports_end_at_the_truth
     )
     gw.wait_for_status(address, "/", 200)
 
-    def probe() -> Outcome:
-        try:
-            reply = gw.request(address, "/", timeout=2)
-        except OSError as err:
-            return Outcome(None, f"{type(err).__name__}: {err}")
-        if reply.status != 200:
-            return Outcome(None, f"HTTP {reply.status} {reply.body[:200]!r}")
-        return Outcome(str(reply.json()["cluster"]))
-
     registry = fed.registry
     assert not isinstance(registry, RedisServer), "this test kills a master of a distributed one"
     killed = None
-    with Loop(None, probe=probe, count=6000, seconds=180) as loop:
+    with Loop(None, probe=lambda: gateway_attempt(address), count=6000, seconds=180) as loop:
         loop.wait_for(20)
         for round_ in range(ROUNDS):
             if round_ == ROUNDS // 3:

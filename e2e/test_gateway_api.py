@@ -30,7 +30,7 @@ from e2e.backends import GRPC_METHOD
 from e2e.federation import Federation
 from e2e.pki import CertificateAuthority
 from e2e.processes import HarnessError, Process, wait_until
-from e2e.traffic import Loop, Outcome, export_with_backends, kill
+from e2e.traffic import Loop, Outcome, export_with_backends, gateway_attempt, kill
 
 pytestmark = pytest.mark.integration
 
@@ -169,16 +169,7 @@ def test_failover_to_a_without_failed_requests(fed: Federation, ns: str) -> None
         what="b's own backends to serve b's gateway",
     )
 
-    def probe() -> Outcome:
-        try:
-            reply = gw.request(address, "/", timeout=2)
-        except OSError as err:
-            return Outcome(None, f"{type(err).__name__}: {err}")
-        if reply.status != 200:
-            return Outcome(None, f"HTTP {reply.status} {reply.body[:200]!r}")
-        return Outcome(str(reply.json()["cluster"]))
-
-    with Loop(None, probe=probe, count=2000, seconds=90) as loop:
+    with Loop(None, probe=lambda: gateway_attempt(address), count=2000, seconds=90) as loop:
         loop.wait_for(20)
         not_ready = time.monotonic()
         sc.apply(b, sc.endpoint_slice(b, ns, "echo", [62, 63], ready=False))

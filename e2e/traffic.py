@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from e2e import gateways as gw
 from e2e import scenario as sc
 from e2e.envoy import Envoy, EnvoyClient
 from e2e.federation import Federation
@@ -55,6 +56,18 @@ def attempt(envoy: EnvoyClient, hostname: str) -> Outcome:
         flags = resp.headers.get("x-envoy-response-flags", "")
         return Outcome(None, f"HTTP {resp.status} {flags} {resp.body[:200]!r}")
     return Outcome(str(json.loads(resp.body)["cluster"]))
+
+
+def gateway_attempt(address: str) -> Outcome:
+    """One request to a Gateway listener at ``address`` (``HOST:PORT``): the cluster
+    whose backend answered, or why not."""
+    try:
+        reply = gw.request(address, "/", timeout=2)
+    except OSError as err:
+        return Outcome(None, f"{type(err).__name__}: {err}")
+    if reply.status != 200:
+        return Outcome(None, f"HTTP {reply.status} {reply.body[:200]!r}")
+    return Outcome(str(reply.json()["cluster"]))
 
 
 def served_by(envoy: EnvoyClient, hostname: str) -> str | None:

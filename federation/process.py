@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -40,18 +40,24 @@ async def serve_http(
     ready: asyncio.Event,
     metrics: Callable[[], str],
     more: Mapping[str, Handler] | None = None,
+    not_ready: Callable[[], str | None] | None = None,
 ) -> web.AppRunner:
-    """Start ``/healthz``, ``/readyz`` (503 until ``ready`` is set), ``/metrics`` and the
-    ``more`` routes on ``address``; the caller cleans up the returned runner."""
+    """Start ``/healthz``, ``/readyz`` (503 until ``ready`` is set, or while
+    ``not_ready`` gives a reason), ``/metrics`` and the ``more`` routes on ``address``;
+    the caller cleans up the returned runner."""
     host, port = split_host_port(address, what)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set():
+        if not_ready is not None:
+            why = not_ready()
+        else:
+            why = None if ready.is_set() else "loading the registry"
+        if why is None:
             return web.Response(text="ok")
-        return web.Response(status=503, text="not ready: loading the registry")
+        return web.Response(status=503, text=f"not ready: {why}")
 
     async def metrics_text(_: web.Request) -> web.Response:
         return web.Response(text=metrics(), content_type="text/plain")
@@ -76,6 +82,67 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+#: A task asked to stop that goes on is asked again this often (seconds), for so long.
+CANCEL_AGAIN_EVERY = 1.0
+CANCEL_WITHIN = 30.0
+
+
+async def stop_tasks(
+    tasks: Iterable[asyncio.Task[Any]],
+    *,
+    again_every: float = CANCEL_AGAIN_EVERY,
+    within: float = CANCEL_WITHIN,
+) -> list[Any]:
+    """Cancel ``tasks`` and wait until each ended; what each returned or raised, in
+    order, as ``asyncio.gather(..., return_exceptions=True)`` gives it (a
+    :class:`TimeoutError` for one still running when this gave up).
+
+    A task that goes on is asked again every ``again_every`` seconds: one request can
+    be lost (seen once, in a registry watcher reading a Redis Cluster through a
+    failover, not explained yet), and a process that stops must not hang on it. Tasks
+    still running after ``within`` seconds are logged with where they wait, and left.
+    A task whose own cleanup (a ``finally``) takes longer than ``again_every`` has it
+    cut short, so this is for the leaves of a process's tasks, not for a task that
+    stops others in its cleanup. Cancelled itself meanwhile, this still stops its
+    tasks, then raises.
+    """
+    tasks = list(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    interrupted: asyncio.CancelledError | None = None
+    ask_at = loop.time()
+    while running := [t for t in tasks if not t.done()]:
+        now = loop.time()
+        if now >= deadline:
+            logging.getLogger(__name__).error(
+                "%d task(s) did not stop within %g s of being cancelled: %s",
+                len(running),
+                within,
+                ", ".join(t.get_name() for t in running),
+            )
+            log_tasks()
+            break
+        if now >= ask_at:
+            for task in running:
+                task.cancel()
+            ask_at = now + again_every
+        try:
+            await asyncio.wait(running, timeout=max(0.0, min(ask_at, deadline) - now))
+        except asyncio.CancelledError as err:
+            interrupted = err  # finish stopping them first, at the same pace
+    if interrupted is not None:
+        raise interrupted
+    return [_outcome(t) for t in tasks]
+
+
+def _outcome(task: asyncio.Task[Any]) -> Any:
+    if not task.done():
+        return TimeoutError(f"task {task.get_name()} did not stop when cancelled")
+    if task.cancelled():
+        return asyncio.CancelledError()
+    return task.exception() or task.result()
 
 
 def log_tasks() -> None:

@@ -169,10 +169,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="drop a stale cluster's endpoints after this many seconds "
         "(default: never; fail-static)",
     )
+    parser.add_argument(
+        "--registry-behind-after",
+        type=_positive_seconds,
+        default=None,
+        help="say not ready in /readyz once reads of the registry have failed for this many "
+        "seconds, so that a replica cut off from Redis takes no new Envoys while others "
+        "serve a newer view (default: never; when Redis is down for every replica, every "
+        "one goes unready and new Envoys find none)",
+    )
     _xds_arguments(parser)
     _extension_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
 
 
 def _extension_arguments(parser: argparse.ArgumentParser) -> None:
@@ -355,6 +374,7 @@ async def run(args: argparse.Namespace) -> None:
         hub_state=hub_state,
         sync=sync,
         extension=None if extension is None else ExtensionStage(extension),
+        behind_after=args.registry_behind_after,
     )
     xds = XdsMetrics()
     limits, settings = xds_limits(args)
@@ -377,7 +397,7 @@ async def run(args: argparse.Namespace) -> None:
     hub_task = asyncio.create_task(hub.run(), name="hub")
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait([hub_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
-    hub_task.cancel()
+    hub_task.cancel()  # once: its own cleanup stops its tasks (stop_tasks)
     results = await asyncio.gather(hub_task, return_exceptions=True)
     await server.stop(grace=1.0)
     await runner.cleanup()

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from federation.errors import InvalidInputError
 from federation.hub.extension import ExtensionStage
@@ -40,6 +41,7 @@ from federation.hub.snapshots import (
 from federation.hub.trace import ChangeLog
 from federation.model.imports import MergedImport, merge_exports
 from federation.node_groups import cluster_of_group, gateway_group, parse_group
+from federation.process import stop_tasks
 from federation.registry.failover import FailoverPolicyRecord
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
@@ -105,8 +107,11 @@ class Hub:
         sync: SyncRegistry | None = None,
         extension: ExtensionStage | None = None,
         extension_retry: float = 2.0,
+        behind_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = cache
+        self._behind_after = behind_after
         self.options = options
         #: Per member cluster, the generation of each of its Gateways now served.
         self.gateway_generations: dict[str, dict[tuple[str, str], int]] = {}
@@ -136,6 +141,7 @@ class Hub:
             withdraw_stale_after=withdraw_stale_after,
             block_ms=block_ms,
             check_interval=check_interval,
+            clock=clock,
             track_entries=True,  # for fedctl trace
         )
         self.ready = asyncio.Event()
@@ -385,6 +391,17 @@ class Hub:
 
         await asyncio.gather(*(again(g) for g in sorted(extension.due())))
 
+    def not_ready(self) -> str | None:
+        """Why ``/readyz`` says this hub is not ready, or None when it is: the registry
+        not loaded yet, or (with ``behind_after``) reads of it failing for longer than
+        that: a replica cut off from Redis while others may not be."""
+        if not self.ready.is_set():
+            return "loading the registry"
+        failing = self.watcher.failing_for()
+        if self._behind_after is not None and failing > self._behind_after:
+            return f"behind the registry: its reads have failed for {failing:.0f} s"
+        return None
+
     def publish_loaded(self) -> None:
         """Build every node group's snapshot from the loaded registry, then start serving
         (tests; with an extension server, the hub's own run awaits its calls first)."""
@@ -460,9 +477,6 @@ class Hub:
                 )
             await watcher
         finally:
-            tasks = [t for t in (watcher, publisher, retries) if t is not None]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(t for t in (watcher, publisher, retries) if t is not None)
             if self.extension is not None:
                 await self.extension.close()

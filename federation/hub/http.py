@@ -40,6 +40,12 @@ def _samples(hub: Hub, sync: SyncRegistry, xds: XdsMetrics) -> list[Sample]:
             "1 once the whole registry is loaded",
             hub.ready.is_set(),
         ),
+        Sample(
+            "federation_hub_registry_failing_seconds",
+            "gauge",
+            "seconds that reads of the registry have failed for (0 while they succeed)",
+            hub.watcher.failing_for(),
+        ),
         Sample("federation_hub_connected_proxies", "gauge", "connected ADS streams", len(proxies)),
         *(
             Sample(
@@ -222,4 +228,5 @@ async def serve_hub_http(
             "/debug/config-dump": config_dump,
             "/debug/trace": trace,
         },
+        not_ready=hub.not_ready,
     )

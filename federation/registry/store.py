@@ -119,7 +119,10 @@ class RegistryWriter(Protocol):
 
         Returns False when the cluster record is gone (Redis restarted
         without persistence, was flushed, or failed over to a replica that
-        lacks it): the caller must ``replace_all`` its whole state.
+        lacks it), or when writes this writer was told were done are gone (a
+        failover to a replica that had not received them; the Redis store
+        counts its transactions to see it): the caller must ``replace_all``
+        its whole state.
         """
 
     async def release_lease(self) -> None:

@@ -50,6 +50,8 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
 
 
 def _where(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("address"):
+        return f"registry at {kwargs['address']}"
     if kwargs.get("path"):
         return f"registry at {kwargs['path']}"
     return f"registry at {kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

@@ -184,6 +184,8 @@ def client_from_url(url: str, options: dict[str, Any]) -> RegistryClient:
     say otherwise."""
     options = _with_defaults(options)
     topology = parse(url)
+    # TLS is the scheme's to say (rediss…): an ``ssl`` option would contradict it.
+    options.pop("ssl", None)
     if topology.mode == "server":
         return Redis.from_url(url, **options)
     if topology.tls:
@@ -267,6 +269,7 @@ def node_client(url: str, node: tuple[str, int], options: dict[str, Any]) -> Red
     """A client of the one data node ``node`` behind ``url``, with its credentials."""
     topology = parse(url)
     options = _with_defaults(options)
+    options.pop("ssl", None)
     if topology.tls:
         options["ssl"] = True
     return Redis(
@@ -285,10 +288,18 @@ def is_cluster(client: object) -> bool:
 
 
 def connection_kwargs(client: RegistryClient) -> dict[str, Any]:
-    """The keyword arguments ``client`` opens its connections with (address, TLS files)."""
+    """The keyword arguments ``client`` opens its connections with (address, TLS files);
+    for a cluster or sentinel client also ``address``, what to call it in messages."""
     if isinstance(client, RedisCluster):
-        return client.get_connection_kwargs()
-    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+        kwargs = dict(client.get_connection_kwargs())
+        seeds = list(client.nodes_manager.startup_nodes.values())
+        if seeds:
+            kwargs["address"] = f"Redis Cluster (via {seeds[0].host}:{seeds[0].port})"
+        return kwargs
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    service = getattr(client.connection_pool, "service_name", None)
+    if service:
+        kwargs["address"] = f"the primary of sentinel service {service}"
     return kwargs
 
 

@@ -173,6 +173,8 @@ class RegistryWatcher:
         self._stale_since: dict[str, float] = {}
         self._withdrawn: set[str] = set()
         self._last_check = 0.0
+        #: Since when reads of the registry fail (``clock``); None while they succeed.
+        self.failing_since: float | None = None
         self.loaded = asyncio.Event()
         self.stats = WatcherStats()
         #: (cluster, record ref) -> (id of the last stream entry applied for it, when it
@@ -253,12 +255,15 @@ class RegistryWatcher:
             await self._load_all()
             self.loaded.set()
         await self.step()
+        self.failing_since = None
 
     def _retryable(self, err: BaseException) -> bool:
         if isinstance(err, RegistryTlsError) and not self.loaded.is_set():
             return False
         if isinstance(err, RegistryUnavailableError):
             self.stats.errors += 1
+            if self.failing_since is None:
+                self.failing_since = self._clock()
             return True
         return False
 
@@ -266,6 +271,10 @@ class RegistryWatcher:
         """Load every cluster once (for callers that drive :meth:`step` themselves)."""
         await self._load_all()
         self.loaded.set()
+
+    def failing_for(self) -> float:
+        """Seconds since reads of the registry started failing; 0 while they succeed."""
+        return 0.0 if self.failing_since is None else self._clock() - self.failing_since
 
     async def step(self) -> None:
         """One blocking read of all streams plus, when due, the consistency checks."""

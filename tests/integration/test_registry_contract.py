@@ -105,9 +105,10 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> Non
 T = TypeVar("T")
 
 
-async def retried(call: Callable[[], Awaitable[T]]) -> T:
-    """``call``'s result, retried while the registry is unavailable (as callers do)."""
-    deadline = time.monotonic() + DEADLINE
+async def retried(call: Callable[[], Awaitable[T]], within: float = DEADLINE) -> T:
+    """``call``'s result, retried while the registry is unavailable (as callers do),
+    for up to ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         try:
             return await call()

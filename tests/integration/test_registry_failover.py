@@ -20,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
 
 from e2e.processes import ProcessGroup
 from e2e.redis_topologies import RedisClusterServers, RedisSentinelSet
+from federation.process import stop_tasks
 from federation.registry import keys
 from federation.registry.kinds import Kind
-from federation.registry.records import ClusterRecord, ExportedService, ServicePort, ServiceType
+from federation.registry.records import ClusterRecord, ExportedService
 from federation.registry.redis_store import RedisReader, RedisWriter
-from federation.registry.store import RegistryUnavailableError
 from federation.registry.topology import client_from_url
 from federation.registry.watcher import Change, RegistryWatcher
+from tests import samples
+from tests.integration.test_registry_contract import retried
 
 pytestmark = pytest.mark.integration
 
@@ -60,43 +63,13 @@ def registry(request: pytest.FixtureRequest) -> Iterator[Registry]:
         group.stop_all()
 
 
-def service(name: str, generation: int) -> ExportedService:
-    return ExportedService(
-        cluster="a",
-        namespace="demo",
-        name=name,
-        type=ServiceType.CLUSTER_SET_IP,
-        ports=(ServicePort("http", "TCP", 80),),
-        created="2026-01-01T00:00:00Z",
-        generation=generation,
-    )
-
-
 def cluster_record(epoch: str) -> ClusterRecord:
-    return ClusterRecord(cluster="a", agent_version="test", last_full_sync=1.0, epoch=epoch)
+    return replace(samples.cluster_record("a"), epoch=epoch)
 
 
 async def until_served(call: Callable[[], Awaitable[T]]) -> T:
-    """``call``'s result, retried while the registry is unavailable (as the agent does)."""
-    deadline = time.monotonic() + FAILOVER_DEADLINE
-    while True:
-        try:
-            return await call()
-        except RegistryUnavailableError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait until it ended. The cancellation is requested again each
-    second: in about one run of ten, a watcher that had read from a cluster through a
-    failover kept reading after one request (not explained yet)."""
-    deadline = time.monotonic() + 30
-    while not task.done():
-        assert time.monotonic() < deadline, "the watcher did not stop when cancelled"
-        task.cancel()
-        await asyncio.wait([task], timeout=1)
+    """``call``'s result, retried while the registry fails over (as the agent does)."""
+    return await retried(call, within=FAILOVER_DEADLINE)
 
 
 async def republish(writer: RedisWriter, records: list[ExportedService], epoch: str) -> None:
@@ -133,7 +106,7 @@ async def test_a_master_killed_mid_burst_ends_with_every_reader_at_the_truth(
             if i == BURST // 3:
                 killed = registry.master_of(keys.stream("a"))
                 registry.kill(killed)
-            record = service(f"svc-{i % SERVICES}", i + 1)
+            record = samples.service("a", f"svc-{i % SERVICES}", i + 1)
             await until_served(lambda record=record: writer.publish(record))  # type: ignore[misc]
             truth[record.name] = record
         # The agent's lease loop: a renewal that reports lost data is followed by a
@@ -155,7 +128,10 @@ async def test_a_master_killed_mid_burst_ends_with_every_reader_at_the_truth(
             await asyncio.sleep(0.05)
         assert killed is not None and registry.master_of(keys.stream("a")) is not killed
     finally:
-        await stop(watching)
+        # Asked again each second: see stop_tasks, on a request seen lost here once.
+        (outcome,) = await stop_tasks([watching], within=30)
+        assert watching.done(), "the watcher did not stop when cancelled"
+        assert isinstance(outcome, asyncio.CancelledError), outcome
 
 
 async def test_renewal_reports_writes_a_failover_lost(
@@ -165,7 +141,7 @@ async def test_renewal_reports_writes_a_failover_lost(
     writer's: the next renewal says the cluster's data was lost."""
     writer, _ = stores
     await until_served(lambda: writer.replace_all([], cluster_record("e0")))
-    await writer.publish(service("x", 1))
+    await writer.publish(samples.service("a", "x", 1))
     assert await writer.renew_lease(LEASE_MS, "t") is True
     admin = client_from_url(registry.admin_url, {})
     try:
@@ -173,7 +149,7 @@ async def test_renewal_reports_writes_a_failover_lost(
     finally:
         await admin.aclose()
     assert await writer.renew_lease(LEASE_MS, "t") is False
-    await writer.replace_all([service("x", 1)], cluster_record("e1"))
+    await writer.replace_all([samples.service("a", "x", 1)], cluster_record("e1"))
     assert await writer.renew_lease(LEASE_MS, "t") is True
 
 
@@ -184,14 +160,16 @@ async def test_a_write_after_a_lost_one_is_noticed_too(
     loss is remembered until everything is republished, whatever is written since."""
     writer, _ = stores
     await until_served(lambda: writer.replace_all([], cluster_record("e0")))
-    await writer.publish(service("x", 1))
+    await writer.publish(samples.service("a", "x", 1))
     admin = client_from_url(registry.admin_url, {})
     try:
         await admin.decr(keys.seq("a"))
     finally:
         await admin.aclose()
-    await writer.publish(service("y", 1))  # the counter says 2 again, not 3
+    await writer.publish(samples.service("a", "y", 1))  # the counter says 2 again, not 3
     assert await writer.renew_lease(LEASE_MS, "t") is False
     assert await writer.renew_lease(LEASE_MS, "t") is False, "forgotten before a republish"
-    await writer.replace_all([service("x", 1), service("y", 1)], cluster_record("e1"))
+    await writer.replace_all(
+        [samples.service("a", "x", 1), samples.service("a", "y", 1)], cluster_record("e1")
+    )
     assert await writer.renew_lease(LEASE_MS, "t") is True

@@ -24,6 +24,7 @@ from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
+from federation.registry.store import RegistryUnavailableError
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.translate.ir import GatewayIR, ListenerIR, ServiceIR
 from federation.translate.proxy import render_service
@@ -363,3 +364,65 @@ def test_a_service_that_fails_translation_costs_its_own_update_only(
     served = cache.get("b")
     assert served is not None
     assert {n.split("/")[2] for n in served.of(CLUSTER)} == {"good"}
+
+
+async def test_a_hub_whose_registry_reads_fail_for_a_while_says_it_is_behind() -> None:
+    """/readyz's reason: loading first; ready once loaded; with ``behind_after``, behind
+    once reads have failed for longer (a replica cut off from Redis serves an old
+    view); ready again with the next good read. A slow translation is no failed read."""
+    now = [100.0]
+    registry = MemoryRegistry()
+    reader = FlakyReader(registry.reader())
+    hub = Hub(
+        reader,
+        SnapshotCache(),
+        SnapshotOptions(TranslateOptions(), {}, check_consistency=True),
+        check_interval=0,
+        freeze_heap=False,
+        behind_after=10.0,
+        clock=lambda: now[0],
+    )
+    await join(registry, "a", [svc("a", "web")])
+    assert hub.not_ready() == "loading the registry"
+    running = asyncio.create_task(hub.run())
+    try:
+        await asyncio.wait_for(hub.ready.wait(), 5)
+        now[0] += 60.0  # no read failed: however long since the last one, not behind
+        assert hub.not_ready() is None
+        reader.failing = True
+        while hub.watcher.failing_since is None:
+            await asyncio.sleep(0.01)
+        now[0] += 9.0
+        assert hub.not_ready() is None
+        now[0] += 2.0
+        assert hub.not_ready() == "behind the registry: its reads have failed for 11 s"
+        reader.failing = False
+        while hub.watcher.failing_since is not None:
+            await asyncio.sleep(0.01)
+        assert hub.not_ready() is None
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+class FlakyReader:
+    """A memory reader whose reads fail while ``failing`` (the registry cut off)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def read(self, positions: Any, block_ms: int, count: int = 1000) -> Any:
+        if self.failing:
+            raise RegistryUnavailableError("registry read failed: cut off")
+        return await self._inner.read(positions, min(block_ms, 20), count)
+
+
+def test_the_behind_threshold_is_a_positive_number_of_seconds() -> None:
+    assert hub_main.parse_args(["--registry-behind-after", "2.5"]).registry_behind_after == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            hub_main.parse_args(["--registry-behind-after", bad])

@@ -70,3 +70,28 @@ def test_tls_files_with_a_clear_text_cluster_url_are_refused() -> None:
         location.location_of(
             "redis+cluster://u:p@h:1", {location.CA_FILE_ENV: "/nonexistent/ca.crt"}
         )
+
+
+async def test_errors_name_a_cluster_or_sentinel_registry_by_where_it_is() -> None:
+    """TLS errors name the registry from its client's connection arguments: a cluster or
+    sentinel client has no host of its own there."""
+    for url, where in [
+        ("redis+cluster://u:p@10.0.0.1:7000", "Redis Cluster (via 10.0.0.1:7000)"),
+        ("redis+sentinel://u:p@s:26379/registry", "the primary of sentinel service registry"),
+    ]:
+        client = topology.client_from_url(url, {})
+        try:
+            assert topology.connection_kwargs(client)["address"] == where
+        finally:
+            await client.aclose()
+
+
+async def test_tls_comes_from_the_scheme_even_when_options_say_ssl() -> None:
+    """The admin's options of a TLS-only server carry ``ssl=True`` besides its
+    ``rediss://`` URL; redis-py refuses both together, so the scheme decides."""
+    for url in ("rediss://u:p@h:1/0", "rediss+cluster://u:p@h:1"):
+        client = topology.client_from_url(url, {"ssl": True, "ssl_cert_reqs": "required"})
+        try:
+            assert topology.uses_tls(client)
+        finally:
+            await client.aclose()
