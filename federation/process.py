@@ -99,9 +99,11 @@ async def stop_tasks(
     order, as ``asyncio.gather(..., return_exceptions=True)`` gives it (a
     :class:`TimeoutError` for one still running when this gave up).
 
-    A task that goes on is asked again every ``again_every`` seconds: one request can
-    be lost (seen once, in a registry watcher reading a Redis Cluster through a
-    failover, not explained yet), and a process that stops must not hang on it. Tasks
+    A task that goes on is asked again every ``again_every`` seconds: on Python 3.11 one
+    request can be lost. ``asyncio.wait_for`` drops a cancellation that arrives just as
+    what it waits for completes (CPython gh-86296, fixed in 3.12), and redis-py sends
+    every command through ``wait_for`` when a socket timeout is set: a registry watcher
+    was seen reading on after its cancel. A process that stops must not hang on it. Tasks
     still running after ``within`` seconds are logged with where they wait, and left.
     A task whose own cleanup (a ``finally``) takes longer than ``again_every`` has it
     cut short, so this is for the leaves of a process's tasks, not for a task that
