@@ -25,7 +25,6 @@ import contextlib
 import secrets
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -186,26 +185,12 @@ class RedisClusterServers(_DataNodes):
             for client in clients:
                 client.close()
 
-    def masters_now(self) -> list[RedisServer]:
-        """The running nodes that are masters now (failovers move the role)."""
-        return [n for n in self.running() if _role(n) == "master"]
-
     def master_of(self, key: str) -> RedisServer:
         """The master that serves ``key``'s slot now, as a running node sees it."""
         with contextlib.closing(self.node_client(self.running()[0])) as client:
             slot = int(_run(client, "CLUSTER", "KEYSLOT", key))
             port = _owner(client, slot)
         return next(n for n in self.nodes if n.port == port)
-
-    def wait_healthy(self, timeout: float = FORM_TIMEOUT) -> None:
-        """Wait until every running node says cluster_state:ok and every slot has a
-        running master (after a failover)."""
-
-        def healthy() -> bool:
-            nodes = self.running()
-            return bool(nodes) and all(_cluster_ok(self.node_client(n), close=True) for n in nodes)
-
-        wait_until(healthy, timeout=timeout, what=f"{self.name}: cluster_state:ok again")
 
     def admin_client(self) -> redis.RedisCluster:
         """A synchronous cluster client as the admin (bytes replies); the caller closes it."""
@@ -323,17 +308,6 @@ class RedisSentinelSet(_DataNodes):
     def master_of(self, key: str) -> RedisServer:
         """The data node that serves ``key`` now: the primary, whatever the key."""
         return self.primary()
-
-    def wait_promoted(self, old: RedisServer, timeout: float = FORM_TIMEOUT) -> RedisServer:
-        """Wait until the sentinels name a primary other than ``old``, and it is one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(HarnessError, StopIteration):
-                now = self.primary()
-                if now is not old and _role(now) == "master":
-                    return now
-            time.sleep(0.1)
-        raise HarnessError(f"{self.name}: no replica was promoted within {timeout:.0f}s")
 
     def stop(self) -> None:
         for process in self.sentinels:

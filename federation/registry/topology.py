@@ -170,10 +170,22 @@ def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("decode_responses"):
         raise ValueError("the registry needs a Redis client with decode_responses=False")
     out = dict(options)
+    # TLS is the scheme's to say (rediss…): an ``ssl`` option would contradict it.
+    out.pop("ssl", None)
     out["decode_responses"] = False
     out.setdefault("socket_timeout", SOCKET_TIMEOUT)
     out.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     out.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
+    return out
+
+
+def _node_options(topology: Topology, options: dict[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments for the nodes of a cluster or sentinel ``topology``:
+    :func:`_with_defaults`, TLS by its scheme, its credentials (not in a URL here)."""
+    out = _with_defaults(options)
+    if topology.tls:
+        out["ssl"] = True
+    out["username"], out["password"] = topology.username, topology.password
     return out
 
 
@@ -182,15 +194,10 @@ def client_from_url(url: str, options: dict[str, Any]) -> RegistryClient:
     keyword arguments (TLS files: :meth:`location.RegistryLocation.client_options`),
     with :data:`SOCKET_TIMEOUT` and a health check of idle connections unless they
     say otherwise."""
-    options = _with_defaults(options)
     topology = parse(url)
-    # TLS is the scheme's to say (rediss…): an ``ssl`` option would contradict it.
-    options.pop("ssl", None)
     if topology.mode == "server":
-        return Redis.from_url(url, **options)
-    if topology.tls:
-        options["ssl"] = True
-    options["username"], options["password"] = topology.username, topology.password
+        return Redis.from_url(url, **_with_defaults(options))
+    options = _node_options(topology, options)
     if topology.mode == "cluster":
         nodes = [ClusterNode(host, port) for host, port in topology.nodes]
         return RedisCluster(startup_nodes=nodes, **options)
@@ -219,12 +226,9 @@ async def data_nodes(url: str, options: dict[str, Any]) -> list[tuple[str, int]]
     promoted by a failover must know them already).
     """
     topology = parse(url)
-    options = _with_defaults(options)
     if topology.mode == "server":
         return []
-    if topology.tls:
-        options["ssl"] = True
-    options["username"], options["password"] = topology.username, topology.password
+    options = _node_options(topology, options)
     if topology.mode == "cluster":
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in topology.nodes], **options
@@ -268,18 +272,7 @@ class NodesDownError(RedisClusterException):
 def node_client(url: str, node: tuple[str, int], options: dict[str, Any]) -> Redis:
     """A client of the one data node ``node`` behind ``url``, with its credentials."""
     topology = parse(url)
-    options = _with_defaults(options)
-    options.pop("ssl", None)
-    if topology.tls:
-        options["ssl"] = True
-    return Redis(
-        host=node[0],
-        port=node[1],
-        db=topology.db,
-        username=topology.username,
-        password=topology.password,
-        **options,
-    )
+    return Redis(host=node[0], port=node[1], db=topology.db, **_node_options(topology, options))
 
 
 def is_cluster(client: object) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -390,19 +391,25 @@ async def test_a_hub_whose_registry_reads_fail_for_a_while_says_it_is_behind() -
         now[0] += 60.0  # no read failed: however long since the last one, not behind
         assert hub.not_ready() is None
         reader.failing = True
-        while hub.watcher.failing_since is None:
-            await asyncio.sleep(0.01)
+        await until(lambda: hub.watcher.failing_since is not None, "a read to fail")
         now[0] += 9.0
         assert hub.not_ready() is None
         now[0] += 2.0
         assert hub.not_ready() == "behind the registry: its reads have failed for 11 s"
         reader.failing = False
-        while hub.watcher.failing_since is not None:
-            await asyncio.sleep(0.01)
+        await until(lambda: hub.watcher.failing_since is None, "a read to succeed again")
         assert hub.not_ready() is None
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds, for at most 5 s."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 class FlakyReader:
