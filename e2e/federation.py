@@ -5,10 +5,13 @@ Used by the demo, the e2e tests and the benchmarks, on top of
 one Redis ACL user per agent (and a read-only hub user), gives each cluster a
 least-privilege Kubernetes identity for its agent (the agent chart's ClusterRole rules)
 and runs ``federation-agent`` as a separate process per cluster, which tests
-can kill and restart. With ``registry_tls=True`` the redis-server is TLS-only and requires
-client certificates; the hub and agents connect with ``rediss://``, verifying it with its
-CA and presenting a client certificate (the ``FEDERATION_REGISTRY_*`` files of
-:attr:`Federation.registry_tls_env`).
+can kill and restart. With ``hub_replicas=N`` it runs N hubs on the one registry, each
+with its own ports, and spreads the Envoys over them: each Envoy lists every replica,
+preferring the next one in turn (``fedctl bootstrap --xds IP:PORT,IP:PORT,...``), and
+moves to another when its replica goes. With ``registry_tls=True`` the redis-server is
+TLS-only and requires client certificates; the hub and agents connect with
+``rediss://``, verifying it with its CA and presenting a client certificate (the
+``FEDERATION_REGISTRY_*`` files of :attr:`Federation.registry_tls_env`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ Registry = RedisServer | RedisClusterServers | RedisSentinelSet
 AGENT_RULES = REPO_ROOT / "charts" / "federation-agent" / "files" / "clusterrole-rules.yaml"
 AGENTS_GROUP = "federation:agents"
 HUB_USER = "hub"
+
+
+@dataclass
+class HubReplica:
+    """One hub process of the federation and its ports (kept across restarts)."""
+
+    index: int
+    xds_port: int
+    http_port: int
+    process: Process | None = None
+
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
 
 
 @dataclass
@@ -112,9 +129,11 @@ class Federation:
         registry_tls: bool = False,
         check_consistency: bool = True,
         registry: RegistryKind = "server",
+        hub_replicas: int = 1,
     ) -> None:
         """``registry``: one redis-server (``server``), a Redis Cluster (``cluster``) or a
-        primary and replica under Sentinel (``sentinel``)."""
+        primary and replica under Sentinel (``sentinel``). ``hub_replicas``: how many
+        hubs :meth:`start_hub` starts, the Envoys spread over them."""
         self.env = env
         #: Start the hub with ``--check-consistency`` (off for benchmarks: it costs CPU).
         self.check_consistency = check_consistency
@@ -138,12 +157,15 @@ class Federation:
         self.registry_tls_env: dict[str, str] = self.registry.tls_env()
         self.hub_password = secrets.token_urlsafe(18)
         self.agents: dict[str, AgentHandle] = {}
-        self.hub: Process | None = None
+        #: The hub replicas, by index; ports are chosen when one first starts.
+        self.hubs = [HubReplica(i, 0, 0) for i in range(hub_replicas)]
         #: Flags every start of the hub gets (the shared environment allows patches).
         self.hub_flags: list[str] = []
         self.hub_tls = True
-        self.hub_xds_port = 0
-        self.hub_http_port = 0
+        #: Envoys started so far: the next one prefers replica ``started % replicas``.
+        self._envoys_started = 0
+        #: The replica each Envoy prefers, by Envoy name.
+        self.preferred_hub: dict[str, int] = {}
         #: The clusterset PKI of the hub's mTLS xDS port (``fedctl pki`` layout):
         #: hub/ and clusters/<id>/, each with tls.crt, tls.key and ca.crt.
         self.pki = env.workdir / "pki"
@@ -152,6 +174,19 @@ class Federation:
         self.envoys: dict[str, Envoy] = {}
         #: Gateways' own Envoys, by (cluster, namespace, name).
         self.gateway_envoys: dict[tuple[str, str, str], Envoy] = {}
+
+    @property
+    def hub(self) -> Process | None:
+        """The process of hub replica 0 (the only one, unless ``hub_replicas`` > 1)."""
+        return self.hubs[0].process
+
+    @property
+    def hub_xds_port(self) -> int:
+        return self.hubs[0].xds_port
+
+    @property
+    def hub_http_port(self) -> int:
+        return self.hubs[0].http_port
 
     @property
     def redis(self) -> RedisServer:
@@ -325,20 +360,30 @@ class Federation:
             "--xds-client-ca", str(hub / "ca.crt"),
         ]  # fmt: skip
 
-    def start_hub(self, *, extra_args: Sequence[str] = (), tls: bool = True) -> Process:
+    def start_hub(
+        self, *, extra_args: Sequence[str] = (), tls: bool = True, replica: int | None = None
+    ) -> Process:
         """The hub as a process, reading the registry as the read-only hub user, serving
-        mTLS xDS (``tls=False``: plain text, ``--insecure-xds-plaintext``)."""
-        if not self.hub_xds_port:
-            self.hub_xds_port, self.hub_http_port = free_port(), free_port()
+        mTLS xDS (``tls=False``: plain text, ``--insecure-xds-plaintext``): the one
+        ``replica``, or replica 0 and every other replica of ``hub_replicas`` not running
+        (returning replica 0's process)."""
+        if replica is None:
+            for other in self.hubs[1:]:
+                if other.process is None or not other.process.running():
+                    self.start_hub(extra_args=extra_args, tls=tls, replica=other.index)
+            replica = 0
+        hub = self.hubs[replica]
+        if not hub.xds_port:
+            hub.xds_port, hub.http_port = free_port(), free_port()
         self.hub_tls = tls
         argv = [
             sys.executable,
             "-m",
             "federation.cli.hub",
             "--xds-address",
-            f"127.0.0.1:{self.hub_xds_port}",
+            hub.xds_address,
             "--http-address",
-            f"127.0.0.1:{self.hub_http_port}",
+            f"127.0.0.1:{hub.http_port}",
             "--secret-dir",
             str(self.secret_dir),
             *(self.hub_tls_args() if tls else ["--insecure-xds-plaintext"]),
@@ -349,33 +394,57 @@ class Federation:
         for cluster in self.env.clusters.values():
             argv += cluster.hub_flags()
         env = self._env(self.hub_url())
-        self.hub = self.env.group.start("hub", argv, self.env.workdir / "hub.log", env=env)
-        return self.hub
+        name, log = ("hub", "hub.log") if replica == 0 else (f"hub-{replica}", f"hub-{replica}.log")
+        hub.process = self.env.group.start(name, argv, self.env.workdir / log, env=env)
+        return hub.process
 
-    def hub_http(self, path: str) -> str:
-        url = f"http://127.0.0.1:{self.hub_http_port}{path}"
+    def hub_http(self, path: str, replica: int = 0) -> str:
+        url = f"http://127.0.0.1:{self.hubs[replica].http_port}{path}"
         with urllib.request.urlopen(url, timeout=5) as resp:
             text: str = resp.read().decode()
             return text
 
-    def hub_ready(self) -> bool:
+    def hub_ready(self, replica: int = 0) -> bool:
         try:
-            self.hub_http("/readyz")
+            self.hub_http("/readyz", replica)
         except OSError:
             return False
         return True
 
-    def wait_hub_ready(self, timeout: float = 60) -> None:
+    def wait_hub_ready(self, timeout: float = 60, replica: int | None = None) -> None:
+        """Until every started replica (or the one ``replica``) answers ``/readyz``."""
+        hubs = [h for h in self.hubs if h.process is not None and replica in (None, h.index)]
+
         def check() -> None:
-            if self.hub is not None and not self.hub.running():
-                raise HarnessError(f"hub exited:\n{self.hub.log_tail(40)}")
+            for hub in hubs:
+                if hub.process is not None and not hub.process.running():
+                    raise HarnessError(f"hub {hub.index} exited:\n{hub.process.log_tail(40)}")
 
-        wait_until(self.hub_ready, timeout=timeout, what="the hub to be ready", check=check)
+        wait_until(
+            lambda: all(self.hub_ready(h.index) for h in hubs),
+            timeout=timeout,
+            what="the hub to be ready",
+            check=check,
+        )
 
-    def kill_hub(self) -> None:
-        assert self.hub is not None
-        os.kill(self.hub.pid, signal.SIGKILL)
-        self.hub.popen.wait(timeout=10)
+    def kill_hub(self, replica: int = 0) -> None:
+        """SIGKILL hub replica ``replica`` (by its pid) and reap it."""
+        process = self.hubs[replica].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.popen.wait(timeout=10)
+
+    def next_xds_address(self, name: str) -> str:
+        """The ``--xds`` of the Envoy ``name``: the one hub, or every replica with the
+        next one in turn first (recorded in :attr:`preferred_hub`; an Envoy started
+        again under the same name keeps its order)."""
+        first = self.preferred_hub.get(name)
+        if first is None:
+            first = self._envoys_started % len(self.hubs)
+            self._envoys_started += 1
+            self.preferred_hub[name] = first
+        order = self.hubs[first:] + self.hubs[:first]
+        return ",".join(h.xds_address for h in order)
 
     def start_envoy(
         self,
@@ -396,7 +465,7 @@ class Federation:
             cluster.tools.envoy,
             cluster.dir / "envoy",
             cluster=cluster_id,
-            xds_address=f"127.0.0.1:{self.hub_xds_port}",
+            xds_address=self.next_xds_address(f"envoy-{cluster_id}"),
             admin_address=cluster.envoy_admin,
             listener_address=cluster.envoy_listener,
             delta=delta,
@@ -409,33 +478,46 @@ class Federation:
         return envoy
 
     def start_gateway_envoy(
-        self, cluster_id: str, namespace: str, name: str, *, source_cluster_stats: bool = False
+        self,
+        cluster_id: str,
+        namespace: str,
+        name: str,
+        *,
+        source_cluster_stats: bool = False,
+        instance: int = 0,
     ) -> Envoy:
         """The own Envoy of Gateway ``namespace/name`` of ``cluster_id``, as a process on
         the cluster's loopback address (where the hub binds its listeners). In a real
         cluster the agent runs it as the Gateway's Deployment; the apiserver-only tier has
         no kubelet, so tests start it here. Stopped with the environment.
-        ``source_cluster_stats``: as ``fedctl bootstrap --source-cluster-stats``."""
+        ``source_cluster_stats``: as ``fedctl bootstrap --source-cluster-stats``.
+        ``instance``: another Envoy of the same Gateway (its own directory, admin port and
+        node id; it binds the same listeners, with SO_REUSEPORT as Envoy does), which the
+        test stops; instance 0 is kept in :attr:`gateway_envoys`."""
         cluster = self.env.cluster(cluster_id)
         host = cluster.envoy_admin.rpartition(":")[0]
         tls = self.xds_tls(cluster_id) if self.hub_tls else None
+        suffix = f"-{instance}" if instance else ""
         envoy = Envoy(
             self.env.group,
             cluster.tools.envoy,
-            cluster.dir / f"envoy-{namespace}-{name}",
+            cluster.dir / f"envoy-{namespace}-{name}{suffix}",
             cluster=cluster_id,
-            xds_address=f"127.0.0.1:{self.hub_xds_port}",
+            xds_address=self.next_xds_address(f"envoy-{cluster_id}-{namespace}-{name}{suffix}"),
             admin_address=f"{host}:{free_port(host)}",
             listener_address=cluster.envoy_listener,
             tls=tls,
             gateway=f"{namespace}/{name}",
+            node_id=f"envoy-{cluster_id}-{namespace}-{name}{suffix}" if instance else None,
             bootstrap_options={
                 "agent_address": self.agent_credentials_address(cluster_id),
                 "source_cluster_stats": source_cluster_stats,
             },
         )
+        envoy.name += suffix
         envoy.start()
-        self.gateway_envoys[cluster_id, namespace, name] = envoy
+        if not instance:
+            self.gateway_envoys[cluster_id, namespace, name] = envoy
         return envoy
 
     def start_backend(
@@ -464,7 +546,7 @@ class Federation:
         failed test's report carries (:func:`e2e.fixtures.pytest_runtest_makereport`).
         ``exited_only``: the tails of exited components only, each line cut to 400
         characters (the end-of-run summary, which must stay short)."""
-        processes = [("hub", self.hub)]
+        processes = [(f"hub {h.index}" if h.index else "hub", h.process) for h in self.hubs]
         processes += [(f"agent {c}", h.process) for c, h in sorted(self.agents.items())]
         out = []
         for name, process in processes:

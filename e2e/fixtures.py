@@ -102,6 +102,22 @@ def distributed_plane(request: pytest.FixtureRequest) -> Iterator[Federation]:
         yield federation
 
 
+@pytest.fixture(scope="session", params=[2, 3], ids=lambda n: f"{n}-hubs")
+def replicated_plane(request: pytest.FixtureRequest) -> Iterator[Federation]:
+    """Like ``data_plane``, with 2 or 3 hub replicas on the one registry and the Envoys
+    spread over them: each Envoy lists every replica, preferring the next one in turn,
+    and moves to another when its replica goes. The data-plane and Gateway API stories
+    run on it again (``e2e/test_hub_replicas_*.py``), and replicas are killed under them."""
+    with LocalEnvironment(("a", "b", "c")) as env:
+        federation = Federation(env, lease_ttl=3.0, hub_replicas=request.param)
+        federation.start()
+        federation.start_hub()
+        federation.wait_hub_ready()
+        for cluster_id in env.clusters:
+            federation.start_envoy(cluster_id, delta=cluster_id == "c")
+        yield federation
+
+
 @pytest.fixture(scope="session")
 def cluster_a(local_env: LocalEnvironment) -> LocalCluster:
     return local_env.cluster("a")

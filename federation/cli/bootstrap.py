@@ -26,6 +26,16 @@ only the IPv4 one). The alternatives fail or flap:
   about every other (re)connection goes to the family the hub does not listen on and
   costs a refused connection and a retry back-off before the other is tried.
 
+Hub replicas are normally reached through one address, their Service, whose endpoints
+spread the Envoys' connections. Without one, ``xds_address`` may list replicas by IP
+address, ``IP:PORT,IP:PORT,...``: each is a priority of its own, in the order given, so an
+Envoy connects to the first, and a replica that refuses or breaks its connection is
+ejected for a while (outlier detection, after one failure), which sends the next attempt
+to the next one. Listing them in another order per cluster spreads the clusters over
+the replicas. A connection the hub closes at its ``--xds-max-connection-age`` counts as
+such a failure too, so an Envoy moves to its next replica then, and back to the first
+at the next. Names are given alone: Envoy resolves a name into one host.
+
 HTTP/2 keepalive pings make an Envoy notice a dead hub connection (a hub that went
 away without closing it) within seconds and reconnect, instead of sitting on it, and a
 refused or broken stream is retried after 0.25 s, backing off to 5 s.
@@ -59,6 +69,16 @@ READY_LISTENER = "federation-ready"
 KEEPALIVE = {"interval": "15s", "timeout": "5s"}
 #: Backoff between attempts to (re)open the ADS stream (Envoy's default is 0.5 s to 30 s).
 RETRY_BACK_OFF = {"base_interval": "0.25s", "max_interval": "5s"}
+#: With several hub replicas listed: a replica is ejected after one failed connection or
+#: broken stream (Envoy counts those as 5xx), for 10 s times the ejections in a row (at
+#: most Envoy's 300 s), so that the next attempt goes to the next one; every replica may
+#: be ejected (then Envoy tries them all again).
+REPLICA_OUTLIER_DETECTION = {
+    "consecutive_5xx": 1,
+    "interval": "1s",
+    "base_ejection_time": "10s",
+    "max_ejection_percent": 100,
+}
 
 
 def _is_ip(host: str) -> bool:
@@ -168,6 +188,33 @@ def _grpc_cluster(name: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
+def xds_cluster(hosts: list[tuple[str, int]]) -> dict[str, Any]:
+    """The static cluster of the hub: one ``(host, port)``, or several replicas by IP
+    address as priorities in that order (see the module docstring)."""
+    cluster = _grpc_cluster(XDS_CLUSTER, *hosts[0])
+    if len(hosts) == 1:
+        return cluster
+    names = [host for host, _ in hosts if not _is_ip(host)]
+    if names:
+        raise InvalidInputError(
+            f"--xds: list hub replicas by IP address; a name ({names[0]}) is given alone, "
+            "as Envoy resolves it into one host"
+        )
+    if len(set(hosts)) < len(hosts):
+        raise InvalidInputError("--xds lists a hub replica twice")
+    cluster["load_assignment"]["endpoints"] = [
+        {
+            "priority": priority,
+            "lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}}
+            ],
+        }
+        for priority, (h, p) in enumerate(hosts)
+    ]
+    cluster["outlier_detection"] = dict(REPLICA_OUTLIER_DETECTION)
+    return cluster
+
+
 def agent_cluster(cluster: str, address: str, tls: BootstrapTls | None) -> dict[str, Any]:
     """The static cluster of a Gateway's Envoy that reaches its cluster's agent, which
     serves the configuration of its basic auth and API key filters
@@ -185,7 +232,8 @@ def agent_cluster(cluster: str, address: str, tls: BootstrapTls | None) -> dict[
 def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     """The bootstrap as a dict (YAML/JSON-ready); raises InvalidInputError on bad input."""
     cluster = parse_cluster_id(options.cluster)
-    xds_host, xds_port = split_host_port(options.xds_address, "--xds")
+    hosts = [split_host_port(a.strip(), "--xds") for a in options.xds_address.split(",")]
+    xds = xds_cluster(hosts)
     admin_host, admin_port = split_host_port(options.admin_address, "--admin")
     if (options.tls is None) == (not options.insecure_plaintext):
         raise InvalidInputError(
@@ -195,10 +243,9 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             if options.tls is None
             else "--insecure-plaintext contradicts the --tls-* files: give one or the other"
         )
-    xds_cluster = _grpc_cluster(XDS_CLUSTER, xds_host, xds_port)
     if options.tls is not None:
-        xds_cluster["transport_socket"] = _transport_socket(
-            options.tls, xds_host, hub_uri(check_trust_domain(options.tls.trust_domain))
+        xds["transport_socket"] = _transport_socket(
+            options.tls, hosts[0][0], hub_uri(check_trust_domain(options.tls.trust_domain))
         )
     ads: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
     if options.gateway:
@@ -216,7 +263,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         namespace, name = parse_gateway_ref(options.gateway, "--gateway")
         node["metadata"] = {GATEWAY_METADATA: f"{namespace}/{name}"}
         node["id"] = options.node_id or f"envoy-{cluster}-{namespace}-{name}"
-    static: dict[str, Any] = {"clusters": [xds_cluster]}
+    static: dict[str, Any] = {"clusters": [xds]}
     if options.agent_address:
         if not options.gateway:
             raise InvalidInputError("--agent-address is for a Gateway's Envoys: give --gateway")

@@ -3,7 +3,7 @@
     fedctl bootstrap --cluster a --xds 10.0.0.5:18000 --tls-cert F --tls-key F --tls-ca F \\
         [--admin 127.0.0.1:9901] [--delta]
     fedctl pki init --dir pki --hub-name HOST --cluster a --cluster b
-    fedctl proxy-status [--hub http://127.0.0.1:18080] [-o json]
+    fedctl proxy-status [--hub http://127.0.0.1:18080 ...] [-o json]
     fedctl config-dump --cluster b [--hub URL] [--type clusters ...] [-o yaml|json]
         [--node ID] [--envoy-admin HOST:PORT]
     fedctl trace service NAMESPACE/NAME [--hub URL] --agent CLUSTER=URL ... [-o json]
@@ -16,7 +16,9 @@
 ``bootstrap`` prints the Envoy bootstrap for a member cluster's Envoy (see
 ``federation.cli.bootstrap``). ``proxy-status`` asks the hub which Envoys are
 connected and, per xDS type, whether each is synced, stale or NACKed (with
-the NACK's message): "is every Envoy in sync, and with what?". ``config-dump`` shows
+the NACK's message): "is every Envoy in sync, and with what?"; given several hub
+replicas (``--hub`` again for each), it shows every replica's Envoys, with a HUB column.
+``config-dump`` shows
 exactly what the hub serves a cluster's Envoys, and how a given Envoy differs
 (``federation.cli.config_dump``); ``trace`` follows the latest change of one export
 through agent, registry, hub, each Envoy and each importing cluster
@@ -91,20 +93,53 @@ def _type_state(entry: dict[str, Any], short: str) -> str:
     return "-"
 
 
-def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
+def _proxies_of_every_hub(hubs: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every hub replica's proxy-status entries, each with the ``hub`` it came from
+    when there are several; and an error per replica that could not be read (the others
+    are still shown: a replica down is when the table matters most)."""
+    out, errors = [], []
+    for hub in hubs:
+        try:
+            entries = _get_json(hub.rstrip("/") + "/debug/proxy-status")
+        except FederationError as err:
+            errors.append(str(err))
+            continue
+        out += [{**e, "hub": hub} if len(hubs) > 1 else e for e in entries]
+    return out, errors
+
+
+def _proxy_status(args: argparse.Namespace) -> int:
+    """Print every replica's Envoys; 1 when a replica could not be read."""
+    proxies, errors = _proxies_of_every_hub(args.hub or [DEFAULT_HUB])
+    if proxies or not errors:
+        print(
+            json.dumps(proxies, indent=2)
+            if args.output == "json"
+            else render_proxy_status(proxies, hub_column=len(args.hub) > 1),
+            end="",
+        )
+    for error in errors:
+        print(f"fedctl: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def render_proxy_status(proxies: list[dict[str, Any]], *, hub_column: bool = False) -> str:
     """A table: one row per Envoy with its node group (a cluster's shared Envoys, or
     ``cluster/namespace/gateway``), one column per xDS type (``-``: not subscribed, as SDS
-    without HTTPS listeners), then NACK messages."""
+    without HTTPS listeners), then NACK messages. ``hub_column``: which replica each
+    entry came from (its ``hub``), first."""
     header = ["NODE", "GROUP", "PROTOCOL", *(t for t, _ in TYPES), "SYNCED"]
+    header = ["HUB", *header] if hub_column else header
     rows = [header]
     nacks = []
     for p in sorted(proxies, key=lambda p: (str(p.get("group")), str(p.get("node_id")))):
+        lead = [_shown(str(p.get("hub", "?")))] if hub_column else []
         refused = p.get("refused")
         if refused:
             unknown = refused.get("reason") in ("unknown-cluster", "unknown-gateway")
             verdict = "UNKNOWN" if unknown else "REFUSED"
             rows.append(
-                [_shown(p.get("node_id") or "?"), _shown(p.get("group") or "?"), "-"]
+                [*lead, _shown(p.get("node_id") or "?"), _shown(p.get("group") or "?"), "-"]
                 + ["-"] * len(TYPES)
                 + [verdict]
             )
@@ -118,6 +153,7 @@ def render_proxy_status(proxies: list[dict[str, Any]]) -> str:
             continue
         rows.append(
             [
+                *lead,
                 _shown(p.get("node_id", "?")),
                 _shown(p.get("group", "?")),
                 str(p.get("protocol", "?")),
@@ -300,7 +336,12 @@ def _coredns_arguments(sub: Any) -> None:
 def _bootstrap_arguments(sub: Any) -> None:
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap for a member cluster")
     boot.add_argument("--cluster", required=True, help="member cluster id (node.cluster)")
-    boot.add_argument("--xds", required=True, help="HOST:PORT of the hub's xDS server")
+    boot.add_argument(
+        "--xds",
+        required=True,
+        help="HOST:PORT of the hub's xDS server (its Service), or IP:PORT,IP:PORT,... of hub "
+        "replicas, preferred in that order",
+    )
     boot.add_argument("--admin", default="127.0.0.1:9901", help="admin HOST:PORT (loopback)")
     boot.add_argument("--node-id", help="default: envoy-<cluster>[-<namespace>-<name>]")
     boot.add_argument(
@@ -401,7 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _bootstrap_arguments(sub)
-    status = _command(sub, "proxy-status", "which Envoys are in sync, and with what", hub=True)
+    status = _command(sub, "proxy-status", "which Envoys are in sync, and with what")
+    status.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        help=f"a hub replica's HTTP address (repeatable; default {DEFAULT_HUB})",
+    )
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     for name, what in (("add-cluster", "a member cluster's agent"), ("add-hub", "the hub")):
         add = _command(sub, name, f"create the registry user of {what}; print its Secret", members)
@@ -476,13 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(text, end="")
         else:
-            proxies = _get_json(args.hub.rstrip("/") + "/debug/proxy-status")
-            print(
-                json.dumps(proxies, indent=2)
-                if args.output == "json"
-                else render_proxy_status(proxies),
-                end="",
-            )
+            return _proxy_status(args)
     except FederationError as err:
         print(f"fedctl: {err}", file=sys.stderr)
         return 1

@@ -388,6 +388,8 @@ async def run(args: argparse.Namespace) -> None:
         node_group=node_group,
         limits=limits,
         settings=settings,
+        # An Envoy that comes from another replica is never served an older view.
+        caught_up=hub.watcher.caught_up,
     )
     runner = await serve_hub_http(hub, sync, xds, args.http_address)
     stop = asyncio.Event()
@@ -400,6 +402,7 @@ async def run(args: argparse.Namespace) -> None:
     hub_task.cancel()  # once: its own cleanup stops its tasks (stop_tasks)
     results = await asyncio.gather(hub_task, return_exceptions=True)
     await server.stop(grace=1.0)
+    await hub.withdraw()  # its Envoys are counted by the replicas they move to
     await runner.cleanup()
     await reader.close()
     await hub_state.close()

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from federation.errors import InvalidInputError
+from federation.errors import FederationError, InvalidInputError
 from federation.hub.extension import ExtensionStage
 from federation.hub.programmed import ProgrammedPublisher
 from federation.hub.snapshots import (
@@ -42,6 +42,7 @@ from federation.hub.trace import ChangeLog
 from federation.model.imports import MergedImport, merge_exports
 from federation.node_groups import cluster_of_group, gateway_group, parse_group
 from federation.process import stop_tasks
+from federation.programmed import STALE_AFTER
 from federation.registry.failover import FailoverPolicyRecord
 from federation.registry.gatewayapi import GatewayRecord
 from federation.registry.hub_state import HubStateWriter
@@ -446,6 +447,23 @@ class Hub:
             "hub ready",
             extra={"services": len(self.watcher.service_names()), "groups": len(self._groups())},
         )
+
+    async def withdraw(self, timeout: float = 2.0) -> None:
+        """Delete this replica's reports of what its Envoys applied (it is stopping and
+        its Envoys go to other replicas), within ``timeout``; agents ignore what is left
+        once it is STALE_AFTER old, and other replicas delete it then."""
+        if self.publisher is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publisher.withdraw()
+        except (TimeoutError, FederationError) as err:
+            log.warning(
+                "could not delete this replica's Gateway reports (agents stop counting "
+                "them after %g s): %s",
+                STALE_AFTER,
+                err or "timed out",
+            )
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.watcher.run(), name="registry-watcher")

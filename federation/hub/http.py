@@ -173,6 +173,18 @@ _XDS_METRICS: tuple[tuple[str, Literal["counter", "gauge"], str, str], ...] = (
         "NACKed responses offered again after their backoff",
         "nack_reoffers",
     ),
+    (
+        "catch_ups_total",
+        "counter",
+        "streams of Envoys holding configuration, held until the hub read the registry again",
+        "catch_ups",
+    ),
+    (
+        "catch_up_timeouts_total",
+        "counter",
+        "of those, streams served what the hub had after the wait timed out",
+        "catch_up_timeouts",
+    ),
     ("tls_reloads_total", "counter", "xDS TLS files re-read after a change", "tls_reloads"),
     (
         "tls_reload_failures_total",

@@ -10,7 +10,11 @@ sees ACKs, and only the cluster's agent writes the Gateway, so:
 * :func:`patch_facts` the verdict on each EnvoyPatchPolicy of a Gateway, from what the
   snapshot builder did with it (:mod:`federation.hub.patches`) and the same sync state;
 * :class:`ProgrammedPublisher` (run by the hub) writes the facts of every cluster to the
-  registry's hub state whenever they change, and again every ``heartbeat`` seconds;
+  registry's hub state whenever they change, and again every ``heartbeat`` seconds; it
+  removes its own when the hub stops (:meth:`~ProgrammedPublisher.withdraw`), and
+  every replica deletes those of replicas gone without that, once agents ignore them
+  (older than :data:`~federation.programmed.STALE_AFTER`), so that the hash does not
+  grow with every hub pod ever started;
 * :func:`federation.programmed.merged_facts` (called by the agent) reads them back,
   merging hub replicas; the format both sides share is in :mod:`federation.programmed`.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,12 +37,15 @@ from dataclasses import dataclass, field
 from federation.errors import FederationError
 from federation.hub.patches import PatchOutcome
 from federation.node_groups import cluster_of_group, gateway_group
-from federation.programmed import encode
+from federation.programmed import STALE_AFTER, decode, encode
 from federation.registry.hub_state import HubStateWriter
 from federation.retry import Backoff, retry_call
 from federation.translate.gateway.inputs import ObjectName, PatchFact, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE, SECRET
 from federation.xds.status import ProxyStatus, SyncRegistry, SyncState
+
+#: How often a replica deletes the hub states of replicas that are gone.
+SWEEP_EVERY = 60.0
 
 log = logging.getLogger("federation.hub")
 
@@ -149,6 +157,8 @@ class ProgrammedPublisher:
         self._clock = clock
         self._clusters: dict[str, _Cluster] = {}
         self.writes = 0
+        #: When the hub states of gone replicas were last deleted.
+        self._swept = -math.inf
 
     def _proxies_of(self, cluster: str) -> Callable[[ObjectName], Iterable[ProxyStatus]]:
         def proxies(gateway: ObjectName) -> Iterable[ProxyStatus]:
@@ -196,6 +206,33 @@ class ProgrammedPublisher:
         for cluster in sorted(set(self._clusters) - set(current)):
             await self._writer.drop(cluster, self.hub_id)
             del self._clusters[cluster]
+        if now - self._swept >= SWEEP_EVERY:
+            await self.sweep(now)
+            self._swept = now
+
+    async def sweep(self, now: float) -> list[tuple[str, str]]:
+        """Delete the states that agents no longer count (older than STALE_AFTER:
+        replicas gone without :meth:`withdraw`, such as one killed); those deleted, by
+        (cluster, hub id). A state that cannot be decoded (a newer hub's?) is left."""
+        gone = []
+        for (cluster, hub_id), data in sorted((await self._writer.every_state()).items()):
+            try:
+                at, _ = decode(data)
+            except (ValueError, KeyError, TypeError):
+                continue
+            if now - at > STALE_AFTER and hub_id != self.hub_id:
+                await self._writer.drop(cluster, hub_id)
+                gone.append((cluster, hub_id))
+        if gone:
+            log.info("deleted the hub states of gone replicas", extra={"states": len(gone)})
+        return gone
+
+    async def withdraw(self) -> None:
+        """Delete this replica's states (the hub stops): its Envoys, which reconnect to
+        other replicas, are counted by those alone at once."""
+        for cluster in sorted(self._clusters):
+            await self._writer.drop(cluster, self.hub_id)
+        self._clusters.clear()
 
     async def run(self) -> None:
         """Publish every interval until cancelled; a registry error is retried with backoff

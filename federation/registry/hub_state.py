@@ -27,7 +27,11 @@ class HubStateWriter(Protocol):
         """Store this hub replica's state for ``cluster``."""
 
     async def drop(self, cluster: str, hub_id: str) -> None:
-        """Forget this hub replica's state for ``cluster`` (the cluster left)."""
+        """Forget a hub replica's state for ``cluster`` (the cluster left, the replica
+        stopped, or its state is too old to count)."""
+
+    async def every_state(self) -> dict[tuple[str, str], bytes]:
+        """Every hub replica's state for every cluster, by (cluster, hub id)."""
 
 
 class HubStateReader(Protocol):
@@ -59,14 +63,21 @@ class RedisHubState:
             await self._client.hdel(keys.programmed(), _field(cluster, hub_id))
 
     async def states(self, cluster: str) -> dict[str, bytes]:
-        with unavailable(f"hub state of {cluster}", self._client):
+        every = await self._every_state(f"hub state of {cluster}")
+        return {hub_id: data for (c, hub_id), data in every.items() if c == cluster}
+
+    async def every_state(self) -> dict[tuple[str, str], bytes]:
+        return await self._every_state("hub states")
+
+    async def _every_state(self, what: str) -> dict[tuple[str, str], bytes]:
+        with unavailable(what, self._client):
             raw = await self._client.hgetall(keys.programmed())
-        prefix = f"{cluster}/"
         out = {}
         for field, value in (raw or {}).items():
             name = field.decode(errors="replace") if isinstance(field, bytes) else field
-            if name.startswith(prefix):
-                out[name[len(prefix) :]] = value if isinstance(value, bytes) else value.encode()
+            cluster, sep, hub_id = name.partition("/")
+            if sep:
+                out[cluster, hub_id] = value if isinstance(value, bytes) else value.encode()
         return out
 
     async def close(self) -> None:
@@ -90,3 +101,10 @@ class MemoryHubState:
     async def states(self, cluster: str) -> dict[str, bytes]:
         prefix = f"{cluster}/"
         return {k[len(prefix) :]: v for k, v in self._fields.items() if k.startswith(prefix)}
+
+    async def every_state(self) -> dict[tuple[str, str], bytes]:
+        out = {}
+        for name, data in self._fields.items():
+            cluster, _, hub_id = name.partition("/")
+            out[cluster, hub_id] = data
+        return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -58,6 +58,9 @@ from federation.registry.store import (
 from federation.retry import retry_call
 
 log = logging.getLogger(__name__)
+
+#: The most entries of one stream a step reads.
+READ_COUNT = 1000
 
 ServiceName = tuple[str, str]
 
@@ -175,6 +178,12 @@ class RegistryWatcher:
         self._last_check = 0.0
         #: Since when reads of the registry fail (``clock``); None while they succeed.
         self.failing_since: float | None = None
+        #: Steps begun; the last step after which the view held everything the registry
+        #: had when it began (:meth:`caught_up`); whether a caller wants the checks run.
+        self._steps_begun = 0
+        self._caught_up_to = 0
+        self._check_wanted = False
+        self._stepped = asyncio.Event()
         self.loaded = asyncio.Event()
         self.stats = WatcherStats()
         #: (cluster, record ref) -> (id of the last stream entry applied for it, when it
@@ -276,10 +285,39 @@ class RegistryWatcher:
         """Seconds since reads of the registry started failing; 0 while they succeed."""
         return 0.0 if self.failing_since is None else self._clock() - self.failing_since
 
+    async def caught_up(self) -> None:
+        """Return once the view holds every change the registry had when this was
+        called, passed to the callback: a read that began after the call has been
+        applied with the consistency checks (new members, reloads, leases), and every
+        stream was read to its end (a read takes at most :data:`READ_COUNT` entries of
+        each). What a hub waits for before it answers an Envoy that comes from another
+        replica, which may have read further than this one so far. Waits for as long as
+        reads fail: bound it with a timeout."""
+        target = self._steps_begun + 1
+        self._check_wanted = True
+        while self._caught_up_to < target:
+            stepped = self._stepped
+            await stepped.wait()
+
     async def step(self) -> None:
         """One blocking read of all streams plus, when due, the consistency checks."""
+        self._steps_begun += 1
+        begun = self._steps_begun
+        check, self._check_wanted = self._check_wanted, False
+        try:
+            if await self._read_and_apply(check):
+                self._caught_up_to = max(self._caught_up_to, begun)
+        except BaseException:
+            self._check_wanted |= check  # still owed to a caught_up() caller
+            raise
+        finally:
+            self._stepped.set()
+            self._stepped = asyncio.Event()
+
+    async def _read_and_apply(self, check: bool) -> bool:
+        """One step; whether it read every stream to its end."""
         positions = {c: v.position for c, v in self.views.items()}
-        entries = await self._reader.read(positions, self._block_ms)
+        entries = await self._reader.read(positions, self._block_ms, READ_COUNT)
         changed: set[Change] = set()
         trimmed = await self._trimmed_past({e.cluster for e in entries}, positions)
         for cluster in sorted(trimmed):
@@ -287,10 +325,13 @@ class RegistryWatcher:
         for entry in entries:
             if entry.cluster not in trimmed:
                 changed |= await self._apply(entry)
-        if self._clock() - self._last_check >= self._check_interval or not positions:
+        due = self._clock() - self._last_check >= self._check_interval
+        if check or due or not positions:
             changed |= await self._check()
         if changed or self.views.keys() != positions.keys():
             await self._on_change(changed)
+        per_stream = Counter(e.cluster for e in entries)
+        return all(n < READ_COUNT for n in per_stream.values())
 
     async def _trimmed_past(self, clusters: set[str], positions: dict[str, str]) -> set[str]:
         """Clusters whose stream lost entries after our position before we read them.

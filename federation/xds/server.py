@@ -18,6 +18,15 @@ The rules every stream keeps (the protocol modules say how):
 * **Not ready, serve nothing.** Requests are recorded but answered only once the cache is
   ready and holds a snapshot for the group: a hub that has just started must not push
   empty configuration, which makes Envoys drop live traffic.
+* **No going back when an Envoy moves.** With several hub replicas an Envoy may come from
+  one that had read the registry further than this one has. A stream whose first request
+  says it holds configuration already (a ``version_info``, or initial resource versions
+  in delta) is answered only once this hub has applied a read of the registry begun
+  after the stream opened, every stream to its end and the membership checks included
+  (``caught_up``), so that it is never sent an older view than it had, nor refused as
+  unknown for a cluster this replica had not read yet; at most
+  :data:`CATCH_UP_TIMEOUT` seconds, then what the hub has (a registry that cannot be
+  read must not keep an Envoy from every update).
 * **ACK/NACK.** A NACK is recorded (version, message, time) in the sync registry and
   counted. What was NACKed is not resent in a loop: it is sent again when it changes, or
   after a backoff that doubles per NACK (a rejection may have a cause outside the config,
@@ -56,7 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -74,6 +83,8 @@ from federation.xds.stream import Stream, StreamSettings
 log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+#: The longest a stream from an Envoy that holds configuration waits for ``caught_up``.
+CATCH_UP_TIMEOUT = 5.0
 #: The extension config discovery service (ECDS) on a stream of its own: the agent serves
 #: it to its Gateways' Envoys (:mod:`agents.credentials`). The same protocol and streams
 #: as ADS, restricted by the client to one type.
@@ -119,8 +130,14 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         limits: ServerLimits | None = None,
         node_group: NodeGroup = claimed_group,
         server_name: str = "the hub",
+        caught_up: Callable[[], Awaitable[object]] | None = None,
+        catch_up_timeout: float = CATCH_UP_TIMEOUT,
     ) -> None:
         self.cache = cache
+        self.catch_up_timeout = catch_up_timeout
+        #: Returns once the hub has applied a read of its source begun after the call
+        #: (None: the cache has no source that could be behind another server's).
+        self.caught_up = caught_up
         #: Who serves, in refusals: the hub, or a cluster's agent.
         self.server_name = server_name
         self.sync = sync
@@ -193,9 +210,9 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         finally:
             self.peers.release(peer.key)
 
-    async def _member(self, group: str) -> None:
-        """Return once the hub knows ``group`` as a member cluster; a Refusal when it
-        does not. A hub still loading the registry cannot tell yet: the stream waits."""
+    async def _loaded(self, group: str) -> None:
+        """Return once the hub has loaded the registry; until then it cannot tell
+        whether ``group`` is a member: the stream waits."""
         if not self.cache.ready:
             loaded = asyncio.Event()
             self.cache.subscribe(group, loaded)
@@ -205,6 +222,9 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
                     loaded.clear()
             finally:
                 self.cache.unsubscribe(group, loaded)
+
+    def _member(self, group: str) -> None:
+        """A Refusal when the loaded hub does not know ``group`` as a member cluster."""
         if self.cache.get(group) is None:
             parsed = parse_group(group)
             if parsed.gateway is not None:
@@ -278,7 +298,12 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         try:
             stream.on_request(first)
             # Listed (stale) while the hub loads; refused if it then knows no such cluster.
-            await self._member(group)
+            await self._loaded(group)
+            if self.caught_up is not None and _holds_configuration(first):
+                # Before membership: a cluster or Gateway the Envoy's last replica knew
+                # may be one this replica is about to read.
+                await self._catch_up(sync.stream_id)
+            self._member(group)
             self.sync.admitted(sync)
             reader = asyncio.create_task(
                 self._read(requests, stream), name=f"xds-stream-{sync.stream_id}-reader"
@@ -297,6 +322,21 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
             self.sync.close(sync)
             self.metrics.streams_active -= 1
             log.info("xDS stream %d of %s (group %s) closed", sync.stream_id, node_id, group)
+
+    async def _catch_up(self, stream_id: int) -> None:
+        assert self.caught_up is not None
+        self.metrics.catch_ups += 1
+        try:
+            async with asyncio.timeout(self.catch_up_timeout):
+                await self.caught_up()
+        except TimeoutError:
+            self.metrics.catch_up_timeouts += 1
+            log.warning(
+                "xDS stream %d: no read of the registry applied within %g s; serving what "
+                "this hub has",
+                stream_id,
+                self.catch_up_timeout,
+            )
 
     @staticmethod
     async def _read(requests: AsyncIterator[Any], stream: Stream) -> None:
@@ -326,6 +366,14 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
             stream.close()
 
 
+def _holds_configuration(first: Any) -> bool:
+    """Whether the first request of a stream comes from an Envoy that has configuration
+    already (it reconnects, perhaps from another hub replica)."""
+    if isinstance(first, discovery_pb2.DeltaDiscoveryRequest):
+        return bool(first.initial_resource_versions)
+    return bool(first.version_info)
+
+
 async def serve(
     cache: SnapshotCache,
     sync: SyncRegistry,
@@ -338,6 +386,8 @@ async def serve(
     limits: ServerLimits | None = None,
     service: str = SERVICE,
     server_name: str = "the hub",
+    caught_up: Callable[[], Awaitable[object]] | None = None,
+    catch_up_timeout: float = CATCH_UP_TIMEOUT,
 ) -> grpc.aio.Server:
     """Start the ADS server (or ``service``) on ``address`` (``host:port``) and return it,
     started.
@@ -347,6 +397,7 @@ async def serve(
     to its certificate's cluster. Without them the server is plain text and serves
     whatever ``node.cluster`` a client claims: bind it to a trusted network only.
     ``settings`` tune the streams' timing, ``limits`` bound what one client may use.
+    ``caught_up``: see "No going back when an Envoy moves" above.
     Stop it with ``await server.stop(grace)``.
     """
     limits = limits if limits is not None else ServerLimits()
@@ -358,6 +409,8 @@ async def serve(
         limits=limits,
         node_group=node_group,
         server_name=server_name,
+        caught_up=caught_up,
+        catch_up_timeout=catch_up_timeout,
     )
     server = grpc.aio.server(options=limits.grpc_options())
     servicer.add_to_server(server, service)

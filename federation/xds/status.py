@@ -145,6 +145,10 @@ class XdsMetrics:
     stale_requests: int = 0
     #: NACKed responses offered again after their backoff.
     nack_reoffers: int = 0
+    #: Streams of Envoys that held configuration, answered once the hub had read the
+    #: registry since they opened; and those that waited for that in vain.
+    catch_ups: int = 0
+    catch_up_timeouts: int = 0
     #: The TLS files were re-read after a change (and could not be used).
     tls_reloads: int = 0
     tls_reload_failures: int = 0

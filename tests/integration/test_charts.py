@@ -97,8 +97,10 @@ def test_a_real_apiserver_accepts_every_chart(local_env: LocalEnvironment, chart
         ("federation-hub", [], "at '/registry/existingSecret': minLength"),
         ("federation-hub", [*GOOD_VALUES["federation-hub"], "listenerAddresses[0]=nowhere"],
          "at '/listenerAddresses/0'"),
-        ("federation-hub", [*GOOD_VALUES["federation-hub"], "replicas=3"],
-         "at '/replicas': maximum"),
+        ("federation-hub", [*GOOD_VALUES["federation-hub"], "replicas=-1"],
+         "at '/replicas': minimum"),
+        ("federation-hub", [*GOOD_VALUES["federation-hub"], "podDisruptionBudget.max=1"],
+         "at '/podDisruptionBudget': additional properties 'max' not allowed"),
         ("federation-agent", [*GOOD_VALUES["federation-agent"], "registry.tls.caSecret=Bad_Name"],
          "at '/registry/tls/caSecret'"),
         ("federation-hub", [*GOOD_VALUES["federation-hub"], "registry.tls.caFile=/x"],
@@ -223,7 +225,15 @@ def test_the_bundled_registry_lints_and_a_real_apiserver_accepts_it(
     docs = render("federation-hub", BUNDLED, namespace=ns)
     # The dashboard's ConfigMap is tested apart (e2e/test_dashboard.py).
     kinds = sorted(d["kind"] for d in docs if d["kind"] != "ConfigMap")
-    assert kinds == ["Deployment", "Secret", "Service", "Service", "ServiceAccount", "StatefulSet"]
+    assert kinds == [
+        "Deployment",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
     done = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-",
         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}), check=False,
@@ -799,3 +809,38 @@ def test_the_hubs_extension_server_and_patch_flags_are_what_the_hub_parses() -> 
         *sets([*GOOD_VALUES["federation-hub"], "extensionServer.address=ext:5005"]),
     )  # fmt: skip
     assert done.returncode != 0 and "extensionServer.hooks: name at least one hook" in done.stderr
+
+
+def test_the_hub_runs_two_replicas_with_a_disruption_budget_by_default() -> None:
+    """Replicas are identical, so two is the default, kept through node drains by a
+    PodDisruptionBudget over the same pods; one replica has no budget (it would block
+    every drain)."""
+    docs = render("federation-hub", GOOD_VALUES["federation-hub"])
+    (hub,) = [d for d in docs if d["kind"] == "Deployment"]
+    (budget,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert hub["spec"]["replicas"] == 2
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == hub["spec"]["selector"]["matchLabels"]
+    assert budget["apiVersion"] == "policy/v1"
+    three = render("federation-hub", [*GOOD_VALUES["federation-hub"], "replicas=3"])
+    assert [d["spec"]["replicas"] for d in three if d["kind"] == "Deployment"] == [3]
+    # Preferably on different nodes, unless told otherwise.
+    spread = hub["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == budget["spec"]["selector"]["matchLabels"]
+    )
+    zone = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    zone += ".nodeSelectorTerms[0].matchExpressions[0]"
+    told = [f"{zone}.key=zone", f"{zone}.operator=In", f"{zone}.values={{z1}}"]
+    (own,) = [
+        d
+        for d in render("federation-hub", [*GOOD_VALUES["federation-hub"], *told])
+        if d["kind"] == "Deployment"
+    ]
+    assert list(own["spec"]["template"]["spec"]["affinity"]) == ["nodeAffinity"]
+    for values in (["replicas=1"], ["podDisruptionBudget.enabled=false"]):
+        docs = render("federation-hub", [*GOOD_VALUES["federation-hub"], *values])
+        assert not [d for d in docs if d["kind"] == "PodDisruptionBudget"], values

@@ -248,8 +248,16 @@ async def test_only_the_hub_writes_its_state_and_agents_read_it(users: Users) ->
         assert await agent.states("b") == {}
         with pytest.raises(RegistryUnavailableError):
             await agent.put("a", "forged", b"{}")  # an agent cannot claim what Envoys did
+        # A replica deletes another's report once it is stale: it may read them all.
+        await hub.put("b", "hub-2", b'{"state": 2}')
+        assert await hub.every_state() == {
+            ("a", "hub-1"): b'{"state": 1}',
+            ("b", "hub-2"): b'{"state": 2}',
+        }
+        await hub.drop("b", "hub-2")
         await hub.drop("a", "hub-1")
         assert await agent.states("a") == {}
+        assert await hub.every_state() == {}
     finally:
         await hub.close()
         await agent.close()

@@ -1011,3 +1011,105 @@ async def test_the_sync_registry_lists_streams_and_drops_closed_ones(hub: Hub) -
     assert hub.metrics.streams_active == 0
     assert hub.metrics.streams_opened == 1
     assert hub.metrics.bytes_sent > 0
+
+
+# --- an Envoy that comes from another hub replica -----------------------------------
+
+
+@dataclass
+class CatchingHub(Hub):
+    #: Set: the hub has read its registry since the stream opened.
+    read_again: asyncio.Event
+
+
+@pytest.fixture
+async def catching_hub(request: pytest.FixtureRequest) -> AsyncIterator[CatchingHub]:
+    """A server whose ``caught_up`` returns once the test sets ``read_again``; the
+    fixture's parameter, if any, is how long a stream waits for it."""
+    cache = SnapshotCache()
+    sync = SyncRegistry(cache.snapshot_versions)
+    metrics = XdsMetrics()
+    read_again = asyncio.Event()
+    address = f"127.0.0.1:{free_port()}"
+    timeout = getattr(request, "param", DEADLINE)
+    server = await serve(
+        cache,
+        sync,
+        address,
+        metrics=metrics,
+        caught_up=read_again.wait,
+        catch_up_timeout=timeout,
+    )
+    channel = grpc.aio.insecure_channel(address)
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    try:
+        yield CatchingHub(cache, sync, metrics, stub, read_again)
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+async def test_an_envoy_holding_configuration_waits_for_the_hub_to_read_again(
+    catching_hub: CatchingHub,
+) -> None:
+    """An Envoy that reconnects with a version (perhaps from a replica that had read
+    further) is answered only once this hub has read the registry since; an Envoy
+    without configuration is answered at once."""
+    hub = catching_hub
+    snapshot = ready(hub, world())
+    fresh = SotwClient(hub.stub.StreamAggregatedResources(), node(node_id="envoy-new"))
+    moved = SotwClient(hub.stub.StreamAggregatedResources(), node(node_id="envoy-moved"))
+    delta = DeltaClient(hub.stub.DeltaAggregatedResources(), node(node_id="envoy-delta"))
+    try:
+        await fresh.request(CLUSTER)
+        assert names(await fresh.recv()) == ["c1", "c2"]
+        await moved.request(CLUSTER, version="a-version-of-another-replica")
+        await delta.request(CLUSTER, initial={"c1": "a-version-of-another-replica"})
+        await moved.quiet()
+        await delta.quiet()
+        assert hub.metrics.catch_ups == 2
+
+        hub.read_again.set()
+        clusters = await moved.recv()
+        assert (names(clusters), clusters.version_info) == (["c1", "c2"], snapshot.version(CLUSTER))
+        assert sorted(delta_names(await delta.recv())) == ["c1", "c2"]
+        assert hub.metrics.catch_up_timeouts == 0
+    finally:
+        for client in (fresh, moved, delta):
+            await client.close()
+
+
+@pytest.mark.parametrize("catching_hub", [QUIET], indirect=True)
+async def test_a_hub_that_cannot_read_again_serves_what_it_has_after_a_while(
+    catching_hub: CatchingHub,
+) -> None:
+    """A registry that cannot be read must not keep a moving Envoy from every update."""
+    hub = catching_hub
+    snapshot = ready(hub, world())
+    moved = SotwClient(hub.stub.StreamAggregatedResources(), node(node_id="envoy-moved"))
+    try:
+        await moved.request(CLUSTER, version="a-version-of-another-replica")
+        clusters = await moved.recv()
+        assert clusters.version_info == snapshot.version(CLUSTER)
+        assert (hub.metrics.catch_ups, hub.metrics.catch_up_timeouts) == (1, 1)
+    finally:
+        await moved.close()
+
+
+async def test_a_moving_envoy_is_not_refused_for_what_the_hub_reads_while_it_waits(
+    catching_hub: CatchingHub,
+) -> None:
+    """Its cluster may be one the replica it came from knew and this one is reading
+    now: membership is decided after the wait."""
+    hub = catching_hub
+    ready(hub, world())
+    newcomer = SotwClient(hub.stub.StreamAggregatedResources(), node("c", "envoy-c-1"))
+    try:
+        await newcomer.request(CLUSTER, version="a-version-of-another-replica")
+        await newcomer.quiet()
+        hub.cache.set("c", world(("c9",)))  # what the read brought
+        hub.read_again.set()
+        assert names(await newcomer.recv()) == ["c9"]
+        assert newcomer.error is None
+    finally:
+        await newcomer.close()

@@ -1,5 +1,7 @@
 """fedctl: bootstrap input checks and the proxy-status table."""
 
+import re
+
 import pytest
 
 from federation.cli.bootstrap import BootstrapOptions, BootstrapTls, bootstrap
@@ -76,6 +78,20 @@ def test_proxy_status_shows_every_envoy_and_the_nack_message() -> None:
     assert lines[1].split() == ["envoy-a", "a", "sotw", "synced", "synced", "-", "-", "-", "yes"]
     assert lines[2].split() == ["envoy-b", "b", "delta", "nacked", "stale", "-", "-", "-", "NO"]
     assert lines[3] == "envoy-b Cluster NACKed version v7: bad cluster"
+
+
+def test_proxy_status_of_several_replicas_says_which_serves_each_envoy() -> None:
+    entry = {"protocol": "sotw", "synced": True, "types": {CDS: {"state": "synced"}}}
+    proxies = [
+        {**entry, "node_id": "envoy-b", "group": "b", "hub": "http://hub-1:18080"},
+        {**entry, "node_id": "envoy-a", "group": "a", "hub": "http://hub-0:18080"},
+    ]
+    lines = render_proxy_status(proxies, hub_column=True).splitlines()
+    assert lines[0].split()[:3] == ["HUB", "NODE", "GROUP"]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["http://hub-0:18080", "envoy-a"],
+        ["http://hub-1:18080", "envoy-b"],
+    ]
 
 
 def test_proxy_status_says_when_nothing_is_connected() -> None:
@@ -210,3 +226,36 @@ def test_a_node_served_after_a_refusal_is_no_longer_shown_as_refused() -> None:
     sync.refuse("ipv4:10.0.0.1", "envoy-c", "c", "unknown-cluster", "NOT_FOUND", "no c yet")
     sync.admitted(sync.open("envoy-b", "b", "sotw"))
     assert [(r.node_id, r.group) for r in sync.refused()] == [("envoy-c", "c")]
+
+
+def test_hub_replicas_listed_by_ip_are_priorities_that_fail_over() -> None:
+    """Without a Service in front, an Envoy prefers the first replica listed and moves to
+    the next once one fails (outlier detection ejects it after one failure)."""
+    cluster = _xds_cluster("127.0.0.2:18000,127.0.0.3:18001,[::1]:18002")
+    assert cluster["type"] == "STATIC"
+    endpoints = cluster["load_assignment"]["endpoints"]  # type: ignore[index]
+    assert [
+        (e["priority"], e["lb_endpoints"][0]["endpoint"]["address"]["socket_address"])
+        for e in endpoints
+    ] == [
+        (0, {"address": "127.0.0.2", "port_value": 18000}),
+        (1, {"address": "127.0.0.3", "port_value": 18001}),
+        (2, {"address": "::1", "port_value": 18002}),
+    ]
+    detection = cluster["outlier_detection"]
+    assert detection["consecutive_5xx"] == 1  # type: ignore[index]
+    assert detection["max_ejection_percent"] == 100  # type: ignore[index]
+    assert "outlier_detection" not in _xds_cluster("127.0.0.2:18000")
+
+
+@pytest.mark.parametrize(
+    ("xds", "fragment"),
+    [
+        ("hub.fed.svc:18000,127.0.0.2:18000", "a name (hub.fed.svc) is given alone"),
+        ("127.0.0.2:18000,127.0.0.2:18000", "lists a hub replica twice"),
+        ("127.0.0.2:18000,", "--xds must be HOST:PORT"),
+    ],
+)
+def test_hub_replica_lists_refuse_names_and_repeats(xds: str, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(fragment)):
+        _xds_cluster(xds)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation.hub.programmed import ProgrammedPublisher, facts
-from federation.programmed import HubFacts, decode, encode, merge, merged_facts
+from federation.hub.programmed import SWEEP_EVERY, ProgrammedPublisher, facts
+from federation.programmed import STALE_AFTER, HubFacts, decode, encode, merge, merged_facts
 from federation.registry.hub_state import MemoryHubState
 from federation.translate.gateway.inputs import PatchFact, ProgrammedFact
 from federation.xds.snapshot import LISTENER, ROUTE, SECRET
@@ -119,3 +119,35 @@ async def test_the_publisher_writes_changes_and_agents_read_them_back() -> None:
     generations.clear()
     await publisher.publish_once()
     assert await state.states("b") == {}
+
+
+async def test_a_stopping_replica_withdraws_and_others_delete_a_killed_ones_reports() -> None:
+    """Reports must not outlive their replica: a replica that stops deletes its own, and
+    those of one killed are deleted by the others once agents ignore them, so the hash
+    does not grow with every hub pod ever started."""
+    state = MemoryHubState()
+    sync = registry_with({LISTENER: "synced", ROUTE: "synced"})
+    now = [1000.0]
+    replicas = [
+        ProgrammedPublisher(state, sync, lambda: {"b": {GW: 4}}, f"hub-{i}", clock=lambda: now[0])
+        for i in range(3)
+    ]
+    for replica in replicas:
+        await replica.publish_once()
+    assert sorted(await state.states("b")) == ["hub-0", "hub-1", "hub-2"]
+    await replicas[0].withdraw()
+    assert sorted(await state.states("b")) == ["hub-1", "hub-2"]
+    # hub-2 is killed: it writes no more. Before its report is stale, it stays.
+    now[0] += 30
+    await replicas[1].publish_once()
+    assert await replicas[1].sweep(now[0]) == []
+    now[0] += 31
+    assert await replicas[1].sweep(now[0]) == [("b", "hub-2")]
+    assert sorted(await state.states("b")) == ["hub-1"]
+    # Publishing sweeps every SWEEP_EVERY seconds by itself.
+    await replicas[2].publish_once()  # hub-2 was only paused, after all
+    now[0] += SWEEP_EVERY + STALE_AFTER
+    await replicas[1].publish_once()
+    assert sorted(await state.states("b")) == ["hub-1"]
+    await state.put("b", "hub-9", b"a newer hub's format")
+    assert await replicas[1].sweep(now[0] + 3600) == []  # not ours to judge

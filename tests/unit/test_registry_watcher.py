@@ -10,8 +10,10 @@ sets of services passed to ``on_change``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 
@@ -26,8 +28,14 @@ from federation.registry.records import (
     ServiceType,
     encode_service,
 )
-from federation.registry.store import START
-from federation.registry.watcher import Change, RegistryWatcher, ServiceName, service_names
+from federation.registry.store import START, RegistryReader, RegistryUnavailableError
+from federation.registry.watcher import (
+    READ_COUNT,
+    Change,
+    RegistryWatcher,
+    ServiceName,
+    service_names,
+)
 from tests import samples
 from tests.memory_store import MemoryRegistry, MemoryWriter
 
@@ -663,3 +671,101 @@ async def test_a_bad_record_of_any_kind_is_skipped_and_counted(env: Env) -> None
     assert env.watcher.stats.bad_records >= 2
     assert env.watcher.records("a", Kind.GATEWAY) == {}
     assert set(env.watcher.views["a"].services) == {"shop/web"}
+
+
+# --- caught up ------------------------------------------------------------------------
+
+
+async def test_caught_up_waits_for_a_read_that_began_after_the_call() -> None:
+    """A read already under way when ``caught_up`` is called may have missed what came
+    before the call: only the next one counts, once its changes were applied."""
+    clock = FakeClock()
+    registry = MemoryRegistry(clock=clock)
+    applying, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_callback(changed: set[Change]) -> None:
+        applying.set()
+        await release.wait()
+
+    watcher = RegistryWatcher(
+        registry.reader(), slow_callback, block_ms=0, check_interval=3600, clock=clock
+    )
+    writer = await join(registry, "a", [svc("a")])
+    await watcher.load()
+    await writer.publish(svc("a", "api"))
+    first = asyncio.create_task(watcher.step())
+    await applying.wait()  # the first read is under way, its changes being applied
+    waiter = asyncio.create_task(watcher.caught_up())
+    release.set()
+    await first
+    with pytest.raises(TimeoutError):  # negative check: still waiting a while later
+        async with asyncio.timeout(0.2):
+            await asyncio.shield(waiter)
+    await watcher.step()
+    async with asyncio.timeout(5):
+        await waiter
+
+
+class FailingReader:
+    """A reader whose reads fail while ``fail`` is set (Redis down)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read(self, *args: Any) -> Any:
+        if self.fail:
+            raise RegistryUnavailableError("the registry is down")
+        return await self.inner.read(*args)  # type: ignore[attr-defined]
+
+
+async def _still_waiting(waiter: asyncio.Task[None]) -> bool:
+    """Negative check: ``waiter`` has not returned a while later."""
+    try:
+        async with asyncio.timeout(0.2):
+            await asyncio.shield(waiter)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_caught_up_waits_until_every_stream_was_read_to_its_end(env: Env) -> None:
+    writer = await join(env.registry, "a", [svc("a")])
+    await env.watcher.load()
+    for i in range(READ_COUNT + 1):
+        await writer.publish(svc("a", f"s{i}"))
+    waiter = asyncio.create_task(env.watcher.caught_up())
+    await env.watcher.step()  # READ_COUNT entries: the stream has more
+    assert await _still_waiting(waiter)
+    await env.watcher.step()
+    async with asyncio.timeout(5):
+        await waiter
+    assert (NS, f"s{READ_COUNT}") in env.watcher.service_names()
+
+
+async def test_caught_up_runs_the_checks_and_outlasts_a_failed_read() -> None:
+    """Between periodic checks a new member would be seen only later: a caller of
+    caught_up gets them at once. A read that fails releases nobody; the next one does."""
+    clock = FakeClock()
+    registry = MemoryRegistry(clock=clock)
+    reader = FailingReader(registry.reader())
+    watcher = RegistryWatcher(
+        cast(RegistryReader, reader), Changes(), block_ms=0, check_interval=3600, clock=clock
+    )
+    await join(registry, "a", [svc("a")])
+    await watcher.load()
+    await watcher.step()  # the first periodic check: none due for an hour now
+    await join(registry, "b", [svc("b", "api")])
+    waiter = asyncio.create_task(watcher.caught_up())
+    reader.fail = True
+    with pytest.raises(RegistryUnavailableError):
+        await watcher.step()
+    assert await _still_waiting(waiter)
+    reader.fail = False
+    await watcher.step()
+    async with asyncio.timeout(5):
+        await waiter
+    assert "b" in watcher.clusters()
