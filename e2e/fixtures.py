@@ -64,6 +64,17 @@ def control_plane_clients(control_plane: Federation) -> Iterator[dict[str, ApiCl
         yield made
 
 
+def serve_with_envoys(federation: Federation, delta: str | None = "c") -> Federation:
+    """Start the agents, the hub (every replica) and a real Envoy per cluster, cluster
+    ``delta``'s speaking delta xDS."""
+    federation.start()
+    federation.start_hub()
+    federation.wait_hub_ready()
+    for cluster_id in federation.env.clusters:
+        federation.start_envoy(cluster_id, delta=cluster_id == delta)
+    return federation
+
+
 @pytest.fixture(scope="session")
 def data_plane() -> Iterator[Federation]:
     """Member clusters ``a``, ``b`` and ``c``, each with its agent and a real Envoy (``c``'s
@@ -72,12 +83,7 @@ def data_plane() -> Iterator[Federation]:
     with LocalEnvironment(("a", "b", "c")) as env:
         federation = Federation(env, lease_ttl=3.0)
         federation.hub_flags.append(ENABLE_FLAG)  # EnvoyPatchPolicy tests
-        federation.start()
-        federation.start_hub()
-        federation.wait_hub_ready()
-        for cluster_id in env.clusters:
-            federation.start_envoy(cluster_id, delta=cluster_id == "c")
-        yield federation
+        yield serve_with_envoys(federation)
 
 
 @pytest.fixture(scope="session", params=["cluster", "sentinel"])
@@ -94,12 +100,7 @@ def distributed_plane(request: pytest.FixtureRequest) -> Iterator[Federation]:
             resync_interval=CONTROL_PLANE_RESYNC_INTERVAL,
             registry=request.param,
         )
-        federation.start()
-        federation.start_hub()
-        federation.wait_hub_ready()
-        for cluster_id in env.clusters:
-            federation.start_envoy(cluster_id)
-        yield federation
+        yield serve_with_envoys(federation, delta=None)
 
 
 @pytest.fixture(scope="session", params=[2, 3], ids=lambda n: f"{n}-hubs")
@@ -109,13 +110,7 @@ def replicated_plane(request: pytest.FixtureRequest) -> Iterator[Federation]:
     and moves to another when its replica goes. The data-plane and Gateway API stories
     run on it again (``e2e/test_hub_replicas_*.py``), and replicas are killed under them."""
     with LocalEnvironment(("a", "b", "c")) as env:
-        federation = Federation(env, lease_ttl=3.0, hub_replicas=request.param)
-        federation.start()
-        federation.start_hub()
-        federation.wait_hub_ready()
-        for cluster_id in env.clusters:
-            federation.start_envoy(cluster_id, delta=cluster_id == "c")
-        yield federation
+        yield serve_with_envoys(Federation(env, lease_ttl=3.0, hub_replicas=request.param))
 
 
 @pytest.fixture(scope="session")

@@ -829,3 +829,14 @@ def test_a_route_envoy_would_refuse_does_not_freeze_its_gateway(fed: Federation,
         {"Accepted": ("True", "Accepted"), "Programmed": ("True", "Programmed")},
         "the Gateway Programmed: its Envoy ACKed every change",
     )
+
+
+#: The tests collected again on other environments (a distributed registry, hub
+#: replicas): routing, a split, failover and the statuses, none touching the hub itself.
+PORTABLE = (
+    test_a_path_at_bs_gateway_is_served_by_as_backend,
+    test_an_80_20_split_between_a_local_service_and_a_serviceimport,
+    test_failover_to_a_without_failed_requests,
+    test_programmed_waits_for_the_ack_and_a_nack_says_why,
+    test_a_reference_grant_allows_a_cross_namespace_backend_and_revoking_it_takes_effect,
+)

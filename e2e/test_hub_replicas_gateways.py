@@ -35,22 +35,10 @@ from federation.registry.hub_state import RedisHubState
 
 pytestmark = pytest.mark.integration
 
-# The story's fixtures and tests: pytest collects them again in this module, where
-# ``data_plane`` below is the replicated hubs' environment.
+# The story's fixtures and portable tests: pytest collects them again in this module,
+# where ``data_plane`` below is the replicated hubs' environment.
 fed, ns = story.fed, story.ns
-test_a_path_at_bs_gateway_is_served_by_as_backend = (
-    story.test_a_path_at_bs_gateway_is_served_by_as_backend
-)
-test_an_80_20_split_between_a_local_service_and_a_serviceimport = (
-    story.test_an_80_20_split_between_a_local_service_and_a_serviceimport
-)
-test_failover_to_a_without_failed_requests = story.test_failover_to_a_without_failed_requests
-test_programmed_waits_for_the_ack_and_a_nack_says_why = (
-    story.test_programmed_waits_for_the_ack_and_a_nack_says_why
-)
-test_a_reference_grant_allows_a_cross_namespace_backend_and_revoking_it_takes_effect = (
-    story.test_a_reference_grant_allows_a_cross_namespace_backend_and_revoking_it_takes_effect
-)
+globals().update({test.__name__: test for test in story.PORTABLE})
 
 B = story.CLUSTER_B
 #: The listener hostname of the Gateway's change while one of its Envoys is stopped.

@@ -28,6 +28,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from federation.errors import InvalidInputError
 from federation.registry import keys
@@ -366,3 +367,20 @@ class MemoryReader:
 
     async def close(self) -> None:
         pass
+
+
+class FlakyReader:
+    """A memory reader whose reads fail while ``failing`` (the registry cut off); its
+    reads block at most 20 ms."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def read(self, positions: Any, block_ms: int, count: int = 1000) -> Any:
+        if self.failing:
+            raise RegistryUnavailableError("registry read failed: cut off")
+        return await self._inner.read(positions, min(block_ms, 20), count)

@@ -25,12 +25,11 @@ from federation.hub.core import Hub
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.registry import gatewayapi as g
 from federation.registry.kinds import Kind, RecordRef
-from federation.registry.store import RegistryUnavailableError
 from federation.translate.inputs import ImportView, TranslateOptions
 from federation.translate.ir import GatewayIR, ListenerIR, ServiceIR
 from federation.translate.proxy import render_service
 from federation.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache
-from tests.memory_store import MemoryRegistry
+from tests.memory_store import FlakyReader, MemoryRegistry
 from tests.unit.test_registry_watcher import join, svc
 from tests.unit.test_translate import export
 
@@ -410,22 +409,6 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
-
-
-class FlakyReader:
-    """A memory reader whose reads fail while ``failing`` (the registry cut off)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.failing = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def read(self, positions: Any, block_ms: int, count: int = 1000) -> Any:
-        if self.failing:
-            raise RegistryUnavailableError("registry read failed: cut off")
-        return await self._inner.read(positions, min(block_ms, 20), count)
 
 
 def test_the_behind_threshold_is_a_positive_number_of_seconds() -> None:

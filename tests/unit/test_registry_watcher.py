@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -37,7 +37,7 @@ from federation.registry.watcher import (
     service_names,
 )
 from tests import samples
-from tests.memory_store import MemoryRegistry, MemoryWriter
+from tests.memory_store import FlakyReader, MemoryRegistry, MemoryWriter
 
 NS = "shop"
 WEB: ServiceName = (NS, "web")
@@ -706,22 +706,6 @@ async def test_caught_up_waits_for_a_read_that_began_after_the_call() -> None:
         await waiter
 
 
-class FailingReader:
-    """A reader whose reads fail while ``fail`` is set (Redis down)."""
-
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.fail = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def read(self, *args: Any) -> Any:
-        if self.fail:
-            raise RegistryUnavailableError("the registry is down")
-        return await self.inner.read(*args)  # type: ignore[attr-defined]
-
-
 async def _still_waiting(waiter: asyncio.Task[None]) -> bool:
     """Negative check: ``waiter`` has not returned a while later."""
     try:
@@ -751,7 +735,7 @@ async def test_caught_up_runs_the_checks_and_outlasts_a_failed_read() -> None:
     caught_up gets them at once. A read that fails releases nobody; the next one does."""
     clock = FakeClock()
     registry = MemoryRegistry(clock=clock)
-    reader = FailingReader(registry.reader())
+    reader = FlakyReader(registry.reader())
     watcher = RegistryWatcher(
         cast(RegistryReader, reader), Changes(), block_ms=0, check_interval=3600, clock=clock
     )
@@ -760,11 +744,11 @@ async def test_caught_up_runs_the_checks_and_outlasts_a_failed_read() -> None:
     await watcher.step()  # the first periodic check: none due for an hour now
     await join(registry, "b", [svc("b", "api")])
     waiter = asyncio.create_task(watcher.caught_up())
-    reader.fail = True
+    reader.failing = True
     with pytest.raises(RegistryUnavailableError):
         await watcher.step()
     assert await _still_waiting(waiter)
-    reader.fail = False
+    reader.failing = False
     await watcher.step()
     async with asyncio.timeout(5):
         await waiter
