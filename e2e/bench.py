@@ -51,6 +51,7 @@ from e2e import (
     bench_ceiling,
     bench_dns,
     bench_extensions,
+    bench_fanout,
     bench_gateways,
     bench_policies,
     bench_xds,
@@ -243,7 +244,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "federation": lambda args: bench_federation(args.changes, args.services),
     "translator": lambda args: bench_xds.bench_translator(),
     "translator-routes": lambda args: bench_xds.bench_translator_routes(),
-    "fanout": lambda args: bench_xds.bench_fanout(args.streams),
+    "fanout": lambda args: bench_fanout.bench_fanout(args.streams),
     "endpoint-ack": lambda args: bench_xds.bench_endpoint_ack(args.changes),
     "route-ack": lambda args: bench_xds.bench_route_ack(args.changes),
     "dns": lambda args: bench_dns.bench_dns(args.queries, min(args.changes, 100)),
@@ -272,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="federation: services exported at once (default 1000)",
     )
     parser.add_argument(
-        "--streams", type=int, default=1000, help="fanout: concurrent ADS streams (default 1000)"
+        "--streams",
+        type=int,
+        default=10_000,
+        help="fanout: concurrent ADS streams, run after 1,000 (default 10000)",
     )
     parser.add_argument(
         "--queries", type=int, default=20000, help="dns: queries per server (default 20000)"

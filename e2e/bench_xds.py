@@ -10,11 +10,6 @@ distinct ClusterLoadAssignments built, peak RSS, then the hub CPU time of one en
 cluster, on one Gateway each, to ServiceImports of the clusterset): the full build of every
 node group with its Gateway configuration, and the hub CPU of one route change.
 
-``bench_fanout``: the real ADS server in this process with one snapshot, and ``streams``
-state-of-the-world ADS streams opened by a separate client process; after all have ACKed the
-initial state, one ClusterLoadAssignment changes and the time until every stream has ACKed it
-is printed, with the hub process's RSS.
-
 ``bench_endpoint_ack``: end to end on the local environment (clusters ``a`` and ``b``, hub,
 b's Envoy): the ready flag of an EndpointSlice in ``a`` flips, and the time until b's Envoy
 shows the new health of the host (admin ``/clusters``) is printed as p50/p99/max.
@@ -29,27 +24,22 @@ Every load loop is bounded in count and in time, and everything listens on 127.0
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import os
 import statistics
-import sys
 import time
 from typing import Any
 
-import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from kubernetes.client import CustomObjectsApi
 
 from e2e import gateways as gw
 from e2e import scenario as sc
-from e2e.cluster import REPO_ROOT, LocalCluster, LocalEnvironment, free_port
+from e2e.cluster import LocalCluster, LocalEnvironment, free_port
 from e2e.federation import Federation
 from e2e.figures import percentile
 from e2e.fixtures import api_client
 from e2e.processes import rss_kib, wait_until
-from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.hub.core import freeze_loaded_heap
 from federation.hub.snapshots import SnapshotBuilder, SnapshotOptions
 from federation.node_groups import gateway_group, parse_group
@@ -67,9 +57,7 @@ from federation.registry.watcher import ServiceName
 from federation.translate.gateway import resolve
 from federation.translate.gateway.inputs import cluster_inputs
 from federation.translate.inputs import ImportView, TranslateOptions
-from federation.xds.server import serve
-from federation.xds.snapshot import CLUSTER, ENDPOINT, Snapshot, SnapshotCache
-from federation.xds.status import SyncRegistry
+from federation.xds.snapshot import ENDPOINT, SnapshotCache
 
 NAMESPACE = "bench"
 CREATED = "2026-01-01T00:00:00Z"
@@ -304,184 +292,6 @@ def bench_translator_routes(
         f"{statistics.median(cpu_times) * 1000:.2f} ms, max {max(cpu_times) * 1000:.2f} ms; "
         f"pushes to that group only: {builder.gateway_pushes - gateway_pushes}/{len(cpu_times)}"
     )
-
-
-# --- fan-out -----------------------------------------------------------------------------
-
-
-def _fanout_names(count: int) -> list[str]:
-    return [f"clusterset/{NAMESPACE}/s{i}/80" for i in range(count)]
-
-
-async def _client_stream(
-    stub: Any, index: int, names: list[str], initial: asyncio.Event, done: list[int]
-) -> None:
-    """One SotW ADS stream: CDS, then EDS for ``names``; ACK everything; count EDS versions."""
-    call = stub.StreamAggregatedResources()
-    node = {"id": f"bench-{index}", "cluster": "a"}
-    await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
-    eds_responses = 0
-    try:
-        while True:
-            response = await call.read()
-            if response is grpc.aio.EOF:
-                return
-            ack = discovery_pb2.DiscoveryRequest(
-                type_url=response.type_url,
-                version_info=response.version_info,
-                response_nonce=response.nonce,
-            )
-            if response.type_url == CLUSTER:
-                await call.write(ack)
-                if eds_responses == 0:
-                    await call.write(
-                        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names)
-                    )
-            elif response.type_url == ENDPOINT:
-                ack.resource_names.extend(names)
-                await call.write(ack)
-                eds_responses += 1
-                # done[0]: streams with the initial state; done[1]: with a later version.
-                if eds_responses == 1:
-                    done[0] += 1
-                    if done[0] == done[2]:
-                        initial.set()
-                elif eds_responses == 2:
-                    done[1] += 1
-                    if done[1] == done[2]:
-                        initial.set()
-    finally:
-        call.cancel()
-
-
-async def _fanout_client_main(address: str, streams: int, resources: int, timeout: float) -> None:
-    names = _fanout_names(resources)
-    per_channel = 50
-    channels = [
-        grpc.aio.insecure_channel(address) for _ in range(max(1, -(-streams // per_channel)))
-    ]
-    stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
-    event = asyncio.Event()
-    done = [0, 0, streams]
-    tasks = [
-        asyncio.create_task(_client_stream(stubs[i // per_channel], i, names, event, done))
-        for i in range(streams)
-    ]
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-            print(f"initial {done[0]}", flush=True)
-            event.clear()
-            await event.wait()
-            print(f"updated {done[1]}", flush=True)
-            # Keep the streams open until the hub has looked at its sync registry.
-            await asyncio.to_thread(sys.stdin.readline)
-    except TimeoutError:
-        print(f"timeout initial={done[0]} updated={done[1]}", flush=True)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for channel in channels:
-            await channel.close()
-
-
-def fanout_client(address: str, streams: int, resources: int, timeout: float) -> None:
-    """The client side of :func:`bench_fanout`, run in its own process.
-
-    Prints ``initial N`` once every stream has ACKed the initial state, then ``updated N``
-    once every stream has ACKed a second ClusterLoadAssignment version (or ``timeout ...``).
-    """
-    asyncio.run(_fanout_client_main(address, streams, resources, timeout))
-
-
-async def _read_line(proc: asyncio.subprocess.Process, timeout: float) -> str:
-    assert proc.stdout is not None
-    async with asyncio.timeout(timeout):
-        line = await proc.stdout.readline()
-    return line.decode().strip()
-
-
-async def _fanout(streams: int, resources: int, timeout: float) -> None:
-    cache = SnapshotCache()
-    sync = SyncRegistry(cache.snapshot_versions)
-    names = _fanout_names(resources)
-    cache.set(
-        "a",
-        Snapshot.build(
-            [
-                *(eds_cluster(n) for n in names),
-                *(loopback_assignment(n, range(8080, 8090)) for n in names),
-            ]
-        ),
-    )
-    cache.mark_ready()
-    address = f"127.0.0.1:{free_port()}"
-    server = await serve(cache, sync, address)
-    code = (
-        "from e2e.bench_xds import fanout_client; "
-        f"fanout_client({address!r}, {streams}, {resources}, {timeout})"
-    )
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        code,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=str(REPO_ROOT),
-    )
-    try:
-        began = time.perf_counter()
-        line = await _read_line(proc, timeout + 10)
-        print(
-            f"  initial state ACKed by the client process: {line!r} after "
-            f"{time.perf_counter() - began:.2f} s; streams open at the hub: {len(sync)}"
-        )
-        if not line.startswith("initial"):
-            return
-        # One endpoint change: the first assignment's endpoints become unhealthy.
-        cpu = time.process_time()
-        changed_at = time.perf_counter()
-        cache.update("a", ENDPOINT, {names[0]: loopback_assignment(names[0], (8080,), False)})
-        line = await _read_line(proc, timeout + 10)
-        elapsed = time.perf_counter() - changed_at
-        cpu = time.process_time() - cpu
-        print(
-            f"  one ClusterLoadAssignment changed -> all {streams} streams ACKed it "
-            f"({line!r}): {elapsed * 1000:.0f} ms (hub CPU meanwhile {cpu * 1000:.0f} ms)"
-        )
-        try:
-            async with asyncio.timeout(10):
-                await sync.wait_for(lambda: all(s.synced for s in sync.list()))
-            synced = sum(1 for s in sync.list() if s.synced)
-            print(
-                f"  SyncRegistry: {synced}/{len(sync)} streams synced "
-                f"{(time.perf_counter() - changed_at) * 1000:.0f} ms after the change"
-            )
-        except TimeoutError:
-            print("  SyncRegistry: not all streams synced within 10 s")
-        print(f"  hub process RSS {rss_mib():.0f} MiB (peak {rss_mib(peak=True):.0f} MiB)")
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            pass
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        await server.stop(None)
-
-
-def bench_fanout(streams: int = 1000) -> None:
-    """``streams`` SotW ADS streams from another process; one CLA change until all ACKed."""
-    resources = 1000
-    print(f"fan-out: {streams} SotW ADS streams, {resources} clusters and assignments")
-    asyncio.run(_fanout(streams, resources, timeout=120.0))
 
 
 # --- endpoint change -> Envoy ------------------------------------------------------------
