@@ -18,19 +18,25 @@ in the same run: the streams the hub admitted and refused, the time until every 
 had ACKed the initial state, the hub's memory per idle stream, then one
 ClusterLoadAssignment change until every client process had seen every stream ACK it
 (and until the hub's sync registry had every stream synced), with the hub's CPU time
-meanwhile and its RSS. Everything listens on 127.0.0.1 and every wait is bounded.
+meanwhile and its RSS; last, the xDS server is stopped and started again on its address
+(the snapshots kept: what is timed is the Envoys reconnecting, with their back-off, and
+being sent everything again, not the registry's load) until every Envoy has the whole
+state again. Everything listens on 127.0.0.1 and every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -52,6 +58,9 @@ STREAMS_PER_IDENTITY = 1000
 BASELINE_STREAMS = 1000
 #: EDS names each stream subscribes to.
 RESOURCES = 100
+#: An Envoy's back-off between attempts to open its ADS stream (the bootstrap's).
+RETRY_BASE = 0.25
+RETRY_MAX = 5.0
 
 
 def raise_open_files() -> None:
@@ -70,32 +79,29 @@ def names(count: int) -> list[str]:
 
 @dataclass
 class Counts:
-    """Streams of this process with the initial state, and with the changed one."""
+    """Envoys of this process with the initial state, the changed one, and the state
+    again after the hub restarted; and those refused before their initial state."""
 
     total: int
     initial: int = 0
     updated: int = 0
+    resynced: int = 0
     failed: int = 0
 
 
-async def _stream(
-    channel: grpc.aio.Channel,
-    index: int,
-    subscribed: list[str],
-    counts: Counts,
-    changed: asyncio.Event,
-) -> None:
-    """One Envoy's SotW ADS stream: CDS, then EDS for ``subscribed``; ACK everything."""
-    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+async def _one_stream(
+    stub: Any, node: dict[str, str], subscribed: list[str], on_eds: Callable[[int], None]
+) -> bool:
+    """One SotW ADS stream: CDS, then EDS for ``subscribed``; every response ACKed, and
+    ``on_eds(n)`` told of the n-th EDS response. Whether it ended by an error."""
     call = stub.StreamAggregatedResources()
-    node = {"id": f"bench-{os.getpid()}-{index}"}  # the certificate names the cluster
     eds = 0
     try:
         await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
-                return
+                return False
             ack = discovery_pb2.DiscoveryRequest(
                 type_url=response.type_url,
                 version_info=response.version_info,
@@ -112,17 +118,49 @@ async def _stream(
                 ack.resource_names.extend(subscribed)
                 await call.write(ack)
                 eds += 1
-                if eds == 1:
-                    counts.initial += 1
-                elif eds == 2:
-                    counts.updated += 1
-                if counts.updated == counts.total or counts.initial == counts.total:
-                    changed.set()
+                on_eds(eds)
     except grpc.aio.AioRpcError:
-        counts.failed += 1
-        changed.set()
+        return True
     finally:
         call.cancel()
+
+
+async def _envoy(
+    channel: grpc.aio.Channel,
+    index: int,
+    subscribed: list[str],
+    counts: Counts,
+    changed: asyncio.Event,
+) -> None:
+    """One Envoy: its ADS stream, opened again when it breaks (after 0.25 s, doubling up
+    to 5 s, as the bootstrap's back-off), as when the hub restarts; a stream refused
+    before the initial state counts as failed and is not retried."""
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    node = {"id": f"bench-{os.getpid()}-{index}"}  # the certificate names the cluster
+    opened = 0
+    backoff = RETRY_BASE
+
+    def on_eds(n: int) -> None:
+        if opened == 1 and n <= 2:
+            counts.initial += n == 1
+            counts.updated += n == 2
+            changed.set()
+        elif opened > 1 and n == 1 and not resynced:
+            resynced.append(True)
+            counts.resynced += 1
+            changed.set()
+
+    resynced: list[bool] = []
+    while True:
+        opened += 1
+        before = counts.initial
+        await _one_stream(stub, node, subscribed, on_eds)
+        if opened == 1 and counts.initial == before:
+            counts.failed += 1
+            changed.set()
+            return
+        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # bounded: 5 s at most
+        backoff = min(backoff * 2, RETRY_MAX)
 
 
 async def _client(address: str, identity: Path, streams: int, timeout: float) -> None:
@@ -139,22 +177,26 @@ async def _client(address: str, identity: Path, streams: int, timeout: float) ->
     changed = asyncio.Event()
     subscribed = names(RESOURCES)
     tasks = [
-        asyncio.create_task(_stream(c, i, subscribed, counts, changed))
+        asyncio.create_task(_envoy(c, i, subscribed, counts, changed))
         for i, c in enumerate(channels)
     ]
+
+    async def until(done: Callable[[], int]) -> None:
+        while done() + counts.failed < streams:
+            changed.clear()
+            await changed.wait()
+
     try:
         async with asyncio.timeout(timeout):
-            while counts.initial + counts.failed < streams:
-                changed.clear()
-                await changed.wait()
+            await until(lambda: counts.initial)
             print(f"initial {counts.initial} failed {counts.failed}", flush=True)
-            while counts.updated + counts.failed < streams:
-                changed.clear()
-                await changed.wait()
+            await until(lambda: counts.updated)
             print(f"updated {counts.updated}", flush=True)
+            await until(lambda: counts.resynced)
+            print(f"resynced {counts.resynced}", flush=True)
             await asyncio.to_thread(sys.stdin.readline)  # open until the hub has looked
     except TimeoutError:
-        print(f"timeout initial={counts.initial} updated={counts.updated}", flush=True)
+        print(f"timeout {counts}", flush=True)
     finally:
         for task in tasks:
             task.cancel()
@@ -167,8 +209,9 @@ def client_main(address: str, identity: str, streams: int, timeout: float) -> No
     """One client process: ``streams`` Envoys of the identity in directory ``identity``.
 
     Prints ``initial N failed M`` once every stream has the initial state (or failed),
-    then ``updated N`` once every stream has ACKed a second ClusterLoadAssignment
-    version (or ``timeout ...``); exits when its standard input closes.
+    ``updated N`` once every stream has ACKed a second ClusterLoadAssignment version,
+    ``resynced N`` once every Envoy has the state again on a new stream after the hub
+    restarted (or ``timeout ...``); exits when its standard input closes.
     """
     asyncio.run(_client(address, Path(identity), streams, timeout))
 
@@ -191,110 +234,170 @@ def _count(lines: list[str], word: str) -> int:
     return sum(int(line.split()[1]) for line in lines if line.startswith(word + " "))
 
 
-async def _run(streams: int, timeout: float) -> None:
-    identities = [f"fanout{i}" for i in range(-(-streams // STREAMS_PER_IDENTITY))]
-    with tempfile.TemporaryDirectory(prefix="fanout-pki-") as directory:
-        root = Path(directory)
-        pki.init(root, clusters=identities, hub_ips=["127.0.0.1"])
-        hub = root / "hub"
-        files = TlsFiles(hub / "tls.crt", hub / "tls.key", hub / "ca.crt")
-        cache = SnapshotCache()
-        metrics = XdsMetrics()
-        sync = SyncRegistry(cache.snapshot_versions)
-        subscribed = names(RESOURCES)
+class Hub:
+    """The ADS server as the hub runs it (mTLS, its limits), on one address, with a
+    snapshot for each identity's cluster; started again by :meth:`restart`."""
+
+    def __init__(self, pki_dir: Path, identities: list[str]) -> None:
+        hub = pki_dir / "hub"
+        self.files = TlsFiles(hub / "tls.crt", hub / "tls.key", hub / "ca.crt")
+        self.identities = identities
+        self.subscribed = names(RESOURCES)
+        self.cache = SnapshotCache()
         snapshot = Snapshot.build(
             [
-                *(eds_cluster(n) for n in subscribed),
-                *(loopback_assignment(n, range(8080, 8090)) for n in subscribed),
+                *(eds_cluster(n) for n in self.subscribed),
+                *(loopback_assignment(n, range(8080, 8090)) for n in self.subscribed),
             ]
         )
         for identity in identities:
-            cache.set(identity, snapshot)
-        cache.mark_ready()
-        address = f"127.0.0.1:{free_port()}"
-        server = await serve(
-            cache,
-            sync,
-            address,
-            metrics=metrics,
-            credentials=reloading_credentials(files),
+            self.cache.set(identity, snapshot)
+        self.cache.mark_ready()
+        self.address = f"127.0.0.1:{free_port()}"
+        self.server: grpc.aio.Server | None = None
+        self.metrics = XdsMetrics()
+        self.sync = SyncRegistry(self.cache.snapshot_versions)
+
+    async def start(self) -> None:
+        self.metrics = XdsMetrics()
+        self.sync = SyncRegistry(self.cache.snapshot_versions)
+        self.server = await serve(
+            self.cache,
+            self.sync,
+            self.address,
+            metrics=self.metrics,
+            credentials=reloading_credentials(self.files),
             node_group=CertificateGroup(DEFAULT_TRUST_DOMAIN),
         )
-        before = rss_mib()
-        procs = []
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(None)
+            self.server = None
+
+    def change_one_endpoint(self) -> None:
+        """The first assignment's endpoints go unhealthy, in every identity's cluster."""
+        first = self.subscribed[0]
+        changed = {first: loopback_assignment(first, (8080,), False)}
+        for identity in self.identities:
+            self.cache.update(identity, ENDPOINT, changed)
+
+    async def synced_after(self, since: float, streams: int) -> str:
+        """When every one of ``streams`` streams was synced, by the hub's sync registry."""
+        sync = self.sync
         try:
-            shares = [STREAMS_PER_IDENTITY] * (len(identities) - 1)
-            shares.append(streams - sum(shares))
-            env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-            for identity, share in zip(identities, shares, strict=True):
-                code = (
-                    "from e2e.bench_fanout import client_main; "
-                    f"client_main({address!r}, {str(root / 'clusters' / identity)!r}, "
-                    f"{share}, {timeout})"
+            async with asyncio.timeout(30):
+                await sync.wait_for(
+                    lambda: len(sync) >= streams and all(s.synced for s in sync.list())
                 )
-                procs.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-c",
-                        code,
-                        env=env,
-                        cwd=str(REPO_ROOT),
-                        stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE,
-                    )
-                )
-            began = time.perf_counter()
-            lines = await _all_lines(procs, timeout + 10)
-            initial = time.perf_counter() - began
-            refused = sum(metrics.refusals.values())
-            idle = rss_mib()
-            print(
-                f"  {len(identities)} client processes (one per cluster identity), one "
-                f"connection per stream: {len(sync)} streams admitted, {refused} refused "
-                f"({dict(metrics.refusals)}); every stream had the initial state after "
-                f"{initial:.1f} s ({_count(lines, 'initial')} streams, client lines {lines[:2]}...)"
+        except TimeoutError:
+            return f"not every stream synced within 30 s ({len(sync)} open)"
+        return f"{len(sync)} streams synced {(time.perf_counter() - since) * 1000:.0f} ms after"
+
+
+async def _clients(
+    hub: Hub, pki_dir: Path, streams: int, timeout: float
+) -> list[asyncio.subprocess.Process]:
+    """One client process per identity, :data:`STREAMS_PER_IDENTITY` streams each."""
+    shares = [STREAMS_PER_IDENTITY] * (len(hub.identities) - 1)
+    shares.append(streams - sum(shares))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    procs = []
+    for identity, share in zip(hub.identities, shares, strict=True):
+        directory = str(pki_dir / "clusters" / identity)
+        code = (
+            "from e2e.bench_fanout import client_main; "
+            f"client_main({hub.address!r}, {directory!r}, {share}, {timeout})"
+        )
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                code,
+                env=env,
+                cwd=str(REPO_ROOT),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
-            print(
-                f"  hub RSS {idle:.0f} MiB with the streams idle, {before:.0f} MiB before: "
-                f"{(idle - before) * 1024 / max(1, len(sync)):.0f} KiB per idle stream"
-            )
-            if any(not line.startswith("initial") for line in lines):
-                return
-            cpu = time.process_time()
-            changed_at = time.perf_counter()
-            changed = {subscribed[0]: loopback_assignment(subscribed[0], (8080,), False)}
-            for identity in identities:  # one endpoint, seen by every cluster's Envoys
-                cache.update(identity, ENDPOINT, changed)
-            lines = await _all_lines(procs, timeout + 10)
-            elapsed = time.perf_counter() - changed_at
-            cpu = time.process_time() - cpu
-            print(
-                f"  one ClusterLoadAssignment changed -> every stream ACKed it: "
-                f"{elapsed * 1000:.0f} ms ({_count(lines, 'updated')} streams; hub CPU "
-                f"meanwhile {cpu * 1000:.0f} ms)"
-            )
-            try:
-                async with asyncio.timeout(10):
-                    await sync.wait_for(lambda: all(s.synced for s in sync.list()))
-                print(
-                    f"  the hub's sync registry: {len(sync)} streams synced "
-                    f"{(time.perf_counter() - changed_at) * 1000:.0f} ms after the change"
-                )
-            except TimeoutError:
-                print("  the hub's sync registry: not every stream synced within 10 s")
-            print(f"  hub RSS {rss_mib():.0f} MiB (peak {rss_mib(peak=True):.0f} MiB)")
+        )
+    return procs
+
+
+async def _stop_clients(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    for proc in procs:
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _run(streams: int, timeout: float) -> None:
+    identities = [f"fanout{i}" for i in range(-(-streams // STREAMS_PER_IDENTITY))]
+    with tempfile.TemporaryDirectory(prefix="fanout-pki-") as directory:
+        pki_dir = Path(directory)
+        pki.init(pki_dir, clusters=identities, hub_ips=["127.0.0.1"])
+        hub = Hub(pki_dir, identities)
+        await hub.start()
+        before = rss_mib()
+        procs = await _clients(hub, pki_dir, streams, timeout)
+        try:
+            await _measure(hub, procs, streams, before, timeout)
         finally:
-            for proc in procs:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            for proc in procs:
-                try:
-                    async with asyncio.timeout(20):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-            await server.stop(None)
+            await _stop_clients(procs)
+            await hub.stop()
+
+
+async def _measure(
+    hub: Hub, procs: list[asyncio.subprocess.Process], streams: int, before: float, timeout: float
+) -> None:
+    began = time.perf_counter()
+    lines = await _all_lines(procs, timeout + 10)
+    initial = time.perf_counter() - began
+    refused = sum(hub.metrics.refusals.values())
+    idle = rss_mib()
+    print(
+        f"  {len(procs)} client processes (one per cluster identity), one connection per "
+        f"stream: {len(hub.sync)} streams admitted, {refused} refused "
+        f"({dict(hub.metrics.refusals)}); every stream had the initial state after "
+        f"{initial:.1f} s ({_count(lines, 'initial')} streams)"
+    )
+    print(
+        f"  hub RSS {idle:.0f} MiB with the streams idle, {before:.0f} MiB before: "
+        f"{(idle - before) * 1024 / max(1, len(hub.sync)):.0f} KiB per idle stream"
+    )
+    if any(not line.startswith("initial") for line in lines):
+        print(f"  stopped: {lines}")
+        return
+    cpu = time.process_time()
+    changed_at = time.perf_counter()
+    hub.change_one_endpoint()
+    lines = await _all_lines(procs, timeout + 10)
+    elapsed = time.perf_counter() - changed_at
+    cpu = time.process_time() - cpu
+    print(
+        f"  one ClusterLoadAssignment changed -> every stream ACKed it: {elapsed * 1000:.0f} ms "
+        f"({_count(lines, 'updated')} streams; hub CPU meanwhile {cpu * 1000:.0f} ms); the "
+        f"hub's sync registry: {await hub.synced_after(changed_at, streams)}"
+    )
+    print(f"  hub RSS {rss_mib():.0f} MiB (peak {rss_mib(peak=True):.0f} MiB)")
+    if any(not line.startswith("updated") for line in lines):
+        print(f"  stopped: {lines}")
+        return
+    await hub.stop()
+    restarted = time.perf_counter()
+    await hub.start()
+    lines = await _all_lines(procs, timeout + 10)
+    elapsed = time.perf_counter() - restarted
+    print(
+        f"  xDS server restarted (its snapshots kept) -> every Envoy reconnected (back-off {RETRY_BASE:g}-{RETRY_MAX:g} s) "
+        f"and had the whole state again: {elapsed:.1f} s ({_count(lines, 'resynced')} "
+        f"streams); the hub's sync registry: {await hub.synced_after(restarted, streams)}"
+    )
 
 
 def bench_fanout(streams: int = 10_000, timeout: float = 300.0) -> None:
