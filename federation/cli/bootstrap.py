@@ -32,9 +32,10 @@ address, ``IP:PORT,IP:PORT,...``: each is a priority of its own, in the order gi
 Envoy connects to the first, and a replica that refuses or breaks its connection is
 ejected for a while (outlier detection, after one failure), which sends the next attempt
 to the next one. Listing them in another order per cluster spreads the clusters over
-the replicas. A connection the hub closes at its ``--xds-max-connection-age`` counts as
-such a failure too, so an Envoy moves to its next replica then, and back to the first
-at the next. Names are given alone: Envoy resolves a name into one host.
+the replicas. A connection the hub closes at its ``--xds-max-connection-age`` is no
+failure: the Envoy reconnects to the first replica not ejected, so one that moved goes
+back to its first replica at its next maximum age once that one is back. Names are
+given alone: Envoy resolves a name into one host.
 
 HTTP/2 keepalive pings make an Envoy notice a dead hub connection (a hub that went
 away without closing it) within seconds and reconnect, instead of sitting on it, and a
@@ -69,8 +70,8 @@ READY_LISTENER = "federation-ready"
 KEEPALIVE = {"interval": "15s", "timeout": "5s"}
 #: Backoff between attempts to (re)open the ADS stream (Envoy's default is 0.5 s to 30 s).
 RETRY_BACK_OFF = {"base_interval": "0.25s", "max_interval": "5s"}
-#: With several hub replicas listed: a replica is ejected after one failed connection or
-#: broken stream (Envoy counts those as 5xx), for 10 s times the ejections in a row (at
+#: With several hub replicas listed: a replica is ejected after one refused connection or
+#: reset stream (Envoy counts those as 5xx), for 10 s times the ejections in a row (at
 #: most Envoy's 300 s), so that the next attempt goes to the next one; every replica may
 #: be ejected (then Envoy tries them all again).
 REPLICA_OUTLIER_DETECTION = {

@@ -15,6 +15,7 @@ from e2e.cluster import free_port
 from e2e.xds_resources import eds_cluster, loopback_assignment
 from federation.cli import pki
 from federation.cli.bootstrap import XDS_CLUSTER, BootstrapOptions, BootstrapTls, bootstrap
+from federation.xds.peers import ServerLimits
 from federation.xds.server import serve
 from federation.xds.snapshot import Snapshot, SnapshotCache
 from federation.xds.status import SyncRegistry
@@ -240,3 +241,63 @@ def _answers(admin: str) -> bool:
     except OSError:
         return False
     return True
+
+
+async def test_an_envoy_given_replicas_prefers_the_first_moves_and_comes_back_with_age(
+    tmp_path: Path,
+) -> None:
+    """``--xds IP:PORT,IP:PORT``: the Envoy syncs with the first replica; when that one
+    goes, it ejects it and syncs with the next; once the first is back, the next's
+    maximum connection age (here 2 s, then 1 s of grace) sends it back to the first,
+    which is how connections spread again over replicas."""
+    cache = SnapshotCache()
+    cache.set("a", Snapshot.build([eds_cluster("served"), loopback_assignment("served", [9])]))
+    cache.mark_ready()
+    ports = free_port(), free_port()
+    first, second = SyncRegistry(cache.snapshot_versions), SyncRegistry(cache.snapshot_versions)
+    aging = ServerLimits(max_connection_age=2.0, max_connection_age_grace=1.0)
+    servers = {
+        "first": await serve(cache, first, f"127.0.0.1:{ports[0]}"),
+        "second": await serve(cache, second, f"127.0.0.1:{ports[1]}", limits=aging),
+    }
+    admin = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "bootstrap.json"
+    options = BootstrapOptions(
+        cluster="a",
+        xds_address=",".join(f"127.0.0.1:{p}" for p in ports),
+        admin_address=admin,
+        insecure_plaintext=True,
+    )
+    config.write_text(json.dumps(bootstrap(options)))
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        envoy = subprocess.Popen(
+            [str(toolchain.locate().envoy), "-c", str(config), "--disable-hot-restart",
+             "--concurrency", "1", "--log-level", "warn"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    async def synced_with(sync: SyncRegistry, what: str, deadline: float) -> None:
+        def synced() -> bool:
+            return any(s.node_id == "envoy-a" and s.synced for s in sync.list())
+
+        try:
+            async with asyncio.timeout(deadline):
+                await sync.wait_for(synced)
+        except TimeoutError:
+            pytest.fail(f"the Envoy did not sync with {what}:\n{log.read_text()[-3000:]}")
+
+    try:
+        await synced_with(first, "the first replica", SYNC_DEADLINE)
+        assert not second.list(), "the Envoy went to the second replica first"
+        await servers.pop("first").stop(None)
+        await synced_with(second, "the second once the first went", SYNC_DEADLINE)
+        back = SyncRegistry(cache.snapshot_versions)
+        servers["first"] = await serve(cache, back, f"127.0.0.1:{ports[0]}")
+        # Ejected for 10 s after its failure; the second closes connections every 3 s.
+        await synced_with(back, "the first once back, after an aged connection", 30.0)
+    finally:
+        envoy.terminate()
+        await asyncio.to_thread(envoy.wait, 30)
+        for server in servers.values():
+            await server.stop(None)
