@@ -393,10 +393,11 @@ async def _measure(
     await hub.start()
     lines = await _all_lines(procs, timeout + 10)
     elapsed = time.perf_counter() - restarted
+    synced = await hub.synced_after(restarted, streams)
     print(
-        f"  xDS server restarted (its snapshots kept) -> every Envoy reconnected (back-off {RETRY_BASE:g}-{RETRY_MAX:g} s) "
-        f"and had the whole state again: {elapsed:.1f} s ({_count(lines, 'resynced')} "
-        f"streams); the hub's sync registry: {await hub.synced_after(restarted, streams)}"
+        f"  xDS server restarted (its snapshots kept) -> every Envoy reconnected (back-off "
+        f"{RETRY_BASE:g}-{RETRY_MAX:g} s) and had the whole state again: {elapsed:.1f} s "
+        f"({_count(lines, 'resynced')} streams); the hub's sync registry: {synced}"
     )
 
 

@@ -18,7 +18,6 @@ from e2e.helm_install import (
     CHARTS,
     CLUSTERS,
     HUB_CLUSTER,
-    HUB_HTTP_NODE_PORT,
     NS,
     Installed,
     helm,
@@ -31,6 +30,8 @@ from e2e.traffic import DEADLINE, Loop, Outcome, host
 from federation.dns import coredns
 
 APP = "helm-story"
+#: The hub pods' HTTP port (the chart's http.port).
+HUB_HTTP_PORT = 18080
 RELEASES = ("federation-crds", "federation-hub", "federation-agent")
 
 
@@ -61,7 +62,8 @@ def test_every_pod_is_ready(installed: Installed) -> None:
         items = listed["items"]
         assert isinstance(items, list)
         names = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in items)
-        assert names == (["agent", "gateway", "hub"] if cluster_id == HUB_CLUSTER else
+        # The hub chart's default: two replicas.
+        assert names == (["agent", "gateway", "hub", "hub"] if cluster_id == HUB_CLUSTER else
                          ["agent", "gateway"])  # fmt: skip
         for p in items:
             ready = {c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"]
@@ -69,18 +71,27 @@ def test_every_pod_is_ready(installed: Installed) -> None:
 
 
 def test_proxy_status_shows_every_gateway_synced(installed: Installed) -> None:
+    """Through the Service's node port one replica answers, with its own Envoys only: an
+    operator gives every hub pod (``--hub`` each) and sees every Envoy once."""
     hub = installed.env.cluster(HUB_CLUSTER)
-    host_, port = hub.forward(("127.0.0.1", 0), (hub.node_ip, HUB_HTTP_NODE_PORT), name="hub")
+    ips = pods.wait_ready_pods(hub, NS, "app.kubernetes.io/component=hub", 2)
+    urls = []
+    for ip in sorted(ips.values()):
+        urls += ["--hub", f"http://{hub.forward_to_pod(ip, HUB_HTTP_PORT, name='hub-http')}"]
     shown: list[str] = []
 
     def synced() -> bool:
-        done = fedctl("proxy-status", "--hub", f"http://{host_}:{port}", timeout=30)
+        done = fedctl("proxy-status", *urls, timeout=30)
         shown[:] = [done.stdout + done.stderr]
         rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
-        return sorted((r[1], r[-1]) for r in rows if len(r) > 2) == [(c, "yes") for c in CLUSTERS]
+        return done.returncode == 0 and sorted((r[2], r[-1]) for r in rows if len(r) > 3) == [
+            (c, "yes") for c in CLUSTERS
+        ]
 
     wait_until(synced, timeout=DEADLINE, what="fedctl proxy-status: every gateway synced")
+    assert shown[0].splitlines()[0].split()[:2] == ["HUB", "NODE"], shown[0]
     assert all(f" {c} " in shown[0] for c in CLUSTERS), shown[0]
+    print(f"\n{shown[0]}")
 
 
 def test_an_export_in_a_is_imported_and_answered_through_b(installed: Installed) -> None:
