@@ -61,6 +61,8 @@ RESOURCES = 100
 #: An Envoy's back-off between attempts to open its ADS stream (the bootstrap's).
 RETRY_BASE = 0.25
 RETRY_MAX = 5.0
+#: A client process's broken streams, by gRPC status.
+BROKEN: dict[str, int] = {}
 
 
 def raise_open_files() -> None:
@@ -80,13 +82,13 @@ def names(count: int) -> list[str]:
 @dataclass
 class Counts:
     """Envoys of this process with the initial state, the changed one, and the state
-    again after the hub restarted; and those refused before their initial state."""
+    again after the hub restarted; and streams refused before their initial state."""
 
     total: int
     initial: int = 0
     updated: int = 0
     resynced: int = 0
-    failed: int = 0
+    refused: int = 0
 
 
 async def _one_stream(
@@ -119,7 +121,9 @@ async def _one_stream(
                 await call.write(ack)
                 eds += 1
                 on_eds(eds)
-    except grpc.aio.AioRpcError:
+    except grpc.aio.AioRpcError as err:
+        code = err.code().name
+        BROKEN[code] = BROKEN.get(code, 0) + 1
         return True
     finally:
         call.cancel()
@@ -132,33 +136,38 @@ async def _envoy(
     counts: Counts,
     changed: asyncio.Event,
 ) -> None:
-    """One Envoy: its ADS stream, opened again when it breaks (after 0.25 s, doubling up
-    to 5 s, as the bootstrap's back-off), as when the hub restarts; a stream refused
-    before the initial state counts as failed and is not retried."""
+    """One Envoy: its ADS stream, opened again when it breaks or is refused (after
+    0.25 s, doubling up to 5 s, as the bootstrap's back-off), as when the hub restarts;
+    every refusal is counted (``refused``)."""
     stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     node = {"id": f"bench-{os.getpid()}-{index}"}  # the certificate names the cluster
     opened = 0
     backoff = RETRY_BASE
 
-    def on_eds(n: int) -> None:
-        if opened == 1 and n <= 2:
-            counts.initial += n == 1
-            counts.updated += n == 2
-            changed.set()
-        elif opened > 1 and n == 1 and not resynced:
-            resynced.append(True)
-            counts.resynced += 1
-            changed.set()
+    got: set[str] = set()  # this Envoy's progress: initial, updated, resynced
+    first = 0  # which of its streams brought the initial state
 
-    resynced: list[bool] = []
+    def on_eds(n: int) -> None:
+        nonlocal first
+        if "initial" not in got:
+            if n == 1:
+                got.add("initial")
+                first = opened
+                counts.initial += 1
+        elif opened == first:
+            if n == 2 and "updated" not in got:
+                got.add("updated")
+                counts.updated += 1
+        elif n == 1 and "resynced" not in got:
+            got.add("resynced")
+            counts.resynced += 1
+        changed.set()
+
     while True:
         opened += 1
-        before = counts.initial
         await _one_stream(stub, node, subscribed, on_eds)
-        if opened == 1 and counts.initial == before:
-            counts.failed += 1
-            changed.set()
-            return
+        if "initial" not in got:
+            counts.refused += 1  # refused (or broken) before the initial state: again
         await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # bounded: 5 s at most
         backoff = min(backoff * 2, RETRY_MAX)
 
@@ -182,21 +191,21 @@ async def _client(address: str, identity: Path, streams: int, timeout: float) ->
     ]
 
     async def until(done: Callable[[], int]) -> None:
-        while done() + counts.failed < streams:
+        while done() < streams:
             changed.clear()
             await changed.wait()
 
     try:
         async with asyncio.timeout(timeout):
             await until(lambda: counts.initial)
-            print(f"initial {counts.initial} failed {counts.failed}", flush=True)
+            print(f"initial {counts.initial} refused {counts.refused} {BROKEN}", flush=True)
             await until(lambda: counts.updated)
             print(f"updated {counts.updated}", flush=True)
             await until(lambda: counts.resynced)
             print(f"resynced {counts.resynced}", flush=True)
             await asyncio.to_thread(sys.stdin.readline)  # open until the hub has looked
     except TimeoutError:
-        print(f"timeout {counts}", flush=True)
+        print(f"timeout {counts} broken streams by status {BROKEN}", flush=True)
     finally:
         for task in tasks:
             task.cancel()
@@ -208,7 +217,8 @@ async def _client(address: str, identity: Path, streams: int, timeout: float) ->
 def client_main(address: str, identity: str, streams: int, timeout: float) -> None:
     """One client process: ``streams`` Envoys of the identity in directory ``identity``.
 
-    Prints ``initial N failed M`` once every stream has the initial state (or failed),
+    Prints ``initial N refused M`` once every stream has the initial state (M: streams
+    refused or broken before it, opened again),
     ``updated N`` once every stream has ACKed a second ClusterLoadAssignment version,
     ``resynced N`` once every Envoy has the state again on a new stream after the hub
     restarted (or ``timeout ...``); exits when its standard input closes.
@@ -226,7 +236,15 @@ async def _line(proc: asyncio.subprocess.Process, timeout: float) -> str:
 
 
 async def _all_lines(procs: list[asyncio.subprocess.Process], timeout: float) -> list[str]:
-    return list(await asyncio.gather(*(_line(p, timeout) for p in procs)))
+    """The next line of every client, or ``no answer`` for one silent ``timeout`` s."""
+
+    async def one(proc: asyncio.subprocess.Process) -> str:
+        try:
+            return await _line(proc, timeout)
+        except TimeoutError:
+            return f"no answer in {timeout:g} s"
+
+    return list(await asyncio.gather(*(one(p) for p in procs)))
 
 
 def _count(lines: list[str], word: str) -> int:
@@ -301,7 +319,7 @@ async def _clients(
     """One client process per identity, :data:`STREAMS_PER_IDENTITY` streams each."""
     shares = [STREAMS_PER_IDENTITY] * (len(hub.identities) - 1)
     shares.append(streams - sum(shares))
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GRPC_VERBOSITY="ERROR")
     procs = []
     for identity, share in zip(hub.identities, shares, strict=True):
         directory = str(pki_dir / "clusters" / identity)
@@ -364,7 +382,9 @@ async def _measure(
         f"  {len(procs)} client processes (one per cluster identity), one connection per "
         f"stream: {len(hub.sync)} streams admitted, {refused} refused "
         f"({dict(hub.metrics.refusals)}); every stream had the initial state after "
-        f"{initial:.1f} s ({_count(lines, 'initial')} streams)"
+        f"{initial:.1f} s ({_count(lines, 'initial')} streams; "
+        f"{sum(int(x.split()[3]) for x in lines if x.startswith('initial'))} refusals on "
+        f"the way, each opened again after the back-off)"
     )
     print(
         f"  hub RSS {idle:.0f} MiB with the streams idle, {before:.0f} MiB before: "
