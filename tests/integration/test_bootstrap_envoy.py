@@ -91,6 +91,20 @@ def _free_loopback_port(host: str) -> int:
         return port
 
 
+def start_envoy(tmp_path: Path, options: BootstrapOptions) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real Envoy on the bootstrap of ``options``, logging to a file; with that file."""
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(bootstrap(options)))
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        envoy = subprocess.Popen(
+            [str(toolchain.locate().envoy), "-c", str(config), "--disable-hot-restart",
+             "--concurrency", "1", "--log-level", "warn"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return envoy, log
+
+
 def _admin(address: str, path: str) -> str:
     with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as resp:
         text: str = resp.read().decode()
@@ -183,15 +197,7 @@ async def test_the_ready_listener_answers_ready_only_once_configured_and_nothing
         gateway="shop/gw",
         ready_address=ready,
     )
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap(options)))
-    log = tmp_path / "envoy.log"
-    with log.open("w") as out:
-        envoy = subprocess.Popen(
-            [str(toolchain.locate().envoy), "-c", str(config), "--disable-hot-restart",
-             "--concurrency", "1", "--log-level", "warn"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    envoy, _ = start_envoy(tmp_path, options)
 
     def status(path: str, method: str = "GET") -> int | None:
         request = urllib.request.Request(f"http://{ready}{path}", method=method)
@@ -261,21 +267,13 @@ async def test_an_envoy_given_replicas_prefers_the_first_moves_and_comes_back_wi
         "second": await serve(cache, second, f"127.0.0.1:{ports[1]}", limits=aging),
     }
     admin = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "bootstrap.json"
     options = BootstrapOptions(
         cluster="a",
         xds_address=",".join(f"127.0.0.1:{p}" for p in ports),
         admin_address=admin,
         insecure_plaintext=True,
     )
-    config.write_text(json.dumps(bootstrap(options)))
-    log = tmp_path / "envoy.log"
-    with log.open("w") as out:
-        envoy = subprocess.Popen(
-            [str(toolchain.locate().envoy), "-c", str(config), "--disable-hot-restart",
-             "--concurrency", "1", "--log-level", "warn"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    envoy, log = start_envoy(tmp_path, options)
 
     async def synced_with(sync: SyncRegistry, what: str, deadline: float) -> None:
         def synced() -> bool:
